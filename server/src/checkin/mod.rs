@@ -1,0 +1,398 @@
+//! Apple's check-in and command-report semantics, each message applied in one storage transaction.
+//!
+//! The HTTP layer hands over the device's identity certificate (already verified against the body, or taken
+//! from TLS or a trusted proxy) and the raw body; everything below is independent of HTTP.
+
+mod platform;
+
+pub use platform::platform_of;
+
+use crate::clock::SharedClock;
+use crate::config::UserAuthenticatePolicy;
+use crate::identity::{CaVerifier, DeviceCert, IdentityError};
+use crate::metrics::Metrics;
+use crate::protocol::checkin::{Authenticate, TokenUpdate};
+use crate::protocol::{
+    plist_json, to_xml, CheckinMessage, CheckinPayload, CommandReport, EnrollmentKind,
+    EnrollmentRef, ProtocolError, ReportStatus,
+};
+use crate::storage::devices::{self, AuthenticateFacts, Device};
+use crate::storage::enrollments::{self, TokenUpdateFacts};
+use crate::storage::queue::{self, QueueStatus, ReportOutcome};
+use crate::storage::{Storage, StorageError};
+use plist::{Dictionary, Value};
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use std::sync::Arc;
+
+/// What to send back to the device.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MdmResponse {
+    /// 200 with an empty body.
+    Empty,
+    /// 200 with a plist body.
+    Plist(Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckinError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("unknown device {0}: it must Authenticate first")]
+    UnknownDevice(String),
+    #[error("unknown enrollment {0}: it has not sent a TokenUpdate")]
+    UnknownEnrollment(String),
+    #[error("the identity certificate is not the one bound to device {0}")]
+    IdentityMismatch(String),
+    #[error("the identity certificate is already bound to another device")]
+    CertificateBoundElsewhere,
+    #[error("device {device} is bound to serial number {bound}, not {presented}")]
+    SerialMismatch {
+        device: String,
+        bound: String,
+        presented: String,
+    },
+    #[error("Authenticate must come on the device channel")]
+    AuthenticateOnUserChannel,
+    #[error("UserAuthenticate is declined by this server")]
+    UserAuthenticateDeclined,
+    #[error("{0} is not supported by this server yet")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sea_orm::DbErr> for CheckinError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Storage(e.into())
+    }
+}
+
+pub struct CheckinService {
+    storage: Storage,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    user_authenticate: UserAuthenticatePolicy,
+    ca: Option<CaVerifier>,
+}
+
+impl CheckinService {
+    pub fn new(
+        storage: Storage,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        user_authenticate: UserAuthenticatePolicy,
+        ca: Option<CaVerifier>,
+    ) -> Self {
+        Self {
+            storage,
+            clock,
+            metrics,
+            user_authenticate,
+            ca,
+        }
+    }
+
+    /// A check-in message (Authenticate, TokenUpdate, ...).
+    pub async fn checkin(
+        &self,
+        cert: &DeviceCert,
+        body: &[u8],
+    ) -> Result<MdmResponse, CheckinError> {
+        let msg = match CheckinMessage::decode(body) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.checkin("invalid", "400");
+                return Err(e.into());
+            }
+        };
+        let kind = msg.payload.message_type();
+        let res = self.apply_checkin(cert, msg).await;
+        self.metrics.checkin(kind, outcome(&res));
+        res
+    }
+
+    async fn apply_checkin(
+        &self,
+        cert: &DeviceCert,
+        msg: CheckinMessage,
+    ) -> Result<MdmResponse, CheckinError> {
+        if let Some(ca) = &self.ca {
+            ca.verify(cert)?;
+        }
+        let now = self.clock.now_ms();
+        let e = &msg.enrollment;
+        if let CheckinPayload::Authenticate(a) = &msg.payload {
+            return self.authenticate(cert, e, a, &msg.raw, now).await;
+        }
+        let txn = self.storage.db().begin().await?;
+        let device = authorize(&txn, cert, e).await?;
+        let response = match &msg.payload {
+            CheckinPayload::Authenticate(_) => unreachable!("handled above"),
+            CheckinPayload::TokenUpdate(t) => {
+                token_update(&txn, e, t, &msg.raw, now).await?;
+                MdmResponse::Empty
+            }
+            CheckinPayload::CheckOut => {
+                if e.kind.is_user_channel() {
+                    enrollments::disable(&txn, &e.id, now).await?;
+                } else {
+                    enrollments::disable_device(&txn, &e.device_id, now).await?;
+                }
+                tracing::info!(enrollment = %e.id, "device checked out");
+                MdmResponse::Empty
+            }
+            CheckinPayload::UserAuthenticate { digest_response } => {
+                match self.user_authenticate {
+                    UserAuthenticatePolicy::Decline => {
+                        return Err(CheckinError::UserAuthenticateDeclined)
+                    }
+                    UserAuthenticatePolicy::Accept => {
+                        if digest_response.as_deref().unwrap_or("").is_empty() {
+                            // First round: an empty challenge tells the device no digest is needed.
+                            let mut d = Dictionary::new();
+                            d.insert("DigestChallenge".into(), Value::String(String::new()));
+                            MdmResponse::Plist(to_xml(&d))
+                        } else {
+                            MdmResponse::Empty
+                        }
+                    }
+                }
+            }
+            CheckinPayload::SetBootstrapToken { bootstrap_token } => {
+                devices::set_bootstrap_token(&txn, &e.device_id, bootstrap_token.clone(), now)
+                    .await?;
+                MdmResponse::Empty
+            }
+            CheckinPayload::GetBootstrapToken => {
+                let mut d = Dictionary::new();
+                if let Some(t) = &device.bootstrap_token {
+                    d.insert("BootstrapToken".into(), Value::Data(t.clone()));
+                }
+                MdmResponse::Plist(to_xml(&d))
+            }
+            CheckinPayload::DeclarativeManagement { .. } => {
+                return Err(CheckinError::Unsupported("DeclarativeManagement"))
+            }
+            CheckinPayload::GetToken { .. } => return Err(CheckinError::Unsupported("GetToken")),
+        };
+        seen(&txn, e, now).await?;
+        txn.commit().await?;
+        Ok(response)
+    }
+
+    /// Bind the identity to the device, reset the enrollment: every channel disabled until TokenUpdate and
+    /// every pending command canceled.
+    async fn authenticate(
+        &self,
+        cert: &DeviceCert,
+        e: &EnrollmentRef,
+        a: &Authenticate,
+        raw: &[u8],
+        now: i64,
+    ) -> Result<MdmResponse, CheckinError> {
+        if e.kind.is_user_channel() {
+            return Err(CheckinError::AuthenticateOnUserChannel);
+        }
+        let txn = self.storage.db().begin().await?;
+        let existing = devices::find(&txn, &e.device_id).await?;
+        if let (Some(bound), Some(presented)) = (
+            existing.as_ref().and_then(|d| d.serial_number.as_deref()),
+            a.serial_number.as_deref(),
+        ) {
+            if bound != presented {
+                tracing::warn!(device = %e.device_id, bound, presented, "Authenticate refused: serial number changed");
+                return Err(CheckinError::SerialMismatch {
+                    device: e.device_id.clone(),
+                    bound: bound.to_string(),
+                    presented: presented.to_string(),
+                });
+            }
+        }
+        if let Some(other) = devices::find_by_fingerprint(&txn, cert.fingerprint()).await? {
+            if other.id != e.device_id {
+                tracing::warn!(device = %e.device_id, bound_to = %other.id, "Authenticate refused: certificate reused");
+                return Err(CheckinError::CertificateBoundElsewhere);
+            }
+        }
+        let facts = AuthenticateFacts {
+            serial_number: a.serial_number.clone(),
+            platform: platform_of(
+                a.product_name.as_deref(),
+                a.model.as_deref(),
+                a.model_name.as_deref(),
+            ),
+            model: a.model.clone(),
+            model_name: a.model_name.clone(),
+            product_name: a.product_name.clone(),
+            device_name: a.device_name.clone(),
+            os_version: a.os_version.clone(),
+            build_version: a.build_version.clone(),
+            imei: a.imei.clone(),
+            meid: a.meid.clone(),
+            identity_fingerprint: cert.fingerprint().to_string(),
+            identity_subject: cert.subject(),
+            identity_not_after: cert.not_after_unix().ok().map(|s| s * 1000),
+            raw: raw.to_vec(),
+        };
+        devices::upsert_authenticated(&txn, &e.device_id, facts, now).await?;
+        enrollments::ensure_device_channel(&txn, e, now).await?;
+        enrollments::disable_device(&txn, &e.device_id, now).await?;
+        let channels: Vec<String> = enrollments::for_device(&txn, &e.device_id)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let canceled = queue::cancel_pending(&txn, &channels, None, now).await?;
+        txn.commit().await?;
+        tracing::info!(device = %e.device_id, serial = ?a.serial_number, canceled, "device authenticated");
+        Ok(MdmResponse::Empty)
+    }
+
+    /// A command report (Idle or a command's result); answers with the next command, if any.
+    pub async fn report(
+        &self,
+        cert: &DeviceCert,
+        body: &[u8],
+    ) -> Result<MdmResponse, CheckinError> {
+        let report = match CommandReport::decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.report("invalid");
+                return Err(e.into());
+            }
+        };
+        self.metrics.report(report.status.as_str());
+        if let Some(ca) = &self.ca {
+            ca.verify(cert)?;
+        }
+        let now = self.clock.now_ms();
+        let e = &report.enrollment;
+        let txn = self.storage.db().begin().await?;
+        authorize(&txn, cert, e).await?;
+        if enrollments::find(&txn, &e.id).await?.is_none() {
+            return Err(CheckinError::UnknownEnrollment(e.id.clone()));
+        }
+        match report.status {
+            ReportStatus::Idle => {
+                queue::reset_not_now(&txn, &e.id, now).await?;
+            }
+            status => {
+                let uuid = report.command_uuid.as_deref().unwrap_or_default();
+                let json = plist_json::plist_to_json(&Value::Dictionary(report.dict.clone()));
+                let outcome = queue::record_report(
+                    &txn,
+                    &e.id,
+                    uuid,
+                    queue_status(status),
+                    &report.raw,
+                    &json.to_string(),
+                    now,
+                )
+                .await?;
+                match outcome {
+                    ReportOutcome::Recorded => {
+                        if status == ReportStatus::Error {
+                            tracing::info!(enrollment = %e.id, command = uuid, chain = ?report.error_chain, "command failed on device");
+                        }
+                    }
+                    ReportOutcome::Unknown => {
+                        tracing::warn!(enrollment = %e.id, command = uuid, status = status.as_str(), "report for a command not queued to this enrollment; ignored")
+                    }
+                    ReportOutcome::AlreadyFinal => {
+                        tracing::info!(enrollment = %e.id, command = uuid, "repeated report for a finished command; ignored")
+                    }
+                }
+            }
+        }
+        let next = queue::next(&txn, &e.id, now).await?;
+        seen(&txn, e, now).await?;
+        txn.commit().await?;
+        Ok(match next {
+            Some((_, cmd)) => {
+                self.metrics.commands_delivered.inc();
+                MdmResponse::Plist(cmd.raw)
+            }
+            None => MdmResponse::Empty,
+        })
+    }
+}
+
+fn queue_status(s: ReportStatus) -> QueueStatus {
+    match s {
+        ReportStatus::Acknowledged => QueueStatus::Acknowledged,
+        ReportStatus::Error => QueueStatus::Error,
+        ReportStatus::CommandFormatError => QueueStatus::CommandFormatError,
+        ReportStatus::NotNow => QueueStatus::NotNow,
+        ReportStatus::Idle => QueueStatus::Queued,
+    }
+}
+
+/// The device must exist and present the certificate bound to it at Authenticate.
+async fn authorize<C: ConnectionTrait>(
+    c: &C,
+    cert: &DeviceCert,
+    e: &EnrollmentRef,
+) -> Result<Device, CheckinError> {
+    let device = devices::find(c, &e.device_id)
+        .await?
+        .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
+    if device.identity_fingerprint.as_deref() != Some(cert.fingerprint()) {
+        tracing::warn!(device = %e.device_id, presented = cert.fingerprint(), "identity certificate does not match the bound one");
+        return Err(CheckinError::IdentityMismatch(e.device_id.clone()));
+    }
+    Ok(device)
+}
+
+async fn token_update<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    t: &TokenUpdate,
+    raw: &[u8],
+    now: i64,
+) -> Result<(), CheckinError> {
+    let count = enrollments::apply_token_update(
+        c,
+        e,
+        TokenUpdateFacts {
+            topic: t.topic.clone(),
+            push_magic: t.push_magic.clone(),
+            token: t.token.clone(),
+            awaiting_configuration: t.awaiting_configuration,
+            raw: raw.to_vec(),
+        },
+        now,
+    )
+    .await?;
+    if let Some(unlock) = &t.unlock_token {
+        if matches!(e.kind, EnrollmentKind::Device) {
+            devices::set_unlock_token(c, &e.device_id, unlock.clone(), now).await?;
+        }
+    }
+    tracing::info!(enrollment = %e.id, kind = e.kind.as_str(), count, "token update");
+    Ok(())
+}
+
+async fn seen<C: ConnectionTrait>(c: &C, e: &EnrollmentRef, now: i64) -> Result<(), CheckinError> {
+    devices::touch(c, &e.device_id, now).await?;
+    if e.id != e.device_id {
+        enrollments::touch(c, &e.id, now).await?;
+    }
+    enrollments::touch(c, &e.device_id, now).await?;
+    Ok(())
+}
+
+fn outcome<T>(r: &Result<T, CheckinError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(e) => match e {
+            CheckinError::Storage(_) => "error",
+            CheckinError::UserAuthenticateDeclined => "declined",
+            CheckinError::Protocol(_)
+            | CheckinError::Unsupported(_)
+            | CheckinError::AuthenticateOnUserChannel => "invalid",
+            _ => "refused",
+        },
+    }
+}

@@ -1,0 +1,215 @@
+//! One typed configuration: defaults that run locally, then an optional TOML file, then `MDM_*` environment
+//! variables (nested keys with `__`, e.g. `MDM_IDENTITY__PROXY_CERT_HEADER`).
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the HTTP server binds (`host:port`; port 0 picks a free one).
+    pub listen: String,
+    /// Where the embedded database and generated files live.
+    pub data_dir: PathBuf,
+    /// `postgres://...` for production; unset means SQLite at `<data_dir>/mdm.db`.
+    pub database_url: Option<String>,
+    /// PostgreSQL schema (search_path) to use, so several deployments can share one database.
+    pub database_schema: Option<String>,
+    /// Largest request body accepted from a device or admin, in bytes. Inventory results can be large.
+    pub max_body_bytes: usize,
+    /// How to answer macOS UserAuthenticate: `decline` (HTTP 410, the usual choice) or `accept`.
+    pub user_authenticate: UserAuthenticatePolicy,
+    /// Finished commands and their results are deleted this many days after they finished.
+    pub retention_days: u32,
+    /// How often expiry and retention run, in seconds.
+    pub housekeeping_interval_secs: u64,
+    pub identity: IdentityConfig,
+    pub log: LogConfig,
+    /// HTTP worker threads; unset means one per core.
+    pub workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdentityConfig {
+    /// Header in which a trusted TLS-terminating proxy passes the device's client certificate
+    /// (RFC 9440 `:base64:` or URL-escaped PEM). Off unless set: only enable it behind a proxy that
+    /// strips the header from client requests.
+    pub proxy_cert_header: Option<String>,
+    /// PEM bundle of CAs device identity certificates must chain to. Unset: any certificate is accepted at
+    /// Authenticate and then pinned to the device.
+    pub device_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `mdm_server=debug,info`. `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserAuthenticatePolicy {
+    Decline,
+    Accept,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            database_schema: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            user_authenticate: UserAuthenticatePolicy::Decline,
+            retention_days: 30,
+            housekeeping_interval_secs: 300,
+            identity: IdentityConfig::default(),
+            log: LogConfig::default(),
+            workers: None,
+        }
+    }
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            proxy_cert_header: None,
+            device_ca_file: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file (if given; it must exist), then `MDM_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} not found",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        // Only our own keys: MDM_TEST_DATABASE_URL and friends belong to the test suite.
+        let cfg: Config = fig
+            .merge(
+                Env::prefixed("MDM_")
+                    .split("__")
+                    .filter(|k| !k.as_str().starts_with("test_")),
+            )
+            .extract()
+            .map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_body_bytes < 1024 {
+            return bad(format!(
+                "max_body_bytes = {} is too small (at least 1024)",
+                self.max_body_bytes
+            ));
+        }
+        if self.retention_days == 0 {
+            return bad("retention_days must be at least 1".into());
+        }
+        if self.housekeeping_interval_secs == 0 {
+            return bad("housekeeping_interval_secs must be at least 1".into());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
+            return bad(format!("listen = {:?} is not host:port", self.listen));
+        }
+        if let Some(h) = &self.identity.proxy_cert_header {
+            if actix_web::http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return bad(format!(
+                    "identity.proxy_cert_header {h:?} is not a header name"
+                ));
+            }
+        }
+        if let Some(f) = &self.identity.device_ca_file {
+            if !f.exists() {
+                return bad(format!("identity.device_ca_file {} not found", f.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database to connect to: the configured URL, or SQLite inside `data_dir`.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("mdm.db").display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_file_overrides() {
+        Config::default().validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"0.0.0.0:9999\"\nretention_days = 7\n[identity]\nproxy_cert_header = \"X-Client-Cert\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9999");
+        assert_eq!(c.retention_days, 7);
+        assert_eq!(
+            c.identity.proxy_cert_header.as_deref(),
+            Some("X-Client-Cert")
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let c = Config {
+            retention_days: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        assert!(Config::load(Some(Path::new("/nonexistent/c.toml"))).is_err());
+    }
+}

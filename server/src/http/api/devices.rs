@@ -1,0 +1,210 @@
+//! Devices: list with filters and cursor pagination, and one device's detail with its channels.
+
+use super::{page_limit, parse_time};
+use crate::clock::to_rfc3339;
+use crate::http::auth::{Auth, DevicesRead};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::AppState;
+use crate::storage::devices::{self, Device, DeviceFilter};
+use crate::storage::enrollments::{self, Enrollment};
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Exact serial number.
+    serial_number: Option<String>,
+    /// iOS, iPadOS, macOS, tvOS, watchOS or visionOS.
+    platform: Option<String>,
+    /// Only devices whose device channel is enabled (true) or not (false).
+    enabled: Option<bool>,
+    /// Last seen at or after this RFC 3339 time.
+    seen_after: Option<String>,
+    /// Last seen before this RFC 3339 time.
+    seen_before: Option<String>,
+    /// `next_cursor` from the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceSummary {
+    /// UDID, or EnrollmentID for a User Enrollment.
+    id: String,
+    serial_number: Option<String>,
+    platform: Option<String>,
+    model: Option<String>,
+    model_name: Option<String>,
+    product_name: Option<String>,
+    device_name: Option<String>,
+    os_version: Option<String>,
+    build_version: Option<String>,
+    /// Whether the device channel is enabled (a TokenUpdate arrived since the last Authenticate).
+    enabled: bool,
+    authenticated_at: String,
+    last_seen_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceList {
+    devices: Vec<DeviceSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityInfo {
+    /// SHA-256 of the identity certificate (hex).
+    fingerprint: Option<String>,
+    subject: Option<String>,
+    not_after: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelInfo {
+    /// The enrollment id commands are queued to.
+    id: String,
+    #[schema(value_type = String, example = "device")]
+    kind: String,
+    enabled: bool,
+    user_id: Option<String>,
+    user_short_name: Option<String>,
+    user_long_name: Option<String>,
+    topic: Option<String>,
+    push_token_present: bool,
+    awaiting_configuration: Option<bool>,
+    token_update_count: i32,
+    last_seen_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    summary: DeviceSummary,
+    imei: Option<String>,
+    meid: Option<String>,
+    identity: IdentityInfo,
+    unlock_token_present: bool,
+    bootstrap_token_present: bool,
+    created_at: String,
+    channels: Vec<ChannelInfo>,
+}
+
+fn summary(d: &Device, enabled: bool) -> DeviceSummary {
+    DeviceSummary {
+        id: d.id.clone(),
+        serial_number: d.serial_number.clone(),
+        platform: d.platform.clone(),
+        model: d.model.clone(),
+        model_name: d.model_name.clone(),
+        product_name: d.product_name.clone(),
+        device_name: d.device_name.clone(),
+        os_version: d.os_version.clone(),
+        build_version: d.build_version.clone(),
+        enabled,
+        authenticated_at: to_rfc3339(d.authenticated_at),
+        last_seen_at: to_rfc3339(d.last_seen_at),
+    }
+}
+
+fn channel(e: &Enrollment) -> ChannelInfo {
+    ChannelInfo {
+        id: e.id.clone(),
+        kind: e.kind.clone(),
+        enabled: e.enabled,
+        user_id: e.user_id.clone(),
+        user_short_name: e.user_short_name.clone(),
+        user_long_name: e.user_long_name.clone(),
+        topic: e.topic.clone(),
+        push_token_present: e.token.is_some(),
+        awaiting_configuration: e.awaiting_configuration,
+        token_update_count: e.token_update_count,
+        last_seen_at: to_rfc3339(e.last_seen_at),
+    }
+}
+
+/// List devices.
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListQuery),
+    responses((status = 200, body = DeviceList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = ["devices:read"])))]
+pub async fn list(
+    _auth: Auth<DevicesRead>,
+    q: Result<web::Query<ListQuery>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = q
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
+        .into_inner();
+    let limit = page_limit(q.limit)?;
+    let filter = DeviceFilter {
+        serial_number: q.serial_number,
+        platform: q.platform,
+        enabled: q.enabled,
+        seen_after: q
+            .seen_after
+            .as_deref()
+            .map(|s| parse_time("seen_after", s))
+            .transpose()?,
+        seen_before: q
+            .seen_before
+            .as_deref()
+            .map(|s| parse_time("seen_before", s))
+            .transpose()?,
+        after: q.cursor,
+        limit,
+    };
+    let db = state.storage.db();
+    let found = devices::list(db, &filter).await?;
+    let ids: Vec<String> = found.iter().map(|d| d.id.clone()).collect();
+    let enabled: HashMap<String, bool> = enrollments::find_many(db, &ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.enabled))
+        .collect();
+    let next_cursor = (found.len() as u64 == limit)
+        .then(|| found.last().map(|d| d.id.clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(DeviceList {
+        devices: found
+            .iter()
+            .map(|d| summary(d, enabled.get(&d.id).copied().unwrap_or(false)))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+/// One device with its identity and channels.
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "UDID or EnrollmentID")),
+    responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = ["devices:read"])))]
+pub async fn get(
+    _auth: Auth<DevicesRead>,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let db = state.storage.db();
+    let d = devices::find(db, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))?;
+    let channels = enrollments::for_device(db, &d.id).await?;
+    let enabled = channels.iter().any(|c| c.id == d.id && c.enabled);
+    Ok(HttpResponse::Ok().json(DeviceDetail {
+        summary: summary(&d, enabled),
+        imei: d.imei.clone(),
+        meid: d.meid.clone(),
+        identity: IdentityInfo {
+            fingerprint: d.identity_fingerprint.clone(),
+            subject: d.identity_subject.clone(),
+            not_after: d.identity_not_after.map(to_rfc3339),
+        },
+        unlock_token_present: d.unlock_token.is_some(),
+        bootstrap_token_present: d.bootstrap_token.is_some(),
+        created_at: to_rfc3339(d.created_at),
+        channels: channels.iter().map(channel).collect(),
+    }))
+}

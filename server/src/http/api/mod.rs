@@ -1,0 +1,58 @@
+//! The admin JSON API under `/api/v1`.
+
+pub mod commands;
+pub mod devices;
+pub mod keys;
+
+use super::error::ApiError;
+use actix_web::web;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/devices", web::get().to(devices::list))
+            .route("/devices/{id}", web::get().to(devices::get))
+            .route("/enrollments/{id}/commands", web::get().to(commands::queue))
+            .route(
+                "/enrollments/{id}/commands",
+                web::delete().to(commands::clear),
+            )
+            .route(
+                "/enrollments/{id}/commands/{uuid}",
+                web::delete().to(commands::cancel),
+            )
+            .route("/commands", web::post().to(commands::enqueue))
+            .route("/commands/{uuid}", web::get().to(commands::status))
+            .route(
+                "/commands/{uuid}/results/{enrollment_id}",
+                web::get().to(commands::result),
+            )
+            .route("/api-keys", web::get().to(keys::list))
+            .route("/api-keys", web::post().to(keys::create))
+            .route("/api-keys/{id}", web::delete().to(keys::revoke)),
+    );
+}
+
+/// JSON bodies: size-capped, and malformed ones answered in our error format.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|err, _| ApiError::BadRequest(format!("invalid JSON body: {err}")).into())
+}
+
+/// Page sizes: default 100, at most 1000.
+pub fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!(
+            "limit {n} is out of range (1 to 1000)"
+        ))),
+    }
+}
+
+pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| ApiError::BadRequest(format!("{name}: not an RFC 3339 time ({e})")))
+}

@@ -1,0 +1,177 @@
+//! actix-web: the device endpoints, the admin API, NanoMDM-compatible endpoints and operations endpoints.
+//! The only module that knows actix.
+
+mod api;
+mod auth;
+mod error;
+mod mdm;
+mod middleware;
+mod nanomdm;
+pub mod openapi;
+mod ops;
+
+use crate::checkin::CheckinService;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::identity::CaVerifier;
+use crate::metrics::Metrics;
+use crate::queue::QueueService;
+use crate::storage::Storage;
+use actix_web::dev::Server;
+use actix_web::http::header::HeaderName;
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Everything a request handler may reach.
+pub struct AppState {
+    pub storage: Storage,
+    pub checkin: CheckinService,
+    pub queue: QueueService,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    pub proxy_cert_header: Option<HeaderName>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("device CA file: {0}")]
+    DeviceCa(String),
+    #[error("cannot create data dir {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+}
+
+/// A built server, bound to its port but not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As `build`, with a chosen clock (tests move time without sleeping).
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        config.validate()?;
+        if config.database_url.is_none() {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+        }
+        let storage =
+            Storage::connect(&config.database_url(), config.database_schema.as_deref()).await?;
+        storage.migrate().await?;
+        let ca = match &config.identity.device_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| StartError::DeviceCa(format!("{}: {e}", path.display())))?;
+                Some(
+                    CaVerifier::from_pem_bundle(&pem)
+                        .map_err(|e| StartError::DeviceCa(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let state = web::Data::new(AppState {
+            checkin: CheckinService::new(
+                storage.clone(),
+                clock.clone(),
+                metrics.clone(),
+                config.user_authenticate,
+                ca,
+            ),
+            queue: QueueService::new(storage.clone(), clock.clone(), metrics.clone()),
+            storage,
+            metrics,
+            clock,
+            proxy_cert_header: config
+                .identity
+                .proxy_cert_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+        });
+
+        let listener = TcpListener::bind(&config.listen)
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?
+            .port();
+        let max_body = config.max_body_bytes;
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(api::json_config(max_body))
+                .wrap(actix_web::middleware::from_fn(middleware::observe))
+                .configure(mdm::routes)
+                .configure(nanomdm::routes)
+                .configure(api::routes)
+                .configure(ops::routes)
+        })
+        .listen(listener)
+        .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+        if let Some(w) = config.workers {
+            server = server.workers(w.max(1));
+        }
+        let server = server.run();
+
+        spawn_housekeeping(
+            state.clone(),
+            config.retention_days,
+            config.housekeeping_interval_secs,
+        );
+        tracing::info!(port, "listening");
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.state.storage
+    }
+
+    /// Serve until stopped (SIGINT/SIGTERM stop gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Expiry and retention on a timer. A failure is logged and retried next round.
+fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_secs: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match state.queue.housekeeping(retention_days).await {
+                Ok(h) if h.expired + h.purged_rows + h.purged_commands > 0 => {
+                    tracing::info!(
+                        expired = h.expired,
+                        purged_rows = h.purged_rows,
+                        purged_commands = h.purged_commands,
+                        "housekeeping"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "housekeeping failed"),
+            }
+        }
+    });
+}

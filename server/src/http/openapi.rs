@@ -1,0 +1,35 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at `/api/openapi.json`.
+
+use super::api::{commands, devices, keys};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mdm-server admin API", description = "Devices, commands and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
+    paths(
+        devices::list, devices::get,
+        commands::enqueue, commands::status, commands::result, commands::queue, commands::clear, commands::cancel,
+        keys::create, keys::list, keys::revoke,
+    ),
+    components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
+    modifiers(&Security),
+    tags((name = "devices"), (name = "commands"), (name = "api-keys"))
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        c.add_security_scheme(
+            "api_key_header",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! mdm-server: an Apple MDM server with sandboxed WebAssembly plugins.
+//!
+//! Layers, each depending only on those below it: `http` (actix) -> services (`checkin`, `queue`, `apikeys`)
+//! -> `storage` (sea-orm) -> `protocol` and `identity` (pure).
+
+pub mod apikeys;
+pub mod checkin;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod protocol;
+pub mod queue;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::Config;
+pub use http::Application;

@@ -1,0 +1,141 @@
+//! The `mdm-server` binary: parse the command line, load the configuration, run.
+
+use clap::{Parser, Subcommand};
+use mdm_server::apikeys::{self, Scope};
+use mdm_server::clock::{Clock, SystemClock};
+use mdm_server::storage::{api_keys, Storage};
+use mdm_server::{telemetry, Application, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "mdm-server",
+    version,
+    about = "Apple MDM server with WebAssembly plugins"
+)]
+struct Cli {
+    /// TOML configuration file (settings can also come from MDM_* environment variables).
+    #[arg(long, short, global = true, env = "MDM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the database first).
+    Serve {
+        /// Override `listen` (host:port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage admin API keys.
+    Apikey {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Print the effective configuration (defaults, file and environment merged) as TOML-like debug output.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Create a key and print it once.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Scopes: devices:read, commands:read, commands:write, admin (repeat or comma-separate).
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<Scope>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log);
+    match run(cli.command, &mut config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn storage(config: &Config) -> Result<Storage, Box<dyn std::error::Error>> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    let s = Storage::connect(&config.database_url(), config.database_schema.as_deref()).await?;
+    s.migrate().await?;
+    Ok(s)
+}
+
+async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve { listen } => {
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            let app = Application::build(config.clone()).await?;
+            tracing::info!("mdm-server listening on {}", app.port());
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            storage(config).await?;
+            println!("migrations applied");
+        }
+        Command::Apikey { action } => {
+            let s = storage(config).await?;
+            let now = SystemClock.now_ms();
+            match action {
+                KeyAction::Create { name, scopes } => {
+                    let (rec, key) = apikeys::create(&s, &name, &scopes, now).await?;
+                    eprintln!(
+                        "created key {} ({}) with scopes: {}",
+                        rec.id, rec.name, rec.scopes
+                    );
+                    eprintln!("store it now: it is not shown again");
+                    println!("{key}");
+                }
+                KeyAction::List => {
+                    for k in api_keys::list(s.db()).await? {
+                        let state = if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{}\t{}\t{}…\t{}\t{}",
+                            k.id, k.name, k.prefix, k.scopes, state
+                        );
+                    }
+                }
+                KeyAction::Revoke { id } => {
+                    if !api_keys::revoke(s.db(), &id, now).await? {
+                        return Err(format!("no active key {id}").into());
+                    }
+                    println!("revoked {id}");
+                }
+            }
+        }
+        Command::Config => println!("{config:#?}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! Command queue service: enqueue (typed or raw, to many channels at once), cancel, clear, and the
+//! housekeeping that expires old commands and deletes finished ones after the retention period.
+
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::protocol::commands::{CommandContext, CommandError, TypedCommand};
+use crate::protocol::{CommandEnvelope, RawCommandError};
+use crate::storage::enrollments::{self, Enrollment};
+use crate::storage::{devices, queue, Storage, StorageError};
+use sea_orm::TransactionTrait;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The most channels one enqueue call may name.
+pub const MAX_IDS_PER_ENQUEUE: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub enum CommandSpec {
+    Typed(TypedCommand),
+    /// A plist: a whole envelope or a bare Command dictionary.
+    Raw(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EnqueueRequest {
+    pub ids: Vec<String>,
+    pub command: CommandSpec,
+    /// Higher goes first; ties go in enqueue order.
+    pub priority: i32,
+    /// Drop the command if the device has not finished it within this many seconds.
+    pub ttl_seconds: Option<u64>,
+    /// Who asked (`api`, `nanomdm-api`, later `plugin:<id>`), kept with the command.
+    pub source: String,
+}
+
+/// What happened for one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnqueueStatus {
+    Queued,
+    /// No such enrollment.
+    Unknown,
+    /// The enrollment exists but is disabled (checked out, or Authenticated without TokenUpdate yet).
+    Disabled,
+    /// The command needs a device fact this device has not reported (e.g. ClearPasscode's UnlockToken).
+    MissingUnlockToken,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IdResult {
+    pub status: EnqueueStatus,
+    /// The CommandUUID queued to this id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EnqueueOutcome {
+    pub request_type: String,
+    /// The command UUIDs created: one, or one per device for device-specific commands.
+    pub command_uuids: Vec<String>,
+    pub results: BTreeMap<String, IdResult>,
+}
+
+impl EnqueueOutcome {
+    pub fn queued_ids(&self) -> impl Iterator<Item = &str> {
+        self.results
+            .iter()
+            .filter(|(_, r)| r.status == EnqueueStatus::Queued)
+            .map(|(id, _)| id.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("no enrollment ids given")]
+    NoIds,
+    #[error("too many ids ({0}); at most {MAX_IDS_PER_ENQUEUE} per call")]
+    TooManyIds(usize),
+    #[error("invalid raw command: {0}")]
+    RawCommand(#[from] RawCommandError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("priority must be between -1000 and 1000")]
+    BadPriority,
+    #[error("ttl_seconds must be between 1 and 31536000")]
+    BadTtl,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sea_orm::DbErr> for QueueError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Storage(e.into())
+    }
+}
+
+pub struct QueueService {
+    storage: Storage,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+}
+
+fn new_uuid() -> String {
+    uuid::Uuid::new_v4().to_string().to_uppercase()
+}
+
+impl QueueService {
+    pub fn new(storage: Storage, clock: SharedClock, metrics: Arc<Metrics>) -> Self {
+        Self {
+            storage,
+            clock,
+            metrics,
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Queue a command to every enabled id in one transaction; unknown and disabled ids are reported, not
+    /// fatal. A command that cannot be built is refused before anything is stored.
+    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
+        if req.ids.is_empty() {
+            return Err(QueueError::NoIds);
+        }
+        if req.ids.len() > MAX_IDS_PER_ENQUEUE {
+            return Err(QueueError::TooManyIds(req.ids.len()));
+        }
+        if !(-1000..=1000).contains(&req.priority) {
+            return Err(QueueError::BadPriority);
+        }
+        if req.ttl_seconds.is_some_and(|t| t == 0 || t > 31_536_000) {
+            return Err(QueueError::BadTtl);
+        }
+        let now = self.clock.now_ms();
+        let expires_at = req.ttl_seconds.map(|t| now + (t as i64) * 1000);
+        let mut ids = req.ids.clone();
+        ids.sort();
+        ids.dedup();
+
+        // Build once up front, so a bad command fails before any lookup or write.
+        let shared = match &req.command {
+            CommandSpec::Raw(bytes) => Some(CommandEnvelope::from_raw(bytes, new_uuid)?),
+            CommandSpec::Typed(t) if !t.is_device_specific() => Some(CommandEnvelope::new(
+                new_uuid(),
+                t.to_command_dict(&CommandContext::default())?,
+            )?),
+            CommandSpec::Typed(_) => None,
+        };
+
+        let txn = self.storage.db().begin().await?;
+        let found: HashMap<String, Enrollment> = enrollments::find_many(&txn, &ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.id.clone(), e))
+            .collect();
+        let mut results = BTreeMap::new();
+        let mut eligible = Vec::new();
+        for id in &ids {
+            let status = match found.get(id) {
+                None => EnqueueStatus::Unknown,
+                Some(e) if !e.enabled => EnqueueStatus::Disabled,
+                Some(_) => {
+                    eligible.push(id.clone());
+                    continue;
+                }
+            };
+            results.insert(
+                id.clone(),
+                IdResult {
+                    status,
+                    command_uuid: None,
+                },
+            );
+        }
+
+        let mut command_uuids = Vec::new();
+        let request_type;
+        match (shared, &req.command) {
+            (Some(env), _) => {
+                request_type = env.request_type.clone();
+                if !eligible.is_empty() {
+                    queue::insert_command(&txn, &env, req.priority, &req.source, expires_at, now)
+                        .await?;
+                    queue::enqueue(&txn, &env.uuid, req.priority, expires_at, &eligible, now)
+                        .await?;
+                    for id in &eligible {
+                        results.insert(
+                            id.clone(),
+                            IdResult {
+                                status: EnqueueStatus::Queued,
+                                command_uuid: Some(env.uuid.clone()),
+                            },
+                        );
+                    }
+                    command_uuids.push(env.uuid);
+                }
+            }
+            (None, CommandSpec::Typed(t)) => {
+                request_type = t.request_type().to_string();
+                for id in &eligible {
+                    let device_id = &found[id].device_id;
+                    let ctx = CommandContext {
+                        unlock_token: devices::find(&txn, device_id)
+                            .await?
+                            .and_then(|d| d.unlock_token),
+                    };
+                    let dict = match t.to_command_dict(&ctx) {
+                        Ok(d) => d,
+                        Err(CommandError::MissingUnlockToken(_)) => {
+                            results.insert(
+                                id.clone(),
+                                IdResult {
+                                    status: EnqueueStatus::MissingUnlockToken,
+                                    command_uuid: None,
+                                },
+                            );
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let env = CommandEnvelope::new(new_uuid(), dict)?;
+                    queue::insert_command(&txn, &env, req.priority, &req.source, expires_at, now)
+                        .await?;
+                    queue::enqueue(
+                        &txn,
+                        &env.uuid,
+                        req.priority,
+                        expires_at,
+                        std::slice::from_ref(id),
+                        now,
+                    )
+                    .await?;
+                    results.insert(
+                        id.clone(),
+                        IdResult {
+                            status: EnqueueStatus::Queued,
+                            command_uuid: Some(env.uuid.clone()),
+                        },
+                    );
+                    command_uuids.push(env.uuid);
+                }
+            }
+            (None, CommandSpec::Raw(_)) => unreachable!("raw commands are always shared"),
+        }
+        txn.commit().await?;
+        let queued = results
+            .values()
+            .filter(|r| r.status == EnqueueStatus::Queued)
+            .count();
+        self.metrics.commands_enqueued.inc_by(queued as u64);
+        tracing::info!(
+            request_type,
+            queued,
+            asked = ids.len(),
+            source = req.source,
+            "enqueued"
+        );
+        Ok(EnqueueOutcome {
+            request_type,
+            command_uuids,
+            results,
+        })
+    }
+
+    /// Cancel one pending command for one channel. Returns false when it was not pending.
+    pub async fn cancel(
+        &self,
+        enrollment_id: &str,
+        command_uuid: &str,
+    ) -> Result<bool, QueueError> {
+        let n = queue::cancel_pending(
+            self.storage.db(),
+            &[enrollment_id.to_string()],
+            Some(command_uuid),
+            self.clock.now_ms(),
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Cancel every pending command of a channel. Returns how many.
+    pub async fn clear(&self, enrollment_id: &str) -> Result<u64, QueueError> {
+        if enrollments::find(self.storage.db(), enrollment_id)
+            .await?
+            .is_none()
+        {
+            return Err(QueueError::NotFound(format!("enrollment {enrollment_id}")));
+        }
+        Ok(queue::cancel_pending(
+            self.storage.db(),
+            &[enrollment_id.to_string()],
+            None,
+            self.clock.now_ms(),
+        )
+        .await?)
+    }
+
+    /// Expire commands past their TTL and delete what finished before the retention period.
+    pub async fn housekeeping(&self, retention_days: u32) -> Result<Housekeeping, QueueError> {
+        let now = self.clock.now_ms();
+        let expired = queue::expire(self.storage.db(), now).await?;
+        let cutoff = now - i64::from(retention_days) * 86_400_000;
+        let (rows, commands) = queue::purge_finished(self.storage.db(), cutoff).await?;
+        Ok(Housekeeping {
+            expired,
+            purged_rows: rows,
+            purged_commands: commands,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Housekeeping {
+    pub expired: u64,
+    pub purged_rows: u64,
+    pub purged_commands: u64,
+}

@@ -1,0 +1,66 @@
+//! API keys, stored as SHA-256 hashes.
+
+use super::entities::api_key::{ActiveModel, Column, Entity, Model};
+use super::StorageResult;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+
+pub use super::entities::api_key::Model as ApiKey;
+
+pub async fn insert<C: ConnectionTrait>(c: &C, key: Model) -> StorageResult<()> {
+    ActiveModel {
+        id: Set(key.id),
+        name: Set(key.name),
+        key_hash: Set(key.key_hash),
+        prefix: Set(key.prefix),
+        scopes: Set(key.scopes),
+        created_at: Set(key.created_at),
+        last_used_at: Set(key.last_used_at),
+        revoked_at: Set(key.revoked_at),
+    }
+    .insert(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn find_active_by_hash<C: ConnectionTrait>(
+    c: &C,
+    hash: &str,
+) -> StorageResult<Option<Model>> {
+    Ok(Entity::find()
+        .filter(Column::KeyHash.eq(hash))
+        .filter(Column::RevokedAt.is_null())
+        .one(c)
+        .await?)
+}
+
+pub async fn list<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Model>> {
+    Ok(Entity::find()
+        .order_by_asc(Column::CreatedAt)
+        .all(c)
+        .await?)
+}
+
+pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::LastUsedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Returns false when there was no such active key.
+pub async fn revoke<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<bool> {
+    Ok(Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::RevokedAt.is_null())
+        .exec(c)
+        .await?
+        .rows_affected
+        > 0)
+}

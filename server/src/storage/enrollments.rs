@@ -1,0 +1,151 @@
+//! Enrollments: the command channels of a device (device channel, user channels) and their push details.
+
+use super::entities::enrollment::{ActiveModel, Column, Entity, Model};
+use super::StorageResult;
+use crate::protocol::EnrollmentRef;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+
+pub use super::entities::enrollment::Model as Enrollment;
+
+pub async fn find<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<Option<Model>> {
+    Ok(Entity::find_by_id(id.to_string()).one(c).await?)
+}
+
+pub async fn find_many<C: ConnectionTrait>(c: &C, ids: &[String]) -> StorageResult<Vec<Model>> {
+    let mut out = Vec::with_capacity(ids.len());
+    // Chunked to stay under the bind-parameter limits of both databases.
+    for chunk in ids.chunks(500) {
+        out.extend(
+            Entity::find()
+                .filter(Column::Id.is_in(chunk.iter().cloned()))
+                .all(c)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+pub async fn for_device<C: ConnectionTrait>(c: &C, device_id: &str) -> StorageResult<Vec<Model>> {
+    Ok(Entity::find()
+        .filter(Column::DeviceId.eq(device_id))
+        .order_by_asc(Column::Id)
+        .all(c)
+        .await?)
+}
+
+/// Push details from a TokenUpdate.
+#[derive(Debug, Clone)]
+pub struct TokenUpdateFacts {
+    pub topic: String,
+    pub push_magic: String,
+    pub token: Vec<u8>,
+    pub awaiting_configuration: Option<bool>,
+    pub raw: Vec<u8>,
+}
+
+/// Store a TokenUpdate and enable the channel, creating the channel on its first TokenUpdate.
+/// Returns the channel's TokenUpdate count after this one (1 means first).
+pub async fn apply_token_update<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    f: TokenUpdateFacts,
+    now: i64,
+) -> StorageResult<i32> {
+    let existing = find(c, &e.id).await?;
+    let count = existing.as_ref().map_or(0, |x| x.token_update_count) + 1;
+    let am = ActiveModel {
+        id: Set(e.id.clone()),
+        device_id: Set(e.device_id.clone()),
+        kind: Set(e.kind.as_str().to_string()),
+        user_id: Set(e.user_id.clone()),
+        user_short_name: Set(e.user_short_name.clone()),
+        user_long_name: Set(e.user_long_name.clone()),
+        enabled: Set(true),
+        topic: Set(Some(f.topic)),
+        push_magic: Set(Some(f.push_magic)),
+        token: Set(Some(f.token)),
+        awaiting_configuration: Set(f.awaiting_configuration),
+        token_update_count: Set(count),
+        token_update_raw: Set(Some(f.raw)),
+        created_at: Set(existing.as_ref().map_or(now, |x| x.created_at)),
+        updated_at: Set(now),
+        last_seen_at: Set(now),
+    };
+    if existing.is_some() {
+        am.update(c).await?;
+    } else {
+        am.insert(c).await?;
+    }
+    Ok(count)
+}
+
+/// Make sure the device channel row exists (disabled) after Authenticate, so the device is listed and
+/// its queue can be inspected before the first TokenUpdate.
+pub async fn ensure_device_channel<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    now: i64,
+) -> StorageResult<()> {
+    if find(c, &e.id).await?.is_some() {
+        return Ok(());
+    }
+    ActiveModel {
+        id: Set(e.id.clone()),
+        device_id: Set(e.device_id.clone()),
+        kind: Set(e.kind.as_str().to_string()),
+        user_id: Set(None),
+        user_short_name: Set(None),
+        user_long_name: Set(None),
+        enabled: Set(false),
+        topic: Set(None),
+        push_magic: Set(None),
+        token: Set(None),
+        awaiting_configuration: Set(None),
+        token_update_count: Set(0),
+        token_update_raw: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        last_seen_at: Set(now),
+    }
+    .insert(c)
+    .await?;
+    Ok(())
+}
+
+/// Disable every channel of a device (Authenticate resets; CheckOut on the device channel removes all).
+pub async fn disable_device<C: ConnectionTrait>(
+    c: &C,
+    device_id: &str,
+    now: i64,
+) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::Enabled, Expr::value(false))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::DeviceId.eq(device_id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn disable<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::Enabled, Expr::value(false))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::LastSeenAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}

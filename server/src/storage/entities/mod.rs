@@ -1,0 +1,8 @@
+//! sea-orm entities, one per table. Timestamps are Unix milliseconds (i64): they compare the same way on
+//! SQLite and PostgreSQL, and queue order never depends on them (it uses the `command_queue.id` sequence).
+
+pub mod api_key;
+pub mod command;
+pub mod device;
+pub mod enrollment;
+pub mod queue_item;

@@ -1,0 +1,27 @@
+use sea_orm::entity::prelude::*;
+
+/// One command queued to one channel, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "command_queue")]
+pub struct Model {
+    /// Monotonic sequence: the tie-breaker for delivery order (never a timestamp).
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub enrollment_id: String,
+    pub command_uuid: String,
+    pub priority: i32,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub expires_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub delivery_count: i32,
+    pub completed_at: Option<i64>,
+    pub result_raw: Option<Vec<u8>>,
+    pub result_json: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,380 @@
+//! The command queue: commands stored once, queued per channel, delivered in (priority desc, sequence asc)
+//! order, with NotNow, expiry, cancellation and retention.
+
+use super::entities::command::{self, Entity as Commands};
+use super::entities::queue_item::{self, Column, Entity as Queue};
+use super::{StorageError, StorageResult};
+use crate::protocol::CommandEnvelope;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+
+pub use super::entities::command::Model as Command;
+pub use super::entities::queue_item::Model as QueueItem;
+
+/// Where a queued command stands for one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStatus {
+    /// Waiting to be delivered (or delivered and awaiting the device's answer).
+    Queued,
+    /// The device said NotNow; skipped until its next Idle.
+    NotNow,
+    Acknowledged,
+    Error,
+    CommandFormatError,
+    /// Its TTL ran out before the device answered.
+    Expired,
+    /// Removed by an admin or by a new Authenticate.
+    Canceled,
+}
+
+impl QueueStatus {
+    pub const ALL: [QueueStatus; 7] = [
+        Self::Queued,
+        Self::NotNow,
+        Self::Acknowledged,
+        Self::Error,
+        Self::CommandFormatError,
+        Self::Expired,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::NotNow => "not_now",
+            Self::Acknowledged => "acknowledged",
+            Self::Error => "error",
+            Self::CommandFormatError => "command_format_error",
+            Self::Expired => "expired",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> StorageResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown queue status {s:?}")))
+    }
+
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Queued | Self::NotNow)
+    }
+}
+
+/// Store a command (once) ahead of queueing it to channels.
+pub async fn insert_command<C: ConnectionTrait>(
+    c: &C,
+    env: &CommandEnvelope,
+    priority: i32,
+    source: &str,
+    expires_at: Option<i64>,
+    now: i64,
+) -> StorageResult<()> {
+    if Commands::find_by_id(env.uuid.clone())
+        .one(c)
+        .await?
+        .is_some()
+    {
+        return Err(StorageError::Conflict(format!(
+            "a command with CommandUUID {} already exists",
+            env.uuid
+        )));
+    }
+    command::ActiveModel {
+        uuid: Set(env.uuid.clone()),
+        request_type: Set(env.request_type.clone()),
+        raw: Set(env.raw.clone()),
+        priority: Set(priority),
+        source: Set(source.to_string()),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+    }
+    .insert(c)
+    .await?;
+    Ok(())
+}
+
+/// Queue a stored command to channels. Rows are inserted in the order given, so their sequence numbers
+/// record enqueue order.
+pub async fn enqueue<C: ConnectionTrait>(
+    c: &C,
+    command_uuid: &str,
+    priority: i32,
+    expires_at: Option<i64>,
+    enrollment_ids: &[String],
+    now: i64,
+) -> StorageResult<()> {
+    // 13 columns per row; 500 rows stays far below SQLite's and PostgreSQL's bind limits.
+    for chunk in enrollment_ids.chunks(500) {
+        let rows = chunk.iter().map(|id| queue_item::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            enrollment_id: Set(id.clone()),
+            command_uuid: Set(command_uuid.to_string()),
+            priority: Set(priority),
+            status: Set(QueueStatus::Queued.as_str().to_string()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            expires_at: Set(expires_at),
+            delivered_at: Set(None),
+            delivery_count: Set(0),
+            completed_at: Set(None),
+            result_raw: Set(None),
+            result_json: Set(None),
+        });
+        Queue::insert_many(rows).exec_without_returning(c).await?;
+    }
+    Ok(())
+}
+
+fn live(now: i64) -> Condition {
+    Condition::any()
+        .add(Column::ExpiresAt.is_null())
+        .add(Column::ExpiresAt.gt(now))
+}
+
+/// The next command for a channel, marked as delivered. NotNow'd, expired and finished ones are skipped.
+pub async fn next<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    now: i64,
+) -> StorageResult<Option<(QueueItem, Command)>> {
+    let Some(item) = Queue::find()
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
+        .filter(live(now))
+        .order_by_desc(Column::Priority)
+        .order_by_asc(Column::Id)
+        .one(c)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let cmd = Commands::find_by_id(item.command_uuid.clone())
+        .one(c)
+        .await?
+        .ok_or_else(|| {
+            StorageError::Corrupt(format!("queued command {} has no body", item.command_uuid))
+        })?;
+    Queue::update_many()
+        .col_expr(Column::DeliveredAt, Expr::value(now))
+        .col_expr(
+            Column::DeliveryCount,
+            Expr::col(Column::DeliveryCount).add(1),
+        )
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(item.id))
+        .exec(c)
+        .await?;
+    Ok(Some((item, cmd)))
+}
+
+/// After Idle, NotNow'd commands are offered again.
+pub async fn reset_not_now<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    now: i64,
+) -> StorageResult<u64> {
+    Ok(Queue::update_many()
+        .col_expr(Column::Status, Expr::value(QueueStatus::Queued.as_str()))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::Status.eq(QueueStatus::NotNow.as_str()))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
+/// What recording a device's report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    Recorded,
+    /// No such command queued to this channel (or it was canceled/expired): nothing stored.
+    Unknown,
+    /// The command had already ended; a repeated report changes nothing.
+    AlreadyFinal,
+}
+
+/// Record a report for a pending command. Final statuses keep the raw result and its JSON form.
+pub async fn record_report<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    command_uuid: &str,
+    status: QueueStatus,
+    raw: &[u8],
+    json: &str,
+    now: i64,
+) -> StorageResult<ReportOutcome> {
+    let Some(item) = Queue::find()
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::CommandUuid.eq(command_uuid))
+        .one(c)
+        .await?
+    else {
+        return Ok(ReportOutcome::Unknown);
+    };
+    let current = QueueStatus::parse(&item.status)?;
+    if !current.is_pending() {
+        return Ok(
+            if matches!(current, QueueStatus::Canceled | QueueStatus::Expired) {
+                ReportOutcome::Unknown
+            } else {
+                ReportOutcome::AlreadyFinal
+            },
+        );
+    }
+    let mut am: queue_item::ActiveModel = item.into();
+    am.status = Set(status.as_str().to_string());
+    am.updated_at = Set(now);
+    if !status.is_pending() {
+        am.completed_at = Set(Some(now));
+        am.result_raw = Set(Some(raw.to_vec()));
+        am.result_json = Set(Some(json.to_string()));
+    }
+    am.update(c).await?;
+    Ok(ReportOutcome::Recorded)
+}
+
+/// Cancel pending commands of the given channels (Authenticate's reset, or an admin clearing a queue).
+pub async fn cancel_pending<C: ConnectionTrait>(
+    c: &C,
+    enrollment_ids: &[String],
+    only_command: Option<&str>,
+    now: i64,
+) -> StorageResult<u64> {
+    let mut total = 0;
+    for chunk in enrollment_ids.chunks(500) {
+        let mut q = Queue::update_many()
+            .col_expr(Column::Status, Expr::value(QueueStatus::Canceled.as_str()))
+            .col_expr(Column::CompletedAt, Expr::value(now))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::EnrollmentId.is_in(chunk.iter().cloned()))
+            .filter(
+                Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]),
+            );
+        if let Some(uuid) = only_command {
+            q = q.filter(Column::CommandUuid.eq(uuid));
+        }
+        total += q.exec(c).await?.rows_affected;
+    }
+    Ok(total)
+}
+
+/// A channel's queue, newest last. `pending_only` hides finished rows.
+pub async fn for_enrollment<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    pending_only: bool,
+    limit: u64,
+) -> StorageResult<Vec<(QueueItem, Option<Command>)>> {
+    let mut q = Queue::find().filter(Column::EnrollmentId.eq(enrollment_id));
+    if pending_only {
+        q = q.filter(
+            Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]),
+        );
+    }
+    let items = q
+        .order_by_desc(Column::Priority)
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .all(c)
+        .await?;
+    with_commands(c, items).await
+}
+
+/// Every channel a command was queued to, with each one's status and result.
+pub async fn for_command<C: ConnectionTrait>(
+    c: &C,
+    command_uuid: &str,
+    after_id: Option<i64>,
+    limit: u64,
+) -> StorageResult<Vec<QueueItem>> {
+    let mut q = Queue::find().filter(Column::CommandUuid.eq(command_uuid));
+    if let Some(after) = after_id {
+        q = q.filter(Column::Id.gt(after));
+    }
+    Ok(q.order_by_asc(Column::Id).limit(limit).all(c).await?)
+}
+
+pub async fn find_command<C: ConnectionTrait>(c: &C, uuid: &str) -> StorageResult<Option<Command>> {
+    Ok(Commands::find_by_id(uuid.to_string()).one(c).await?)
+}
+
+pub async fn find_item<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    command_uuid: &str,
+) -> StorageResult<Option<QueueItem>> {
+    Ok(Queue::find()
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::CommandUuid.eq(command_uuid))
+        .one(c)
+        .await?)
+}
+
+async fn with_commands<C: ConnectionTrait>(
+    c: &C,
+    items: Vec<QueueItem>,
+) -> StorageResult<Vec<(QueueItem, Option<Command>)>> {
+    let mut uuids: Vec<String> = items.iter().map(|i| i.command_uuid.clone()).collect();
+    uuids.sort();
+    uuids.dedup();
+    let mut cmds = std::collections::HashMap::new();
+    for chunk in uuids.chunks(500) {
+        for cmd in Commands::find()
+            .filter(command::Column::Uuid.is_in(chunk.iter().cloned()))
+            .all(c)
+            .await?
+        {
+            cmds.insert(cmd.uuid.clone(), cmd);
+        }
+    }
+    Ok(items
+        .into_iter()
+        .map(|i| {
+            let cmd = cmds.get(&i.command_uuid).cloned();
+            (i, cmd)
+        })
+        .collect())
+}
+
+/// Mark pending rows whose TTL has passed as expired. Returns how many.
+pub async fn expire<C: ConnectionTrait>(c: &C, now: i64) -> StorageResult<u64> {
+    Ok(Queue::update_many()
+        .col_expr(Column::Status, Expr::value(QueueStatus::Expired.as_str()))
+        .col_expr(Column::CompletedAt, Expr::value(now))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]))
+        .filter(Column::ExpiresAt.lte(now))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
+/// Delete finished rows completed before `cutoff`, then commands no row refers to any more.
+/// Returns (queue rows, commands) deleted.
+pub async fn purge_finished<C: ConnectionTrait>(c: &C, cutoff: i64) -> StorageResult<(u64, u64)> {
+    let rows = Queue::delete_many()
+        .filter(Column::CompletedAt.lt(cutoff))
+        .filter(
+            Column::Status.is_not_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]),
+        )
+        .exec(c)
+        .await?
+        .rows_affected;
+    let referenced = sea_orm::sea_query::Query::select()
+        .column(Column::CommandUuid)
+        .from(Queue)
+        .to_owned();
+    let cmds = Commands::delete_many()
+        .filter(command::Column::Uuid.not_in_subquery(referenced))
+        .filter(command::Column::CreatedAt.lt(cutoff))
+        .exec(c)
+        .await?
+        .rows_affected;
+    Ok((rows, cmds))
+}

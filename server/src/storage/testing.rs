@@ -1,0 +1,66 @@
+//! Databases for tests: a fresh SQLite file, and a fresh PostgreSQL schema when `MDM_TEST_DATABASE_URL` is
+//! set. Public so the black-box tests in `tests/` use the same helper.
+
+use super::{Storage, StorageResult};
+use sea_orm::{ConnectionTrait, Database};
+
+/// Where a test database lives; dropping it removes the SQLite file (the PostgreSQL schema is dropped
+/// by `cleanup`).
+pub struct TestDatabase {
+    pub label: &'static str,
+    pub url: String,
+    pub schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn storage(&self) -> StorageResult<Storage> {
+        let s = Storage::connect(&self.url, self.schema.as_deref()).await?;
+        s.migrate().await?;
+        Ok(s)
+    }
+
+    /// Drop the PostgreSQL schema this test made. Best effort: a leftover schema only costs disk.
+    pub async fn cleanup(&self) {
+        if let Some(schema) = &self.schema {
+            if let Ok(db) = Database::connect(self.url.as_str()).await {
+                let _ = db
+                    .execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .await;
+            }
+        }
+    }
+}
+
+/// The environment variable naming the PostgreSQL server tests also run against.
+pub const TEST_DATABASE_ENV: &str = "MDM_TEST_DATABASE_URL";
+
+/// A fresh SQLite database, then (when configured) a fresh PostgreSQL schema.
+pub async fn test_databases() -> Vec<TestDatabase> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+    let mut out = vec![TestDatabase {
+        label: "sqlite",
+        url,
+        schema: None,
+        _dir: Some(dir),
+    }];
+    if let Ok(pg) = std::env::var(TEST_DATABASE_ENV) {
+        if !pg.is_empty() {
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let db = Database::connect(pg.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{TEST_DATABASE_ENV}={pg} is set but unreachable: {e}"));
+            db.execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+                .await
+                .expect("create test schema");
+            out.push(TestDatabase {
+                label: "postgres",
+                url: pg,
+                schema: Some(schema),
+                _dir: None,
+            });
+        }
+    }
+    out
+}
