@@ -1,1 +1,6 @@
+//! Test support for mdm-server: a simulated Apple device that signs every message like a real one, and a
+//! harness that starts the real server on an ephemeral port over a fresh database.
 
+pub mod device;
+pub mod harness;
+pub mod shared;

@@ -1,0 +1,241 @@
+//! The real server on an ephemeral port over a fresh database (SQLite, and PostgreSQL when
+//! `MDM_TEST_DATABASE_URL` is set), with helpers to talk to it as a device and as an admin.
+
+use crate::device::Device;
+use mdm_server::apikeys::{self, Scope};
+use mdm_server::clock::ManualClock;
+use mdm_server::storage::entities::{api_key, command, device, enrollment, queue_item};
+use mdm_server::storage::testing::{test_databases, TestDatabase};
+use mdm_server::storage::Storage;
+use mdm_server::{Application, Config};
+use sea_orm::{EntityTrait, QueryOrder};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Run `f` once per configured database (SQLite always; PostgreSQL when configured).
+pub async fn each_database<F, Fut>(f: F)
+where
+    F: Fn(TestDatabase) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for db in test_databases().await {
+        eprintln!("-- on {}", db.label);
+        f(db).await;
+    }
+}
+
+/// A device-facing or admin response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub storage: Storage,
+    pub clock: Arc<ManualClock>,
+    /// A key with the `admin` scope.
+    pub admin_key: String,
+    pub http: reqwest::Client,
+    db: TestDatabase,
+    _data: tempfile::TempDir,
+}
+
+/// 2026-01-01T00:00:00Z: tests start from a fixed time and move it explicitly.
+pub const START_MS: i64 = 1_767_225_600_000;
+
+impl TestServer {
+    pub async fn start(db: TestDatabase) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    pub async fn start_with(db: TestDatabase, tweak: impl FnOnce(&mut Config)) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            listen: "127.0.0.1:0".into(),
+            data_dir: data.path().to_path_buf(),
+            database_url: Some(db.url.clone()),
+            database_schema: db.schema.clone(),
+            workers: Some(1),
+            housekeeping_interval_secs: 3600,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let clock = ManualClock::new(START_MS);
+        let app = Application::build_with_clock(config, clock.clone())
+            .await
+            .expect("server starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let storage = app.storage().clone();
+        tokio::spawn(app.run_until_stopped());
+        let (_, admin_key) = apikeys::create(&storage, "test-admin", &[Scope::Admin], START_MS)
+            .await
+            .expect("admin key");
+        Self {
+            base,
+            storage,
+            clock,
+            admin_key,
+            http: reqwest::Client::new(),
+            db,
+            _data: data,
+        }
+    }
+
+    /// A key with exactly these scopes.
+    pub async fn key(&self, scopes: &[Scope]) -> String {
+        apikeys::create(&self.storage, "test", scopes, START_MS)
+            .await
+            .expect("key")
+            .1
+    }
+
+    /// PUT a body to a device endpoint with the given headers.
+    pub async fn put(&self, path: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Resp {
+        let mut req = self.http.put(format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let res = req.send().await.expect("request");
+        Resp {
+            status: res.status().as_u16(),
+            body: res.bytes().await.expect("body").to_vec(),
+        }
+    }
+
+    /// A signed check-in, as a device with SignMessage sends it.
+    pub async fn checkin(&self, dev: &Device, body: Vec<u8>) -> Resp {
+        let sig = dev.sign(&body);
+        self.put(
+            "/mdm/checkin",
+            body,
+            &[
+                ("Mdm-Signature", sig),
+                (
+                    "Content-Type",
+                    "application/x-apple-aspen-mdm-checkin".into(),
+                ),
+            ],
+        )
+        .await
+    }
+
+    /// A signed command report to the ServerURL.
+    pub async fn connect(&self, dev: &Device, body: Vec<u8>) -> Resp {
+        let sig = dev.sign(&body);
+        self.put("/mdm/connect", body, &[("Mdm-Signature", sig)])
+            .await
+    }
+
+    /// Authenticate then TokenUpdate on the device channel, asserting both succeed.
+    pub async fn enroll(&self, dev: &Device) {
+        let r = self.checkin(dev, dev.authenticate()).await;
+        assert_eq!(r.status, 200, "Authenticate: {}", r.text());
+        let r = self.checkin(dev, dev.token_update(None)).await;
+        assert_eq!(r.status, 200, "TokenUpdate: {}", r.text());
+    }
+
+    /// An admin API call with the given key (None sends no credentials).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        json: Option<serde_json::Value>,
+    ) -> Resp {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(j) = json {
+            req = req.json(&j);
+        }
+        let res = req.send().await.expect("request");
+        Resp {
+            status: res.status().as_u16(),
+            body: res.bytes().await.expect("body").to_vec(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.api(reqwest::Method::GET, path, Some(&self.admin_key), None)
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.api(reqwest::Method::DELETE, path, Some(&self.admin_key), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, json: serde_json::Value) -> Resp {
+        self.api(
+            reqwest::Method::POST,
+            path,
+            Some(&self.admin_key),
+            Some(json),
+        )
+        .await
+    }
+
+    /// Enqueue a command through the API, returning the per-id outcome JSON.
+    pub async fn enqueue(&self, ids: &[&str], command: serde_json::Value) -> serde_json::Value {
+        let r = self
+            .post(
+                "/api/v1/commands",
+                serde_json::json!({"ids": ids, "command": command}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "enqueue: {}", r.text());
+        r.json()
+    }
+
+    /// Every stored row except API keys' last-used time, to prove a refused request changed nothing.
+    pub async fn snapshot(&self) -> String {
+        let db = self.storage.db();
+        let devices = device::Entity::find()
+            .order_by_asc(device::Column::Id)
+            .all(db)
+            .await
+            .expect("devices");
+        let enrollments = enrollment::Entity::find()
+            .order_by_asc(enrollment::Column::Id)
+            .all(db)
+            .await
+            .expect("enrollments");
+        let commands = command::Entity::find()
+            .order_by_asc(command::Column::Uuid)
+            .all(db)
+            .await
+            .expect("commands");
+        let queue = queue_item::Entity::find()
+            .order_by_asc(queue_item::Column::Id)
+            .all(db)
+            .await
+            .expect("queue");
+        let keys: Vec<_> = api_key::Entity::find()
+            .order_by_asc(api_key::Column::Id)
+            .all(db)
+            .await
+            .expect("keys")
+            .into_iter()
+            .map(|k| (k.id, k.key_hash, k.scopes, k.revoked_at))
+            .collect();
+        format!("{devices:?}\n{enrollments:?}\n{commands:?}\n{queue:?}\n{keys:?}")
+    }
+
+    pub async fn stop(self) {
+        self.db.cleanup().await;
+    }
+}
