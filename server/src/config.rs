@@ -31,7 +31,7 @@ pub struct Config {
     pub workers: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IdentityConfig {
     /// Header in which a trusted TLS-terminating proxy passes the device's client certificate
@@ -80,15 +80,6 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             log: LogConfig::default(),
             workers: None,
-        }
-    }
-}
-
-impl Default for IdentityConfig {
-    fn default() -> Self {
-        Self {
-            proxy_cert_header: None,
-            device_ca_file: None,
         }
     }
 }

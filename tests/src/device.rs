@@ -28,6 +28,15 @@ pub struct Identity {
 
 impl Identity {
     pub fn generate(common_name: &str) -> Self {
+        Self::build(common_name, None)
+    }
+
+    /// A certificate issued by `ca` (as our SCEP CA or an organisation's CA would).
+    pub fn issued_by(ca: &Identity, common_name: &str) -> Self {
+        Self::build(common_name, Some(ca))
+    }
+
+    fn build(common_name: &str, ca: Option<&Identity>) -> Self {
         let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
         let mut name = X509NameBuilder::new().expect("name");
         name.append_entry_by_text("CN", common_name).expect("cn");
@@ -41,13 +50,24 @@ impl Identity {
         b.set_serial_number(&serial.to_asn1_integer().expect("serial"))
             .expect("serial");
         b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
+        b.set_issuer_name(ca.map_or(&*name, |c| c.cert.subject_name()))
+            .expect("issuer");
         b.set_pubkey(&key).expect("pubkey");
         b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
             .expect("nb");
         b.set_not_after(&Asn1Time::days_from_now(365).expect("time"))
             .expect("na");
-        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        if ca.is_none() {
+            // A CA for tests: mark it as one so OpenSSL accepts it as an issuer.
+            let bc = openssl::x509::extension::BasicConstraints::new()
+                .critical()
+                .ca()
+                .build()
+                .expect("bc");
+            b.append_extension(bc).expect("ext");
+        }
+        b.sign(ca.map_or(&key, |c| &c.key), MessageDigest::sha256())
+            .expect("sign");
         Self {
             key,
             cert: b.build(),

@@ -44,10 +44,11 @@ struct ApiResult {
 async fn enqueue(
     auth: Auth<CommandsWrite>,
     ids: web::Path<String>,
-    q: web::Query<EnqueueQuery>,
+    q: Result<web::Query<EnqueueQuery>, actix_web::Error>,
     body: Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = super::api::query(q)?;
     let ids: Vec<String> = ids
         .split(',')
         .map(str::trim)

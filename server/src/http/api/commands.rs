@@ -1,6 +1,6 @@
 //! Commands: enqueue (typed or raw) to many ids, status per device, results, queue inspection, cancel, clear.
 
-use super::page_limit;
+use super::{body as json_body, page_limit, query};
 use crate::clock::to_rfc3339;
 use crate::http::auth::{Auth, CommandsRead, CommandsWrite};
 use crate::http::error::{ApiError, ErrorBody};
@@ -37,10 +37,10 @@ pub struct EnqueueBody {
     security(("api_key" = ["commands:write"])))]
 pub async fn enqueue(
     auth: Auth<CommandsWrite>,
-    body: web::Json<EnqueueBody>,
+    body: Result<web::Json<EnqueueBody>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
+    let b = json_body(body)?;
     let command = match (b.command, b.raw_plist) {
         (Some(t), None) => CommandSpec::Typed(t),
         (None, Some(raw)) => CommandSpec::Raw(raw.into_bytes()),
@@ -111,9 +111,10 @@ fn delivery(i: &QueueItem) -> Result<Delivery, ApiError> {
 pub async fn status(
     _auth: Auth<CommandsRead>,
     uuid: web::Path<String>,
-    q: web::Query<StatusQuery>,
+    q: Result<web::Query<StatusQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = query(q)?;
     let db = state.storage.db();
     let cmd = queue::find_command(db, &uuid)
         .await?
@@ -213,9 +214,10 @@ pub struct QueueEntry {
 pub async fn queue(
     _auth: Auth<CommandsRead>,
     id: web::Path<String>,
-    q: web::Query<QueueQuery>,
+    q: Result<web::Query<QueueQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = query(q)?;
     let rows = queue::for_enrollment(
         state.storage.db(),
         &id,

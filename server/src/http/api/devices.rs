@@ -1,6 +1,6 @@
 //! Devices: list with filters and cursor pagination, and one device's detail with its channels.
 
-use super::{page_limit, parse_time};
+use super::{page_limit, parse_time, query};
 use crate::clock::to_rfc3339;
 use crate::http::auth::{Auth, DevicesRead};
 use crate::http::error::{ApiError, ErrorBody};
@@ -136,9 +136,7 @@ pub async fn list(
     q: Result<web::Query<ListQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = q
-        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
-        .into_inner();
+    let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let filter = DeviceFilter {
         serial_number: q.serial_number,

@@ -55,10 +55,10 @@ fn info(k: &ApiKey) -> KeyInfo {
     security(("api_key" = ["admin"])))]
 pub async fn create(
     _auth: Auth<Admin>,
-    body: web::Json<CreateKey>,
+    body: Result<web::Json<CreateKey>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let b = body.into_inner();
+    let b = super::body(body)?;
     if b.name.trim().is_empty() || b.name.len() > 200 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 200 characters".into(),

@@ -40,6 +40,18 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .error_handler(|err, _| ApiError::BadRequest(format!("invalid JSON body: {err}")).into())
 }
 
+/// Bodies and queries are extracted infallibly and checked inside the handler, after `Auth`: actix polls
+/// all extractors together, and a caller without a valid key must learn nothing from validation errors.
+pub fn body<T>(b: Result<web::Json<T>, actix_web::Error>) -> Result<T, ApiError> {
+    b.map(web::Json::into_inner)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+pub fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
+    q.map(web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+}
+
 /// Page sizes: default 100, at most 1000.
 pub fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
     match limit {
