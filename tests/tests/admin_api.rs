@@ -41,8 +41,13 @@ async fn every_route_needs_a_valid_key_with_its_scope() {
             .json();
         let ops = operations(&doc);
         assert!(ops.len() >= 11, "the document lists the API: {ops:?}");
+        let dev = Device::new(Platform::Ios);
+        s.enroll(&dev).await;
         for (method, path, scope) in ops {
-            let body = (method == Method::POST).then(|| json!({}));
+            let before = s.snapshot().await;
+            // Real ids in the paths, so a refusal cannot hide behind a 404.
+            let path = path.replace("/X", &format!("/{}", dev.udid));
+            let body = (method == Method::POST).then(|| json!({"ids": [dev.udid], "command": {"RequestType": "ProfileList"}, "name": "k", "scopes": ["admin"]}));
             let r = s.api(method.clone(), &path, None, body.clone()).await;
             assert_eq!(r.status, 401, "{method} {path} without a key");
             assert_eq!(r.json()["code"], "unauthorized");
@@ -63,6 +68,9 @@ async fn every_route_needs_a_valid_key_with_its_scope() {
             let key = s.key(&others).await;
             let r = s.api(method.clone(), &path, Some(&key), body.clone()).await;
             assert_eq!(r.status, 403, "{method} {path} without {}", scope.as_str());
+            let now = s.snapshot().await;
+            let strip = |x: &str| x.lines().take(4).collect::<Vec<_>>().join("\n");
+            assert_eq!(strip(&before), strip(&now), "{method} {path}: a refused call changed storage");
             // With the scope it gets past authorization.
             let key = s.key(&[scope]).await;
             let r = s.api(method.clone(), &path, Some(&key), body).await;

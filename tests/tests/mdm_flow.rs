@@ -63,6 +63,8 @@ async fn device_channel_full_flow() {
         let mut responses = Dictionary::new();
         let mut q = Dictionary::new();
         q.insert("SerialNumber".into(), dev.serial.clone().into());
+        q.insert("OSVersion".into(), "17.6".into());
+        q.insert("DeviceName".into(), "Lab iPhone".into());
         responses.insert("QueryResponses".into(), Value::Dictionary(q));
         let c2 = next_command(&s, &dev, dev.report(None, "Acknowledged", &info_uuid, responses))
             .await
@@ -94,6 +96,10 @@ async fn device_channel_full_flow() {
             .json();
         assert_eq!(res["result"]["QueryResponses"]["SerialNumber"], dev.serial.as_str());
         assert!(res["result_plist_base64"].is_string());
+        // The DeviceInformation answer refreshed what the API shows.
+        let d = s.get(&format!("/api/v1/devices/{}", dev.udid)).await.json();
+        assert_eq!((d["os_version"].as_str(), d["device_name"].as_str()), (Some("17.6"), Some("Lab iPhone")));
+        assert_eq!(d["build_version"], "21F79", "facts not in the answer are kept");
         let err = s
             .get(&format!("/api/v1/commands/{list_uuid}/results/{}", dev.udid))
             .await

@@ -16,7 +16,7 @@ use crate::protocol::{
     plist_json, to_xml, CheckinMessage, CheckinPayload, CommandReport, EnrollmentKind,
     EnrollmentRef, ProtocolError, ReportStatus,
 };
-use crate::storage::devices::{self, AuthenticateFacts, Device};
+use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
 use crate::storage::{Storage, StorageError};
@@ -217,20 +217,22 @@ impl CheckinService {
             }
         }
         let facts = AuthenticateFacts {
-            serial_number: a.serial_number.clone(),
-            platform: platform_of(
-                a.product_name.as_deref(),
-                a.model.as_deref(),
-                a.model_name.as_deref(),
-            ),
-            model: a.model.clone(),
-            model_name: a.model_name.clone(),
-            product_name: a.product_name.clone(),
-            device_name: a.device_name.clone(),
-            os_version: a.os_version.clone(),
-            build_version: a.build_version.clone(),
-            imei: a.imei.clone(),
-            meid: a.meid.clone(),
+            facts: DeviceFacts {
+                serial_number: a.serial_number.clone(),
+                platform: platform_of(
+                    a.product_name.as_deref(),
+                    a.model.as_deref(),
+                    a.model_name.as_deref(),
+                ),
+                model: a.model.clone(),
+                model_name: a.model_name.clone(),
+                product_name: a.product_name.clone(),
+                device_name: a.device_name.clone(),
+                os_version: a.os_version.clone(),
+                build_version: a.build_version.clone(),
+                imei: a.imei.clone(),
+                meid: a.meid.clone(),
+            },
             identity_fingerprint: cert.fingerprint().to_string(),
             identity_subject: cert.subject(),
             identity_not_after: cert.not_after_unix().ok().map(|s| s * 1000),
@@ -293,6 +295,9 @@ impl CheckinService {
                 .await?;
                 match outcome {
                     ReportOutcome::Recorded => {
+                        if status == ReportStatus::Acknowledged {
+                            learn_from_result(&txn, &e.device_id, uuid, &report.dict, now).await?;
+                        }
                         if status == ReportStatus::Error {
                             tracing::info!(enrollment = %e.id, command = uuid, chain = ?report.error_chain, "command failed on device");
                         }
@@ -327,6 +332,49 @@ fn queue_status(s: ReportStatus) -> QueueStatus {
         ReportStatus::NotNow => QueueStatus::NotNow,
         ReportStatus::Idle => QueueStatus::Queued,
     }
+}
+
+/// A DeviceInformation result refreshes what we know of the device (OS, model, name).
+async fn learn_from_result<C: ConnectionTrait>(
+    c: &C,
+    device_id: &str,
+    command_uuid: &str,
+    report: &Dictionary,
+    now: i64,
+) -> Result<(), CheckinError> {
+    let Some(Value::Dictionary(q)) = report.get("QueryResponses") else {
+        return Ok(());
+    };
+    let is_device_information = queue::find_command(c, command_uuid)
+        .await?
+        .is_some_and(|cmd| cmd.request_type == "DeviceInformation");
+    if !is_device_information {
+        return Ok(());
+    }
+    let s = |k: &str| {
+        q.get(k)
+            .and_then(Value::as_string)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let facts = DeviceFacts {
+        serial_number: s("SerialNumber"),
+        platform: platform_of(
+            s("ProductName").as_deref(),
+            s("Model").as_deref(),
+            s("ModelName").as_deref(),
+        ),
+        model: s("Model"),
+        model_name: s("ModelName"),
+        product_name: s("ProductName"),
+        device_name: s("DeviceName"),
+        os_version: s("OSVersion"),
+        build_version: s("BuildVersion"),
+        imei: s("IMEI"),
+        meid: s("MEID"),
+    };
+    devices::update_facts(c, device_id, facts, now).await?;
+    Ok(())
 }
 
 /// The device must exist and present the certificate bound to it at Authenticate.

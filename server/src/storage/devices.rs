@@ -22,9 +22,9 @@ pub async fn find_by_fingerprint<C: ConnectionTrait>(
         .await?)
 }
 
-/// What Authenticate tells us about a device and its identity.
-#[derive(Debug, Clone, Default)]
-pub struct AuthenticateFacts {
+/// Hardware and OS facts, from Authenticate or a DeviceInformation result. `None` means "not reported".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceFacts {
     pub serial_number: Option<String>,
     pub platform: Option<String>,
     pub model: Option<String>,
@@ -35,6 +35,37 @@ pub struct AuthenticateFacts {
     pub build_version: Option<String>,
     pub imei: Option<String>,
     pub meid: Option<String>,
+}
+
+impl DeviceFacts {
+    /// Set on `am` every fact that was reported, keeping the rest. The serial number is set only where none is
+    /// bound yet: it is the hardware binding, changed only by an explicit re-enrollment decision.
+    fn apply(self, am: &mut ActiveModel, existing: Option<&Model>) {
+        let keep = |new: Option<String>, old: Option<&Option<String>>| -> Option<String> {
+            new.or_else(|| old.cloned().flatten())
+        };
+        let old = existing;
+        let serial = match old.and_then(|o| o.serial_number.clone()) {
+            Some(bound) => Some(bound),
+            None => self.serial_number,
+        };
+        am.serial_number = Set(serial);
+        am.platform = Set(keep(self.platform, old.map(|o| &o.platform)));
+        am.model = Set(keep(self.model, old.map(|o| &o.model)));
+        am.model_name = Set(keep(self.model_name, old.map(|o| &o.model_name)));
+        am.product_name = Set(keep(self.product_name, old.map(|o| &o.product_name)));
+        am.device_name = Set(keep(self.device_name, old.map(|o| &o.device_name)));
+        am.os_version = Set(keep(self.os_version, old.map(|o| &o.os_version)));
+        am.build_version = Set(keep(self.build_version, old.map(|o| &o.build_version)));
+        am.imei = Set(keep(self.imei, old.map(|o| &o.imei)));
+        am.meid = Set(keep(self.meid, old.map(|o| &o.meid)));
+    }
+}
+
+/// What Authenticate tells us about a device and its identity.
+#[derive(Debug, Clone, Default)]
+pub struct AuthenticateFacts {
+    pub facts: DeviceFacts,
     pub identity_fingerprint: String,
     pub identity_subject: String,
     pub identity_not_after: Option<i64>,
@@ -51,22 +82,8 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
     now: i64,
 ) -> StorageResult<()> {
     let existing = find(c, id).await?;
-    let keep = |new: Option<String>, old: Option<&Option<String>>| -> Option<String> {
-        new.or_else(|| old.cloned().flatten())
-    };
-    let old = existing.as_ref();
-    let am = ActiveModel {
+    let mut am = ActiveModel {
         id: Set(id.to_string()),
-        serial_number: Set(keep(f.serial_number, old.map(|o| &o.serial_number))),
-        platform: Set(keep(f.platform, old.map(|o| &o.platform))),
-        model: Set(keep(f.model, old.map(|o| &o.model))),
-        model_name: Set(keep(f.model_name, old.map(|o| &o.model_name))),
-        product_name: Set(keep(f.product_name, old.map(|o| &o.product_name))),
-        device_name: Set(keep(f.device_name, old.map(|o| &o.device_name))),
-        os_version: Set(keep(f.os_version, old.map(|o| &o.os_version))),
-        build_version: Set(keep(f.build_version, old.map(|o| &o.build_version))),
-        imei: Set(keep(f.imei, old.map(|o| &o.imei))),
-        meid: Set(keep(f.meid, old.map(|o| &o.meid))),
         identity_fingerprint: Set(Some(f.identity_fingerprint)),
         identity_subject: Set(Some(f.identity_subject)),
         identity_not_after: Set(f.identity_not_after),
@@ -77,12 +94,31 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
         created_at: Set(existing.as_ref().map_or(now, |e| e.created_at)),
         updated_at: Set(now),
         last_seen_at: Set(now),
+        ..Default::default()
     };
+    f.facts.apply(&mut am, existing.as_ref());
     if existing.is_some() {
         am.update(c).await?;
     } else {
         am.insert(c).await?;
     }
+    Ok(())
+}
+
+/// Record facts a device reported later (a DeviceInformation result). Unknown devices are ignored.
+pub async fn update_facts<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    facts: DeviceFacts,
+    now: i64,
+) -> StorageResult<()> {
+    let Some(existing) = find(c, id).await? else {
+        return Ok(());
+    };
+    let mut am: ActiveModel = existing.clone().into();
+    facts.apply(&mut am, Some(&existing));
+    am.updated_at = Set(now);
+    am.update(c).await?;
     Ok(())
 }
 
