@@ -26,6 +26,7 @@ pub struct Config {
     /// How often expiry and retention run, in seconds.
     pub housekeeping_interval_secs: u64,
     pub identity: IdentityConfig,
+    pub plugins: PluginsConfig,
     pub log: LogConfig,
     /// HTTP worker threads; unset means one per core.
     pub workers: Option<usize>,
@@ -41,6 +42,53 @@ pub struct IdentityConfig {
     /// PEM bundle of CAs device identity certificates must chain to. Unset: any certificate is accepted at
     /// Authenticate and then pinned to the device.
     pub device_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PluginsConfig {
+    /// Load every `<dir>/<name>/` (plugin.json, one .wasm, optional config.json) at start.
+    pub dir: Option<PathBuf>,
+    /// Plugin instances that may run at once (the size of the instance pool).
+    pub max_concurrent: u32,
+    /// A plugin that faults this many times within `quarantine_window_secs` is quarantined.
+    pub quarantine_after_faults: u32,
+    pub quarantine_window_secs: u64,
+    /// How often a replica checks the database for plugin changes made elsewhere.
+    pub reload_interval_secs: u64,
+    /// How often schedules and event delivery run, in milliseconds.
+    pub worker_interval_ms: u64,
+    /// Where plugin events go, by name: `[plugins.sinks.webhook] url = "https://..."`.
+    pub sinks: std::collections::BTreeMap<String, SinkConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub url: String,
+    /// Extra headers sent with each event (e.g. an authorization token).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_sink_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_sink_timeout() -> u64 {
+    10
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_concurrent: 64,
+            quarantine_after_faults: 5,
+            quarantine_window_secs: 60,
+            reload_interval_secs: 2,
+            worker_interval_ms: 1000,
+            sinks: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +126,7 @@ impl Default for Config {
             retention_days: 30,
             housekeeping_interval_secs: 300,
             identity: IdentityConfig::default(),
+            plugins: PluginsConfig::default(),
             log: LogConfig::default(),
             workers: None,
         }
@@ -151,6 +200,27 @@ impl Config {
                 ));
             }
         }
+        let p = &self.plugins;
+        if !(1..=10_000).contains(&p.max_concurrent)
+            || p.quarantine_after_faults == 0
+            || p.reload_interval_secs == 0
+            || p.worker_interval_ms == 0
+        {
+            return bad("plugins: max_concurrent 1-10000, quarantine_after_faults, reload_interval_secs and worker_interval_ms at least 1".into());
+        }
+        for (name, sink) in &p.sinks {
+            if url_scheme_ok(&sink.url).is_none() {
+                return bad(format!(
+                    "plugins.sinks.{name}.url {:?} is not an http(s) URL",
+                    sink.url
+                ));
+            }
+        }
+        if let Some(d) = &p.dir {
+            if !d.is_dir() {
+                return bad(format!("plugins.dir {} is not a directory", d.display()));
+            }
+        }
         if let Some(f) = &self.identity.device_ca_file {
             if !f.exists() {
                 return bad(format!("identity.device_ca_file {} not found", f.display()));
@@ -169,6 +239,11 @@ impl Config {
             ),
         }
     }
+}
+
+fn url_scheme_ok(u: &str) -> Option<()> {
+    let parsed = url::Url::parse(u).ok()?;
+    matches!(parsed.scheme(), "http" | "https").then_some(())
 }
 
 #[cfg(test)]

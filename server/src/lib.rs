@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod plugins;
 pub mod protocol;
 pub mod queue;
 pub mod storage;

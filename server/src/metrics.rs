@@ -3,8 +3,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckinLabels {
@@ -23,6 +25,44 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    pub plugin: String,
+    pub hook: String,
+    /// `ok`, `error`, `timeout` or `trap`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginHookLabels {
+    pub plugin: String,
+    pub hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginActionLabels {
+    pub plugin: String,
+    pub kind: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginMetricLabels {
+    pub plugin: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+    pub outcome: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub checkins: Family<CheckinLabels, Counter>,
@@ -30,6 +70,13 @@ pub struct Metrics {
     pub commands_enqueued: Counter,
     pub commands_delivered: Counter,
     pub http_duration: Family<RouteLabels, Histogram>,
+    pub plugin_calls: Family<PluginCallLabels, Counter>,
+    pub plugin_duration: Family<PluginHookLabels, Histogram>,
+    pub plugin_actions: Family<PluginActionLabels, Counter>,
+    pub plugin_quarantines: Family<PluginLabels, Counter>,
+    pub plugin_custom: Family<PluginMetricLabels, Counter>,
+    pub plugin_gauges: Family<PluginMetricLabels, Gauge<f64, AtomicU64>>,
+    pub events_delivered: Family<SinkLabels, Counter>,
 }
 
 impl Metrics {
@@ -68,8 +115,60 @@ impl Metrics {
             "HTTP request latency by route",
             http_duration.clone(),
         );
+        let plugin_calls = Family::<PluginCallLabels, Counter>::default();
+        let plugin_duration = Family::<PluginHookLabels, Histogram>::new_with_constructor(|| {
+            // 10 µs .. ~1.3 s
+            Histogram::new(exponential_buckets(0.00001, 2.0, 18))
+        });
+        let plugin_actions = Family::<PluginActionLabels, Counter>::default();
+        let plugin_quarantines = Family::<PluginLabels, Counter>::default();
+        let plugin_custom = Family::<PluginMetricLabels, Counter>::default();
+        let plugin_gauges = Family::<PluginMetricLabels, Gauge<f64, AtomicU64>>::default();
+        let events_delivered = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Plugin hook calls by outcome",
+            plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Plugin hook call latency (instantiate, call, drop)",
+            plugin_duration.clone(),
+        );
+        registry.register(
+            "plugin_actions",
+            "Actions plugins returned, by kind and outcome",
+            plugin_actions.clone(),
+        );
+        registry.register(
+            "plugin_quarantines",
+            "Times a plugin was quarantined by the circuit breaker",
+            plugin_quarantines.clone(),
+        );
+        registry.register(
+            "plugin_custom",
+            "Counters plugins maintain through the metrics capability",
+            plugin_custom.clone(),
+        );
+        registry.register(
+            "plugin_gauge",
+            "Gauges plugins set through the metrics capability",
+            plugin_gauges.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Plugin events delivered to sinks, by outcome",
+            events_delivered.clone(),
+        );
         Self {
             registry,
+            plugin_calls,
+            plugin_duration,
+            plugin_actions,
+            plugin_quarantines,
+            plugin_custom,
+            plugin_gauges,
+            events_delivered,
             checkins,
             reports,
             commands_enqueued,

@@ -45,12 +45,16 @@ impl Resp {
 pub struct TestServer {
     pub base: String,
     pub storage: Storage,
+    pub plugins: Arc<mdm_server::plugins::PluginHost>,
+    pub config: Config,
     pub clock: Arc<ManualClock>,
     /// A key with the `admin` scope.
     pub admin_key: String,
     pub http: reqwest::Client,
     db: TestDatabase,
     _data: tempfile::TempDir,
+    /// A replica is another server on the same database; it does not own (or clean up) the database.
+    replica_of: Option<()>,
 }
 
 /// 2026-01-01T00:00:00Z: tests start from a fixed time and move it explicitly.
@@ -72,13 +76,16 @@ impl TestServer {
             housekeeping_interval_secs: 3600,
             ..Config::default()
         };
+        // Tests drive schedules and event delivery themselves (`run_schedules`, `deliver_events`).
+        config.plugins.worker_interval_ms = 3_600_000;
         tweak(&mut config);
         let clock = ManualClock::new(START_MS);
-        let app = Application::build_with_clock(config, clock.clone())
+        let app = Application::build_with_clock(config.clone(), clock.clone())
             .await
             .expect("server starts");
         let base = format!("http://127.0.0.1:{}", app.port());
         let storage = app.storage().clone();
+        let plugins = app.plugins().clone();
         tokio::spawn(app.run_until_stopped());
         let (_, admin_key) = apikeys::create(&storage, "test-admin", &[Scope::Admin], START_MS)
             .await
@@ -86,11 +93,47 @@ impl TestServer {
         Self {
             base,
             storage,
+            plugins,
+            config,
             clock,
             admin_key,
             http: reqwest::Client::new(),
             db,
             _data: data,
+            replica_of: None,
+        }
+    }
+
+    /// A second server on the same database (a replica behind no sticky routing).
+    pub async fn replica(&self) -> TestServer {
+        let data = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..self.config.clone()
+        };
+        let app = Application::build_with_clock(config.clone(), self.clock.clone())
+            .await
+            .expect("replica starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let storage = app.storage().clone();
+        let plugins = app.plugins().clone();
+        tokio::spawn(app.run_until_stopped());
+        TestServer {
+            base,
+            storage,
+            plugins,
+            config,
+            clock: self.clock.clone(),
+            admin_key: self.admin_key.clone(),
+            http: reqwest::Client::new(),
+            db: TestDatabase {
+                label: self.db.label,
+                url: self.db.url.clone(),
+                schema: self.db.schema.clone(),
+                _dir: None,
+            },
+            _data: data,
+            replica_of: Some(()),
         }
     }
 
@@ -235,7 +278,40 @@ impl TestServer {
         format!("{devices:?}\n{enrollments:?}\n{commands:?}\n{queue:?}\n{keys:?}")
     }
 
+    /// Deliver due plugin events now (what the background worker does every second in production).
+    pub async fn deliver_events(&self) -> (usize, usize) {
+        mdm_server::plugins::delivery::Delivery::new(
+            self.storage.clone(),
+            self.clock.clone(),
+            Arc::new(mdm_server::metrics::Metrics::new()),
+            self.config.plugins.sinks.clone(),
+        )
+        .run_once()
+        .await
+        .expect("deliver events")
+    }
+
+    /// Upload a plugin crate's component with its manifest, approving what it declares.
+    pub async fn upload_plugin(&self, package: &str, config: serde_json::Value) -> Resp {
+        use base64::Engine;
+        let wasm = std::fs::read(crate::plugins::build(package)).expect("wasm");
+        let manifest = crate::plugins::manifest(package);
+        let approve = manifest["capabilities"].clone();
+        self.post(
+            "/api/v1/plugins",
+            serde_json::json!({
+                "manifest": manifest,
+                "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+                "config": config,
+                "approve_capabilities": approve,
+            }),
+        )
+        .await
+    }
+
     pub async fn stop(self) {
-        self.db.cleanup().await;
+        if self.replica_of.is_none() {
+            self.db.cleanup().await;
+        }
     }
 }

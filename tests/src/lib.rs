@@ -3,4 +3,6 @@
 
 pub mod device;
 pub mod harness;
+pub mod plugins;
 pub mod shared;
+pub mod sink;

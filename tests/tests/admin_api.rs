@@ -90,7 +90,12 @@ async fn every_route_needs_a_valid_key_with_its_scope() {
             200
         );
         let keys = s.get("/api/v1/api-keys").await.json();
-        let id = keys.as_array().unwrap().last().unwrap()["id"]
+        let id = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| key.starts_with(k["prefix"].as_str().unwrap()))
+            .expect("the new key is listed")["id"]
             .as_str()
             .unwrap()
             .to_string();

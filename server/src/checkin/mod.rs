@@ -11,6 +11,7 @@ use crate::clock::SharedClock;
 use crate::config::UserAuthenticatePolicy;
 use crate::identity::{CaVerifier, DeviceCert, IdentityError};
 use crate::metrics::Metrics;
+use crate::plugins::{self, convert, EventScope, Hook, HookInput, HookRun, PluginHost};
 use crate::protocol::checkin::{Authenticate, TokenUpdate};
 use crate::protocol::{
     plist_json, to_xml, CheckinMessage, CheckinPayload, CommandReport, EnrollmentKind,
@@ -59,6 +60,10 @@ pub enum CheckinError {
     UserAuthenticateDeclined,
     #[error("{0} is not supported by this server yet")]
     Unsupported(&'static str),
+    #[error("{0}")]
+    EnrollmentDenied(String),
+    #[error("{0}")]
+    PluginRefused(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -75,6 +80,7 @@ pub struct CheckinService {
     metrics: Arc<Metrics>,
     user_authenticate: UserAuthenticatePolicy,
     ca: Option<CaVerifier>,
+    plugins: Arc<PluginHost>,
 }
 
 impl CheckinService {
@@ -84,6 +90,7 @@ impl CheckinService {
         metrics: Arc<Metrics>,
         user_authenticate: UserAuthenticatePolicy,
         ca: Option<CaVerifier>,
+        plugins: Arc<PluginHost>,
     ) -> Self {
         Self {
             storage,
@@ -91,7 +98,23 @@ impl CheckinService {
             metrics,
             user_authenticate,
             ca,
+            plugins,
         }
+    }
+
+    /// Plugins run before the transaction (their key-value and inventory calls use the database, and SQLite
+    /// has one connection); a fail-closed refusal is audited on its own and stops the message.
+    async fn refuse_if(&self, run: &mut HookRun) -> Result<(), CheckinError> {
+        if let Some(reason) = run.refused.take() {
+            crate::storage::plugin_audit::insert_many(
+                self.storage.db(),
+                std::mem::take(&mut run.audit),
+            )
+            .await?;
+            tracing::warn!(%reason, "refused by plugin policy");
+            return Err(CheckinError::PluginRefused(reason));
+        }
+        Ok(())
     }
 
     /// A check-in message (Authenticate, TokenUpdate, ...).
@@ -125,6 +148,45 @@ impl CheckinService {
         let e = &msg.enrollment;
         if let CheckinPayload::Authenticate(a) = &msg.payload {
             return self.authenticate(cert, e, a, &msg.raw, now).await;
+        }
+        if let CheckinPayload::DeclarativeManagement { .. } = msg.payload {
+            return Err(CheckinError::Unsupported("DeclarativeManagement"));
+        }
+        if let CheckinPayload::GetToken { .. } = msg.payload {
+            return Err(CheckinError::Unsupported("GetToken"));
+        }
+        let event_id = plugins::new_event_id();
+        let scope = EventScope {
+            event_id: &event_id,
+            device_id: Some(&e.device_id),
+            enrollment_id: Some(&e.id),
+        };
+        let mut run = HookRun::default();
+        if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
+            let device = authorize(self.storage.db(), cert, e).await?;
+            let (count, awaiting) = match &msg.payload {
+                CheckinPayload::TokenUpdate(t) => {
+                    let before = enrollments::find(self.storage.db(), &e.id)
+                        .await?
+                        .map_or(0, |x| x.token_update_count);
+                    (Some(before as u32 + 1), t.awaiting_configuration)
+                }
+                _ => (None, None),
+            };
+            let event = plugins::types::CheckinEvent {
+                event_id: event_id.clone(),
+                kind: convert::checkin_kind(&msg.payload),
+                enrollment: convert::enrollment(e),
+                device: convert::device_facts(Some(&device)),
+                token_update_count: count,
+                awaiting_configuration: awaiting,
+                raw: Some(msg.raw.clone()),
+            };
+            run = self
+                .plugins
+                .run_hook(Hook::OnCheckin, HookInput::Checkin(event), scope)
+                .await;
+            self.refuse_if(&mut run).await?;
         }
         let txn = self.storage.db().begin().await?;
         let device = authorize(&txn, cert, e).await?;
@@ -178,6 +240,9 @@ impl CheckinService {
             CheckinPayload::GetToken { .. } => return Err(CheckinError::Unsupported("GetToken")),
         };
         seen(&txn, e, now).await?;
+        self.plugins
+            .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
+            .await?;
         txn.commit().await?;
         Ok(response)
     }
@@ -195,35 +260,61 @@ impl CheckinService {
         if e.kind.is_user_channel() {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
+        enrollment_checks(self.storage.db(), cert, e, a).await?;
+        let platform = platform_of(
+            a.product_name.as_deref(),
+            a.model.as_deref(),
+            a.model_name.as_deref(),
+        );
+        let event_id = plugins::new_event_id();
+        let scope = EventScope {
+            event_id: &event_id,
+            device_id: Some(&e.device_id),
+            enrollment_id: Some(&e.id),
+        };
+        let wit_facts = convert::authenticate_facts(a, platform.clone());
+        let mut decision = self
+            .plugins
+            .decide_enrollment(
+                HookInput::Enrollment(plugins::types::EnrollmentRequest {
+                    event_id: event_id.clone(),
+                    enrollment: convert::enrollment(e),
+                    device: wit_facts.clone(),
+                    identity_fingerprint: cert.fingerprint().to_string(),
+                    raw: Some(raw.to_vec()),
+                }),
+                scope,
+            )
+            .await;
+        if let Some(reason) = decision.refused.take() {
+            // Nothing of the enrollment is stored; the decision is.
+            crate::storage::plugin_audit::insert_many(self.storage.db(), decision.audit).await?;
+            tracing::warn!(device = %e.device_id, %reason, "enrollment denied");
+            return Err(CheckinError::EnrollmentDenied(reason));
+        }
+        let mut run = HookRun::default();
+        if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
+            let event = plugins::types::CheckinEvent {
+                event_id: event_id.clone(),
+                kind: plugins::types::CheckinKind::Authenticate,
+                enrollment: convert::enrollment(e),
+                device: wit_facts,
+                token_update_count: None,
+                awaiting_configuration: None,
+                raw: Some(raw.to_vec()),
+            };
+            run = self
+                .plugins
+                .run_hook(Hook::OnCheckin, HookInput::Checkin(event), scope)
+                .await;
+            self.refuse_if(&mut run).await?;
+        }
         let txn = self.storage.db().begin().await?;
-        let existing = devices::find(&txn, &e.device_id).await?;
-        if let (Some(bound), Some(presented)) = (
-            existing.as_ref().and_then(|d| d.serial_number.as_deref()),
-            a.serial_number.as_deref(),
-        ) {
-            if bound != presented {
-                tracing::warn!(device = %e.device_id, bound, presented, "Authenticate refused: serial number changed");
-                return Err(CheckinError::SerialMismatch {
-                    device: e.device_id.clone(),
-                    bound: bound.to_string(),
-                    presented: presented.to_string(),
-                });
-            }
-        }
-        if let Some(other) = devices::find_by_fingerprint(&txn, cert.fingerprint()).await? {
-            if other.id != e.device_id {
-                tracing::warn!(device = %e.device_id, bound_to = %other.id, "Authenticate refused: certificate reused");
-                return Err(CheckinError::CertificateBoundElsewhere);
-            }
-        }
+        enrollment_checks(&txn, cert, e, a).await?;
         let facts = AuthenticateFacts {
             facts: DeviceFacts {
                 serial_number: a.serial_number.clone(),
-                platform: platform_of(
-                    a.product_name.as_deref(),
-                    a.model.as_deref(),
-                    a.model_name.as_deref(),
-                ),
+                platform,
                 model: a.model.clone(),
                 model_name: a.model_name.clone(),
                 product_name: a.product_name.clone(),
@@ -240,13 +331,19 @@ impl CheckinService {
         };
         devices::upsert_authenticated(&txn, &e.device_id, facts, now).await?;
         enrollments::ensure_device_channel(&txn, e, now).await?;
-        enrollments::disable_device(&txn, &e.device_id, now).await?;
+        enrollments::reset_device(&txn, &e.device_id, now).await?;
         let channels: Vec<String> = enrollments::for_device(&txn, &e.device_id)
             .await?
             .into_iter()
             .map(|c| c.id)
             .collect();
         let canceled = queue::cancel_pending(&txn, &channels, None, now).await?;
+        self.plugins
+            .apply(&txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
+            .await?;
+        self.plugins
+            .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
+            .await?;
         txn.commit().await?;
         tracing::info!(device = %e.device_id, serial = ?a.serial_number, canceled, "device authenticated");
         Ok(MdmResponse::Empty)
@@ -271,6 +368,29 @@ impl CheckinService {
         }
         let now = self.clock.now_ms();
         let e = &report.enrollment;
+        let event_id = plugins::new_event_id();
+        let scope = EventScope {
+            event_id: &event_id,
+            device_id: Some(&e.device_id),
+            enrollment_id: Some(&e.id),
+        };
+        let mut run = HookRun::default();
+        if let (Some(status), false) = (
+            convert::command_status(report.status),
+            self.plugins.subscribed(Hook::OnCommandResult).is_empty(),
+        ) {
+            if let Some(event) = self.result_event(cert, &report, status, &event_id).await? {
+                run = self
+                    .plugins
+                    .run_hook(
+                        Hook::OnCommandResult,
+                        HookInput::CommandResult(event),
+                        scope,
+                    )
+                    .await;
+                self.refuse_if(&mut run).await?;
+            }
+        }
         let txn = self.storage.db().begin().await?;
         authorize(&txn, cert, e).await?;
         if enrollments::find(&txn, &e.id).await?.is_none() {
@@ -311,6 +431,9 @@ impl CheckinService {
                 }
             }
         }
+        self.plugins
+            .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
+            .await?;
         let next = queue::next(&txn, &e.id, now).await?;
         seen(&txn, e, now).await?;
         txn.commit().await?;
@@ -322,6 +445,74 @@ impl CheckinService {
             None => MdmResponse::Empty,
         })
     }
+}
+
+impl CheckinService {
+    /// The event for a result of a command still pending for this channel; None for unknown or finished ones
+    /// (repeats), which plugins need not see.
+    async fn result_event(
+        &self,
+        cert: &DeviceCert,
+        report: &CommandReport,
+        status: plugins::types::CommandStatus,
+        event_id: &str,
+    ) -> Result<Option<plugins::types::CommandResultEvent>, CheckinError> {
+        let db = self.storage.db();
+        let e = &report.enrollment;
+        let device = authorize(db, cert, e).await?;
+        let uuid = report.command_uuid.as_deref().unwrap_or_default();
+        let Some(item) = queue::find_item(db, &e.id, uuid).await? else {
+            return Ok(None);
+        };
+        if !QueueStatus::parse(&item.status)?.is_pending() {
+            return Ok(None);
+        }
+        let Some(cmd) = queue::find_command(db, uuid).await? else {
+            return Ok(None);
+        };
+        Ok(Some(plugins::types::CommandResultEvent {
+            event_id: event_id.to_string(),
+            enrollment: convert::enrollment(e),
+            device: convert::device_facts(Some(&device)),
+            command_uuid: uuid.to_string(),
+            request_type: cmd.request_type,
+            status,
+            error_chain: convert::error_chain(&report.error_chain),
+            report: convert::plist_tree(&Value::Dictionary(report.dict.clone())),
+            raw: Some(report.raw.clone()),
+        }))
+    }
+}
+
+/// Refusals that do not depend on plugins: a serial number change for a known UDID (hardware binding), and
+/// a certificate already bound to another device. Run before plugins and again inside the transaction.
+async fn enrollment_checks<C: ConnectionTrait>(
+    c: &C,
+    cert: &DeviceCert,
+    e: &EnrollmentRef,
+    a: &Authenticate,
+) -> Result<(), CheckinError> {
+    let existing = devices::find(c, &e.device_id).await?;
+    if let (Some(bound), Some(presented)) = (
+        existing.as_ref().and_then(|d| d.serial_number.as_deref()),
+        a.serial_number.as_deref(),
+    ) {
+        if bound != presented {
+            tracing::warn!(device = %e.device_id, bound, presented, "Authenticate refused: serial number changed");
+            return Err(CheckinError::SerialMismatch {
+                device: e.device_id.clone(),
+                bound: bound.to_string(),
+                presented: presented.to_string(),
+            });
+        }
+    }
+    if let Some(other) = devices::find_by_fingerprint(c, cert.fingerprint()).await? {
+        if other.id != e.device_id {
+            tracing::warn!(device = %e.device_id, bound_to = %other.id, "Authenticate refused: certificate reused");
+            return Err(CheckinError::CertificateBoundElsewhere);
+        }
+    }
+    Ok(())
 }
 
 fn queue_status(s: ReportStatus) -> QueueStatus {
@@ -437,6 +628,7 @@ fn outcome<T>(r: &Result<T, CheckinError>) -> &'static str {
         Err(e) => match e {
             CheckinError::Storage(_) => "error",
             CheckinError::UserAuthenticateDeclined => "declined",
+            CheckinError::EnrollmentDenied(_) | CheckinError::PluginRefused(_) => "plugin",
             CheckinError::Protocol(_)
             | CheckinError::Unsupported(_)
             | CheckinError::AuthenticateOnUserChannel => "invalid",

@@ -38,6 +38,9 @@ impl ResponseError for DeviceError {
                 | CheckinError::CertificateBoundElsewhere
                 | CheckinError::SerialMismatch { .. } => StatusCode::FORBIDDEN,
                 CheckinError::UserAuthenticateDeclined => StatusCode::GONE,
+                CheckinError::EnrollmentDenied(_) => StatusCode::FORBIDDEN,
+                // A fail-closed plugin could not decide: the device retries later, nothing was stored.
+                CheckinError::PluginRefused(_) => StatusCode::SERVICE_UNAVAILABLE,
                 CheckinError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -45,7 +48,9 @@ impl ResponseError for DeviceError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let text = if status.is_server_error() {
+        let refused_by_plugin =
+            matches!(self, DeviceError::Checkin(CheckinError::PluginRefused(_)));
+        let text = if status.is_server_error() && !refused_by_plugin {
             tracing::error!(error = %self, "device request failed");
             "internal error".to_string()
         } else {
@@ -85,6 +90,8 @@ pub enum ApiError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::admin::PluginError),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -114,6 +121,13 @@ impl ApiError {
                 | QueueError::BadTtl => (S::BAD_REQUEST, "invalid_command"),
             },
             ApiError::Storage(s) => storage_code(s),
+            ApiError::Plugin(p) => match p {
+                crate::plugins::admin::PluginError::Invalid(_) => {
+                    (S::BAD_REQUEST, "invalid_plugin")
+                }
+                crate::plugins::admin::PluginError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+                crate::plugins::admin::PluginError::Storage(s) => storage_code(s),
+            },
         }
     }
 }

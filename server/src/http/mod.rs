@@ -15,6 +15,8 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::identity::CaVerifier;
 use crate::metrics::Metrics;
+use crate::plugins::delivery::Delivery;
+use crate::plugins::PluginHost;
 use crate::queue::QueueService;
 use crate::storage::Storage;
 use actix_web::dev::Server;
@@ -30,6 +32,7 @@ pub struct AppState {
     pub queue: QueueService,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
+    pub plugins: Arc<PluginHost>,
     pub proxy_cert_header: Option<HeaderName>,
 }
 
@@ -45,6 +48,8 @@ pub enum StartError {
     DataDir(String, std::io::Error),
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    #[error("plugin host: {0}")]
+    Plugins(String),
 }
 
 /// A built server, bound to its port but not yet running.
@@ -81,6 +86,22 @@ impl Application {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
+        let plugins = PluginHost::new(
+            &config.plugins,
+            storage.clone(),
+            clock.clone(),
+            metrics.clone(),
+            Some(config.data_dir.join("plugin-cache")),
+        )
+        .map_err(|e| StartError::Plugins(format!("{e:#}")))?;
+        plugins.reload().await?;
+        if let Some(dir) = &config.plugins.dir {
+            let n = plugins
+                .load_dir(dir)
+                .await
+                .map_err(|e| StartError::Plugins(e.to_string()))?;
+            tracing::info!(dir = %dir.display(), loaded = n, "plugins loaded from directory");
+        }
         let state = web::Data::new(AppState {
             checkin: CheckinService::new(
                 storage.clone(),
@@ -88,11 +109,13 @@ impl Application {
                 metrics.clone(),
                 config.user_authenticate,
                 ca,
+                plugins.clone(),
             ),
             queue: QueueService::new(storage.clone(), clock.clone(), metrics.clone()),
             storage,
-            metrics,
-            clock,
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            plugins: plugins.clone(),
             proxy_cert_header: config
                 .identity
                 .proxy_cert_header
@@ -131,6 +154,16 @@ impl Application {
             config.retention_days,
             config.housekeeping_interval_secs,
         );
+        spawn_plugin_workers(
+            plugins,
+            Delivery::new(
+                state.storage.clone(),
+                clock,
+                metrics,
+                config.plugins.sinks.clone(),
+            ),
+            &config.plugins,
+        );
         tracing::info!(port, "listening");
         Ok(Self {
             port,
@@ -147,6 +180,10 @@ impl Application {
         &self.state.storage
     }
 
+    pub fn plugins(&self) -> &Arc<PluginHost> {
+        &self.state.plugins
+    }
+
     /// Serve until stopped (SIGINT/SIGTERM stop gracefully).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
@@ -160,6 +197,19 @@ fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_sec
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let now = state.clock.now_ms();
+            let cutoff = now - i64::from(retention_days) * 86_400_000;
+            let db = state.storage.db();
+            match crate::storage::plugin_kv::purge_expired(db, now).await {
+                Ok(n) if n > 0 => tracing::info!(expired_kv = n, "housekeeping"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purging expired plugin keys failed"),
+            }
+            match crate::storage::outbox::purge_delivered(db, cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(delivered_events = n, "housekeeping"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purging delivered events failed"),
+            }
             match state.queue.housekeeping(retention_days).await {
                 Ok(h) if h.expired + h.purged_rows + h.purged_commands > 0 => {
                     tracing::info!(
@@ -171,6 +221,40 @@ fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_sec
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "housekeeping failed"),
+            }
+        }
+    });
+}
+
+/// Plugin background work: pick up changes made through other replicas, run schedules, deliver events.
+fn spawn_plugin_workers(
+    plugins: Arc<PluginHost>,
+    delivery: Delivery,
+    cfg: &crate::config::PluginsConfig,
+) {
+    let reload_every = std::time::Duration::from_secs(cfg.reload_interval_secs);
+    let work_every = std::time::Duration::from_millis(cfg.worker_interval_ms);
+    let p = plugins.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(reload_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = p.reload().await {
+                tracing::error!(error = %e, "plugin reload failed");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(work_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = plugins.run_schedules().await {
+                tracing::error!(error = %e, "plugin schedules failed");
+            }
+            if let Err(e) = delivery.run_once().await {
+                tracing::error!(error = %e, "event delivery failed");
             }
         }
     });

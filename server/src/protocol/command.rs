@@ -35,6 +35,16 @@ impl CommandEnvelope {
         })
     }
 
+    /// The same command under another CommandUUID (a retry is a new command to the device).
+    pub fn with_uuid(&self, uuid: &str) -> Result<Self, RawCommandError> {
+        let dict = parse_dictionary(&self.raw)?;
+        let command = match dict.get("Command") {
+            Some(Value::Dictionary(c)) => c.clone(),
+            _ => dict,
+        };
+        Self::new(uuid.to_string(), command)
+    }
+
     /// Accept an admin's raw plist: either a whole envelope (its CommandUUID and bytes are kept exactly, as
     /// NanoMDM's enqueue does) or a bare `Command` dictionary, which gets `fresh_uuid`.
     pub fn from_raw(
@@ -104,6 +114,19 @@ mod tests {
             cmd.get("RequestType").and_then(Value::as_string),
             Some("DeviceInformation")
         );
+    }
+
+    #[test]
+    fn with_uuid_renames_the_command() {
+        let raw = br#"<plist version="1.0"><dict><key>CommandUUID</key><string>A</string><key>Command</key><dict><key>RequestType</key><string>ProfileList</string></dict></dict></plist>"#;
+        let env = CommandEnvelope::from_raw(raw, || unreachable!()).unwrap();
+        let copy = env.with_uuid("B").unwrap();
+        assert_eq!(
+            (copy.uuid.as_str(), copy.request_type.as_str()),
+            ("B", "ProfileList")
+        );
+        let d = parse_dictionary(&copy.raw).unwrap();
+        assert_eq!(d.get("CommandUUID").and_then(Value::as_string), Some("B"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::protocol::commands::{CommandContext, CommandError, TypedCommand};
 use crate::protocol::{CommandEnvelope, RawCommandError};
 use crate::storage::enrollments::{self, Enrollment};
 use crate::storage::{devices, queue, Storage, StorageError};
-use sea_orm::TransactionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -128,147 +128,13 @@ impl QueueService {
     /// Queue a command to every enabled id in one transaction; unknown and disabled ids are reported, not
     /// fatal. A command that cannot be built is refused before anything is stored.
     pub async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
-        if req.ids.is_empty() {
-            return Err(QueueError::NoIds);
-        }
-        if req.ids.len() > MAX_IDS_PER_ENQUEUE {
-            return Err(QueueError::TooManyIds(req.ids.len()));
-        }
-        if !(-1000..=1000).contains(&req.priority) {
-            return Err(QueueError::BadPriority);
-        }
-        if req.ttl_seconds.is_some_and(|t| t == 0 || t > 31_536_000) {
-            return Err(QueueError::BadTtl);
-        }
-        let now = self.clock.now_ms();
-        let expires_at = req.ttl_seconds.map(|t| now + (t as i64) * 1000);
-        let mut ids = req.ids.clone();
-        ids.sort();
-        ids.dedup();
-
-        // Build once up front, so a bad command fails before any lookup or write.
-        let shared = match &req.command {
-            CommandSpec::Raw(bytes) => Some(CommandEnvelope::from_raw(bytes, new_uuid)?),
-            CommandSpec::Typed(t) if !t.is_device_specific() => Some(CommandEnvelope::new(
-                new_uuid(),
-                t.to_command_dict(&CommandContext::default())?,
-            )?),
-            CommandSpec::Typed(_) => None,
-        };
-
         let txn = self.storage.db().begin().await?;
-        let found: HashMap<String, Enrollment> = enrollments::find_many(&txn, &ids)
-            .await?
-            .into_iter()
-            .map(|e| (e.id.clone(), e))
-            .collect();
-        let mut results = BTreeMap::new();
-        let mut eligible = Vec::new();
-        for id in &ids {
-            let status = match found.get(id) {
-                None => EnqueueStatus::Unknown,
-                Some(e) if !e.enabled => EnqueueStatus::Disabled,
-                Some(_) => {
-                    eligible.push(id.clone());
-                    continue;
-                }
-            };
-            results.insert(
-                id.clone(),
-                IdResult {
-                    status,
-                    command_uuid: None,
-                },
-            );
-        }
-
-        let mut command_uuids = Vec::new();
-        let request_type;
-        match (shared, &req.command) {
-            (Some(env), _) => {
-                request_type = env.request_type.clone();
-                if !eligible.is_empty() {
-                    queue::insert_command(&txn, &env, req.priority, &req.source, expires_at, now)
-                        .await?;
-                    queue::enqueue(&txn, &env.uuid, req.priority, expires_at, &eligible, now)
-                        .await?;
-                    for id in &eligible {
-                        results.insert(
-                            id.clone(),
-                            IdResult {
-                                status: EnqueueStatus::Queued,
-                                command_uuid: Some(env.uuid.clone()),
-                            },
-                        );
-                    }
-                    command_uuids.push(env.uuid);
-                }
-            }
-            (None, CommandSpec::Typed(t)) => {
-                request_type = t.request_type().to_string();
-                for id in &eligible {
-                    let device_id = &found[id].device_id;
-                    let ctx = CommandContext {
-                        unlock_token: devices::find(&txn, device_id)
-                            .await?
-                            .and_then(|d| d.unlock_token),
-                    };
-                    let dict = match t.to_command_dict(&ctx) {
-                        Ok(d) => d,
-                        Err(CommandError::MissingUnlockToken(_)) => {
-                            results.insert(
-                                id.clone(),
-                                IdResult {
-                                    status: EnqueueStatus::MissingUnlockToken,
-                                    command_uuid: None,
-                                },
-                            );
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    let env = CommandEnvelope::new(new_uuid(), dict)?;
-                    queue::insert_command(&txn, &env, req.priority, &req.source, expires_at, now)
-                        .await?;
-                    queue::enqueue(
-                        &txn,
-                        &env.uuid,
-                        req.priority,
-                        expires_at,
-                        std::slice::from_ref(id),
-                        now,
-                    )
-                    .await?;
-                    results.insert(
-                        id.clone(),
-                        IdResult {
-                            status: EnqueueStatus::Queued,
-                            command_uuid: Some(env.uuid.clone()),
-                        },
-                    );
-                    command_uuids.push(env.uuid);
-                }
-            }
-            (None, CommandSpec::Raw(_)) => unreachable!("raw commands are always shared"),
-        }
+        let outcome = enqueue_in(&txn, req, self.clock.now_ms()).await?;
         txn.commit().await?;
-        let queued = results
-            .values()
-            .filter(|r| r.status == EnqueueStatus::Queued)
-            .count();
-        self.metrics.commands_enqueued.inc_by(queued as u64);
-        tracing::info!(
-            request_type,
-            queued,
-            asked = ids.len(),
-            source = req.source,
-            "enqueued"
-        );
-        Ok(EnqueueOutcome {
-            request_type,
-            command_uuids,
-            results,
-        })
+        self.metrics
+            .commands_enqueued
+            .inc_by(outcome.queued_ids().count() as u64);
+        Ok(outcome)
     }
 
     /// Cancel one pending command for one channel. Returns false when it was not pending.
@@ -323,4 +189,146 @@ pub struct Housekeeping {
     pub expired: u64,
     pub purged_rows: u64,
     pub purged_commands: u64,
+}
+
+/// Queue a command within the caller's transaction (the admin API's own, or a check-in's for plugin actions).
+pub async fn enqueue_in<C: ConnectionTrait>(
+    c: &C,
+    req: EnqueueRequest,
+    now: i64,
+) -> Result<EnqueueOutcome, QueueError> {
+    if req.ids.is_empty() {
+        return Err(QueueError::NoIds);
+    }
+    if req.ids.len() > MAX_IDS_PER_ENQUEUE {
+        return Err(QueueError::TooManyIds(req.ids.len()));
+    }
+    if !(-1000..=1000).contains(&req.priority) {
+        return Err(QueueError::BadPriority);
+    }
+    if req.ttl_seconds.is_some_and(|t| t == 0 || t > 31_536_000) {
+        return Err(QueueError::BadTtl);
+    }
+    let expires_at = req.ttl_seconds.map(|t| now + (t as i64) * 1000);
+    let mut ids = req.ids.clone();
+    ids.sort();
+    ids.dedup();
+
+    // Build once up front, so a bad command fails before any lookup or write.
+    let shared = match &req.command {
+        CommandSpec::Raw(bytes) => Some(CommandEnvelope::from_raw(bytes, new_uuid)?),
+        CommandSpec::Typed(t) if !t.is_device_specific() => Some(CommandEnvelope::new(
+            new_uuid(),
+            t.to_command_dict(&CommandContext::default())?,
+        )?),
+        CommandSpec::Typed(_) => None,
+    };
+
+    let found: HashMap<String, Enrollment> = enrollments::find_many(c, &ids)
+        .await?
+        .into_iter()
+        .map(|e| (e.id.clone(), e))
+        .collect();
+    let mut results = BTreeMap::new();
+    let mut eligible = Vec::new();
+    for id in &ids {
+        let status = match found.get(id) {
+            None => EnqueueStatus::Unknown,
+            Some(e) if !e.enabled => EnqueueStatus::Disabled,
+            Some(_) => {
+                eligible.push(id.clone());
+                continue;
+            }
+        };
+        results.insert(
+            id.clone(),
+            IdResult {
+                status,
+                command_uuid: None,
+            },
+        );
+    }
+
+    let mut command_uuids = Vec::new();
+    let request_type;
+    match (shared, &req.command) {
+        (Some(env), _) => {
+            request_type = env.request_type.clone();
+            if !eligible.is_empty() {
+                queue::insert_command(c, &env, req.priority, &req.source, expires_at, now).await?;
+                queue::enqueue(c, &env.uuid, req.priority, expires_at, &eligible, now).await?;
+                for id in &eligible {
+                    results.insert(
+                        id.clone(),
+                        IdResult {
+                            status: EnqueueStatus::Queued,
+                            command_uuid: Some(env.uuid.clone()),
+                        },
+                    );
+                }
+                command_uuids.push(env.uuid);
+            }
+        }
+        (None, CommandSpec::Typed(t)) => {
+            request_type = t.request_type().to_string();
+            for id in &eligible {
+                let device_id = &found[id].device_id;
+                let ctx = CommandContext {
+                    unlock_token: devices::find(c, device_id)
+                        .await?
+                        .and_then(|d| d.unlock_token),
+                };
+                let dict = match t.to_command_dict(&ctx) {
+                    Ok(d) => d,
+                    Err(CommandError::MissingUnlockToken(_)) => {
+                        results.insert(
+                            id.clone(),
+                            IdResult {
+                                status: EnqueueStatus::MissingUnlockToken,
+                                command_uuid: None,
+                            },
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let env = CommandEnvelope::new(new_uuid(), dict)?;
+                queue::insert_command(c, &env, req.priority, &req.source, expires_at, now).await?;
+                queue::enqueue(
+                    c,
+                    &env.uuid,
+                    req.priority,
+                    expires_at,
+                    std::slice::from_ref(id),
+                    now,
+                )
+                .await?;
+                results.insert(
+                    id.clone(),
+                    IdResult {
+                        status: EnqueueStatus::Queued,
+                        command_uuid: Some(env.uuid.clone()),
+                    },
+                );
+                command_uuids.push(env.uuid);
+            }
+        }
+        (None, CommandSpec::Raw(_)) => unreachable!("raw commands are always shared"),
+    }
+    let queued = results
+        .values()
+        .filter(|r| r.status == EnqueueStatus::Queued)
+        .count();
+    tracing::info!(
+        request_type,
+        queued,
+        asked = ids.len(),
+        source = req.source,
+        "enqueued"
+    );
+    Ok(EnqueueOutcome {
+        request_type,
+        command_uuids,
+        results,
+    })
 }

@@ -38,8 +38,10 @@ pub async fn find_active_by_hash<C: ConnectionTrait>(
 }
 
 pub async fn list<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Model>> {
+    // Id breaks ties: keys created in the same millisecond still list in a stable order.
     Ok(Entity::find()
         .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
         .all(c)
         .await?)
 }

@@ -116,7 +116,24 @@ pub async fn ensure_device_channel<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Disable every channel of a device (Authenticate resets; CheckOut on the device channel removes all).
+/// Authenticate starts an enrollment afresh: every channel disabled until its TokenUpdate, and TokenUpdate
+/// counts restart (so "first TokenUpdate" means first since this enrollment).
+pub async fn reset_device<C: ConnectionTrait>(
+    c: &C,
+    device_id: &str,
+    now: i64,
+) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::Enabled, Expr::value(false))
+        .col_expr(Column::TokenUpdateCount, Expr::value(0))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::DeviceId.eq(device_id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Disable every channel of a device (CheckOut on the device channel removes all).
 pub async fn disable_device<C: ConnectionTrait>(
     c: &C,
     device_id: &str,

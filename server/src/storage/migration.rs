@@ -8,7 +8,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002Plugins)]
     }
 }
 
@@ -195,6 +195,168 @@ impl MigrationTrait for M0001Initial {
         ] {
             m.drop_table(Table::drop().table(t).to_owned()).await?;
         }
+        Ok(())
+    }
+}
+
+/// The plugin platform: plugins, their private key-value store, their audit log, device attributes they set,
+/// the durable outbox for their events, their schedules; and delayed delivery for retried commands.
+struct M0002Plugins;
+
+impl MigrationName for M0002Plugins {
+    fn name(&self) -> &str {
+        "m0002_plugins"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Plugins {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("command_queue")
+                .add_column(big_integer_null("not_before"))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table("plugins")
+                .col(string("id").primary_key())
+                .col(string("version"))
+                .col(text("description"))
+                .col(text("manifest"))
+                .col(blob("wasm"))
+                .col(string("wasm_sha256"))
+                .col(text("config"))
+                .col(boolean("enabled"))
+                .col(integer("priority"))
+                .col(boolean("dry_run"))
+                .col(text("approved"))
+                .col(big_integer("revision"))
+                .col(big_integer_null("quarantined_at"))
+                .col(text_null("quarantine_reason"))
+                .col(big_integer("created_at"))
+                .col(big_integer("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table("plugin_kv")
+                .col(string("plugin_id"))
+                .col(string("key"))
+                .col(blob("value"))
+                .col(big_integer_null("expires_at"))
+                .col(big_integer("updated_at"))
+                .primary_key(Index::create().col("plugin_id").col("key"))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table("plugin_audit")
+                .col(big_pk_auto("id"))
+                .col(string("plugin_id"))
+                .col(string("hook"))
+                .col(string("event_id"))
+                .col(string_null("device_id"))
+                .col(string_null("enrollment_id"))
+                .col(string("kind"))
+                .col(string("outcome"))
+                .col(text("detail"))
+                .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        for (name, cols) in [
+            ("idx_plugin_audit_plugin", ["plugin_id", "id"]),
+            ("idx_plugin_audit_device", ["device_id", "id"]),
+        ] {
+            m.create_index(
+                Index::create()
+                    .name(name)
+                    .table("plugin_audit")
+                    .col(cols[0])
+                    .col(cols[1])
+                    .to_owned(),
+            )
+            .await?;
+        }
+
+        m.create_table(
+            Table::create()
+                .table("device_attributes")
+                .col(string("device_id"))
+                .col(string("key"))
+                .col(text("value"))
+                .col(string("plugin_id"))
+                .col(big_integer("updated_at"))
+                .primary_key(Index::create().col("device_id").col("key"))
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table("event_outbox")
+                .col(big_pk_auto("id"))
+                .col(string("plugin_id"))
+                .col(string("sink"))
+                .col(string("topic"))
+                .col(text("payload"))
+                .col(integer("attempts"))
+                .col(big_integer("next_attempt_at"))
+                .col(big_integer_null("delivered_at"))
+                .col(text_null("last_error"))
+                .col(big_integer("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_outbox_due")
+                .table("event_outbox")
+                .col("delivered_at")
+                .col("next_attempt_at")
+                .to_owned(),
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
+                .table("plugin_schedules")
+                .col(string("plugin_id"))
+                .col(string("name"))
+                .col(big_integer("next_run_at"))
+                .primary_key(Index::create().col("plugin_id").col("name"))
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in [
+            "plugin_schedules",
+            "event_outbox",
+            "device_attributes",
+            "plugin_audit",
+            "plugin_kv",
+            "plugins",
+        ] {
+            m.drop_table(Table::drop().table(t).to_owned()).await?;
+        }
+        m.alter_table(
+            Table::alter()
+                .table("command_queue")
+                .drop_column("not_before")
+                .to_owned(),
+        )
+        .await?;
         Ok(())
     }
 }

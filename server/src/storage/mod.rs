@@ -3,10 +3,15 @@
 //! composes several into one transaction.
 
 pub mod api_keys;
+pub mod attributes;
 pub mod devices;
 pub mod enrollments;
 pub mod entities;
 mod migration;
+pub mod outbox;
+pub mod plugin_audit;
+pub mod plugin_kv;
+pub mod plugins;
 pub mod queue;
 pub mod testing;
 

@@ -120,6 +120,7 @@ pub async fn enqueue<C: ConnectionTrait>(
             created_at: Set(now),
             updated_at: Set(now),
             expires_at: Set(expires_at),
+            not_before: Set(None),
             delivered_at: Set(None),
             delivery_count: Set(0),
             completed_at: Set(None),
@@ -147,6 +148,11 @@ pub async fn next<C: ConnectionTrait>(
         .filter(Column::EnrollmentId.eq(enrollment_id))
         .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
         .filter(live(now))
+        .filter(
+            Condition::any()
+                .add(Column::NotBefore.is_null())
+                .add(Column::NotBefore.lte(now)),
+        )
         .order_by_desc(Column::Priority)
         .order_by_asc(Column::Id)
         .one(c)
@@ -377,4 +383,64 @@ pub async fn purge_finished<C: ConnectionTrait>(c: &C, cutoff: i64) -> StorageRe
         .await?
         .rows_affected;
     Ok((rows, cmds))
+}
+
+/// Hold a pending command back until `not_before` (and offer it again after a NotNow). False when it is not
+/// pending for that channel.
+pub async fn defer<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    command_uuid: &str,
+    not_before: i64,
+    now: i64,
+) -> StorageResult<bool> {
+    Ok(Queue::update_many()
+        .col_expr(Column::Status, Expr::value(QueueStatus::Queued.as_str()))
+        .col_expr(Column::NotBefore, Expr::value(not_before))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::CommandUuid.eq(command_uuid))
+        .filter(Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]))
+        .exec(c)
+        .await?
+        .rows_affected
+        > 0)
+}
+
+/// Queue a copy of a finished command to one channel under `new_uuid`, delivered no sooner than
+/// `not_before`. Returns false when the command was never queued to that channel.
+pub async fn requeue_copy<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    command_uuid: &str,
+    new_uuid: &str,
+    not_before: i64,
+    now: i64,
+) -> StorageResult<bool> {
+    let Some(item) = find_item(c, enrollment_id, command_uuid).await? else {
+        return Ok(false);
+    };
+    let Some(cmd) = find_command(c, command_uuid).await? else {
+        return Ok(false);
+    };
+    let env = CommandEnvelope::from_raw(&cmd.raw, || new_uuid.to_string())
+        .and_then(|e| e.with_uuid(new_uuid))
+        .map_err(|e| StorageError::Corrupt(format!("stored command {command_uuid}: {e}")))?;
+    insert_command(c, &env, cmd.priority, &cmd.source, None, now).await?;
+    enqueue(
+        c,
+        &env.uuid,
+        item.priority,
+        None,
+        &[enrollment_id.to_string()],
+        now,
+    )
+    .await?;
+    Queue::update_many()
+        .col_expr(Column::NotBefore, Expr::value(not_before))
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::CommandUuid.eq(new_uuid))
+        .exec(c)
+        .await?;
+    Ok(true)
 }

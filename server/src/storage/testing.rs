@@ -10,7 +10,8 @@ pub struct TestDatabase {
     pub label: &'static str,
     pub url: String,
     pub schema: Option<String>,
-    _dir: Option<tempfile::TempDir>,
+    /// Keeps a SQLite database's directory alive; None for PostgreSQL (and for a replica's view).
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDatabase {

@@ -92,6 +92,8 @@ pub struct DeviceDetail {
     bootstrap_token_present: bool,
     created_at: String,
     channels: Vec<ChannelInfo>,
+    /// Attributes set by plugins.
+    attributes: std::collections::BTreeMap<String, String>,
 }
 
 fn summary(d: &Device, enabled: bool) -> DeviceSummary {
@@ -190,6 +192,11 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))?;
     let channels = enrollments::for_device(db, &d.id).await?;
+    let attributes = crate::storage::attributes::for_device(db, &d.id)
+        .await?
+        .into_iter()
+        .map(|a| (a.key, a.value))
+        .collect();
     let enabled = channels.iter().any(|c| c.id == d.id && c.enabled);
     Ok(HttpResponse::Ok().json(DeviceDetail {
         summary: summary(&d, enabled),
@@ -204,5 +211,6 @@ pub async fn get(
         bootstrap_token_present: d.bootstrap_token.is_some(),
         created_at: to_rfc3339(d.created_at),
         channels: channels.iter().map(channel).collect(),
+        attributes,
     }))
 }

@@ -3,6 +3,7 @@
 pub mod commands;
 pub mod devices;
 pub mod keys;
+pub mod plugins;
 
 use super::error::ApiError;
 use actix_web::web;
@@ -29,7 +30,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/api-keys", web::get().to(keys::list))
             .route("/api-keys", web::post().to(keys::create))
-            .route("/api-keys/{id}", web::delete().to(keys::revoke)),
+            .route("/api-keys/{id}", web::delete().to(keys::revoke))
+            .route("/plugins", web::get().to(plugins::list))
+            .route("/plugins", web::post().to(plugins::upload))
+            .route("/plugins/{id}", web::get().to(plugins::get))
+            .route("/plugins/{id}", web::patch().to(plugins::update))
+            .route("/plugins/{id}", web::delete().to(plugins::delete))
+            .route("/plugins/{id}/config", web::put().to(plugins::set_config))
+            .route("/plugin-audit", web::get().to(plugins::audit)),
     );
 }
 

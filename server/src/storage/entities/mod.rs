@@ -4,5 +4,11 @@
 pub mod api_key;
 pub mod command;
 pub mod device;
+pub mod device_attribute;
 pub mod enrollment;
+pub mod event_outbox;
+pub mod plugin;
+pub mod plugin_audit;
+pub mod plugin_kv;
+pub mod plugin_schedule;
 pub mod queue_item;

@@ -14,6 +14,8 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub expires_at: Option<i64>,
+    /// Not delivered before this time (a plugin's retry with backoff).
+    pub not_before: Option<i64>,
     pub delivered_at: Option<i64>,
     pub delivery_count: i32,
     pub completed_at: Option<i64>,

@@ -1,0 +1,222 @@
+//! Action builders: what a hook returns for the server to do.
+//!
+//! The server checks each action against the plugin's capabilities and applies them in the same
+//! transaction as the check-in or command result. An action needing a capability the plugin was
+//! not granted is refused (and logged), not applied.
+//!
+//! | Builder | Action | Capability |
+//! |---|---|---|
+//! | [`enqueue`] | queue a command | `commands` |
+//! | [`retry`] | queue a command again, later | `retry` |
+//! | [`push`] | send an MDM push | `push` |
+//! | [`set_attribute`], [`clear_attribute`] | device attributes | `attributes` |
+//! | [`emit`] | deliver an event to a sink | `events` |
+//!
+//! ```
+//! use mdm_plugin_sdk::prelude::*;
+//! let actions: Vec<Action> = vec![
+//!     actions::enqueue(["UDID-1"], commands::security_info()).into(),
+//!     actions::enqueue(["UDID-1"], commands::restart_device()).priority(10).ttl_seconds(3600).into(),
+//!     actions::push(["UDID-1"]),
+//! ];
+//! # let _ = actions;
+//! ```
+
+use serde::Serialize;
+
+use crate::error::PluginResult;
+use crate::types::{
+    Action, CommandSpec, DeviceAttribute, DeviceAttributeKey, EnqueueCommand, Event, RetryCommand,
+};
+
+/// The lowest queue priority the server accepts.
+pub const MIN_PRIORITY: i32 = -1000;
+/// The highest queue priority the server accepts.
+pub const MAX_PRIORITY: i32 = 1000;
+
+fn strings<I>(ids: I) -> Vec<String>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    ids.into_iter().map(|id| id.as_ref().to_owned()).collect()
+}
+
+/// An enqueue action being built; turn it into an [`Action`] with `.into()` (or
+/// `Action::from`). Created by [`enqueue`].
+#[derive(Debug, Clone, PartialEq)]
+#[must_use = "an Enqueue does nothing until it is returned as an Action (`.into()`)"]
+pub struct Enqueue(EnqueueCommand);
+
+impl Enqueue {
+    /// Queue priority, higher first; clamped to [`MIN_PRIORITY`]..=[`MAX_PRIORITY`]. Default 0.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.0.priority = priority.clamp(MIN_PRIORITY, MAX_PRIORITY);
+        self
+    }
+
+    /// Drop the command if it has not been delivered within this many seconds. Default: no limit.
+    pub fn ttl_seconds(mut self, seconds: u32) -> Self {
+        self.0.ttl_seconds = Some(seconds);
+        self
+    }
+
+    /// The finished action.
+    pub fn build(self) -> Action {
+        Action::Enqueue(self.0)
+    }
+}
+
+impl From<Enqueue> for Action {
+    fn from(e: Enqueue) -> Self {
+        e.build()
+    }
+}
+
+/// Queue `command` to these enrollments (queue ids: `Enrollment::id`), priority 0, no TTL. Needs
+/// `commands`.
+pub fn enqueue<I>(enrollment_ids: I, command: CommandSpec) -> Enqueue
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    Enqueue(EnqueueCommand {
+        enrollment_ids: strings(enrollment_ids),
+        command,
+        priority: 0,
+        ttl_seconds: None,
+    })
+}
+
+/// Deliver a command again no sooner than `after_seconds` from now. A command still pending
+/// (NotNow) is deferred; one that ended with an error is queued again as a copy with a new
+/// CommandUUID. Needs `retry`.
+pub fn retry(enrollment_id: &str, command_uuid: &str, after_seconds: u32) -> Action {
+    Action::Retry(RetryCommand {
+        enrollment_id: enrollment_id.to_owned(),
+        command_uuid: command_uuid.to_owned(),
+        after_seconds,
+    })
+}
+
+/// Wake these enrollments with an MDM push. Needs `push`.
+pub fn push<I>(enrollment_ids: I) -> Action
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    Action::Push(strings(enrollment_ids))
+}
+
+/// Set a device attribute (shown in the admin API, usable for targeting). Needs `attributes`.
+pub fn set_attribute(device_id: &str, key: &str, value: impl ToString) -> Action {
+    Action::SetAttribute(DeviceAttribute {
+        device_id: device_id.to_owned(),
+        key: key.to_owned(),
+        value: value.to_string(),
+    })
+}
+
+/// Remove a device attribute. Needs `attributes`.
+pub fn clear_attribute(device_id: &str, key: &str) -> Action {
+    Action::ClearAttribute(DeviceAttributeKey {
+        device_id: device_id.to_owned(),
+        key: key.to_owned(),
+    })
+}
+
+/// Deliver `payload` (serialized as JSON) under `topic` to the sink the admin configured as `sink`.
+/// Delivery is durable, with retries. Needs `events`.
+pub fn emit(sink: &str, topic: &str, payload: &impl Serialize) -> PluginResult<Action> {
+    Ok(Action::Emit(Event {
+        sink: sink.to_owned(),
+        topic: topic.to_owned(),
+        payload_json: serde_json::to_string(payload)?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands;
+    use serde_json::json;
+
+    #[test]
+    fn enqueue_defaults_and_builder() {
+        let ids = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            Action::from(enqueue(&ids, commands::security_info())),
+            Action::Enqueue(EnqueueCommand {
+                enrollment_ids: ids.clone(),
+                command: commands::security_info(),
+                priority: 0,
+                ttl_seconds: None,
+            })
+        );
+        assert_eq!(
+            enqueue(["a"], commands::restart_device())
+                .priority(5000)
+                .ttl_seconds(600)
+                .build(),
+            Action::Enqueue(EnqueueCommand {
+                enrollment_ids: vec!["a".into()],
+                command: commands::restart_device(),
+                priority: MAX_PRIORITY,
+                ttl_seconds: Some(600),
+            })
+        );
+        assert_eq!(
+            enqueue(vec!["x"], commands::profile_list())
+                .priority(-5)
+                .build(),
+            Action::Enqueue(EnqueueCommand {
+                enrollment_ids: vec!["x".into()],
+                command: commands::profile_list(),
+                priority: -5,
+                ttl_seconds: None,
+            })
+        );
+    }
+
+    #[test]
+    fn other_actions() {
+        assert_eq!(
+            retry("e1", "c1", 120),
+            Action::Retry(RetryCommand {
+                enrollment_id: "e1".into(),
+                command_uuid: "c1".into(),
+                after_seconds: 120,
+            })
+        );
+        assert_eq!(
+            push(["e1", "e2"]),
+            Action::Push(vec!["e1".into(), "e2".into()])
+        );
+        assert_eq!(
+            set_attribute("d1", "inv.battery", 0.5),
+            Action::SetAttribute(DeviceAttribute {
+                device_id: "d1".into(),
+                key: "inv.battery".into(),
+                value: "0.5".into(),
+            })
+        );
+        assert_eq!(
+            clear_attribute("d1", "inv.battery"),
+            Action::ClearAttribute(DeviceAttributeKey {
+                device_id: "d1".into(),
+                key: "inv.battery".into(),
+            })
+        );
+        let Action::Emit(event) = emit("alerts", "t.x", &json!({"n": 1})).unwrap() else {
+            panic!("not an emit");
+        };
+        assert_eq!(
+            (event.sink.as_str(), event.topic.as_str()),
+            ("alerts", "t.x")
+        );
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&event.payload_json).unwrap(),
+            json!({"n": 1})
+        );
+    }
+}

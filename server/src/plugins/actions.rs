@@ -1,0 +1,305 @@
+//! Applying what plugins asked for: each action checked against the plugin's grants and limits, applied in
+//! the caller's transaction (or only recorded, in dry-run), and audited either way.
+
+use super::bindings::hooks::Action;
+use super::bindings::types::CommandSpec;
+use super::manifest::Capability;
+use super::runtime::LoadedPlugin;
+use crate::metrics::{Metrics, PluginActionLabels};
+use crate::protocol::commands::TypedCommand;
+use crate::queue::{self, CommandSpec as QueueCommand, EnqueueRequest, QueueError};
+use crate::storage::plugin_audit::AuditRow;
+use crate::storage::queue::{self as q, QueueStatus};
+use crate::storage::{attributes, devices, outbox, StorageError};
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Ids one enqueue action may name, and all enqueues of one call together: a plugin fans out over many
+/// calls (schedules), not in one flood.
+pub const MAX_IDS_PER_ACTION: usize = 1000;
+pub const MAX_IDS_PER_CALL: usize = 1000;
+const MAX_ATTRIBUTE_KEY: usize = 128;
+const MAX_ATTRIBUTE_VALUE: usize = 4096;
+const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
+
+/// Where the actions come from.
+pub struct ActionContext<'a> {
+    pub hook: &'static str,
+    pub event_id: &'a str,
+    pub device_id: Option<&'a str>,
+    pub enrollment_id: Option<&'a str>,
+    pub now: i64,
+    pub sinks: &'a BTreeSet<String>,
+    pub metrics: &'a Metrics,
+}
+
+impl ActionContext<'_> {
+    pub fn audit(
+        &self,
+        plugin: &str,
+        kind: &str,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> AuditRow {
+        AuditRow {
+            id: 0,
+            plugin_id: plugin.to_string(),
+            hook: self.hook.to_string(),
+            event_id: self.event_id.to_string(),
+            device_id: self.device_id.map(str::to_string),
+            enrollment_id: self.enrollment_id.map(str::to_string),
+            kind: kind.to_string(),
+            outcome: outcome.to_string(),
+            detail: detail.to_string(),
+            created_at: self.now,
+        }
+    }
+}
+
+fn kind(a: &Action) -> &'static str {
+    match a {
+        Action::Enqueue(_) => "enqueue",
+        Action::Retry(_) => "retry",
+        Action::Push(_) => "push",
+        Action::SetAttribute(_) => "set-attribute",
+        Action::ClearAttribute(_) => "clear-attribute",
+        Action::Emit(_) => "emit",
+    }
+}
+
+fn needs(a: &Action) -> Capability {
+    match a {
+        Action::Enqueue(_) => Capability::Commands,
+        Action::Retry(_) => Capability::Retry,
+        Action::Push(_) => Capability::Push,
+        Action::SetAttribute(_) | Action::ClearAttribute(_) => Capability::Attributes,
+        Action::Emit(_) => Capability::Events,
+    }
+}
+
+/// Apply one plugin's actions. Refused actions are audited, not fatal; only a storage failure is an error
+/// (and then the caller's whole transaction rolls back).
+pub async fn apply<C: ConnectionTrait>(
+    c: &C,
+    plugin: &Arc<LoadedPlugin>,
+    actions: Vec<Action>,
+    ctx: &ActionContext<'_>,
+) -> Result<Vec<AuditRow>, StorageError> {
+    let id = &*plugin.id;
+    let max = plugin.manifest.limits.max_actions as usize;
+    if actions.len() > max {
+        count(ctx, id, "all", "rejected");
+        return Ok(vec![ctx.audit(
+            id,
+            "actions",
+            "rejected",
+            json!({"reason": format!("{} actions exceed the limit of {max}; none applied", actions.len())}),
+        )]);
+    }
+    let total_ids: usize = actions
+        .iter()
+        .map(|a| match a {
+            Action::Enqueue(e) => e.enrollment_ids.len(),
+            _ => 0,
+        })
+        .sum();
+    if total_ids > MAX_IDS_PER_CALL {
+        count(ctx, id, "enqueue", "rejected");
+        return Ok(vec![ctx.audit(
+            id,
+            "actions",
+            "rejected",
+            json!({"reason": format!("the enqueues of one call name {total_ids} enrollments, more than {MAX_IDS_PER_CALL}; none applied")}),
+        )]);
+    }
+    let mut rows = Vec::with_capacity(actions.len());
+    for a in actions {
+        let k = kind(&a);
+        let (outcome, detail) = if !plugin.manifest.has(needs(&a)) {
+            (
+                "rejected",
+                json!({"reason": format!("needs capability {}", needs(&a).as_str())}),
+            )
+        } else {
+            match check(&a, ctx) {
+                Err(reason) => ("rejected", json!({"reason": reason})),
+                Ok(desc) if plugin.dry_run => ("dry-run", desc),
+                Ok(desc) => perform(c, id, a, desc, ctx).await?,
+            }
+        };
+        count(ctx, id, k, outcome);
+        rows.push(ctx.audit(id, k, outcome, detail));
+    }
+    Ok(rows)
+}
+
+fn count(ctx: &ActionContext<'_>, plugin: &str, kind: &str, outcome: &str) {
+    ctx.metrics
+        .plugin_actions
+        .get_or_create(&PluginActionLabels {
+            plugin: plugin.to_string(),
+            kind: kind.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
+}
+
+/// Validate without touching storage; returns the audit description.
+fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, String> {
+    Ok(match a {
+        Action::Enqueue(e) => {
+            if e.enrollment_ids.is_empty() || e.enrollment_ids.len() > MAX_IDS_PER_ACTION {
+                return Err(format!(
+                    "an enqueue names 1 to {MAX_IDS_PER_ACTION} enrollments, not {}",
+                    e.enrollment_ids.len()
+                ));
+            }
+            let request = match &e.command {
+                CommandSpec::TypedJson(j) => serde_json::from_str::<serde_json::Value>(j)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("RequestType")
+                            .and_then(|r| r.as_str())
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default(),
+                CommandSpec::RawPlist(_) => "raw".into(),
+            };
+            json!({"ids": e.enrollment_ids.len(), "request_type": request, "priority": e.priority})
+        }
+        Action::Retry(r) => {
+            json!({"enrollment_id": r.enrollment_id, "command_uuid": r.command_uuid, "after_seconds": r.after_seconds})
+        }
+        Action::Push(ids) => json!({"ids": ids.len()}),
+        Action::SetAttribute(s) => {
+            if s.key.is_empty()
+                || s.key.len() > MAX_ATTRIBUTE_KEY
+                || s.value.len() > MAX_ATTRIBUTE_VALUE
+            {
+                return Err(format!(
+                    "attribute keys are 1 to {MAX_ATTRIBUTE_KEY} bytes and values at most {MAX_ATTRIBUTE_VALUE}"
+                ));
+            }
+            json!({"device_id": s.device_id, "key": s.key})
+        }
+        Action::ClearAttribute(k) => json!({"device_id": k.device_id, "key": k.key}),
+        Action::Emit(e) => {
+            if !ctx.sinks.contains(&e.sink) {
+                return Err(format!("no event sink named {:?} is configured", e.sink));
+            }
+            if e.payload_json.len() > MAX_EVENT_PAYLOAD {
+                return Err(format!(
+                    "event payloads are at most {MAX_EVENT_PAYLOAD} bytes"
+                ));
+            }
+            if serde_json::from_str::<serde_json::Value>(&e.payload_json).is_err() {
+                return Err("payload-json is not JSON".into());
+            }
+            json!({"sink": e.sink, "topic": e.topic})
+        }
+    })
+}
+
+async fn perform<C: ConnectionTrait>(
+    c: &C,
+    plugin: &str,
+    a: Action,
+    mut desc: serde_json::Value,
+    ctx: &ActionContext<'_>,
+) -> Result<(&'static str, serde_json::Value), StorageError> {
+    let outcome = match a {
+        Action::Enqueue(e) => {
+            let command = match e.command {
+                CommandSpec::TypedJson(j) => match serde_json::from_str::<TypedCommand>(&j) {
+                    Ok(t) => QueueCommand::Typed(t),
+                    Err(err) => {
+                        desc["reason"] = json!(format!("invalid typed command: {err}"));
+                        return Ok(("rejected", desc));
+                    }
+                },
+                CommandSpec::RawPlist(p) => QueueCommand::Raw(p),
+            };
+            let req = EnqueueRequest {
+                ids: e.enrollment_ids,
+                command,
+                priority: e.priority,
+                ttl_seconds: e.ttl_seconds.map(u64::from),
+                source: format!("plugin:{plugin}"),
+            };
+            match queue::enqueue_in(c, req, ctx.now).await {
+                Ok(o) => {
+                    let queued = o.queued_ids().count();
+                    ctx.metrics.commands_enqueued.inc_by(queued as u64);
+                    desc["queued"] = json!(queued);
+                    desc["command_uuids"] = json!(o.command_uuids);
+                    desc["results"] = json!(o.results);
+                    "applied"
+                }
+                Err(QueueError::Storage(s)) => return Err(s),
+                Err(other) => {
+                    desc["reason"] = json!(other.to_string());
+                    "rejected"
+                }
+            }
+        }
+        Action::Retry(r) => {
+            let not_before = ctx.now + i64::from(r.after_seconds) * 1000;
+            match q::find_item(c, &r.enrollment_id, &r.command_uuid).await? {
+                None => {
+                    desc["reason"] = json!("no such command for that enrollment");
+                    "rejected"
+                }
+                Some(item) => match QueueStatus::parse(&item.status)? {
+                    s if s.is_pending() => {
+                        q::defer(c, &r.enrollment_id, &r.command_uuid, not_before, ctx.now).await?;
+                        desc["retry"] = json!("deferred");
+                        "applied"
+                    }
+                    QueueStatus::Error | QueueStatus::CommandFormatError => {
+                        let new_uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
+                        q::requeue_copy(
+                            c,
+                            &r.enrollment_id,
+                            &r.command_uuid,
+                            &new_uuid,
+                            not_before,
+                            ctx.now,
+                        )
+                        .await?;
+                        desc["retry"] = json!("requeued");
+                        desc["new_command_uuid"] = json!(new_uuid);
+                        "applied"
+                    }
+                    other => {
+                        desc["reason"] = json!(format!("the command is {}", other.as_str()));
+                        "rejected"
+                    }
+                },
+            }
+        }
+        Action::Push(_) => {
+            desc["reason"] = json!("APNs push is not configured on this server");
+            "skipped"
+        }
+        Action::SetAttribute(s) => {
+            if devices::find(c, &s.device_id).await?.is_none() {
+                desc["reason"] = json!("unknown device");
+                "rejected"
+            } else {
+                attributes::set(c, &s.device_id, &s.key, &s.value, plugin, ctx.now).await?;
+                "applied"
+            }
+        }
+        Action::ClearAttribute(k) => {
+            desc["existed"] = json!(attributes::clear(c, &k.device_id, &k.key).await?);
+            "applied"
+        }
+        Action::Emit(e) => {
+            outbox::insert(c, plugin, &e.sink, &e.topic, &e.payload_json, ctx.now).await?;
+            "applied"
+        }
+    };
+    Ok((outcome, desc))
+}

@@ -1,0 +1,43 @@
+use crate::plugins::bindings::mdm::plugin::log::{Host, Level};
+use crate::plugins::host::{HostState, LogLine};
+
+/// Lines kept per call for the harness; the server log gets every line.
+const MAX_KEPT: usize = 1000;
+const MAX_MESSAGE: usize = 8 * 1024;
+
+impl Host for HostState {
+    async fn log(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let plugin = &*self.call.plugin_id;
+        let (hook, event) = (self.call.hook, self.call.event_id.as_str());
+        let f = format!("{fields:?}");
+        match level {
+            Level::Trace => tracing::trace!(plugin, hook, event, fields = %f, "{message}"),
+            Level::Debug => tracing::debug!(plugin, hook, event, fields = %f, "{message}"),
+            Level::Info => tracing::info!(plugin, hook, event, fields = %f, "{message}"),
+            Level::Warn => tracing::warn!(plugin, hook, event, fields = %f, "{message}"),
+            Level::Error => tracing::error!(plugin, hook, event, fields = %f, "{message}"),
+        }
+        if self.logs.len() < MAX_KEPT {
+            self.logs.push(LogLine {
+                level: format!("{level:?}").to_lowercase(),
+                message,
+                fields,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,119 @@
+//! One wasmtime engine for all plugins: the pooling allocator (instances are cheap to create and recycle),
+//! epoch interruption (a ticker thread bumps the epoch; a call's deadline is a number of ticks), and one
+//! linker with WASI (sandboxed by each call's context) and the `mdm:plugin` imports.
+
+use super::bindings::{Plugin, PluginPre};
+use super::host::HostState;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. A call's deadline is rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// The largest linear memory a plugin may ask for in its manifest.
+const MAX_MEMORY: usize = 256 * 1024 * 1024;
+
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl PluginEngine {
+    /// `max_concurrent` instances can be live at once (the pool's size; callers hold a semaphore permit).
+    pub fn new(cache_dir: Option<PathBuf>, max_concurrent: u32) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = max_concurrent.max(1);
+        // A Rust wasip2 component holds a handful of core instances, memories and tables.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 4)
+            .total_tables(n * 8)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_memory_size(MAX_MEMORY);
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true)
+            .wasm_component_model(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                // Ends with the engine.
+                while let Some(e) = weak.upgrade() {
+                    e.increment_epoch();
+                    drop(e);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(wasmtime::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
+    }
+
+    /// Compile a component, or load it from the on-disk cache (keyed by content hash and engine settings).
+    /// CPU-heavy: call from a blocking thread.
+    pub fn compile(&self, wasm: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+        if let Some(path) = self.cache_path(sha256) {
+            if path.exists() {
+                // SAFETY: the file was written by `Component::serialize` of this engine configuration (its
+                // name carries the engine's compatibility hash) into our own data directory.
+                match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %path.display(), "plugin cache unusable; recompiling")
+                    }
+                }
+            }
+            let component = Component::new(&self.engine, wasm)?;
+            if let Ok(bytes) = component.serialize() {
+                let tmp = path.with_extension("tmp");
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, &path);
+                }
+            }
+            return Ok(component);
+        }
+        Component::new(&self.engine, wasm)
+    }
+
+    /// Resolve imports once; each call then only instantiates.
+    pub fn prepare(&self, component: &Component) -> wasmtime::Result<PluginPre<HostState>> {
+        PluginPre::new(self.linker.instantiate_pre(component)?)
+    }
+
+    /// Ticks for a deadline of `ms` milliseconds.
+    pub fn ticks_for(ms: u32) -> u64 {
+        let tick = EPOCH_TICK.as_millis() as u64;
+        (u64::from(ms)).div_ceil(tick).max(1)
+    }
+}

@@ -1,0 +1,186 @@
+//! What a component imports and exports, checked at upload: the WIT version must be one we serve, every
+//! `mdm:plugin` import must be a capability the manifest declares and the admin approved, and WASI imports
+//! are limited to the inert ones (no sockets, no wasi:http: outbound HTTP goes through the `http` capability).
+
+use super::manifest::{Capability, Manifest};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// WIT package versions (major, minor) this server can run. 0.x versions are compatible within a minor.
+pub const SUPPORTED_VERSIONS: &[(u64, u64)] = &[(0, 1)];
+
+/// WASI interfaces a plugin may import: each is either inert in our sandbox (no preopened directories, no
+/// environment, no arguments) or harmless (clocks, randomness, captured stdio).
+const ALLOWED_WASI: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInfo {
+    /// The `mdm:plugin` version the component was built against.
+    pub wit_version: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// `ns:pkg/iface@1.2.3` -> (`ns:pkg/iface`, Some("1.2.3")).
+fn split_version(name: &str) -> (&str, Option<&str>) {
+    match name.split_once('@') {
+        Some((n, v)) => (n, Some(v)),
+        None => (name, None),
+    }
+}
+
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
+
+pub fn inspect(engine: &Engine, component: &Component) -> Result<ComponentInfo, String> {
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let hooks = exports
+        .iter()
+        .find(|e| split_version(e).0 == "mdm:plugin/hooks")
+        .ok_or(
+            "the component does not export mdm:plugin/hooks: is it built with mdm-plugin-sdk?",
+        )?;
+    let version = split_version(hooks)
+        .1
+        .ok_or("mdm:plugin/hooks has no version")?
+        .to_string();
+    let (major, minor, _) =
+        parse_version(&version).ok_or_else(|| format!("unreadable WIT version {version:?}"))?;
+    if !SUPPORTED_VERSIONS.contains(&(major, minor)) {
+        let supported: Vec<String> = SUPPORTED_VERSIONS
+            .iter()
+            .map(|(a, b)| format!("{a}.{b}.x"))
+            .collect();
+        return Err(format!(
+            "built against mdm:plugin@{version}; this server runs {}",
+            supported.join(", ")
+        ));
+    }
+    for i in imports.iter().filter(|i| i.starts_with("mdm:plugin/")) {
+        if split_version(i).1 != Some(version.as_str()) {
+            return Err(format!(
+                "import {i} does not match the export version {version}"
+            ));
+        }
+    }
+    Ok(ComponentInfo {
+        wit_version: version,
+        imports,
+        exports,
+    })
+}
+
+/// Refuse a component whose imports go beyond what its manifest declares and the admin approved.
+pub fn check_capabilities(
+    info: &ComponentInfo,
+    manifest: &Manifest,
+    approved: &[Capability],
+) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    for c in &manifest.capabilities {
+        if *c != Capability::Log && !approved.contains(c) {
+            problems.push(format!("capability {} is not approved", c.as_str()));
+        }
+    }
+    for import in &info.imports {
+        let (name, _) = split_version(import);
+        if let Some(iface) = name.strip_prefix("mdm:plugin/") {
+            match Capability::for_interface(iface) {
+                Ok(None) => {}
+                Ok(Some(cap)) => {
+                    if !manifest.has(cap) {
+                        problems.push(format!(
+                            "imports {name}, which needs capability {} (not in the manifest)",
+                            cap.as_str()
+                        ));
+                    }
+                }
+                Err(_) => problems.push(format!("imports unknown interface {name}")),
+            }
+        } else if !ALLOWED_WASI.contains(&name) {
+            problems.push(format!("imports {name}, which plugins may not use"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(imports: &[&str]) -> ComponentInfo {
+        ComponentInfo {
+            wit_version: "0.1.0".into(),
+            imports: imports.iter().map(|s| s.to_string()).collect(),
+            exports: vec!["mdm:plugin/hooks@0.1.0".into()],
+        }
+    }
+
+    fn manifest(caps: &[&str]) -> Manifest {
+        Manifest::parse(
+            &serde_json::json!({"id": "p", "version": "1", "hooks": ["on-checkin"], "capabilities": caps})
+                .to_string(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn imports_need_declared_and_approved_capabilities() {
+        let i = info(&[
+            "mdm:plugin/types@0.1.0",
+            "mdm:plugin/log@0.1.0",
+            "mdm:plugin/kv@0.1.0",
+            "wasi:io/streams@0.2.6",
+        ]);
+        assert!(check_capabilities(&i, &manifest(&["kv"]), &[Capability::Kv]).is_ok());
+        let err = check_capabilities(&i, &manifest(&[]), &[]).unwrap_err();
+        assert!(err[0].contains("kv"), "{err:?}");
+        let err = check_capabilities(&i, &manifest(&["kv"]), &[]).unwrap_err();
+        assert!(err[0].contains("not approved"), "{err:?}");
+    }
+
+    #[test]
+    fn sockets_and_unknown_interfaces_are_refused() {
+        let i = info(&["wasi:sockets/tcp@0.2.6", "mdm:plugin/root@0.1.0"]);
+        let err = check_capabilities(&i, &manifest(&[]), &[]).unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("0.1.0"), Some((0, 1, 0)));
+        assert_eq!(parse_version("1.2.3-rc1"), Some((1, 2, 3)));
+        assert_eq!(parse_version("x"), None);
+        assert_eq!(split_version("a:b/c@1.0.0"), ("a:b/c", Some("1.0.0")));
+    }
+}

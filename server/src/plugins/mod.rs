@@ -1,0 +1,464 @@
+//! The WebAssembly plugin host. The only module that knows wasmtime.
+//!
+//! Plugins are stored in the database (so every replica runs the same set), compiled once per revision
+//! (and cached on disk), and called through `PluginHost` at each check-in, command result, enrollment
+//! decision and schedule tick. Hooks return actions; the caller applies them in its own transaction.
+
+pub mod actions;
+pub mod admin;
+mod backend;
+mod bindings;
+mod breaker;
+mod capabilities;
+pub mod convert;
+pub mod delivery;
+mod engine;
+mod host;
+pub mod inspect;
+pub mod manifest;
+pub mod runtime;
+mod store_backend;
+pub mod testing;
+
+pub use backend::{HostBackend, HttpRequest, KvFault};
+pub use bindings::hooks::{Action, Decision};
+pub use bindings::mdm::plugin::{http as wit_http, inventory as wit_inventory};
+pub use bindings::types;
+pub use bindings::WIT_VERSION;
+pub use host::LogLine;
+pub use manifest::{Capability, FailurePolicy, Hook, Manifest};
+pub use runtime::{Fault, HookInput, HookOutput, LoadedPlugin};
+
+use crate::clock::SharedClock;
+use crate::config::PluginsConfig;
+use crate::metrics::{Metrics, PluginCallLabels, PluginHookLabels, PluginLabels};
+use crate::storage::plugin_audit::AuditRow;
+use crate::storage::{plugins as repo, Storage, StorageError};
+use actions::ActionContext;
+use breaker::Breaker;
+use engine::PluginEngine;
+use runtime::Runtime;
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// What running one hook across plugins produced.
+#[derive(Default)]
+pub struct HookRun {
+    /// Each plugin's actions, in run order.
+    pub actions: Vec<(Arc<LoadedPlugin>, Vec<Action>)>,
+    /// Decisions and faults, already known before anything is applied.
+    pub audit: Vec<AuditRow>,
+    /// Set when a plugin with a fail-closed policy failed, or (for enrollment) denied.
+    pub refused: Option<String>,
+}
+
+/// Identifies the event in audit rows.
+#[derive(Clone, Copy)]
+pub struct EventScope<'a> {
+    pub event_id: &'a str,
+    pub device_id: Option<&'a str>,
+    pub enrollment_id: Option<&'a str>,
+}
+
+pub struct PluginHost {
+    runtime: Runtime,
+    storage: Storage,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    loaded: RwLock<Arc<Vec<Arc<LoadedPlugin>>>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    breaker: Breaker,
+    sinks: BTreeSet<String>,
+}
+
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl PluginHost {
+    /// A host over the database; `cache_dir` keeps compiled components across restarts.
+    pub fn new(
+        cfg: &PluginsConfig,
+        storage: Storage,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> wasmtime::Result<Arc<Self>> {
+        let backend = Arc::new(store_backend::StoreBackend::new(
+            storage.clone(),
+            clock.clone(),
+            metrics.clone(),
+        ));
+        Self::with_backend(cfg, storage, clock, metrics, cache_dir, backend)
+    }
+
+    pub fn with_backend(
+        cfg: &PluginsConfig,
+        storage: Storage,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        cache_dir: Option<std::path::PathBuf>,
+        backend: Arc<dyn HostBackend>,
+    ) -> wasmtime::Result<Arc<Self>> {
+        let engine = PluginEngine::new(cache_dir, cfg.max_concurrent)?;
+        Ok(Arc::new(Self {
+            runtime: Runtime::new(engine, backend, cfg.max_concurrent),
+            storage,
+            clock,
+            metrics,
+            loaded: RwLock::new(Arc::new(Vec::new())),
+            reload_lock: tokio::sync::Mutex::new(()),
+            breaker: Breaker::new(
+                cfg.quarantine_after_faults,
+                cfg.quarantine_window_secs as i64 * 1000,
+            ),
+            sinks: cfg.sinks.keys().cloned().collect(),
+        }))
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The plugins loaded now (in-flight calls keep the list they started with).
+    pub fn loaded(&self) -> Arc<Vec<Arc<LoadedPlugin>>> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Active plugins subscribed to `hook`, in run order (priority, then id).
+    pub fn subscribed(&self, hook: Hook) -> Vec<Arc<LoadedPlugin>> {
+        self.loaded()
+            .iter()
+            .filter(|p| p.active() && p.manifest.subscribes(hook))
+            .cloned()
+            .collect()
+    }
+
+    /// Bring the loaded set in line with the database: compile what changed, drop what was deleted, swap
+    /// atomically. Cheap when nothing changed (one small query).
+    pub async fn reload(&self) -> Result<(), StorageError> {
+        let _guard = self.reload_lock.lock().await;
+        let current = self.loaded();
+        let revisions = repo::revisions(self.storage.db()).await?;
+        let have: HashMap<&str, i64> = current.iter().map(|p| (&*p.id, p.revision)).collect();
+        let unchanged = revisions.len() == current.len()
+            && revisions
+                .iter()
+                .all(|(id, rev)| have.get(id.as_str()) == Some(rev));
+        if unchanged {
+            return Ok(());
+        }
+        let mut next: Vec<Arc<LoadedPlugin>> = Vec::with_capacity(revisions.len());
+        for (id, rev) in &revisions {
+            if let Some(p) = current.iter().find(|p| &*p.id == id && p.revision == *rev) {
+                next.push(p.clone());
+                continue;
+            }
+            let Some(row) = repo::find(self.storage.db(), id).await? else {
+                continue;
+            };
+            self.breaker.reset(id);
+            match self.prepare(&row).await {
+                Ok(p) => next.push(Arc::new(p)),
+                Err(e) => {
+                    tracing::error!(plugin = %id, error = %e, "plugin could not be loaded; skipped")
+                }
+            }
+        }
+        next.sort_by(|a, b| (a.priority, &*a.id).cmp(&(b.priority, &*b.id)));
+        *self.loaded.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    async fn prepare(&self, row: &repo::Plugin) -> Result<LoadedPlugin, String> {
+        let manifest = Manifest::parse(&row.manifest)?;
+        let pre = self
+            .compile(row.wasm.clone(), row.wasm_sha256.clone())
+            .await?
+            .1;
+        Ok(LoadedPlugin {
+            id: row.id.as_str().into(),
+            revision: row.revision,
+            manifest: Arc::new(manifest),
+            config: row.config.as_str().into(),
+            enabled: row.enabled,
+            priority: row.priority,
+            dry_run: row.dry_run,
+            quarantined: row.quarantined_at.is_some(),
+            pre,
+        })
+    }
+
+    /// Compile (off the async threads) and link a component.
+    async fn compile(
+        &self,
+        wasm: Vec<u8>,
+        sha256: String,
+    ) -> Result<(inspect::ComponentInfo, bindings::PluginPre<host::HostState>), String> {
+        let engine = self.runtime.engine.clone();
+        // Compiling is CPU-heavy: keep it off the async threads.
+        tokio::task::spawn_blocking(move || {
+            let component = engine
+                .compile(&wasm, &sha256)
+                .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+            let info = inspect::inspect(engine.engine(), &component)?;
+            let pre = engine
+                .prepare(&component)
+                .map_err(|e| format!("the component's imports cannot be satisfied: {e:#}"))?;
+            Ok((info, pre))
+        })
+        .await
+        .map_err(|e| format!("compilation task failed: {e}"))?
+    }
+
+    /// Call one plugin, with metrics and the circuit breaker. A fault is audited (and may quarantine).
+    async fn call(
+        &self,
+        p: &Arc<LoadedPlugin>,
+        input: &HookInput,
+        scope: EventScope<'_>,
+    ) -> (Result<HookOutput, Fault>, Option<AuditRow>) {
+        let res = self.runtime.call(p, input).await;
+        let hook = input.hook_name();
+        let outcome = match &res.output {
+            Ok(_) => "ok",
+            Err(f) => f.outcome(),
+        };
+        self.metrics
+            .plugin_calls
+            .get_or_create(&PluginCallLabels {
+                plugin: p.id.to_string(),
+                hook: hook.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.metrics
+            .plugin_duration
+            .get_or_create(&PluginHookLabels {
+                plugin: p.id.to_string(),
+                hook: hook.to_string(),
+            })
+            .observe(res.elapsed.as_secs_f64());
+        let Err(fault) = &res.output else {
+            return (res.output, None);
+        };
+        tracing::warn!(plugin = %p.id, hook, event = scope.event_id, fault = %fault.message(), "plugin call failed");
+        let now = self.clock.now_ms();
+        let mut detail = json!({"fault": fault.message()});
+        if self.breaker.fault(&p.id, now) {
+            detail["quarantined"] = json!(true);
+            self.quarantine(p, &fault.message()).await;
+        }
+        let row = self.audit_row(&p.id, hook, scope, "call", fault.outcome(), detail);
+        (res.output, Some(row))
+    }
+
+    async fn quarantine(&self, p: &LoadedPlugin, why: &str) {
+        let reason = format!("quarantined after repeated faults; last: {why}");
+        match repo::quarantine(self.storage.db(), &p.id, &reason, self.clock.now_ms()).await {
+            Ok(true) => {
+                tracing::error!(plugin = %p.id, %reason, "plugin quarantined");
+                self.metrics
+                    .plugin_quarantines
+                    .get_or_create(&PluginLabels {
+                        plugin: p.id.to_string(),
+                    })
+                    .inc();
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(plugin = %p.id, error = %e, "could not record quarantine"),
+        }
+        if let Err(e) = self.reload().await {
+            tracing::error!(error = %e, "reload after quarantine failed");
+        }
+    }
+
+    fn audit_row(
+        &self,
+        plugin: &str,
+        hook: &str,
+        scope: EventScope<'_>,
+        kind: &str,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> AuditRow {
+        AuditRow {
+            id: 0,
+            plugin_id: plugin.to_string(),
+            hook: hook.to_string(),
+            event_id: scope.event_id.to_string(),
+            device_id: scope.device_id.map(str::to_string),
+            enrollment_id: scope.enrollment_id.map(str::to_string),
+            kind: kind.to_string(),
+            outcome: outcome.to_string(),
+            detail: detail.to_string(),
+            created_at: self.clock.now_ms(),
+        }
+    }
+
+    /// Ask every subscribed plugin whether a device may enroll. Deny overrides; abstentions do not count;
+    /// a failing plugin denies when its policy is fail-closed (the default for this hook). Dry-run plugins
+    /// are asked and audited but not obeyed.
+    pub async fn decide_enrollment(&self, input: HookInput, scope: EventScope<'_>) -> HookRun {
+        let mut run = HookRun::default();
+        for p in self.subscribed(Hook::DecideEnrollment) {
+            let (out, fault_row) = self.call(&p, &input, scope).await;
+            run.audit.extend(fault_row);
+            let verdict = match out {
+                Ok(HookOutput::Decision(d)) => d,
+                Ok(_) => Decision::Abstain,
+                Err(f) => {
+                    if p.manifest.policy(Hook::DecideEnrollment) == FailurePolicy::FailClosed
+                        && !p.dry_run
+                    {
+                        run.refused.get_or_insert(format!(
+                            "plugin {} failed (fail-closed): {}",
+                            p.id,
+                            f.message()
+                        ));
+                    }
+                    continue;
+                }
+            };
+            let (outcome, reason) = match &verdict {
+                Decision::Allow => ("allow", None),
+                Decision::Abstain => continue,
+                Decision::Deny(r) => ("deny", Some(runtime::truncate(r.clone()))),
+            };
+            let enforced = !p.dry_run;
+            run.audit.push(self.audit_row(
+                &p.id,
+                "decide-enrollment",
+                scope,
+                "decision",
+                if enforced { outcome } else { "dry-run" },
+                json!({"decision": outcome, "reason": reason}),
+            ));
+            if let (Some(r), true) = (reason, enforced) {
+                run.refused
+                    .get_or_insert(format!("enrollment denied by plugin {}: {r}", p.id));
+            }
+        }
+        run
+    }
+
+    /// Run a notification hook (on-checkin, on-command-result, on-schedule) on every subscribed plugin.
+    pub async fn run_hook(&self, hook: Hook, input: HookInput, scope: EventScope<'_>) -> HookRun {
+        let plugins = self.subscribed(hook);
+        self.run_on(&plugins, hook, input, scope).await
+    }
+
+    async fn run_on(
+        &self,
+        plugins: &[Arc<LoadedPlugin>],
+        hook: Hook,
+        input: HookInput,
+        scope: EventScope<'_>,
+    ) -> HookRun {
+        let mut run = HookRun::default();
+        for p in plugins {
+            let (out, fault_row) = self.call(p, &input, scope).await;
+            run.audit.extend(fault_row);
+            match out {
+                Ok(HookOutput::Actions(a)) => {
+                    if !a.is_empty() {
+                        run.actions.push((p.clone(), a));
+                    }
+                }
+                Ok(_) => {}
+                Err(f) => {
+                    if p.manifest.policy(hook) == FailurePolicy::FailClosed && !p.dry_run {
+                        run.refused.get_or_insert(format!(
+                            "plugin {} failed (fail-closed): {}",
+                            p.id,
+                            f.message()
+                        ));
+                    }
+                }
+            }
+        }
+        run
+    }
+
+    /// Apply a run's actions and write its audit rows, in the caller's transaction.
+    pub async fn apply<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        run: HookRun,
+        hook: &'static str,
+        scope: EventScope<'_>,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let ctx = ActionContext {
+            hook,
+            event_id: scope.event_id,
+            device_id: scope.device_id,
+            enrollment_id: scope.enrollment_id,
+            now,
+            sinks: &self.sinks,
+            metrics: &self.metrics,
+        };
+        let mut rows = run.audit;
+        for (p, a) in run.actions {
+            rows.extend(actions::apply(c, &p, a, &ctx).await?);
+        }
+        crate::storage::plugin_audit::insert_many(c, rows).await
+    }
+
+    /// Run due schedules once. Each tick is claimed in the database, so one replica runs it.
+    pub async fn run_schedules(&self) -> Result<usize, StorageError> {
+        let now = self.clock.now_ms();
+        let db = self.storage.db();
+        let scheduled = self.subscribed(Hook::OnSchedule);
+        for p in &scheduled {
+            for s in &p.manifest.schedules {
+                repo::ensure_schedule(db, &p.id, &s.name, now + s.every_seconds as i64 * 1000)
+                    .await?;
+            }
+        }
+        let mut ran = 0;
+        for due in repo::due_schedules(db, now).await? {
+            let Some(p) = scheduled.iter().find(|p| *p.id == *due.plugin_id) else {
+                continue;
+            };
+            let Some(s) = p.manifest.schedules.iter().find(|s| s.name == due.name) else {
+                continue;
+            };
+            let next = now + s.every_seconds as i64 * 1000;
+            if !repo::claim_schedule(db, &due.plugin_id, &due.name, due.next_run_at, next).await? {
+                continue;
+            }
+            let event_id = new_event_id();
+            let scope = EventScope {
+                event_id: &event_id,
+                device_id: None,
+                enrollment_id: None,
+            };
+            let input = HookInput::Schedule(types::ScheduleEvent {
+                event_id: event_id.clone(),
+                name: s.name.clone(),
+            });
+            let run = self
+                .run_on(std::slice::from_ref(p), Hook::OnSchedule, input, scope)
+                .await;
+            let txn = sea_orm::TransactionTrait::begin(db).await?;
+            self.apply(&txn, run, "on-schedule", scope, now).await?;
+            txn.commit().await?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

@@ -1,0 +1,237 @@
+//! Running hooks: a fresh instance per call from the plugin's prepared `InstancePre`, with a deadline
+//! (epochs for guest code, a tokio timeout for everything, since epochs do not interrupt host calls), a
+//! memory cap, and a semaphore bounding live instances to the pool's size.
+
+use super::backend::HostBackend;
+use super::bindings::hooks::{Action, Decision};
+use super::bindings::types::{CheckinEvent, CommandResultEvent, EnrollmentRequest, ScheduleEvent};
+use super::bindings::PluginPre;
+use super::engine::PluginEngine;
+use super::host::{CallContext, HostState, LogLine};
+use super::manifest::{Capability, Manifest};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use wasmtime::Store;
+
+/// A plugin ready to run: one revision of it, compiled and linked.
+pub struct LoadedPlugin {
+    pub id: Arc<str>,
+    pub revision: i64,
+    pub manifest: Arc<Manifest>,
+    pub config: Arc<str>,
+    pub enabled: bool,
+    pub priority: i32,
+    pub dry_run: bool,
+    pub quarantined: bool,
+    pub(crate) pre: PluginPre<HostState>,
+}
+
+impl LoadedPlugin {
+    pub fn active(&self) -> bool {
+        self.enabled && !self.quarantined
+    }
+}
+
+#[derive(Clone)]
+pub enum HookInput {
+    Enrollment(EnrollmentRequest),
+    Checkin(CheckinEvent),
+    CommandResult(CommandResultEvent),
+    Schedule(ScheduleEvent),
+    ValidateConfig(String),
+}
+
+impl HookInput {
+    pub fn hook_name(&self) -> &'static str {
+        match self {
+            HookInput::Enrollment(_) => "decide-enrollment",
+            HookInput::Checkin(_) => "on-checkin",
+            HookInput::CommandResult(_) => "on-command-result",
+            HookInput::Schedule(_) => "on-schedule",
+            HookInput::ValidateConfig(_) => "validate-config",
+        }
+    }
+
+    pub fn event_id(&self) -> String {
+        match self {
+            HookInput::Enrollment(e) => e.event_id.clone(),
+            HookInput::Checkin(e) => e.event_id.clone(),
+            HookInput::CommandResult(e) => e.event_id.clone(),
+            HookInput::Schedule(e) => e.event_id.clone(),
+            HookInput::ValidateConfig(_) => "validate-config".into(),
+        }
+    }
+
+    /// Exact payloads go only to plugins granted `raw-payloads`.
+    fn for_plugin(&self, m: &Manifest) -> HookInput {
+        let mut input = self.clone();
+        if !m.has(Capability::RawPayloads) {
+            match &mut input {
+                HookInput::Enrollment(e) => e.raw = None,
+                HookInput::Checkin(e) => e.raw = None,
+                HookInput::CommandResult(e) => e.raw = None,
+                HookInput::Schedule(_) | HookInput::ValidateConfig(_) => {}
+            }
+        }
+        input
+    }
+}
+
+#[derive(Debug)]
+pub enum HookOutput {
+    Decision(Decision),
+    Actions(Vec<Action>),
+    Valid,
+}
+
+/// Why a call produced nothing usable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// The plugin returned an error.
+    Error(String),
+    /// It ran past its deadline.
+    Timeout,
+    /// It trapped (panic, memory limit, capability used without a grant, ...).
+    Trap(String),
+}
+
+impl Fault {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Fault::Error(_) => "error",
+            Fault::Timeout => "timeout",
+            Fault::Trap(_) => "trap",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Fault::Error(e) => format!("the plugin returned an error: {e}"),
+            Fault::Timeout => "the plugin ran past its deadline".into(),
+            Fault::Trap(t) => format!("the plugin trapped: {t}"),
+        }
+    }
+}
+
+pub struct CallResult {
+    pub output: Result<HookOutput, Fault>,
+    pub logs: Vec<LogLine>,
+    pub elapsed: Duration,
+}
+
+pub struct Runtime {
+    pub engine: Arc<PluginEngine>,
+    pub backend: Arc<dyn HostBackend>,
+    permits: Arc<Semaphore>,
+}
+
+/// Slack past the guest deadline before the whole call is abandoned (host calls in flight).
+const GRACE: Duration = Duration::from_millis(100);
+
+impl Runtime {
+    pub fn new(engine: PluginEngine, backend: Arc<dyn HostBackend>, max_concurrent: u32) -> Self {
+        Self {
+            engine: Arc::new(engine),
+            backend,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1) as usize)),
+        }
+    }
+
+    pub async fn call(&self, p: &LoadedPlugin, input: &HookInput) -> CallResult {
+        let started = Instant::now();
+        let Ok(_permit) = self.permits.acquire().await else {
+            return CallResult {
+                output: Err(Fault::Trap("plugin runtime is shutting down".into())),
+                logs: Vec::new(),
+                elapsed: started.elapsed(),
+            };
+        };
+        let input = input.for_plugin(&p.manifest);
+        let ctx = CallContext {
+            plugin_id: p.id.clone(),
+            hook: input.hook_name(),
+            event_id: input.event_id(),
+            manifest: p.manifest.clone(),
+            config: p.config.clone(),
+        };
+        let mut store = Store::new(
+            self.engine.engine(),
+            HostState::new(ctx, self.backend.clone()),
+        );
+        store.limiter(|s| &mut s.limits);
+        let budget = p.manifest.limits.timeout_ms;
+        store.set_epoch_deadline(PluginEngine::ticks_for(budget));
+        store.epoch_deadline_trap();
+
+        let run = async {
+            let instance = p.pre.instantiate_async(&mut store).await?;
+            let hooks = instance.mdm_plugin_hooks();
+            let out = match &input {
+                HookInput::Enrollment(e) => hooks
+                    .call_decide_enrollment(&mut store, e)
+                    .await?
+                    .map(HookOutput::Decision),
+                HookInput::Checkin(e) => hooks
+                    .call_on_checkin(&mut store, e)
+                    .await?
+                    .map(HookOutput::Actions),
+                HookInput::CommandResult(e) => hooks
+                    .call_on_command_result(&mut store, e)
+                    .await?
+                    .map(HookOutput::Actions),
+                HookInput::Schedule(e) => hooks
+                    .call_on_schedule(&mut store, e)
+                    .await?
+                    .map(HookOutput::Actions),
+                HookInput::ValidateConfig(c) => hooks
+                    .call_validate_config(&mut store, c)
+                    .await?
+                    .map(|()| HookOutput::Valid),
+            };
+            wasmtime::Result::Ok(out)
+        };
+        let deadline = Duration::from_millis(u64::from(budget)) + GRACE;
+        let output = match tokio::time::timeout(deadline, run).await {
+            Err(_) => Err(Fault::Timeout),
+            Ok(Err(e)) => Err(classify(e)),
+            Ok(Ok(Err(msg))) => Err(Fault::Error(truncate(msg))),
+            Ok(Ok(Ok(out))) => Ok(out),
+        };
+        let state = store.into_data();
+        let (stdout, stderr) = state.stdio();
+        for (stream, text) in [("stdout", stdout), ("stderr", stderr)] {
+            for line in text.lines().filter(|l| !l.trim().is_empty()).take(100) {
+                tracing::info!(plugin = %p.id, stream, "{line}");
+            }
+        }
+        CallResult {
+            output,
+            logs: state.logs,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error) -> Fault {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return Fault::Timeout;
+        }
+    }
+    Fault::Trap(truncate(format!("{e:#}")))
+}
+
+/// Plugin-supplied text kept in logs and the audit log is bounded.
+pub fn truncate(mut s: String) -> String {
+    const MAX: usize = 2048;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,142 @@
+//! The durable outbox for plugin events: written in the check-in's transaction, delivered afterwards with
+//! retries. A worker leases a row by moving its `next_attempt_at` forward with a compare-and-set, so two
+//! replicas never deliver the same attempt.
+
+use super::entities::event_outbox::{ActiveModel, Column, Entity, Model};
+use super::StorageResult;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+pub use super::entities::event_outbox::Model as OutboxEvent;
+
+pub async fn insert<C: ConnectionTrait>(
+    c: &C,
+    plugin_id: &str,
+    sink: &str,
+    topic: &str,
+    payload: &str,
+    now: i64,
+) -> StorageResult<()> {
+    Entity::insert(ActiveModel {
+        id: NotSet,
+        plugin_id: Set(plugin_id.to_string()),
+        sink: Set(sink.to_string()),
+        topic: Set(topic.to_string()),
+        payload: Set(payload.to_string()),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        delivered_at: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+/// Lease up to `limit` due events for `lease_ms`. Returns the events this caller won.
+pub async fn lease_due<C: ConnectionTrait>(
+    c: &C,
+    now: i64,
+    lease_ms: i64,
+    limit: u64,
+) -> StorageResult<Vec<Model>> {
+    let due = Entity::find()
+        .filter(Column::DeliveredAt.is_null())
+        .filter(Column::NextAttemptAt.lte(now))
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .all(c)
+        .await?;
+    let mut won = Vec::with_capacity(due.len());
+    for e in due {
+        let claimed = Entity::update_many()
+            .col_expr(Column::NextAttemptAt, Expr::value(now + lease_ms))
+            .filter(Column::Id.eq(e.id))
+            .filter(Column::NextAttemptAt.eq(e.next_attempt_at))
+            .filter(Column::DeliveredAt.is_null())
+            .exec(c)
+            .await?
+            .rows_affected
+            == 1;
+        if claimed {
+            won.push(e);
+        }
+    }
+    Ok(won)
+}
+
+pub async fn mark_delivered<C: ConnectionTrait>(c: &C, id: i64, now: i64) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::DeliveredAt, Expr::value(now))
+        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_failed<C: ConnectionTrait>(
+    c: &C,
+    id: i64,
+    next_attempt_at: i64,
+    error: &str,
+) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::NextAttemptAt, Expr::value(next_attempt_at))
+        .col_expr(Column::LastError, Expr::value(error))
+        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+pub async fn find<C: ConnectionTrait>(c: &C, id: i64) -> StorageResult<Option<Model>> {
+    Ok(Entity::find_by_id(id).one(c).await?)
+}
+
+/// Delivered events older than `cutoff` are deleted (housekeeping).
+pub async fn purge_delivered<C: ConnectionTrait>(c: &C, cutoff: i64) -> StorageResult<u64> {
+    Ok(Entity::delete_many()
+        .filter(Column::DeliveredAt.lt(cutoff))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
+pub async fn all<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Model>> {
+    Ok(Entity::find().order_by_asc(Column::Id).all(c).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::test_databases;
+
+    #[tokio::test]
+    async fn a_lease_is_won_once_and_failures_back_off() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            insert(db, "p", "sink", "t", "{}", 10).await.unwrap();
+            let first = lease_due(db, 10, 1000, 10).await.unwrap();
+            assert_eq!(first.len(), 1);
+            assert!(
+                lease_due(db, 10, 1000, 10).await.unwrap().is_empty(),
+                "leased"
+            );
+            mark_failed(db, first[0].id, 5000, "boom").await.unwrap();
+            assert!(lease_due(db, 4999, 1000, 10).await.unwrap().is_empty());
+            let again = lease_due(db, 5000, 1000, 10).await.unwrap();
+            assert_eq!((again.len(), again[0].attempts), (1, 1));
+            mark_delivered(db, again[0].id, 5001).await.unwrap();
+            assert!(lease_due(db, 99_999, 1000, 10).await.unwrap().is_empty());
+            assert_eq!(purge_delivered(db, 6000).await.unwrap(), 1);
+            tdb.cleanup().await;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The plugin audit log: every decision and action of every plugin call, and every fault.
+
+use super::entities::plugin_audit::{ActiveModel, Column, Entity, Model};
+use super::StorageResult;
+use sea_orm::{
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+
+pub use super::entities::plugin_audit::Model as AuditRow;
+
+pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> StorageResult<()> {
+    for chunk in rows.chunks(200) {
+        let ams = chunk.iter().cloned().map(|r| ActiveModel {
+            id: NotSet,
+            plugin_id: Set(r.plugin_id),
+            hook: Set(r.hook),
+            event_id: Set(r.event_id),
+            device_id: Set(r.device_id),
+            enrollment_id: Set(r.enrollment_id),
+            kind: Set(r.kind),
+            outcome: Set(r.outcome),
+            detail: Set(r.detail),
+            created_at: Set(r.created_at),
+        });
+        Entity::insert_many(ams).exec_without_returning(c).await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub plugin_id: Option<String>,
+    pub device_id: Option<String>,
+    pub hook: Option<String>,
+    /// Rows older than this id (newest first paging).
+    pub before_id: Option<i64>,
+    pub limit: u64,
+}
+
+/// Newest first.
+pub async fn list<C: ConnectionTrait>(c: &C, f: &AuditFilter) -> StorageResult<Vec<Model>> {
+    let mut cond = Condition::all();
+    if let Some(p) = &f.plugin_id {
+        cond = cond.add(Column::PluginId.eq(p.as_str()));
+    }
+    if let Some(d) = &f.device_id {
+        cond = cond.add(Column::DeviceId.eq(d.as_str()));
+    }
+    if let Some(h) = &f.hook {
+        cond = cond.add(Column::Hook.eq(h.as_str()));
+    }
+    if let Some(b) = f.before_id {
+        cond = cond.add(Column::Id.lt(b));
+    }
+    Ok(Entity::find()
+        .filter(cond)
+        .order_by_desc(Column::Id)
+        .limit(f.limit)
+        .all(c)
+        .await?)
+}

@@ -1,0 +1,239 @@
+//! Each plugin's private key-value store. Compare-and-swap is one conditional statement, so it is atomic on
+//! both databases without a transaction. Expired entries read as absent.
+
+use super::entities::plugin_kv::{ActiveModel, Column, Entity};
+use super::StorageResult;
+use sea_orm::sea_query::{Expr, LikeExpr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+
+fn live(now: i64) -> Condition {
+    Condition::any()
+        .add(Column::ExpiresAt.is_null())
+        .add(Column::ExpiresAt.gt(now))
+}
+
+fn this(plugin: &str, key: &str) -> Condition {
+    Condition::all()
+        .add(Column::PluginId.eq(plugin))
+        .add(Column::Key.eq(key))
+}
+
+pub async fn get<C: ConnectionTrait>(
+    c: &C,
+    plugin: &str,
+    key: &str,
+    now: i64,
+) -> StorageResult<Option<Vec<u8>>> {
+    Ok(Entity::find()
+        .filter(this(plugin, key))
+        .filter(live(now))
+        .one(c)
+        .await?
+        .map(|m| m.value))
+}
+
+/// Live keys the plugin holds.
+pub async fn count<C: ConnectionTrait>(c: &C, plugin: &str, now: i64) -> StorageResult<u64> {
+    Ok(Entity::find()
+        .filter(Column::PluginId.eq(plugin))
+        .filter(live(now))
+        .count(c)
+        .await?)
+}
+
+pub async fn set<C: ConnectionTrait>(
+    c: &C,
+    plugin: &str,
+    key: &str,
+    value: Vec<u8>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> StorageResult<()> {
+    Entity::insert(ActiveModel {
+        plugin_id: Set(plugin.to_string()),
+        key: Set(key.to_string()),
+        value: Set(value),
+        expires_at: Set(expires_at),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([Column::PluginId, Column::Key])
+            .update_columns([Column::Value, Column::ExpiresAt, Column::UpdatedAt])
+            .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+/// True when a live entry was deleted.
+pub async fn delete<C: ConnectionTrait>(
+    c: &C,
+    plugin: &str,
+    key: &str,
+    now: i64,
+) -> StorageResult<bool> {
+    let existed = get(c, plugin, key, now).await?.is_some();
+    Entity::delete_many()
+        .filter(this(plugin, key))
+        .exec(c)
+        .await?;
+    Ok(existed)
+}
+
+/// Set `key` to `new` only if it currently holds `expected` (None: only if absent or expired).
+pub async fn compare_and_swap<C: ConnectionTrait>(
+    c: &C,
+    plugin: &str,
+    key: &str,
+    expected: Option<Vec<u8>>,
+    new: Vec<u8>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> StorageResult<bool> {
+    match expected {
+        None => {
+            // An expired entry counts as absent: clear it so the insert can win.
+            Entity::delete_many()
+                .filter(this(plugin, key))
+                .filter(Column::ExpiresAt.lte(now))
+                .exec(c)
+                .await?;
+            let inserted = Entity::insert(ActiveModel {
+                plugin_id: Set(plugin.to_string()),
+                key: Set(key.to_string()),
+                value: Set(new),
+                expires_at: Set(expires_at),
+                updated_at: Set(now),
+            })
+            .on_conflict(
+                OnConflict::columns([Column::PluginId, Column::Key])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(c)
+            .await?;
+            Ok(inserted == 1)
+        }
+        Some(old) => Ok(Entity::update_many()
+            .col_expr(Column::Value, Expr::value(new))
+            .col_expr(Column::ExpiresAt, Expr::value(expires_at))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(this(plugin, key))
+            .filter(Column::Value.eq(old))
+            .filter(live(now))
+            .exec(c)
+            .await?
+            .rows_affected
+            == 1),
+    }
+}
+
+/// Live keys starting with `prefix`, in order.
+pub async fn list_keys<C: ConnectionTrait>(
+    c: &C,
+    plugin: &str,
+    prefix: &str,
+    limit: u64,
+    now: i64,
+) -> StorageResult<Vec<String>> {
+    let escaped: String = prefix
+        .chars()
+        .flat_map(|ch| match ch {
+            '%' | '_' | '\\' => vec!['\\', ch],
+            _ => vec![ch],
+        })
+        .collect();
+    let keys: Vec<String> = Entity::find()
+        .select_only()
+        .column(Column::Key)
+        .filter(Column::PluginId.eq(plugin))
+        .filter(Column::Key.like(LikeExpr::new(format!("{escaped}%")).escape('\\')))
+        .filter(live(now))
+        .order_by_asc(Column::Key)
+        .limit(limit)
+        .into_tuple()
+        .all(c)
+        .await?;
+    // Collations may fold case in LIKE; the prefix match is exact.
+    Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+}
+
+/// Drop expired entries (housekeeping).
+pub async fn purge_expired<C: ConnectionTrait>(c: &C, now: i64) -> StorageResult<u64> {
+    Ok(Entity::delete_many()
+        .filter(Column::ExpiresAt.lte(now))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::test_databases;
+
+    #[tokio::test]
+    async fn cas_ttl_quota_inputs_and_prefixes() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            // CAS on absent: exactly one claimant wins.
+            assert!(compare_and_swap(db, "p", "k", None, b"1".to_vec(), None, 0)
+                .await
+                .unwrap());
+            assert!(
+                !compare_and_swap(db, "p", "k", None, b"2".to_vec(), None, 0)
+                    .await
+                    .unwrap()
+            );
+            // CAS on a value: only with the right expectation.
+            assert!(
+                !compare_and_swap(db, "p", "k", Some(b"x".to_vec()), b"3".to_vec(), None, 0)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                compare_and_swap(db, "p", "k", Some(b"1".to_vec()), b"3".to_vec(), None, 0)
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(get(db, "p", "k", 0).await.unwrap(), Some(b"3".to_vec()));
+            // Keys are per plugin.
+            assert_eq!(get(db, "q", "k", 0).await.unwrap(), None);
+            // TTL: expired entries read as absent and can be claimed again.
+            set(db, "p", "t", b"v".to_vec(), Some(100), 0)
+                .await
+                .unwrap();
+            assert!(get(db, "p", "t", 99).await.unwrap().is_some());
+            assert!(get(db, "p", "t", 100).await.unwrap().is_none());
+            assert!(
+                compare_and_swap(db, "p", "t", None, b"n".to_vec(), None, 150)
+                    .await
+                    .unwrap()
+            );
+            // Prefix listing treats LIKE wildcards literally.
+            for k in ["a_1", "ab1", "a%2", "a_2"] {
+                set(db, "p", k, vec![], None, 0).await.unwrap();
+            }
+            assert_eq!(
+                list_keys(db, "p", "a_", 10, 0).await.unwrap(),
+                vec!["a_1", "a_2"]
+            );
+            assert_eq!(list_keys(db, "p", "a%", 10, 0).await.unwrap(), vec!["a%2"]);
+            assert_eq!(list_keys(db, "p", "a", 2, 0).await.unwrap().len(), 2);
+            assert_eq!(count(db, "p", 0).await.unwrap(), 6);
+            assert!(delete(db, "p", "k", 0).await.unwrap());
+            assert!(!delete(db, "p", "k", 0).await.unwrap());
+            assert_eq!(
+                purge_expired(db, 1000).await.unwrap(),
+                0,
+                "t was replaced without expiry"
+            );
+            tdb.cleanup().await;
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Plugins as stored: component, manifest, admin settings, quarantine; and their schedules.
+
+use super::entities::plugin::{ActiveModel, Column, Entity, Model};
+use super::entities::plugin_schedule::{self, Entity as Schedules};
+use super::StorageResult;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+pub use super::entities::plugin::Model as Plugin;
+
+pub async fn find<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<Option<Model>> {
+    Ok(Entity::find_by_id(id.to_string()).one(c).await?)
+}
+
+/// Every plugin, in run order (priority, then id). Includes the component bytes.
+pub async fn all<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Model>> {
+    Ok(Entity::find()
+        .order_by_asc(Column::Priority)
+        .order_by_asc(Column::Id)
+        .all(c)
+        .await?)
+}
+
+/// (id, revision) of every plugin: a cheap way for a replica to notice changes.
+pub async fn revisions<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<(String, i64)>> {
+    Ok(Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .column(Column::Revision)
+        .order_by_asc(Column::Id)
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
+/// Insert a new plugin or replace an existing one's component, manifest and approvals (keeping its admin
+/// settings unless `settings` says otherwise). Bumps the revision.
+pub async fn upsert<C: ConnectionTrait>(c: &C, p: Model) -> StorageResult<()> {
+    match find(c, &p.id).await? {
+        None => {
+            ActiveModel::from(p).reset_all().insert(c).await?;
+        }
+        Some(old) => {
+            let mut am: ActiveModel = old.clone().into();
+            am.version = Set(p.version);
+            am.description = Set(p.description);
+            am.manifest = Set(p.manifest);
+            am.wasm = Set(p.wasm);
+            am.wasm_sha256 = Set(p.wasm_sha256);
+            am.config = Set(p.config);
+            am.approved = Set(p.approved);
+            am.revision = Set(old.revision + 1);
+            am.quarantined_at = Set(None);
+            am.quarantine_reason = Set(None);
+            am.updated_at = Set(p.updated_at);
+            am.update(c).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Admin settings; `None` leaves a setting as it is. Enabling clears a quarantine. Returns false when there
+/// is no such plugin.
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    pub enabled: Option<bool>,
+    pub priority: Option<i32>,
+    pub dry_run: Option<bool>,
+    pub config: Option<String>,
+}
+
+pub async fn update_settings<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    s: Settings,
+    now: i64,
+) -> StorageResult<bool> {
+    let Some(old) = find(c, id).await? else {
+        return Ok(false);
+    };
+    let mut am: ActiveModel = old.clone().into();
+    if let Some(e) = s.enabled {
+        am.enabled = Set(e);
+        if e {
+            am.quarantined_at = Set(None);
+            am.quarantine_reason = Set(None);
+        }
+    }
+    if let Some(p) = s.priority {
+        am.priority = Set(p);
+    }
+    if let Some(d) = s.dry_run {
+        am.dry_run = Set(d);
+    }
+    if let Some(cfg) = s.config {
+        am.config = Set(cfg);
+    }
+    am.revision = Set(old.revision + 1);
+    am.updated_at = Set(now);
+    am.update(c).await?;
+    Ok(true)
+}
+
+/// Quarantine a plugin (circuit breaker). Only the first quarantine of a revision is recorded.
+pub async fn quarantine<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    reason: &str,
+    now: i64,
+) -> StorageResult<bool> {
+    Ok(Entity::update_many()
+        .col_expr(Column::QuarantinedAt, Expr::value(now))
+        .col_expr(Column::QuarantineReason, Expr::value(reason))
+        .col_expr(Column::Revision, Expr::col(Column::Revision).add(1))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::QuarantinedAt.is_null())
+        .exec(c)
+        .await?
+        .rows_affected
+        > 0)
+}
+
+pub async fn delete<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<bool> {
+    Schedules::delete_many()
+        .filter(plugin_schedule::Column::PluginId.eq(id))
+        .exec(c)
+        .await?;
+    Ok(Entity::delete_by_id(id.to_string())
+        .exec(c)
+        .await?
+        .rows_affected
+        > 0)
+}
+
+/// Make sure a schedule exists; a new one first fires at `first_run_at`.
+pub async fn ensure_schedule<C: ConnectionTrait>(
+    c: &C,
+    plugin_id: &str,
+    name: &str,
+    first_run_at: i64,
+) -> StorageResult<()> {
+    Schedules::insert(plugin_schedule::ActiveModel {
+        plugin_id: Set(plugin_id.to_string()),
+        name: Set(name.to_string()),
+        next_run_at: Set(first_run_at),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            plugin_schedule::Column::PluginId,
+            plugin_schedule::Column::Name,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn due_schedules<C: ConnectionTrait>(
+    c: &C,
+    now: i64,
+) -> StorageResult<Vec<plugin_schedule::Model>> {
+    Ok(Schedules::find()
+        .filter(plugin_schedule::Column::NextRunAt.lte(now))
+        .all(c)
+        .await?)
+}
+
+/// Claim one tick of a schedule: move `next_run_at` from `seen` to `next`. Exactly one claimant wins, across
+/// replicas, because the update only matches while the row still holds `seen`.
+pub async fn claim_schedule<C: ConnectionTrait>(
+    c: &C,
+    plugin_id: &str,
+    name: &str,
+    seen: i64,
+    next: i64,
+) -> StorageResult<bool> {
+    Ok(Schedules::update_many()
+        .col_expr(plugin_schedule::Column::NextRunAt, Expr::value(next))
+        .filter(plugin_schedule::Column::PluginId.eq(plugin_id))
+        .filter(plugin_schedule::Column::Name.eq(name))
+        .filter(plugin_schedule::Column::NextRunAt.eq(seen))
+        .exec(c)
+        .await?
+        .rows_affected
+        == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::test_databases;
+
+    #[tokio::test]
+    async fn a_schedule_tick_is_claimed_once() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            ensure_schedule(db, "p", "nightly", 100).await.unwrap();
+            ensure_schedule(db, "p", "nightly", 999).await.unwrap();
+            let due = due_schedules(db, 100).await.unwrap();
+            assert_eq!(
+                (due.len(), due[0].next_run_at),
+                (1, 100),
+                "ensure keeps the first time"
+            );
+            assert!(claim_schedule(db, "p", "nightly", 100, 200).await.unwrap());
+            assert!(
+                !claim_schedule(db, "p", "nightly", 100, 200).await.unwrap(),
+                "a second replica loses"
+            );
+            assert!(due_schedules(db, 150).await.unwrap().is_empty());
+            tdb.cleanup().await;
+        }
+    }
+}

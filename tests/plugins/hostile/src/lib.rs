@@ -1,0 +1,123 @@
+//! A plugin that does what its configuration's `mode` says, most of it hostile. Built against the raw WIT
+//! bindings: any component-model toolchain can write plugins, the SDK only makes it shorter.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "plugin",
+});
+
+use exports::mdm::plugin::hooks::Guest;
+use mdm::plugin::types::{
+    Action, CheckinEvent, CommandResultEvent, CommandSpec, Decision, DeviceAttribute,
+    EnqueueCommand, EnrollmentRequest, ScheduleEvent,
+};
+
+struct Hostile;
+
+fn mode() -> String {
+    let cfg = mdm::plugin::config::get();
+    serde_json::from_str::<serde_json::Value>(&cfg)
+        .ok()
+        .and_then(|v| v.get("mode").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "ok".into())
+}
+
+fn url() -> String {
+    let cfg = mdm::plugin::config::get();
+    serde_json::from_str::<serde_json::Value>(&cfg)
+        .ok()
+        .and_then(|v| v.get("url").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The misbehaviour; Ok carries the actions to return.
+fn misbehave(device_id: &str) -> Result<Vec<Action>, String> {
+    match mode().as_str() {
+        "loop" => loop {
+            std::hint::black_box(0u64);
+        },
+        "memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![0xAB; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "panic" => panic!("hostile plugin panics"),
+        "error" => Err("hostile plugin returns an error".into()),
+        "huge" => Ok((0..10_000)
+            .map(|i| {
+                Action::SetAttribute(DeviceAttribute {
+                    device_id: device_id.to_string(),
+                    key: format!("k{i}"),
+                    value: "x".repeat(64),
+                })
+            })
+            .collect()),
+        "flood" => Ok((0..50)
+            .map(|i| {
+                Action::Enqueue(EnqueueCommand {
+                    enrollment_ids: (0..100).map(|j| format!("FLOOD-{i}-{j}")).collect(),
+                    command: CommandSpec::TypedJson(r#"{"RequestType":"ProfileList"}"#.into()),
+                    priority: 0,
+                    ttl_seconds: None,
+                })
+            })
+            .collect()),
+        "kv" => {
+            mdm::plugin::kv::set("touched", b"1", None).map_err(|e| format!("{e:?}"))?;
+            Ok(Vec::new())
+        }
+        "http" => {
+            let r = mdm::plugin::http::fetch(&mdm::plugin::http::Request {
+                method: "GET".into(),
+                url: url(),
+                headers: Vec::new(),
+                body: None,
+            });
+            match r {
+                Ok(resp) => Ok(vec![Action::SetAttribute(DeviceAttribute {
+                    device_id: device_id.to_string(),
+                    key: "http-status".into(),
+                    value: resp.status.to_string(),
+                })]),
+                Err(e) => Err(format!("http refused: {e:?}")),
+            }
+        }
+        "tag" => Ok(vec![Action::SetAttribute(DeviceAttribute {
+            device_id: device_id.to_string(),
+            key: "hostile".into(),
+            value: "was here".into(),
+        })]),
+        _ => Ok(Vec::new()),
+    }
+}
+
+impl Guest for Hostile {
+    fn decide_enrollment(req: EnrollmentRequest) -> Result<Decision, String> {
+        if mode() == "deny" {
+            return Ok(Decision::Deny("hostile says no".into()));
+        }
+        misbehave(&req.enrollment.device_id).map(|_| Decision::Abstain)
+    }
+
+    fn on_checkin(event: CheckinEvent) -> Result<Vec<Action>, String> {
+        misbehave(&event.enrollment.device_id)
+    }
+
+    fn on_command_result(event: CommandResultEvent) -> Result<Vec<Action>, String> {
+        misbehave(&event.enrollment.device_id)
+    }
+
+    fn on_schedule(_: ScheduleEvent) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+
+    fn validate_config(config: String) -> Result<(), String> {
+        serde_json::from_str::<serde_json::Value>(&config)
+            .map(|_| ())
+            .map_err(|e| format!("config is not JSON: {e}"))
+    }
+}
+
+export!(Hostile);

@@ -1,0 +1,71 @@
+//! Building plugin crates for `wasm32-wasip2` from tests, once per test process, into `target/plugins`
+//! (a separate target directory, so it never waits on the `cargo test` that runs us).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+
+/// Build `package` (a workspace member) as a component and return the `.wasm` path.
+pub fn build(package: &str) -> PathBuf {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(package) {
+        return p.clone();
+    }
+    let root = workspace_root();
+    let target_dir = root.join("target").join("plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            package,
+        ])
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "building plugin {package} failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = target_dir
+        .join("wasm32-wasip2")
+        .join("plugin")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    assert!(path.exists(), "{} was not produced", path.display());
+    map.insert(package.to_string(), path.clone());
+    path
+}
+
+/// The manifest beside a plugin crate (`plugins/<name>/plugin.json` or `tests/plugins/<name>/plugin.json`).
+pub fn manifest(package: &str) -> serde_json::Value {
+    let root = workspace_root();
+    for dir in [
+        root.join("plugins").join(package),
+        root.join("tests").join("plugins").join(package),
+    ] {
+        let p = dir.join("plugin.json");
+        if p.exists() {
+            let text = std::fs::read_to_string(&p).expect("read manifest");
+            return serde_json::from_str(&text).expect("manifest is JSON");
+        }
+    }
+    panic!("no plugin.json for {package}");
+}

@@ -1,0 +1,393 @@
+//! The example plugins in `plugins/`, built for wasm32-wasip2 and uploaded through the admin API, driving a
+//! simulated device: the allow-list gates enrollment, the baseline arrives, results become inventory,
+//! NotNow is retried with backoff, webhook events reach their sink, schedules run, changes hot-reload.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use mdm_server::config::SinkConfig;
+use mdm_tests::device::{Device, Platform, ReceivedCommand};
+use mdm_tests::harness::{each_database, TestServer};
+use mdm_tests::sink::Sink;
+use plist::{Dictionary, Value};
+use serde_json::json;
+
+async fn next(s: &TestServer, dev: &Device, body: Vec<u8>) -> Option<ReceivedCommand> {
+    let r = s.connect(dev, body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    (!r.body.is_empty()).then(|| ReceivedCommand::parse(&r.body).expect("command"))
+}
+
+fn ack_with(dev: &Device, uuid: &str, key: &str, values: &[(&str, Value)]) -> Vec<u8> {
+    let mut inner = Dictionary::new();
+    for (k, v) in values {
+        inner.insert(k.to_string(), v.clone());
+    }
+    let mut extra = Dictionary::new();
+    extra.insert(key.to_string(), Value::Dictionary(inner));
+    dev.report(None, "Acknowledged", uuid, extra)
+}
+
+async fn with_sinks(
+    db: mdm_server::storage::testing::TestDatabase,
+    sinks: &[(&str, &Sink)],
+) -> TestServer {
+    let sinks: Vec<(String, String)> = sinks
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.url.clone()))
+        .collect();
+    TestServer::start_with(db, move |c| {
+        for (name, url) in sinks {
+            c.plugins.sinks.insert(
+                name,
+                SinkConfig {
+                    url,
+                    headers: Default::default(),
+                    timeout_secs: 5,
+                },
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn serial_allowlist_gates_enrollment_and_config_changes_apply_live() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let r = s
+            .upload_plugin("serial-allowlist", json!({"prefixes": ["SIM"]}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let good = Device::new(Platform::Ios); // serials start with SIM
+        s.enroll(&good).await;
+        let mut bad = Device::new(Platform::MacOs);
+        bad.serial = "C02BAD".into();
+        let before = s.snapshot().await;
+        let r = s.checkin(&bad, bad.authenticate()).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.text().contains("C02BAD"), "{}", r.text());
+        assert_eq!(
+            before,
+            s.snapshot().await,
+            "a denied enrollment stores nothing"
+        );
+        let audit = s
+            .get(&format!("/api/v1/plugin-audit?device_id={}", bad.udid))
+            .await
+            .json();
+        assert_eq!(audit["entries"][0]["outcome"], "deny");
+
+        // The plugin itself validates configuration changes.
+        let put = |c: serde_json::Value| {
+            s.api(
+                reqwest::Method::PUT,
+                "/api/v1/plugins/serial-allowlist/config",
+                Some(&s.admin_key),
+                Some(c),
+            )
+        };
+        assert_eq!(put(json!({"prefixes": [""]})).await.status, 400);
+        assert_eq!(put(json!({"prefixes": "C02"})).await.status, 400);
+        assert_eq!(put(json!({"prefixes": ["C02"]})).await.status, 200);
+        // Live: C02 devices now enroll, SIM ones no longer.
+        assert_eq!(s.checkin(&bad, bad.authenticate()).await.status, 200);
+        let newcomer = Device::new(Platform::Ios);
+        assert_eq!(
+            s.checkin(&newcomer, newcomer.authenticate()).await.status,
+            403
+        );
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn baseline_arrives_once_and_results_become_inventory() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        for (p, c) in [("enroll-baseline", json!({})), ("inventory", json!({}))] {
+            let r = s.upload_plugin(p, c).await;
+            assert_eq!(r.status, 200, "{p}: {}", r.text());
+        }
+        let dev = Device::new(Platform::MacOs);
+        s.enroll(&dev).await;
+        let info = next(&s, &dev, dev.idle(None))
+            .await
+            .expect("baseline DeviceInformation");
+        assert_eq!(info.request_type, "DeviceInformation");
+        let sec = next(
+            &s,
+            &dev,
+            ack_with(
+                &dev,
+                &info.uuid,
+                "QueryResponses",
+                &[
+                    ("OSVersion", "14.6".into()),
+                    ("DeviceName", "Lab Mac".into()),
+                ],
+            ),
+        )
+        .await
+        .expect("baseline SecurityInfo");
+        assert_eq!(sec.request_type, "SecurityInfo");
+        let done = next(
+            &s,
+            &dev,
+            ack_with(
+                &dev,
+                &sec.uuid,
+                "SecurityInfo",
+                &[("SystemIntegrityProtectionEnabled", true.into())],
+            ),
+        )
+        .await;
+        assert!(done.is_none());
+        let d = s.get(&format!("/api/v1/devices/{}", dev.udid)).await.json();
+        assert_eq!(d["attributes"]["inv.os_version"], "14.6", "{d}");
+        assert_eq!(d["attributes"]["inv.device_name"], "Lab Mac");
+        assert!(d["attributes"]["inv.sip_enabled"].is_string(), "{d}");
+        // Once per device: another TokenUpdate queues nothing.
+        assert_eq!(s.checkin(&dev, dev.token_update(None)).await.status, 200);
+        assert!(next(&s, &dev, dev.idle(None)).await.is_none());
+        // Re-enrollment (a new Authenticate) gets the baseline again.
+        s.enroll(&dev).await;
+        assert_eq!(
+            next(&s, &dev, dev.idle(None))
+                .await
+                .expect("again")
+                .request_type,
+            "DeviceInformation"
+        );
+
+        // Nightly: the schedule re-queries every remembered device.
+        s.plugins.run_schedules().await.unwrap(); // registers the schedules
+        s.clock.advance_ms(86_400_000 + 1000);
+        assert!(s.plugins.run_schedules().await.unwrap() >= 1);
+        let q = s
+            .get(&format!("/api/v1/enrollments/{}/commands", dev.udid))
+            .await
+            .json();
+        let types: Vec<&str> = q
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["request_type"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.iter().filter(|t| **t == "DeviceInformation").count() >= 2,
+            "{types:?}"
+        );
+        assert!(types.contains(&"SecurityInfo"), "{types:?}");
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn not_now_is_retried_with_backoff_then_alerted() {
+    let alerts = Sink::start(200).await;
+    each_database(|db| {
+        let alerts = &alerts;
+        async move {
+            let s = with_sinks(db, &[("alerts", alerts)]).await;
+            let r = s
+                .upload_plugin(
+                    "retry-notnow",
+                    json!({"max_attempts": 2, "base_delay_seconds": 60, "alert_sink": "alerts"}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let dev = Device::new(Platform::Ios);
+            s.enroll(&dev).await;
+            s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
+                .await;
+            let c = next(&s, &dev, dev.idle(None)).await.expect("ProfileList");
+            assert!(next(
+                &s,
+                &dev,
+                dev.report(None, "NotNow", &c.uuid, Dictionary::new())
+            )
+            .await
+            .is_none());
+            // Deferred by the plugin: not offered on the next Idle...
+            assert!(
+                next(&s, &dev, dev.idle(None)).await.is_none(),
+                "held back for 60 s"
+            );
+            // ...until the backoff has passed.
+            s.clock.advance_ms(61_000);
+            let again = next(&s, &dev, dev.idle(None)).await.expect("retried");
+            assert_eq!(again.uuid, c.uuid);
+            // The second NotNow exhausts the attempts: an alert, no further deferral.
+            assert!(next(
+                &s,
+                &dev,
+                dev.report(None, "NotNow", &c.uuid, Dictionary::new())
+            )
+            .await
+            .is_none());
+            let (delivered, failed) = s.deliver_events().await;
+            assert_eq!((delivered, failed), (1, 0));
+            let got = alerts.received();
+            let alert = got
+                .iter()
+                .rev()
+                .find(|e| e.topic == "command.retries_exhausted")
+                .expect("alert");
+            assert_eq!(alert.body["command_uuid"], c.uuid.as_str());
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webhook_events_are_delivered_durably_with_raw_payloads() {
+    let hook = Sink::start(200).await;
+    let broken = Sink::start(500).await;
+    each_database(|db| {
+        let (hook, broken) = (&hook, &broken);
+        async move {
+            let s = with_sinks(db, &[("webhook", hook), ("broken", broken)]).await;
+            let r = s.upload_plugin("webhook", json!({"sink": "webhook"})).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let dev = Device::new(Platform::Ios);
+            let before = hook.received().len();
+            s.enroll(&dev).await;
+            s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
+                .await;
+            let c = next(&s, &dev, dev.idle(None)).await.unwrap();
+            next(
+                &s,
+                &dev,
+                dev.report(None, "Acknowledged", &c.uuid, Dictionary::new()),
+            )
+            .await;
+            let (ok, failed) = s.deliver_events().await;
+            assert_eq!((ok, failed), (3, 0));
+            let got = &hook.received()[before..];
+            let topics: Vec<&str> = got
+                .iter()
+                .map(|e| e.body["topic"].as_str().unwrap_or_default())
+                .collect();
+            assert_eq!(
+                topics,
+                ["mdm.Authenticate", "mdm.TokenUpdate", "mdm.Connect"]
+            );
+            let auth = &got[0].body["checkin_event"];
+            assert_eq!(auth["udid"], dev.udid.as_str());
+            let raw = STANDARD
+                .decode(auth["raw_payload"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(raw, dev.authenticate(), "the exact plist the device sent");
+            let ack = &got[2].body["acknowledge_event"];
+            assert_eq!(
+                (ack["status"].as_str(), ack["command_uuid"].as_str()),
+                (Some("Acknowledged"), Some(c.uuid.as_str()))
+            );
+            // Delivered once: nothing left to send.
+            assert_eq!(s.deliver_events().await, (0, 0));
+
+            // A failing sink keeps the event and retries with backoff.
+            let put = s
+                .api(
+                    reqwest::Method::PUT,
+                    "/api/v1/plugins/webhook/config",
+                    Some(&s.admin_key),
+                    Some(json!({"sink": "broken"})),
+                )
+                .await;
+            assert_eq!(put.status, 200, "{}", put.text());
+            assert_eq!(s.checkin(&dev, dev.token_update(None)).await.status, 200);
+            assert_eq!(s.deliver_events().await, (0, 1));
+            assert_eq!(s.deliver_events().await, (0, 0), "backing off");
+            s.clock.advance_ms(1_001);
+            assert_eq!(s.deliver_events().await, (0, 1), "retried");
+            assert!(broken.received().len() >= 2);
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_version_swaps_in_and_replicas_follow() {
+    each_database(|db| async move {
+        let a = TestServer::start(db).await;
+        let b = a.replica().await;
+        let r = a
+            .upload_plugin("serial-allowlist", json!({"prefixes": ["NOPE"]}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        // The other replica picks the change up from the database.
+        b.plugins.reload().await.unwrap();
+        let dev = Device::new(Platform::Ios);
+        assert_eq!(b.checkin(&dev, dev.authenticate()).await.status, 403);
+        // Disabled through one replica, effective on the other.
+        let r = a
+            .api(
+                reqwest::Method::PATCH,
+                "/api/v1/plugins/serial-allowlist",
+                Some(&a.admin_key),
+                Some(json!({"enabled": false})),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        b.plugins.reload().await.unwrap();
+        assert_eq!(b.checkin(&dev, dev.authenticate()).await.status, 200);
+        // Re-uploading bumps the revision; deleting removes it everywhere.
+        let rev = a.get("/api/v1/plugins/serial-allowlist").await.json()["revision"]
+            .as_i64()
+            .unwrap();
+        a.upload_plugin("serial-allowlist", json!({"prefixes": ["NOPE"]}))
+            .await;
+        assert!(
+            a.get("/api/v1/plugins/serial-allowlist").await.json()["revision"]
+                .as_i64()
+                .unwrap()
+                > rev
+        );
+        assert_eq!(
+            a.delete("/api/v1/plugins/serial-allowlist").await.status,
+            204
+        );
+        b.plugins.reload().await.unwrap();
+        assert!(b.plugins.loaded().is_empty());
+        b.stop().await;
+        a.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_plugins_directory_is_loaded_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("serial-allowlist");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(
+        mdm_tests::plugins::build("serial-allowlist"),
+        sub.join("serial_allowlist.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        sub.join("plugin.json"),
+        mdm_tests::plugins::manifest("serial-allowlist").to_string(),
+    )
+    .unwrap();
+    std::fs::write(sub.join("config.json"), r#"{"prefixes": ["SIM"]}"#).unwrap();
+    let path = dir.path().to_path_buf();
+    each_database(|db| {
+        let path = path.clone();
+        async move {
+            let s = TestServer::start_with(db, |c| c.plugins.dir = Some(path)).await;
+            let p = s.get("/api/v1/plugins/serial-allowlist").await.json();
+            assert_eq!(p["config"]["prefixes"][0], "SIM");
+            let mut bad = Device::new(Platform::Ios);
+            bad.serial = "XYZ".into();
+            assert_eq!(s.checkin(&bad, bad.authenticate()).await.status, 403);
+            s.stop().await;
+        }
+    })
+    .await;
+}
