@@ -4,6 +4,10 @@
 //! transaction as the check-in or command result. An action needing a capability the plugin was
 //! not granted is refused (and logged), not applied.
 //!
+//! One call may return at most the manifest's `limits.max_actions` actions (default 100); with
+//! more, none is applied. The server's other limits are the constants below
+//! ([`MAX_ENQUEUE_IDS`], [`MAX_ATTRIBUTE_KEY`], [`MAX_ATTRIBUTE_VALUE`], [`MAX_EVENT_PAYLOAD`]).
+//!
 //! | Builder | Action | Capability |
 //! |---|---|---|
 //! | [`enqueue`] | queue a command | `commands` |
@@ -33,6 +37,15 @@ use crate::types::{
 pub const MIN_PRIORITY: i32 = -1000;
 /// The highest queue priority the server accepts.
 pub const MAX_PRIORITY: i32 = 1000;
+/// The most enrollment ids all [`enqueue`] actions of one hook call may name together; with more,
+/// the server applies none of the call's actions (fan out over schedule ticks instead).
+pub const MAX_ENQUEUE_IDS: usize = 1000;
+/// The longest device attribute key the server accepts, in bytes (keys are 1 to this).
+pub const MAX_ATTRIBUTE_KEY: usize = 128;
+/// The longest device attribute value the server accepts, in bytes.
+pub const MAX_ATTRIBUTE_VALUE: usize = 4096;
+/// The largest event payload (its JSON) the server accepts, in bytes.
+pub const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
 
 fn strings<I>(ids: I) -> Vec<String>
 where
@@ -74,7 +87,7 @@ impl From<Enqueue> for Action {
 }
 
 /// Queue `command` to these enrollments (queue ids: `Enrollment::id`), priority 0, no TTL. Needs
-/// `commands`.
+/// `commands`. All enqueues of one call together may name at most [`MAX_ENQUEUE_IDS`] enrollments.
 pub fn enqueue<I>(enrollment_ids: I, command: CommandSpec) -> Enqueue
 where
     I: IntoIterator,
@@ -88,9 +101,12 @@ where
     })
 }
 
-/// Deliver a command again no sooner than `after_seconds` from now. A command still pending
-/// (NotNow) is deferred; one that ended with an error is queued again as a copy with a new
-/// CommandUUID. Needs `retry`.
+/// Deliver a command again no sooner than `after_seconds` from now. Needs `retry`.
+///
+/// A command still pending (NotNow) is held back and keeps its CommandUUID. One that ended with
+/// an Error is queued again as a copy with a new CommandUUID; the copy's result carries the
+/// original's CommandUUID in `retry_of` (the first of the chain, for copies of copies too), so
+/// count attempts by [`CommandResultEvent::original_command_uuid`](crate::types::CommandResultEvent::original_command_uuid).
 pub fn retry(enrollment_id: &str, command_uuid: &str, after_seconds: u32) -> Action {
     Action::Retry(RetryCommand {
         enrollment_id: enrollment_id.to_owned(),
@@ -109,6 +125,7 @@ where
 }
 
 /// Set a device attribute (shown in the admin API, usable for targeting). Needs `attributes`.
+/// Keys are 1 to [`MAX_ATTRIBUTE_KEY`] bytes, values at most [`MAX_ATTRIBUTE_VALUE`].
 pub fn set_attribute(device_id: &str, key: &str, value: impl ToString) -> Action {
     Action::SetAttribute(DeviceAttribute {
         device_id: device_id.to_owned(),
@@ -126,7 +143,8 @@ pub fn clear_attribute(device_id: &str, key: &str) -> Action {
 }
 
 /// Deliver `payload` (serialized as JSON) under `topic` to the sink the admin configured as `sink`.
-/// Delivery is durable, with retries. Needs `events`.
+/// Delivery is durable, with retries. Needs `events`. The JSON may be at most
+/// [`MAX_EVENT_PAYLOAD`] bytes.
 pub fn emit(sink: &str, topic: &str, payload: &impl Serialize) -> PluginResult<Action> {
     Ok(Action::Emit(Event {
         sink: sink.to_owned(),

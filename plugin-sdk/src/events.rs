@@ -79,6 +79,19 @@ impl CommandResultEvent {
     pub fn is_acknowledged(&self) -> bool {
         self.status == CommandStatus::Acknowledged
     }
+
+    /// The CommandUUID of the command as first queued: [`retry_of`](Self::retry_of) for a copy
+    /// queued by a `retry` action after an Error, else this command's own. The same for every
+    /// attempt of a command, so it is the key to count attempts by.
+    pub fn original_command_uuid(&self) -> &str {
+        self.retry_of.as_deref().unwrap_or(&self.command_uuid)
+    }
+
+    /// Whether this command is a copy queued by a `retry` action (see
+    /// [`original_command_uuid`](Self::original_command_uuid)).
+    pub fn is_retry(&self) -> bool {
+        self.retry_of.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +146,29 @@ mod tests {
         );
         assert!(result.is_acknowledged());
         assert_eq!(result.report().unwrap(), report);
+    }
+
+    #[test]
+    fn original_command_uuid_follows_retry_of() {
+        let mut original = fixtures::command_result(
+            fixtures::device_enrollment("U1"),
+            "DeviceLock",
+            CommandStatus::Error,
+            &Plist::from_json(&json!({})).unwrap(),
+        );
+        original.command_uuid = "C1".into();
+        assert!(!original.is_retry());
+        assert_eq!(original.original_command_uuid(), "C1");
+
+        let copy = fixtures::retried(&original, "C2");
+        assert_eq!(copy.command_uuid, "C2");
+        assert_eq!(copy.retry_of.as_deref(), Some("C1"));
+        assert!(copy.is_retry());
+        assert_eq!(copy.original_command_uuid(), "C1");
+        assert_ne!(copy.event_id, original.event_id);
+        // A copy of a copy keeps the root.
+        let again = fixtures::retried(&copy, "C3");
+        assert_eq!(again.retry_of.as_deref(), Some("C1"));
+        assert_eq!(again.original_command_uuid(), "C1");
     }
 }

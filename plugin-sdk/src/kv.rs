@@ -15,8 +15,6 @@
 //! # let _ = seen; Ok(()) }
 //! ```
 
-use std::collections::BTreeSet;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -65,39 +63,50 @@ pub fn cas(
     )?)
 }
 
-/// Keys starting with `prefix`, in order, at most `limit` (the host returns at most
-/// [`LIST_PAGE`]). See [`list_all`] for more.
-pub fn list(prefix: &str, limit: u32) -> PluginResult<Vec<String>> {
-    Ok(host::list_keys(prefix, limit)?)
+/// One page of the keys starting with `prefix`, in order: those strictly after `start_after` (none:
+/// from the first), at most `limit` (the host returns at most [`LIST_PAGE`]).
+///
+/// To page, pass the last key of the previous page as `start_after`; a page shorter than the
+/// `limit` asked for (or than [`LIST_PAGE`]) is the last. [`list_all`] does this for you.
+///
+/// ```no_run
+/// use mdm_plugin_sdk::kv;
+/// # fn f() -> mdm_plugin_sdk::PluginResult<()> {
+/// let first = kv::list("device:", None, 100)?;
+/// if let Some(last) = first.last() {
+///     let next = kv::list("device:", Some(last), 100)?;
+///     # let _ = next;
+/// }
+/// # Ok(()) }
+/// ```
+pub fn list(prefix: &str, start_after: Option<&str>, limit: u32) -> PluginResult<Vec<String>> {
+    Ok(host::list_keys(prefix, start_after, limit)?)
 }
 
-/// All keys starting with `prefix`, sorted.
+/// All keys starting with `prefix`, in order, read a page of [`LIST_PAGE`] at a time (one host
+/// call per page, plus one when the last page is exactly full).
 ///
-/// The host's `list-keys` has no cursor: it returns the first [`LIST_PAGE`] keys and no way to ask
-/// for the next ones. When a page is full, this lists again under each longer prefix (`prefix`
-/// followed by each printable ASCII character), recursively, until every page is partial. Keys are
-/// complete as long as, wherever a page is full, the next character of the keys is printable ASCII
-/// (true of UDIDs, EnrollmentIDs, UUIDs, hex and decimal numbers). Each extra level costs 95 calls,
-/// so keep key spaces that need it to a few thousand keys, and give the hook time
-/// (`limits.timeout_ms`).
+/// Paging is by key, not a snapshot: a key set or deleted meanwhile may or may not be listed, but
+/// no key is listed twice and every key present throughout is listed.
 pub fn list_all(prefix: &str) -> PluginResult<Vec<String>> {
-    let mut found = BTreeSet::new();
-    let mut pending = vec![prefix.to_owned()];
-    while let Some(p) = pending.pop() {
-        let page = list(&p, LIST_PAGE)?;
+    let mut keys: Vec<String> = Vec::new();
+    loop {
+        let page = list(prefix, keys.last().map(String::as_str), LIST_PAGE)?;
         let full = page.len() >= LIST_PAGE as usize;
-        found.extend(page);
-        if full {
-            // `p` itself is a key too, if set; no longer prefix lists it.
-            if !p.is_empty() && !found.contains(&p) && get(&p)?.is_some() {
-                found.insert(p.clone());
-            }
-            for c in (b' '..=b'~').rev() {
-                pending.push(format!("{p}{}", char::from(c)));
+        if let Some(previous) = keys.last() {
+            // The host lists strictly after `start-after`; a page holding it again would make no
+            // progress (and loop forever).
+            if page.contains(previous) {
+                return Err(PluginError::new(format!(
+                    "kv list-keys listed {previous:?} again when asked for the keys after it"
+                )));
             }
         }
+        keys.extend(page);
+        if !full {
+            return Ok(keys);
+        }
     }
-    Ok(found.into_iter().collect())
 }
 
 /// The value of `key` read as JSON, or `None` if it is not set.
@@ -201,24 +210,63 @@ mod tests {
     }
 
     #[test]
+    fn list_pages_after_start_after() {
+        for k in ["a", "b:1", "b:2", "b:3", "b:30", "c"] {
+            mock::kv_insert(k, b"1".to_vec());
+        }
+        assert_eq!(list("b:", None, 10).unwrap(), ["b:1", "b:2", "b:3", "b:30"]);
+        assert_eq!(list("b:", None, 2).unwrap(), ["b:1", "b:2"]);
+        assert_eq!(list("b:", Some("b:2"), 10).unwrap(), ["b:3", "b:30"]);
+        // `start_after` need not be a key, nor under the prefix.
+        assert_eq!(list("b:", Some("b:25"), 10).unwrap(), ["b:3", "b:30"]);
+        assert_eq!(list("b:", Some("a"), 1).unwrap(), ["b:1"]);
+        assert!(list("b:", Some("b:4"), 10).unwrap().is_empty());
+        assert!(list("b:", Some("z"), 10).unwrap().is_empty());
+        assert_eq!(list("", Some("b:30"), 10).unwrap(), ["c"]);
+        // The host's cap, and its key rules.
+        assert_eq!(
+            list(&"x".repeat(257), None, 1).unwrap_err(),
+            PluginError::Kv(KvError::TooLarge)
+        );
+        mock::fail_kv(Some(KvError::Unavailable("down".into())));
+        assert!(list_all("b:").is_err());
+    }
+
+    #[test]
     fn list_all_goes_past_one_page() {
-        // 2,500 device keys: more than two pages under the bare prefix.
+        // 2,500 device keys: more than two pages under the bare prefix, some with characters that
+        // are not printable ASCII.
         let mut expected = Vec::new();
         for i in 0..2500u32 {
-            let key = format!("device:{:08X}-{i}", i.wrapping_mul(2_654_435_761));
+            let key = match i % 5 {
+                0 => format!("device:\u{e9}t\u{e9}-{i}"),
+                1 => format!("device:\t{i}"),
+                _ => format!("device:{:08X}-{i}", i.wrapping_mul(2_654_435_761)),
+            };
             mock::kv_insert(&key, b"1".to_vec());
             expected.push(key);
         }
         mock::kv_insert("device:", b"exact".to_vec());
+        mock::kv_insert("devices", b"1".to_vec());
         mock::kv_insert("other:1", b"1".to_vec());
         expected.push("device:".to_owned());
         expected.sort();
         assert_eq!(
-            list("device:", LIST_PAGE).unwrap().len(),
+            list("device:", None, LIST_PAGE).unwrap().len(),
             LIST_PAGE as usize
         );
         assert_eq!(list_all("device:").unwrap(), expected);
         assert_eq!(list_all("other:").unwrap(), vec!["other:1".to_owned()]);
         assert_eq!(list_all("none:").unwrap(), Vec::<String>::new());
+        assert_eq!(list_all("").unwrap().len(), expected.len() + 2);
+    }
+
+    #[test]
+    fn list_all_on_exactly_full_pages() {
+        let expected: Vec<String> = (0..2 * LIST_PAGE).map(|i| format!("k:{i:05}")).collect();
+        for key in &expected {
+            mock::kv_insert(key, b"1".to_vec());
+        }
+        assert_eq!(list_all("k:").unwrap(), expected);
     }
 }

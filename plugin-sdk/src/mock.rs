@@ -18,13 +18,14 @@
 //! ```
 //!
 //! The stand-in follows the host's rules where they matter to plugins: keys are 1 to 256 bytes,
-//! values at most 64 KiB, `list_keys` returns at most 1000 keys in byte order. TTLs are recorded
-//! but nothing expires.
+//! values at most 64 KiB, `list_keys` returns at most 1000 keys in byte order, strictly after
+//! `start_after` when given. TTLs are recorded but nothing expires.
 
 #![cfg(not(target_family = "wasm"))]
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::rc::Rc;
 
 use serde::Serialize;
@@ -220,7 +221,8 @@ pub mod fixtures {
         }
     }
 
-    /// A command result with this report (use [`Plist::from_json`] to write one).
+    /// A command result with this report (use [`Plist::from_json`] to write one), for a command
+    /// queued once (`retry_of` is `None`; see [`retried`] for a copy).
     pub fn command_result(
         enrollment: Enrollment,
         request_type: &str,
@@ -237,6 +239,19 @@ pub mod fixtures {
             error_chain: Vec::new(),
             report: report.to_tree(),
             raw: None,
+            retry_of: None,
+        }
+    }
+
+    /// The result of a copy of `original`'s command, queued by a `retry` action after an Error:
+    /// a new CommandUUID, and `retry_of` naming the first command of the chain (as the server
+    /// does: a copy of a copy keeps the same root).
+    pub fn retried(original: &CommandResultEvent, new_command_uuid: &str) -> CommandResultEvent {
+        CommandResultEvent {
+            event_id: format!("evt-result-{}-{new_command_uuid}", original.enrollment.id),
+            command_uuid: new_command_uuid.to_owned(),
+            retry_of: Some(original.original_command_uuid().to_owned()),
+            ..original.clone()
         }
     }
 
@@ -341,13 +356,25 @@ pub(crate) mod host {
             })
         }
 
-        pub fn list_keys(prefix: &str, limit: u32) -> Result<Vec<String>, KvError> {
+        pub fn list_keys(
+            prefix: &str,
+            start_after: Option<&str>,
+            limit: u32,
+        ) -> Result<Vec<String>, KvError> {
             with(|s| {
                 if let Some(fault) = &s.kv_fault {
                     return Err(fault.clone());
                 }
+                if prefix.len() > MAX_KEY {
+                    return Err(KvError::TooLarge);
+                }
+                // From the prefix, or strictly after `start_after` when that is further on.
+                let from = match start_after {
+                    Some(after) if after >= prefix => Bound::Excluded(after),
+                    _ => Bound::Included(prefix),
+                };
                 Ok(s.kv
-                    .range(prefix.to_owned()..)
+                    .range::<str, _>((from, Bound::Unbounded))
                     .map(|(k, _)| k)
                     .take_while(|k| k.starts_with(prefix))
                     .take(limit.min(MAX_LIST) as usize)

@@ -7,10 +7,12 @@
 //! * A device channel's TokenUpdate remembers the device in KV (`device:<id>`); its CheckOut forgets it.
 //! * Each night, every remembered device is asked for DeviceInformation and SecurityInfo again, in
 //!   batches of [`BATCH_DEVICES`] (the server takes at most 1000 enrollment ids per call); the
-//!   `nightly-batch` schedule sends the following batches until the round is done.
+//!   `nightly-batch` schedule sends the following batches until the round is done. Each batch reads
+//!   one page of device keys, after the last device queued (`kv::list` with `start_after`).
 //!
 //! Configuration: `{"attribute_prefix": "inv."}`.
 
+use mdm_plugin_sdk::actions::{MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE};
 use mdm_plugin_sdk::prelude::*;
 use serde::Deserialize;
 
@@ -19,10 +21,7 @@ pub const DEVICE_PREFIX: &str = "device:";
 /// KV key of a nightly round in progress: the last device id queued.
 pub const CURSOR_KEY: &str = "nightly:cursor";
 /// Devices per batch: two commands each, within the server's 1000 enrollment ids per call.
-pub const BATCH_DEVICES: usize = 500;
-/// The server's limits on attribute keys and values, in bytes.
-const MAX_ATTRIBUTE_KEY: usize = 128;
-const MAX_ATTRIBUTE_VALUE: usize = 4096;
+pub const BATCH_DEVICES: usize = actions::MAX_ENQUEUE_IDS / 2;
 
 /// The plugin's configuration.
 #[derive(Debug, Deserialize)]
@@ -238,18 +237,28 @@ pub fn remember(event: &CheckinEvent) -> Remember {
     }
 }
 
-/// The next batch of a nightly round: up to `size` ids after `cursor` (ids sorted), and the cursor
-/// to store (`None`: the round is done).
-pub fn next_batch(
-    sorted_ids: &[String],
-    cursor: &str,
-    size: usize,
-) -> (Vec<String>, Option<String>) {
-    let start = sorted_ids.partition_point(|id| id.as_str() <= cursor);
-    let batch: Vec<String> = sorted_ids[start..].iter().take(size).cloned().collect();
-    let more = start + batch.len() < sorted_ids.len();
-    let next = if more { batch.last().cloned() } else { None };
-    (batch, next)
+/// Where a batch's page of device keys starts: after the key of the last device queued (`cursor`),
+/// or at the first device for a new round (`cursor` empty).
+pub fn page_start(cursor: &str) -> Option<String> {
+    (!cursor.is_empty()).then(|| format!("{DEVICE_PREFIX}{cursor}"))
+}
+
+/// A batch from a page of device keys listed for it (sorted, up to `size + 1` of them): up to
+/// `size` enrollment ids, and the cursor to store (`None`: the round is done, no device is left).
+pub fn batch_from_page(keys: &[String], size: usize) -> (Vec<String>, Option<String>) {
+    let page = &keys[..keys.len().min(size)];
+    let id = |key: &String| key.strip_prefix(DEVICE_PREFIX).map(str::to_owned);
+    let next = if keys.len() > size {
+        page.last().and_then(id)
+    } else {
+        None
+    };
+    let ids = page
+        .iter()
+        .filter_map(id)
+        .filter(|i| !i.is_empty())
+        .collect();
+    (ids, next)
 }
 
 /// The refresh commands for a batch of enrollments.
@@ -264,19 +273,21 @@ pub fn refresh_actions(ids: &[String]) -> Vec<Action> {
 }
 
 /// Queues the next batch of the round at `cursor` and moves the cursor on (or ends the round).
+/// One host call lists the batch's devices, and one device more to tell whether any are left.
 fn run_batch(cursor: &str) -> PluginResult<Vec<Action>> {
-    let ids: Vec<String> = kv::list_all(DEVICE_PREFIX)?
-        .into_iter()
-        .filter_map(|k| k.strip_prefix(DEVICE_PREFIX).map(str::to_owned))
-        .collect();
-    let (batch, next) = next_batch(&ids, cursor, BATCH_DEVICES);
+    let keys = kv::list(
+        DEVICE_PREFIX,
+        page_start(cursor).as_deref(),
+        BATCH_DEVICES as u32 + 1,
+    )?;
+    let (batch, next) = batch_from_page(&keys, BATCH_DEVICES);
     match &next {
         Some(last) => kv::set_with_ttl(CURSOR_KEY, last, 86_400)?,
         None => {
             kv::delete(CURSOR_KEY)?;
         }
     }
-    info!("nightly refresh: {} devices queued", batch.len(); devices = ids.len(), more = next.is_some());
+    info!("nightly refresh: {} devices queued", batch.len(); more = next.is_some());
     Ok(refresh_actions(&batch))
 }
 
@@ -506,56 +517,80 @@ mod tests {
 
     #[test]
     fn batches() {
-        let ids: Vec<String> = (0..5).map(|i| format!("D{i}")).collect();
+        let keys: Vec<String> = (0..5).map(|i| format!("device:D{i}")).collect();
+        let ids =
+            |r: std::ops::Range<usize>| -> Vec<String> { r.map(|i| format!("D{i}")).collect() };
+        assert_eq!(page_start(""), None);
+        assert_eq!(page_start("D1").as_deref(), Some("device:D1"));
+        // A page of size + 1 keys: more to come, the cursor is the last id queued.
         assert_eq!(
-            next_batch(&ids, "", 2),
-            (vec!["D0".into(), "D1".into()], Some("D1".into()))
+            batch_from_page(&keys[..3], 2),
+            (ids(0..2), Some("D1".into()))
         );
-        assert_eq!(
-            next_batch(&ids, "D1", 2),
-            (vec!["D2".into(), "D3".into()], Some("D3".into()))
-        );
-        assert_eq!(next_batch(&ids, "D3", 2), (vec!["D4".into()], None));
-        assert_eq!(next_batch(&ids, "", 5), (ids.clone(), None));
-        assert_eq!(next_batch(&[], "", 5), (vec![], None));
+        // The last page.
+        assert_eq!(batch_from_page(&keys[3..], 2), (ids(3..5), None));
+        assert_eq!(batch_from_page(&keys, 5), (ids(0..5), None));
+        assert_eq!(batch_from_page(&[], 5), (vec![], None));
+        // A bare `device:` key is no device.
+        let odd = vec!["device:".to_owned(), "device:D0".to_owned()];
+        assert_eq!(batch_from_page(&odd, 5), (ids(0..1), None));
         assert!(refresh_actions(&[]).is_empty());
+    }
+
+    fn token_update(udid: &str) {
+        let dev = fixtures::device_enrollment(udid);
+        Inventory::on_checkin(fixtures::checkin(CheckinKind::TokenUpdate, dev)).unwrap();
+    }
+
+    /// Runs a schedule tick; returns the ids SecurityInfo was queued to, checking that
+    /// DeviceInformation went to the same ones, within the server's limits.
+    fn tick(name: &str) -> Vec<String> {
+        let actions = Inventory::on_schedule(fixtures::schedule(name)).unwrap();
+        let mut info = Vec::new();
+        let mut security = Vec::new();
+        for a in actions {
+            match a {
+                Action::Enqueue(e) => match e.command.request_type().as_deref() {
+                    Some("DeviceInformation") => info.extend(e.enrollment_ids),
+                    Some("SecurityInfo") => security.extend(e.enrollment_ids),
+                    other => panic!("unexpected command {other:?}"),
+                },
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(info, security);
+        assert!(info.len() + security.len() <= actions::MAX_ENQUEUE_IDS);
+        security
     }
 
     #[test]
     fn nightly_round_covers_every_device_in_batches() {
-        let n = BATCH_DEVICES + 20;
+        // More devices than one host page (1000 keys) and than two batches.
+        let n = 2 * BATCH_DEVICES + 20;
         for i in 0..n {
-            let dev = fixtures::device_enrollment(&format!("UDID-{i:04}"));
-            Inventory::on_checkin(fixtures::checkin(CheckinKind::TokenUpdate, dev)).unwrap();
+            token_update(&format!("UDID-{i:04}"));
         }
         // Nothing to continue before a round starts.
-        assert!(Inventory::on_schedule(fixtures::schedule("nightly-batch"))
-            .unwrap()
-            .is_empty());
+        assert!(tick("nightly-batch").is_empty());
 
-        let mut queued = Vec::new();
-        let mut collect = |actions: Vec<Action>| {
-            assert!(actions.len() <= 2);
-            for a in actions {
-                match a {
-                    Action::Enqueue(e)
-                        if e.command.request_type().as_deref() == Some("SecurityInfo") =>
-                    {
-                        queued.extend(e.enrollment_ids)
-                    }
-                    Action::Enqueue(e) => assert!(e.enrollment_ids.len() <= BATCH_DEVICES),
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-        };
-        collect(Inventory::on_schedule(fixtures::schedule("nightly")).unwrap());
+        let mut queued = tick("nightly");
+        assert_eq!(queued.len(), BATCH_DEVICES);
+        assert_eq!(
+            mock::kv_snapshot().get(CURSOR_KEY).map(Vec::as_slice),
+            Some(queued.last().unwrap().as_bytes())
+        );
+        assert_eq!(mock::kv_ttl(CURSOR_KEY), Some(86_400));
+        queued.extend(tick("nightly-batch"));
         assert!(mock::kv_snapshot().contains_key(CURSOR_KEY));
-        collect(Inventory::on_schedule(fixtures::schedule("nightly-batch")).unwrap());
+        let last = tick("nightly-batch");
+        assert_eq!(last.len(), 20);
+        queued.extend(last);
         assert!(!mock::kv_snapshot().contains_key(CURSOR_KEY));
-        collect(Inventory::on_schedule(fixtures::schedule("nightly-batch")).unwrap());
-        assert_eq!(queued.len(), n);
-        queued.dedup();
-        assert_eq!(queued.len(), n);
+        // The round is done: later batch ticks queue nothing.
+        assert!(tick("nightly-batch").is_empty());
+
+        let expected: Vec<String> = (0..n).map(|i| format!("UDID-{i:04}")).collect();
+        assert_eq!(queued, expected);
 
         // CheckOut forgets a device.
         Inventory::on_checkin(fixtures::checkin(
@@ -564,6 +599,51 @@ mod tests {
         ))
         .unwrap();
         assert!(!mock::kv_snapshot().contains_key("device:UDID-0000"));
+    }
+
+    #[test]
+    fn a_round_follows_devices_coming_and_going() {
+        let n = BATCH_DEVICES + 10;
+        for i in 0..n {
+            token_update(&format!("UDID-{i:04}"));
+        }
+        let first = tick("nightly");
+        assert_eq!(first.len(), BATCH_DEVICES);
+        let cursor = first.last().unwrap().clone();
+        // Between ticks, the device at the cursor checks out, one ahead of it too, and devices
+        // enroll on either side of the cursor.
+        for gone in [cursor.clone(), format!("UDID-{:04}", BATCH_DEVICES + 1)] {
+            Inventory::on_checkin(fixtures::checkin(
+                CheckinKind::CheckOut,
+                fixtures::device_enrollment(&gone),
+            ))
+            .unwrap();
+        }
+        token_update("UDID-0000-late"); // behind the cursor: next round
+        token_update("UDID-9999"); // ahead: this round
+        let rest = tick("nightly-batch");
+        let mut expected: Vec<String> = (BATCH_DEVICES..n)
+            .filter(|&i| i != BATCH_DEVICES + 1)
+            .map(|i| format!("UDID-{i:04}"))
+            .collect();
+        expected.push("UDID-9999".into());
+        assert_eq!(rest, expected);
+        assert!(!mock::kv_snapshot().contains_key(CURSOR_KEY));
+
+        // A new round starts from the first device again, replacing an unfinished one.
+        mock::kv_insert(CURSOR_KEY, b"UDID-0400".to_vec());
+        let again = tick("nightly");
+        assert_eq!(again.first().map(String::as_str), Some("UDID-0000"));
+        assert_eq!(again[1], "UDID-0000-late");
+    }
+
+    #[test]
+    fn schedule_failures_are_errors() {
+        assert!(Inventory::on_schedule(fixtures::schedule("hourly")).is_err());
+        mock::fail_kv(Some(mdm_plugin_sdk::kv::KvError::Unavailable(
+            "down".into(),
+        )));
+        assert!(Inventory::on_schedule(fixtures::schedule("nightly")).is_err());
     }
 
     #[test]

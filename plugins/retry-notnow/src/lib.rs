@@ -1,17 +1,16 @@
 //! Retries commands a device answered `NotNow` or `Error`, with exponential backoff, and raises an
 //! alert when the attempts run out.
 //!
-//! Each failed attempt is counted in KV (`attempts:<enrollment-id>:<command-uuid>`). While the count
-//! is below `max_attempts`, the plugin asks for a retry after `base_delay_seconds * 2^(count-1)`
-//! seconds; at `max_attempts` it emits `command.retries_exhausted` to `alert_sink` (once). An
-//! acknowledged result deletes the counter. `CommandFormatError` is not retried: the command itself
-//! is wrong.
+//! Each failed attempt is counted in KV (`attempts:<enrollment-id>:<original-command-uuid>`). While
+//! the count is below `max_attempts`, the plugin asks for a retry after
+//! `base_delay_seconds * 2^(count-1)` seconds; at `max_attempts` it emits
+//! `command.retries_exhausted` to `alert_sink` (once). An acknowledged result deletes the counter.
+//! `CommandFormatError` is not retried: the command itself is wrong.
 //!
-//! A command still pending (NotNow) is deferred and keeps its CommandUUID. A command that ended with
-//! an error is queued again as a copy with a new CommandUUID, which the plugin is not told; so when it
-//! retries an error it leaves a hand-off (`handoff:<enrollment-id>:<request-type>`) with the count,
-//! and the next failed result of that request type on that enrollment without a counter of its own
-//! carries the count on.
+//! A command still pending (NotNow) is held back and keeps its CommandUUID. A command that ended with
+//! an error is queued again as a copy with a new CommandUUID, and the copy's result names the
+//! original in `retry_of`; counting by `retry_of` (or, for the original, its own CommandUUID) carries
+//! the count across copies.
 //!
 //! Configuration: `{"max_attempts": 3, "base_delay_seconds": 60, "alert_sink": "alerts"}`.
 
@@ -24,8 +23,6 @@ pub const TOPIC: &str = "command.retries_exhausted";
 pub const COUNTER_TTL: u32 = 7 * 86_400;
 /// The longest delay asked for.
 pub const MAX_DELAY: u32 = 7 * 86_400;
-/// How long a hand-off outlives the retry delay.
-const HANDOFF_GRACE: u32 = 86_400;
 
 /// The plugin's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -64,14 +61,15 @@ pub fn validate(text: &str) -> PluginResult<()> {
     Ok(())
 }
 
-/// The KV key counting a command's failed attempts.
-pub fn attempts_key(enrollment_id: &str, command_uuid: &str) -> String {
-    format!("attempts:{enrollment_id}:{command_uuid}")
+/// The KV key counting a command's failed attempts, by the CommandUUID of the command as first
+/// queued (see [`CommandResultEvent::original_command_uuid`]).
+pub fn attempts_key(enrollment_id: &str, original_command_uuid: &str) -> String {
+    format!("attempts:{enrollment_id}:{original_command_uuid}")
 }
 
-/// The KV key carrying a count from an errored command to its re-queued copy.
-pub fn handoff_key(enrollment_id: &str, request_type: &str) -> String {
-    format!("handoff:{enrollment_id}:{request_type}")
+/// The KV key counting the failed attempts of the command this result is for, copies included.
+pub fn event_attempts_key(event: &CommandResultEvent) -> String {
+    attempts_key(&event.enrollment.id, event.original_command_uuid())
 }
 
 /// What to do after a failed attempt.
@@ -116,6 +114,9 @@ pub struct Alert<'a> {
     pub device_id: &'a str,
     /// The last attempt's CommandUUID.
     pub command_uuid: &'a str,
+    /// The CommandUUID of the command as first queued: the same as `command_uuid` unless the
+    /// last attempt was a copy queued by a retry after an Error.
+    pub original_command_uuid: &'a str,
     /// The command's RequestType.
     pub request_type: &'a str,
     /// Apple's status of the last attempt: `NotNow` or `Error`.
@@ -132,6 +133,7 @@ pub fn alert(event: &CommandResultEvent, attempts: u64) -> Alert<'_> {
         enrollment_id: &event.enrollment.id,
         device_id: &event.enrollment.device_id,
         command_uuid: &event.command_uuid,
+        original_command_uuid: event.original_command_uuid(),
         request_type: &event.request_type,
         status: event.status.apple_name(),
         attempts,
@@ -144,42 +146,27 @@ struct RetryNotNow;
 impl Plugin for RetryNotNow {
     fn on_command_result(event: CommandResultEvent) -> PluginResult<Vec<Action>> {
         let enrollment_id = &event.enrollment.id;
-        let key = attempts_key(enrollment_id, &event.command_uuid);
-        let handoff = handoff_key(enrollment_id, &event.request_type);
+        let key = event_attempts_key(&event);
         match event.status {
             CommandStatus::Acknowledged => {
                 kv::delete(&key)?;
-                kv::delete(&handoff)?;
                 Ok(Vec::new())
             }
             CommandStatus::CommandFormatError => Ok(Vec::new()),
             CommandStatus::NotNow | CommandStatus::Error => {
                 let config: Config = config::get()?;
-                if kv::get(&key)?.is_none() {
-                    if let Some(count) = kv::get(&handoff)? {
-                        kv::set_with_ttl(&key, count, COUNTER_TTL)?;
-                        kv::delete(&handoff)?;
-                    }
-                }
                 let attempts = kv::increment(&key, Some(COUNTER_TTL))?;
                 match step(&config, attempts) {
-                    Step::Retry(after) => {
-                        if event.status == CommandStatus::Error {
-                            kv::set_with_ttl(
-                                &handoff,
-                                attempts.to_string(),
-                                after.saturating_add(HANDOFF_GRACE),
-                            )?;
-                        }
-                        Ok(vec![actions::retry(
-                            enrollment_id,
-                            &event.command_uuid,
-                            after,
-                        )])
-                    }
+                    // Retry this attempt: a pending command is held back, an errored one copied.
+                    Step::Retry(after) => Ok(vec![actions::retry(
+                        enrollment_id,
+                        &event.command_uuid,
+                        after,
+                    )]),
                     Step::Alert => {
                         warn!("{} gave up after {attempts} attempts", event.request_type;
-                            enrollment_id = enrollment_id, command_uuid = event.command_uuid);
+                            enrollment_id = enrollment_id, command_uuid = event.command_uuid,
+                            original_command_uuid = event.original_command_uuid());
                         Ok(vec![actions::emit(
                             &config.alert_sink,
                             TOPIC,
@@ -284,8 +271,8 @@ mod tests {
         assert_eq!(
             payload,
             json!({"enrollment_id": "UDID-1", "device_id": "UDID-1", "command_uuid": uuid,
-                   "request_type": "InstallProfile", "status": "NotNow", "attempts": 3,
-                   "error_chain": []})
+                   "original_command_uuid": uuid, "request_type": "InstallProfile",
+                   "status": "NotNow", "attempts": 3, "error_chain": []})
         );
         assert_eq!(
             mock::kv_ttl(&attempts_key("UDID-1", uuid)),
@@ -302,46 +289,138 @@ mod tests {
         assert!(mock::kv_snapshot().is_empty());
     }
 
-    #[test]
-    fn errors_carry_the_count_to_the_copy() {
-        mock::set_config(
-            &json!({"max_attempts": 3, "base_delay_seconds": 10, "alert_sink": "pager"}),
-        );
-        let mut first = result("U1", "DeviceLock", CommandStatus::Error);
-        first.error_chain = vec![ErrorChainItem {
+    fn passcode_error(uuid: &str) -> CommandResultEvent {
+        let mut event = result(uuid, "DeviceLock", CommandStatus::Error);
+        event.error_chain = vec![ErrorChainItem {
             code: Some(12021),
             domain: Some("MCMDMErrorDomain".into()),
             description: Some("Passcode required".into()),
         }];
-        let r1 = RetryNotNow::on_command_result(first.clone()).unwrap();
-        assert_eq!(r1, vec![actions::retry("UDID-1", "U1", 10)]);
-        // The server re-queued a copy with a new UUID; it fails too.
-        let mut second = first.clone();
-        second.command_uuid = "U2".into();
-        let r2 = RetryNotNow::on_command_result(second.clone()).unwrap();
-        assert_eq!(r2, vec![actions::retry("UDID-1", "U2", 20)]);
-        let mut third = first.clone();
-        third.command_uuid = "U3".into();
-        let r3 = RetryNotNow::on_command_result(third).unwrap();
-        let (sink, _, payload) = emitted(&r3);
-        assert_eq!(sink, "pager");
-        assert_eq!(payload["attempts"], 3);
-        assert_eq!(payload["status"], "Error");
-        assert_eq!(payload["command_uuid"], "U3");
-        assert_eq!(
-            payload["error_chain"],
-            json!([{"code": 12021, "domain": "MCMDMErrorDomain", "description": "Passcode required"}])
-        );
-        assert!(!mock::kv_snapshot().contains_key(&handoff_key("UDID-1", "DeviceLock")));
+        event
+    }
+
+    fn count(original_command_uuid: &str) -> Option<String> {
+        mock::kv_snapshot()
+            .get(&attempts_key("UDID-1", original_command_uuid))
+            .map(|v| String::from_utf8(v.clone()).unwrap())
     }
 
     #[test]
-    fn copy_that_succeeds_clears_the_hand_off() {
-        RetryNotNow::on_command_result(result("U1", "DeviceLock", CommandStatus::Error)).unwrap();
-        assert!(mock::kv_snapshot().contains_key(&handoff_key("UDID-1", "DeviceLock")));
-        RetryNotNow::on_command_result(result("U2", "DeviceLock", CommandStatus::Acknowledged))
-            .unwrap();
-        assert!(!mock::kv_snapshot().contains_key(&handoff_key("UDID-1", "DeviceLock")));
+    fn an_errored_copy_continues_the_count_of_its_original() {
+        mock::set_config(
+            &json!({"max_attempts": 5, "base_delay_seconds": 10, "alert_sink": "pager"}),
+        );
+        let first = passcode_error("U1");
+        let r1 = RetryNotNow::on_command_result(first.clone()).unwrap();
+        assert_eq!(r1, vec![actions::retry("UDID-1", "U1", 10)]);
+        assert_eq!(count("U1").as_deref(), Some("1"));
+
+        // The server queued a copy with a new UUID, naming the original in retry_of; it fails too.
+        let second = fixtures::retried(&first, "U2");
+        assert_eq!(second.retry_of.as_deref(), Some("U1"));
+        let r2 = RetryNotNow::on_command_result(second.clone()).unwrap();
+        // The retry is for the copy (the command that failed), the count the original's.
+        assert_eq!(r2, vec![actions::retry("UDID-1", "U2", 20)]);
+        assert_eq!(count("U1").as_deref(), Some("2"));
+        assert_eq!(count("U2"), None);
+
+        // A copy of the copy still names the root; answered NotNow, it keeps counting there.
+        let mut third = fixtures::retried(&second, "U3");
+        third.status = CommandStatus::NotNow;
+        assert_eq!(third.retry_of.as_deref(), Some("U1"));
+        let r3 = RetryNotNow::on_command_result(third.clone()).unwrap();
+        assert_eq!(r3, vec![actions::retry("UDID-1", "U3", 40)]);
+        assert_eq!(count("U1").as_deref(), Some("3"));
+        assert_eq!(mock::kv_snapshot().len(), 1);
+
+        // The copy succeeds: the original's counter goes.
+        third.status = CommandStatus::Acknowledged;
+        RetryNotNow::on_command_result(third).unwrap();
+        assert!(mock::kv_snapshot().is_empty());
+    }
+
+    #[test]
+    fn errored_copies_exhaust_the_attempts_and_alert_once() {
+        mock::set_config(
+            &json!({"max_attempts": 3, "base_delay_seconds": 10, "alert_sink": "pager"}),
+        );
+        let first = passcode_error("U1");
+        let r1 = RetryNotNow::on_command_result(first.clone()).unwrap();
+        assert_eq!(r1, vec![actions::retry("UDID-1", "U1", 10)]);
+        let second = fixtures::retried(&first, "U2");
+        let r2 = RetryNotNow::on_command_result(second.clone()).unwrap();
+        assert_eq!(r2, vec![actions::retry("UDID-1", "U2", 20)]);
+        let third = fixtures::retried(&second, "U3");
+        let r3 = RetryNotNow::on_command_result(third.clone()).unwrap();
+        let (sink, topic, payload) = emitted(&r3);
+        assert_eq!((sink.as_str(), topic.as_str()), ("pager", TOPIC));
+        assert_eq!(
+            payload,
+            json!({"enrollment_id": "UDID-1", "device_id": "UDID-1", "command_uuid": "U3",
+                   "original_command_uuid": "U1", "request_type": "DeviceLock",
+                   "status": "Error", "attempts": 3,
+                   "error_chain": [{"code": 12021, "domain": "MCMDMErrorDomain",
+                                    "description": "Passcode required"}]})
+        );
+        assert!(mock::logs().iter().any(|l| l
+            .fields
+            .contains(&("original_command_uuid".into(), "U1".into()))));
+        assert_eq!(count("U1").as_deref(), Some("3"));
+        assert_eq!(
+            mock::kv_ttl(&attempts_key("UDID-1", "U1")),
+            Some(COUNTER_TTL)
+        );
+        // Nothing more for the chain, however its results keep coming.
+        let again = fixtures::retried(&third, "U4");
+        assert!(RetryNotNow::on_command_result(again).unwrap().is_empty());
+        assert!(RetryNotNow::on_command_result(third).unwrap().is_empty());
+    }
+
+    #[test]
+    fn commands_of_one_request_type_count_apart() {
+        // Two DeviceLocks fail on one enrollment; a third, new one comes after them. Each counts
+        // on its own: nothing is guessed from the request type.
+        let a = passcode_error("A1");
+        let b = passcode_error("B1");
+        assert_eq!(
+            RetryNotNow::on_command_result(a.clone()).unwrap(),
+            vec![actions::retry("UDID-1", "A1", 60)]
+        );
+        assert_eq!(
+            RetryNotNow::on_command_result(b.clone()).unwrap(),
+            vec![actions::retry("UDID-1", "B1", 60)]
+        );
+        assert_eq!(
+            RetryNotNow::on_command_result(fixtures::retried(&a, "A2")).unwrap(),
+            vec![actions::retry("UDID-1", "A2", 120)]
+        );
+        assert_eq!(
+            RetryNotNow::on_command_result(passcode_error("C1")).unwrap(),
+            vec![actions::retry("UDID-1", "C1", 60)]
+        );
+        assert_eq!(count("A1").as_deref(), Some("2"));
+        assert_eq!(count("B1").as_deref(), Some("1"));
+        assert_eq!(count("C1").as_deref(), Some("1"));
+        // The same CommandUUID on another enrollment is another count.
+        let mut elsewhere = passcode_error("A1");
+        elsewhere.enrollment = fixtures::device_enrollment("UDID-2");
+        assert_eq!(
+            RetryNotNow::on_command_result(elsewhere).unwrap(),
+            vec![actions::retry("UDID-2", "A1", 60)]
+        );
+        assert_eq!(count("A1").as_deref(), Some("2"));
+        // Only counters are kept.
+        assert!(mock::kv_snapshot()
+            .keys()
+            .all(|k| k.starts_with("attempts:")));
+    }
+
+    #[test]
+    fn kv_failures_fail_the_call() {
+        mock::fail_kv(Some(mdm_plugin_sdk::kv::KvError::Unavailable(
+            "down".into(),
+        )));
+        assert!(RetryNotNow::on_command_result(passcode_error("U1")).is_err());
     }
 
     #[test]

@@ -480,6 +480,7 @@ impl CheckinService {
             error_chain: convert::error_chain(&report.error_chain),
             report: convert::plist_tree(&Value::Dictionary(report.dict.clone())),
             raw: Some(report.raw.clone()),
+            retry_of: cmd.retry_of,
         }))
     }
 }

@@ -42,7 +42,13 @@ pub trait HostBackend: Send + Sync + 'static {
         expires_at: Option<i64>,
         max_keys: u32,
     ) -> Result<bool, KvFault>;
-    async fn kv_list(&self, plugin: &str, prefix: &str, limit: u32) -> Result<Vec<String>, String>;
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, String>;
     async fn device(&self, id: &str) -> Result<Option<inventory::DeviceInfo>, String>;
     async fn http(&self, req: HttpRequest) -> Result<http::Response, http::HttpError>;
     fn counter_add(&self, plugin: &str, name: &str, delta: u64);

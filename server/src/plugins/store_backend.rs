@@ -112,11 +112,18 @@ impl HostBackend for StoreBackend {
         .map_err(|e| KvFault::Unavailable(e.to_string()))
     }
 
-    async fn kv_list(&self, plugin: &str, prefix: &str, limit: u32) -> Result<Vec<String>, String> {
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, String> {
         plugin_kv::list_keys(
             self.storage.db(),
             plugin,
             prefix,
+            start_after,
             u64::from(limit),
             self.clock.now_ms(),
         )

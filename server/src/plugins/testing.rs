@@ -113,10 +113,21 @@ impl HostBackend for MemoryBackend {
         Ok(true)
     }
 
-    async fn kv_list(&self, plugin: &str, prefix: &str, limit: u32) -> Result<Vec<String>, String> {
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, String> {
         Ok(lock(&self.kv)
             .iter()
-            .filter(|((p, k), v)| p == plugin && k.starts_with(prefix) && self.live(v))
+            .filter(|((p, k), v)| {
+                p == plugin
+                    && k.starts_with(prefix)
+                    && start_after.is_none_or(|a| k.as_str() > a)
+                    && self.live(v)
+            })
             .map(|((_, k), _)| k.clone())
             .take(limit as usize)
             .collect())
@@ -355,6 +366,7 @@ pub mod events {
             error_chain: Vec::new(),
             report: super::super::convert::plist_tree(report),
             raw: None,
+            retry_of: None,
         }
     }
 }

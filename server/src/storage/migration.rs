@@ -219,6 +219,13 @@ impl MigrationTrait for M0002Plugins {
                 .to_owned(),
         )
         .await?;
+        m.alter_table(
+            Table::alter()
+                .table("commands")
+                .add_column(string_null("retry_of"))
+                .to_owned(),
+        )
+        .await?;
 
         m.create_table(
             Table::create()
@@ -354,6 +361,13 @@ impl MigrationTrait for M0002Plugins {
             Table::alter()
                 .table("command_queue")
                 .drop_column("not_before")
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("commands")
+                .drop_column("retry_of")
                 .to_owned(),
         )
         .await?;

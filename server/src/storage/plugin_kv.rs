@@ -3,7 +3,7 @@
 
 use super::entities::plugin_kv::{ActiveModel, Column, Entity};
 use super::StorageResult;
-use sea_orm::sea_query::{Expr, LikeExpr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -132,34 +132,36 @@ pub async fn compare_and_swap<C: ConnectionTrait>(
     }
 }
 
-/// Live keys starting with `prefix`, in order.
+/// Live keys starting with `prefix`, in order, after `start_after` when given. The prefix test is an exact
+/// `substr` comparison: LIKE folds ASCII case on SQLite, which would let other keys take up a page.
 pub async fn list_keys<C: ConnectionTrait>(
     c: &C,
     plugin: &str,
     prefix: &str,
+    start_after: Option<&str>,
     limit: u64,
     now: i64,
 ) -> StorageResult<Vec<String>> {
-    let escaped: String = prefix
-        .chars()
-        .flat_map(|ch| match ch {
-            '%' | '_' | '\\' => vec!['\\', ch],
-            _ => vec![ch],
-        })
-        .collect();
-    let keys: Vec<String> = Entity::find()
+    let mut q = Entity::find()
         .select_only()
         .column(Column::Key)
         .filter(Column::PluginId.eq(plugin))
-        .filter(Column::Key.like(LikeExpr::new(format!("{escaped}%")).escape('\\')))
-        .filter(live(now))
-        .order_by_asc(Column::Key)
+        .filter(live(now));
+    if !prefix.is_empty() {
+        let head = Func::cust("substr")
+            .arg(Expr::col(Column::Key))
+            .arg(1)
+            .arg(prefix.chars().count() as i32);
+        q = q.filter(Expr::expr(head).eq(prefix));
+    }
+    if let Some(after) = start_after {
+        q = q.filter(Column::Key.gt(after));
+    }
+    Ok(q.order_by_asc(Column::Key)
         .limit(limit)
         .into_tuple()
         .all(c)
-        .await?;
-    // Collations may fold case in LIKE; the prefix match is exact.
-    Ok(keys.into_iter().filter(|k| k.starts_with(prefix)).collect())
+        .await?)
 }
 
 /// Drop expired entries (housekeeping).
@@ -220,11 +222,36 @@ mod tests {
                 set(db, "p", k, vec![], None, 0).await.unwrap();
             }
             assert_eq!(
-                list_keys(db, "p", "a_", 10, 0).await.unwrap(),
+                list_keys(db, "p", "a_", None, 10, 0).await.unwrap(),
                 vec!["a_1", "a_2"]
             );
-            assert_eq!(list_keys(db, "p", "a%", 10, 0).await.unwrap(), vec!["a%2"]);
-            assert_eq!(list_keys(db, "p", "a", 2, 0).await.unwrap().len(), 2);
+            assert_eq!(
+                list_keys(db, "p", "a%", None, 10, 0).await.unwrap(),
+                vec!["a%2"]
+            );
+            assert_eq!(list_keys(db, "p", "a", None, 2, 0).await.unwrap().len(), 2);
+            // Case matters: upper-case keys neither match nor take up a page.
+            for k in ["A_1", "A_2", "A_3"] {
+                set(db, "p", k, vec![], None, 0).await.unwrap();
+            }
+            assert_eq!(
+                list_keys(db, "p", "a_", None, 2, 0).await.unwrap(),
+                vec!["a_1", "a_2"]
+            );
+            assert_eq!(
+                list_keys(db, "p", "A_", None, 10, 0).await.unwrap(),
+                vec!["A_1", "A_2", "A_3"]
+            );
+            for k in ["A_1", "A_2", "A_3"] {
+                delete(db, "p", k, 0).await.unwrap();
+            }
+            // Paging: after the last key of a page comes the rest.
+            let first = list_keys(db, "p", "a", None, 2, 0).await.unwrap();
+            let rest = list_keys(db, "p", "a", first.last().map(String::as_str), 10, 0)
+                .await
+                .unwrap();
+            assert_eq!(first.len() + rest.len(), 4);
+            assert!(rest.iter().all(|k| !first.contains(k)));
             assert_eq!(count(db, "p", 0).await.unwrap(), 6);
             assert!(delete(db, "p", "k", 0).await.unwrap());
             assert!(!delete(db, "p", "k", 0).await.unwrap());

@@ -93,6 +93,7 @@ pub async fn insert_command<C: ConnectionTrait>(
         source: Set(source.to_string()),
         created_at: Set(now),
         expires_at: Set(expires_at),
+        retry_of: Set(None),
     }
     .insert(c)
     .await?;
@@ -427,6 +428,12 @@ pub async fn requeue_copy<C: ConnectionTrait>(
         .and_then(|e| e.with_uuid(new_uuid))
         .map_err(|e| StorageError::Corrupt(format!("stored command {command_uuid}: {e}")))?;
     insert_command(c, &env, cmd.priority, &cmd.source, None, now).await?;
+    let root = cmd.retry_of.clone().unwrap_or_else(|| cmd.uuid.clone());
+    Commands::update_many()
+        .col_expr(command::Column::RetryOf, Expr::value(root))
+        .filter(command::Column::Uuid.eq(new_uuid))
+        .exec(c)
+        .await?;
     enqueue(
         c,
         &env.uuid,

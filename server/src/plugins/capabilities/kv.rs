@@ -93,6 +93,7 @@ impl Host for HostState {
     async fn list_keys(
         &mut self,
         prefix: String,
+        start_after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, KvError>> {
         self.require(Capability::Kv)?;
@@ -101,7 +102,12 @@ impl Host for HostState {
         }
         Ok(self
             .backend
-            .kv_list(&self.call.plugin_id, &prefix, limit.min(MAX_LIST))
+            .kv_list(
+                &self.call.plugin_id,
+                &prefix,
+                start_after.as_deref(),
+                limit.min(MAX_LIST),
+            )
             .await
             .map_err(KvError::Unavailable))
     }

@@ -13,6 +13,8 @@ pub struct Model {
     pub source: String,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    /// For a copy queued by a plugin's retry: the original command (first of the chain).
+    pub retry_of: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
