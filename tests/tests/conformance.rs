@@ -75,8 +75,8 @@ fn ios_authenticate_without_device_name_or_model_decodes() {
     let CheckinPayload::Authenticate(a) = m.payload else {
         panic!("not Authenticate")
     };
-    assert!(a.device_name.is_none() && a.model.is_none());
-    assert_eq!(a.product_name.as_deref(), Some("iPad2,5"));
+    assert!(a.facts.device_name.is_none() && a.facts.model.is_none());
+    assert_eq!(a.facts.product_name.as_deref(), Some("iPad2,5"));
     assert_eq!(m.enrollment.id.len(), 40, "old iOS 40-hex UDID");
     let t = CheckinMessage::decode(
         &std::fs::read(root.join("nanomdm/mdm/TokenUpdate.1.plist")).unwrap(),

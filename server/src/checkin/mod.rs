@@ -3,10 +3,6 @@
 //! The HTTP layer hands over the device's identity certificate (already verified against the body, or taken
 //! from TLS or a trusted proxy) and the raw body; everything below is independent of HTTP.
 
-mod platform;
-
-pub use platform::platform_of;
-
 use crate::clock::SharedClock;
 use crate::config::UserAuthenticatePolicy;
 use crate::identity::{CaVerifier, DeviceCert, IdentityError};
@@ -156,11 +152,7 @@ impl CheckinService {
             return Err(CheckinError::Unsupported("GetToken"));
         }
         let event_id = plugins::new_event_id();
-        let scope = EventScope {
-            event_id: &event_id,
-            device_id: Some(&e.device_id),
-            enrollment_id: Some(&e.id),
-        };
+        let scope = scope_of(e, &event_id);
         let mut run = HookRun::default();
         if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
             let device = authorize(self.storage.db(), cert, e).await?;
@@ -261,18 +253,10 @@ impl CheckinService {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
         enrollment_checks(self.storage.db(), cert, e, a).await?;
-        let platform = platform_of(
-            a.product_name.as_deref(),
-            a.model.as_deref(),
-            a.model_name.as_deref(),
-        );
+        let platform = a.facts.platform();
         let event_id = plugins::new_event_id();
-        let scope = EventScope {
-            event_id: &event_id,
-            device_id: Some(&e.device_id),
-            enrollment_id: Some(&e.id),
-        };
-        let wit_facts = convert::authenticate_facts(a, platform.clone());
+        let scope = scope_of(e, &event_id);
+        let wit_facts = convert::facts(&a.facts, platform);
         let mut decision = self
             .plugins
             .decide_enrollment(
@@ -312,18 +296,7 @@ impl CheckinService {
         let txn = self.storage.db().begin().await?;
         enrollment_checks(&txn, cert, e, a).await?;
         let facts = AuthenticateFacts {
-            facts: DeviceFacts {
-                serial_number: a.serial_number.clone(),
-                platform,
-                model: a.model.clone(),
-                model_name: a.model_name.clone(),
-                product_name: a.product_name.clone(),
-                device_name: a.device_name.clone(),
-                os_version: a.os_version.clone(),
-                build_version: a.build_version.clone(),
-                imei: a.imei.clone(),
-                meid: a.meid.clone(),
-            },
+            facts: a.facts.clone(),
             identity_fingerprint: cert.fingerprint().to_string(),
             identity_subject: cert.subject(),
             identity_not_after: cert.not_after_unix().ok().map(|s| s * 1000),
@@ -345,7 +318,7 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
             .await?;
         txn.commit().await?;
-        tracing::info!(device = %e.device_id, serial = ?a.serial_number, canceled, "device authenticated");
+        tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, "device authenticated");
         Ok(MdmResponse::Empty)
     }
 
@@ -369,11 +342,7 @@ impl CheckinService {
         let now = self.clock.now_ms();
         let e = &report.enrollment;
         let event_id = plugins::new_event_id();
-        let scope = EventScope {
-            event_id: &event_id,
-            device_id: Some(&e.device_id),
-            enrollment_id: Some(&e.id),
-        };
+        let scope = scope_of(e, &event_id);
         let mut run = HookRun::default();
         if let (Some(status), false) = (
             convert::command_status(report.status),
@@ -496,7 +465,7 @@ async fn enrollment_checks<C: ConnectionTrait>(
     let existing = devices::find(c, &e.device_id).await?;
     if let (Some(bound), Some(presented)) = (
         existing.as_ref().and_then(|d| d.serial_number.as_deref()),
-        a.serial_number.as_deref(),
+        a.facts.serial_number.as_deref(),
     ) {
         if bound != presented {
             tracing::warn!(device = %e.device_id, bound, presented, "Authenticate refused: serial number changed");
@@ -514,6 +483,15 @@ async fn enrollment_checks<C: ConnectionTrait>(
         }
     }
     Ok(())
+}
+
+/// Audit rows of plugins called for this message name its device and channel.
+fn scope_of<'a>(e: &'a EnrollmentRef, event_id: &'a str) -> EventScope<'a> {
+    EventScope {
+        event_id,
+        device_id: Some(&e.device_id),
+        enrollment_id: Some(&e.id),
+    }
 }
 
 fn queue_status(s: ReportStatus) -> QueueStatus {
@@ -543,27 +521,9 @@ async fn learn_from_result<C: ConnectionTrait>(
     if !is_device_information {
         return Ok(());
     }
-    let s = |k: &str| {
-        q.get(k)
-            .and_then(Value::as_string)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    };
-    let facts = DeviceFacts {
-        serial_number: s("SerialNumber"),
-        platform: platform_of(
-            s("ProductName").as_deref(),
-            s("Model").as_deref(),
-            s("ModelName").as_deref(),
-        ),
-        model: s("Model"),
-        model_name: s("ModelName"),
-        product_name: s("ProductName"),
-        device_name: s("DeviceName"),
-        os_version: s("OSVersion"),
-        build_version: s("BuildVersion"),
-        imei: s("IMEI"),
-        meid: s("MEID"),
+    // A device's answer may be malformed; it is stored as received, and only well-formed facts are learnt.
+    let Ok(facts) = DeviceFacts::from_dict(q) else {
+        return Ok(());
     };
     devices::update_facts(c, device_id, facts, now).await?;
     Ok(())

@@ -5,6 +5,7 @@ use super::bindings::hooks::Action;
 use super::bindings::types::CommandSpec;
 use super::manifest::Capability;
 use super::runtime::LoadedPlugin;
+use super::EventScope;
 use crate::metrics::{Metrics, PluginActionLabels};
 use crate::protocol::commands::TypedCommand;
 use crate::queue::{self, CommandSpec as QueueCommand, EnqueueRequest, QueueError};
@@ -27,9 +28,7 @@ const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
 /// Where the actions come from.
 pub struct ActionContext<'a> {
     pub hook: &'static str,
-    pub event_id: &'a str,
-    pub device_id: Option<&'a str>,
-    pub enrollment_id: Option<&'a str>,
+    pub scope: EventScope<'a>,
     pub now: i64,
     pub sinks: &'a BTreeSet<String>,
     pub metrics: &'a Metrics,
@@ -43,18 +42,9 @@ impl ActionContext<'_> {
         outcome: &str,
         detail: serde_json::Value,
     ) -> AuditRow {
-        AuditRow {
-            id: 0,
-            plugin_id: plugin.to_string(),
-            hook: self.hook.to_string(),
-            event_id: self.event_id.to_string(),
-            device_id: self.device_id.map(str::to_string),
-            enrollment_id: self.enrollment_id.map(str::to_string),
-            kind: kind.to_string(),
-            outcome: outcome.to_string(),
-            detail: detail.to_string(),
-            created_at: self.now,
-        }
+        super::audit_row(
+            plugin, self.hook, self.scope, kind, outcome, detail, self.now,
+        )
     }
 }
 

@@ -4,7 +4,6 @@ use super::bindings::types::{
     ChannelKind, CheckinKind, CommandStatus, DeviceFacts, Enrollment, ErrorChainItem, PlistNode,
     PlistValue,
 };
-use crate::protocol::checkin::Authenticate;
 use crate::protocol::{CheckinPayload, EnrollmentKind, EnrollmentRef, ReportStatus};
 use crate::storage::devices::Device;
 use crate::storage::enrollments;
@@ -53,16 +52,17 @@ pub fn device_facts(d: Option<&Device>) -> DeviceFacts {
     }
 }
 
-pub fn authenticate_facts(a: &Authenticate, platform: Option<String>) -> DeviceFacts {
+/// Facts as a message reported them (before they are stored).
+pub fn facts(f: &crate::protocol::DeviceFacts, platform: Option<String>) -> DeviceFacts {
     DeviceFacts {
-        serial_number: a.serial_number.clone(),
+        serial_number: f.serial_number.clone(),
         platform,
-        model: a.model.clone(),
-        model_name: a.model_name.clone(),
-        product_name: a.product_name.clone(),
-        device_name: a.device_name.clone(),
-        os_version: a.os_version.clone(),
-        build_version: a.build_version.clone(),
+        model: f.model.clone(),
+        model_name: f.model_name.clone(),
+        product_name: f.product_name.clone(),
+        device_name: f.device_name.clone(),
+        os_version: f.os_version.clone(),
+        build_version: f.build_version.clone(),
     }
 }
 

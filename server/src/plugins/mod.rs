@@ -73,6 +73,30 @@ pub struct PluginHost {
     sinks: BTreeSet<String>,
 }
 
+/// One plugin audit row: what a plugin decided, asked for or suffered, and what became of it.
+pub fn audit_row(
+    plugin: &str,
+    hook: &str,
+    scope: EventScope<'_>,
+    kind: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+    now: i64,
+) -> AuditRow {
+    AuditRow {
+        id: 0,
+        plugin_id: plugin.to_string(),
+        hook: hook.to_string(),
+        event_id: scope.event_id.to_string(),
+        device_id: scope.device_id.map(str::to_string),
+        enrollment_id: scope.enrollment_id.map(str::to_string),
+        kind: kind.to_string(),
+        outcome: outcome.to_string(),
+        detail: detail.to_string(),
+        created_at: now,
+    }
+}
+
 pub fn new_event_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -291,18 +315,15 @@ impl PluginHost {
         outcome: &str,
         detail: serde_json::Value,
     ) -> AuditRow {
-        AuditRow {
-            id: 0,
-            plugin_id: plugin.to_string(),
-            hook: hook.to_string(),
-            event_id: scope.event_id.to_string(),
-            device_id: scope.device_id.map(str::to_string),
-            enrollment_id: scope.enrollment_id.map(str::to_string),
-            kind: kind.to_string(),
-            outcome: outcome.to_string(),
-            detail: detail.to_string(),
-            created_at: self.clock.now_ms(),
-        }
+        audit_row(
+            plugin,
+            hook,
+            scope,
+            kind,
+            outcome,
+            detail,
+            self.clock.now_ms(),
+        )
     }
 
     /// Ask every subscribed plugin whether a device may enroll. Deny overrides; abstentions do not count;
@@ -400,9 +421,7 @@ impl PluginHost {
     ) -> Result<(), StorageError> {
         let ctx = ActionContext {
             hook,
-            event_id: scope.event_id,
-            device_id: scope.device_id,
-            enrollment_id: scope.enrollment_id,
+            scope,
             now,
             sinks: &self.sinks,
             metrics: &self.metrics,

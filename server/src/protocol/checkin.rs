@@ -1,7 +1,7 @@
 //! Check-in messages (`PUT` to the CheckInURL with content type `application/x-apple-aspen-mdm-checkin`).
 
 use super::fields::{opt_bool, opt_data, opt_nonempty_str, opt_str, req_str};
-use super::{parse_dictionary, EnrollmentRef, ProtocolError};
+use super::{parse_dictionary, DeviceFacts, EnrollmentRef, ProtocolError};
 use plist::Dictionary;
 
 /// A decoded check-in: the typed payload, the channel it speaks for, and the exact bytes received.
@@ -41,20 +41,11 @@ impl CheckinPayload {
     }
 }
 
-/// Device facts from Authenticate. Apple marks several of these required, but real iOS devices omit
-/// DeviceName and Model, so all are optional here.
+/// Authenticate: the push topic and the device's facts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Authenticate {
     pub topic: Option<String>,
-    pub serial_number: Option<String>,
-    pub model: Option<String>,
-    pub model_name: Option<String>,
-    pub product_name: Option<String>,
-    pub device_name: Option<String>,
-    pub os_version: Option<String>,
-    pub build_version: Option<String>,
-    pub imei: Option<String>,
-    pub meid: Option<String>,
+    pub facts: DeviceFacts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,15 +65,7 @@ impl CheckinMessage {
         let payload = match message_type.as_str() {
             "Authenticate" => CheckinPayload::Authenticate(Authenticate {
                 topic: opt_nonempty_str(&dict, "Topic")?,
-                serial_number: opt_nonempty_str(&dict, "SerialNumber")?,
-                model: opt_nonempty_str(&dict, "Model")?,
-                model_name: opt_nonempty_str(&dict, "ModelName")?,
-                product_name: opt_nonempty_str(&dict, "ProductName")?,
-                device_name: opt_nonempty_str(&dict, "DeviceName")?,
-                os_version: opt_nonempty_str(&dict, "OSVersion")?,
-                build_version: opt_nonempty_str(&dict, "BuildVersion")?,
-                imei: opt_nonempty_str(&dict, "IMEI")?,
-                meid: opt_nonempty_str(&dict, "MEID")?,
+                facts: DeviceFacts::from_dict(&dict)?,
             }),
             "TokenUpdate" => CheckinPayload::TokenUpdate(TokenUpdate {
                 topic: req_str(&dict, "Topic")?,

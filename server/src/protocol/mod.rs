@@ -5,13 +5,16 @@ pub mod checkin;
 pub mod command;
 pub mod commands;
 pub mod enrollment;
+pub mod facts;
 mod fields;
+pub mod platform;
 pub mod plist_json;
 pub mod report;
 
 pub use checkin::{CheckinMessage, CheckinPayload};
 pub use command::{CommandEnvelope, RawCommandError};
 pub use enrollment::{EnrollmentKind, EnrollmentRef};
+pub use facts::DeviceFacts;
 pub use report::{CommandReport, ErrorChainItem, ReportStatus};
 
 /// Content type Apple devices use for check-in messages (also how a ServerURL-only device is told apart).

@@ -2,6 +2,7 @@
 
 use super::entities::device::{self, ActiveModel, Column, Entity, Model};
 use super::{StorageError, StorageResult};
+pub use crate::protocol::DeviceFacts;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
@@ -22,44 +23,27 @@ pub async fn find_by_fingerprint<C: ConnectionTrait>(
         .await?)
 }
 
-/// Hardware and OS facts, from Authenticate or a DeviceInformation result. `None` means "not reported".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DeviceFacts {
-    pub serial_number: Option<String>,
-    pub platform: Option<String>,
-    pub model: Option<String>,
-    pub model_name: Option<String>,
-    pub product_name: Option<String>,
-    pub device_name: Option<String>,
-    pub os_version: Option<String>,
-    pub build_version: Option<String>,
-    pub imei: Option<String>,
-    pub meid: Option<String>,
-}
-
-impl DeviceFacts {
-    /// Set on `am` every fact that was reported, keeping the rest. The serial number is set only where none is
-    /// bound yet: it is the hardware binding, changed only by an explicit re-enrollment decision.
-    fn apply(self, am: &mut ActiveModel, existing: Option<&Model>) {
-        let keep = |new: Option<String>, old: Option<&Option<String>>| -> Option<String> {
-            new.or_else(|| old.cloned().flatten())
-        };
-        let old = existing;
-        let serial = match old.and_then(|o| o.serial_number.clone()) {
-            Some(bound) => Some(bound),
-            None => self.serial_number,
-        };
-        am.serial_number = Set(serial);
-        am.platform = Set(keep(self.platform, old.map(|o| &o.platform)));
-        am.model = Set(keep(self.model, old.map(|o| &o.model)));
-        am.model_name = Set(keep(self.model_name, old.map(|o| &o.model_name)));
-        am.product_name = Set(keep(self.product_name, old.map(|o| &o.product_name)));
-        am.device_name = Set(keep(self.device_name, old.map(|o| &o.device_name)));
-        am.os_version = Set(keep(self.os_version, old.map(|o| &o.os_version)));
-        am.build_version = Set(keep(self.build_version, old.map(|o| &o.build_version)));
-        am.imei = Set(keep(self.imei, old.map(|o| &o.imei)));
-        am.meid = Set(keep(self.meid, old.map(|o| &o.meid)));
-    }
+/// Set on `am` every fact that was reported, keeping the rest. The serial number is set only where none is
+/// bound yet: it is the hardware binding, changed only by an explicit re-enrollment decision.
+fn apply_facts(f: DeviceFacts, am: &mut ActiveModel, existing: Option<&Model>) {
+    let keep = |new: Option<String>, old: Option<&Option<String>>| -> Option<String> {
+        new.or_else(|| old.cloned().flatten())
+    };
+    let old = existing;
+    let platform = f.platform();
+    am.serial_number = Set(match old.and_then(|o| o.serial_number.clone()) {
+        Some(bound) => Some(bound),
+        None => f.serial_number,
+    });
+    am.platform = Set(keep(platform, old.map(|o| &o.platform)));
+    am.model = Set(keep(f.model, old.map(|o| &o.model)));
+    am.model_name = Set(keep(f.model_name, old.map(|o| &o.model_name)));
+    am.product_name = Set(keep(f.product_name, old.map(|o| &o.product_name)));
+    am.device_name = Set(keep(f.device_name, old.map(|o| &o.device_name)));
+    am.os_version = Set(keep(f.os_version, old.map(|o| &o.os_version)));
+    am.build_version = Set(keep(f.build_version, old.map(|o| &o.build_version)));
+    am.imei = Set(keep(f.imei, old.map(|o| &o.imei)));
+    am.meid = Set(keep(f.meid, old.map(|o| &o.meid)));
 }
 
 /// What Authenticate tells us about a device and its identity.
@@ -96,7 +80,7 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
         last_seen_at: Set(now),
         ..Default::default()
     };
-    f.facts.apply(&mut am, existing.as_ref());
+    apply_facts(f.facts, &mut am, existing.as_ref());
     if existing.is_some() {
         am.update(c).await?;
     } else {
@@ -116,7 +100,7 @@ pub async fn update_facts<C: ConnectionTrait>(
         return Ok(());
     };
     let mut am: ActiveModel = existing.clone().into();
-    facts.apply(&mut am, Some(&existing));
+    apply_facts(facts, &mut am, Some(&existing));
     am.updated_at = Set(now);
     am.update(c).await?;
     Ok(())

@@ -123,14 +123,7 @@ pub async fn reset_device<C: ConnectionTrait>(
     device_id: &str,
     now: i64,
 ) -> StorageResult<()> {
-    Entity::update_many()
-        .col_expr(Column::Enabled, Expr::value(false))
-        .col_expr(Column::TokenUpdateCount, Expr::value(0))
-        .col_expr(Column::UpdatedAt, Expr::value(now))
-        .filter(Column::DeviceId.eq(device_id))
-        .exec(c)
-        .await?;
-    Ok(())
+    disable_channels(c, device_id, true, now).await
 }
 
 /// Disable every channel of a device (CheckOut on the device channel removes all).
@@ -139,12 +132,22 @@ pub async fn disable_device<C: ConnectionTrait>(
     device_id: &str,
     now: i64,
 ) -> StorageResult<()> {
-    Entity::update_many()
+    disable_channels(c, device_id, false, now).await
+}
+
+async fn disable_channels<C: ConnectionTrait>(
+    c: &C,
+    device_id: &str,
+    reset_counts: bool,
+    now: i64,
+) -> StorageResult<()> {
+    let mut q = Entity::update_many()
         .col_expr(Column::Enabled, Expr::value(false))
-        .col_expr(Column::UpdatedAt, Expr::value(now))
-        .filter(Column::DeviceId.eq(device_id))
-        .exec(c)
-        .await?;
+        .col_expr(Column::UpdatedAt, Expr::value(now));
+    if reset_counts {
+        q = q.col_expr(Column::TokenUpdateCount, Expr::value(0));
+    }
+    q.filter(Column::DeviceId.eq(device_id)).exec(c).await?;
     Ok(())
 }
 

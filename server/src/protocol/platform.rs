@@ -1,4 +1,4 @@
-//! Which OS family a device runs, from the model identifiers Authenticate carries.
+//! Which OS family a device runs, from the model identifiers it reports.
 
 /// `ProductName` (e.g. `iPad2,5`), `Model` (e.g. `MacBookPro14,3`) and `ModelName` (e.g. `iMac`) in that order
 /// of preference; the first that names a known family wins.
