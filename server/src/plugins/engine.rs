@@ -111,9 +111,34 @@ impl PluginEngine {
         PluginPre::new(self.linker.instantiate_pre(component)?)
     }
 
+    /// Whether a compiled form of this component is in the on-disk cache.
+    pub fn is_cached(&self, sha256: &str) -> bool {
+        self.cache_path(sha256).is_some_and(|p| p.exists())
+    }
+
     /// Ticks for a deadline of `ms` milliseconds.
     pub fn ticks_for(ms: u32) -> u64 {
         let tick = EPOCH_TICK.as_millis() as u64;
         (u64::from(ms)).div_ceil(tick).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(PluginEngine::ticks_for(200), 40);
+        assert_eq!(PluginEngine::ticks_for(1), 1);
+        assert_eq!(PluginEngine::ticks_for(7), 2);
+    }
+
+    #[test]
+    fn garbage_is_not_a_component_and_is_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = PluginEngine::new(Some(dir.path().to_path_buf()), 2).unwrap();
+        assert!(e.compile(b"\0asm\x0d\0\x01\0garbage", "abc").is_err());
+        assert!(!e.is_cached("abc"));
     }
 }

@@ -60,6 +60,16 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ComponentInfo, 
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let wit_version = wit_version(&imports, &exports)?;
+    Ok(ComponentInfo {
+        wit_version,
+        imports,
+        exports,
+    })
+}
+
+/// The `mdm:plugin` version a component was built against, if this server serves it.
+pub fn wit_version(imports: &[String], exports: &[String]) -> Result<String, String> {
     let hooks = exports
         .iter()
         .find(|e| split_version(e).0 == "mdm:plugin/hooks")
@@ -89,11 +99,7 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ComponentInfo, 
             ));
         }
     }
-    Ok(ComponentInfo {
-        wit_version: version,
-        imports,
-        exports,
-    })
+    Ok(version)
 }
 
 /// Refuse a component whose imports go beyond what its manifest declares and the admin approved.
@@ -174,6 +180,36 @@ mod tests {
         let i = info(&["wasi:sockets/tcp@0.2.6", "mdm:plugin/root@0.1.0"]);
         let err = check_capabilities(&i, &manifest(&[]), &[]).unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
+    }
+
+    #[test]
+    fn only_served_wit_versions_are_accepted() {
+        let v = |imports: &[&str], exports: &[&str]| {
+            wit_version(
+                &imports.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                &exports.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            v(&["mdm:plugin/kv@0.1.0"], &["mdm:plugin/hooks@0.1.0"]).unwrap(),
+            "0.1.0"
+        );
+        assert_eq!(
+            v(&[], &["mdm:plugin/hooks@0.1.7"]).unwrap(),
+            "0.1.7",
+            "patch releases are compatible"
+        );
+        let err = v(&[], &["mdm:plugin/hooks@0.2.0"]).unwrap_err();
+        assert!(err.contains("0.2.0") && err.contains("0.1.x"), "{err}");
+        assert!(v(&[], &["mdm:plugin/hooks@1.0.0"]).is_err());
+        assert!(
+            v(&["mdm:plugin/kv@0.2.0"], &["mdm:plugin/hooks@0.1.0"]).is_err(),
+            "mixed versions"
+        );
+        assert!(v(&[], &["wasi:cli/run@0.2.0"])
+            .unwrap_err()
+            .contains("does not export"));
+        assert!(v(&[], &["mdm:plugin/hooks"]).is_err());
     }
 
     #[test]
