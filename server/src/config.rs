@@ -27,6 +27,7 @@ pub struct Config {
     pub housekeeping_interval_secs: u64,
     pub identity: IdentityConfig,
     pub plugins: PluginsConfig,
+    pub push: PushConfig,
     pub log: LogConfig,
     /// HTTP worker threads; unset means one per core.
     pub workers: Option<usize>,
@@ -93,6 +94,50 @@ impl Default for PluginsConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct PushConfig {
+    /// APNs endpoint: `production` or `sandbox` (development builds of Apple's MDM client).
+    pub environment: ApnsEnvironmentConfig,
+    /// How long APNs keeps trying to deliver a push, in seconds.
+    pub expiration_secs: u64,
+    /// A channel with pending commands that has not checked in is pushed again after this long, doubling
+    /// each time up to `max_backoff_secs`.
+    pub repush_interval_secs: u64,
+    pub max_backoff_secs: u64,
+    /// Pushes this replica sends per second at most (re-push and enqueue alike).
+    pub max_per_second: u32,
+    /// Concurrent APNs requests (HTTP/2 streams) per batch.
+    pub max_concurrent: usize,
+    /// Secret that seals push certificate private keys at rest (16+ bytes). Unset: one is generated into
+    /// `<data_dir>/push-seal.key` on first start (fine for a single dev server; set it in production).
+    pub key_secret: Option<String>,
+    /// How often the push worker looks for owed pushes, in milliseconds.
+    pub worker_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApnsEnvironmentConfig {
+    Production,
+    Sandbox,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            environment: ApnsEnvironmentConfig::Production,
+            expiration_secs: 86_400,
+            repush_interval_secs: 600,
+            max_backoff_secs: 86_400,
+            max_per_second: 500,
+            max_concurrent: 64,
+            key_secret: None,
+            worker_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LogConfig {
     /// `pretty` or `json`.
     pub format: LogFormat,
@@ -127,6 +172,7 @@ impl Default for Config {
             housekeeping_interval_secs: 300,
             identity: IdentityConfig::default(),
             plugins: PluginsConfig::default(),
+            push: PushConfig::default(),
             log: LogConfig::default(),
             workers: None,
         }
@@ -199,6 +245,18 @@ impl Config {
                     "identity.proxy_cert_header {h:?} is not a header name"
                 ));
             }
+        }
+        let push = &self.push;
+        if push.repush_interval_secs == 0
+            || push.max_backoff_secs < push.repush_interval_secs
+            || push.max_per_second == 0
+            || push.max_concurrent == 0
+            || push.worker_interval_ms == 0
+        {
+            return bad("push: repush_interval_secs, max_per_second, max_concurrent and worker_interval_ms must be at least 1, and max_backoff_secs at least repush_interval_secs".into());
+        }
+        if push.key_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return bad("push.key_secret must be at least 16 bytes".into());
         }
         let p = &self.plugins;
         if !(1..=10_000).contains(&p.max_concurrent)

@@ -77,6 +77,7 @@ pub struct CheckinService {
     user_authenticate: UserAuthenticatePolicy,
     ca: Option<CaVerifier>,
     plugins: Arc<PluginHost>,
+    repush_interval_ms: i64,
 }
 
 impl CheckinService {
@@ -87,6 +88,7 @@ impl CheckinService {
         user_authenticate: UserAuthenticatePolicy,
         ca: Option<CaVerifier>,
         plugins: Arc<PluginHost>,
+        repush_interval_ms: i64,
     ) -> Self {
         Self {
             storage,
@@ -95,6 +97,7 @@ impl CheckinService {
             user_authenticate,
             ca,
             plugins,
+            repush_interval_ms,
         }
     }
 
@@ -231,7 +234,7 @@ impl CheckinService {
             }
             CheckinPayload::GetToken { .. } => return Err(CheckinError::Unsupported("GetToken")),
         };
-        seen(&txn, e, now).await?;
+        seen(&txn, e, now, now + self.repush_interval_ms).await?;
         self.plugins
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
             .await?;
@@ -404,7 +407,7 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
             .await?;
         let next = queue::next(&txn, &e.id, now).await?;
-        seen(&txn, e, now).await?;
+        seen(&txn, e, now, now + self.repush_interval_ms).await?;
         txn.commit().await?;
         Ok(match next {
             Some((_, cmd)) => {
@@ -574,7 +577,14 @@ async fn token_update<C: ConnectionTrait>(
     Ok(())
 }
 
-async fn seen<C: ConnectionTrait>(c: &C, e: &EnrollmentRef, now: i64) -> Result<(), CheckinError> {
+/// The device is here: last seen now, and (for this channel) no push owed before `next_push_at`.
+async fn seen<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    now: i64,
+    next_push_at: i64,
+) -> Result<(), CheckinError> {
+    crate::storage::push::checked_in(c, &e.id, next_push_at).await?;
     devices::touch(c, &e.device_id, now).await?;
     if e.id != e.device_id {
         enrollments::touch(c, &e.id, now).await?;

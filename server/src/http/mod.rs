@@ -110,6 +110,7 @@ impl Application {
                 config.user_authenticate,
                 ca,
                 plugins.clone(),
+                config.push.repush_interval_secs as i64 * 1000,
             ),
             queue: QueueService::new(storage.clone(), clock.clone(), metrics.clone()),
             storage,

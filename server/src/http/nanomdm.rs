@@ -64,6 +64,7 @@ async fn enqueue(
             priority: 0,
             ttl_seconds: None,
             source: format!("nanomdm-api:{}", auth.principal.name),
+            no_push,
         })
         .await
     {

@@ -217,6 +217,7 @@ async fn perform<C: ConnectionTrait>(
                 priority: e.priority,
                 ttl_seconds: e.ttl_seconds.map(u64::from),
                 source: format!("plugin:{plugin}"),
+                no_push: false,
             };
             match queue::enqueue_in(c, req, ctx.now).await {
                 Ok(o) => {

@@ -32,6 +32,8 @@ pub struct EnqueueRequest {
     pub ttl_seconds: Option<u64>,
     /// Who asked (`api`, `nanomdm-api`, later `plugin:<id>`), kept with the command.
     pub source: String,
+    /// Do not wake the devices: the commands wait for their next check-in (or a later push).
+    pub no_push: bool,
 }
 
 /// What happened for one id.
@@ -314,6 +316,15 @@ pub async fn enqueue_in<C: ConnectionTrait>(
             }
         }
         (None, CommandSpec::Raw(_)) => unreachable!("raw commands are always shared"),
+    }
+    if !req.no_push {
+        // Owed a push as of now; the push worker sends it after this transaction commits.
+        let queued: Vec<String> = results
+            .iter()
+            .filter(|(_, r)| r.status == EnqueueStatus::Queued)
+            .map(|(id, _)| id.clone())
+            .collect();
+        crate::storage::push::due_now(c, &queued, now).await?;
     }
     let queued = results
         .values()

@@ -8,7 +8,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002Plugins)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002Plugins),
+            Box::new(M0003Push),
+        ]
     }
 }
 
@@ -371,6 +375,78 @@ impl MigrationTrait for M0002Plugins {
                 .to_owned(),
         )
         .await?;
+        Ok(())
+    }
+}
+
+/// APNs push: certificates (private keys sealed), and each channel's push state for re-push with backoff.
+struct M0003Push;
+
+impl MigrationName for M0003Push {
+    fn name(&self) -> &str {
+        "m0003_push"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Push {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("push_certs")
+                .col(string("topic").primary_key())
+                .col(text("cert_pem"))
+                .col(blob("key_sealed"))
+                .col(big_integer("not_before"))
+                .col(big_integer("not_after"))
+                .col(big_integer("created_at"))
+                .col(big_integer("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+        for col in [
+            big_integer_null("last_push_at"),
+            big_integer_null("next_push_at"),
+            integer("push_attempts").default(0).to_owned(),
+            big_integer_null("token_dead_at"),
+        ] {
+            let mut col = col;
+            m.alter_table(
+                Table::alter()
+                    .table("enrollments")
+                    .add_column(&mut col)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        m.create_index(
+            Index::create()
+                .name("idx_enrollments_next_push")
+                .table("enrollments")
+                .col("next_push_at")
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("push_certs").to_owned())
+            .await?;
+        for c in [
+            "last_push_at",
+            "next_push_at",
+            "push_attempts",
+            "token_dead_at",
+        ] {
+            m.alter_table(
+                Table::alter()
+                    .table("enrollments")
+                    .drop_column(c)
+                    .to_owned(),
+            )
+            .await?;
+        }
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugins;
+pub mod push;
 pub mod queue;
 pub mod testing;
 

@@ -28,6 +28,9 @@ pub struct EnqueueBody {
     priority: i32,
     /// Expire the command if not finished within this many seconds.
     ttl_seconds: Option<u64>,
+    /// Do not push: the devices get the command at their next check-in.
+    #[serde(default)]
+    no_push: bool,
 }
 
 /// Queue a command to devices.
@@ -58,6 +61,7 @@ pub async fn enqueue(
             priority: b.priority,
             ttl_seconds: b.ttl_seconds,
             source: format!("api:{}", auth.principal.name),
+            no_push: b.no_push,
         })
         .await?;
     Ok(HttpResponse::Ok().json(outcome))

@@ -19,6 +19,13 @@ pub struct Model {
     pub awaiting_configuration: Option<bool>,
     pub token_update_count: i32,
     pub token_update_raw: Option<Vec<u8>>,
+    pub last_push_at: Option<i64>,
+    /// When a push is next due if commands are still pending (re-push with backoff).
+    pub next_push_at: Option<i64>,
+    /// Pushes since the device last checked in.
+    pub push_attempts: i32,
+    /// APNs said the token is dead; no pushes until the next TokenUpdate.
+    pub token_dead_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub last_seen_at: i64,

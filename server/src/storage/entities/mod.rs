@@ -11,4 +11,5 @@ pub mod plugin;
 pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugin_schedule;
+pub mod push_cert;
 pub mod queue_item;
