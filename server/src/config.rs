@@ -112,6 +112,8 @@ pub struct PushConfig {
     pub key_secret: Option<String>,
     /// How often the push worker looks for owed pushes, in milliseconds.
     pub worker_interval_ms: u64,
+    /// Run the push worker in this process (off for replicas that should not send pushes).
+    pub worker: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +134,7 @@ impl Default for PushConfig {
             max_concurrent: 64,
             key_secret: None,
             worker_interval_ms: 1000,
+            worker: true,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod metrics;
 pub mod plugins;
 pub mod protocol;
+pub mod push;
 pub mod queue;
 pub mod storage;
 pub mod telemetry;

@@ -58,6 +58,11 @@ pub struct PluginMetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
     pub outcome: String,
@@ -77,6 +82,8 @@ pub struct Metrics {
     pub plugin_custom: Family<PluginMetricLabels, Counter>,
     pub plugin_gauges: Family<PluginMetricLabels, Gauge<f64, AtomicU64>>,
     pub events_delivered: Family<SinkLabels, Counter>,
+    pub pushes: Family<StatusLabels, Counter>,
+    pub push_cert_expiry: Family<TopicLabels, Gauge>,
 }
 
 impl Metrics {
@@ -160,8 +167,18 @@ impl Metrics {
             "Plugin events delivered to sinks, by outcome",
             events_delivered.clone(),
         );
+        let pushes = Family::<StatusLabels, Counter>::default();
+        let push_cert_expiry = Family::<TopicLabels, Gauge>::default();
+        registry.register("pushes", "APNs pushes by outcome", pushes.clone());
+        registry.register(
+            "push_certificate_not_after_seconds",
+            "When each push certificate expires (Unix seconds)",
+            push_cert_expiry.clone(),
+        );
         Self {
             registry,
+            pushes,
+            push_cert_expiry,
             plugin_calls,
             plugin_duration,
             plugin_actions,

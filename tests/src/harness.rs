@@ -46,6 +46,9 @@ pub struct TestServer {
     pub base: String,
     pub storage: Storage,
     pub plugins: Arc<mdm_server::plugins::PluginHost>,
+    pub push: Arc<mdm_server::push::service::PushService>,
+    /// Every push the server sent, instead of APNs.
+    pub pusher: Arc<mdm_server::push::apns::RecordingPusher>,
     pub config: Config,
     pub clock: Arc<ManualClock>,
     /// A key with the `admin` scope.
@@ -76,16 +79,27 @@ impl TestServer {
             housekeeping_interval_secs: 3600,
             ..Config::default()
         };
-        // Tests drive schedules and event delivery themselves (`run_schedules`, `deliver_events`).
+        // Tests drive schedules, event delivery and pushes themselves (`run_schedules`, `deliver_events`,
+        // `push.run_once`).
         config.plugins.worker_interval_ms = 3_600_000;
+        config.push.worker = false;
+        config.push.key_secret = Some("test-secret-of-sufficient-length".into());
         tweak(&mut config);
         let clock = ManualClock::new(START_MS);
-        let app = Application::build_with_clock(config.clone(), clock.clone())
-            .await
-            .expect("server starts");
+        let pusher = mdm_server::push::apns::RecordingPusher::new();
+        let app = Application::build_with(
+            config.clone(),
+            mdm_server::http::Overrides {
+                clock: clock.clone(),
+                pusher: Some(pusher.clone()),
+            },
+        )
+        .await
+        .expect("server starts");
         let base = format!("http://127.0.0.1:{}", app.port());
         let storage = app.storage().clone();
         let plugins = app.plugins().clone();
+        let push = app.push().clone();
         tokio::spawn(app.run_until_stopped());
         let (_, admin_key) = apikeys::create(&storage, "test-admin", &[Scope::Admin], START_MS)
             .await
@@ -94,6 +108,8 @@ impl TestServer {
             base,
             storage,
             plugins,
+            push,
+            pusher,
             config,
             clock,
             admin_key,
@@ -111,17 +127,26 @@ impl TestServer {
             data_dir: data.path().to_path_buf(),
             ..self.config.clone()
         };
-        let app = Application::build_with_clock(config.clone(), self.clock.clone())
-            .await
-            .expect("replica starts");
+        let app = Application::build_with(
+            config.clone(),
+            mdm_server::http::Overrides {
+                clock: self.clock.clone(),
+                pusher: Some(self.pusher.clone()),
+            },
+        )
+        .await
+        .expect("replica starts");
         let base = format!("http://127.0.0.1:{}", app.port());
         let storage = app.storage().clone();
         let plugins = app.plugins().clone();
+        let push = app.push().clone();
         tokio::spawn(app.run_until_stopped());
         TestServer {
             base,
             storage,
             plugins,
+            push,
+            pusher: self.pusher.clone(),
             config,
             clock: self.clock.clone(),
             admin_key: self.admin_key.clone(),
@@ -135,6 +160,12 @@ impl TestServer {
             _data: data,
             replica_of: Some(()),
         }
+    }
+
+    /// The server's clock now (ms).
+    pub fn clock_now(&self) -> i64 {
+        use mdm_server::clock::Clock;
+        self.clock.now_ms()
     }
 
     /// A key with exactly these scopes.

@@ -92,6 +92,8 @@ pub enum ApiError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Plugin(#[from] crate::plugins::admin::PluginError),
+    #[error(transparent)]
+    Push(#[from] crate::push::service::PushServiceError),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -121,6 +123,12 @@ impl ApiError {
                 | QueueError::BadTtl => (S::BAD_REQUEST, "invalid_command"),
             },
             ApiError::Storage(s) => storage_code(s),
+            ApiError::Push(p) => match p {
+                crate::push::service::PushServiceError::Certificate(_) => {
+                    (S::BAD_REQUEST, "invalid_certificate")
+                }
+                crate::push::service::PushServiceError::Storage(s) => storage_code(s),
+            },
             ApiError::Plugin(p) => match p {
                 crate::plugins::admin::PluginError::Invalid(_) => {
                     (S::BAD_REQUEST, "invalid_plugin")

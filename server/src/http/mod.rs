@@ -17,6 +17,10 @@ use crate::identity::CaVerifier;
 use crate::metrics::Metrics;
 use crate::plugins::delivery::Delivery;
 use crate::plugins::PluginHost;
+use crate::push::apns::{ApnsEnvironment, ApnsPusher, Pusher};
+use crate::push::cert::PushCertificate;
+use crate::push::seal::KeySealer;
+use crate::push::service::{CertificateSink, PushService};
 use crate::queue::QueueService;
 use crate::storage::Storage;
 use actix_web::dev::Server;
@@ -33,7 +37,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
     pub plugins: Arc<PluginHost>,
+    pub push: Arc<PushService>,
     pub proxy_cert_header: Option<HeaderName>,
+}
+
+/// What tests (and embedders) replace: the clock, and the APNs sender.
+pub struct Overrides {
+    pub clock: SharedClock,
+    /// None: the real APNs sender, with the stored certificates installed.
+    pub pusher: Option<Arc<dyn Pusher>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +62,8 @@ pub enum StartError {
     Bind(String, std::io::Error),
     #[error("plugin host: {0}")]
     Plugins(String),
+    #[error("push: {0}")]
+    Push(String),
 }
 
 /// A built server, bound to its port but not yet running.
@@ -66,6 +80,18 @@ impl Application {
 
     /// As `build`, with a chosen clock (tests move time without sleeping).
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        Self::build_with(
+            config,
+            Overrides {
+                clock,
+                pusher: None,
+            },
+        )
+        .await
+    }
+
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, StartError> {
+        let clock = overrides.clock;
         config.validate()?;
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir)
@@ -102,6 +128,42 @@ impl Application {
                 .map_err(|e| StartError::Plugins(e.to_string()))?;
             tracing::info!(dir = %dir.display(), loaded = n, "plugins loaded from directory");
         }
+        let (pusher, sink): (Arc<dyn Pusher>, Option<Arc<dyn CertificateSink>>) = match overrides
+            .pusher
+        {
+            Some(p) => (p, None),
+            None => {
+                let env = match config.push.environment {
+                    crate::config::ApnsEnvironmentConfig::Production => ApnsEnvironment::Production,
+                    crate::config::ApnsEnvironmentConfig::Sandbox => ApnsEnvironment::Sandbox,
+                };
+                let apns = Arc::new(ApnsPusher::new(
+                    env,
+                    config.push.expiration_secs,
+                    config.push.max_concurrent,
+                ));
+                (apns.clone(), Some(Arc::new(ApnsSink(apns))))
+            }
+        };
+        let sealer =
+            KeySealer::new(&seal_secret(&config)?).map_err(|e| StartError::Push(e.to_string()))?;
+        let push = Arc::new(PushService::new(
+            storage.clone(),
+            clock.clone(),
+            metrics.clone(),
+            pusher,
+            sink,
+            sealer,
+            config.push.clone(),
+        ));
+        let loaded = push
+            .load_certificates()
+            .await
+            .map_err(|e| StartError::Push(e.to_string()))?;
+        tracing::info!(certificates = loaded, "push certificates loaded");
+        if config.push.worker {
+            push.clone().spawn();
+        }
         let state = web::Data::new(AppState {
             checkin: CheckinService::new(
                 storage.clone(),
@@ -117,6 +179,7 @@ impl Application {
             metrics: metrics.clone(),
             clock: clock.clone(),
             plugins: plugins.clone(),
+            push,
             proxy_cert_header: config
                 .identity
                 .proxy_cert_header
@@ -183,6 +246,10 @@ impl Application {
 
     pub fn plugins(&self) -> &Arc<PluginHost> {
         &self.state.plugins
+    }
+
+    pub fn push(&self) -> &Arc<PushService> {
+        &self.state.push
     }
 
     /// Serve until stopped (SIGINT/SIGTERM stop gracefully).
@@ -259,4 +326,42 @@ fn spawn_plugin_workers(
             }
         }
     });
+}
+
+struct ApnsSink(Arc<ApnsPusher>);
+
+impl CertificateSink for ApnsSink {
+    fn install(&self, cert: &PushCertificate) -> Result<(), String> {
+        self.0.set_certificate(cert).map_err(|e| e.to_string())
+    }
+}
+
+/// The secret that seals push keys: configured, or generated once into the data dir (0600) for a single
+/// development server. Production sets `push.key_secret` so the key never sits beside the data.
+fn seal_secret(config: &Config) -> Result<String, StartError> {
+    if let Some(s) = &config.push.key_secret {
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("push-seal.key");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().to_string());
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
+    let mut raw = [0u8; 32];
+    openssl::rand::rand_bytes(&mut raw).map_err(|e| StartError::Push(e.to_string()))?;
+    let secret = hex::encode(raw);
+    write_private(&path, &secret)
+        .map_err(|e| StartError::Push(format!("{}: {e}", path.display())))?;
+    tracing::warn!(path = %path.display(), "generated a push key-sealing secret; set push.key_secret in production");
+    Ok(secret)
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(text.as_bytes())
 }

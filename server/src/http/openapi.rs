@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations and served at `/api/openapi.json`.
 
-use super::api::{commands, devices, keys, plugins};
+use super::api::{commands, devices, keys, plugins, push};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -12,10 +12,11 @@ use utoipa::{Modify, OpenApi};
         commands::enqueue, commands::status, commands::result, commands::queue, commands::clear, commands::cancel,
         keys::create, keys::list, keys::revoke,
         plugins::upload, plugins::list, plugins::get, plugins::update, plugins::set_config, plugins::delete, plugins::audit,
+        push::push, push::upload_cert, push::certs,
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
-    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"))
+    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"))
 )]
 pub struct ApiDoc;
 

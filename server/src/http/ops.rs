@@ -20,7 +20,12 @@ async fn healthz() -> HttpResponse {
 /// The process can serve: the database answers.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.storage.ping().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Ok(()) => {
+            // Ready, with warnings an operator must act on (a push certificate about to expire stops every
+            // device from being woken).
+            let warnings = state.push.expiring(30).await.unwrap_or_default();
+            HttpResponse::Ok().json(serde_json::json!({"status": "ready", "warnings": warnings}))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             HttpResponse::ServiceUnavailable().json(

@@ -64,6 +64,8 @@ pub async fn enqueue(
             no_push: b.no_push,
         })
         .await?;
+    // The push worker sends what the enqueue made owed; wake it rather than wait for its next round.
+    state.push.wake();
     Ok(HttpResponse::Ok().json(outcome))
 }
 

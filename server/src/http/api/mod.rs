@@ -4,6 +4,7 @@ pub mod commands;
 pub mod devices;
 pub mod keys;
 pub mod plugins;
+pub mod push;
 
 use super::error::ApiError;
 use actix_web::web;
@@ -37,7 +38,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/plugins/{id}", web::patch().to(plugins::update))
             .route("/plugins/{id}", web::delete().to(plugins::delete))
             .route("/plugins/{id}/config", web::put().to(plugins::set_config))
-            .route("/plugin-audit", web::get().to(plugins::audit)),
+            .route("/plugin-audit", web::get().to(plugins::audit))
+            .route("/push", web::post().to(push::push))
+            .route("/push-certs", web::get().to(push::certs))
+            .route("/push-certs", web::post().to(push::upload_cert)),
     );
 }
 

@@ -1,0 +1,98 @@
+//! Push: explicit pushes (`commands:write`) and push certificates (`admin`).
+
+use super::body as json_body;
+use crate::http::auth::{Admin, Auth, CommandsWrite};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::AppState;
+use crate::push::cert::PushCertificate;
+use crate::push::service::{CertInfo, PushResult};
+use actix_web::{web, HttpResponse};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushBody {
+    /// Enrollment ids to wake.
+    ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushResults {
+    results: BTreeMap<String, PushResult>,
+}
+
+/// Push enrollments now (an MDM push wakes the device; it then fetches its queue).
+#[utoipa::path(post, path = "/api/v1/push", tag = "push", request_body = PushBody,
+    responses((status = 200, body = PushResults), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = ["commands:write"])))]
+pub async fn push(
+    _auth: Auth<CommandsWrite>,
+    body: Result<web::Json<PushBody>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let b = json_body(body)?;
+    if b.ids.is_empty() || b.ids.len() > 10_000 {
+        return Err(ApiError::BadRequest("give 1 to 10000 ids".into()));
+    }
+    let results = state.push.push_now(&b.ids).await?;
+    Ok(HttpResponse::Ok().json(PushResults { results }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertUpload {
+    /// PEM certificate (with `key_pem`), or
+    cert_pem: Option<String>,
+    /// PEM private key (PKCS#1 or PKCS#8; encrypted ones need `password`).
+    key_pem: Option<String>,
+    /// A PKCS#12 (.p12) file, base64 (with `password`).
+    pkcs12_base64: Option<String>,
+    password: Option<String>,
+}
+
+/// Upload an APNs MDM push certificate (PEM certificate and key, or PKCS#12). Its topic is the certificate's
+/// UID; a certificate for a topic already present replaces it (yearly renewal).
+#[utoipa::path(post, path = "/api/v1/push-certs", tag = "push", request_body = CertUpload,
+    responses((status = 201, body = CertInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = ["admin"])))]
+pub async fn upload_cert(
+    _auth: Auth<Admin>,
+    body: Result<web::Json<CertUpload>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let b = json_body(body)?;
+    let now = state.clock.now_ms() / 1000;
+    let cert = match (b.cert_pem, b.key_pem, b.pkcs12_base64) {
+        (Some(c), Some(k), None) => {
+            PushCertificate::from_pem(c.as_bytes(), k.as_bytes(), b.password.as_deref(), now)
+        }
+        (None, None, Some(p12)) => {
+            let der = STANDARD
+                .decode(p12.trim())
+                .map_err(|e| ApiError::BadRequest(format!("pkcs12_base64: {e}")))?;
+            PushCertificate::from_pkcs12(&der, b.password.as_deref().unwrap_or(""), now)
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give cert_pem and key_pem, or pkcs12_base64 (with password)".into(),
+            ))
+        }
+    }
+    .map_err(|e| ApiError::BadRequest(format!("push certificate refused: {e}")))?;
+    Ok(HttpResponse::Created().json(state.push.store(cert).await?))
+}
+
+/// Push certificates with their expiry.
+#[utoipa::path(get, path = "/api/v1/push-certs", tag = "push",
+    responses((status = 200, body = Vec<CertInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = ["admin"])))]
+pub async fn certs(
+    _auth: Auth<Admin>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.push.certificates().await?))
+}
