@@ -60,6 +60,16 @@ pub struct TestServer {
     replica_of: Option<()>,
 }
 
+/// An HTTP client that drops idle connections after 1 s, well inside the server's 5 s keep-alive: otherwise a
+/// test that pauses (building a plugin on a slow machine) can reuse a connection the server is closing at that
+/// moment, and the request fails with an incomplete message.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(1))
+        .build()
+        .expect("http client")
+}
+
 /// 2026-01-01T00:00:00Z: tests start from a fixed time and move it explicitly.
 pub const START_MS: i64 = 1_767_225_600_000;
 
@@ -113,7 +123,7 @@ impl TestServer {
             config,
             clock,
             admin_key,
-            http: reqwest::Client::new(),
+            http: client(),
             db,
             _data: data,
             replica_of: None,
@@ -150,7 +160,7 @@ impl TestServer {
             config,
             clock: self.clock.clone(),
             admin_key: self.admin_key.clone(),
-            http: reqwest::Client::new(),
+            http: client(),
             db: TestDatabase {
                 label: self.db.label,
                 url: self.db.url.clone(),

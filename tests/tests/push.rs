@@ -347,3 +347,36 @@ async fn the_real_expired_apple_push_certificate_is_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_plugin_push_action_is_sent_after_the_checkin_commits() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let dev = Device::new(Platform::Ios);
+        s.enroll(&dev).await;
+        // Queued without a push: nothing owed yet.
+        let r = s
+            .post("/api/v1/commands", json!({"ids": [dev.udid], "command": {"RequestType": "ProfileList"}, "no_push": true}))
+            .await;
+        assert_eq!(r.status, 200);
+        s.push.run_once().await.unwrap();
+        assert_eq!(pushes_to(&s, &dev), 0);
+        let mut m = mdm_tests::plugins::manifest("hostile");
+        m["hooks"] = json!(["on-checkin"]);
+        let wasm = std::fs::read(mdm_tests::plugins::build("hostile-plugin")).unwrap();
+        let r = s
+            .post(
+                "/api/v1/plugins",
+                json!({"manifest": m, "wasm_base64": STANDARD.encode(wasm), "config": {"mode": "push"}, "approve_capabilities": m["capabilities"]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(s.checkin(&dev, dev.token_update(None)).await.status, 200);
+        s.push.run_once().await.unwrap();
+        assert_eq!(pushes_to(&s, &dev), 1, "the plugin's push went out after the check-in");
+        let audit = s.get("/api/v1/plugin-audit?plugin_id=hostile").await.json();
+        assert_eq!((audit["entries"][0]["kind"].as_str(), audit["entries"][0]["outcome"].as_str()), (Some("push"), Some("applied")));
+        s.stop().await;
+    })
+    .await;
+}

@@ -162,7 +162,14 @@ fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, Strin
         Action::Retry(r) => {
             json!({"enrollment_id": r.enrollment_id, "command_uuid": r.command_uuid, "after_seconds": r.after_seconds})
         }
-        Action::Push(ids) => json!({"ids": ids.len()}),
+        Action::Push(ids) => {
+            if ids.is_empty() || ids.len() > MAX_IDS_PER_ACTION {
+                return Err(format!(
+                    "a push names 1 to {MAX_IDS_PER_ACTION} enrollments"
+                ));
+            }
+            json!({"ids": ids.len()})
+        }
         Action::SetAttribute(s) => {
             if s.key.is_empty()
                 || s.key.len() > MAX_ATTRIBUTE_KEY
@@ -270,9 +277,10 @@ async fn perform<C: ConnectionTrait>(
                 },
             }
         }
-        Action::Push(_) => {
-            desc["reason"] = json!("APNs push is not configured on this server");
-            "skipped"
+        Action::Push(ids) => {
+            // Owed as of now: the push worker sends it once this transaction commits.
+            crate::storage::push::due_now(c, &ids, ctx.now).await?;
+            "applied"
         }
         Action::SetAttribute(s) => {
             if devices::find(c, &s.device_id).await?.is_none() {

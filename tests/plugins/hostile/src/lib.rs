@@ -84,6 +84,7 @@ fn misbehave(device_id: &str) -> Result<Vec<Action>, String> {
                 Err(e) => Err(format!("http refused: {e:?}")),
             }
         }
+        "push" => Ok(vec![Action::Push(vec![device_id.to_string()])]),
         "tag" => Ok(vec![Action::SetAttribute(DeviceAttribute {
             device_id: device_id.to_string(),
             key: "hostile".into(),
