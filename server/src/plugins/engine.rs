@@ -2,13 +2,31 @@
 //! epoch interruption (a ticker thread bumps the epoch; a call's deadline is a number of ticks), and one
 //! linker with WASI (sandboxed by each call's context) and the `mdm:plugin` imports.
 
-use super::bindings::{Plugin, PluginPre};
+use super::bindings::v0_1;
 use super::host::HostState;
+use super::runtime::Prepared;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// The WIT versions this build has bindings for (one `bindings` module and `Prepared` variant each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    V0_1,
+}
+
+impl Served {
+    /// Which bindings serve a component built against `wit_version` (0.x versions match on the minor).
+    pub fn of(wit_version: &str) -> Option<Served> {
+        let mut parts = wit_version.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("0"), Some("1")) => Some(Served::V0_1),
+            _ => None,
+        }
+    }
+}
 
 /// How often the epoch advances. A call's deadline is rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -57,7 +75,8 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        // Every served version's imports, side by side (their names carry the version).
+        v0_1::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }
@@ -106,9 +125,16 @@ impl PluginEngine {
         Component::new(&self.engine, wasm)
     }
 
-    /// Resolve imports once; each call then only instantiates.
-    pub fn prepare(&self, component: &Component) -> wasmtime::Result<PluginPre<HostState>> {
-        PluginPre::new(self.linker.instantiate_pre(component)?)
+    /// Resolve imports once, with the bindings of the WIT version the component was built against; each call
+    /// then only instantiates.
+    pub fn prepare(&self, component: &Component, wit_version: &str) -> wasmtime::Result<Prepared> {
+        let pre = self.linker.instantiate_pre(component)?;
+        match Served::of(wit_version) {
+            Some(Served::V0_1) => Ok(Prepared::V0_1(v0_1::PluginPre::new(pre)?)),
+            None => Err(wasmtime::Error::msg(format!(
+                "no bindings for mdm:plugin@{wit_version}"
+            ))),
+        }
     }
 
     /// Whether a compiled form of this component is in the on-disk cache.
@@ -126,6 +152,17 @@ impl PluginEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_version_the_upload_check_accepts_has_bindings() {
+        // Listing a version as supported without bindings would pass the upload check, then fail to link.
+        for (major, minor) in crate::plugins::inspect::SUPPORTED_VERSIONS {
+            let v = format!("{major}.{minor}.3");
+            assert!(Served::of(&v).is_some(), "no bindings for {v}");
+        }
+        assert_eq!(Served::of("0.2.0"), None);
+        assert_eq!(Served::of("1.1.0"), None);
+    }
 
     #[test]
     fn deadlines_round_up_to_whole_ticks() {

@@ -227,7 +227,7 @@ impl PluginHost {
         &self,
         wasm: Vec<u8>,
         sha256: String,
-    ) -> Result<(inspect::ComponentInfo, bindings::PluginPre<host::HostState>), String> {
+    ) -> Result<(inspect::ComponentInfo, runtime::Prepared), String> {
         let engine = self.runtime.engine.clone();
         // Compiling is CPU-heavy: keep it off the async threads.
         tokio::task::spawn_blocking(move || {
@@ -236,7 +236,7 @@ impl PluginHost {
                 .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
             let info = inspect::inspect(engine.engine(), &component)?;
             let pre = engine
-                .prepare(&component)
+                .prepare(&component, &info.wit_version)
                 .map_err(|e| format!("the component's imports cannot be satisfied: {e:#}"))?;
             Ok((info, pre))
         })

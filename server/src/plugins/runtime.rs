@@ -5,7 +5,7 @@
 use super::backend::HostBackend;
 use super::bindings::hooks::{Action, Decision};
 use super::bindings::types::{CheckinEvent, CommandResultEvent, EnrollmentRequest, ScheduleEvent};
-use super::bindings::PluginPre;
+use super::bindings::v0_1;
 use super::engine::PluginEngine;
 use super::host::{CallContext, HostState, LogLine};
 use super::manifest::{Capability, Manifest};
@@ -13,6 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use wasmtime::Store;
+
+/// A linked component, by the WIT version it was built against (read at upload). Each served version has a
+/// variant; `Runtime::call` dispatches on it.
+pub enum Prepared {
+    V0_1(v0_1::PluginPre<HostState>),
+}
 
 /// A plugin ready to run: one revision of it, compiled and linked.
 pub struct LoadedPlugin {
@@ -24,7 +30,7 @@ pub struct LoadedPlugin {
     pub priority: i32,
     pub dry_run: bool,
     pub quarantined: bool,
-    pub(crate) pre: PluginPre<HostState>,
+    pub(crate) pre: Prepared,
 }
 
 impl LoadedPlugin {
@@ -165,7 +171,8 @@ impl Runtime {
         store.epoch_deadline_trap();
 
         let run = async {
-            let instance = p.pre.instantiate_async(&mut store).await?;
+            let Prepared::V0_1(pre) = &p.pre;
+            let instance = pre.instantiate_async(&mut store).await?;
             let hooks = instance.mdm_plugin_hooks();
             let out = match &input {
                 HookInput::Enrollment(e) => hooks

@@ -186,7 +186,9 @@ impl Harness {
         let info = super::inspect::inspect(engine.engine(), &component)?;
         super::inspect::check_capabilities(&info, &manifest, &manifest.capabilities)
             .map_err(|p| p.join("; "))?;
-        let pre = engine.prepare(&component).map_err(|e| format!("{e:#}"))?;
+        let pre = engine
+            .prepare(&component, &info.wit_version)
+            .map_err(|e| format!("{e:#}"))?;
         let backend = Arc::new(MemoryBackend::default());
         backend.now.store(1_767_225_600_000, Ordering::SeqCst);
         Ok(Self {
