@@ -394,29 +394,33 @@ async fn dry_run_audits_actions_without_applying_them() {
 async fn plugins_run_in_priority_order_with_ties_by_id() {
     each_database(|db| async move {
         let s = server(db).await;
-        let wasm = std::fs::read(plugins::build("hostile-plugin")).unwrap();
         for id in ["alpha", "zeta"] {
             let mut m = notifier();
             m["id"] = json!(id);
-            let r = s
-                .post(
-                    "/api/v1/plugins",
-                    json!({"manifest": m, "wasm_base64": STANDARD.encode(&wasm), "config": {"mode": "tag"},
-                           "approve_capabilities": m["capabilities"]}),
-                )
-                .await;
+            let r = upload(&s, &m, json!({"mode": "tag"})).await;
             assert_eq!(r.status, 200, "{}", r.text());
         }
         // The audit log lists newest first, so the plugin that ran last comes first.
         let last_to_run = async |s: &TestServer| {
             let dev = Device::new(Platform::Ios);
             assert_eq!(s.checkin(&dev, dev.authenticate()).await.status, 200);
-            let rows = s.get(&format!("/api/v1/plugin-audit?device_id={}", dev.udid)).await.json();
-            rows["entries"][0]["plugin_id"].as_str().unwrap().to_string()
+            let rows = s
+                .get(&format!("/api/v1/plugin-audit?device_id={}", dev.udid))
+                .await
+                .json();
+            rows["entries"][0]["plugin_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
         };
         assert_eq!(last_to_run(&s).await, "zeta", "equal priorities: id order");
         let r = s
-            .api(reqwest::Method::PATCH, "/api/v1/plugins/zeta", Some(&s.admin_key), Some(json!({"priority": -5})))
+            .api(
+                reqwest::Method::PATCH,
+                "/api/v1/plugins/zeta",
+                Some(&s.admin_key),
+                Some(json!({"priority": -5})),
+            )
             .await;
         assert_eq!(r.status, 200);
         assert_eq!(last_to_run(&s).await, "alpha", "lower priority runs first");
