@@ -186,7 +186,6 @@ impl CheckinService {
         let txn = self.storage.db().begin().await?;
         let device = authorize(&txn, cert, e).await?;
         let response = match &msg.payload {
-            CheckinPayload::Authenticate(_) => unreachable!("handled above"),
             CheckinPayload::TokenUpdate(t) => {
                 token_update(&txn, e, t, &msg.raw, now).await?;
                 MdmResponse::Empty
@@ -229,10 +228,10 @@ impl CheckinService {
                 }
                 MdmResponse::Plist(to_xml(&d))
             }
-            CheckinPayload::DeclarativeManagement { .. } => {
-                return Err(CheckinError::Unsupported("DeclarativeManagement"))
-            }
-            CheckinPayload::GetToken { .. } => return Err(CheckinError::Unsupported("GetToken")),
+            // Answered before plugins ran and before this transaction.
+            CheckinPayload::Authenticate(_)
+            | CheckinPayload::DeclarativeManagement { .. }
+            | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
         };
         seen(&txn, e, now, now + self.repush_interval_ms).await?;
         self.plugins

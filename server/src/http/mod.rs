@@ -258,13 +258,28 @@ impl Application {
     }
 }
 
-/// Expiry and retention on a timer. A failure is logged and retried next round.
-fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_secs: u64) {
+/// Run `work` every `period` in the background; late ticks are delayed, not bunched. Each round logs its
+/// own failures and the next round tries again.
+fn every<F, Fut>(period: std::time::Duration, mut work: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(every_secs));
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            work().await;
+        }
+    });
+}
+
+/// Expiry and retention on a timer.
+fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_secs: u64) {
+    every(std::time::Duration::from_secs(every_secs), move || {
+        let state = state.clone();
+        async move {
             let now = state.clock.now_ms();
             let cutoff = now - i64::from(retention_days) * 86_400_000;
             let db = state.storage.db();
@@ -300,32 +315,33 @@ fn spawn_plugin_workers(
     delivery: Delivery,
     cfg: &crate::config::PluginsConfig,
 ) {
-    let reload_every = std::time::Duration::from_secs(cfg.reload_interval_secs);
-    let work_every = std::time::Duration::from_millis(cfg.worker_interval_ms);
     let p = plugins.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(reload_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = p.reload().await {
-                tracing::error!(error = %e, "plugin reload failed");
+    every(
+        std::time::Duration::from_secs(cfg.reload_interval_secs),
+        move || {
+            let p = p.clone();
+            async move {
+                if let Err(e) = p.reload().await {
+                    tracing::error!(error = %e, "plugin reload failed");
+                }
             }
-        }
-    });
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(work_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = plugins.run_schedules().await {
-                tracing::error!(error = %e, "plugin schedules failed");
+        },
+    );
+    let delivery = Arc::new(delivery);
+    every(
+        std::time::Duration::from_millis(cfg.worker_interval_ms),
+        move || {
+            let (plugins, delivery) = (plugins.clone(), delivery.clone());
+            async move {
+                if let Err(e) = plugins.run_schedules().await {
+                    tracing::error!(error = %e, "plugin schedules failed");
+                }
+                if let Err(e) = delivery.run_once().await {
+                    tracing::error!(error = %e, "event delivery failed");
+                }
             }
-            if let Err(e) = delivery.run_once().await {
-                tracing::error!(error = %e, "event delivery failed");
-            }
-        }
-    });
+        },
+    );
 }
 
 struct ApnsSink(Arc<ApnsPusher>);
