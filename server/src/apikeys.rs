@@ -18,15 +18,19 @@ pub enum Scope {
     CommandsRead,
     #[serde(rename = "commands:write")]
     CommandsWrite,
+    /// Enrollment tokens and SCEP challenges (for a provisioning system).
+    #[serde(rename = "enroll")]
+    Enroll,
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::DevicesRead,
         Scope::CommandsRead,
         Scope::CommandsWrite,
+        Scope::Enroll,
         Scope::Admin,
     ];
 
@@ -35,6 +39,7 @@ impl Scope {
             Scope::DevicesRead => "devices:read",
             Scope::CommandsRead => "commands:read",
             Scope::CommandsWrite => "commands:write",
+            Scope::Enroll => "enroll",
             Scope::Admin => "admin",
         }
     }

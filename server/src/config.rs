@@ -28,6 +28,9 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub plugins: PluginsConfig,
     pub push: PushConfig,
+    pub scep: ScepConfig,
+    pub enroll: EnrollConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
     /// HTTP worker threads; unset means one per core.
     pub workers: Option<usize>,
@@ -141,6 +144,103 @@ impl Default for PushConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct ScepConfig {
+    /// The CA that issues device identities. Unset: one is generated into the data dir on first start
+    /// (`scep-ca.pem`, and `scep-ca.key` encrypted under the sealing secret, see `push.key_secret`).
+    pub ca_cert_file: Option<PathBuf>,
+    pub ca_key_file: Option<PathBuf>,
+    /// Passphrase of `ca_key_file`, if it is encrypted.
+    pub ca_key_passphrase: Option<String>,
+    /// Subject of a generated CA.
+    pub ca_common_name: String,
+    pub organization: String,
+    pub ca_validity_days: i64,
+    /// Validity of issued device identities.
+    pub validity_days: u32,
+    /// How long a challenge (one per profile download) can be used.
+    pub challenge_ttl_secs: u64,
+}
+
+impl Default for ScepConfig {
+    fn default() -> Self {
+        Self {
+            ca_cert_file: None,
+            ca_key_file: None,
+            ca_key_passphrase: None,
+            ca_common_name: "MDM Device CA".into(),
+            organization: "mdm-server".into(),
+            ca_validity_days: 3650,
+            validity_days: 365,
+            challenge_ttl_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EnrollConfig {
+    /// The URL devices reach this server at (`https://mdm.example.com`), used in enrollment profiles.
+    /// Unset: taken from each request (Host header and scheme), which suits development only.
+    pub public_url: Option<String>,
+    /// `/enroll` needs a one-time token from the admin API (`/enroll?token=...`).
+    pub require_token: bool,
+    /// Lifetime of an enrollment token.
+    pub token_ttl_secs: u64,
+    /// Devices sign every message (`Mdm-Signature`), for deployments behind a TLS-terminating proxy.
+    pub sign_message: bool,
+    /// APNs topic for the MDM payload. Unset: the topic of the stored push certificate that expires last.
+    pub topic: Option<String>,
+    /// Shown to users installing the profile.
+    pub organization: String,
+    /// Certificate and key (PEM) that sign enrollment profiles. Unset: one issued by the SCEP CA is
+    /// generated into the data dir (`profile-signing.pem`/`.key`).
+    pub signing_cert_file: Option<PathBuf>,
+    pub signing_key_file: Option<PathBuf>,
+    pub signing_key_passphrase: Option<String>,
+    /// Queue a fresh enrollment profile (a new identity) this many days before a device's identity
+    /// certificate expires; 0 turns automatic renewal off.
+    pub renew_days_before_expiry: u32,
+}
+
+impl Default for EnrollConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            require_token: false,
+            token_ttl_secs: 300,
+            sign_message: true,
+            topic: None,
+            organization: "mdm-server".into(),
+            signing_cert_file: None,
+            signing_key_file: None,
+            signing_key_passphrase: None,
+            renew_days_before_expiry: 30,
+        }
+    }
+}
+
+/// TLS served by the server itself. MDM endpoints then require a client certificate issued by the SCEP CA
+/// (or by `identity.device_ca_file`); `/enroll`, `/scep` and the admin API do not.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    /// Server certificate chain and key (PEM, key unencrypted).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Development: generate a self-signed server certificate into the data dir (`tls-server.pem`) for
+    /// `localhost`, 127.0.0.1 and these extra names.
+    pub self_signed: bool,
+    pub self_signed_names: Vec<String>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert_file.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LogConfig {
     /// `pretty` or `json`.
     pub format: LogFormat,
@@ -176,6 +276,9 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             plugins: PluginsConfig::default(),
             push: PushConfig::default(),
+            scep: ScepConfig::default(),
+            enroll: EnrollConfig::default(),
+            tls: TlsConfig::default(),
             log: LogConfig::default(),
             workers: None,
         }
@@ -280,6 +383,23 @@ impl Config {
         if let Some(d) = &p.dir {
             if !d.is_dir() {
                 return bad(format!("plugins.dir {} is not a directory", d.display()));
+            }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad("tls.cert_file and tls.key_file go together".into());
+        }
+        if self.scep.ca_cert_file.is_some() != self.scep.ca_key_file.is_some() {
+            return bad("scep.ca_cert_file and scep.ca_key_file go together".into());
+        }
+        if self.enroll.signing_cert_file.is_some() != self.enroll.signing_key_file.is_some() {
+            return bad("enroll.signing_cert_file and enroll.signing_key_file go together".into());
+        }
+        if self.scep.validity_days == 0 || self.scep.challenge_ttl_secs == 0 || self.enroll.token_ttl_secs == 0 {
+            return bad("scep.validity_days, scep.challenge_ttl_secs and enroll.token_ttl_secs must be at least 1".into());
+        }
+        if let Some(u) = &self.enroll.public_url {
+            if url_scheme_ok(u).is_none() {
+                return bad(format!("enroll.public_url {u:?} is not an http(s) URL"));
             }
         }
         if let Some(f) = &self.identity.device_ca_file {

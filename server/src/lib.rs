@@ -7,13 +7,16 @@ pub mod apikeys;
 pub mod checkin;
 pub mod clock;
 pub mod config;
+pub mod enroll;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod pki;
 pub mod plugins;
 pub mod protocol;
 pub mod push;
 pub mod queue;
+pub mod scep;
 pub mod storage;
 pub mod telemetry;
 

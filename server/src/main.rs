@@ -29,6 +29,15 @@ enum Command {
         /// Override `listen` (host:port).
         #[arg(long)]
         listen: Option<String>,
+        /// Serve TLS with this certificate chain (PEM); MDM endpoints then require a client certificate.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve TLS with a generated self-signed certificate (development).
+        #[arg(long, conflicts_with = "tls_cert")]
+        tls_self_signed: bool,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -48,7 +57,7 @@ enum KeyAction {
         /// A name to recognise the key by.
         #[arg(long, default_value = "admin")]
         name: String,
-        /// Scopes: devices:read, commands:read, commands:write, admin (repeat or comma-separate).
+        /// Scopes: devices:read, commands:read, commands:write, enroll, admin (repeat or comma-separate).
         #[arg(long = "scope", required = true, value_delimiter = ',')]
         scopes: Vec<Scope>,
     },
@@ -89,10 +98,20 @@ async fn storage(config: &Config) -> Result<Storage, Box<dyn std::error::Error>>
 
 async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_key,
+            tls_self_signed,
+        } => {
             if let Some(l) = listen {
                 config.listen = l;
             }
+            if tls_cert.is_some() {
+                config.tls.cert_file = tls_cert;
+                config.tls.key_file = tls_key;
+            }
+            config.tls.self_signed |= tls_self_signed;
             let app = Application::build(config.clone()).await?;
             tracing::info!("mdm-server listening on {}", app.port());
             app.run_until_stopped().await?;

@@ -84,6 +84,11 @@ pub struct Metrics {
     pub events_delivered: Family<SinkLabels, Counter>,
     pub pushes: Family<StatusLabels, Counter>,
     pub push_cert_expiry: Family<TopicLabels, Gauge>,
+    pub scep_requests: Family<StatusLabels, Counter>,
+    pub enrollment_profiles: Family<StatusLabels, Counter>,
+    /// Devices whose identity certificate expires within the renewal window (set by the renewal worker).
+    pub identities_expiring: Gauge,
+    pub identity_renewals: Counter,
 }
 
 impl Metrics {
@@ -175,8 +180,36 @@ impl Metrics {
             "When each push certificate expires (Unix seconds)",
             push_cert_expiry.clone(),
         );
+        let scep_requests = Family::<StatusLabels, Counter>::default();
+        let enrollment_profiles = Family::<StatusLabels, Counter>::default();
+        let identities_expiring = Gauge::default();
+        let identity_renewals = Counter::default();
+        registry.register(
+            "scep_requests",
+            "SCEP PKIOperation requests by outcome (issued, failed, malformed)",
+            scep_requests.clone(),
+        );
+        registry.register(
+            "enrollment_profiles",
+            "Enrollment profile downloads by outcome",
+            enrollment_profiles.clone(),
+        );
+        registry.register(
+            "identity_certificates_expiring",
+            "Devices whose identity certificate expires within the renewal window",
+            identities_expiring.clone(),
+        );
+        registry.register(
+            "identity_renewals",
+            "Identity renewals queued (a fresh enrollment profile sent to the device)",
+            identity_renewals.clone(),
+        );
         Self {
             registry,
+            scep_requests,
+            enrollment_profiles,
+            identities_expiring,
+            identity_renewals,
             pushes,
             push_cert_expiry,
             plugin_calls,
@@ -204,11 +237,15 @@ impl Metrics {
     }
 
     pub fn report(&self, status: &str) {
-        self.reports
-            .get_or_create(&StatusLabels {
-                status: status.to_string(),
-            })
-            .inc();
+        inc(&self.reports, status);
+    }
+
+    pub fn scep(&self, outcome: &str) {
+        inc(&self.scep_requests, outcome);
+    }
+
+    pub fn enrollment_profile(&self, outcome: &str) {
+        inc(&self.enrollment_profiles, outcome);
     }
 
     pub fn observe_request(&self, route: &str, seconds: f64) {
@@ -226,6 +263,14 @@ impl Metrics {
             .expect("encode metrics");
         out
     }
+}
+
+fn inc(family: &Family<StatusLabels, Counter>, status: &str) {
+    family
+        .get_or_create(&StatusLabels {
+            status: status.to_string(),
+        })
+        .inc();
 }
 
 impl Default for Metrics {

@@ -16,7 +16,7 @@ use crate::protocol::{
 use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{issued_certs, Storage, StorageError};
 use plist::{Dictionary, Value};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use std::sync::Arc;
@@ -58,6 +58,8 @@ pub enum CheckinError {
     Unsupported(&'static str),
     #[error("{0}")]
     EnrollmentDenied(String),
+    #[error("the identity certificate has been revoked")]
+    CertificateRevoked,
     #[error("{0}")]
     PluginRefused(String),
     #[error(transparent)]
@@ -296,15 +298,17 @@ impl CheckinService {
             self.refuse_if(&mut run).await?;
         }
         let txn = self.storage.db().begin().await?;
-        enrollment_checks(&txn, cert, e, a).await?;
+        let renewal = enrollment_checks(&txn, cert, e, a).await?;
         let facts = AuthenticateFacts {
             facts: a.facts.clone(),
             identity_fingerprint: cert.fingerprint().to_string(),
             identity_subject: cert.subject(),
             identity_not_after: cert.not_after_unix().ok().map(|s| s * 1000),
             raw: raw.to_vec(),
+            renewal,
         };
         devices::upsert_authenticated(&txn, &e.device_id, facts, now).await?;
+        issued_certs::bind_device(&txn, cert.fingerprint(), &e.device_id).await?;
         enrollments::ensure_device_channel(&txn, e, now).await?;
         enrollments::reset_device(&txn, &e.device_id, now).await?;
         let channels: Vec<String> = enrollments::for_device(&txn, &e.device_id)
@@ -312,7 +316,12 @@ impl CheckinService {
             .into_iter()
             .map(|c| c.id)
             .collect();
-        let canceled = queue::cancel_pending(&txn, &channels, None, now).await?;
+        // A renewed identity keeps the queue (the renewal profile itself may still await its result).
+        let canceled = if renewal {
+            0
+        } else {
+            queue::cancel_pending(&txn, &channels, None, now).await?
+        };
         self.plugins
             .apply(&txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
             .await?;
@@ -320,7 +329,7 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
             .await?;
         txn.commit().await?;
-        tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, "device authenticated");
+        tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, renewal, "device authenticated");
         Ok(MdmResponse::Empty)
     }
 
@@ -456,14 +465,16 @@ impl CheckinService {
     }
 }
 
-/// Refusals that do not depend on plugins: a serial number change for a known UDID (hardware binding), and
-/// a certificate already bound to another device. Run before plugins and again inside the transaction.
+/// Refusals that do not depend on plugins: a serial number change for a known UDID (hardware binding), a
+/// certificate already bound to another device, and, for certificates our CA issued, revocation and a
+/// serial-number pin. Run before plugins and again inside the transaction. True when the certificate was
+/// issued to renew this device's identity (the device keeps its queue).
 async fn enrollment_checks<C: ConnectionTrait>(
     c: &C,
     cert: &DeviceCert,
     e: &EnrollmentRef,
     a: &Authenticate,
-) -> Result<(), CheckinError> {
+) -> Result<bool, CheckinError> {
     let existing = devices::find(c, &e.device_id).await?;
     if let (Some(bound), Some(presented)) = (
         existing.as_ref().and_then(|d| d.serial_number.as_deref()),
@@ -484,7 +495,22 @@ async fn enrollment_checks<C: ConnectionTrait>(
             return Err(CheckinError::CertificateBoundElsewhere);
         }
     }
-    Ok(())
+    let Some(issued) = issued_certs::find_by_fingerprint(c, cert.fingerprint()).await? else {
+        return Ok(false);
+    };
+    if issued.revoked_at.is_some() {
+        tracing::warn!(device = %e.device_id, serial = %issued.serial, "Authenticate refused: certificate revoked");
+        return Err(CheckinError::CertificateRevoked);
+    }
+    if let Some(pinned) = &issued.pinned_serial_number {
+        if a.facts.serial_number.as_deref() != Some(pinned.as_str()) {
+            tracing::warn!(device = %e.device_id, pinned, presented = ?a.facts.serial_number, "Authenticate refused: identity issued for another serial number");
+            return Err(CheckinError::EnrollmentDenied(
+                "the identity certificate was issued for another device".into(),
+            ));
+        }
+    }
+    Ok(existing.is_some() && issued.renews_device.as_deref() == Some(e.device_id.as_str()))
 }
 
 /// Audit rows of plugins called for this message name its device and channel.

@@ -29,6 +29,7 @@ macro_rules! scope_marker {
 scope_marker!(DevicesRead, Scope::DevicesRead);
 scope_marker!(CommandsRead, Scope::CommandsRead);
 scope_marker!(CommandsWrite, Scope::CommandsWrite);
+scope_marker!(Enroll, Scope::Enroll);
 scope_marker!(Admin, Scope::Admin);
 
 /// A request authenticated with a key holding scope `S`.

@@ -4,6 +4,8 @@
 //! Apple's unenroll body) or 400. Server-side failures are 500 with no details; the details go to the log.
 
 use crate::checkin::CheckinError;
+use crate::enroll::EnrollError;
+use crate::scep::ScepError;
 use crate::identity::IdentityError;
 use crate::queue::QueueError;
 use crate::storage::StorageError;
@@ -16,6 +18,8 @@ use serde::Serialize;
 pub enum DeviceError {
     #[error("no device identity: send an Mdm-Signature header or a client certificate")]
     MissingIdentity,
+    #[error("a client certificate issued by this server's CA is required")]
+    ClientCertificateRequired,
     #[error(transparent)]
     Identity(#[from] IdentityError),
     #[error(transparent)]
@@ -26,6 +30,7 @@ impl ResponseError for DeviceError {
     fn status_code(&self) -> StatusCode {
         match self {
             DeviceError::MissingIdentity => StatusCode::BAD_REQUEST,
+            DeviceError::ClientCertificateRequired => StatusCode::FORBIDDEN,
             DeviceError::Identity(e) => identity_status(e),
             DeviceError::Checkin(e) => match e {
                 CheckinError::Protocol(_)
@@ -38,7 +43,9 @@ impl ResponseError for DeviceError {
                 | CheckinError::CertificateBoundElsewhere
                 | CheckinError::SerialMismatch { .. } => StatusCode::FORBIDDEN,
                 CheckinError::UserAuthenticateDeclined => StatusCode::GONE,
-                CheckinError::EnrollmentDenied(_) => StatusCode::FORBIDDEN,
+                CheckinError::EnrollmentDenied(_) | CheckinError::CertificateRevoked => {
+                    StatusCode::FORBIDDEN
+                }
                 // A fail-closed plugin could not decide: the device retries later, nothing was stored.
                 CheckinError::PluginRefused(_) => StatusCode::SERVICE_UNAVAILABLE,
                 CheckinError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -50,16 +57,14 @@ impl ResponseError for DeviceError {
         let status = self.status_code();
         let refused_by_plugin =
             matches!(self, DeviceError::Checkin(CheckinError::PluginRefused(_)));
-        let text = if status.is_server_error() && !refused_by_plugin {
-            tracing::error!(error = %self, "device request failed");
-            "internal error".to_string()
-        } else {
+        if refused_by_plugin {
+            // A 503 whose reason the device (and its admin) should see.
             tracing::info!(status = status.as_u16(), error = %self, "device request refused");
-            self.to_string()
-        };
-        HttpResponse::build(status)
-            .content_type("text/plain; charset=utf-8")
-            .body(text)
+            return HttpResponse::build(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string());
+        }
+        plain(status, self, "device request")
     }
 }
 
@@ -73,6 +78,64 @@ fn identity_status(e: &IdentityError) -> StatusCode {
         | IdentityError::Untrusted(_)
         | IdentityError::Expired => StatusCode::FORBIDDEN,
     }
+}
+
+impl ResponseError for ScepError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ScepError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ScepError::Reply(_) | ScepError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        plain(self.status_code(), self, "SCEP request")
+    }
+}
+
+impl ResponseError for EnrollError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            EnrollError::TokenRequired | EnrollError::Token(_) => StatusCode::FORBIDDEN,
+            EnrollError::MachineInfo(_) => StatusCode::BAD_REQUEST,
+            // Nothing to enroll into yet; the operator has to act, the device can try again.
+            EnrollError::NoTopic => StatusCode::SERVICE_UNAVAILABLE,
+            EnrollError::Profile(_) | EnrollError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status != StatusCode::FORBIDDEN {
+            return plain(status, self, "enrollment");
+        }
+        // A person in a browser reads this one.
+        tracing::info!(error = %self, "enrollment refused");
+        let why = match self {
+            EnrollError::TokenRequired => "This enrollment link needs a token. Ask your administrator for a new link.".to_string(),
+            other => format!("This enrollment link cannot be used: the {other}. Ask your administrator for a new link."),
+        };
+        HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Enrollment refused</title></head>\
+                 <body><h1>Enrollment refused</h1><p>{why}</p></body></html>"
+            ))
+    }
+}
+
+/// Plain-text error: the message for client errors, nothing but "internal error" for server errors.
+fn plain(status: StatusCode, e: &dyn std::fmt::Display, what: &str) -> HttpResponse {
+    let text = if status.is_server_error() {
+        tracing::error!(error = %e, "{what} failed");
+        "internal error".to_string()
+    } else {
+        tracing::info!(status = status.as_u16(), error = %e, "{what} refused");
+        e.to_string()
+    };
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(text)
 }
 
 /// An error answered to an admin, as JSON `{"error": "...", "code": "..."}`.

@@ -2,6 +2,7 @@
 //! only a ServerURL (dispatched on the check-in content type).
 
 use super::error::DeviceError;
+use super::tls::TlsPeer;
 use super::AppState;
 use crate::checkin::MdmResponse;
 use crate::identity::{self, DeviceCert};
@@ -51,13 +52,23 @@ async fn server_url(
     }
 }
 
-/// The device's identity certificate, in order of trust: (mTLS, added with enrollment), a trusted proxy's
-/// header when configured, then the `Mdm-Signature` over the exact body.
+/// The device's identity certificate, in order of trust: the TLS client certificate when the server
+/// terminates TLS itself (required then, and it must chain to the SCEP CA or a configured root), else a
+/// trusted proxy's header when configured, then the `Mdm-Signature` over the exact body.
 fn device_identity(
     req: &HttpRequest,
     body: &[u8],
     state: &AppState,
 ) -> Result<DeviceCert, DeviceError> {
+    if let Some(peer) = req.conn_data::<TlsPeer>() {
+        let der = peer
+            .certificate
+            .as_deref()
+            .ok_or(DeviceError::ClientCertificateRequired)?;
+        let cert = DeviceCert::from_der(der)?;
+        state.client_cert_trust.verify(&cert)?;
+        return Ok(cert);
+    }
     if let Some(name) = &state.proxy_cert_header {
         if let Some(v) = req.headers().get(name) {
             let v = v.to_str().map_err(|_| DeviceError::MissingIdentity)?;

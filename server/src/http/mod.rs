@@ -3,14 +3,19 @@
 
 mod api;
 mod auth;
+mod enroll;
 mod error;
 mod mdm;
 mod middleware;
 mod nanomdm;
 pub mod openapi;
 mod ops;
+mod scep;
+pub mod tls;
 
 use crate::checkin::CheckinService;
+use crate::enroll::EnrollService;
+use crate::scep::ScepService;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::identity::CaVerifier;
@@ -39,6 +44,12 @@ pub struct AppState {
     pub plugins: Arc<PluginHost>,
     pub push: Arc<PushService>,
     pub proxy_cert_header: Option<HeaderName>,
+    pub scep: Arc<ScepService>,
+    pub enroll: Arc<EnrollService>,
+    /// `enroll.public_url`, for links the API hands out.
+    pub public_url: Option<String>,
+    /// Trust for TLS client certificates: the SCEP CA and `identity.device_ca_file`.
+    pub client_cert_trust: CaVerifier,
 }
 
 /// What tests (and embedders) replace: the clock, and the APNs sender.
@@ -64,6 +75,8 @@ pub enum StartError {
     Plugins(String),
     #[error("push: {0}")]
     Push(String),
+    #[error("certificates: {0}")]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 /// A built server, bound to its port but not yet running.
@@ -100,17 +113,31 @@ impl Application {
         let storage =
             Storage::connect(&config.database_url(), config.database_schema.as_deref()).await?;
         storage.migrate().await?;
-        let ca = match &config.identity.device_ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| StartError::DeviceCa(format!("{}: {e}", path.display())))?;
-                Some(
-                    CaVerifier::from_pem_bundle(&pem)
-                        .map_err(|e| StartError::DeviceCa(e.to_string()))?,
-                )
-            }
+        let device_ca_pem = match &config.identity.device_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| StartError::DeviceCa(format!("{}: {e}", path.display())))?,
+            ),
             None => None,
         };
+        let ca = match &device_ca_pem {
+            Some(pem) => Some(
+                CaVerifier::from_pem_bundle(pem)
+                    .map_err(|e| StartError::DeviceCa(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let secret = seal_secret(&config)?;
+        let scep_ca = crate::scep::load_ca(&config.scep, &config.data_dir, &secret)?;
+        let signer =
+            crate::enroll::load_signer(&config.enroll, &scep_ca, &config.data_dir, &secret)?;
+        let mut trust_pem = scep_ca
+            .cert
+            .to_pem()
+            .map_err(|e| crate::pki::PkiError::crypto("CA certificate", e))?;
+        trust_pem.extend(device_ca_pem.unwrap_or_default());
+        let client_cert_trust = CaVerifier::from_pem_bundle(&trust_pem)
+            .map_err(|e| StartError::DeviceCa(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         let plugins = PluginHost::new(
             &config.plugins,
@@ -145,8 +172,7 @@ impl Application {
                 (apns.clone(), Some(Arc::new(ApnsSink(apns))))
             }
         };
-        let sealer =
-            KeySealer::new(&seal_secret(&config)?).map_err(|e| StartError::Push(e.to_string()))?;
+        let sealer = KeySealer::new(&secret).map_err(|e| StartError::Push(e.to_string()))?;
         let push = Arc::new(PushService::new(
             storage.clone(),
             clock.clone(),
@@ -164,6 +190,21 @@ impl Application {
         if config.push.worker {
             push.clone().spawn();
         }
+        let scep = Arc::new(ScepService::new(
+            scep_ca.clone(),
+            storage.clone(),
+            clock.clone(),
+            metrics.clone(),
+            config.scep.clone(),
+        ));
+        let enroll = Arc::new(EnrollService::new(
+            storage.clone(),
+            clock.clone(),
+            metrics.clone(),
+            scep.clone(),
+            signer,
+            config.enroll.clone(),
+        ));
         let state = web::Data::new(AppState {
             checkin: CheckinService::new(
                 storage.clone(),
@@ -185,6 +226,10 @@ impl Application {
                 .proxy_cert_header
                 .as_deref()
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            scep,
+            enroll,
+            public_url: config.enroll.public_url.clone(),
+            client_cert_trust,
         });
 
         let listener = TcpListener::bind(&config.listen)
@@ -202,11 +247,19 @@ impl Application {
                 .app_data(api::json_config(max_body))
                 .wrap(actix_web::middleware::from_fn(middleware::observe))
                 .configure(mdm::routes)
+                .configure(scep::routes)
+                .configure(enroll::routes)
                 .configure(nanomdm::routes)
                 .configure(api::routes)
                 .configure(ops::routes)
         })
-        .listen(listener)
+        .on_connect(tls::on_connect);
+        server = if config.tls.enabled() {
+            let acceptor = tls::acceptor(&config.tls, &config.data_dir, &secret, &[&scep_ca.cert])?;
+            server.listen_openssl(listener, acceptor)
+        } else {
+            server.listen(listener)
+        }
         .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         if let Some(w) = config.workers {
             server = server.workers(w.max(1));
@@ -218,6 +271,7 @@ impl Application {
             config.retention_days,
             config.housekeeping_interval_secs,
         );
+        spawn_identity_renewal(state.clone(), config.housekeeping_interval_secs);
         spawn_plugin_workers(
             plugins,
             Delivery::new(
@@ -228,7 +282,7 @@ impl Application {
             ),
             &config.plugins,
         );
-        tracing::info!(port, "listening");
+        tracing::info!(port, tls = config.tls.enabled(), "listening");
         Ok(Self {
             port,
             server,
@@ -288,6 +342,11 @@ fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_sec
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "purging expired plugin keys failed"),
             }
+            match crate::storage::secrets::purge(db, cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(expired_secrets = n, "housekeeping"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "purging expired enrollment secrets failed"),
+            }
             match crate::storage::outbox::purge_delivered(db, cutoff).await {
                 Ok(n) if n > 0 => tracing::info!(delivered_events = n, "housekeeping"),
                 Ok(_) => {}
@@ -304,6 +363,20 @@ fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_sec
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "housekeeping failed"),
+            }
+        }
+    });
+}
+
+/// Queue fresh enrollment profiles for identities about to expire.
+fn spawn_identity_renewal(state: web::Data<AppState>, every_secs: u64) {
+    every(std::time::Duration::from_secs(every_secs), move || {
+        let state = state.clone();
+        async move {
+            match state.enroll.renew_expiring(&state.queue).await {
+                Ok(n) if n > 0 => tracing::info!(renewals = n, "identity renewal"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "identity renewal failed"),
             }
         }
     });
@@ -367,17 +440,7 @@ fn seal_secret(config: &Config) -> Result<String, StartError> {
     let mut raw = [0u8; 32];
     openssl::rand::rand_bytes(&mut raw).map_err(|e| StartError::Push(e.to_string()))?;
     let secret = hex::encode(raw);
-    write_private(&path, &secret)
-        .map_err(|e| StartError::Push(format!("{}: {e}", path.display())))?;
-    tracing::warn!(path = %path.display(), "generated a push key-sealing secret; set push.key_secret in production");
+    crate::pki::write_new(&path, secret.as_bytes(), true)?;
+    tracing::warn!(path = %path.display(), "generated a key-sealing secret; set push.key_secret in production");
     Ok(secret)
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    opts.open(path)?.write_all(text.as_bytes())
 }

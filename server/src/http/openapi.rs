@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations and served at `/api/openapi.json`.
 
-use super::api::{commands, devices, keys, plugins, push};
+use super::api::{commands, devices, enrollment, keys, plugins, push};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -13,10 +13,12 @@ use utoipa::{Modify, OpenApi};
         keys::create, keys::list, keys::revoke,
         plugins::upload, plugins::list, plugins::get, plugins::update, plugins::set_config, plugins::delete, plugins::audit,
         push::push, push::upload_cert, push::certs,
+        enrollment::create_token, enrollment::list_tokens, enrollment::revoke_token, enrollment::create_challenge,
+        enrollment::list_certificates, enrollment::revoke_certificate, enrollment::expiring,
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
-    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"))
+    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"))
 )]
 pub struct ApiDoc;
 

@@ -16,7 +16,7 @@ mod cert;
 mod cms;
 mod header;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use ca::CaVerifier;
 pub use cert::DeviceCert;

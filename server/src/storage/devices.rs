@@ -54,6 +54,8 @@ pub struct AuthenticateFacts {
     pub identity_subject: String,
     pub identity_not_after: Option<i64>,
     pub raw: Vec<u8>,
+    /// A renewal of the device's identity (not a new enrollment): escrowed tokens stay.
+    pub renewal: bool,
 }
 
 /// Create or refresh a device at Authenticate and bind the identity certificate to it.
@@ -71,15 +73,18 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
         identity_fingerprint: Set(Some(f.identity_fingerprint)),
         identity_subject: Set(Some(f.identity_subject)),
         identity_not_after: Set(f.identity_not_after),
-        unlock_token: Set(None),
-        bootstrap_token: Set(None),
         authenticate_raw: Set(Some(f.raw)),
+        renewal_requested_at: Set(None),
         authenticated_at: Set(now),
         created_at: Set(existing.as_ref().map_or(now, |e| e.created_at)),
         updated_at: Set(now),
         last_seen_at: Set(now),
         ..Default::default()
     };
+    if !f.renewal {
+        am.unlock_token = Set(None);
+        am.bootstrap_token = Set(None);
+    }
     apply_facts(f.facts, &mut am, existing.as_ref());
     if existing.is_some() {
         am.update(c).await?;
@@ -87,6 +92,75 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
         am.insert(c).await?;
     }
     Ok(())
+}
+
+/// Forget the device's identity binding if it is still `fingerprint` (a revoked certificate).
+pub async fn unbind_identity<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    fingerprint: &str,
+    now: i64,
+) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::IdentityFingerprint, Expr::value(Option::<String>::None))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(Column::IdentityFingerprint.eq(fingerprint))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// How many devices' identity certificates expire before `before`.
+pub async fn identity_expiring<C: ConnectionTrait>(c: &C, before: i64) -> StorageResult<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(Entity::find()
+        .filter(Column::IdentityNotAfter.lt(before))
+        .count(c)
+        .await?)
+}
+
+/// Devices whose identity expires before `before` and that were not sent a renewal since `retry_before`,
+/// soonest expiry first.
+pub async fn renewal_candidates<C: ConnectionTrait>(
+    c: &C,
+    before: i64,
+    retry_before: i64,
+    limit: u64,
+) -> StorageResult<Vec<Model>> {
+    Ok(Entity::find()
+        .filter(Column::IdentityNotAfter.lt(before))
+        .filter(
+            Condition::any()
+                .add(Column::RenewalRequestedAt.is_null())
+                .add(Column::RenewalRequestedAt.lt(retry_before)),
+        )
+        .order_by_asc(Column::IdentityNotAfter)
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .all(c)
+        .await?)
+}
+
+/// Mark a renewal as sent, if no one else has since `seen` was read (compare-and-set across replicas).
+pub async fn claim_renewal<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    seen: Option<i64>,
+    now: i64,
+) -> StorageResult<bool> {
+    let unchanged = match seen {
+        Some(t) => Column::RenewalRequestedAt.eq(t),
+        None => Column::RenewalRequestedAt.is_null(),
+    };
+    Ok(Entity::update_many()
+        .col_expr(Column::RenewalRequestedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .filter(unchanged)
+        .exec(c)
+        .await?
+        .rows_affected
+        == 1)
 }
 
 /// Record facts a device reported later (a DeviceInformation result). Unknown devices are ignored.

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Initial),
             Box::new(M0002Plugins),
             Box::new(M0003Push),
+            Box::new(M0004Enrollment),
         ]
     }
 }
@@ -447,6 +448,108 @@ impl MigrationTrait for M0003Push {
             )
             .await?;
         }
+        Ok(())
+    }
+}
+
+/// Enrollment: one-time secrets (SCEP challenges, enrollment tokens), certificates our CA issued, and the
+/// identity-renewal marker per device.
+struct M0004Enrollment;
+
+impl MigrationName for M0004Enrollment {
+    fn name(&self) -> &str {
+        "m0004_enrollment"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004Enrollment {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("one_time_secrets")
+                .col(string("id").primary_key())
+                .col(string("kind"))
+                .col(string("secret_hash").unique_key())
+                .col(big_integer("created_at"))
+                .col(big_integer("expires_at"))
+                .col(big_integer_null("used_at"))
+                .col(string_null("serial_number"))
+                .col(string_null("renewal_for"))
+                .col(string_null("token_id"))
+                .col(string_null("label"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_one_time_secrets_kind_expires")
+                .table("one_time_secrets")
+                .col("kind")
+                .col("expires_at")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("issued_certificates")
+                .col(string("serial").primary_key())
+                .col(string("fingerprint").unique_key())
+                .col(string("subject"))
+                .col(big_integer("not_before"))
+                .col(big_integer("not_after"))
+                .col(big_integer("issued_at"))
+                .col(string_null("challenge_id"))
+                .col(string_null("pinned_serial_number"))
+                .col(string_null("renewal_of"))
+                .col(string_null("renews_device"))
+                .col(string_null("device_id"))
+                .col(big_integer_null("revoked_at"))
+                .to_owned(),
+        )
+        .await?;
+        for (name, col) in [
+            ("idx_issued_certificates_not_after", "not_after"),
+            ("idx_issued_certificates_device", "device_id"),
+        ] {
+            m.create_index(
+                Index::create()
+                    .name(name)
+                    .table("issued_certificates")
+                    .col(col)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        m.alter_table(
+            Table::alter()
+                .table("devices")
+                .add_column(&mut big_integer_null("renewal_requested_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_devices_identity_not_after")
+                .table("devices")
+                .col("identity_not_after")
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["one_time_secrets", "issued_certificates"] {
+            m.drop_table(Table::drop().table(t).to_owned()).await?;
+        }
+        m.alter_table(
+            Table::alter()
+                .table("devices")
+                .drop_column("renewal_requested_at")
+                .to_owned(),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ pub mod attributes;
 pub mod devices;
 pub mod enrollments;
 pub mod entities;
+pub mod issued_certs;
 mod migration;
 pub mod outbox;
 pub mod plugin_audit;
@@ -14,6 +15,7 @@ pub mod plugin_kv;
 pub mod plugins;
 pub mod push;
 pub mod queue;
+pub mod secrets;
 pub mod testing;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};

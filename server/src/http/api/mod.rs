@@ -2,6 +2,7 @@
 
 pub mod commands;
 pub mod devices;
+pub mod enrollment;
 pub mod keys;
 pub mod plugins;
 pub mod push;
@@ -41,7 +42,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/plugin-audit", web::get().to(plugins::audit))
             .route("/push", web::post().to(push::push))
             .route("/push-certs", web::get().to(push::certs))
-            .route("/push-certs", web::post().to(push::upload_cert)),
+            .route("/push-certs", web::post().to(push::upload_cert))
+            .route("/enrollment-tokens", web::get().to(enrollment::list_tokens))
+            .route("/enrollment-tokens", web::post().to(enrollment::create_token))
+            .route(
+                "/enrollment-tokens/{id}",
+                web::delete().to(enrollment::revoke_token),
+            )
+            .route("/scep-challenges", web::post().to(enrollment::create_challenge))
+            .route(
+                "/identity-certificates",
+                web::get().to(enrollment::list_certificates),
+            )
+            .route(
+                "/identity-certificates/{serial}/revoke",
+                web::post().to(enrollment::revoke_certificate),
+            )
+            .route("/identities/expiring", web::get().to(enrollment::expiring)),
     );
 }
 

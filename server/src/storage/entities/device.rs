@@ -28,6 +28,8 @@ pub struct Model {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_seen_at: i64,
+    /// When an identity renewal (a fresh enrollment profile) was last queued for this device.
+    pub renewal_requested_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,8 @@ pub mod device;
 pub mod device_attribute;
 pub mod enrollment;
 pub mod event_outbox;
+pub mod issued_certificate;
+pub mod one_time_secret;
 pub mod plugin;
 pub mod plugin_audit;
 pub mod plugin_kv;

@@ -1,0 +1,56 @@
+//! The device-information a device sends when it fetches an enrollment profile during Automated Device
+//! Enrollment (or any client that supplies it): a CMS SignedData around a plist with `SERIAL`, `UDID`,
+//! `PRODUCT`, `VERSION`, either as the POST body or base64 in the `x-apple-aspen-deviceinfo` header.
+//!
+//! The signature over the plist is verified, so the content is exactly what the signer sent. Its chain
+//! (Apple's device attestation CA) is not: Apple does not publish that root for servers, so a serial number
+//! read from here identifies a device only as far as its sender is trusted. Serial-pinned enrollment tokens
+//! rely on it together with the one-time token itself.
+
+use crate::identity::openssl_reasons;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+
+pub const HEADER: &str = "x-apple-aspen-deviceinfo";
+const MAX_LEN: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MachineInfo {
+    pub serial_number: Option<String>,
+    pub udid: Option<String>,
+    pub product: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Decode and verify a signed device-information blob (DER/BER CMS).
+pub fn decode(der: &[u8]) -> Result<MachineInfo, String> {
+    if der.len() > MAX_LEN {
+        return Err(format!("device information longer than {MAX_LEN} bytes"));
+    }
+    let p7 = Pkcs7::from_der(der).map_err(|e| format!("not CMS: {}", openssl_reasons(&e)))?;
+    if p7.signed().is_none() {
+        return Err("not a CMS SignedData".into());
+    }
+    let none = Stack::new().map_err(|e| openssl_reasons(&e))?;
+    let store = X509StoreBuilder::new()
+        .map_err(|e| openssl_reasons(&e))?
+        .build();
+    let mut content = Vec::new();
+    p7.verify(
+        &none,
+        &store,
+        None,
+        Some(&mut content),
+        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
+    )
+    .map_err(|e| format!("signature: {}", openssl_reasons(&e)))?;
+    let dict = crate::protocol::parse_dictionary(&content).map_err(|e| e.to_string())?;
+    let get = |k: &str| dict.get(k).and_then(|v| v.as_string()).map(str::to_owned);
+    Ok(MachineInfo {
+        serial_number: get("SERIAL"),
+        udid: get("UDID"),
+        product: get("PRODUCT"),
+        version: get("VERSION"),
+    })
+}

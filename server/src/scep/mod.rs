@@ -1,0 +1,263 @@
+//! The embedded SCEP CA (RFC 8894) that issues device identity certificates.
+//!
+//! `GetCACaps`, `GetCACert`, and `PKIOperation` with PKCSReq (against a one-time challenge) and RenewalReq
+//! (signed by a certificate we issued). Every request that is a SCEP message gets a signed CertRep, success
+//! or failure; anything else is `Malformed` (HTTP 400). Nothing is issued unless every check passes, and the
+//! challenge is used up in the same transaction that records the certificate.
+
+mod ffi;
+pub mod message;
+
+pub use ffi::csr_with_challenge;
+pub use message::{build_request, read_cert_rep, CertRep, FailInfo, MessageType, PkiMessage};
+
+use crate::clock::SharedClock;
+use crate::config::ScepConfig;
+use crate::metrics::Metrics;
+use crate::pki::{self, KeyPair, PkiError, Usage};
+use crate::storage::issued_certs::{self, IssuedCertificate};
+use crate::storage::secrets::{self, SecretKind, SecretScope};
+use crate::storage::{Storage, StorageError};
+use message::Malformed;
+use openssl::x509::X509;
+use sea_orm::TransactionTrait;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What `GetCACaps` advertises.
+pub const CA_CAPS: &str = "POSTPKIOperation\nSHA-256\nSHA-1\nAES\nDES3\nSCEPStandard\nRenewal\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScepError {
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    #[error("building the reply: {0}")]
+    Reply(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sea_orm::DbErr> for ScepError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        Self::Storage(e.into())
+    }
+}
+
+pub struct ScepService {
+    ca: KeyPair,
+    storage: Storage,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    config: ScepConfig,
+}
+
+/// The CA: configured files, or generated once into the data dir (key encrypted under `secret`).
+pub fn load_ca(config: &ScepConfig, data_dir: &Path, secret: &str) -> Result<KeyPair, PkiError> {
+    match (&config.ca_cert_file, &config.ca_key_file) {
+        (Some(cert), Some(key)) => pki::load(cert, key, config.ca_key_passphrase.as_deref()),
+        _ => pki::load_or_create(data_dir, "scep-ca", secret, || {
+            let subject = pki::name(&config.ca_common_name, &config.organization)?;
+            pki::generate(
+                &subject,
+                Usage::Ca,
+                config.ca_validity_days,
+                None,
+            )
+        }),
+    }
+}
+
+impl ScepService {
+    pub fn new(
+        ca: KeyPair,
+        storage: Storage,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        config: ScepConfig,
+    ) -> Self {
+        Self {
+            ca,
+            storage,
+            clock,
+            metrics,
+            config,
+        }
+    }
+
+    pub fn ca(&self) -> &KeyPair {
+        &self.ca
+    }
+
+    pub fn ca_cert(&self) -> &X509 {
+        &self.ca.cert
+    }
+
+    /// A fresh one-time challenge for an enrollment profile (or the API).
+    pub async fn new_challenge(&self, scope: SecretScope) -> Result<String, StorageError> {
+        let ttl = self.config.challenge_ttl_secs as i64 * 1000;
+        let (_, secret) = secrets::create(
+            self.storage.db(),
+            SecretKind::Challenge,
+            scope,
+            ttl,
+            self.clock.now_ms(),
+        )
+        .await?;
+        Ok(secret)
+    }
+
+    /// Handle a PKIOperation message; the answer is a DER CertRep.
+    pub async fn pki_operation(&self, body: &[u8]) -> Result<Vec<u8>, ScepError> {
+        let msg = PkiMessage::decode(body).inspect_err(|e| {
+            tracing::warn!(error = %e, "SCEP request refused");
+            self.metrics.scep("malformed");
+        })?;
+        let outcome = self.process(&msg).await?;
+        let reply = match &outcome {
+            Ok((cert, cipher)) => message::cert_rep(&self.ca, &msg, Ok((cert, *cipher))),
+            Err(info) => message::cert_rep(&self.ca, &msg, Err(*info)),
+        }
+        .map_err(ScepError::Reply)?;
+        self.metrics
+            .scep(if outcome.is_ok() { "issued" } else { "failed" });
+        Ok(reply)
+    }
+
+    async fn process(
+        &self,
+        msg: &PkiMessage,
+    ) -> Result<Result<(X509, openssl::symm::Cipher), FailInfo>, ScepError> {
+        let refuse = |info: FailInfo, why: &str| {
+            tracing::warn!(transaction = %msg.transaction_id, kind = ?msg.message_type, reason = why, "SCEP request failed");
+            Ok(Err(info))
+        };
+        if !matches!(
+            msg.message_type,
+            MessageType::PkcsReq | MessageType::RenewalReq
+        ) {
+            return refuse(FailInfo::BadRequest, "unsupported messageType");
+        }
+        if !msg.signature_valid {
+            return refuse(FailInfo::BadMessageCheck, "signature does not verify");
+        }
+        let csr = match msg.decrypt_csr(&self.ca) {
+            Ok(c) => c,
+            Err((info, why)) => return refuse(info, &why),
+        };
+        let now = self.clock.now_ms();
+        let txn = self.storage.db().begin().await?;
+        let (challenge_id, pinned, renewal_of, renews_device) = match msg.message_type {
+            MessageType::RenewalReq => {
+                let Some(old) = self.our_valid_certificate(&txn, &msg.signer, now).await? else {
+                    return refuse(
+                        FailInfo::BadCertId,
+                        "renewal signed by a certificate we did not issue, or revoked or expired",
+                    );
+                };
+                (
+                    None,
+                    old.pinned_serial_number,
+                    Some(old.serial),
+                    old.device_id.or(old.renews_device),
+                )
+            }
+            _ => {
+                let Some(challenge) = csr.challenge.as_deref() else {
+                    return refuse(FailInfo::BadRequest, "no challengePassword");
+                };
+                match secrets::consume(&txn, SecretKind::Challenge, challenge, None, now).await? {
+                    Ok(s) => (Some(s.id), s.serial_number, None, s.renewal_for),
+                    Err(r) => return refuse(FailInfo::BadRequest, &format!("challenge {r}")),
+                }
+            }
+        };
+        let issued = self.issue(&csr.req, now).map_err(|e| {
+            tracing::error!(error = %e, "issuing a certificate failed");
+            ScepError::Reply(e.to_string())
+        })?;
+        let record = IssuedCertificate {
+            serial: pki::serial_hex(&issued).map_err(|e| ScepError::Reply(e.to_string()))?,
+            fingerprint: pki::fingerprint(&issued).map_err(|e| ScepError::Reply(e.to_string()))?,
+            subject: crate::identity::DeviceCert::from_x509(issued.clone())
+                .map(|c| c.subject())
+                .unwrap_or_default(),
+            not_before: pki::unix_time(issued.not_before()).unwrap_or(0) * 1000,
+            not_after: pki::unix_time(issued.not_after()).unwrap_or(0) * 1000,
+            issued_at: now,
+            challenge_id,
+            pinned_serial_number: pinned,
+            renewal_of,
+            renews_device,
+            device_id: None,
+            revoked_at: None,
+        };
+        tracing::info!(serial = %record.serial, subject = %record.subject, renewal = record.renewal_of.is_some(), "issued a device identity certificate");
+        issued_certs::insert(&txn, record).await?;
+        txn.commit().await?;
+        Ok(Ok((issued, csr.cipher)))
+    }
+
+    /// Revoke a certificate we issued. A device bound to it loses that binding, so it can no longer check
+    /// in with it (and Authenticate refuses revoked certificates). None if there is no such unrevoked one.
+    pub async fn revoke(&self, serial: &str) -> Result<Option<IssuedCertificate>, StorageError> {
+        let now = self.clock.now_ms();
+        let txn = self.storage.db().begin().await?;
+        if !issued_certs::revoke(&txn, serial, now).await? {
+            return Ok(None);
+        }
+        let cert = issued_certs::find(&txn, serial).await?;
+        if let Some(c) = &cert {
+            if let Some(device) = &c.device_id {
+                crate::storage::devices::unbind_identity(&txn, device, &c.fingerprint, now).await?;
+            }
+        }
+        txn.commit().await?;
+        tracing::warn!(serial, "identity certificate revoked");
+        Ok(cert)
+    }
+
+    /// The record of `cert` if we issued it, it is not revoked and it is still valid.
+    async fn our_valid_certificate<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        cert: &X509,
+        now: i64,
+    ) -> Result<Option<IssuedCertificate>, ScepError> {
+        let ca_key = self
+            .ca
+            .cert
+            .public_key()
+            .map_err(|e| ScepError::Reply(e.to_string()))?;
+        if !cert.verify(&ca_key).unwrap_or(false) {
+            let _ = openssl::error::ErrorStack::get();
+            return Ok(None);
+        }
+        let Ok(fp) = pki::fingerprint(cert) else {
+            return Ok(None);
+        };
+        Ok(issued_certs::find_by_fingerprint(c, &fp)
+            .await?
+            .filter(|r| r.revoked_at.is_none() && r.not_after > now))
+    }
+
+    /// A client-auth certificate for the CSR's subject and key, signed by the CA.
+    fn issue(&self, req: &openssl::x509::X509Req, now_ms: i64) -> Result<X509, PkiError> {
+        let key = req
+            .public_key()
+            .map_err(|e| PkiError::crypto("CSR key", e))?;
+        let now = now_ms / 1000;
+        pki::build_certificate(
+            req.subject_name(),
+            &key,
+            Usage::ClientAuth,
+            now - 3600,
+            now + self.config.validity_days as i64 * 86_400,
+            &pki::random_serial()?,
+            Some(&self.ca),
+            None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
