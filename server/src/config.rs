@@ -394,7 +394,10 @@ impl Config {
         if self.enroll.signing_cert_file.is_some() != self.enroll.signing_key_file.is_some() {
             return bad("enroll.signing_cert_file and enroll.signing_key_file go together".into());
         }
-        if self.scep.validity_days == 0 || self.scep.challenge_ttl_secs == 0 || self.enroll.token_ttl_secs == 0 {
+        if self.scep.validity_days == 0
+            || self.scep.challenge_ttl_secs == 0
+            || self.enroll.token_ttl_secs == 0
+        {
             return bad("scep.validity_days, scep.challenge_ttl_secs and enroll.token_ttl_secs must be at least 1".into());
         }
         if let Some(u) = &self.enroll.public_url {

@@ -323,9 +323,7 @@ pub fn serial_hex(cert: &X509) -> Result<String, PkiError> {
 /// Unix seconds of an `Asn1Time`.
 pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> Result<i64, PkiError> {
     let epoch = Asn1Time::from_unix(0).map_err(|e| PkiError::crypto("time", e))?;
-    let d = epoch
-        .diff(t)
-        .map_err(|e| PkiError::crypto("time", e))?;
+    let d = epoch.diff(t).map_err(|e| PkiError::crypto("time", e))?;
     Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
 }
 

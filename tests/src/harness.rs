@@ -50,6 +50,7 @@ pub struct TestServer {
     /// Every push the server sent, instead of APNs.
     pub pusher: Arc<mdm_server::push::apns::RecordingPusher>,
     pub config: Config,
+    pub state: Arc<mdm_server::http::AppState>,
     pub clock: Arc<ManualClock>,
     /// A key with the `admin` scope.
     pub admin_key: String,
@@ -64,10 +65,24 @@ pub struct TestServer {
 /// test that pauses (building a plugin on a slow machine) can reuse a connection the server is closing at that
 /// moment, and the request fails with an incomplete message.
 pub fn client() -> reqwest::Client {
+    client_builder().build().expect("http client")
+}
+
+/// The test client's settings; it trusts the server's self-signed development certificate when the
+/// server serves TLS.
+pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .pool_idle_timeout(std::time::Duration::from_secs(1))
-        .build()
-        .expect("http client")
+        .danger_accept_invalid_certs(true)
+}
+
+fn base_url(config: &Config, port: u16) -> String {
+    let scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 /// 2026-01-01T00:00:00Z: tests start from a fixed time and move it explicitly.
@@ -106,10 +121,11 @@ impl TestServer {
         )
         .await
         .expect("server starts");
-        let base = format!("http://127.0.0.1:{}", app.port());
+        let base = base_url(&config, app.port());
         let storage = app.storage().clone();
         let plugins = app.plugins().clone();
         let push = app.push().clone();
+        let state = app.state();
         tokio::spawn(app.run_until_stopped());
         let (_, admin_key) = apikeys::create(&storage, "test-admin", &[Scope::Admin], START_MS)
             .await
@@ -121,6 +137,7 @@ impl TestServer {
             push,
             pusher,
             config,
+            state,
             clock,
             admin_key,
             http: client(),
@@ -146,10 +163,11 @@ impl TestServer {
         )
         .await
         .expect("replica starts");
-        let base = format!("http://127.0.0.1:{}", app.port());
+        let base = base_url(&config, app.port());
         let storage = app.storage().clone();
         let plugins = app.plugins().clone();
         let push = app.push().clone();
+        let state = app.state();
         tokio::spawn(app.run_until_stopped());
         TestServer {
             base,
@@ -158,6 +176,7 @@ impl TestServer {
             push,
             pusher: self.pusher.clone(),
             config,
+            state,
             clock: self.clock.clone(),
             admin_key: self.admin_key.clone(),
             http: client(),

@@ -2,6 +2,7 @@
 //! harness that starts the real server on an ephemeral port over a fresh database.
 
 pub mod device;
+pub mod enrollment;
 pub mod harness;
 pub mod plugins;
 pub mod shared;

@@ -5,13 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mdm_server::push::apns::PushOutcome;
 use mdm_tests::device::{Device, Platform, TOPIC};
+use mdm_tests::enrollment::push_cert;
 use mdm_tests::harness::{each_database, TestServer};
-use openssl::asn1::Asn1Time;
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::rsa::Rsa;
-use openssl::x509::{X509NameBuilder, X509};
 use plist::Dictionary;
 use serde_json::json;
 
@@ -200,34 +195,6 @@ async fn explicit_pushes_report_per_id() {
         s.stop().await;
     })
     .await;
-}
-
-/// A push certificate like Apple's: subject UID = the topic. `days` from now until it expires.
-fn push_cert(topic: Option<&str>, days: i64) -> (String, String) {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    if let Some(t) = topic {
-        name.append_entry_by_nid(Nid::USERID, t).unwrap();
-    }
-    name.append_entry_by_text("CN", "APSP:test").unwrap();
-    let name = name.build();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    b.set_not_before(&Asn1Time::from_unix(now - 2 * 86_400).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::from_unix(now + days * 86_400).unwrap())
-        .unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = String::from_utf8(b.build().to_pem().unwrap()).unwrap();
-    let key = String::from_utf8(key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    (cert, key)
 }
 
 #[tokio::test]

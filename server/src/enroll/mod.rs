@@ -70,12 +70,7 @@ pub fn load_signer(
         (Some(cert), Some(key)) => pki::load(cert, key, config.signing_key_passphrase.as_deref()),
         _ => pki::load_or_create(data_dir, "profile-signing", secret, || {
             let subject = pki::name("MDM Profile Signing", &config.organization)?;
-            pki::generate(
-                &subject,
-                Usage::ProfileSigning,
-                825,
-                Some(ca),
-            )
+            pki::generate(&subject, Usage::ProfileSigning, 825, Some(ca))
         }),
     }
 }
@@ -135,7 +130,11 @@ impl EnrollService {
         self.signed_profile(&base, scope).await
     }
 
-    async fn use_token(&self, token: &str, serial: Option<&str>) -> Result<OneTimeSecret, EnrollError> {
+    async fn use_token(
+        &self,
+        token: &str,
+        serial: Option<&str>,
+    ) -> Result<OneTimeSecret, EnrollError> {
         let now = self.clock.now_ms();
         match secrets::consume(self.storage.db(), SecretKind::Token, token, serial, now).await? {
             Ok(t) => Ok(t),
@@ -146,7 +145,11 @@ impl EnrollService {
         }
     }
 
-    async fn signed_profile(&self, base_url: &str, scope: SecretScope) -> Result<Vec<u8>, EnrollError> {
+    async fn signed_profile(
+        &self,
+        base_url: &str,
+        scope: SecretScope,
+    ) -> Result<Vec<u8>, EnrollError> {
         let topic = self.topic().await?;
         let challenge = self.scep.new_challenge(scope).await?;
         let unsigned = profile::build(&profile::ProfileSpec {

@@ -30,7 +30,11 @@ async fn get(
             let der = v
                 .to_str()
                 .ok()
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()).ok())
+                .and_then(|s| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(s.trim())
+                        .ok()
+                })
                 .ok_or_else(|| EnrollError::MachineInfo("header is not base64".into()))?;
             Some(machine_info::decode(&der).map_err(EnrollError::MachineInfo)?)
         }
@@ -56,8 +60,10 @@ async fn serve(
     machine_info: Option<machine_info::MachineInfo>,
     state: &AppState,
 ) -> Result<HttpResponse, EnrollError> {
-    let conn = req.connection_info();
-    let request_base_url = format!("{}://{}", conn.scheme(), conn.host());
+    let request_base_url = {
+        let conn = req.connection_info();
+        format!("{}://{}", conn.scheme(), conn.host())
+    };
     let signed = state
         .enroll
         .profile(ProfileRequest {

@@ -5,9 +5,9 @@
 
 use crate::checkin::CheckinError;
 use crate::enroll::EnrollError;
-use crate::scep::ScepError;
 use crate::identity::IdentityError;
 use crate::queue::QueueError;
+use crate::scep::ScepError;
 use crate::storage::StorageError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};

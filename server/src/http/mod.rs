@@ -14,10 +14,9 @@ mod scep;
 pub mod tls;
 
 use crate::checkin::CheckinService;
-use crate::enroll::EnrollService;
-use crate::scep::ScepService;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::enroll::EnrollService;
 use crate::identity::CaVerifier;
 use crate::metrics::Metrics;
 use crate::plugins::delivery::Delivery;
@@ -27,6 +26,7 @@ use crate::push::cert::PushCertificate;
 use crate::push::seal::KeySealer;
 use crate::push::service::{CertificateSink, PushService};
 use crate::queue::QueueService;
+use crate::scep::ScepService;
 use crate::storage::Storage;
 use actix_web::dev::Server;
 use actix_web::http::header::HeaderName;
@@ -304,6 +304,11 @@ impl Application {
 
     pub fn push(&self) -> &Arc<PushService> {
         &self.state.push
+    }
+
+    /// Everything the handlers reach (tests drive background work, e.g. identity renewal, through it).
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone().into_inner()
     }
 
     /// Serve until stopped (SIGINT/SIGTERM stop gracefully).

@@ -37,9 +37,7 @@ async fn get(
         return Ok(bad("malformed query"));
     };
     match q.operation.as_deref() {
-        Some("GetCACaps") => Ok(HttpResponse::Ok()
-            .content_type("text/plain")
-            .body(CA_CAPS)),
+        Some("GetCACaps") => Ok(HttpResponse::Ok().content_type("text/plain").body(CA_CAPS)),
         Some("GetCACert") => {
             // One CA, no RA or intermediate: its DER certificate.
             let der = state

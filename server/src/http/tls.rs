@@ -41,7 +41,8 @@ pub fn acceptor(
         }
         _ => {
             let pair = self_signed(cfg, data_dir, secret)?;
-            b.set_certificate(&pair.cert).map_err(e("TLS certificate"))?;
+            b.set_certificate(&pair.cert)
+                .map_err(e("TLS certificate"))?;
             b.set_private_key(&pair.key).map_err(e("TLS key"))?;
         }
     }
@@ -64,12 +65,7 @@ fn self_signed(cfg: &TlsConfig, data_dir: &Path, secret: &str) -> Result<KeyPair
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         names.extend(cfg.self_signed_names.iter().cloned());
         let subject = pki::name("mdm-server development", "mdm-server")?;
-        pki::generate(
-            &subject,
-            Usage::TlsServer(&names),
-            825,
-            None,
-        )
+        pki::generate(&subject, Usage::TlsServer(&names), 825, None)
     })
 }
 
@@ -77,10 +73,7 @@ fn self_signed(cfg: &TlsConfig, data_dir: &Path, secret: &str) -> Result<KeyPair
 pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     type Tls = actix_tls::accept::openssl::TlsStream<actix_web::rt::net::TcpStream>;
     if let Some(tls) = conn.downcast_ref::<Tls>() {
-        let certificate = tls
-            .ssl()
-            .peer_certificate()
-            .and_then(|c| c.to_der().ok());
+        let certificate = tls.ssl().peer_certificate().and_then(|c| c.to_der().ok());
         ext.insert(TlsPeer { certificate });
     }
 }

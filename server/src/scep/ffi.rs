@@ -47,14 +47,13 @@ unsafe fn type_der(t: *const ffi::ASN1_TYPE) -> Option<Vec<u8>> {
 
 /// The first SignerInfo of a SignedData.
 unsafe fn first_signer(p7: &Pkcs7Ref) -> Option<*mut ffi::PKCS7_SIGNER_INFO> {
-    if p7.signed().is_none() {
-        return None;
-    }
+    p7.signed()?;
     let sis = ffi::PKCS7_get_signer_info(p7.as_ptr());
     if sis.is_null() || ffi::OPENSSL_sk_num(sis as *const ffi::OPENSSL_STACK) < 1 {
         return None;
     }
-    let si = ffi::OPENSSL_sk_value(sis as *const ffi::OPENSSL_STACK, 0) as *mut ffi::PKCS7_SIGNER_INFO;
+    let si =
+        ffi::OPENSSL_sk_value(sis as *const ffi::OPENSSL_STACK, 0) as *mut ffi::PKCS7_SIGNER_INFO;
     (!si.is_null()).then_some(si)
 }
 
@@ -72,11 +71,8 @@ pub fn signed_attribute(p7: &Pkcs7Ref, nid: Nid) -> Option<Vec<u8>> {
 pub fn challenge_password(req: &X509ReqRef) -> Option<Vec<u8>> {
     // SAFETY: `req` is live for the call; the attribute and its value are owned by it and only read.
     unsafe {
-        let loc = ffi::X509_REQ_get_attr_by_NID(
-            req.as_ptr(),
-            Nid::PKCS9_CHALLENGEPASSWORD.as_raw(),
-            -1,
-        );
+        let loc =
+            ffi::X509_REQ_get_attr_by_NID(req.as_ptr(), Nid::PKCS9_CHALLENGEPASSWORD.as_raw(), -1);
         if loc < 0 {
             return None;
         }

@@ -278,7 +278,10 @@ pub fn cert_rep(
     let fail;
     let mut attrs = vec![
         (o.message_type, AttrValue::Printable("3")),
-        (o.transaction_id, AttrValue::Printable(&request.transaction_id)),
+        (
+            o.transaction_id,
+            AttrValue::Printable(&request.transaction_id),
+        ),
         (o.recipient_nonce, AttrValue::Octets(&request.sender_nonce)),
         (o.sender_nonce, AttrValue::Octets(&nonce)),
     ];
@@ -309,12 +312,30 @@ pub fn cert_rep(
 
 fn cipher_for(nid: Nid) -> Option<Cipher> {
     match nid {
+        // Single DES: what SCEP clients without capabilities (e.g. micromdm's scepclient) send. It only
+        // hides a one-time challenge and, in the reply, a public certificate; OpenSSL 3 keeps it in its
+        // legacy provider, loaded on first need.
+        Nid::DES_CBC if legacy_provider() => Some(Cipher::des_cbc()),
         Nid::DES_EDE3_CBC => Some(Cipher::des_ede3_cbc()),
         Nid::AES_128_CBC => Some(Cipher::aes_128_cbc()),
         Nid::AES_192_CBC => Some(Cipher::aes_192_cbc()),
         Nid::AES_256_CBC => Some(Cipher::aes_256_cbc()),
         _ => None,
     }
+}
+
+/// Load OpenSSL's legacy provider (single DES) once, keeping the default one; false if it is not installed.
+fn legacy_provider() -> bool {
+    static LEGACY: OnceLock<Option<openssl::provider::Provider>> = OnceLock::new();
+    LEGACY
+        .get_or_init(|| {
+            openssl::provider::Provider::try_load(None, "legacy", true)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %openssl_reasons(e), "OpenSSL legacy provider unavailable: single-DES SCEP requests will be refused")
+                })
+                .ok()
+        })
+        .is_some()
 }
 
 fn internal(e: openssl::error::ErrorStack) -> Malformed {
@@ -418,7 +439,9 @@ pub fn read_cert_rep(
 ) -> Result<CertRep, String> {
     let p7 = Pkcs7::from_der(der).map_err(|e| openssl_reasons(&e))?;
     let mut store = X509StoreBuilder::new().map_err(|e| openssl_reasons(&e))?;
-    store.add_cert(ca.clone()).map_err(|e| openssl_reasons(&e))?;
+    store
+        .add_cert(ca.clone())
+        .map_err(|e| openssl_reasons(&e))?;
     let store = store.build();
     let none = Stack::new().map_err(|e| openssl_reasons(&e))?;
     let mut content = Vec::new();

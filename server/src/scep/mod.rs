@@ -57,12 +57,7 @@ pub fn load_ca(config: &ScepConfig, data_dir: &Path, secret: &str) -> Result<Key
         (Some(cert), Some(key)) => pki::load(cert, key, config.ca_key_passphrase.as_deref()),
         _ => pki::load_or_create(data_dir, "scep-ca", secret, || {
             let subject = pki::name(&config.ca_common_name, &config.organization)?;
-            pki::generate(
-                &subject,
-                Usage::Ca,
-                config.ca_validity_days,
-                None,
-            )
+            pki::generate(&subject, Usage::Ca, config.ca_validity_days, None)
         }),
     }
 }

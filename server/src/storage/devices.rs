@@ -102,7 +102,10 @@ pub async fn unbind_identity<C: ConnectionTrait>(
     now: i64,
 ) -> StorageResult<()> {
     Entity::update_many()
-        .col_expr(Column::IdentityFingerprint, Expr::value(Option::<String>::None))
+        .col_expr(
+            Column::IdentityFingerprint,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(Column::UpdatedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
         .filter(Column::IdentityFingerprint.eq(fingerprint))

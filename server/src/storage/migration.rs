@@ -524,7 +524,7 @@ impl MigrationTrait for M0004Enrollment {
         m.alter_table(
             Table::alter()
                 .table("devices")
-                .add_column(&mut big_integer_null("renewal_requested_at"))
+                .add_column(big_integer_null("renewal_requested_at"))
                 .to_owned(),
         )
         .await?;

@@ -100,8 +100,10 @@ pub async fn create<C: ConnectionTrait>(
     Ok((model, secret))
 }
 
-/// Use a secret once. `serial` is the device's serial number when known: a pinned secret refuses any other
-/// (and an unknown one) without being used up.
+/// Use a secret once. For a token, `serial` is the device's serial number when known: a pinned token refuses
+/// any other (and an unknown one) without being used up. A pinned challenge is not checked here (a SCEP
+/// request does not say which device sends it): the pin goes into the certificate and is checked at
+/// Authenticate.
 pub async fn consume<C: ConnectionTrait>(
     c: &C,
     kind: SecretKind,
@@ -124,7 +126,7 @@ pub async fn consume<C: ConnectionTrait>(
     if found.expires_at <= now {
         return Ok(Err(Refusal::Expired));
     }
-    if let Some(pinned) = &found.serial_number {
+    if let (SecretKind::Token, Some(pinned)) = (kind, &found.serial_number) {
         if serial != Some(pinned.as_str()) {
             return Ok(Err(Refusal::WrongDevice));
         }
@@ -218,7 +220,9 @@ mod tests {
                 .unwrap()
                 .is_ok());
             assert_eq!(
-                consume(c, SecretKind::Challenge, &s, None, 2).await.unwrap(),
+                consume(c, SecretKind::Challenge, &s, None, 2)
+                    .await
+                    .unwrap(),
                 Err(Refusal::Used)
             );
 
@@ -226,7 +230,9 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(
-                consume(c, SecretKind::Token, &late, None, 1000).await.unwrap(),
+                consume(c, SecretKind::Token, &late, None, 1000)
+                    .await
+                    .unwrap(),
                 Err(Refusal::Expired)
             );
 
@@ -254,7 +260,10 @@ mod tests {
                     .len(),
                 0
             );
-            assert_eq!(list(c, SecretKind::Token, true, 1, 10).await.unwrap().len(), 2);
+            assert_eq!(
+                list(c, SecretKind::Token, true, 1, 10).await.unwrap().len(),
+                2
+            );
             assert_eq!(purge(c, 2000).await.unwrap(), 3);
         }
     }

@@ -6,9 +6,9 @@ use crate::clock::to_rfc3339;
 use crate::http::auth::{Admin, Auth, DevicesRead, Enroll};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
+use crate::storage::devices;
 use crate::storage::issued_certs::{self, IssuedCertificate};
 use crate::storage::secrets::{self, OneTimeSecret, SecretKind, SecretScope};
-use crate::storage::devices;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -74,7 +74,10 @@ pub async fn create_token(
             "ttl_seconds must be 1 to {MAX_TTL_SECS}"
         )));
     }
-    if b.serial_number.as_deref().is_some_and(|s| s.trim().is_empty()) {
+    if b.serial_number
+        .as_deref()
+        .is_some_and(|s| s.trim().is_empty())
+    {
         return Err(ApiError::BadRequest("serial_number is empty".into()));
     }
     let (t, token) = state
@@ -133,10 +136,19 @@ pub async fn revoke_token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    if secrets::revoke(state.storage.db(), SecretKind::Token, &id, state.clock.now_ms()).await? {
+    if secrets::revoke(
+        state.storage.db(),
+        SecretKind::Token,
+        &id,
+        state.clock.now_ms(),
+    )
+    .await?
+    {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::NotFound(format!("no unused enrollment token {id}")))
+        Err(ApiError::NotFound(format!(
+            "no unused enrollment token {id}"
+        )))
     }
 }
 
@@ -285,7 +297,9 @@ pub async fn expiring(
     let q = query(q)?;
     let before = state.clock.now_ms() + i64::from(q.days.unwrap_or(30)) * 86_400_000;
     // i64::MAX as the retry cut-off: every device in the window, renewal queued or not.
-    let list = devices::renewal_candidates(state.storage.db(), before, i64::MAX, page_limit(q.limit)?).await?;
+    let list =
+        devices::renewal_candidates(state.storage.db(), before, i64::MAX, page_limit(q.limit)?)
+            .await?;
     Ok(HttpResponse::Ok().json(
         list.into_iter()
             .map(|d| ExpiringIdentity {

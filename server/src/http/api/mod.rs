@@ -44,12 +44,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/push-certs", web::get().to(push::certs))
             .route("/push-certs", web::post().to(push::upload_cert))
             .route("/enrollment-tokens", web::get().to(enrollment::list_tokens))
-            .route("/enrollment-tokens", web::post().to(enrollment::create_token))
+            .route(
+                "/enrollment-tokens",
+                web::post().to(enrollment::create_token),
+            )
             .route(
                 "/enrollment-tokens/{id}",
                 web::delete().to(enrollment::revoke_token),
             )
-            .route("/scep-challenges", web::post().to(enrollment::create_challenge))
+            .route(
+                "/scep-challenges",
+                web::post().to(enrollment::create_challenge),
+            )
             .route(
                 "/identity-certificates",
                 web::get().to(enrollment::list_certificates),
