@@ -6,4 +6,5 @@ pub mod enrollment;
 pub mod harness;
 pub mod plugins;
 pub mod shared;
+pub mod sim;
 pub mod sink;

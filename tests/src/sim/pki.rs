@@ -1,0 +1,229 @@
+//! Pre-provisioned device identities: one CA for the run, and a certificate per device issued by it.
+//!
+//! RSA-2048 key generation costs ~50–100 ms, too slow for 10k–100k devices, so device keys come from a
+//! small pool (generated in parallel, optionally cached on disk) while every device still gets its own
+//! certificate (own serial number, CN = UDID): the server pins the SHA-256 of the certificate DER, which
+//! stays unique per device, and never compares keys. The CA signs with P-256 so issuing 100k
+//! certificates takes seconds. A later "enroll over SCEP" mode replaces [`Provisioner::identity`] with a
+//! certificate from the server's CA; everything after it (signing, pinning) is the same.
+
+use crate::device::Identity;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+use openssl::x509::{X509NameBuilder, X509};
+use std::path::{Path, PathBuf};
+
+/// The device key algorithm. Apple devices use RSA-2048 identities; P-256 keys sign ~25x faster and
+/// exist to separate the load generator's signing cost from the server's cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    Rsa2048,
+    P256,
+}
+
+impl KeyKind {
+    fn generate(self) -> PKey<Private> {
+        match self {
+            KeyKind::Rsa2048 => PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey"),
+            KeyKind::P256 => {
+                let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+                PKey::from_ec_key(EcKey::generate(&g).expect("ec")).expect("pkey")
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            KeyKind::Rsa2048 => "rsa2048",
+            KeyKind::P256 => "p256",
+        }
+    }
+}
+
+/// Run `f(i)` for `i in 0..n` on every core, keeping the order of results.
+pub fn parallel_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map(|p| p.get())
+        .unwrap_or(1)
+        .min(n.max(1));
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker thread"))
+            .collect()
+    })
+}
+
+/// Device keys shared round-robin by the devices' (unique) certificates.
+pub struct KeyPool {
+    pub kind: KeyKind,
+    keys: Vec<PKey<Private>>,
+}
+
+impl KeyPool {
+    /// `size` keys, read from `cache_dir/<kind>-<size>.pem` when present, else generated in parallel and
+    /// written there.
+    pub fn load_or_generate(kind: KeyKind, size: usize, cache_dir: Option<&Path>) -> Self {
+        let size = size.max(1);
+        let path = cache_dir.map(|d| d.join(format!("device-keys-{}-{size}.pem", kind.label())));
+        if let Some(p) = &path {
+            if let Ok(pem) = std::fs::read(p) {
+                if let Some(keys) = parse_keys(&pem, size) {
+                    return Self { kind, keys };
+                }
+            }
+        }
+        let keys = parallel_map(size, |_| kind.generate());
+        if let Some(p) = &path {
+            let mut pem = Vec::new();
+            for k in &keys {
+                pem.extend(k.private_key_to_pem_pkcs8().expect("pem"));
+            }
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            // A cache only: failing to write it costs the next run the generation time.
+            let _ = std::fs::write(p, pem);
+        }
+        Self { kind, keys }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn key(&self, i: usize) -> &PKey<Private> {
+        &self.keys[i % self.keys.len()]
+    }
+}
+
+fn parse_keys(pem: &[u8], want: usize) -> Option<Vec<PKey<Private>>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let mut keys = Vec::new();
+    for block in text.split_inclusive("-----END PRIVATE KEY-----\n") {
+        if block.trim().is_empty() {
+            continue;
+        }
+        keys.push(PKey::private_key_from_pem(block.as_bytes()).ok()?);
+    }
+    (keys.len() == want).then_some(keys)
+}
+
+/// Where key pools are cached by default: `target/mdm-sim` in the workspace.
+pub fn default_cache_dir() -> PathBuf {
+    crate::plugins::workspace_root()
+        .join("target")
+        .join("mdm-sim")
+}
+
+/// The run's CA and key pool: issues each device its identity.
+pub struct Provisioner {
+    ca_key: PKey<Private>,
+    ca_cert: X509,
+    pool: KeyPool,
+}
+
+impl Provisioner {
+    pub fn new(pool: KeyPool) -> Self {
+        let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+        let ca_key = PKey::from_ec_key(EcKey::generate(&g).expect("ec")).expect("pkey");
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("O", "mdm-sim").expect("o");
+        name.append_entry_by_text("CN", "mdm-sim device CA")
+            .expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("x509");
+        b.set_version(2).expect("version");
+        b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+            .expect("serial");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&ca_key).expect("pubkey");
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .expect("nb");
+        b.set_not_after(&Asn1Time::days_from_now(3650).unwrap())
+            .expect("na");
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .expect("bc");
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()
+                .unwrap(),
+        )
+        .expect("ku");
+        b.sign(&ca_key, MessageDigest::sha256()).expect("sign");
+        Self {
+            ca_key,
+            ca_cert: b.build(),
+            pool,
+        }
+    }
+
+    /// PEM of the CA, for `identity.device_ca_file`.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        self.ca_cert.to_pem().expect("pem")
+    }
+
+    pub fn key_kind(&self) -> KeyKind {
+        self.pool.kind
+    }
+
+    /// Device `index`'s identity: a pool key and a certificate of its own (serial = index + 2, CN = udid),
+    /// as a SCEP CA issues them (client auth, digital signature).
+    pub fn identity(&self, index: usize, udid: &str) -> Identity {
+        let key = self.pool.key(index).clone();
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", udid).expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("x509");
+        b.set_version(2).expect("version");
+        let serial = BigNum::from_dec_str(&(index as u64 + 2).to_string()).expect("serial");
+        b.set_serial_number(&serial.to_asn1_integer().expect("serial"))
+            .expect("serial");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(self.ca_cert.subject_name())
+            .expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .expect("nb");
+        b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
+            .expect("na");
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_encipherment()
+                .build()
+                .unwrap(),
+        )
+        .expect("ku");
+        b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
+            .expect("eku");
+        b.sign(&self.ca_key, MessageDigest::sha256()).expect("sign");
+        Identity {
+            key,
+            cert: b.build(),
+        }
+    }
+}

@@ -1,0 +1,1068 @@
+//! The load benchmarks, each a function from parameters to a [`Report`] (throughput, latency
+//! percentiles, sizes, memory, protocol violations). `mdm-sim bench ...` runs them at full scale; the
+//! CI smoke (`tests/tests/sim_smoke.rs`) runs them tiny.
+
+use super::fleet::{Counters, Fleet, FleetConfig};
+use super::pki::{KeyKind, KeyPool, Provisioner};
+use super::responder::Behavior;
+use super::stats::{proc_cpu_seconds, Phase, Recorder, Summary};
+use super::target::{BenchDb, BoxError, DbChoice, Server, ServerMode, ServerOptions};
+use super::transport::Transport;
+use mdm_server::protocol::CommandEnvelope;
+use mdm_server::storage::queue;
+use plist::{Dictionary, Value};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub db: DbChoice,
+    pub mode: ServerMode,
+    pub key_kind: KeyKind,
+    /// Device keys in the pool (certificates are always one per device).
+    pub key_pool: usize,
+    pub cache_dir: Option<PathBuf>,
+    /// Server HTTP workers (None: one per core).
+    pub workers: Option<usize>,
+    pub ios_percent: u8,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            db: DbChoice::Sqlite,
+            mode: ServerMode::InProcess,
+            key_kind: KeyKind::Rsa2048,
+            key_pool: 64,
+            cache_dir: Some(super::pki::default_cache_dir()),
+            workers: None,
+            ios_percent: 60,
+        }
+    }
+}
+
+/// What a scenario measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub db: String,
+    pub server: String,
+    pub params: serde_json::Value,
+    /// Named throughput/latency measurements, in the order taken.
+    pub measurements: Vec<(String, Summary)>,
+    /// Other figures (sizes, memory, counts).
+    pub figures: BTreeMap<String, serde_json::Value>,
+    pub violations: BTreeMap<&'static str, u64>,
+    pub violation_samples: Vec<String>,
+}
+
+impl Report {
+    fn new(scenario: &str, common: &Common, params: serde_json::Value) -> Self {
+        Self {
+            scenario: scenario.into(),
+            db: common.db.label().into(),
+            server: match &common.mode {
+                ServerMode::InProcess => "in-process".into(),
+                ServerMode::Process(p) => format!("process {}", p.display()),
+            },
+            params,
+            measurements: Vec::new(),
+            figures: BTreeMap::new(),
+            violations: BTreeMap::new(),
+            violation_samples: Vec::new(),
+        }
+    }
+
+    fn measure(&mut self, name: &str, s: Summary) {
+        eprintln!("  {name}: {}", s.line());
+        self.measurements.push((name.into(), s));
+    }
+
+    fn figure(&mut self, name: &str, v: impl Into<serde_json::Value>) {
+        let v = v.into();
+        eprintln!("  {name}: {v}");
+        self.figures.insert(name.into(), v);
+    }
+
+    fn violations_of(&mut self, fleet: &Fleet) {
+        for (k, v) in fleet.violations.counts() {
+            *self.violations.entry(k).or_default() += v;
+        }
+        self.violation_samples.extend(fleet.violations.samples());
+    }
+
+    fn counters(&mut self, c: &Counters) {
+        self.figure("connections", Counters::get(&c.connections));
+        self.figure("requests", Counters::get(&c.requests));
+        self.figure("commands_received", Counters::get(&c.commands));
+        self.figure("acknowledged", Counters::get(&c.acknowledged));
+        self.figure("errors", Counters::get(&c.errors));
+        self.figure("not_now", Counters::get(&c.not_now));
+        self.figure(
+            "load_generator_signing_cpu_s",
+            (Counters::get(&c.sign_nanos) as f64 / 1e9 * 100.0).round() / 100.0,
+        );
+    }
+
+    pub fn total_violations(&self) -> u64 {
+        self.violations.values().sum()
+    }
+
+    pub fn measurement(&self, name: &str) -> Option<&Summary> {
+        self.measurements
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    }
+
+    /// A human summary.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "== {} on {} ({})\n   params: {}\n",
+            self.scenario, self.db, self.server, self.params
+        );
+        for (name, s) in &self.measurements {
+            out.push_str(&format!("   {name}: {}\n", s.line()));
+        }
+        for (k, v) in &self.figures {
+            out.push_str(&format!("   {k}: {v}\n"));
+        }
+        out.push_str(&format!(
+            "   protocol violations: {} {:?}\n",
+            self.total_violations(),
+            self.violations
+        ));
+        for s in &self.violation_samples {
+            out.push_str(&format!("     {s}\n"));
+        }
+        out
+    }
+}
+
+/// The database, the fleet's CA and keys, and the fleet, ready for a server.
+struct Setup {
+    db: BenchDb,
+    storage: mdm_server::storage::Storage,
+    fleet: Arc<Fleet>,
+}
+
+async fn setup(common: &Common, devices: usize, behavior: Behavior) -> Result<Setup, BoxError> {
+    let t = Phase::start();
+    let pool = KeyPool::load_or_generate(
+        common.key_kind,
+        common.key_pool.min(devices.max(1)),
+        common.cache_dir.as_deref(),
+    );
+    let prov = Provisioner::new(pool);
+    let fleet = Arc::new(Fleet::build(
+        FleetConfig {
+            devices,
+            ios_percent: common.ios_percent,
+            behavior,
+            ..FleetConfig::default()
+        },
+        &prov,
+    ));
+    eprintln!(
+        "  built {devices} devices ({:?} keys, unique certificates) in {:.1} s",
+        common.key_kind,
+        t.elapsed().as_secs_f64()
+    );
+    let db = BenchDb::create(&common.db).await?;
+    let storage = db.storage().await?;
+    Ok(Setup { db, storage, fleet })
+}
+
+fn server_options(common: &Common) -> ServerOptions {
+    ServerOptions {
+        workers: common.workers,
+        ..ServerOptions::default()
+    }
+}
+
+/// Seed the fleet through the storage repositories, recording how long it took.
+async fn seed(report: &mut Report, s: &Setup) -> Result<(), BoxError> {
+    let t = Phase::start();
+    s.fleet.seed(&s.storage, 1000).await?;
+    let secs = t.elapsed().as_secs_f64();
+    report.figure("seeded_devices", s.fleet.len());
+    report.figure(
+        "seed_devices_per_s",
+        (s.fleet.len() as f64 / secs.max(1e-9)).round(),
+    );
+    Ok(())
+}
+
+/// Enroll over HTTP (Authenticate + TokenUpdate, signed live), recording the check-in latencies.
+async fn enroll_http(
+    report: &mut Report,
+    fleet: &Arc<Fleet>,
+    transport: &Transport,
+    connections: usize,
+) -> Result<(), BoxError> {
+    let t = Phase::start();
+    let rec = fleet.enroll(transport, connections).await?;
+    report.measure(
+        "enroll (Authenticate + TokenUpdate, signed live)",
+        rec.summary(t.elapsed()),
+    );
+    Ok(())
+}
+
+/// How long a closed-loop phase runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    /// Run `warmup` unrecorded, then `seconds` recorded.
+    Timed { warmup: Duration, seconds: Duration },
+    /// Exactly this many operations, all recorded (the CI smoke: no sleeping).
+    Requests(u64),
+}
+
+impl Budget {
+    fn new(warmup_secs: f64, seconds: f64, requests: Option<u64>) -> Self {
+        match requests {
+            Some(n) => Budget::Requests(n),
+            None => Budget::Timed {
+                warmup: Duration::from_secs_f64(warmup_secs),
+                seconds: Duration::from_secs_f64(seconds),
+            },
+        }
+    }
+}
+
+/// `connections` workers each run `op` on devices round-robin until the budget is spent. Returns the
+/// recorded phase.
+async fn closed_loop<F, Fut>(
+    fleet: &Arc<Fleet>,
+    connections: usize,
+    budget: Budget,
+    op: F,
+) -> Result<Summary, BoxError>
+where
+    F: Fn(Arc<Fleet>, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Duration, BoxError>> + Send,
+{
+    let limit = match budget {
+        Budget::Requests(n) => n,
+        Budget::Timed { .. } => u64::MAX,
+    };
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let recording = Arc::new(AtomicBool::new(matches!(budget, Budget::Requests(_))));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rec = Arc::new(Recorder::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    let t = Instant::now();
+    for _ in 0..connections.max(1) {
+        let (fleet, next, recording, stop, rec, op) = (
+            fleet.clone(),
+            next.clone(),
+            recording.clone(),
+            stop.clone(),
+            rec.clone(),
+            op.clone(),
+        );
+        tasks.spawn(async move {
+            let mut local = Vec::with_capacity(4096);
+            while !stop.load(Ordering::Relaxed) {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= limit {
+                    break;
+                }
+                let i = (n % fleet.len() as u64) as usize;
+                let d = op(fleet.clone(), i).await?;
+                if recording.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    local.push(d.as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+            }
+            rec.extend(&local);
+            Ok::<(), BoxError>(())
+        });
+    }
+    let mut start = t;
+    if let Budget::Timed { warmup, seconds } = budget {
+        tokio::time::sleep(warmup).await;
+        recording.store(true, Ordering::Relaxed);
+        start = Instant::now();
+        tokio::time::sleep(seconds).await;
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut elapsed = start.elapsed();
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    if let Budget::Requests(_) = budget {
+        elapsed = start.elapsed();
+    }
+    Ok(rec.summary(elapsed))
+}
+
+async fn idle_op(fleet: Arc<Fleet>, transport: Transport, i: usize) -> Result<Duration, BoxError> {
+    let t = Instant::now();
+    fleet.connection(&transport, i).await?;
+    Ok(t.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 1. Signed Idle check-ins per second.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckinParams {
+    pub devices: usize,
+    pub connections: usize,
+    pub warmup_secs: f64,
+    pub seconds: f64,
+    /// Instead of a timed run: exactly this many check-ins.
+    pub requests: Option<u64>,
+    /// Seed the devices through storage instead of enrolling over HTTP.
+    pub seed: bool,
+    /// After the load, time each step of an Idle check-in this many times (0: skip).
+    pub breakdown: usize,
+}
+
+pub async fn checkins(common: &Common, p: &CheckinParams) -> Result<Report, BoxError> {
+    let mut report = Report::new("checkins", common, json!(p));
+    let s = setup(common, p.devices, Behavior::default()).await?;
+    if p.seed {
+        seed(&mut report, &s).await?;
+    }
+    let mut server =
+        Server::start(&s.db, &s.storage, &common.mode, &server_options(common)).await?;
+    let transport = Transport::new(&server.base, p.connections);
+    if !p.seed {
+        enroll_http(&mut report, &s.fleet, &transport, p.connections).await?;
+    }
+    s.fleet.presign(false);
+    let cpu0 = proc_cpu_seconds(server.pid);
+    let t = transport.clone();
+    let wall = Instant::now();
+    let summary = closed_loop(
+        &s.fleet,
+        p.connections,
+        Budget::new(p.warmup_secs, p.seconds, p.requests),
+        move |f, i| idle_op(f, t.clone(), i),
+    )
+    .await?;
+    if let (Some(a), Some(b), false) = (cpu0, proc_cpu_seconds(server.pid), server.in_process) {
+        report.figure(
+            "server_cpu_cores_used",
+            ((b - a) / wall.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        );
+    }
+    report.measure("idle check-ins (signed, presigned bodies)", summary);
+    report.counters(&s.fleet.counters);
+    if p.breakdown > 0 {
+        idle_breakdown(&mut report, &s.storage, &s.fleet, p.breakdown).await?;
+    }
+    if let Some((rss, hwm)) = server.memory_kib().filter(|_| !server.in_process) {
+        report.figure("server_rss_mib", rss / 1024);
+        report.figure("server_hwm_mib", hwm / 1024);
+    }
+    report.violations_of(&s.fleet);
+    server.stop();
+    s.db.drop_schema().await;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 2. Command throughput: commands queued per device, drained by the devices.
+
+/// The commands queued in order, with their priorities: delivery must be ProfileList, CertificateList
+/// (priority 5, in enqueue order), then DeviceInformation, SecurityInfo, InstalledApplicationList.
+pub fn command_set() -> Vec<(serde_json::Value, i32)> {
+    vec![
+        (json!({"RequestType": "DeviceInformation"}), 0),
+        (json!({"RequestType": "SecurityInfo"}), 0),
+        (json!({"RequestType": "ProfileList"}), 5),
+        (json!({"RequestType": "InstalledApplicationList"}), 0),
+        (json!({"RequestType": "CertificateList"}), 5),
+    ]
+}
+
+/// A configuration profile as InstallProfile carries it.
+pub fn sample_profile(identifier: &str) -> Vec<u8> {
+    let mut wifi = Dictionary::new();
+    wifi.insert("PayloadType".into(), "com.apple.wifi.managed".into());
+    wifi.insert(
+        "PayloadIdentifier".into(),
+        format!("{identifier}.wifi").into(),
+    );
+    wifi.insert(
+        "PayloadUUID".into(),
+        uuid::Uuid::new_v4().to_string().to_uppercase().into(),
+    );
+    wifi.insert("PayloadVersion".into(), Value::Integer(1.into()));
+    wifi.insert("SSID_STR".into(), "Example".into());
+    let mut d = Dictionary::new();
+    d.insert("PayloadType".into(), "Configuration".into());
+    d.insert("PayloadIdentifier".into(), identifier.into());
+    d.insert(
+        "PayloadUUID".into(),
+        uuid::Uuid::new_v4().to_string().to_uppercase().into(),
+    );
+    d.insert("PayloadVersion".into(), Value::Integer(1.into()));
+    d.insert("PayloadDisplayName".into(), "Example Wi-Fi".into());
+    d.insert(
+        "PayloadContent".into(),
+        Value::Array(vec![Value::Dictionary(wifi)]),
+    );
+    crate::device::xml(d)
+}
+
+/// Enqueues through the admin API to a whole fleet, telling each device what to expect.
+struct Enqueuer<'a> {
+    server: &'a Server,
+    http: reqwest::Client,
+    fleet: &'a Fleet,
+    index: std::collections::HashMap<String, usize>,
+    udids: Vec<String>,
+}
+
+impl<'a> Enqueuer<'a> {
+    fn new(server: &'a Server, fleet: &'a Fleet) -> Self {
+        Self {
+            server,
+            http: admin_http(),
+            fleet,
+            index: fleet.index_of(),
+            udids: fleet.udids(),
+        }
+    }
+
+    /// Enqueue `command` (a typed command, or `{"raw_plist": ...}`) to every device and tell each to
+    /// expect it. Returns the request's duration.
+    async fn enqueue(
+        &self,
+        command: serde_json::Value,
+        priority: i32,
+        no_push: bool,
+    ) -> Result<Duration, BoxError> {
+        let t = Instant::now();
+        let body = if command.get("raw_plist").is_some() {
+            let mut b = command;
+            b["ids"] = json!(self.udids);
+            b["priority"] = json!(priority);
+            b["no_push"] = json!(no_push);
+            b
+        } else {
+            json!({"ids": self.udids, "command": command, "priority": priority, "no_push": no_push})
+        };
+        let (status, out) = self
+            .server
+            .api(
+                &self.http,
+                reqwest::Method::POST,
+                "/api/v1/commands",
+                Some(body),
+            )
+            .await?;
+        let took = t.elapsed();
+        if status != 200 {
+            return Err(format!("enqueue: HTTP {status}: {out}").into());
+        }
+        let results = out["results"].as_object().ok_or("no results")?;
+        for (id, r) in results {
+            if r["status"] != "queued" {
+                return Err(format!("enqueue to {id}: {r}").into());
+            }
+            let uuid = r["command_uuid"].as_str().ok_or("no command_uuid")?;
+            self.fleet.expect(self.index[id], uuid, priority).await;
+        }
+        Ok(took)
+    }
+}
+
+fn admin_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandParams {
+    pub devices: usize,
+    /// Commands queued to each device (cycling through [`command_set`]).
+    pub per_device: usize,
+    pub connections: usize,
+    pub not_now_rate: f64,
+    pub error_rate: f64,
+    /// Also queue InstallProfile, RemoveProfile and an unknown RequestType (the responder's other paths).
+    pub extra_commands: bool,
+    /// Poll instead of waiting for pushes (always so with a separate server process).
+    pub poll: bool,
+    pub seed: bool,
+    pub timeout_secs: u64,
+}
+
+pub async fn commands(common: &Common, p: &CommandParams) -> Result<Report, BoxError> {
+    let mut report = Report::new("commands", common, json!(p));
+    let behavior = Behavior {
+        not_now_rate: p.not_now_rate,
+        error_rate: p.error_rate,
+    };
+    let s = setup(common, p.devices, behavior).await?;
+    if p.seed {
+        seed(&mut report, &s).await?;
+    }
+    let mut opts = server_options(common);
+    // Pushing 10k devices at the default 500/s would measure the rate limit, not the server.
+    opts.push_max_per_second = 100_000;
+    let mut server = Server::start(&s.db, &s.storage, &common.mode, &opts).await?;
+    let poll = p.poll || server.push.is_none();
+    let transport = Transport::new(&server.base, p.connections);
+    if !p.seed {
+        enroll_http(&mut report, &s.fleet, &transport, p.connections).await?;
+    }
+    s.fleet.presign(false);
+    let enq = Enqueuer::new(&server, &s.fleet);
+    let mut plan: Vec<(serde_json::Value, i32)> = command_set()
+        .into_iter()
+        .cycle()
+        .take(p.per_device)
+        .collect();
+    if p.extra_commands {
+        use base64::Engine;
+        let profile = base64::engine::general_purpose::STANDARD
+            .encode(sample_profile("com.example.sim.wifi"));
+        plan.push((
+            json!({"RequestType": "InstallProfile", "Payload": profile}),
+            0,
+        ));
+        plan.push((
+            json!({"RequestType": "RemoveProfile", "Identifier": "com.example.sim.wifi"}),
+            0,
+        ));
+        plan.push((json!({"RequestType": "ProfileList"}), 0));
+        plan.push((
+            json!({"raw_plist": "<?xml version=\"1.0\"?><plist version=\"1.0\"><dict><key>RequestType</key><string>SimUnknownCommand</string></dict></plist>"}),
+            -1,
+        ));
+    }
+    let listener = (!poll).then(|| {
+        s.fleet.listen_for_pushes(
+            server.push.as_ref().expect("push sink"),
+            &transport,
+            p.connections,
+        )
+    });
+    let mut enqueue_times = Vec::new();
+    let mut drain_start = Instant::now();
+    for (k, (cmd, prio)) in plan.iter().enumerate() {
+        let last = k + 1 == plan.len();
+        if last {
+            drain_start = Instant::now();
+        }
+        let took = enq.enqueue(cmd.clone(), *prio, poll || !last).await?;
+        enqueue_times.push((took.as_secs_f64() * 1000.0).round() / 1000.0);
+    }
+    report.figure("enqueue_api_seconds", json!(enqueue_times));
+    let queued = (plan.len() * p.devices) as u64;
+    report.figure("commands_queued", queued);
+    if poll {
+        drain_start = Instant::now();
+        s.fleet
+            .drain_by_polling(&transport, p.connections, 1000)
+            .await?;
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(p.timeout_secs);
+        while s.fleet.expected_open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let drain = drain_start.elapsed();
+    drop(listener);
+    s.fleet.flag_undelivered().await;
+    let c = &s.fleet.counters;
+    let finished = Counters::get(&c.acknowledged) + Counters::get(&c.errors);
+    report.figure(
+        "drain_seconds",
+        (drain.as_secs_f64() * 100.0).round() / 100.0,
+    );
+    report.figure(
+        "commands_finished_per_s",
+        (finished as f64 / drain.as_secs_f64()).round(),
+    );
+    report.measure("all device requests", s.fleet.latency.summary(drain));
+    report.measure(
+        "requests answered with a command",
+        s.fleet.command_latency.summary(drain),
+    );
+    if let Some(sink) = &server.push {
+        report.figure("pushes", sink.pushed());
+    }
+    report.counters(c);
+    if finished != queued {
+        report.figure("finished_vs_queued_mismatch", json!([finished, queued]));
+        s.fleet.violations.record(
+            super::checker::Violation::NotDelivered,
+            format!("{finished} commands finished, {queued} queued"),
+        );
+    }
+    report.violations_of(&s.fleet);
+    server.stop();
+    s.db.drop_schema().await;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 3. Fan-out: one command to every device through the API.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutParams {
+    pub devices: usize,
+    pub repeat: usize,
+}
+
+pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxError> {
+    let mut report = Report::new("fanout", common, json!(p));
+    let s = setup(common, p.devices, Behavior::default()).await?;
+    seed(&mut report, &s).await?;
+    let mut opts = server_options(common);
+    opts.push_max_per_second = 1_000_000;
+    let mut server = Server::start(&s.db, &s.storage, &common.mode, &opts).await?;
+    let enq = Enqueuer::new(&server, &s.fleet);
+    let size0 = s.db.size_bytes(&s.storage).await?;
+    report.figure("db_bytes_before", size0);
+    let mut times = Vec::new();
+    for _ in 0..p.repeat.max(1) {
+        let pushed0 = server.push.as_ref().map_or(0, |p| p.pushed());
+        let took = enq
+            .enqueue(json!({"RequestType": "ProfileList"}), 0, false)
+            .await?;
+        times.push(took);
+        eprintln!(
+            "  enqueue to {} devices: {:.3} s",
+            p.devices,
+            took.as_secs_f64()
+        );
+        if let Some(sink) = &server.push {
+            // The pushes the enqueue owes, sent by the worker after the commit.
+            let t = Instant::now();
+            while sink.pushed() < pushed0 + p.devices as u64
+                && t.elapsed() < Duration::from_secs(300)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            report.figure(
+                "pushes_sent_after_enqueue_seconds",
+                ((t.elapsed().as_secs_f64() + took.as_secs_f64()) * 100.0).round() / 100.0,
+            );
+        }
+    }
+    let mut samples: Vec<u32> = times.iter().map(|d| d.as_micros() as u32).collect();
+    let total: Duration = times.iter().sum();
+    report.measure(
+        "enqueue one command to every device (one API call)",
+        Summary::of(&mut samples, total),
+    );
+    let size1 = s.db.size_bytes(&s.storage).await?;
+    report.figure("db_bytes_after", size1);
+    report.figure(
+        "db_bytes_per_queued_row",
+        (size1.saturating_sub(size0)) / (p.devices * p.repeat.max(1)) as u64,
+    );
+    report.figure(
+        "command_queue_rows",
+        s.db.count(&s.storage, "command_queue").await?,
+    );
+    if let Some((_, hwm)) = server.memory_kib().filter(|_| !server.in_process) {
+        report.figure("server_hwm_mib", hwm / 1024);
+    }
+    server.stop();
+    s.db.drop_schema().await;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 4. Queue depth: next-command latency with few and with many rows in command_queue.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDepthParams {
+    /// Devices that drain their commands while being measured.
+    pub probes: usize,
+    pub per_probe: usize,
+    /// Rows in command_queue in the deep case (the probes' own plus background rows).
+    pub deep_rows: usize,
+    /// Background channels the deep rows are spread over.
+    pub background_channels: usize,
+    pub connections: usize,
+}
+
+/// Insert `rows` queued rows for `channels` background channels through the queue repository.
+async fn background_rows(
+    storage: &mdm_server::storage::Storage,
+    rows: usize,
+    channels: usize,
+) -> Result<(), BoxError> {
+    use sea_orm::TransactionTrait;
+    let channels = channels.max(1);
+    let ids: Vec<String> = (0..channels).map(|i| format!("BG-{i:08}")).collect();
+    let per_channel = rows.div_ceil(channels);
+    let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    let mut left = rows;
+    for _ in 0..per_channel {
+        let n = left.min(channels);
+        if n == 0 {
+            break;
+        }
+        let mut cmd = Dictionary::new();
+        cmd.insert("RequestType".into(), "ProfileList".into());
+        let env = CommandEnvelope::new(uuid::Uuid::new_v4().to_string().to_uppercase(), cmd)?;
+        let txn = storage.db().begin().await?;
+        queue::insert_command(&txn, &env, 0, "mdm-sim", None, now).await?;
+        queue::enqueue(&txn, &env.uuid, 0, None, &ids[..n], now).await?;
+        txn.commit().await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+pub async fn queue_depth(common: &Common, p: &QueueDepthParams) -> Result<Report, BoxError> {
+    let mut report = Report::new("queue-depth", common, json!(p));
+    let own = p.probes * p.per_probe;
+    for (label, background) in [
+        ("shallow", 0usize),
+        ("deep", p.deep_rows.saturating_sub(own)),
+    ] {
+        let s = setup(common, p.probes, Behavior::default()).await?;
+        seed(&mut report, &s).await?;
+        let t = Phase::start();
+        background_rows(&s.storage, background, p.background_channels).await?;
+        if background > 0 {
+            report.figure(
+                "background_rows_insert_seconds",
+                (t.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            );
+        }
+        let mut server =
+            Server::start(&s.db, &s.storage, &common.mode, &server_options(common)).await?;
+        let transport = Transport::new(&server.base, p.connections);
+        s.fleet.presign(false);
+        let enq = Enqueuer::new(&server, &s.fleet);
+        for (cmd, prio) in command_set().into_iter().cycle().take(p.per_probe) {
+            enq.enqueue(cmd, prio, true).await?;
+        }
+        let rows = s.db.count(&s.storage, "command_queue").await?;
+        report.figure(&format!("{label}_command_queue_rows"), rows);
+        let t = Phase::start();
+        s.fleet
+            .drain_by_polling(&transport, p.connections, 100)
+            .await?;
+        let elapsed = t.elapsed();
+        s.fleet.flag_undelivered().await;
+        report.measure(
+            &format!("{label}: requests answered with the next command ({rows} rows)"),
+            s.fleet.command_latency.summary(elapsed),
+        );
+        report.measure(
+            &format!("{label}: all requests"),
+            s.fleet.latency.summary(elapsed),
+        );
+        report.violations_of(&s.fleet);
+        server.stop();
+        s.db.drop_schema().await;
+    }
+    if let (Some(a), Some(b)) = (
+        report
+            .measurements
+            .iter()
+            .find(|(n, _)| n.starts_with("shallow: requests answered")),
+        report
+            .measurements
+            .iter()
+            .find(|(n, _)| n.starts_with("deep: requests answered")),
+    ) {
+        let (a, b) = (a.1.p50_ms, b.1.p50_ms);
+        report.figure(
+            "deep_vs_shallow_p50_change_percent",
+            ((b - a) / a * 1000.0).round() / 10.0,
+        );
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 5. Memory: the server process's peak RSS with many enrolled devices under load.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryParams {
+    pub devices: usize,
+    pub connections: usize,
+    /// Devices that, after the fan-out, fetch and answer the command (signed live).
+    pub drain_devices: usize,
+}
+
+pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxError> {
+    let mut report = Report::new("memory", common, json!(p));
+    let s = setup(common, p.devices, Behavior::default()).await?;
+    seed(&mut report, &s).await?;
+    let t = Phase::start();
+    s.fleet.presign(false);
+    eprintln!(
+        "  presigned {} Idle bodies in {:.1} s",
+        p.devices,
+        t.elapsed().as_secs_f64()
+    );
+    let mut server =
+        Server::start(&s.db, &s.storage, &common.mode, &server_options(common)).await?;
+    let mem = |server: &Server, report: &mut Report, phase: &str| {
+        if let Some((rss, hwm)) = server.memory_kib() {
+            report.figure(&format!("rss_mib_after_{phase}"), rss / 1024);
+            report.figure(&format!("hwm_mib_after_{phase}"), hwm / 1024);
+        }
+    };
+    mem(&server, &mut report, "start");
+    let transport = Transport::new(&server.base, p.connections);
+    let all: Vec<usize> = (0..s.fleet.len()).collect();
+    let t = Phase::start();
+    s.fleet
+        .each(&transport, p.connections, &all, |f, tr, i| async move {
+            f.connection(&tr, i).await.map(|_| ())
+        })
+        .await?;
+    report.measure(
+        "idle check-in from every device",
+        s.fleet.latency.summary(t.elapsed()),
+    );
+    mem(&server, &mut report, "idle_sweep");
+    let enq = Enqueuer::new(&server, &s.fleet);
+    let took = enq
+        .enqueue(json!({"RequestType": "ProfileList"}), 0, true)
+        .await?;
+    report.figure(
+        "fanout_seconds",
+        (took.as_secs_f64() * 1000.0).round() / 1000.0,
+    );
+    mem(&server, &mut report, "fanout");
+    let drain: Vec<usize> = (0..p.drain_devices.min(s.fleet.len())).collect();
+    let t = Phase::start();
+    let before = s.fleet.command_latency.len();
+    s.fleet
+        .each(&transport, p.connections, &drain, |f, tr, i| async move {
+            f.connection(&tr, i).await.map(|_| ())
+        })
+        .await?;
+    report.figure(
+        "drained_commands",
+        s.fleet.command_latency.len().saturating_sub(before),
+    );
+    report.figure(
+        "drain_seconds",
+        (t.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    );
+    mem(&server, &mut report, "drain");
+    if let Some((_, hwm)) = server.memory_kib() {
+        report.figure("server_peak_rss_mib", hwm / 1024);
+    }
+    report.counters(&s.fleet.counters);
+    if server.in_process {
+        report.figure(
+            "note",
+            "in-process: the RSS is the simulator's and the server's together",
+        );
+    }
+    report.violations_of(&s.fleet);
+    server.stop();
+    s.db.drop_schema().await;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 6. Plugins: check-ins per second with 0, 1 and 5 example plugins.
+
+/// The example plugins and the configuration each runs with here.
+pub fn example_plugins() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("webhook", json!({"sink": "webhook"})),
+        ("inventory", json!({"attribute_prefix": "inv."})),
+        ("enroll-baseline", json!({"profiles": []})),
+        (
+            "retry-notnow",
+            json!({"max_attempts": 3, "base_delay_seconds": 60, "alert_sink": "alerts"}),
+        ),
+        ("serial-allowlist", json!({"prefixes": ["C02"]})),
+    ]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginParams {
+    pub devices: usize,
+    pub connections: usize,
+    pub warmup_secs: f64,
+    pub seconds: f64,
+    /// Instead of timed runs: exactly this many check-ins per measurement.
+    pub requests: Option<u64>,
+    /// Plugin sets to measure, each a list of example plugin names (empty: none).
+    pub sets: Vec<Vec<String>>,
+}
+
+pub async fn plugins(common: &Common, p: &PluginParams) -> Result<Report, BoxError> {
+    use base64::Engine;
+    let mut report = Report::new("plugins", common, json!(p));
+    let s = setup(common, p.devices, Behavior::default()).await?;
+    let sink = crate::sink::Sink::start(200).await;
+    let mut opts = server_options(common);
+    opts.sinks = vec![
+        ("webhook".into(), sink.url.clone()),
+        ("alerts".into(), sink.url.clone()),
+    ];
+    let mut server = Server::start(&s.db, &s.storage, &common.mode, &opts).await?;
+    let transport = Transport::new(&server.base, p.connections);
+    enroll_http(&mut report, &s.fleet, &transport, p.connections).await?;
+    s.fleet.presign(true);
+    let http = admin_http();
+    let catalogue: BTreeMap<&str, serde_json::Value> = example_plugins().into_iter().collect();
+    let mut baseline: Option<(f64, f64)> = None;
+    for set in &p.sets {
+        let label = if set.is_empty() {
+            "0 plugins".to_string()
+        } else {
+            format!("{} plugin(s): {}", set.len(), set.join("+"))
+        };
+        for name in set {
+            let config = catalogue
+                .get(name.as_str())
+                .ok_or_else(|| format!("unknown example plugin {name}"))?;
+            let wasm = std::fs::read(crate::plugins::build(name))?;
+            let manifest = crate::plugins::manifest(name);
+            let (status, out) = server
+                .api(
+                    &http,
+                    reqwest::Method::POST,
+                    "/api/v1/plugins",
+                    Some(json!({
+                        "manifest": manifest,
+                        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+                        "config": config,
+                        "approve_capabilities": manifest["capabilities"],
+                    })),
+                )
+                .await?;
+            if status != 200 {
+                return Err(format!("uploading {name}: HTTP {status} {out}").into());
+            }
+        }
+        let t = transport.clone();
+        let tu = closed_loop(
+            &s.fleet,
+            p.connections,
+            Budget::new(p.warmup_secs, p.seconds, p.requests),
+            move |f, i| {
+                let t = t.clone();
+                async move { f.token_update(&t, i).await }
+            },
+        )
+        .await?;
+        let t = transport.clone();
+        let idle = closed_loop(
+            &s.fleet,
+            p.connections,
+            Budget::new(p.warmup_secs, p.seconds, p.requests),
+            move |f, i| idle_op(f, t.clone(), i),
+        )
+        .await?;
+        let (tu_rate, idle_rate) = (tu.per_second, idle.per_second);
+        report.measure(&format!("{label}: TokenUpdate check-ins"), tu);
+        report.measure(&format!("{label}: Idle check-ins"), idle);
+        match baseline {
+            None if set.is_empty() => baseline = Some((tu_rate, idle_rate)),
+            Some((b_tu, b_idle)) => {
+                report.figure(
+                    &format!("{label}: TokenUpdate throughput cost %"),
+                    ((1.0 - tu_rate / b_tu) * 1000.0).round() / 10.0,
+                );
+                report.figure(
+                    &format!("{label}: Idle throughput cost %"),
+                    ((1.0 - idle_rate / b_idle) * 1000.0).round() / 10.0,
+                );
+            }
+            None => {}
+        }
+        for name in set {
+            let (status, out) = server
+                .api(
+                    &http,
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/plugins/{name}"),
+                    None,
+                )
+                .await?;
+            if status != 200 && status != 204 {
+                return Err(format!("deleting {name}: HTTP {status} {out}").into());
+            }
+        }
+    }
+    report.figure("events_received_by_sink", sink.received().len());
+    report.counters(&s.fleet.counters);
+    report.figure(
+        "plugin_audit_rows",
+        s.db.count(&s.storage, "plugin_audit").await?,
+    );
+    report.violations_of(&s.fleet);
+    server.stop();
+    s.db.drop_schema().await;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Where an Idle check-in's time goes, without HTTP: the same steps the server takes, one client.
+
+/// Per-step cost of an Idle check-in, each measured `n` times in a row on one task: signature
+/// verification, plist decoding, one database round trip (`SELECT 1`), and the Idle transaction as
+/// `checkin::report` runs it (authorize, find the enrollment, reset NotNow, next command, three
+/// "seen" updates, commit) through the same storage repositories.
+pub async fn idle_breakdown(
+    report: &mut Report,
+    storage: &mdm_server::storage::Storage,
+    fleet: &Fleet,
+    n: usize,
+) -> Result<(), BoxError> {
+    use mdm_server::protocol::CommandReport;
+    use mdm_server::storage::{devices, enrollments};
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let n = n.max(1);
+    let dev = &fleet.devices[0].sim;
+    let body = dev.idle();
+    let sig = dev.sign(&body);
+    let per_op = |t: Instant| t.elapsed().as_secs_f64() * 1e6 / n as f64;
+
+    let t = Instant::now();
+    for _ in 0..n {
+        mdm_server::identity::verify_mdm_signature(&sig, &body)?;
+    }
+    report.figure("breakdown_verify_signature_us", per_op(t).round());
+    let t = Instant::now();
+    for _ in 0..n {
+        CommandReport::decode(&body)?;
+    }
+    report.figure("breakdown_decode_plist_us", per_op(t).round());
+    let db = storage.db();
+    let t = Instant::now();
+    for _ in 0..n {
+        db.execute_unprepared("SELECT 1").await?;
+    }
+    report.figure("breakdown_db_round_trip_us", per_op(t).round());
+    let e = CommandReport::decode(&body)?.enrollment;
+    let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    let t = Instant::now();
+    for _ in 0..n {
+        let txn = db.begin().await?;
+        devices::find(&txn, &e.device_id).await?;
+        enrollments::find(&txn, &e.id).await?;
+        queue::reset_not_now(&txn, &e.id, now).await?;
+        queue::next(&txn, &e.id, now).await?;
+        mdm_server::storage::push::checked_in(&txn, &e.id, now + 600_000).await?;
+        devices::touch(&txn, &e.device_id, now).await?;
+        enrollments::touch(&txn, &e.device_id, now).await?;
+        txn.commit().await?;
+    }
+    report.figure("breakdown_idle_transaction_us", per_op(t).round());
+    Ok(())
+}
