@@ -304,6 +304,45 @@ pub fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiErro
         .map_err(|e| PkiError::Io(path.to_owned(), e))
 }
 
+/// The embedded content of a SignedData whose signature verifies with its signer's key. With `anchor`, the
+/// signer must also chain to it; without, the signer's chain is the caller's business.
+pub fn signed_content(
+    p7: &openssl::pkcs7::Pkcs7Ref,
+    anchor: Option<&X509>,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    use openssl::pkcs7::Pkcs7Flags;
+    let mut store = openssl::x509::store::X509StoreBuilder::new()?;
+    let mut flags = Pkcs7Flags::BINARY;
+    match anchor {
+        Some(a) => {
+            store.add_cert(a.clone())?;
+            // The anchor may be an intermediate (our issuing CA) rather than a root.
+            store.set_flags(openssl::x509::verify::X509VerifyFlags::PARTIAL_CHAIN)?;
+        }
+        None => flags |= Pkcs7Flags::NOVERIFY,
+    }
+    let none = openssl::stack::Stack::new()?;
+    let mut content = Vec::new();
+    p7.verify(&none, &store.build(), None, Some(&mut content), flags)?;
+    Ok(content)
+}
+
+/// Configured certificate and key files when given (the key encrypted with `passphrase`, if any), else
+/// [`load_or_create`] in `dir`.
+pub fn configured_or_generated(
+    files: (Option<&Path>, Option<&Path>),
+    passphrase: Option<&str>,
+    dir: &Path,
+    stem: &str,
+    secret: &str,
+    make: impl FnOnce() -> Result<KeyPair, PkiError>,
+) -> Result<KeyPair, PkiError> {
+    match files {
+        (Some(cert), Some(key)) => load(cert, key, passphrase),
+        _ => load_or_create(dir, stem, secret, make),
+    }
+}
+
 /// Lowercase hex SHA-256 of a certificate's DER (the fingerprint enrollments are bound to).
 pub fn fingerprint(cert: &X509) -> Result<String, PkiError> {
     let der = cert

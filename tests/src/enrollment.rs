@@ -12,7 +12,6 @@ use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
-use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509NameBuilder, X509};
 use plist::{Dictionary, Value};
 
@@ -49,13 +48,8 @@ impl Profile {
 /// Verify a signed profile against `trust` (the CA the signer chains to) and decode it.
 pub fn open_profile(signed: &[u8], trust: &X509) -> Result<Profile, String> {
     let p7 = Pkcs7::from_der(signed).map_err(|e| format!("not CMS: {e}"))?;
-    let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-    store.add_cert(trust.clone()).map_err(|e| e.to_string())?;
-    let store = store.build();
-    let mut content = Vec::new();
-    let none: Stack<X509> = Stack::new().map_err(|e| e.to_string())?;
-    p7.verify(&none, &store, None, Some(&mut content), Pkcs7Flags::BINARY)
-        .map_err(|e| format!("profile signature: {e}"))?;
+    let content =
+        pki::signed_content(&p7, Some(trust)).map_err(|e| format!("profile signature: {e}"))?;
     let top = Value::from_reader(std::io::Cursor::new(&content))
         .map_err(|e| e.to_string())?
         .into_dictionary()

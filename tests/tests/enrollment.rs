@@ -54,6 +54,32 @@ async fn download_profile(s: &TestServer, ca: &X509) -> Profile {
     open_profile(&body, ca).expect("profile signed by a certificate of our CA")
 }
 
+/// A fresh identity from our CA: a profile download and a PKCSReq with its challenge.
+async fn new_identity(s: &TestServer, client: &ScepClient, ca: &X509) -> Identity {
+    let profile = download_profile(s, ca).await;
+    let (rep, identity) = client
+        .enroll(
+            ca,
+            Some(&profile.challenge()),
+            Cipher::aes_128_cbc(),
+            Transport::Post,
+        )
+        .await;
+    assert_eq!(rep.pki_status, 0, "{rep:?}");
+    identity.unwrap()
+}
+
+/// A push certificate, and a device enrolled through SCEP that has checked in.
+async fn enrolled_device(s: &TestServer) -> (ScepClient, X509, Device) {
+    upload_push_cert(s).await;
+    let client = scep(s);
+    let ca = client.ca_cert().await;
+    let mut dev = Device::new(Platform::Ios);
+    dev.identity = new_identity(s, &client, &ca).await;
+    check_in(s, &dev).await;
+    (client, ca, dev)
+}
+
 /// Authenticate + TokenUpdate with Mdm-Signature; both must be accepted.
 async fn authenticate(s: &TestServer, dev: &Device) {
     for body in [dev.authenticate(), dev.token_update(None)] {
@@ -127,7 +153,8 @@ async fn a_device_enrolls_over_scep_and_checks_in_with_signed_messages() {
         let s = TestServer::start(db).await;
         // No push certificate yet: nothing to enroll into, and the admin is told why.
         let (status, _, body) = get_enroll(&s, "").await;
-        assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(status, 503);
+        assert!(String::from_utf8_lossy(&body).contains("push certificate"));
         upload_push_cert(&s).await;
 
         let client = scep(&s);
@@ -508,21 +535,7 @@ async fn identities_are_renewed_before_expiry_and_keep_the_queue() {
             c.enroll.public_url = Some("https://mdm.example.test".into())
         })
         .await;
-        upload_push_cert(&s).await;
-        let client = scep(&s);
-        let ca = client.ca_cert().await;
-        let profile = download_profile(&s, &ca).await;
-        let (_, identity) = client
-            .enroll(
-                &ca,
-                Some(&profile.challenge()),
-                Cipher::aes_128_cbc(),
-                Transport::Post,
-            )
-            .await;
-        let mut dev = Device::new(Platform::Ios);
-        dev.identity = identity.unwrap();
-        check_in(&s, &dev).await;
+        let (client, ca, mut dev) = enrolled_device(&s).await;
         let renew = || s.state.enroll.renew_expiring(&s.state.queue);
 
         // Nothing to renew while the identity is young.
@@ -596,16 +609,7 @@ async fn identities_are_renewed_before_expiry_and_keep_the_queue() {
         // A plain re-enrollment (not a renewal) still clears the queue.
         s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
             .await;
-        let p = download_profile(&s, &ca).await;
-        let (_, other) = client
-            .enroll(
-                &ca,
-                Some(&p.challenge()),
-                Cipher::aes_128_cbc(),
-                Transport::Post,
-            )
-            .await;
-        dev.identity = other.unwrap();
+        dev.identity = new_identity(&s, &client, &ca).await;
         check_in(&s, &dev).await;
         assert!(next_command(&s, &dev).await.is_none());
         s.stop().await;
@@ -617,21 +621,7 @@ async fn identities_are_renewed_before_expiry_and_keep_the_queue() {
 async fn a_revoked_identity_is_refused() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
-        upload_push_cert(&s).await;
-        let client = scep(&s);
-        let ca = client.ca_cert().await;
-        let p = download_profile(&s, &ca).await;
-        let (_, identity) = client
-            .enroll(
-                &ca,
-                Some(&p.challenge()),
-                Cipher::aes_128_cbc(),
-                Transport::Post,
-            )
-            .await;
-        let mut dev = Device::new(Platform::Ios);
-        dev.identity = identity.unwrap();
-        check_in(&s, &dev).await;
+        let (client, ca, dev) = enrolled_device(&s).await;
         let certs = s.get("/api/v1/identity-certificates").await.json();
         let serial = certs[0]["serial"].as_str().unwrap().to_string();
 
@@ -662,6 +652,60 @@ async fn a_revoked_identity_is_refused() {
         let (rep, _) = client.renew(&ca, &dev.identity).await;
         assert_eq!((rep.pki_status, rep.fail_info), (2, Some(4)));
         s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_configured_ca_with_a_chain_is_served_as_pkcs7_and_issues() {
+    use mdm_server::pki::{self, Usage};
+    let dir = tempfile::tempdir().unwrap();
+    let root = pki::generate(&pki::name("Root", "org").unwrap(), Usage::Ca, 30, None).unwrap();
+    let issuing = pki::generate(
+        &pki::name("Issuing", "org").unwrap(),
+        Usage::Ca,
+        30,
+        Some(&root),
+    )
+    .unwrap();
+    let (cert_file, key_file) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    std::fs::write(
+        &cert_file,
+        [issuing.cert.to_pem().unwrap(), root.cert.to_pem().unwrap()].concat(),
+    )
+    .unwrap();
+    std::fs::write(&key_file, issuing.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    each_database(|db| {
+        let (cert_file, key_file, issuing) = (cert_file.clone(), key_file.clone(), issuing.clone());
+        async move {
+            let s = TestServer::start_with(db, |c| {
+                c.scep.ca_cert_file = Some(cert_file);
+                c.scep.ca_key_file = Some(key_file);
+            })
+            .await;
+            let r = s
+                .http
+                .get(format!("{}/scep?operation=GetCACert", s.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.headers()["content-type"], "application/x-x509-ca-ra-cert");
+            let p7 = openssl::pkcs7::Pkcs7::from_der(&r.bytes().await.unwrap()).unwrap();
+            let certs = p7.signed().unwrap().certificates().unwrap();
+            assert_eq!(certs.len(), 2);
+            // The issuing CA is the one that signs, and the identities chain to it.
+            upload_push_cert(&s).await;
+            let client = scep(&s);
+            let mut dev = Device::new(Platform::MacOs);
+            dev.identity = new_identity(&s, &client, &issuing.cert).await;
+            assert!(dev
+                .identity
+                .cert
+                .verify(&issuing.cert.public_key().unwrap())
+                .unwrap());
+            check_in(&s, &dev).await;
+            s.stop().await;
+        }
     })
     .await;
 }

@@ -8,9 +8,7 @@
 //! rely on it together with the one-time token itself.
 
 use crate::identity::openssl_reasons;
-use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
-use openssl::stack::Stack;
-use openssl::x509::store::X509StoreBuilder;
+use openssl::pkcs7::Pkcs7;
 
 pub const HEADER: &str = "x-apple-aspen-deviceinfo";
 const MAX_LEN: usize = 64 * 1024;
@@ -32,19 +30,8 @@ pub fn decode(der: &[u8]) -> Result<MachineInfo, String> {
     if p7.signed().is_none() {
         return Err("not a CMS SignedData".into());
     }
-    let none = Stack::new().map_err(|e| openssl_reasons(&e))?;
-    let store = X509StoreBuilder::new()
-        .map_err(|e| openssl_reasons(&e))?
-        .build();
-    let mut content = Vec::new();
-    p7.verify(
-        &none,
-        &store,
-        None,
-        Some(&mut content),
-        Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
-    )
-    .map_err(|e| format!("signature: {}", openssl_reasons(&e)))?;
+    let content = crate::pki::signed_content(&p7, None)
+        .map_err(|e| format!("signature: {}", openssl_reasons(&e)))?;
     let dict = crate::protocol::parse_dictionary(&content).map_err(|e| e.to_string())?;
     let get = |k: &str| dict.get(k).and_then(|v| v.as_string()).map(str::to_owned);
     Ok(MachineInfo {

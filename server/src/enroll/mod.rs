@@ -66,13 +66,20 @@ pub fn load_signer(
     data_dir: &Path,
     secret: &str,
 ) -> Result<KeyPair, PkiError> {
-    match (&config.signing_cert_file, &config.signing_key_file) {
-        (Some(cert), Some(key)) => pki::load(cert, key, config.signing_key_passphrase.as_deref()),
-        _ => pki::load_or_create(data_dir, "profile-signing", secret, || {
+    pki::configured_or_generated(
+        (
+            config.signing_cert_file.as_deref(),
+            config.signing_key_file.as_deref(),
+        ),
+        config.signing_key_passphrase.as_deref(),
+        data_dir,
+        "profile-signing",
+        secret,
+        || {
             let subject = pki::name("MDM Profile Signing", &config.organization)?;
             pki::generate(&subject, Usage::ProfileSigning, 825, Some(ca))
-        }),
-    }
+        },
+    )
 }
 
 impl EnrollService {
@@ -161,7 +168,7 @@ impl EnrollService {
             organization: &self.config.organization,
         })
         .map_err(EnrollError::Profile)?;
-        profile::sign(&unsigned, &self.signer, &[self.scep.ca_cert()]).map_err(EnrollError::Profile)
+        profile::sign(&unsigned, &self.signer, &self.scep.ca_chain()).map_err(EnrollError::Profile)
     }
 
     /// The configured topic, else the topic of the stored push certificate that expires last.

@@ -106,6 +106,13 @@ impl ResponseError for EnrollError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
+        if let EnrollError::NoTopic = self {
+            // The operator's to fix, and nothing secret: say it.
+            tracing::warn!(error = %self, "enrollment unavailable");
+            return HttpResponse::build(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string());
+        }
         if status != StatusCode::FORBIDDEN {
             return plain(status, self, "enrollment");
         }

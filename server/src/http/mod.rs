@@ -196,7 +196,7 @@ impl Application {
             clock.clone(),
             metrics.clone(),
             config.scep.clone(),
-        ));
+        )?);
         let enroll = Arc::new(EnrollService::new(
             storage.clone(),
             clock.clone(),

@@ -39,15 +39,11 @@ async fn get(
     match q.operation.as_deref() {
         Some("GetCACaps") => Ok(HttpResponse::Ok().content_type("text/plain").body(CA_CAPS)),
         Some("GetCACert") => {
-            // One CA, no RA or intermediate: its DER certificate.
-            let der = state
+            let (content_type, body) = state
                 .scep
-                .ca_cert()
-                .to_der()
+                .ca_cert_response()
                 .map_err(|e| ScepError::Reply(e.to_string()))?;
-            Ok(HttpResponse::Ok()
-                .content_type("application/x-x509-ca-cert")
-                .body(der))
+            Ok(HttpResponse::Ok().content_type(content_type).body(body))
         }
         Some("PKIOperation") => {
             let Some(m) = q.message.as_deref() else {

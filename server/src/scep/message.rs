@@ -9,7 +9,6 @@ use openssl::nid::Nid;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
-use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509Req, X509};
 use std::sync::OnceLock;
 
@@ -177,19 +176,11 @@ impl PkiMessage {
         let signer = signers
             .pop()
             .ok_or_else(|| Malformed("no signer certificate".into()))?;
-        let store = X509StoreBuilder::new().map_err(internal)?.build();
-        let mut content = Vec::new();
-        // NOVERIFY: the signer's chain is policy (self-signed for PKCSReq, ours for RenewalReq), decided by
+        // No anchor: the signer's chain is policy (self-signed for PKCSReq, ours for RenewalReq), decided by
         // the caller; here only the signature over the content is checked.
-        let signature_valid = p7
-            .verify(
-                &none,
-                &store,
-                None,
-                Some(&mut content),
-                Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
-            )
-            .is_ok();
+        let verified = crate::pki::signed_content(&p7, None);
+        let signature_valid = verified.is_ok();
+        let content = verified.unwrap_or_default();
         // A failed verify leaves reasons on the thread's error queue; they are not ours to report later.
         let _ = openssl::error::ErrorStack::get();
         if signature_valid && content.is_empty() {
@@ -430,7 +421,7 @@ pub struct CertRep {
     pub certificate: Option<X509>,
 }
 
-/// Read a CertRep: it must be signed by `ca`; on success the envelope is decrypted with the requester's
+/// Read a CertRep: it must be signed by `ca` (that very certificate); on success the envelope is decrypted with the requester's
 /// key when given (else `certificate` stays None).
 pub fn read_cert_rep(
     der: &[u8],
@@ -438,21 +429,11 @@ pub fn read_cert_rep(
     requester: Option<&KeyPair>,
 ) -> Result<CertRep, String> {
     let p7 = Pkcs7::from_der(der).map_err(|e| openssl_reasons(&e))?;
-    let mut store = X509StoreBuilder::new().map_err(|e| openssl_reasons(&e))?;
-    store
-        .add_cert(ca.clone())
-        .map_err(|e| openssl_reasons(&e))?;
-    let store = store.build();
+    // The signer must be the CA itself (checked below), as GetCACert gave it; its validity period and key
+    // usage are not the client's to police here.
+    let content = crate::pki::signed_content(&p7, None)
+        .map_err(|e| format!("CertRep signature: {}", openssl_reasons(&e)))?;
     let none = Stack::new().map_err(|e| openssl_reasons(&e))?;
-    let mut content = Vec::new();
-    p7.verify(
-        &none,
-        &store,
-        None,
-        Some(&mut content),
-        Pkcs7Flags::BINARY | Pkcs7Flags::NOVERIFY,
-    )
-    .map_err(|e| format!("CertRep signature: {}", openssl_reasons(&e)))?;
     let signer = p7
         .signers(&none, Pkcs7Flags::empty())
         .map_err(|e| openssl_reasons(&e))?

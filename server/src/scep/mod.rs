@@ -45,6 +45,7 @@ impl From<sea_orm::DbErr> for ScepError {
 
 pub struct ScepService {
     ca: KeyPair,
+    chain: Vec<X509>,
     storage: Storage,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -53,13 +54,20 @@ pub struct ScepService {
 
 /// The CA: configured files, or generated once into the data dir (key encrypted under `secret`).
 pub fn load_ca(config: &ScepConfig, data_dir: &Path, secret: &str) -> Result<KeyPair, PkiError> {
-    match (&config.ca_cert_file, &config.ca_key_file) {
-        (Some(cert), Some(key)) => pki::load(cert, key, config.ca_key_passphrase.as_deref()),
-        _ => pki::load_or_create(data_dir, "scep-ca", secret, || {
+    pki::configured_or_generated(
+        (
+            config.ca_cert_file.as_deref(),
+            config.ca_key_file.as_deref(),
+        ),
+        config.ca_key_passphrase.as_deref(),
+        data_dir,
+        "scep-ca",
+        secret,
+        || {
             let subject = pki::name(&config.ca_common_name, &config.organization)?;
             pki::generate(&subject, Usage::Ca, config.ca_validity_days, None)
-        }),
-    }
+        },
+    )
 }
 
 impl ScepService {
@@ -69,14 +77,31 @@ impl ScepService {
         clock: SharedClock,
         metrics: Arc<Metrics>,
         config: ScepConfig,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, PkiError> {
+        // A configured CA file may hold the chain above the issuing CA (first): kept for GetCACert and for
+        // the certificates that go with signed profiles.
+        let chain = match &config.ca_cert_file {
+            Some(f) => {
+                let pem = std::fs::read(f).map_err(|err| PkiError::Io(f.clone(), err))?;
+                let all = X509::stack_from_pem(&pem)
+                    .map_err(|e| PkiError::crypto(format!("{}", f.display()), e))?;
+                all.into_iter().skip(1).collect()
+            }
+            None => Vec::new(),
+        };
+        Ok(Self {
             ca,
+            chain,
             storage,
             clock,
             metrics,
             config,
-        }
+        })
+    }
+
+    /// The issuing CA followed by the rest of its configured chain.
+    pub fn ca_chain(&self) -> Vec<&X509> {
+        std::iter::once(&self.ca.cert).chain(&self.chain).collect()
     }
 
     pub fn ca(&self) -> &KeyPair {
@@ -85,6 +110,23 @@ impl ScepService {
 
     pub fn ca_cert(&self) -> &X509 {
         &self.ca.cert
+    }
+
+    /// What `GetCACert` answers, with its content type: our CA (DER) alone, or, when the configured CA file
+    /// holds a chain (the issuing CA first, then its intermediates and root), a certs-only PKCS#7 of all of
+    /// them.
+    pub fn ca_cert_response(&self) -> Result<(&'static str, Vec<u8>), PkiError> {
+        let e = |e| PkiError::crypto("GetCACert", e);
+        if self.chain.is_empty() {
+            return Ok((
+                "application/x-x509-ca-cert",
+                self.ca.cert.to_der().map_err(e)?,
+            ));
+        }
+        let refs: Vec<&openssl::x509::X509Ref> =
+            self.ca_chain().into_iter().map(|c| c.as_ref()).collect();
+        let p7 = ffi::certs_only(&refs).and_then(|p| p.to_der()).map_err(e)?;
+        Ok(("application/x-x509-ca-ra-cert", p7))
     }
 
     /// A fresh one-time challenge for an enrollment profile (or the API).
