@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use mdm_server::apikeys::{self, Scope};
 use mdm_server::clock::{Clock, SystemClock};
+use mdm_server::storage::audit_log::{self, Verification};
 use mdm_server::storage::{api_keys, Storage};
 use mdm_server::{telemetry, Application, Config};
 use std::path::PathBuf;
@@ -46,8 +47,23 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Print the effective configuration (defaults, file and environment merged) as TOML-like debug output.
     Config,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check every row links to the one before it; exit status 1 and the first broken row if not.
+    Verify {
+        /// The head hash recorded earlier (e.g. by a previous verify): also detects a truncated tail.
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +167,27 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
                         return Err(format!("no active key {id}").into());
                     }
                     println!("revoked {id}");
+                }
+            }
+        }
+        Command::Audit {
+            action: AuditAction::Verify { expect_head },
+        } => {
+            let s = storage(config).await?;
+            match audit_log::verify(s.db()).await? {
+                Verification::Intact { rows, head } => {
+                    if let Some(expected) = expect_head {
+                        if !audit_log::contains_hash(s.db(), &expected).await? {
+                            return Err(format!(
+                                "audit log does not contain the expected head {expected}: rows after it were removed or the chain was rewritten"
+                            )
+                            .into());
+                        }
+                    }
+                    println!("audit log intact: {rows} rows, head {head}");
+                }
+                Verification::Broken { id, reason } => {
+                    return Err(format!("audit log broken at row {id}: {reason}").into());
                 }
             }
         }

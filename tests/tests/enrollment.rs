@@ -233,6 +233,26 @@ async fn a_device_enrolls_over_scep_and_checks_in_with_signed_messages() {
             assert_eq!(c["device_id"], dev.udid.as_str());
             assert!(c["revoked_at"].is_null());
         }
+
+        // Each step is in the hash-chained audit log, and the chain holds.
+        let audit = mdm_server::storage::audit_log::list(s.storage.db(), None, 100)
+            .await
+            .unwrap();
+        let has = |actor: &str, action: &str| {
+            audit
+                .iter()
+                .any(|e| e.actor.starts_with(actor) && e.action == action)
+        };
+        assert!(has("api-key:", "POST /api/v1/push-certs"));
+        assert!(has("scep", "identity.issue"));
+        assert!(has("device:", "enrollment.authenticate"));
+        assert!(!audit.iter().any(|e| e.detail.contains("PRIVATE KEY")));
+        assert!(matches!(
+            mdm_server::storage::audit_log::verify(s.storage.db())
+                .await
+                .unwrap(),
+            mdm_server::storage::audit_log::Verification::Intact { .. }
+        ));
         s.stop().await;
     })
     .await;

@@ -76,6 +76,14 @@ async fn serial_allowlist_gates_enrollment_and_config_changes_apply_live() {
             .await
             .json();
         assert_eq!(audit["entries"][0]["outcome"], "deny");
+        // The decision is in the hash-chained audit log too.
+        let chained = mdm_server::storage::audit_log::list(s.storage.db(), None, 100)
+            .await
+            .unwrap();
+        assert!(chained.iter().any(|e| e.actor == "plugin:serial-allowlist"
+            && e.action == "plugin.decision"
+            && e.target.as_deref() == Some(bad.udid.as_str())
+            && e.detail.contains("deny")));
 
         // The plugin itself validates configuration changes.
         let put = |c: serde_json::Value| {

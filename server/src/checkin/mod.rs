@@ -13,6 +13,7 @@ use crate::protocol::{
     plist_json, to_xml, CheckinMessage, CheckinPayload, CommandReport, EnrollmentKind,
     EnrollmentRef, ProtocolError, ReportStatus,
 };
+use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
@@ -198,6 +199,17 @@ impl CheckinService {
                 } else {
                     enrollments::disable_device(&txn, &e.device_id, now).await?;
                 }
+                audit_log::append(
+                    &txn,
+                    vec![NewEntry::new(
+                        now,
+                        format!("device:{}", e.device_id),
+                        "enrollment.checkout",
+                        Some(&e.id),
+                        serde_json::json!({}),
+                    )],
+                )
+                .await?;
                 tracing::info!(enrollment = %e.id, "device checked out");
                 MdmResponse::Empty
             }
@@ -322,6 +334,22 @@ impl CheckinService {
         } else {
             queue::cancel_pending(&txn, &channels, None, now).await?
         };
+        audit_log::append(
+            &txn,
+            vec![NewEntry::new(
+                now,
+                format!("device:{}", e.device_id),
+                "enrollment.authenticate",
+                Some(&e.device_id),
+                serde_json::json!({
+                    "serial_number": a.facts.serial_number,
+                    "identity_fingerprint": cert.fingerprint(),
+                    "renewal": renewal,
+                    "canceled_commands": canceled,
+                }),
+            )],
+        )
+        .await?;
         self.plugins
             .apply(&txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
             .await?;

@@ -17,6 +17,7 @@ use crate::pki::{self, KeyPair, PkiError, Usage};
 use crate::protocol::commands::TypedCommand;
 use crate::queue::{CommandSpec, EnqueueRequest, QueueService};
 use crate::scep::ScepService;
+use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::secrets::{self, OneTimeSecret, Refusal, SecretKind, SecretScope};
 use crate::storage::{devices, push, Storage, StorageError};
 use base64::Engine as _;
@@ -144,7 +145,17 @@ impl EnrollService {
     ) -> Result<OneTimeSecret, EnrollError> {
         let now = self.clock.now_ms();
         match secrets::consume(self.storage.db(), SecretKind::Token, token, serial, now).await? {
-            Ok(t) => Ok(t),
+            Ok(t) => {
+                let entry = NewEntry::new(
+                    now,
+                    "enroll",
+                    "enrollment.token_used",
+                    Some(&t.id),
+                    serde_json::json!({"serial_number": serial, "label": t.label}),
+                );
+                audit_log::append(self.storage.db(), vec![entry]).await?;
+                Ok(t)
+            }
             Err(r) => {
                 tracing::warn!(reason = %r, ?serial, "enrollment token refused");
                 Err(EnrollError::Token(r))
@@ -254,6 +265,14 @@ impl EnrollService {
                 .await
                 .map_err(|e| EnrollError::Profile(e.to_string()))?;
             if outcome.queued_ids().next().is_some() {
+                let entry = NewEntry::new(
+                    now,
+                    "system",
+                    "identity.renewal_queued",
+                    Some(&d.id),
+                    serde_json::json!({"not_after": d.identity_not_after, "command_uuids": outcome.command_uuids}),
+                );
+                audit_log::append(db, vec![entry]).await?;
                 queued += 1;
                 self.metrics.identity_renewals.inc();
                 tracing::info!(device = %d.id, not_after = ?d.identity_not_after, "identity renewal queued");

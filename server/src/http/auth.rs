@@ -7,7 +7,7 @@ use super::AppState;
 use crate::apikeys::{self, Principal, Scope};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use std::future::Future;
@@ -58,12 +58,15 @@ impl<S: RequiredScope + 'static> FromRequest for Auth<S> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let key = presented_key(req);
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or(ApiError::Unauthorized)?;
             let key = key.ok_or(ApiError::Unauthorized)?;
             let principal = apikeys::authenticate(&state.storage, &key, state.clock.now_ms())
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
+            // For the audit log (refusals included): who asked.
+            req.extensions_mut().insert(principal.clone());
             if !principal.has(S::SCOPE) {
                 return Err(ApiError::Forbidden(S::SCOPE.as_str()));
             }

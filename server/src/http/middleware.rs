@@ -1,12 +1,46 @@
 //! Per-request tracing span with a request id, echoed in `X-Request-Id`, and latency metrics by route.
 
 use super::AppState;
+use crate::apikeys::Principal;
+use crate::storage::audit_log::{self, NewEntry};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{web, HttpMessage};
 use tracing::Instrument;
+
+/// Every authenticated admin request that changes something goes to the audit log: who (the key), what (the
+/// route), which (the path), and how it ended. Never the body: it may hold keys and certificates.
+async fn audit_admin_action<B>(
+    state: &AppState,
+    res: &ServiceResponse<B>,
+    route: &str,
+    request_id: &str,
+) {
+    let method = res.request().method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return;
+    }
+    let Some(principal) = res.request().extensions().get::<Principal>().cloned() else {
+        return;
+    };
+    let entry = NewEntry {
+        at: state.clock.now_ms(),
+        actor: format!("api-key:{}", principal.key_id),
+        action: format!("{method} {route}"),
+        target: Some(res.request().path().to_string()),
+        detail: serde_json::json!({
+            "status": res.status().as_u16(),
+            "key_name": principal.name,
+            "request_id": request_id,
+        }),
+    };
+    if let Err(e) = audit_log::append(state.storage.db(), vec![entry]).await {
+        tracing::error!(error = %e, "writing the audit log failed");
+    }
+}
 
 pub async fn observe(
     req: ServiceRequest,
@@ -27,10 +61,13 @@ pub async fn observe(
             "done"
         )
     });
-    if let Some(state) = state {
+    if let Some(state) = &state {
         state
             .metrics
             .observe_request(&route, started.elapsed().as_secs_f64());
+    }
+    if let Some(state) = &state {
+        audit_admin_action(state, &res, &route, &request_id).await;
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut()

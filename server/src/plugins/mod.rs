@@ -411,7 +411,7 @@ impl PluginHost {
     }
 
     /// Apply a run's actions and write its audit rows, in the caller's transaction.
-    pub async fn apply<C: ConnectionTrait>(
+    pub async fn apply<C: ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
         c: &C,
         run: HookRun,

@@ -15,6 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::ScepConfig;
 use crate::metrics::Metrics;
 use crate::pki::{self, KeyPair, PkiError, Usage};
+use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::issued_certs::{self, IssuedCertificate};
 use crate::storage::secrets::{self, SecretKind, SecretScope};
 use crate::storage::{Storage, StorageError};
@@ -229,6 +230,23 @@ impl ScepService {
             revoked_at: None,
         };
         tracing::info!(serial = %record.serial, subject = %record.subject, renewal = record.renewal_of.is_some(), "issued a device identity certificate");
+        audit_log::append(
+            &txn,
+            vec![NewEntry::new(
+                now,
+                "scep",
+                "identity.issue",
+                Some(&record.serial),
+                serde_json::json!({
+                    "subject": record.subject,
+                    "fingerprint": record.fingerprint,
+                    "challenge_id": record.challenge_id,
+                    "renewal_of": record.renewal_of,
+                    "renews_device": record.renews_device,
+                }),
+            )],
+        )
+        .await?;
         issued_certs::insert(&txn, record).await?;
         txn.commit().await?;
         Ok(Ok((issued, csr.cipher)))
@@ -248,6 +266,17 @@ impl ScepService {
                 crate::storage::devices::unbind_identity(&txn, device, &c.fingerprint, now).await?;
             }
         }
+        audit_log::append(
+            &txn,
+            vec![NewEntry::new(
+                now,
+                "system",
+                "identity.revoke",
+                Some(serial),
+                serde_json::json!({"device_id": cert.as_ref().and_then(|c| c.device_id.clone())}),
+            )],
+        )
+        .await?;
         txn.commit().await?;
         tracing::warn!(serial, "identity certificate revoked");
         Ok(cert)

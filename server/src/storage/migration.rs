@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Plugins),
             Box::new(M0003Push),
             Box::new(M0004Enrollment),
+            Box::new(M0005AuditLog),
         ]
     }
 }
@@ -550,6 +551,73 @@ impl MigrationTrait for M0004Enrollment {
                 .to_owned(),
         )
         .await?;
+        Ok(())
+    }
+}
+
+/// The hash-chained audit log of admin actions, enrollment events and plugin actions. Triggers refuse updates
+/// and deletes, so changing history takes dropping them first (and the chain still shows it).
+struct M0005AuditLog;
+
+impl MigrationName for M0005AuditLog {
+    fn name(&self) -> &str {
+        "m0005_audit_log"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005AuditLog {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("audit_log")
+                // Assigned by the writer (previous id + 1, under a lock): part of what is hashed.
+                .col(big_integer("id").primary_key())
+                .col(big_integer("at"))
+                .col(string("actor"))
+                .col(string("action"))
+                .col(string_null("target"))
+                .col(text("detail"))
+                .col(string("prev_hash"))
+                .col(string("hash"))
+                .to_owned(),
+        )
+        .await?;
+        let db = m.get_connection();
+        match m.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                db.execute_unprepared(
+                    "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$;\
+                     CREATE TRIGGER audit_log_no_update BEFORE UPDATE OR DELETE ON audit_log \
+                     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();",
+                )
+                .await?;
+            }
+            _ => {
+                for (name, op) in [
+                    ("audit_log_no_update", "UPDATE"),
+                    ("audit_log_no_delete", "DELETE"),
+                ] {
+                    db.execute_unprepared(&format!(
+                        "CREATE TRIGGER {name} BEFORE {op} ON audit_log \
+                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;"
+                    ))
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("audit_log").to_owned())
+            .await?;
+        if m.get_database_backend() == sea_orm::DbBackend::Postgres {
+            m.get_connection()
+                .execute_unprepared("DROP FUNCTION IF EXISTS audit_log_append_only()")
+                .await?;
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod attributes;
+pub mod audit_log;
 pub mod devices;
 pub mod enrollments;
 pub mod entities;

@@ -1,15 +1,37 @@
 //! The plugin audit log: every decision and action of every plugin call, and every fault.
 
+use super::audit_log::NewEntry;
 use super::entities::plugin_audit::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 pub use super::entities::plugin_audit::Model as AuditRow;
 
-pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> StorageResult<()> {
+/// Store plugin audit rows, and the same events in the hash-chained audit log, in `c`'s transaction.
+pub async fn insert_many<C: ConnectionTrait + TransactionTrait>(
+    c: &C,
+    rows: Vec<Model>,
+) -> StorageResult<()> {
+    let chained = rows
+        .iter()
+        .map(|r| NewEntry {
+            at: r.created_at,
+            actor: format!("plugin:{}", r.plugin_id),
+            action: format!("plugin.{}", r.kind),
+            target: r.device_id.clone(),
+            detail: serde_json::json!({
+                "hook": r.hook,
+                "event_id": r.event_id,
+                "enrollment_id": r.enrollment_id,
+                "outcome": r.outcome,
+                "detail": r.detail,
+            }),
+        })
+        .collect();
+    super::audit_log::append(c, chained).await?;
     for chunk in rows.chunks(200) {
         let ams = chunk.iter().cloned().map(|r| ActiveModel {
             id: NotSet,

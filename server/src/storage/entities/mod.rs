@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL, and queue order never depends on them (it uses the `command_queue.id` sequence).
 
 pub mod api_key;
+pub mod audit_entry;
 pub mod command;
 pub mod device;
 pub mod device_attribute;
