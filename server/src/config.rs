@@ -413,6 +413,31 @@ impl Config {
         Ok(())
     }
 
+    /// A copy safe to print: secrets (sealing secret, key passphrases, sink headers, the database password)
+    /// replaced by `<redacted>`.
+    pub fn redacted(&self) -> Config {
+        const R: &str = "<redacted>";
+        let hide = |s: &Option<String>| s.as_ref().map(|_| R.to_string());
+        let mut c = self.clone();
+        c.push.key_secret = hide(&c.push.key_secret);
+        c.scep.ca_key_passphrase = hide(&c.scep.ca_key_passphrase);
+        c.enroll.signing_key_passphrase = hide(&c.enroll.signing_key_passphrase);
+        for sink in c.plugins.sinks.values_mut() {
+            for v in sink.headers.values_mut() {
+                *v = R.to_string();
+            }
+        }
+        if let Some(u) = &c.database_url {
+            if let Ok(mut parsed) = url::Url::parse(u) {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some(R));
+                    c.database_url = Some(parsed.to_string());
+                }
+            }
+        }
+        c
+    }
+
     /// The database to connect to: the configured URL, or SQLite inside `data_dir`.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -451,6 +476,36 @@ mod tests {
             c.identity.proxy_cert_header.as_deref(),
             Some("X-Client-Cert")
         );
+    }
+
+    #[test]
+    fn redacted_config_shows_no_secrets() {
+        let mut c = Config {
+            database_url: Some("postgres://mdm:hunter2hunter2@db/mdm".into()),
+            ..Config::default()
+        };
+        c.push.key_secret = Some("sealing-secret-0123456789".into());
+        c.scep.ca_key_passphrase = Some("ca-pass-phrase".into());
+        c.enroll.signing_key_passphrase = Some("signing-pass".into());
+        c.plugins.sinks.insert(
+            "hook".into(),
+            SinkConfig {
+                url: "https://example.com".into(),
+                headers: [("Authorization".to_string(), "Bearer sink-token".to_string())].into(),
+                timeout_secs: 1,
+            },
+        );
+        let printed = format!("{:#?}", c.redacted());
+        for secret in [
+            "hunter2hunter2",
+            "sealing-secret",
+            "ca-pass-phrase",
+            "signing-pass",
+            "sink-token",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
+        assert!(printed.contains("postgres://mdm:"));
     }
 
     #[test]

@@ -191,7 +191,7 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
                 }
             }
         }
-        Command::Config => println!("{config:#?}"),
+        Command::Config => println!("{:#?}", config.redacted()),
     }
     Ok(())
 }
