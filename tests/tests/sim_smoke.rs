@@ -171,6 +171,7 @@ async fn every_benchmark_scenario_completes_without_protocol_violations() {
             &scenarios::MemoryParams {
                 devices: 30,
                 connections: 4,
+                sweep_devices: None,
                 drain_devices: 10,
             },
         )

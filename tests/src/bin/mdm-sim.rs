@@ -160,6 +160,9 @@ enum Bench {
         devices: usize,
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Devices that send one Idle each, spread over the fleet (default: all).
+        #[arg(long)]
+        sweep_devices: Option<usize>,
         #[arg(long, default_value_t = 10_000)]
         drain_devices: usize,
     },
@@ -300,6 +303,7 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
         Bench::Memory {
             devices,
             connections,
+            sweep_devices,
             drain_devices,
         } => {
             scenarios::memory(
@@ -307,6 +311,7 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
                 &scenarios::MemoryParams {
                     devices,
                     connections,
+                    sweep_devices,
                     drain_devices,
                 },
             )

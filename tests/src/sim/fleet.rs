@@ -406,9 +406,7 @@ impl Fleet {
                 &self.config.behavior,
                 &mut st.rng,
             );
-            if st.checker.answered(&cmd.uuid, answer.status) {
-                self.expected_done.fetch_add(1, Ordering::Relaxed);
-            }
+            let finishes_expected = st.checker.answered(&cmd.uuid, answer.status);
             match answer.status {
                 "Acknowledged" => &self.counters.acknowledged,
                 "NotNow" => {
@@ -421,6 +419,10 @@ impl Fleet {
             let body = d.sim.report(answer.status, &cmd.uuid, answer.extra);
             let sig = self.sign(&d.sim, &body);
             res = transport.connect(body, &sig).await?;
+            // Finished once the server has taken the report (a run waiting for it may end right after).
+            if finishes_expected && res.status == 200 {
+                self.expected_done.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(left_not_now)
     }
@@ -473,7 +475,12 @@ impl Fleet {
                 }
             });
         }
-        PushListener { tasks, stop }
+        PushListener {
+            tasks,
+            stop,
+            sem,
+            capacity: concurrency.max(1),
+        }
     }
 
     /// Wake device `i` as a push would.
@@ -551,6 +558,17 @@ impl Fleet {
 pub struct PushListener {
     tasks: tokio::task::JoinSet<()>,
     stop: Arc<AtomicBool>,
+    sem: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl PushListener {
+    /// Wait until no connection is running.
+    pub async fn quiesce(&self) {
+        while self.sem.available_permits() < self.capacity {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 impl Drop for PushListener {

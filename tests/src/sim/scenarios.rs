@@ -576,6 +576,9 @@ pub async fn commands(common: &Common, p: &CommandParams) -> Result<Report, BoxE
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    if let Some(l) = &listener {
+        l.quiesce().await;
+    }
     let drain = drain_start.elapsed();
     drop(listener);
     s.fleet.flag_undelivered().await;
@@ -664,6 +667,7 @@ pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxErro
     );
     let size1 = s.db.size_bytes(&s.storage).await?;
     report.figure("db_bytes_after", size1);
+    fanout_breakdown(&mut report, &s.storage, &s.fleet.udids()).await?;
     report.figure(
         "db_bytes_per_queued_row",
         (size1.saturating_sub(size0)) / (p.devices * p.repeat.max(1)) as u64,
@@ -678,6 +682,37 @@ pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxErro
     server.stop();
     s.db.drop_schema().await;
     Ok(report)
+}
+
+/// The database side of an enqueue to every device, step by step on the simulator's own connection, in a
+/// transaction that is rolled back: look up the channels, store the command and queue a row per channel,
+/// mark them owed a push.
+async fn fanout_breakdown(
+    report: &mut Report,
+    storage: &mdm_server::storage::Storage,
+    ids: &[String],
+) -> Result<(), BoxError> {
+    use mdm_server::storage::enrollments;
+    use sea_orm::TransactionTrait;
+    let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
+    let txn = storage.db().begin().await?;
+    let t = Instant::now();
+    let found = enrollments::find_many(&txn, ids).await?;
+    report.figure("breakdown_find_enrollments_ms", ms(t));
+    let mut cmd = Dictionary::new();
+    cmd.insert("RequestType".into(), "ProfileList".into());
+    let env = CommandEnvelope::new(uuid::Uuid::new_v4().to_string().to_uppercase(), cmd)?;
+    let t = Instant::now();
+    queue::insert_command(&txn, &env, 0, "mdm-sim", None, now).await?;
+    let ids: Vec<String> = found.into_iter().map(|e| e.id).collect();
+    queue::enqueue(&txn, &env.uuid, 0, None, &ids, now).await?;
+    report.figure("breakdown_insert_queue_rows_ms", ms(t));
+    let t = Instant::now();
+    mdm_server::storage::push::due_now(&txn, &ids, now).await?;
+    report.figure("breakdown_mark_push_due_ms", ms(t));
+    txn.rollback().await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -795,6 +830,8 @@ pub async fn queue_depth(common: &Common, p: &QueueDepthParams) -> Result<Report
 pub struct MemoryParams {
     pub devices: usize,
     pub connections: usize,
+    /// Devices that send one Idle each while the server holds all of them (None: every device).
+    pub sweep_devices: Option<usize>,
     /// Devices that, after the fan-out, fetch and answer the command (signed live).
     pub drain_devices: usize,
 }
@@ -803,13 +840,7 @@ pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxErro
     let mut report = Report::new("memory", common, json!(p));
     let s = setup(common, p.devices, Behavior::default()).await?;
     seed(&mut report, &s).await?;
-    let t = Phase::start();
-    s.fleet.presign(false);
-    eprintln!(
-        "  presigned {} Idle bodies in {:.1} s",
-        p.devices,
-        t.elapsed().as_secs_f64()
-    );
+
     let mut server =
         Server::start(&s.db, &s.storage, &common.mode, &server_options(common)).await?;
     let mem = |server: &Server, report: &mut Report, phase: &str| {
@@ -819,8 +850,18 @@ pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxErro
         }
     };
     mem(&server, &mut report, "start");
+    let t = Phase::start();
+    s.fleet.presign(false);
+    eprintln!(
+        "  presigned {} Idle bodies in {:.1} s",
+        p.devices,
+        t.elapsed().as_secs_f64()
+    );
     let transport = Transport::new(&server.base, p.connections);
-    let all: Vec<usize> = (0..s.fleet.len()).collect();
+    let sweep = p.sweep_devices.unwrap_or(p.devices).min(s.fleet.len());
+    // Spread over the whole fleet, so the server touches rows everywhere.
+    let step = (s.fleet.len() / sweep.max(1)).max(1);
+    let all: Vec<usize> = (0..sweep).map(|k| k * step).collect();
     let t = Phase::start();
     s.fleet
         .each(&transport, p.connections, &all, |f, tr, i| async move {
@@ -1038,6 +1079,7 @@ pub async fn idle_breakdown(
         mdm_server::identity::verify_mdm_signature(&sig, &body)?;
     }
     report.figure("breakdown_verify_signature_us", per_op(t).round());
+    signature_steps(report, &sig, &body, n)?;
     let t = Instant::now();
     for _ in 0..n {
         CommandReport::decode(&body)?;
@@ -1064,5 +1106,51 @@ pub async fn idle_breakdown(
         txn.commit().await?;
     }
     report.figure("breakdown_idle_transaction_us", per_op(t).round());
+    Ok(())
+}
+
+/// The steps of `identity::verify_mdm_signature`, each timed `n` times: which part of checking a signature
+/// costs what (the RSA-2048 public-key operation itself is ~20 µs; `openssl speed rsa2048`).
+fn signature_steps(report: &mut Report, sig: &str, body: &[u8], n: usize) -> Result<(), BoxError> {
+    use base64::Engine;
+    use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+    use openssl::stack::Stack;
+    use openssl::x509::store::X509StoreBuilder;
+    use openssl::x509::X509;
+    let per_op = |t: Instant| (t.elapsed().as_secs_f64() * 1e6 / n as f64).round();
+    let der = base64::engine::general_purpose::STANDARD.decode(sig)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        Pkcs7::from_der(&der)?;
+    }
+    report.figure("breakdown_sig_parse_pkcs7_us", per_op(t));
+    let p7 = Pkcs7::from_der(&der)?;
+    let none = Stack::<X509>::new()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        p7.signers(&none, Pkcs7Flags::empty())?;
+    }
+    report.figure("breakdown_sig_signers_us", per_op(t));
+    let t = Instant::now();
+    for _ in 0..n {
+        X509StoreBuilder::new()?.build();
+    }
+    report.figure("breakdown_sig_new_store_us", per_op(t));
+    let store = X509StoreBuilder::new()?.build();
+    let flags = Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY | Pkcs7Flags::NO_DUAL_CONTENT;
+    let t = Instant::now();
+    for _ in 0..n {
+        p7.verify(&none, &store, Some(body), None, flags)?;
+    }
+    report.figure("breakdown_sig_pkcs7_verify_us", per_op(t));
+    let signer = p7
+        .signers(&none, Pkcs7Flags::empty())?
+        .pop()
+        .ok_or("no signer")?;
+    let t = Instant::now();
+    for _ in 0..n {
+        mdm_server::identity::DeviceCert::from_x509(signer.clone())?;
+    }
+    report.figure("breakdown_sig_device_cert_us", per_op(t));
     Ok(())
 }
