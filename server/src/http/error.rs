@@ -120,7 +120,7 @@ impl ResponseError for EnrollError {
         tracing::info!(error = %self, "enrollment refused");
         let why = match self {
             EnrollError::TokenRequired => "This enrollment link needs a token. Ask your administrator for a new link.".to_string(),
-            other => format!("This enrollment link cannot be used: the {other}. Ask your administrator for a new link."),
+            other => format!("This enrollment link cannot be used: its {other}. Ask your administrator for a new link."),
         };
         HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")

@@ -50,10 +50,12 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Unknown => "unknown",
-            Self::Used => "already used",
-            Self::Expired => "expired",
-            Self::WrongDevice => "issued for another device",
+            Self::Unknown => "is unknown",
+            Self::Used => "was already used",
+            Self::Expired => "has expired",
+            Self::WrongDevice => {
+                "was issued for another device (or the device did not say which it is)"
+            }
         })
     }
 }
