@@ -5,7 +5,7 @@
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::{BigNum, MsbOption};
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, PKeyRef, Private, Public};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
 use openssl::symm::Cipher;
 use openssl::x509::extension::{
@@ -92,9 +92,9 @@ pub fn name(common_name: &str, organization: &str) -> Result<X509Name, PkiError>
 
 /// Build and sign a certificate. `issuer` None makes it self-signed with `subject_key`.
 #[allow(clippy::too_many_arguments)]
-pub fn build_certificate(
+pub fn build_certificate<T: HasPublic>(
     subject: &X509NameRef,
-    public_key: &PKeyRef<Public>,
+    public_key: &PKeyRef<T>,
     usage: Usage<'_>,
     not_before_unix: i64,
     not_after_unix: i64,
@@ -216,15 +216,10 @@ pub fn generate(
     issuer: Option<&KeyPair>,
 ) -> Result<KeyPair, PkiError> {
     let key = generate_rsa(2048)?;
-    let public = PKey::public_key_from_der(
-        &key.public_key_to_der()
-            .map_err(|e| PkiError::crypto("public key", e))?,
-    )
-    .map_err(|e| PkiError::crypto("public key", e))?;
     let now = chrono::Utc::now().timestamp();
     let cert = build_certificate(
         subject,
-        &public,
+        &key,
         usage,
         now - 3600,
         now + days * 86_400,

@@ -265,6 +265,19 @@ pub fn machine_info(serial: &str, udid: &str) -> Vec<u8> {
     .expect("signed device information")
 }
 
+/// Upload a push certificate for the simulated devices' topic, valid at the server's (test) clock: enrollment
+/// profiles take their topic from it.
+pub async fn upload_push_cert(s: &crate::harness::TestServer) {
+    let (cert, key) = push_cert_at(Some(crate::device::TOPIC), s.clock_now() / 1000, 365);
+    let r = s
+        .post(
+            "/api/v1/push-certs",
+            serde_json::json!({"cert_pem": cert, "key_pem": key}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+}
+
 /// A push certificate like Apple's: subject UID = the topic. `days` from now until it expires.
 pub fn push_cert(topic: Option<&str>, days: i64) -> (String, String) {
     let now = std::time::SystemTime::now()

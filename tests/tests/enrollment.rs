@@ -3,7 +3,7 @@
 
 use mdm_tests::device::{Device, Identity, Platform, ReceivedCommand, TOPIC};
 use mdm_tests::enrollment::{
-    machine_info, mtls_client, open_profile, push_cert_at, Profile, ScepClient, Transport,
+    machine_info, mtls_client, open_profile, upload_push_cert, Profile, ScepClient, Transport,
 };
 use mdm_tests::harness::{each_database, TestServer};
 use mdm_tests::shared::shared_path;
@@ -11,17 +11,6 @@ use openssl::symm::Cipher;
 use openssl::x509::X509;
 use plist::Value;
 use serde_json::json;
-
-async fn upload_push_cert(s: &TestServer) {
-    let (cert, key) = push_cert_at(Some(TOPIC), s.clock_now() / 1000, 365);
-    let r = s
-        .post(
-            "/api/v1/push-certs",
-            json!({"cert_pem": cert, "key_pem": key}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text());
-}
 
 fn scep(s: &TestServer) -> ScepClient {
     ScepClient {

@@ -174,12 +174,7 @@ async fn mutated_requests_never_5xx_never_401_and_change_nothing() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         // A push certificate, so /enroll serves profiles (a 503 without one is deliberate).
-        let (cert, key) =
-            mdm_tests::enrollment::push_cert_at(Some(mdm_tests::device::TOPIC), s.clock_now() / 1000, 365);
-        let r = s
-            .post("/api/v1/push-certs", serde_json::json!({"cert_pem": cert, "key_pem": key}))
-            .await;
-        assert_eq!(r.status, 201);
+        mdm_tests::enrollment::upload_push_cert(&s).await;
         // An enrolled device, so there is state to damage.
         let enrolled = Device::new(Platform::Ios);
         s.enroll(&enrolled).await;

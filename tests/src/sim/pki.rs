@@ -8,15 +8,13 @@
 //! certificate from the server's CA; everything after it (signing, pinning) is the same.
 
 use crate::device::Identity;
-use openssl::asn1::Asn1Time;
+use mdm_server::pki::{self, KeyPair, Usage};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
-use openssl::x509::{X509NameBuilder, X509};
+use openssl::x509::X509NameBuilder;
 use std::path::{Path, PathBuf};
 
 /// The device key algorithm. Apple devices use RSA-2048 identities; P-256 keys sign ~25x faster and
@@ -136,8 +134,7 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// The run's CA and key pool: issues each device its identity.
 pub struct Provisioner {
-    ca_key: PKey<Private>,
-    ca_cert: X509,
+    ca: KeyPair,
     pool: KeyPool,
 }
 
@@ -145,44 +142,30 @@ impl Provisioner {
     pub fn new(pool: KeyPool) -> Self {
         let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
         let ca_key = PKey::from_ec_key(EcKey::generate(&g).expect("ec")).expect("pkey");
-        let mut name = X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("O", "mdm-sim").expect("o");
-        name.append_entry_by_text("CN", "mdm-sim device CA")
-            .expect("cn");
-        let name = name.build();
-        let mut b = X509::builder().expect("x509");
-        b.set_version(2).expect("version");
-        b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
-            .expect("serial");
-        b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
-        b.set_pubkey(&ca_key).expect("pubkey");
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .expect("nb");
-        b.set_not_after(&Asn1Time::days_from_now(3650).unwrap())
-            .expect("na");
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .expect("bc");
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .unwrap(),
+        let now = now();
+        let ca_cert = pki::build_certificate(
+            &pki::name("mdm-sim device CA", "mdm-sim").expect("name"),
+            &ca_key,
+            Usage::Ca,
+            now - 3600,
+            now + 3650 * 86_400,
+            &serial(1),
+            None,
+            Some(&ca_key),
         )
-        .expect("ku");
-        b.sign(&ca_key, MessageDigest::sha256()).expect("sign");
+        .expect("CA certificate");
         Self {
-            ca_key,
-            ca_cert: b.build(),
+            ca: KeyPair {
+                cert: ca_cert,
+                key: ca_key,
+            },
             pool,
         }
     }
 
     /// PEM of the CA, for `identity.device_ca_file`.
     pub fn ca_pem(&self) -> Vec<u8> {
-        self.ca_cert.to_pem().expect("pem")
+        self.ca.cert.to_pem().expect("pem")
     }
 
     pub fn key_kind(&self) -> KeyKind {
@@ -195,35 +178,28 @@ impl Provisioner {
         let key = self.pool.key(index).clone();
         let mut name = X509NameBuilder::new().expect("name");
         name.append_entry_by_text("CN", udid).expect("cn");
-        let name = name.build();
-        let mut b = X509::builder().expect("x509");
-        b.set_version(2).expect("version");
-        let serial = BigNum::from_dec_str(&(index as u64 + 2).to_string()).expect("serial");
-        b.set_serial_number(&serial.to_asn1_integer().expect("serial"))
-            .expect("serial");
-        b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(self.ca_cert.subject_name())
-            .expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .expect("nb");
-        b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
-            .expect("na");
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_encipherment()
-                .build()
-                .unwrap(),
+        let now = now();
+        let cert = pki::build_certificate(
+            &name.build(),
+            &key,
+            Usage::ClientAuth,
+            now - 3600,
+            now + 365 * 86_400,
+            &serial(index as u64 + 2),
+            Some(&self.ca),
+            None,
         )
-        .expect("ku");
-        b.append_extension(ExtendedKeyUsage::new().client_auth().build().unwrap())
-            .expect("eku");
-        b.sign(&self.ca_key, MessageDigest::sha256()).expect("sign");
-        Identity {
-            key,
-            cert: b.build(),
-        }
+        .expect("device certificate");
+        Identity { key, cert }
     }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn serial(n: u64) -> openssl::asn1::Asn1Integer {
+    BigNum::from_dec_str(&n.to_string())
+        .and_then(|b| b.to_asn1_integer())
+        .expect("serial")
 }
