@@ -317,15 +317,18 @@ impl Application {
     }
 }
 
-/// Run `work` every `period` in the background; late ticks are delayed, not bunched. Each round logs its
-/// own failures and the next round tries again.
+/// Run `work` every `period` in the background, the first time one period after start; late ticks are
+/// delayed, not bunched. Each round logs its own failures and the next round tries again.
+///
+/// Not at start: work that reads the clock (housekeeping, renewal) would otherwise race whatever the process
+/// does first, and tests that drive it by hand would see it run under them.
 fn every<F, Fut>(period: std::time::Duration, mut work: F)
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
