@@ -1,6 +1,7 @@
 //! Interop with a third-party SCEP client: Debian's `scepclient` (micromdm/scep) enrolls against our CA.
 //! `.ci/run` installs it (package `scep`); elsewhere the test skips, saying so.
 
+use mdm_tests::enrollment::ScepClient;
 use mdm_tests::harness::{each_database, TestServer};
 use openssl::x509::X509;
 use serde_json::json;
@@ -69,16 +70,12 @@ async fn scepclient_enrolls_against_our_ca() {
         async move {
             let s = TestServer::start(db).await;
             let url = format!("{}/scep", s.base);
-            let ca_der = s
-                .http
-                .get(format!("{url}?operation=GetCACert"))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let ca = X509::from_der(&ca_der).unwrap();
+            let ca = ScepClient {
+                url: url.clone(),
+                http: s.http.clone(),
+            }
+            .ca_cert()
+            .await;
 
             let r = s.post("/api/v1/scep-challenges", json!({})).await;
             assert_eq!(r.status, 201, "{}", r.text());
