@@ -537,3 +537,90 @@ async fn user_authenticate_can_be_accepted() {
     })
     .await;
 }
+
+/// An Idle with nothing to deliver and a fresh last-seen time writes nothing; anything that changes state
+/// (a stale last-seen, a queued or NotNow'd command, push attempts to restart) still takes the full path.
+#[tokio::test]
+async fn an_idle_with_nothing_to_do_writes_nothing() {
+    use mdm_server::checkin::SEEN_RESOLUTION_MS;
+    use mdm_server::storage::{devices, enrollments};
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let dev = Device::new(Platform::Ios);
+        s.enroll(&dev).await;
+        let seen = |s: &TestServer| {
+            let (db, udid) = (s.storage.clone(), dev.udid.clone());
+            async move {
+                let d = devices::find(db.db(), &udid).await.unwrap().unwrap();
+                let e = enrollments::find(db.db(), &udid).await.unwrap().unwrap();
+                (d.last_seen_at, e.last_seen_at, e.push_attempts)
+            }
+        };
+        let t0 = s.clock_now();
+        assert_eq!(seen(&s).await, (t0, t0, 0));
+        let before = s.snapshot().await;
+
+        s.clock.advance_ms(SEEN_RESOLUTION_MS - 1);
+        assert!(next_command(&s, &dev, dev.idle(None)).await.is_none());
+        assert_eq!(
+            s.snapshot().await,
+            before,
+            "a fresh Idle changed the database"
+        );
+
+        s.clock.advance_ms(1);
+        assert!(next_command(&s, &dev, dev.idle(None)).await.is_none());
+        let t1 = s.clock_now();
+        assert_eq!(
+            seen(&s).await,
+            (t1, t1, 0),
+            "a stale last-seen time is rewritten"
+        );
+
+        // A queued command is delivered, its NotNow re-offered at the next Idle.
+        let out = s
+            .enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
+            .await;
+        let uuid = uuid_for(&out, &dev.udid);
+        let cmd = next_command(&s, &dev, dev.idle(None))
+            .await
+            .expect("delivered");
+        assert_eq!(cmd.uuid, uuid);
+        assert!(next_command(
+            &s,
+            &dev,
+            dev.report(None, "NotNow", &uuid, Dictionary::new())
+        )
+        .await
+        .is_none());
+        let again = next_command(&s, &dev, dev.idle(None))
+            .await
+            .expect("re-offered");
+        assert_eq!(again.uuid, uuid);
+        assert!(next_command(
+            &s,
+            &dev,
+            dev.report(None, "Acknowledged", &uuid, Dictionary::new())
+        )
+        .await
+        .is_none());
+
+        // Push attempts made while the device was away restart at its next check-in.
+        s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
+            .await;
+        s.push.run_once().await.unwrap();
+        assert_eq!(seen(&s).await.2, 1, "one push attempt recorded");
+        let cmd = next_command(&s, &dev, dev.idle(None))
+            .await
+            .expect("delivered");
+        assert_eq!(seen(&s).await.2, 0, "the check-in restarted push attempts");
+        next_command(
+            &s,
+            &dev,
+            dev.report(None, "Acknowledged", &cmd.uuid, Dictionary::new()),
+        )
+        .await;
+        s.stop().await;
+    })
+    .await;
+}

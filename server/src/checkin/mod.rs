@@ -14,6 +14,7 @@ use crate::protocol::{
     EnrollmentRef, ProtocolError, ReportStatus,
 };
 use crate::storage::audit_log::{self, NewEntry};
+use crate::storage::checkin_state::{self, ChannelState};
 use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
@@ -247,7 +248,7 @@ impl CheckinService {
             | CheckinPayload::DeclarativeManagement { .. }
             | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
         };
-        seen(&txn, e, now, now + self.repush_interval_ms).await?;
+        seen(&txn, e, None, now, now + self.repush_interval_ms).await?;
         self.plugins
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
             .await?;
@@ -314,7 +315,7 @@ impl CheckinService {
         let facts = AuthenticateFacts {
             facts: a.facts.clone(),
             identity_fingerprint: cert.fingerprint().to_string(),
-            identity_subject: cert.subject(),
+            identity_subject: cert.subject()?,
             identity_not_after: cert.not_after_unix().ok().map(|s| s * 1000),
             raw: raw.to_vec(),
             renewal,
@@ -380,6 +381,9 @@ impl CheckinService {
         }
         let now = self.clock.now_ms();
         let e = &report.enrollment;
+        if report.status == ReportStatus::Idle && self.idle_needs_nothing(cert, e, now).await? {
+            return Ok(MdmResponse::Empty);
+        }
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
         let mut run = HookRun::default();
@@ -400,13 +404,12 @@ impl CheckinService {
             }
         }
         let txn = self.storage.db().begin().await?;
-        authorize(&txn, cert, e).await?;
-        if enrollments::find(&txn, &e.id).await?.is_none() {
-            return Err(CheckinError::UnknownEnrollment(e.id.clone()));
-        }
+        let state = channel_state(&txn, cert, e).await?;
         match report.status {
             ReportStatus::Idle => {
-                queue::reset_not_now(&txn, &e.id, now).await?;
+                if state.has_not_now {
+                    queue::reset_not_now(&txn, &e.id, now).await?;
+                }
             }
             status => {
                 let uuid = report.command_uuid.as_deref().unwrap_or_default();
@@ -443,7 +446,7 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
             .await?;
         let next = queue::next(&txn, &e.id, now).await?;
-        seen(&txn, e, now, now + self.repush_interval_ms).await?;
+        seen(&txn, e, Some(&state), now, now + self.repush_interval_ms).await?;
         txn.commit().await?;
         Ok(match next {
             Some((_, cmd)) => {
@@ -456,6 +459,27 @@ impl CheckinService {
 }
 
 impl CheckinService {
+    /// An Idle that finds nothing to deliver, no NotNow to re-offer, no push state to reset and a
+    /// last-seen time within [`SEEN_RESOLUTION_MS`] is answered from one read, without a transaction: the
+    /// commonest message a fleet sends costs no write. Anything else takes the full path. Refusals are
+    /// the same as the full path's.
+    async fn idle_needs_nothing(
+        &self,
+        cert: &DeviceCert,
+        e: &EnrollmentRef,
+        now: i64,
+    ) -> Result<bool, CheckinError> {
+        let state = channel_state(self.storage.db(), cert, e).await?;
+        let fresh = |seen: i64| now - seen < SEEN_RESOLUTION_MS;
+        let channel = state.channel.as_ref().expect("checked by channel_state");
+        Ok(!state.has_queued
+            && !state.has_not_now
+            && channel.push_attempts == 0
+            && fresh(channel.last_seen_at)
+            && fresh(state.device_last_seen_at)
+            && state.device_channel_last_seen_at.is_none_or(fresh))
+    }
+
     /// The event for a result of a command still pending for this channel; None for unknown or finished ones
     /// (repeats), which plugins need not see.
     async fn result_event(
@@ -585,6 +609,34 @@ async fn learn_from_result<C: ConnectionTrait>(
     Ok(())
 }
 
+/// A report's sender as [`authorize`] requires it, with its channel (which must exist) and queue state.
+async fn channel_state<C: ConnectionTrait>(
+    c: &C,
+    cert: &DeviceCert,
+    e: &EnrollmentRef,
+) -> Result<ChannelState, CheckinError> {
+    let state = checkin_state::load(c, &e.device_id, &e.id)
+        .await?
+        .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
+    check_identity(state.identity_fingerprint.as_deref(), cert, e)?;
+    if state.channel.is_none() {
+        return Err(CheckinError::UnknownEnrollment(e.id.clone()));
+    }
+    Ok(state)
+}
+
+fn check_identity(
+    bound: Option<&str>,
+    cert: &DeviceCert,
+    e: &EnrollmentRef,
+) -> Result<(), CheckinError> {
+    if bound != Some(cert.fingerprint()) {
+        tracing::warn!(device = %e.device_id, presented = cert.fingerprint(), "identity certificate does not match the bound one");
+        return Err(CheckinError::IdentityMismatch(e.device_id.clone()));
+    }
+    Ok(())
+}
+
 /// The device must exist and present the certificate bound to it at Authenticate.
 async fn authorize<C: ConnectionTrait>(
     c: &C,
@@ -594,10 +646,7 @@ async fn authorize<C: ConnectionTrait>(
     let device = devices::find(c, &e.device_id)
         .await?
         .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
-    if device.identity_fingerprint.as_deref() != Some(cert.fingerprint()) {
-        tracing::warn!(device = %e.device_id, presented = cert.fingerprint(), "identity certificate does not match the bound one");
-        return Err(CheckinError::IdentityMismatch(e.device_id.clone()));
-    }
+    check_identity(device.identity_fingerprint.as_deref(), cert, e)?;
     Ok(device)
 }
 
@@ -630,19 +679,28 @@ async fn token_update<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The device is here: last seen now, and (for this channel) no push owed before `next_push_at`.
+/// How stale a device's or channel's `last_seen_at` may get before a check-in rewrites it. Rewriting it on
+/// every message would make each Idle a write; to the minute is what admins and plugins use it for.
+pub const SEEN_RESOLUTION_MS: i64 = 60_000;
+
+/// The device is here: this channel seen now with push attempts restarted and no push owed before
+/// `next_push_at` (one statement); the device and its device channel seen now unless `state` shows they
+/// were seen within [`SEEN_RESOLUTION_MS`].
 async fn seen<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
+    state: Option<&ChannelState>,
     now: i64,
     next_push_at: i64,
 ) -> Result<(), CheckinError> {
-    crate::storage::push::checked_in(c, &e.id, next_push_at).await?;
-    devices::touch(c, &e.device_id, now).await?;
-    if e.id != e.device_id {
-        enrollments::touch(c, &e.id, now).await?;
+    let stale = |seen: Option<i64>| seen.is_none_or(|t| now - t >= SEEN_RESOLUTION_MS);
+    enrollments::checked_in(c, &e.id, now, next_push_at).await?;
+    if stale(state.map(|s| s.device_last_seen_at)) {
+        devices::touch(c, &e.device_id, now).await?;
     }
-    enrollments::touch(c, &e.device_id, now).await?;
+    if e.id != e.device_id && stale(state.and_then(|s| s.device_channel_last_seen_at)) {
+        enrollments::touch(c, &e.device_id, now).await?;
+    }
     Ok(())
 }
 

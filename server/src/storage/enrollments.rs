@@ -6,7 +6,7 @@ use crate::protocol::EnrollmentRef;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 
 pub use super::entities::enrollment::Model as Enrollment;
@@ -22,6 +22,27 @@ pub async fn find_many<C: ConnectionTrait>(c: &C, ids: &[String]) -> StorageResu
         out.extend(
             Entity::find()
                 .filter(Column::Id.is_in(chunk.iter().cloned()))
+                .all(c)
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// For each existing channel among `ids`: its device and whether it takes commands. Reads only those
+/// columns (a fan-out to 100k channels would otherwise fetch every stored TokenUpdate).
+pub async fn eligibility<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> StorageResult<Vec<(String, String, bool)>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(super::queue::IDS_PER_STATEMENT) {
+        out.extend(
+            Entity::find()
+                .select_only()
+                .columns([Column::Id, Column::DeviceId, Column::Enabled])
+                .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple::<(String, String, bool)>()
                 .all(c)
                 .await?,
         );
@@ -164,6 +185,24 @@ pub async fn disable<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageRe
     Entity::update_many()
         .col_expr(Column::Enabled, Expr::value(false))
         .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// The channel checked in: seen now, push attempts restart, and a push is owed again (if commands are
+/// still pending) only at `next_push_at`.
+pub async fn checked_in<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    now: i64,
+    next_push_at: i64,
+) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::LastSeenAt, Expr::value(now))
+        .col_expr(Column::PushAttempts, Expr::value(0))
+        .col_expr(Column::NextPushAt, Expr::value(next_push_at))
         .filter(Column::Id.eq(id))
         .exec(c)
         .await?;
