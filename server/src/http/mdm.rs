@@ -78,7 +78,7 @@ fn device_identity(
     match req.headers().get("Mdm-Signature") {
         Some(sig) => {
             let sig = sig.to_str().map_err(|_| DeviceError::MissingIdentity)?;
-            Ok(identity::verify_mdm_signature(sig, body)?)
+            Ok(state.signatures.verify(sig, body)?)
         }
         None => Err(DeviceError::MissingIdentity),
     }

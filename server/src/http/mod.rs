@@ -17,7 +17,7 @@ use crate::checkin::CheckinService;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::enroll::EnrollService;
-use crate::identity::CaVerifier;
+use crate::identity::{CaVerifier, SignatureVerifier};
 use crate::metrics::Metrics;
 use crate::plugins::delivery::Delivery;
 use crate::plugins::PluginHost;
@@ -50,6 +50,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Trust for TLS client certificates: the SCEP CA and `identity.device_ca_file`.
     pub client_cert_trust: CaVerifier,
+    /// `Mdm-Signature` verification, with its cache of verified signatures.
+    pub signatures: SignatureVerifier,
 }
 
 /// What tests (and embedders) replace: the clock, and the APNs sender.
@@ -230,6 +232,7 @@ impl Application {
             enroll,
             public_url: config.enroll.public_url.clone(),
             client_cert_trust,
+            signatures: SignatureVerifier::new(config.identity.signature_cache_entries),
         });
 
         let listener = TcpListener::bind(&config.listen)

@@ -57,7 +57,7 @@ impl CaVerifier {
     pub fn verify(&self, cert: &DeviceCert) -> Result<(), IdentityError> {
         let untrusted_chain = Stack::<X509>::new().map_err(internal_untrusted)?;
         let mut ctx = X509StoreContext::new().map_err(internal_untrusted)?;
-        let outcome = ctx.init(&self.store, cert.x509(), &untrusted_chain, |c| {
+        let outcome = ctx.init(&self.store, cert.x509()?, &untrusted_chain, |c| {
             let ok = c.verify_cert()?;
             Ok((ok, c.error()))
         });

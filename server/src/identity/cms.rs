@@ -483,10 +483,10 @@ mod tests {
         assert_eq!(STANDARD.decode(hdr.trim()).unwrap(), p7s);
 
         // Device certificate from micromdm/scep: empty subject, valid until 2031-05-26 05:09:23Z.
-        assert_eq!(dc.subject(), "");
+        assert_eq!(dc.subject().unwrap(), "");
         assert_eq!(dc.not_after_unix().unwrap(), 1_937_538_563);
         assert_eq!(
-            dc.x509().issuer_name().entries().count(),
+            dc.x509().unwrap().issuer_name().entries().count(),
             4,
             "C=US, O=scep, OU=SCEP CA, CN=ca"
         );

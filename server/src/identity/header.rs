@@ -186,7 +186,7 @@ mod tests {
         let a = parse_client_cert_header(&rfc).unwrap();
         let b = parse_client_cert_header(&escaped).unwrap();
         assert_eq!(a.fingerprint(), b.fingerprint());
-        assert_eq!(a.subject(), "CN=mdm.example.org");
+        assert_eq!(a.subject().unwrap(), "CN=mdm.example.org");
 
         // RFC 9440 carries the DER itself, so the fingerprint is over exactly those bytes.
         let der = STANDARD.decode(rfc.trim().trim_matches(':')).unwrap();

@@ -15,6 +15,7 @@ mod ca;
 mod cert;
 mod cms;
 mod header;
+mod signature_cache;
 #[cfg(test)]
 pub(crate) mod test_support;
 
@@ -22,6 +23,7 @@ pub use ca::CaVerifier;
 pub use cert::DeviceCert;
 pub use cms::verify_mdm_signature;
 pub use header::parse_client_cert_header;
+pub use signature_cache::SignatureVerifier;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};

@@ -217,7 +217,7 @@ impl ScepService {
             serial: pki::serial_hex(&issued).map_err(|e| ScepError::Reply(e.to_string()))?,
             fingerprint: pki::fingerprint(&issued).map_err(|e| ScepError::Reply(e.to_string()))?,
             subject: crate::identity::DeviceCert::from_x509(issued.clone())
-                .map(|c| c.subject())
+                .and_then(|c| c.subject())
                 .unwrap_or_default(),
             not_before: pki::unix_time(issued.not_before()).unwrap_or(0) * 1000,
             not_after: pki::unix_time(issued.not_after()).unwrap_or(0) * 1000,

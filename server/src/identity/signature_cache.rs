@@ -1,0 +1,93 @@
+//! Verified `Mdm-Signature`s, remembered by the exact bytes they covered.
+//!
+//! Apple devices sign without signed attributes, so the same message from the same device carries the same
+//! signature: an Idle, above all, is byte-identical each time. Verifying is a pure function of (header,
+//! body), so a hit on the SHA-256 of both returns what verification returned before; only successes are
+//! stored, so a forged or garbled request is always verified in full and can evict nothing it could reuse.
+
+use super::{verify_mdm_signature, DeviceCert, IdentityError};
+use openssl::sha::Sha256;
+use quick_cache::sync::Cache;
+
+pub struct SignatureVerifier {
+    cache: Option<Cache<[u8; 32], DeviceCert>>,
+}
+
+impl SignatureVerifier {
+    /// Remember up to `entries` verified signatures; 0 verifies every time.
+    pub fn new(entries: usize) -> Self {
+        Self {
+            cache: (entries > 0).then(|| Cache::new(entries)),
+        }
+    }
+
+    /// [`verify_mdm_signature`], answered from the cache when these exact bytes verified before.
+    pub fn verify(&self, header_value: &str, body: &[u8]) -> Result<DeviceCert, IdentityError> {
+        let Some(cache) = &self.cache else {
+            return verify_mdm_signature(header_value, body);
+        };
+        let key = key(header_value, body);
+        if let Some(cert) = cache.get(&key) {
+            return Ok(cert);
+        }
+        let cert = verify_mdm_signature(header_value, body)?;
+        cache.insert(key, cert.unparsed());
+        Ok(cert)
+    }
+}
+
+fn key(header_value: &str, body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    // The length first, so no (header, body) split of the same bytes shares a key.
+    h.update(&(header_value.len() as u64).to_be_bytes());
+    h.update(header_value.as_bytes());
+    h.update(body);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::TestCa;
+    use super::*;
+
+    #[test]
+    fn a_hit_returns_the_same_signer_and_anything_else_is_verified() {
+        use base64::Engine as _;
+        use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+        let (cert, key) = TestCa::new("ca").issue("device-1");
+        let body = b"<plist><dict><key>Status</key><string>Idle</string></dict></plist>";
+        let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY;
+        let p7 = Pkcs7::sign(
+            &cert,
+            &key,
+            &openssl::stack::Stack::new().unwrap(),
+            body,
+            flags,
+        );
+        let header =
+            base64::engine::general_purpose::STANDARD.encode(p7.unwrap().to_der().unwrap());
+        let v = SignatureVerifier::new(16);
+        let first = v.verify(&header, body).unwrap();
+        let again = v.verify(&header, body).unwrap();
+        assert_eq!(first.fingerprint(), again.fingerprint());
+        assert_eq!(first.der(), again.der());
+        assert_eq!(
+            again.subject().unwrap(),
+            first.subject().unwrap(),
+            "a cached certificate is parsed again on demand"
+        );
+        // The same signature over other bytes, or garbage, is never a hit.
+        assert!(matches!(
+            v.verify(&header, b"<plist>other</plist>"),
+            Err(IdentityError::SignatureMismatch)
+        ));
+        assert!(v.verify("AAAA", body).is_err());
+        // A cache of 0 verifies every time and still works.
+        let off = SignatureVerifier::new(0);
+        assert_eq!(
+            off.verify(&header, body).unwrap().fingerprint(),
+            first.fingerprint()
+        );
+        assert!(off.verify(&header, b"x").is_err());
+    }
+}
