@@ -5,7 +5,7 @@ use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::protocol::commands::{CommandContext, CommandError, TypedCommand};
 use crate::protocol::{CommandEnvelope, RawCommandError};
-use crate::storage::enrollments::{self, Enrollment};
+use crate::storage::enrollments;
 use crate::storage::{devices, queue, Storage, StorageError};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde::Serialize;
@@ -226,17 +226,18 @@ pub async fn enqueue_in<C: ConnectionTrait>(
         CommandSpec::Typed(_) => None,
     };
 
-    let found: HashMap<String, Enrollment> = enrollments::find_many(c, &ids)
+    // id -> (device, enabled)
+    let found: HashMap<String, (String, bool)> = enrollments::eligibility(c, &ids)
         .await?
         .into_iter()
-        .map(|e| (e.id.clone(), e))
+        .map(|(id, device, enabled)| (id, (device, enabled)))
         .collect();
     let mut results = BTreeMap::new();
     let mut eligible = Vec::new();
     for id in &ids {
         let status = match found.get(id) {
             None => EnqueueStatus::Unknown,
-            Some(e) if !e.enabled => EnqueueStatus::Disabled,
+            Some((_, enabled)) if !enabled => EnqueueStatus::Disabled,
             Some(_) => {
                 eligible.push(id.clone());
                 continue;
@@ -274,7 +275,7 @@ pub async fn enqueue_in<C: ConnectionTrait>(
         (None, CommandSpec::Typed(t)) => {
             request_type = t.request_type().to_string();
             for id in &eligible {
-                let device_id = &found[id].device_id;
+                let device_id = &found[id].0;
                 let ctx = CommandContext {
                     unlock_token: devices::find(c, device_id)
                         .await?

@@ -51,7 +51,7 @@ pub async fn certs<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<PushCert>> {
 
 /// Push these channels as soon as possible (an enqueue): `next_push_at` becomes `now` unless already sooner.
 pub async fn due_now<C: ConnectionTrait>(c: &C, ids: &[String], now: i64) -> StorageResult<()> {
-    for chunk in ids.chunks(500) {
+    for chunk in ids.chunks(super::queue::IDS_PER_STATEMENT) {
         Enrollments::update_many()
             .col_expr(Column::NextPushAt, Expr::value(now))
             .filter(Column::Id.is_in(chunk.iter().cloned()))

@@ -100,8 +100,13 @@ pub async fn insert_command<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Queue a stored command to channels. Rows are inserted in the order given, so their sequence numbers
-/// record enqueue order.
+/// Ids per statement for set-based writes: far below SQLite's (32,766) and PostgreSQL's (65,535) bind
+/// limits, and few enough statements that a 100k-device fan-out is a handful of round trips.
+pub(crate) const IDS_PER_STATEMENT: usize = 5_000;
+
+/// Queue a stored command to channels, one `INSERT ... SELECT` per chunk of ids: only the ids are bound,
+/// the rest of each row is the same. Rows are inserted in id order, so their sequence numbers record
+/// enqueue order. Every id must be an existing channel (the caller checked), else nothing is queued.
 pub async fn enqueue<C: ConnectionTrait>(
     c: &C,
     command_uuid: &str,
@@ -110,25 +115,45 @@ pub async fn enqueue<C: ConnectionTrait>(
     enrollment_ids: &[String],
     now: i64,
 ) -> StorageResult<()> {
-    // 13 columns per row; 500 rows stays far below SQLite's and PostgreSQL's bind limits.
-    for chunk in enrollment_ids.chunks(500) {
-        let rows = chunk.iter().map(|id| queue_item::ActiveModel {
-            id: sea_orm::ActiveValue::NotSet,
-            enrollment_id: Set(id.clone()),
-            command_uuid: Set(command_uuid.to_string()),
-            priority: Set(priority),
-            status: Set(QueueStatus::Queued.as_str().to_string()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            expires_at: Set(expires_at),
-            not_before: Set(None),
-            delivered_at: Set(None),
-            delivery_count: Set(0),
-            completed_at: Set(None),
-            result_raw: Set(None),
-            result_json: Set(None),
-        });
-        Queue::insert_many(rows).exec_without_returning(c).await?;
+    use super::entities::enrollment::{self, Entity as Enrollments};
+    use sea_orm::sea_query::{Order, Query};
+    for chunk in enrollment_ids.chunks(IDS_PER_STATEMENT) {
+        let rows = Query::select()
+            .column(enrollment::Column::Id)
+            .expr(Expr::val(command_uuid))
+            .expr(Expr::val(priority))
+            .expr(Expr::val(QueueStatus::Queued.as_str()))
+            .expr(Expr::val(now))
+            .expr(Expr::val(now))
+            .expr(Expr::val(expires_at))
+            .expr(Expr::val(0))
+            .from(Enrollments)
+            .and_where(Expr::col(enrollment::Column::Id).is_in(chunk.iter().map(String::as_str)))
+            .order_by(enrollment::Column::Id, Order::Asc)
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(Queue)
+            .columns([
+                Column::EnrollmentId,
+                Column::CommandUuid,
+                Column::Priority,
+                Column::Status,
+                Column::CreatedAt,
+                Column::UpdatedAt,
+                Column::ExpiresAt,
+                Column::DeliveryCount,
+            ])
+            .select_from(rows)
+            .map_err(|e| StorageError::Corrupt(format!("enqueue statement: {e}")))?
+            .to_owned();
+        let inserted = c.execute(&insert).await?.rows_affected();
+        if inserted != chunk.len() as u64 {
+            // A duplicate or vanished id: the transaction rolls back, nothing is half-queued.
+            return Err(StorageError::Conflict(format!(
+                "queued {inserted} of {} channels: some no longer exist",
+                chunk.len()
+            )));
+        }
     }
     Ok(())
 }

@@ -698,14 +698,15 @@ async fn fanout_breakdown(
     let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
     let txn = storage.db().begin().await?;
     let t = Instant::now();
-    let found = enrollments::find_many(&txn, ids).await?;
+    let found = enrollments::eligibility(&txn, ids).await?;
     report.figure("breakdown_find_enrollments_ms", ms(t));
     let mut cmd = Dictionary::new();
     cmd.insert("RequestType".into(), "ProfileList".into());
     let env = CommandEnvelope::new(uuid::Uuid::new_v4().to_string().to_uppercase(), cmd)?;
     let t = Instant::now();
     queue::insert_command(&txn, &env, 0, "mdm-sim", None, now).await?;
-    let ids: Vec<String> = found.into_iter().map(|e| e.id).collect();
+    let mut ids: Vec<String> = found.into_iter().map(|(id, _, _)| id).collect();
+    ids.sort();
     queue::enqueue(&txn, &env.uuid, 0, None, &ids, now).await?;
     report.figure("breakdown_insert_queue_rows_ms", ms(t));
     let t = Instant::now();
@@ -741,6 +742,36 @@ async fn background_rows(
     let ids: Vec<String> = (0..channels).map(|i| format!("BG-{i:08}")).collect();
     let per_channel = rows.div_ceil(channels);
     let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    // The channels exist (disabled: never pushed), as every queued row's channel does.
+    for chunk in ids.chunks(500) {
+        use mdm_server::storage::entities::enrollment;
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        let rows = chunk.iter().map(|id| enrollment::ActiveModel {
+            id: Set(id.clone()),
+            device_id: Set(id.clone()),
+            kind: Set(mdm_server::protocol::EnrollmentKind::Device.as_str().into()),
+            user_id: Set(None),
+            user_short_name: Set(None),
+            user_long_name: Set(None),
+            enabled: Set(false),
+            topic: Set(None),
+            push_magic: Set(None),
+            token: Set(None),
+            awaiting_configuration: Set(None),
+            token_update_count: Set(0),
+            token_update_raw: Set(None),
+            last_push_at: Set(None),
+            next_push_at: Set(None),
+            push_attempts: Set(0),
+            token_dead_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            last_seen_at: Set(now),
+        });
+        enrollment::Entity::insert_many(rows)
+            .exec_without_returning(storage.db())
+            .await?;
+    }
     let mut left = rows;
     for _ in 0..per_channel {
         let n = left.min(channels);
