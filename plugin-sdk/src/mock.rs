@@ -58,6 +58,7 @@ struct State {
     kv: BTreeMap<String, (Vec<u8>, Option<u32>)>,
     kv_fault: Option<KvError>,
     kv_max_keys: Option<usize>,
+    kv_writes: u64,
     logs: Vec<LogRecord>,
     counters: BTreeMap<String, u64>,
     gauges: BTreeMap<String, f64>,
@@ -72,6 +73,13 @@ thread_local! {
 
 fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
     STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// How many values the plugin stored (`set`, `set_with_ttl`, a successful `compare_and_swap`) since
+/// the last [`reset`]: each is a database write on the server, so a plugin can test it does not write on
+/// every event.
+pub fn kv_writes() -> u64 {
+    with(|s| s.kv_writes)
 }
 
 /// Forgets everything: configuration, store, logs, metrics, devices, HTTP handler.
@@ -316,6 +324,7 @@ pub(crate) mod host {
                 return Err(KvError::QuotaExceeded);
             }
             s.kv.insert(key.to_owned(), (value.to_vec(), ttl));
+            s.kv_writes += 1;
             Ok(())
         }
 

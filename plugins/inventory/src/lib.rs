@@ -310,7 +310,12 @@ impl Plugin for Inventory {
     fn on_checkin(event: CheckinEvent) -> PluginResult<Vec<Action>> {
         match remember(&event) {
             Remember::Nothing => {}
-            Remember::Add(key, id) => kv::set(&key, id)?,
+            // Every TokenUpdate says the same thing again: read first, so a known device costs no write.
+            Remember::Add(key, id) => {
+                if kv::get(&key)?.as_deref() != Some(id.as_bytes()) {
+                    kv::set(&key, id)?;
+                }
+            }
             Remember::Remove(key) => {
                 kv::delete(&key)?;
             }
@@ -535,6 +540,25 @@ mod tests {
         let odd = vec!["device:".to_owned(), "device:D0".to_owned()];
         assert_eq!(batch_from_page(&odd, 5), (ids(0..1), None));
         assert!(refresh_actions(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_known_device_is_not_written_again() {
+        token_update("UDID-1");
+        assert_eq!(mock::kv_writes(), 1);
+        token_update("UDID-1");
+        token_update("UDID-1");
+        assert_eq!(
+            mock::kv_writes(),
+            1,
+            "a repeated TokenUpdate writes nothing"
+        );
+        token_update("UDID-2");
+        assert_eq!(mock::kv_writes(), 2);
+        assert_eq!(
+            mock::kv_snapshot().get("device:UDID-1").map(Vec::as_slice),
+            Some(&b"UDID-1"[..])
+        );
     }
 
     fn token_update(udid: &str) {
