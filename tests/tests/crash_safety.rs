@@ -8,6 +8,7 @@
 
 use mdm_server::storage::entities::{command, queue_item};
 use mdm_server::storage::testing::{test_databases, TestDatabase};
+use mdm_server::storage::Storage;
 use mdm_tests::device::{Device, Platform, ReceivedCommand};
 use mdm_tests::process::{admin_key, ServerProcess};
 use mdm_tests::sim::responder::Rng;
@@ -94,6 +95,7 @@ async fn device_loop(
     // The report to send next (status, uuid); None means Idle.
     let mut report: Option<(&str, String)> = None;
     loop {
+        let was_idle = report.is_none();
         let body = match &report {
             Some((status, uuid)) => dev.report(None, status, uuid, Default::default()),
             None => dev.idle(None),
@@ -157,7 +159,9 @@ async fn device_loop(
             }
         };
         if pause {
-            if stop.load(Ordering::SeqCst) {
+            // Done once an Idle comes back empty (after a NotNow the server rightly waits for the next
+            // Idle before offering that command again).
+            if was_idle && stop.load(Ordering::SeqCst) {
                 return;
             }
             // Load pacing, not a wait for anything: an idle device checks in again a little later.
@@ -225,18 +229,31 @@ async fn enqueuer(
 
 async fn run(db: &TestDatabase, seed: u64) {
     let started = Instant::now();
-    let storage = db.storage().await.expect("storage");
+    // SQLite: the server's own database in its data directory, as deployed; PostgreSQL: a fresh schema.
+    let data = tempfile::tempdir().expect("data dir");
+    let url = match &db.schema {
+        Some(_) => db.url.clone(),
+        None => format!("sqlite://{}?mode=rwc", data.path().join("mdm.db").display()),
+    };
+    let open = || async {
+        let s = Storage::connect(&url, db.schema.as_deref())
+            .await
+            .expect("database");
+        s.migrate().await.expect("migrate");
+        s
+    };
+    let storage = open().await;
     let key = admin_key(&storage).await.expect("admin key");
     // The server owns the database while it runs; the test reads it again at the end.
     drop(storage);
-    let data = tempfile::tempdir().expect("data dir");
     let mut env = vec![
-        ("MDM_DATABASE_URL", db.url.clone()),
-        // No APNs here: devices poll. Housekeeping often, to run it under the kills too.
-        ("MDM_PUSH__WORKER", "false".to_string()),
+        // No APNs here, so devices poll; the push worker still claims owed pushes (they fail at once
+        // without a certificate) and housekeeping runs every second, so both are killed mid-work too.
+        ("MDM_PUSH__WORKER", "true".to_string()),
         ("MDM_HOUSEKEEPING_INTERVAL_SECS", "1".to_string()),
     ];
     if let Some(s) = &db.schema {
+        env.push(("MDM_DATABASE_URL", db.url.clone()));
         env.push(("MDM_DATABASE_SCHEMA", s.clone()));
     }
     let mut server = ServerProcess::spawn("crash", BIN.as_ref(), data.path(), &env)
@@ -283,21 +300,33 @@ async fn run(db: &TestDatabase, seed: u64) {
     }
 
     let mut rng = Rng::new(seed ^ 0xC0FFEE);
+    let under_load = |before: u64| {
+        let enqueued = enqueued.clone();
+        async move {
+            // Polled: the first requests after a start warm the server's connections up.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while enqueued.load(Ordering::SeqCst) < before + 3 {
+                assert!(Instant::now() < deadline, "no load reaches the server");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     for k in 0..KILLS {
-        // Let load build up for a random stretch, then pull the plug wherever the server is.
+        // Once load is flowing, a random stretch more, then pull the plug wherever the server is.
         let before = enqueued.load(Ordering::SeqCst);
-        let ms = 200 + rng.next_u64() % 1300;
+        under_load(before).await;
+        let ms = rng.next_u64() % 1200;
         tokio::time::sleep(Duration::from_millis(ms)).await;
         server.kill();
         eprintln!(
-            "   kill {} after {ms} ms ({} more commands enqueued)",
+            "   kill {} {ms} ms into the load ({} commands enqueued since the start)",
             k + 1,
             enqueued.load(Ordering::SeqCst) - before
         );
         server.start().await.expect("server restarts");
     }
-    // Some load on the last start, then drain: no more enqueues; each device stops at an empty Idle.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    under_load(enqueued.load(Ordering::SeqCst)).await;
+    // Drain: no more enqueues; each device stops at an empty Idle.
     stop_enqueue.store(true, Ordering::SeqCst);
     enq.await.expect("enqueuer");
     stop_devices.store(true, Ordering::SeqCst);
@@ -312,7 +341,7 @@ async fn run(db: &TestDatabase, seed: u64) {
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 
     // Now hold the database to what the devices and the admin saw.
-    let storage = db.storage().await.expect("storage");
+    let storage = open().await;
     let rows = queue_item::Entity::find()
         .all(storage.db())
         .await
