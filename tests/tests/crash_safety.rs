@@ -346,7 +346,8 @@ async fn run(db: &TestDatabase, seed: u64) {
         .all(storage.db())
         .await
         .expect("queue");
-    let l = ledger.lock().unwrap();
+    // Every task has ended: the ledger is final.
+    let l = std::mem::take(&mut *ledger.lock().unwrap());
     assert!(l.violations.is_empty(), "violations: {:#?}", l.violations);
     let mut by_key: HashMap<(String, String), Vec<&queue_item::Model>> = HashMap::new();
     for r in &rows {
