@@ -5,6 +5,7 @@ pub mod device;
 pub mod enrollment;
 pub mod harness;
 pub mod plugins;
+pub mod process;
 pub mod shared;
 pub mod sim;
 pub mod sink;

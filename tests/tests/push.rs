@@ -347,3 +347,64 @@ async fn a_plugin_push_action_is_sent_after_the_checkin_commits() {
     })
     .await;
 }
+
+/// The bulk claim under a race: two replicas (two connection pools on PostgreSQL) claim at the same
+/// instants in batches smaller than what is owed; each due channel is claimed by exactly one of them per
+/// due time, and comes due again after the backoff of the attempt it was claimed for.
+#[tokio::test]
+async fn racing_bulk_claims_take_each_due_channel_once_per_due_time() {
+    use mdm_server::storage::{push, Storage};
+    use std::collections::BTreeMap;
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let devs: Vec<Device> = (0..12).map(|_| Device::new(Platform::Ios)).collect();
+        for d in &devs {
+            s.enroll(d).await;
+        }
+        let ids: Vec<&str> = devs.iter().map(|d| d.udid.as_str()).collect();
+        s.enqueue(&ids, json!({"RequestType": "ProfileList"})).await;
+        let other = Storage::connect(
+            s.config.database_url.as_deref().unwrap(),
+            s.config.database_schema.as_deref(),
+        )
+        .await
+        .unwrap();
+        let backoff = |attempt: i32| 1000i64 << (attempt.clamp(1, 30) - 1).min(3);
+        let mut now = s.clock_now();
+        for attempt in 1..=5 {
+            let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
+            loop {
+                let (x, y) = tokio::join!(
+                    push::claim_owed(s.storage.db(), now, 5, backoff),
+                    push::claim_owed(other.db(), now, 5, backoff)
+                );
+                let (x, y) = (x.unwrap(), y.unwrap());
+                if x.is_empty() && y.is_empty() {
+                    break;
+                }
+                for e in x.iter().chain(&y) {
+                    *claimed.entry(e.id.clone()).or_default() += 1;
+                    assert_eq!(e.push_attempts, attempt, "{}", e.id);
+                    assert_eq!(e.next_push_at, Some(now + backoff(attempt)));
+                    assert_eq!(e.last_push_at, Some(now));
+                }
+            }
+            assert_eq!(
+                claimed.len(),
+                devs.len(),
+                "attempt {attempt}: every channel"
+            );
+            assert!(
+                claimed.values().all(|n| *n == 1),
+                "attempt {attempt}: claimed twice: {claimed:?}"
+            );
+            assert!(push::owed(s.storage.db(), now + backoff(attempt) - 1, 100)
+                .await
+                .unwrap()
+                .is_empty());
+            now += backoff(attempt);
+        }
+        s.stop().await;
+    })
+    .await;
+}

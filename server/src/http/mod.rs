@@ -340,43 +340,77 @@ where
     });
 }
 
-/// Expiry and retention on a timer.
+/// Expiry and retention on a timer, by one replica at a time.
 fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_secs: u64) {
     every(std::time::Duration::from_secs(every_secs), move || {
         let state = state.clone();
         async move {
-            let now = state.clock.now_ms();
-            let cutoff = now - i64::from(retention_days) * 86_400_000;
-            let db = state.storage.db();
-            match crate::storage::plugin_kv::purge_expired(db, now).await {
-                Ok(n) if n > 0 => tracing::info!(expired_kv = n, "housekeeping"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "purging expired plugin keys failed"),
-            }
-            match crate::storage::secrets::purge(db, cutoff).await {
-                Ok(n) if n > 0 => tracing::info!(expired_secrets = n, "housekeeping"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "purging expired enrollment secrets failed"),
-            }
-            match crate::storage::outbox::purge_delivered(db, cutoff).await {
-                Ok(n) if n > 0 => tracing::info!(delivered_events = n, "housekeeping"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "purging delivered events failed"),
-            }
-            match state.queue.housekeeping(retention_days).await {
-                Ok(h) if h.expired + h.purged_rows + h.purged_commands > 0 => {
-                    tracing::info!(
-                        expired = h.expired,
-                        purged_rows = h.purged_rows,
-                        purged_commands = h.purged_commands,
-                        "housekeeping"
-                    )
+            match housekeeping_round(&state, retention_days).await {
+                Ok(Some(h)) if h != HousekeepingRound::default() => {
+                    tracing::info!(?h, "housekeeping")
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::debug!("housekeeping: another replica is running it"),
                 Err(e) => tracing::error!(error = %e, "housekeeping failed"),
             }
         }
     });
+}
+
+/// What one housekeeping round removed or expired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HousekeepingRound {
+    pub expired_kv: u64,
+    pub expired_secrets: u64,
+    pub delivered_events: u64,
+    pub expired: u64,
+    pub purged_rows: u64,
+    pub purged_commands: u64,
+}
+
+/// One housekeeping round, or None when another replica holds the job's lock. On PostgreSQL the round is
+/// one transaction holding the `Housekeeping` advisory lock, so replicas never run it at the same time and
+/// a round cut short (the process killed) changes nothing. SQLite has a single writer: the steps run one
+/// statement at a time, so check-ins are not held behind the whole round.
+pub async fn housekeeping_round(
+    state: &AppState,
+    retention_days: u32,
+) -> Result<Option<HousekeepingRound>, crate::storage::StorageError> {
+    use crate::storage::{locks, outbox, plugin_kv, queue, secrets};
+    use sea_orm::TransactionTrait;
+    async fn steps<C: sea_orm::ConnectionTrait>(
+        c: &C,
+        now: i64,
+        cutoff: i64,
+    ) -> Result<HousekeepingRound, crate::storage::StorageError> {
+        let expired_kv = plugin_kv::purge_expired(c, now).await?;
+        let expired_secrets = secrets::purge(c, cutoff).await?;
+        let delivered_events = outbox::purge_delivered(c, cutoff).await?;
+        let expired = queue::expire(c, now).await?;
+        let (purged_rows, purged_commands) = queue::purge_finished(c, cutoff).await?;
+        Ok(HousekeepingRound {
+            expired_kv,
+            expired_secrets,
+            delivered_events,
+            expired,
+            purged_rows,
+            purged_commands,
+        })
+    }
+    let now = state.clock.now_ms();
+    let cutoff = now - i64::from(retention_days) * 86_400_000;
+    let db = state.storage.db();
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return steps(db, now, cutoff).await.map(Some);
+    }
+    let txn = db.begin().await?;
+    if !locks::try_job_lock(&txn, locks::Job::Housekeeping).await? {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let round = steps(&txn, now, cutoff).await?;
+    txn.commit().await?;
+    Ok(Some(round))
 }
 
 /// Queue fresh enrollment profiles for identities about to expire.

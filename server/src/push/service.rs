@@ -248,14 +248,8 @@ impl PushService {
         let now = self.clock.now_ms();
         let budget =
             u64::from(self.cfg.max_per_second) * self.cfg.worker_interval_ms.max(1000) / 1000;
-        let mut claimed = Vec::new();
-        for e in repo::owed(self.storage.db(), now, budget).await? {
-            let Some(seen) = e.next_push_at else { continue };
-            let next = now + self.backoff_ms(e.push_attempts + 1);
-            if repo::claim(self.storage.db(), &e.id, seen, next, now).await? {
-                claimed.push(e);
-            }
-        }
+        let claimed =
+            repo::claim_owed(self.storage.db(), now, budget, |a| self.backoff_ms(a)).await?;
         let n = claimed.len();
         self.send(&claimed).await?;
         Ok(n)

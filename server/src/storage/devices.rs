@@ -145,21 +145,34 @@ pub async fn renewal_candidates<C: ConnectionTrait>(
         .await?)
 }
 
-/// Mark a renewal as sent, if no one else has since `seen` was read (compare-and-set across replicas).
+/// Mark a renewal as sent, if no one else has since `seen` was read. The row is locked `FOR UPDATE SKIP
+/// LOCKED` on PostgreSQL (a replica renewing the same device at that moment skips it), and the update only
+/// matches while the marker still holds `seen`: one renewal per device across replicas.
 pub async fn claim_renewal<C: ConnectionTrait>(
     c: &C,
     id: &str,
     seen: Option<i64>,
     now: i64,
 ) -> StorageResult<bool> {
-    let unchanged = match seen {
+    let unchanged = || match seen {
         Some(t) => Column::RenewalRequestedAt.eq(t),
         None => Column::RenewalRequestedAt.is_null(),
     };
+    let row = sea_orm::sea_query::Query::select()
+        .column(Column::Id)
+        .from(Entity)
+        .and_where(Column::Id.eq(id))
+        .and_where(unchanged())
+        .lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            sea_orm::sea_query::LockBehavior::SkipLocked,
+        )
+        .to_owned();
     Ok(Entity::update_many()
         .col_expr(Column::RenewalRequestedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
-        .filter(unchanged)
+        .filter(unchanged())
+        .filter(Column::Id.in_subquery(row))
         .exec(c)
         .await?
         .rows_affected

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod enrollments;
 pub mod entities;
 pub mod issued_certs;
+pub mod locks;
 mod migration;
 pub mod outbox;
 pub mod plugin_audit;

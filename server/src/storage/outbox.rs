@@ -1,13 +1,13 @@
 //! The durable outbox for plugin events: written in the check-in's transaction, delivered afterwards with
-//! retries. A worker leases a row by moving its `next_attempt_at` forward with a compare-and-set, so two
-//! replicas never deliver the same attempt.
+//! retries. A worker leases due rows by moving their `next_attempt_at` forward (rows locked with SKIP
+//! LOCKED on PostgreSQL), so two replicas never deliver the same attempt.
 
 use super::entities::event_outbox::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order, Query};
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder,
 };
 
 pub use super::entities::event_outbox::Model as OutboxEvent;
@@ -37,35 +37,37 @@ pub async fn insert<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Lease up to `limit` due events for `lease_ms`. Returns the events this caller won.
+/// Lease up to `limit` due events for `lease_ms`, oldest first, in one statement; returns the events this
+/// caller won. On PostgreSQL the due rows are locked `FOR UPDATE SKIP LOCKED`, so replicas leasing at the
+/// same moment take disjoint events without waiting on each other; SQLite has one writer. A lease that
+/// runs out (the replica died mid-delivery) makes the event due again: delivery is at least once.
 pub async fn lease_due<C: ConnectionTrait>(
     c: &C,
     now: i64,
     lease_ms: i64,
     limit: u64,
 ) -> StorageResult<Vec<Model>> {
-    let due = Entity::find()
-        .filter(Column::DeliveredAt.is_null())
-        .filter(Column::NextAttemptAt.lte(now))
-        .order_by_asc(Column::Id)
-        .limit(limit)
-        .all(c)
-        .await?;
-    let mut won = Vec::with_capacity(due.len());
-    for e in due {
-        let claimed = Entity::update_many()
-            .col_expr(Column::NextAttemptAt, Expr::value(now + lease_ms))
-            .filter(Column::Id.eq(e.id))
-            .filter(Column::NextAttemptAt.eq(e.next_attempt_at))
-            .filter(Column::DeliveredAt.is_null())
-            .exec(c)
-            .await?
-            .rows_affected
-            == 1;
-        if claimed {
-            won.push(e);
-        }
+    if limit == 0 {
+        return Ok(Vec::new());
     }
+    let due = Query::select()
+        .column(Column::Id)
+        .from(Entity)
+        .and_where(Column::DeliveredAt.is_null())
+        .and_where(Column::NextAttemptAt.lte(now))
+        .order_by(Column::Id, Order::Asc)
+        .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    let update = Query::update()
+        .table(Entity)
+        .value(Column::NextAttemptAt, now + lease_ms)
+        .and_where(Column::Id.in_subquery(due))
+        .returning_all()
+        .to_owned();
+    let stmt = c.get_database_backend().build(&update);
+    let mut won = Entity::find().from_raw_sql(stmt).all(c).await?;
+    won.sort_by_key(|e| e.id);
     Ok(won)
 }
 

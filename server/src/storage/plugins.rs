@@ -3,7 +3,7 @@
 use super::entities::plugin::{ActiveModel, Column, Entity, Model};
 use super::entities::plugin_schedule::{self, Entity as Schedules};
 use super::StorageResult;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -172,7 +172,8 @@ pub async fn due_schedules<C: ConnectionTrait>(
 }
 
 /// Claim one tick of a schedule: move `next_run_at` from `seen` to `next`. Exactly one claimant wins, across
-/// replicas, because the update only matches while the row still holds `seen`.
+/// replicas: the row is locked `FOR UPDATE SKIP LOCKED` on PostgreSQL (a replica claiming it at the same
+/// moment skips it rather than waits), and the update only matches while the row still holds `seen`.
 pub async fn claim_schedule<C: ConnectionTrait>(
     c: &C,
     plugin_id: &str,
@@ -180,11 +181,21 @@ pub async fn claim_schedule<C: ConnectionTrait>(
     seen: i64,
     next: i64,
 ) -> StorageResult<bool> {
+    use plugin_schedule::Column as S;
+    let tick = Query::select()
+        .column(S::PluginId)
+        .from(Schedules)
+        .and_where(S::PluginId.eq(plugin_id))
+        .and_where(S::Name.eq(name))
+        .and_where(S::NextRunAt.eq(seen))
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
     Ok(Schedules::update_many()
-        .col_expr(plugin_schedule::Column::NextRunAt, Expr::value(next))
-        .filter(plugin_schedule::Column::PluginId.eq(plugin_id))
-        .filter(plugin_schedule::Column::Name.eq(name))
-        .filter(plugin_schedule::Column::NextRunAt.eq(seen))
+        .col_expr(S::NextRunAt, Expr::value(next))
+        .filter(S::PluginId.eq(plugin_id))
+        .filter(S::Name.eq(name))
+        .filter(S::NextRunAt.eq(seen))
+        .filter(S::PluginId.in_subquery(tick))
         .exec(c)
         .await?
         .rows_affected

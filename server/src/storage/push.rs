@@ -8,10 +8,11 @@ use super::entities::push_cert::{self, Entity as Certs};
 use super::entities::queue_item;
 use super::queue::QueueStatus;
 use super::StorageResult;
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order, Query,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 
 pub use super::entities::push_cert::Model as PushCert;
@@ -81,52 +82,91 @@ pub async fn checked_in<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Channels owed a push now: enabled, with a live token, due, and with commands pending.
-pub async fn owed<C: ConnectionTrait>(
-    c: &C,
-    now: i64,
-    limit: u64,
-) -> StorageResult<Vec<enrollment::Model>> {
+/// Channels owed a push now: enabled, with a live token, due, and with commands pending. The pending test
+/// is a correlated EXISTS, which `idx_queue_next (enrollment_id, status, ...)` answers per channel, and
+/// the scan starts from `idx_enrollments_next_push`; an `IN (SELECT enrollment_id ...)` over the whole
+/// queue cost a scan of every pending row each round.
+fn owed_query(now: i64, limit: u64) -> sea_orm::sea_query::SelectStatement {
     let pending = Query::select()
-        .column(queue_item::Column::EnrollmentId)
-        .from(queue_item::Entity)
+        .expr(Expr::val(1))
+        .from_as(queue_item::Entity, Alias::new("q"))
         .and_where(
-            queue_item::Column::Status
+            Expr::col((Alias::new("q"), queue_item::Column::EnrollmentId))
+                .equals((Alias::new("e"), Column::Id)),
+        )
+        .and_where(
+            Expr::col((Alias::new("q"), queue_item::Column::Status))
                 .is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]),
         )
         .to_owned();
-    Ok(Enrollments::find()
-        .filter(Column::Enabled.eq(true))
-        .filter(Column::Token.is_not_null())
-        .filter(Column::PushMagic.is_not_null())
-        .filter(Column::Topic.is_not_null())
-        .filter(Column::TokenDeadAt.is_null())
-        .filter(Column::NextPushAt.lte(now))
-        .filter(Column::Id.in_subquery(pending))
-        .order_by_asc(Column::NextPushAt)
+    let e = |c: Column| Expr::col((Alias::new("e"), c));
+    Query::select()
+        .column((Alias::new("e"), Column::Id))
+        .from_as(Enrollments, Alias::new("e"))
+        .and_where(e(Column::Enabled).eq(true))
+        .and_where(e(Column::Token).is_not_null())
+        .and_where(e(Column::PushMagic).is_not_null())
+        .and_where(e(Column::Topic).is_not_null())
+        .and_where(e(Column::TokenDeadAt).is_null())
+        .and_where(e(Column::NextPushAt).lte(now))
+        .and_where(Expr::exists(pending))
+        .order_by((Alias::new("e"), Column::NextPushAt), Order::Asc)
         .limit(limit)
-        .all(c)
-        .await?)
+        .to_owned()
 }
 
-/// Claim a due push: move `next_push_at` from `seen` to `next`, counting the attempt. Only one replica wins.
-pub async fn claim<C: ConnectionTrait>(
+/// The ids of channels owed a push now (oldest due first), without claiming them.
+pub async fn owed<C: ConnectionTrait>(c: &C, now: i64, limit: u64) -> StorageResult<Vec<String>> {
+    let stmt = c.get_database_backend().build(&owed_query(now, limit));
+    let mut ids = Vec::new();
+    for row in c.query_all_raw(stmt).await? {
+        ids.push(row.try_get::<String>("", "id")?);
+    }
+    Ok(ids)
+}
+
+/// Claim up to `limit` owed pushes in one statement: each claimed channel's `next_push_at` moves to `now`
+/// plus `backoff(attempt)` for the attempt this push is, its attempts count up, and the claimed rows come
+/// back. On PostgreSQL the candidates are locked `FOR UPDATE SKIP LOCKED`, so replicas claiming at the
+/// same moment take disjoint sets and never wait on each other (a row whose due time another replica has
+/// just moved on is re-checked after the lock and drops out). SQLite has one writer, so the statement is
+/// already exclusive there.
+pub async fn claim_owed<C: ConnectionTrait>(
     c: &C,
-    id: &str,
-    seen: i64,
-    next: i64,
     now: i64,
-) -> StorageResult<bool> {
-    Ok(Enrollments::update_many()
-        .col_expr(Column::NextPushAt, Expr::value(next))
-        .col_expr(Column::LastPushAt, Expr::value(now))
-        .col_expr(Column::PushAttempts, Expr::col(Column::PushAttempts).add(1))
-        .filter(Column::Id.eq(id))
-        .filter(Column::NextPushAt.eq(seen))
-        .exec(c)
-        .await?
-        .rows_affected
-        == 1)
+    limit: u64,
+    backoff: impl Fn(i32) -> i64,
+) -> StorageResult<Vec<enrollment::Model>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let candidates = owed_query(now, limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    // The wait after this push, by the attempts made so far: the backoff stops growing at its cap, so a
+    // short CASE covers every count.
+    let saturated = backoff(i32::MAX);
+    let mut wait = Expr::case(Expr::col(Column::PushAttempts).lte(0), backoff(1));
+    for made in 1..64 {
+        let w = backoff(made + 1);
+        if w == saturated {
+            break;
+        }
+        wait = wait.case(Expr::col(Column::PushAttempts).eq(made), w);
+    }
+    let wait: Expr = wait.finally(saturated).into();
+    let update = Query::update()
+        .table(Enrollments)
+        .value(Column::NextPushAt, Expr::val(now).add(wait))
+        .value(Column::LastPushAt, now)
+        .value(Column::PushAttempts, Expr::col(Column::PushAttempts).add(1))
+        .and_where(Column::Id.in_subquery(candidates))
+        .returning_all()
+        .to_owned();
+    let stmt = c.get_database_backend().build(&update);
+    let mut claimed = Enrollments::find().from_raw_sql(stmt).all(c).await?;
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(claimed)
 }
 
 /// APNs said the token is dead: no more pushes until the next TokenUpdate.
