@@ -2,7 +2,7 @@
 //! order, with NotNow, expiry, cancellation and retention.
 
 use super::entities::command::{self, Entity as Commands};
-use super::entities::queue_item::{self, Column, Entity as Queue};
+use super::entities::queue_item::{Column, Entity as Queue};
 use super::{StorageError, StorageResult};
 use crate::protocol::CommandEnvelope;
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -170,7 +170,9 @@ pub async fn next<C: ConnectionTrait>(
     enrollment_id: &str,
     now: i64,
 ) -> StorageResult<Option<(QueueItem, Command)>> {
-    let Some(item) = Queue::find()
+    // The row and its command body in one query.
+    let Some((item, cmd)) = Queue::find()
+        .find_also_related(Commands)
         .filter(Column::EnrollmentId.eq(enrollment_id))
         .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
         .filter(live(now))
@@ -186,12 +188,9 @@ pub async fn next<C: ConnectionTrait>(
     else {
         return Ok(None);
     };
-    let cmd = Commands::find_by_id(item.command_uuid.clone())
-        .one(c)
-        .await?
-        .ok_or_else(|| {
-            StorageError::Corrupt(format!("queued command {} has no body", item.command_uuid))
-        })?;
+    let cmd = cmd.ok_or_else(|| {
+        StorageError::Corrupt(format!("queued command {} has no body", item.command_uuid))
+    })?;
     Queue::update_many()
         .col_expr(Column::DeliveredAt, Expr::value(now))
         .col_expr(
@@ -232,6 +231,8 @@ pub enum ReportOutcome {
 }
 
 /// Record a report for a pending command. Final statuses keep the raw result and its JSON form.
+/// One UPDATE guarded by the pending statuses: of two concurrent reports for the same command (a retried
+/// request, two replicas), exactly one records it.
 pub async fn record_report<C: ConnectionTrait>(
     c: &C,
     enrollment_id: &str,
@@ -241,6 +242,29 @@ pub async fn record_report<C: ConnectionTrait>(
     json: &str,
     now: i64,
 ) -> StorageResult<ReportOutcome> {
+    let mut update = Queue::update_many()
+        .col_expr(Column::Status, Expr::value(status.as_str()))
+        .col_expr(Column::UpdatedAt, Expr::value(now));
+    if !status.is_pending() {
+        update = update
+            .col_expr(Column::CompletedAt, Expr::value(now))
+            .col_expr(Column::ResultRaw, Expr::value(raw.to_vec()))
+            .col_expr(Column::ResultJson, Expr::value(json));
+    }
+    let recorded = update
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::CommandUuid.eq(command_uuid))
+        .filter(Column::Status.is_in([
+            QueueStatus::Queued.as_str(),
+            QueueStatus::NotNow.as_str(),
+        ]))
+        .exec(c)
+        .await?
+        .rows_affected;
+    if recorded > 0 {
+        return Ok(ReportOutcome::Recorded);
+    }
+    // Not pending: say why (rare: a repeated or stray report).
     let Some(item) = Queue::find()
         .filter(Column::EnrollmentId.eq(enrollment_id))
         .filter(Column::CommandUuid.eq(command_uuid))
@@ -249,26 +273,12 @@ pub async fn record_report<C: ConnectionTrait>(
     else {
         return Ok(ReportOutcome::Unknown);
     };
-    let current = QueueStatus::parse(&item.status)?;
-    if !current.is_pending() {
-        return Ok(
-            if matches!(current, QueueStatus::Canceled | QueueStatus::Expired) {
-                ReportOutcome::Unknown
-            } else {
-                ReportOutcome::AlreadyFinal
-            },
-        );
-    }
-    let mut am: queue_item::ActiveModel = item.into();
-    am.status = Set(status.as_str().to_string());
-    am.updated_at = Set(now);
-    if !status.is_pending() {
-        am.completed_at = Set(Some(now));
-        am.result_raw = Set(Some(raw.to_vec()));
-        am.result_json = Set(Some(json.to_string()));
-    }
-    am.update(c).await?;
-    Ok(ReportOutcome::Recorded)
+    Ok(
+        match QueueStatus::parse(&item.status)? {
+            QueueStatus::Canceled | QueueStatus::Expired => ReportOutcome::Unknown,
+            _ => ReportOutcome::AlreadyFinal,
+        },
+    )
 }
 
 /// Cancel pending commands of the given channels (Authenticate's reset, or an admin clearing a queue).

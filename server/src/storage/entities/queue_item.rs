@@ -23,7 +23,22 @@ pub struct Model {
     pub result_json: Option<String>,
 }
 
+/// Lets delivery read a queue row and its command body in one query (no foreign key is implied: the schema
+/// is the migrations').
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::command::Entity",
+        from = "Column::CommandUuid",
+        to = "super::command::Column::Uuid"
+    )]
+    Command,
+}
+
+impl Related<super::command::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Command.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}
