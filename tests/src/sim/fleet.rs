@@ -102,6 +102,8 @@ pub struct Fleet {
     seq: AtomicU64,
     expected_added: AtomicU64,
     expected_done: AtomicU64,
+    /// Notified whenever an expected command finishes (see [`super::wait_for`]).
+    pub progress: Notify,
 }
 
 impl Fleet {
@@ -147,6 +149,7 @@ impl Fleet {
             seq: AtomicU64::new(0),
             expected_added: AtomicU64::new(0),
             expected_done: AtomicU64::new(0),
+            progress: Notify::new(),
         }
     }
 
@@ -422,6 +425,7 @@ impl Fleet {
             // Finished once the server has taken the report (a run waiting for it may end right after).
             if finishes_expected && res.status == 200 {
                 self.expected_done.fetch_add(1, Ordering::Relaxed);
+                self.progress.notify_waiters();
             }
         }
         Ok(left_not_now)
@@ -565,9 +569,8 @@ pub struct PushListener {
 impl PushListener {
     /// Wait until no connection is running.
     pub async fn quiesce(&self) {
-        while self.sem.available_permits() < self.capacity {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // Holding every permit at once means no connection runs; released right away.
+        let _all = self.sem.acquire_many(self.capacity as u32).await;
     }
 }
 

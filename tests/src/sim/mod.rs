@@ -25,3 +25,25 @@ pub mod scenarios;
 pub mod stats;
 pub mod target;
 pub mod transport;
+
+/// Wait until `done()` holds, woken by `changed` (notified with `notify_waiters` whenever what `done` reads
+/// may have changed) instead of polling. False if `deadline` passes first.
+pub async fn wait_for(
+    changed: &tokio::sync::Notify,
+    deadline: std::time::Instant,
+    done: impl Fn() -> bool,
+) -> bool {
+    loop {
+        let notified = changed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so a change between the check and the wait is not missed.
+        notified.as_mut().enable();
+        if done() {
+            return true;
+        }
+        let at = tokio::time::Instant::from_std(deadline);
+        if tokio::time::timeout_at(at, notified).await.is_err() {
+            return done();
+        }
+    }
+}

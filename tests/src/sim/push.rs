@@ -13,6 +13,8 @@ type Waker = Box<dyn Fn(&[u8]) + Send + Sync>;
 pub struct PushSink {
     waker: RwLock<Option<Waker>>,
     pushed: AtomicU64,
+    /// Notified after each batch of pushes (see [`super::wait_for`]).
+    pub progress: tokio::sync::Notify,
 }
 
 impl PushSink {
@@ -41,6 +43,7 @@ impl Pusher for PushSink {
                 w(&t.token);
             }
         }
+        self.progress.notify_waiters();
         targets
             .iter()
             .map(|_| PushOutcome::Sent { apns_id: None })

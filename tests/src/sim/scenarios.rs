@@ -572,9 +572,7 @@ pub async fn commands(common: &Common, p: &CommandParams) -> Result<Report, BoxE
             .await?;
     } else {
         let deadline = Instant::now() + Duration::from_secs(p.timeout_secs);
-        while s.fleet.expected_open() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        super::wait_for(&s.fleet.progress, deadline, || s.fleet.expected_open() == 0).await;
     }
     if let Some(l) = &listener {
         l.quiesce().await;
@@ -648,11 +646,11 @@ pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxErro
         if let Some(sink) = &server.push {
             // The pushes the enqueue owes, sent by the worker after the commit.
             let t = Instant::now();
-            while sink.pushed() < pushed0 + p.devices as u64
-                && t.elapsed() < Duration::from_secs(300)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let all = pushed0 + p.devices as u64;
+            super::wait_for(&sink.progress, t + Duration::from_secs(300), || {
+                sink.pushed() >= all
+            })
+            .await;
             report.figure(
                 "pushes_sent_after_enqueue_seconds",
                 ((t.elapsed().as_secs_f64() + took.as_secs_f64()) * 100.0).round() / 100.0,
