@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Build the seed corpora in fuzz/corpus/<target>/ (or in $1/<target>/): inputs made by the server's own
+# builders, as the tests make them (device signatures, proxy headers, SCEP requests to fuzz/scep-ca.pem,
+# plists, admin bodies), plus the peer captures in ../shared/testdata/peers when that directory exists
+# (read where it is, never copied into the repository).
+#
+# The seeds come from a unit test (mdm_server::fuzzing::seeds), so this reuses the workspace's test build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+corpus="$(realpath -m "${1:-fuzz/corpus}")"
+MDM_FUZZ_CORPUS="$corpus" cargo test --locked --workspace --lib -q -- \
+  fuzzing::seeds::seed_corpora --exact --nocapture
