@@ -8,6 +8,8 @@ pub mod checkin;
 pub mod clock;
 pub mod config;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod metrics;

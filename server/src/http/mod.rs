@@ -1,7 +1,7 @@
 //! actix-web: the device endpoints, the admin API, NanoMDM-compatible endpoints and operations endpoints.
 //! The only module that knows actix.
 
-mod api;
+pub(crate) mod api;
 mod auth;
 mod enroll;
 mod error;

@@ -887,7 +887,7 @@ fn check_profile(bytes: &[u8]) -> Result<(), String> {
     if !(start.starts_with(b"<") || start.starts_with(b"bplist")) {
         return Ok(());
     }
-    let value = Value::from_reader(std::io::Cursor::new(bytes))
+    let value = super::parse_value(bytes)
         .map_err(|e| format!("profile looks like a plist but does not parse: {e}"))?;
     let payload_type = value
         .as_dictionary()
