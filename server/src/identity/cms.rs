@@ -1,6 +1,7 @@
 //! `Mdm-Signature` verification: a detached CMS/PKCS#7 SignedData over the request body.
 
 use openssl::error::ErrorStack;
+use openssl::nid::Nid;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
@@ -15,6 +16,15 @@ const PKCS7_R_DIGEST_FAILURE: i32 = 101;
 const PKCS7_R_SIGNATURE_FAILURE: i32 = 105;
 const PKCS7_R_SIGNER_CERTIFICATE_NOT_FOUND: i32 = 128;
 const PKCS7_R_NO_SIGNERS: i32 = 142;
+
+/// Digest algorithms accepted in an `Mdm-Signature` (devices use SHA-1 or SHA-256).
+const SIGNER_DIGESTS: [Nid; 5] = [
+    Nid::SHA1,
+    Nid::SHA224,
+    Nid::SHA256,
+    Nid::SHA384,
+    Nid::SHA512,
+];
 
 /// Verify an `Mdm-Signature` header: base64 of a *detached* CMS/PKCS#7 SignedData over the
 /// exact body bytes, and return the signer's certificate.
@@ -45,6 +55,16 @@ pub fn verify_mdm_signature(header_value: &str, body: &[u8]) -> Result<DeviceCer
         .map_err(|e| malformed(format!("not PKCS#7: {}", openssl_reasons(&e))))?;
     if p7.signed().is_none() {
         return Err(malformed("PKCS#7 content is not SignedData"));
+    }
+    // Only the digests devices use. Checked before PKCS7_verify, which (OpenSSL 3.0) leaks a BIO for every
+    // signature whose digest it cannot set up: unchecked, anyone could leak server memory per request.
+    let digests = crate::scep::ffi::signer_digest_algorithms(&p7)
+        .ok_or_else(|| malformed("unreadable SignerInfo digest algorithm"))?;
+    if let Some(d) = digests.iter().find(|d| !SIGNER_DIGESTS.contains(d)) {
+        return Err(malformed(format!(
+            "unsupported digest algorithm {}",
+            d.short_name().unwrap_or("(unknown)")
+        )));
     }
 
     // Signers are resolved from the certificates inside the SignedData only; PKCS7_verify
@@ -307,6 +327,38 @@ mod tests {
             dc.fingerprint(),
             DeviceCert::from_x509(cert).unwrap().fingerprint()
         );
+    }
+
+    /// Refused before PKCS7_verify, which leaks memory on digests it cannot set up (found by fuzzing).
+    #[test]
+    fn digests_other_than_sha_are_refused_before_verification() {
+        let (cert, key) = self_signed("device");
+        let sig = sign_raw(&key, MessageDigest::sha256(), BODY);
+        let md5: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05];
+        let unknown: &[u8] = &[0x06, 0x03, 0x2a, 0x03, 0x04];
+        let issuer = cert.issuer_name().to_der().unwrap();
+        let serial = cert.serial_number().to_bn().unwrap().to_vec();
+        for digest in [md5, unknown] {
+            let si = seq(&[
+                int_small(1),
+                seq(&[issuer.clone(), int_unsigned(&serial)]),
+                alg(digest),
+                alg(asn1::OID_SHA256_WITH_RSA),
+                tlv(0x04, &sig),
+            ]);
+            let der = hand_built(Hand {
+                certs: vec![&cert],
+                signer_infos: vec![si],
+                sha1: false,
+                indefinite: false,
+                embedded_content: None,
+            });
+            let err = verify_mdm_signature(&STANDARD.encode(der), BODY).unwrap_err();
+            assert!(
+                err.to_string().contains("unsupported digest algorithm"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

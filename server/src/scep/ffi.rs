@@ -1,6 +1,8 @@
-//! The only unsafe code of the SCEP CA: the parts of OpenSSL's PKCS#7 API the `openssl` crate does not
-//! wrap. Each function takes and returns safe types; pointers never leave this module.
+//! The server's only unsafe code: the parts of OpenSSL's PKCS#7 API the `openssl` crate does not wrap, for
+//! the SCEP CA and `Mdm-Signature` verification. Each function takes and returns safe types; pointers never
+//! leave this module.
 //!
+//! * the digest algorithms of a SignedData's SignerInfos (checked before `PKCS7_verify`),
 //! * reading a signed attribute of a SignerInfo (SCEP's messageType, transactionID, nonces),
 //! * reading the challengePassword attribute of a CSR,
 //! * the content-encryption algorithm of an EnvelopedData (to answer in the cipher the client chose),
@@ -55,6 +57,36 @@ unsafe fn first_signer(p7: &Pkcs7Ref) -> Option<*mut ffi::PKCS7_SIGNER_INFO> {
     let si =
         ffi::OPENSSL_sk_value(sis as *const ffi::OPENSSL_STACK, 0) as *mut ffi::PKCS7_SIGNER_INFO;
     (!si.is_null()).then_some(si)
+}
+
+/// The digest algorithm of every SignerInfo of a SignedData, in order; None when `p7` is not SignedData or
+/// a SignerInfo has no readable algorithm. An algorithm OpenSSL does not know is `Nid::UNDEF`.
+pub fn signer_digest_algorithms(p7: &Pkcs7Ref) -> Option<Vec<Nid>> {
+    p7.signed()?;
+    // SAFETY: `p7` is a live PKCS7 borrowed for this call; the signer infos and their algorithm objects are
+    // owned by it and only read before returning.
+    unsafe {
+        let sis = ffi::PKCS7_get_signer_info(p7.as_ptr());
+        if sis.is_null() {
+            return None;
+        }
+        let n = ffi::OPENSSL_sk_num(sis as *const ffi::OPENSSL_STACK);
+        let mut out = Vec::with_capacity(n.max(0) as usize);
+        for i in 0..n {
+            let si = ffi::OPENSSL_sk_value(sis as *const ffi::OPENSSL_STACK, i)
+                as *const ffi::PKCS7_SIGNER_INFO;
+            if si.is_null() || (*si).digest_alg.is_null() {
+                return None;
+            }
+            let mut obj: *const ffi::ASN1_OBJECT = ptr::null();
+            ffi::X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), (*si).digest_alg);
+            if obj.is_null() {
+                return None;
+            }
+            out.push(Nid::from_raw(ffi::OBJ_obj2nid(obj)));
+        }
+        Some(out)
+    }
 }
 
 /// DER of the value of signed attribute `nid` on the first signer, if present.

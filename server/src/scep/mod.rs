@@ -5,7 +5,7 @@
 //! or failure; anything else is `Malformed` (HTTP 400). Nothing is issued unless every check passes, and the
 //! challenge is used up in the same transaction that records the certificate.
 
-mod ffi;
+pub(crate) mod ffi;
 pub mod message;
 
 pub use ffi::csr_with_challenge;
