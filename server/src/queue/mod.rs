@@ -319,13 +319,11 @@ pub async fn enqueue_in<C: ConnectionTrait>(
         (None, CommandSpec::Raw(_)) => unreachable!("raw commands are always shared"),
     }
     if !req.no_push {
-        // Owed a push as of now; the push worker sends it after this transaction commits.
-        let queued: Vec<String> = results
-            .iter()
-            .filter(|(_, r)| r.status == EnqueueStatus::Queued)
-            .map(|(id, _)| id.clone())
-            .collect();
-        crate::storage::push::due_now(c, &queued, now).await?;
+        // Owed a push as of now; the push worker sends it after this transaction commits. One statement per
+        // command: a fan-out binds no ids here.
+        for uuid in &command_uuids {
+            crate::storage::push::due_for_command(c, uuid, now).await?;
+        }
     }
     let queued = results
         .values()

@@ -2,7 +2,7 @@
 
 use super::entities::enrollment::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
-use crate::protocol::EnrollmentRef;
+use crate::protocol::{EnrollmentKind, EnrollmentRef};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -109,20 +109,12 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     Ok(count)
 }
 
-/// Make sure the device channel row exists (disabled) after Authenticate, so the device is listed and
-/// its queue can be inspected before the first TokenUpdate.
-pub async fn ensure_device_channel<C: ConnectionTrait>(
-    c: &C,
-    e: &EnrollmentRef,
-    now: i64,
-) -> StorageResult<()> {
-    if find(c, &e.id).await?.is_some() {
-        return Ok(());
-    }
+/// A channel as first stored: disabled until its TokenUpdate, never pushed, seen `now`.
+pub fn new_channel(id: &str, device_id: &str, kind: EnrollmentKind, now: i64) -> ActiveModel {
     ActiveModel {
-        id: Set(e.id.clone()),
-        device_id: Set(e.device_id.clone()),
-        kind: Set(e.kind.as_str().to_string()),
+        id: Set(id.to_string()),
+        device_id: Set(device_id.to_string()),
+        kind: Set(kind.as_str().to_string()),
         user_id: Set(None),
         user_short_name: Set(None),
         user_long_name: Set(None),
@@ -141,8 +133,21 @@ pub async fn ensure_device_channel<C: ConnectionTrait>(
         updated_at: Set(now),
         last_seen_at: Set(now),
     }
-    .insert(c)
-    .await?;
+}
+
+/// Make sure the device channel row exists (disabled) after Authenticate, so the device is listed and
+/// its queue can be inspected before the first TokenUpdate.
+pub async fn ensure_device_channel<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    now: i64,
+) -> StorageResult<()> {
+    if find(c, &e.id).await?.is_some() {
+        return Ok(());
+    }
+    new_channel(&e.id, &e.device_id, e.kind, now)
+        .insert(c)
+        .await?;
     Ok(())
 }
 

@@ -50,33 +50,42 @@ pub async fn certs<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<PushCert>> {
         .await?)
 }
 
+/// `next_push_at` is unset or later than `now`: moving it to `now` makes a push sooner, never later.
+fn not_due_before(now: i64) -> Condition {
+    Condition::any()
+        .add(Column::NextPushAt.is_null())
+        .add(Column::NextPushAt.gt(now))
+}
+
 /// Push these channels as soon as possible (an enqueue): `next_push_at` becomes `now` unless already sooner.
 pub async fn due_now<C: ConnectionTrait>(c: &C, ids: &[String], now: i64) -> StorageResult<()> {
     for chunk in ids.chunks(super::queue::IDS_PER_STATEMENT) {
         Enrollments::update_many()
             .col_expr(Column::NextPushAt, Expr::value(now))
             .filter(Column::Id.is_in(chunk.iter().cloned()))
-            .filter(
-                Condition::any()
-                    .add(Column::NextPushAt.is_null())
-                    .add(Column::NextPushAt.gt(now)),
-            )
+            .filter(not_due_before(now))
             .exec(c)
             .await?;
     }
     Ok(())
 }
 
-/// The device checked in: attempts restart, and a push is owed again only one interval from now.
-pub async fn checked_in<C: ConnectionTrait>(
+/// Push every channel `command_uuid` is queued to as soon as possible, in one statement however many
+/// channels (a fan-out): what [`due_now`] does for their ids, without binding them.
+pub async fn due_for_command<C: ConnectionTrait>(
     c: &C,
-    id: &str,
-    next_push_at: i64,
+    command_uuid: &str,
+    now: i64,
 ) -> StorageResult<()> {
+    let queued_to = Query::select()
+        .column(queue_item::Column::EnrollmentId)
+        .from(queue_item::Entity)
+        .and_where(Expr::col(queue_item::Column::CommandUuid).eq(command_uuid))
+        .to_owned();
     Enrollments::update_many()
-        .col_expr(Column::PushAttempts, Expr::value(0))
-        .col_expr(Column::NextPushAt, Expr::value(next_push_at))
-        .filter(Column::Id.eq(id))
+        .col_expr(Column::NextPushAt, Expr::value(now))
+        .filter(Column::Id.in_subquery(queued_to))
+        .filter(not_due_before(now))
         .exec(c)
         .await?;
     Ok(())

@@ -254,10 +254,7 @@ pub async fn record_report<C: ConnectionTrait>(
     let recorded = update
         .filter(Column::EnrollmentId.eq(enrollment_id))
         .filter(Column::CommandUuid.eq(command_uuid))
-        .filter(Column::Status.is_in([
-            QueueStatus::Queued.as_str(),
-            QueueStatus::NotNow.as_str(),
-        ]))
+        .filter(Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]))
         .exec(c)
         .await?
         .rows_affected;
@@ -273,12 +270,10 @@ pub async fn record_report<C: ConnectionTrait>(
     else {
         return Ok(ReportOutcome::Unknown);
     };
-    Ok(
-        match QueueStatus::parse(&item.status)? {
-            QueueStatus::Canceled | QueueStatus::Expired => ReportOutcome::Unknown,
-            _ => ReportOutcome::AlreadyFinal,
-        },
-    )
+    Ok(match QueueStatus::parse(&item.status)? {
+        QueueStatus::Canceled | QueueStatus::Expired => ReportOutcome::Unknown,
+        _ => ReportOutcome::AlreadyFinal,
+    })
 }
 
 /// Cancel pending commands of the given channels (Authenticate's reset, or an admin clearing a queue).

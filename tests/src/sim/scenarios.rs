@@ -708,7 +708,7 @@ async fn fanout_breakdown(
     queue::enqueue(&txn, &env.uuid, 0, None, &ids, now).await?;
     report.figure("breakdown_insert_queue_rows_ms", ms(t));
     let t = Instant::now();
-    mdm_server::storage::push::due_now(&txn, &ids, now).await?;
+    mdm_server::storage::push::due_for_command(&txn, &env.uuid, now).await?;
     report.figure("breakdown_mark_push_due_ms", ms(t));
     txn.rollback().await?;
     Ok(())
@@ -743,29 +743,11 @@ async fn background_rows(
     // The channels exist (disabled: never pushed), as every queued row's channel does.
     for chunk in ids.chunks(500) {
         use mdm_server::storage::entities::enrollment;
-        use sea_orm::{ActiveValue::Set, EntityTrait};
-        let rows = chunk.iter().map(|id| enrollment::ActiveModel {
-            id: Set(id.clone()),
-            device_id: Set(id.clone()),
-            kind: Set(mdm_server::protocol::EnrollmentKind::Device.as_str().into()),
-            user_id: Set(None),
-            user_short_name: Set(None),
-            user_long_name: Set(None),
-            enabled: Set(false),
-            topic: Set(None),
-            push_magic: Set(None),
-            token: Set(None),
-            awaiting_configuration: Set(None),
-            token_update_count: Set(0),
-            token_update_raw: Set(None),
-            last_push_at: Set(None),
-            next_push_at: Set(None),
-            push_attempts: Set(0),
-            token_dead_at: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-            last_seen_at: Set(now),
-        });
+        use sea_orm::EntityTrait;
+        let kind = mdm_server::protocol::EnrollmentKind::Device;
+        let rows = chunk
+            .iter()
+            .map(|id| mdm_server::storage::enrollments::new_channel(id, id, kind, now));
         enrollment::Entity::insert_many(rows)
             .exec_without_returning(storage.db())
             .await?;
@@ -1085,9 +1067,10 @@ pub async fn plugins(common: &Common, p: &PluginParams) -> Result<Report, BoxErr
 // Where an Idle check-in's time goes, without HTTP: the same steps the server takes, one client.
 
 /// Per-step cost of an Idle check-in, each measured `n` times in a row on one task: signature
-/// verification, plist decoding, one database round trip (`SELECT 1`), and the Idle transaction as
-/// `checkin::report` runs it (authorize, find the enrollment, reset NotNow, next command, three
-/// "seen" updates, commit) through the same storage repositories.
+/// verification (in full, and answered by the server's cache of verified signatures), plist decoding, one
+/// database round trip (`SELECT 1`), the one read an Idle with nothing to do costs
+/// (`storage::checkin_state::load`), and the transaction an Idle that has something to do runs (state,
+/// next command, the channel's "seen" update, commit) through the same storage repositories.
 pub async fn idle_breakdown(
     report: &mut Report,
     storage: &mdm_server::storage::Storage,
@@ -1095,7 +1078,7 @@ pub async fn idle_breakdown(
     n: usize,
 ) -> Result<(), BoxError> {
     use mdm_server::protocol::CommandReport;
-    use mdm_server::storage::{devices, enrollments};
+    use mdm_server::storage::{checkin_state, enrollments};
     use sea_orm::{ConnectionTrait, TransactionTrait};
     let n = n.max(1);
     let dev = &fleet.devices[0].sim;
@@ -1108,6 +1091,13 @@ pub async fn idle_breakdown(
         mdm_server::identity::verify_mdm_signature(&sig, &body)?;
     }
     report.figure("breakdown_verify_signature_us", per_op(t).round());
+    let cache = mdm_server::identity::SignatureVerifier::new(16);
+    cache.verify(&sig, &body)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        cache.verify(&sig, &body)?;
+    }
+    report.figure("breakdown_verify_signature_cached_us", per_op(t).round());
     signature_steps(report, &sig, &body, n)?;
     let t = Instant::now();
     for _ in 0..n {
@@ -1124,14 +1114,15 @@ pub async fn idle_breakdown(
     let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
     let t = Instant::now();
     for _ in 0..n {
+        checkin_state::load(db, &e.device_id, &e.id).await?;
+    }
+    report.figure("breakdown_idle_state_read_us", per_op(t).round());
+    let t = Instant::now();
+    for _ in 0..n {
         let txn = db.begin().await?;
-        devices::find(&txn, &e.device_id).await?;
-        enrollments::find(&txn, &e.id).await?;
-        queue::reset_not_now(&txn, &e.id, now).await?;
+        checkin_state::load(&txn, &e.device_id, &e.id).await?;
         queue::next(&txn, &e.id, now).await?;
-        mdm_server::storage::push::checked_in(&txn, &e.id, now + 600_000).await?;
-        devices::touch(&txn, &e.device_id, now).await?;
-        enrollments::touch(&txn, &e.device_id, now).await?;
+        enrollments::checked_in(&txn, &e.id, now, now + 600_000).await?;
         txn.commit().await?;
     }
     report.figure("breakdown_idle_transaction_us", per_op(t).round());

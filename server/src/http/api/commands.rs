@@ -64,9 +64,11 @@ pub async fn enqueue(
             no_push: b.no_push,
         })
         .await?;
+    // Serialised first (100k per-id results for a fan-out), so the answer is not held up by the pushes.
+    let response = HttpResponse::Ok().json(outcome);
     // The push worker sends what the enqueue made owed; wake it rather than wait for its next round.
     state.push.wake();
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
