@@ -361,6 +361,34 @@ mod tests {
         }
     }
 
+    /// The SignedData's own digestAlgorithms set is what PKCS7_verify sets digests up from: an unknown one
+    /// there leaked too, whatever the SignerInfo says (the input the fuzz smoke found).
+    #[test]
+    fn an_unknown_digest_in_the_signed_data_set_is_refused() {
+        let (cert, key) = self_signed("device");
+        let sig = sign_raw(&key, MessageDigest::sha256(), BODY);
+        let der = hand_built(Hand {
+            certs: vec![&cert],
+            signer_infos: vec![signer_info(&cert, false, &sig)],
+            sha1: false,
+            indefinite: false,
+            embedded_content: None,
+        });
+        // The first SHA-256 AlgorithmIdentifier is the SignedData's digestAlgorithms entry.
+        let sha256 = alg(asn1::OID_SHA256);
+        let at = der.windows(sha256.len()).position(|w| w == sha256).unwrap();
+        let mut bad = der.clone();
+        // Same length, other arc: 2.16.840.1.101.3.4.2.1 -> 2.16.840.1.101.3.4.2.99.
+        bad[at + sha256.len() - 3] = 99;
+        assert_ne!(bad, der);
+        let err = verify_mdm_signature(&STANDARD.encode(&bad), BODY).unwrap_err();
+        assert!(
+            err.to_string().contains("unsupported digest algorithm"),
+            "{err}"
+        );
+        verify_mdm_signature(&STANDARD.encode(&der), BODY).expect("the unaltered one verifies");
+    }
+
     #[test]
     fn signer_picked_from_several_embedded_certificates() {
         let ca = TestCa::new("CA");

@@ -59,31 +59,40 @@ unsafe fn first_signer(p7: &Pkcs7Ref) -> Option<*mut ffi::PKCS7_SIGNER_INFO> {
     (!si.is_null()).then_some(si)
 }
 
-/// The digest algorithm of every SignerInfo of a SignedData, in order; None when `p7` is not SignedData or
-/// a SignerInfo has no readable algorithm. An algorithm OpenSSL does not know is `Nid::UNDEF`.
+/// Every digest algorithm a SignedData names: its `digestAlgorithms` set (which `PKCS7_verify` sets up
+/// digests from) and each SignerInfo's, in that order. None when `p7` is not SignedData or an algorithm is
+/// unreadable. An algorithm OpenSSL does not know is `Nid::UNDEF`.
 pub fn signer_digest_algorithms(p7: &Pkcs7Ref) -> Option<Vec<Nid>> {
-    p7.signed()?;
-    // SAFETY: `p7` is a live PKCS7 borrowed for this call; the signer infos and their algorithm objects are
-    // owned by it and only read before returning.
-    unsafe {
-        let sis = ffi::PKCS7_get_signer_info(p7.as_ptr());
-        if sis.is_null() {
+    let signed = p7.signed()?;
+    /// The algorithm of an `X509_ALGOR`; the pointer must be null or valid for the call.
+    unsafe fn nid(alg: *const ffi::X509_ALGOR) -> Option<Nid> {
+        if alg.is_null() {
             return None;
         }
-        let n = ffi::OPENSSL_sk_num(sis as *const ffi::OPENSSL_STACK);
-        let mut out = Vec::with_capacity(n.max(0) as usize);
-        for i in 0..n {
+        let mut obj: *const ffi::ASN1_OBJECT = ptr::null();
+        ffi::X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), alg);
+        (!obj.is_null()).then(|| Nid::from_raw(ffi::OBJ_obj2nid(obj)))
+    }
+    // SAFETY: `p7` is a live PKCS7 borrowed for this call and `signed` its SignedData; the stacks, signer
+    // infos and algorithm objects are owned by it and only read before returning.
+    unsafe {
+        let sd = signed.as_ptr();
+        let (algs, sis) = ((*sd).md_algs, ffi::PKCS7_get_signer_info(p7.as_ptr()));
+        if algs.is_null() || sis.is_null() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for i in 0..ffi::OPENSSL_sk_num(algs as *const ffi::OPENSSL_STACK) {
+            let alg = ffi::OPENSSL_sk_value(algs as *const ffi::OPENSSL_STACK, i);
+            out.push(nid(alg as *const ffi::X509_ALGOR)?);
+        }
+        for i in 0..ffi::OPENSSL_sk_num(sis as *const ffi::OPENSSL_STACK) {
             let si = ffi::OPENSSL_sk_value(sis as *const ffi::OPENSSL_STACK, i)
                 as *const ffi::PKCS7_SIGNER_INFO;
-            if si.is_null() || (*si).digest_alg.is_null() {
+            if si.is_null() {
                 return None;
             }
-            let mut obj: *const ffi::ASN1_OBJECT = ptr::null();
-            ffi::X509_ALGOR_get0(&mut obj, ptr::null_mut(), ptr::null_mut(), (*si).digest_alg);
-            if obj.is_null() {
-                return None;
-            }
-            out.push(Nid::from_raw(ffi::OBJ_obj2nid(obj)));
+            out.push(nid((*si).digest_alg)?);
         }
         Some(out)
     }
