@@ -14,7 +14,7 @@ use crate::protocol::{
     EnrollmentRef, ProtocolError, ReportStatus,
 };
 use crate::storage::audit_log::{self, NewEntry};
-use crate::storage::checkin_state::{self, ChannelState};
+use crate::storage::checkin_state::{self, ChannelSeen, ChannelState};
 use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
@@ -404,7 +404,7 @@ impl CheckinService {
             }
         }
         let txn = self.storage.db().begin().await?;
-        let state = channel_state(&txn, cert, e).await?;
+        let (state, _) = channel_state(&txn, cert, e).await?;
         match report.status {
             ReportStatus::Idle => {
                 if state.has_not_now {
@@ -469,9 +469,8 @@ impl CheckinService {
         e: &EnrollmentRef,
         now: i64,
     ) -> Result<bool, CheckinError> {
-        let state = channel_state(self.storage.db(), cert, e).await?;
-        let fresh = |seen: i64| now - seen < SEEN_RESOLUTION_MS;
-        let channel = state.channel.as_ref().expect("checked by channel_state");
+        let (state, channel) = channel_state(self.storage.db(), cert, e).await?;
+        let fresh = |seen: i64| seen_recently(now, seen);
         Ok(!state.has_queued
             && !state.has_not_now
             && channel.push_attempts == 0
@@ -609,20 +608,21 @@ async fn learn_from_result<C: ConnectionTrait>(
     Ok(())
 }
 
-/// A report's sender as [`authorize`] requires it, with its channel (which must exist) and queue state.
+/// A report's sender as [`authorize`] requires it, with its queue state and its channel (which must exist).
 async fn channel_state<C: ConnectionTrait>(
     c: &C,
     cert: &DeviceCert,
     e: &EnrollmentRef,
-) -> Result<ChannelState, CheckinError> {
+) -> Result<(ChannelState, ChannelSeen), CheckinError> {
     let state = checkin_state::load(c, &e.device_id, &e.id)
         .await?
         .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
     check_identity(state.identity_fingerprint.as_deref(), cert, e)?;
-    if state.channel.is_none() {
-        return Err(CheckinError::UnknownEnrollment(e.id.clone()));
-    }
-    Ok(state)
+    let channel = state
+        .channel
+        .clone()
+        .ok_or_else(|| CheckinError::UnknownEnrollment(e.id.clone()))?;
+    Ok((state, channel))
 }
 
 fn check_identity(
@@ -683,6 +683,11 @@ async fn token_update<C: ConnectionTrait>(
 /// every message would make each Idle a write; to the minute is what admins and plugins use it for.
 pub const SEEN_RESOLUTION_MS: i64 = 60_000;
 
+/// `seen` is within [`SEEN_RESOLUTION_MS`] of `now`: not worth a write.
+fn seen_recently(now: i64, seen: i64) -> bool {
+    now - seen < SEEN_RESOLUTION_MS
+}
+
 /// The device is here: this channel seen now with push attempts restarted and no push owed before
 /// `next_push_at` (one statement); the device and its device channel seen now unless `state` shows they
 /// were seen within [`SEEN_RESOLUTION_MS`].
@@ -693,7 +698,7 @@ async fn seen<C: ConnectionTrait>(
     now: i64,
     next_push_at: i64,
 ) -> Result<(), CheckinError> {
-    let stale = |seen: Option<i64>| seen.is_none_or(|t| now - t >= SEEN_RESOLUTION_MS);
+    let stale = |seen: Option<i64>| !seen.is_some_and(|t| seen_recently(now, t));
     enrollments::checked_in(c, &e.id, now, next_push_at).await?;
     if stale(state.map(|s| s.device_last_seen_at)) {
         devices::touch(c, &e.device_id, now).await?;

@@ -161,13 +161,23 @@ mod tests {
 
     /// One SignerInfo without signed attributes (the form Apple devices send).
     fn signer_info(signer_cert: &X509, sha1: bool, signature: &[u8]) -> Vec<u8> {
-        let issuer = signer_cert.issuer_name().to_der().unwrap();
-        let serial = signer_cert.serial_number().to_bn().unwrap().to_vec();
         let (digest, sig_alg) = if sha1 {
             (asn1::OID_SHA1, asn1::OID_SHA1_WITH_RSA)
         } else {
             (asn1::OID_SHA256, asn1::OID_SHA256_WITH_RSA)
         };
+        signer_info_with(signer_cert, digest, sig_alg, signature)
+    }
+
+    /// The same with any digest and signature algorithm OIDs.
+    fn signer_info_with(
+        signer_cert: &X509,
+        digest: &[u8],
+        sig_alg: &[u8],
+        signature: &[u8],
+    ) -> Vec<u8> {
+        let issuer = signer_cert.issuer_name().to_der().unwrap();
+        let serial = signer_cert.serial_number().to_bn().unwrap().to_vec();
         seq(&[
             int_small(1),
             seq(&[issuer, int_unsigned(&serial)]),
@@ -336,16 +346,8 @@ mod tests {
         let sig = sign_raw(&key, MessageDigest::sha256(), BODY);
         let md5: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x05];
         let unknown: &[u8] = &[0x06, 0x03, 0x2a, 0x03, 0x04];
-        let issuer = cert.issuer_name().to_der().unwrap();
-        let serial = cert.serial_number().to_bn().unwrap().to_vec();
         for digest in [md5, unknown] {
-            let si = seq(&[
-                int_small(1),
-                seq(&[issuer.clone(), int_unsigned(&serial)]),
-                alg(digest),
-                alg(asn1::OID_SHA256_WITH_RSA),
-                tlv(0x04, &sig),
-            ]);
+            let si = signer_info_with(&cert, digest, asn1::OID_SHA256_WITH_RSA, &sig);
             let der = hand_built(Hand {
                 certs: vec![&cert],
                 signer_infos: vec![si],
