@@ -74,8 +74,12 @@ pub struct PluginsConfig {
     pub quarantine_window_secs: u64,
     /// How often a replica checks the database for plugin changes made elsewhere.
     pub reload_interval_secs: u64,
-    /// How often schedules and event delivery run, in milliseconds.
+    /// How often schedules run, and event delivery at the latest (it also runs as soon as a check-in
+    /// that emitted events commits), in milliseconds.
     pub worker_interval_ms: u64,
+    /// Run schedules and event delivery in this process (off for replicas that should only serve devices;
+    /// both are claimed in the database, so several replicas may run them).
+    pub worker: bool,
     /// Where plugin events go, by name: `[plugins.sinks.webhook] url = "https://..."`.
     pub sinks: std::collections::BTreeMap<String, SinkConfig>,
 }
@@ -104,6 +108,7 @@ impl Default for PluginsConfig {
             quarantine_window_secs: 60,
             reload_interval_secs: 2,
             worker_interval_ms: 1000,
+            worker: true,
             sinks: Default::default(),
         }
     }

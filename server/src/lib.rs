@@ -21,6 +21,7 @@ pub mod queue;
 pub mod scep;
 pub mod storage;
 pub mod telemetry;
+pub mod worker;
 
 pub use config::Config;
 pub use http::Application;

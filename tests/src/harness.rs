@@ -106,7 +106,7 @@ impl TestServer {
         };
         // Tests drive schedules, event delivery and pushes themselves (`run_schedules`, `deliver_events`,
         // `push.run_once`).
-        config.plugins.worker_interval_ms = 3_600_000;
+        config.plugins.worker = false;
         config.push.worker = false;
         config.push.key_secret = Some("test-secret-of-sufficient-length".into());
         tweak(&mut config);

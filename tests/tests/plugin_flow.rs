@@ -319,6 +319,123 @@ async fn webhook_events_are_delivered_durably_with_raw_payloads() {
     .await;
 }
 
+/// With the worker running (as in production) an event goes out as soon as the check-in that emitted it
+/// commits, not at the worker's next tick (here an hour away).
+#[tokio::test]
+async fn the_worker_delivers_as_soon_as_the_check_in_commits() {
+    let hook = Sink::start(200).await;
+    each_database(|db| {
+        let hook = &hook;
+        async move {
+            let url = hook.url.clone();
+            let s = TestServer::start_with(db, move |c| {
+                c.plugins.worker = true;
+                c.plugins.worker_interval_ms = 3_600_000;
+                c.plugins.sinks.insert(
+                    "webhook".into(),
+                    SinkConfig {
+                        url,
+                        headers: Default::default(),
+                        timeout_secs: 5,
+                    },
+                );
+            })
+            .await;
+            let r = s.upload_plugin("webhook", json!({"sink": "webhook"})).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let before = hook.received().len();
+            let dev = Device::new(Platform::Ios);
+            s.enroll(&dev).await;
+            assert!(
+                hook.wait_for(before + 2, std::time::Duration::from_secs(30))
+                    .await,
+                "Authenticate and TokenUpdate events delivered without waiting for the tick"
+            );
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
+/// The delivery worker keeps up with a fleet: one round delivers everything due (more than one leased
+/// batch), each device's events in the order written, and a device whose event the sink refuses has its
+/// later events held back until that one is retried.
+#[tokio::test]
+async fn a_round_delivers_everything_due_in_order_per_device() {
+    use mdm_server::storage::outbox;
+    let hook = Sink::start(200).await;
+    let picky = Sink::start_refusing("bad").await;
+    each_database(|db| {
+        let (hook, picky) = (&hook, &picky);
+        async move {
+            let s = with_sinks(db, &[("webhook", hook), ("picky", picky)]).await;
+            let (db, now) = (s.storage.db(), mdm_server::clock::Clock::now_ms(&*s.clock));
+            let before = hook.received().len();
+            for n in 0..150 {
+                for dev in ["D0", "D1", "D2"] {
+                    let topic = format!("{dev}.{n}");
+                    outbox::insert(db, "p", "webhook", &topic, "{}", Some(dev), now)
+                        .await
+                        .unwrap();
+                }
+            }
+            for n in 0..10 {
+                outbox::insert(db, "p", "webhook", &format!("none.{n}"), "{}", None, now)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(s.deliver_events().await, (460, 0), "all due, in one round");
+            let got = &hook.received()[before..];
+            assert_eq!(got.len(), 460);
+            for dev in ["D0", "D1", "D2"] {
+                let order: Vec<&str> = got
+                    .iter()
+                    .filter(|r| r.topic.starts_with(&format!("{dev}.")))
+                    .map(|r| r.topic.as_str())
+                    .collect();
+                let expected: Vec<String> = (0..150).map(|n| format!("{dev}.{n}")).collect();
+                assert_eq!(order, expected, "{dev}'s events in the order written");
+            }
+            assert_eq!(s.deliver_events().await, (0, 0), "nothing delivered twice");
+
+            let before = picky.received().len();
+            for (topic, dev) in [("x.1", "X"), ("bad", "X"), ("x.3", "X"), ("y.1", "Y")] {
+                outbox::insert(db, "p", "picky", topic, "{}", Some(dev), now)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(s.deliver_events().await, (2, 1));
+            let topics = |from: usize| -> Vec<String> {
+                let mut t: Vec<String> = picky.received()[from..]
+                    .iter()
+                    .map(|r| r.topic.clone())
+                    .collect();
+                t.sort();
+                t
+            };
+            assert_eq!(
+                topics(before),
+                ["bad", "x.1", "y.1"],
+                "x.3 waits behind bad"
+            );
+            assert_eq!(
+                s.deliver_events().await,
+                (0, 0),
+                "both wait for the backoff"
+            );
+            s.clock.advance_ms(1_001);
+            assert_eq!(
+                s.deliver_events().await,
+                (0, 1),
+                "bad retried first, x.3 still held"
+            );
+            assert_eq!(topics(before), ["bad", "bad", "x.1", "y.1"]);
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_new_version_swaps_in_and_replicas_follow() {
     each_database(|db| async move {

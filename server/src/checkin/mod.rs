@@ -120,6 +120,13 @@ impl CheckinService {
         Ok(())
     }
 
+    /// After a commit: events plugins emitted in it go out now.
+    fn committed(&self, emitted: bool) {
+        if emitted {
+            self.plugins.events_committed();
+        }
+    }
+
     /// A check-in message (Authenticate, TokenUpdate, ...).
     pub async fn checkin(
         &self,
@@ -249,10 +256,12 @@ impl CheckinService {
             | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
         };
         seen(&txn, e, None, now, now + self.repush_interval_ms).await?;
+        let emits = run.emits();
         self.plugins
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
             .await?;
         txn.commit().await?;
+        self.committed(emits);
         Ok(response)
     }
 
@@ -351,6 +360,7 @@ impl CheckinService {
             )],
         )
         .await?;
+        let emits = decision.emits() || run.emits();
         self.plugins
             .apply(&txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
             .await?;
@@ -358,6 +368,7 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
             .await?;
         txn.commit().await?;
+        self.committed(emits);
         tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, renewal, "device authenticated");
         Ok(MdmResponse::Empty)
     }
@@ -442,12 +453,14 @@ impl CheckinService {
                 }
             }
         }
+        let emits = run.emits();
         self.plugins
             .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
             .await?;
         let next = queue::next(&txn, &e.id, now).await?;
         seen(&txn, e, Some(&state), now, now + self.repush_interval_ms).await?;
         txn.commit().await?;
+        self.committed(emits);
         Ok(match next {
             Some((_, cmd)) => {
                 self.metrics.commands_delivered.inc();

@@ -445,21 +445,27 @@ fn spawn_plugin_workers(
             }
         },
     );
+    if !cfg.worker {
+        return;
+    }
+    let period = std::time::Duration::from_millis(cfg.worker_interval_ms);
     let delivery = Arc::new(delivery);
-    every(
-        std::time::Duration::from_millis(cfg.worker_interval_ms),
-        move || {
-            let (plugins, delivery) = (plugins.clone(), delivery.clone());
-            async move {
-                if let Err(e) = plugins.run_schedules().await {
-                    tracing::error!(error = %e, "plugin schedules failed");
-                }
-                if let Err(e) = delivery.run_once().await {
-                    tracing::error!(error = %e, "event delivery failed");
-                }
+    crate::worker::spawn_woken(plugins.delivery_wake(), period, move || {
+        let delivery = delivery.clone();
+        async move {
+            if let Err(e) = delivery.run_once().await {
+                tracing::error!(error = %e, "event delivery failed");
             }
-        },
-    );
+        }
+    });
+    every(period, move || {
+        let plugins = plugins.clone();
+        async move {
+            if let Err(e) = plugins.run_schedules().await {
+                tracing::error!(error = %e, "plugin schedules failed");
+            }
+        }
+    });
 }
 
 struct ApnsSink(Arc<ApnsPusher>);

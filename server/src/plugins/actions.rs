@@ -296,7 +296,16 @@ async fn perform<C: ConnectionTrait>(
             "applied"
         }
         Action::Emit(e) => {
-            outbox::insert(c, plugin, &e.sink, &e.topic, &e.payload_json, ctx.now).await?;
+            outbox::insert(
+                c,
+                plugin,
+                &e.sink,
+                &e.topic,
+                &e.payload_json,
+                ctx.scope.device_id,
+                ctx.now,
+            )
+            .await?;
             "applied"
         }
     };

@@ -1,18 +1,27 @@
 //! Delivering plugin events from the outbox to the sinks the admin configured: POST of the JSON payload,
 //! retried with exponential backoff until the sink answers 2xx. At-least-once: a sink may see an event
 //! twice (after a crash between delivery and recording it), so each carries its id in `X-MDM-Event-Id`.
+//!
+//! A round drains everything due: batches are leased in one statement, posted concurrently and recorded as
+//! delivered in one statement, so delivery keeps up with a fleet whose every check-in emits an event. The
+//! worker runs a round when a check-in commits events and, failing that, on a timer.
 
 use crate::clock::SharedClock;
 use crate::config::SinkConfig;
 use crate::metrics::{Metrics, SinkLabels};
 use crate::storage::{outbox, Storage, StorageError};
-use std::collections::BTreeMap;
+use futures_util::StreamExt;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a worker holds a leased event before another may try it.
 const LEASE_MS: i64 = 60_000;
-const BATCH: u64 = 50;
+/// Events leased (and recorded) per statement.
+const BATCH: u64 = 200;
+/// POSTs in flight at once, across sinks.
+const IN_FLIGHT: usize = 32;
 const MAX_BACKOFF_MS: i64 = 3_600_000;
 
 pub struct Delivery {
@@ -21,6 +30,39 @@ pub struct Delivery {
     metrics: Arc<Metrics>,
     sinks: BTreeMap<String, SinkConfig>,
     http: reqwest::Client,
+}
+
+enum Outcome {
+    Delivered,
+    Failed {
+        next: i64,
+        error: String,
+    },
+    /// Not tried: an earlier event of the same device failed; due again with it.
+    Held {
+        until: i64,
+    },
+}
+
+/// A leased batch (in id order) split into groups delivered one after another: the events of one device
+/// for one sink, in id order; an event about no device is a group of its own.
+fn in_order_groups(leased: Vec<outbox::OutboxEvent>) -> Vec<Vec<outbox::OutboxEvent>> {
+    let mut groups: Vec<Vec<outbox::OutboxEvent>> = Vec::new();
+    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+    for e in leased {
+        let Some(key) = e.ordering_key.clone() else {
+            groups.push(vec![e]);
+            continue;
+        };
+        match by_key.entry((e.sink.clone(), key)) {
+            Entry::Occupied(i) => groups[*i.get()].push(e),
+            Entry::Vacant(v) => {
+                v.insert(groups.len());
+                groups.push(vec![e]);
+            }
+        }
+    }
+    groups
 }
 
 pub fn backoff_ms(attempts: i32) -> i64 {
@@ -47,42 +89,79 @@ impl Delivery {
         }
     }
 
-    /// Deliver what is due; returns (delivered, failed).
+    /// Deliver everything due, batch after batch, until a lease comes back short; returns (delivered,
+    /// failed). A failed event is due again only after its backoff, so it is tried once per round.
     pub async fn run_once(&self) -> Result<(usize, usize), StorageError> {
-        let now = self.clock.now_ms();
-        let db = self.storage.db();
         let (mut ok, mut failed) = (0, 0);
-        for e in outbox::lease_due(db, now, LEASE_MS, BATCH).await? {
+        loop {
+            let (n, o, f) = self.run_batch().await?;
+            ok += o;
+            failed += f;
+            if n < BATCH as usize {
+                return Ok((ok, failed));
+            }
+        }
+    }
+
+    /// One leased batch: returns (leased, delivered, failed). Events of one device for one sink go one
+    /// after another, in id order; different devices' go concurrently. After a failure the device's later
+    /// events in the batch wait for the failed one's retry, so a sink that is down does not see them
+    /// overtake it (a retried event may still arrive after events written once it was back up).
+    async fn run_batch(&self) -> Result<(usize, usize, usize), StorageError> {
+        let db = self.storage.db();
+        let leased = outbox::lease_due(db, self.clock.now_ms(), LEASE_MS, BATCH).await?;
+        let n = leased.len();
+        let outcomes: Vec<_> = futures_util::stream::iter(in_order_groups(leased))
+            .map(|group| self.deliver_in_order(group))
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let (mut delivered, mut failed) = (Vec::with_capacity(n), 0);
+        for (id, outcome) in outcomes.into_iter().flatten() {
+            match outcome {
+                Outcome::Delivered => delivered.push(id),
+                Outcome::Failed { next, error } => {
+                    outbox::mark_failed(db, id, next, &error).await?;
+                    failed += 1;
+                }
+                Outcome::Held { until } => outbox::hold(db, id, until).await?,
+            }
+        }
+        outbox::mark_delivered(db, &delivered, self.clock.now_ms()).await?;
+        Ok((n, delivered.len(), failed))
+    }
+
+    async fn deliver_in_order(&self, group: Vec<outbox::OutboxEvent>) -> Vec<(i64, Outcome)> {
+        let mut out = Vec::with_capacity(group.len());
+        let mut retry_at = None;
+        for e in group {
+            if let Some(until) = retry_at {
+                out.push((e.id, Outcome::Held { until }));
+                continue;
+            }
             let result = match self.sinks.get(&e.sink) {
                 None => Err(format!("sink {:?} is no longer configured", e.sink)),
                 Some(sink) => self.post(sink, &e).await,
             };
-            let label = |outcome: &str| SinkLabels {
-                sink: e.sink.clone(),
-                outcome: outcome.to_string(),
-            };
-            match result {
-                Ok(()) => {
-                    outbox::mark_delivered(db, e.id, self.clock.now_ms()).await?;
-                    self.metrics
-                        .events_delivered
-                        .get_or_create(&label("ok"))
-                        .inc();
-                    ok += 1;
-                }
-                Err(err) => {
+            self.metrics
+                .events_delivered
+                .get_or_create(&SinkLabels {
+                    sink: e.sink.clone(),
+                    outcome: if result.is_ok() { "ok" } else { "retry" }.to_string(),
+                })
+                .inc();
+            let outcome = match result {
+                Ok(()) => Outcome::Delivered,
+                Err(error) => {
                     let next = self.clock.now_ms() + backoff_ms(e.attempts);
-                    tracing::warn!(sink = %e.sink, event = e.id, attempts = e.attempts + 1, error = %err, "event delivery failed; will retry");
-                    outbox::mark_failed(db, e.id, next, &err).await?;
-                    self.metrics
-                        .events_delivered
-                        .get_or_create(&label("retry"))
-                        .inc();
-                    failed += 1;
+                    tracing::warn!(sink = %e.sink, event = e.id, attempts = e.attempts + 1, %error, "event delivery failed; will retry");
+                    retry_at = Some(next);
+                    Outcome::Failed { next, error }
                 }
-            }
+            };
+            out.push((e.id, outcome));
         }
-        Ok((ok, failed))
+        out
     }
 
     async fn post(&self, sink: &SinkConfig, e: &outbox::OutboxEvent) -> Result<(), String> {
@@ -109,6 +188,40 @@ impl Delivery {
 
 #[cfg(test)]
 mod tests {
+    fn event(id: i64, sink: &str, key: Option<&str>) -> crate::storage::outbox::OutboxEvent {
+        crate::storage::outbox::OutboxEvent {
+            id,
+            plugin_id: "p".into(),
+            sink: sink.into(),
+            topic: "t".into(),
+            payload: "{}".into(),
+            attempts: 0,
+            next_attempt_at: 0,
+            delivered_at: None,
+            last_error: None,
+            created_at: 0,
+            ordering_key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_device_s_events_for_a_sink_form_one_group_in_id_order() {
+        let groups = super::in_order_groups(vec![
+            event(1, "a", Some("D1")),
+            event(2, "a", Some("D2")),
+            event(3, "b", Some("D1")),
+            event(4, "a", Some("D1")),
+            event(5, "a", None),
+            event(6, "a", None),
+            event(7, "a", Some("D2")),
+        ]);
+        let ids: Vec<Vec<i64>> = groups
+            .iter()
+            .map(|g| g.iter().map(|e| e.id).collect())
+            .collect();
+        assert_eq!(ids, [vec![1, 4], vec![2, 7], vec![3], vec![5], vec![6]]);
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         assert_eq!(super::backoff_ms(0), 1000);

@@ -54,6 +54,16 @@ pub struct HookRun {
     pub refused: Option<String>,
 }
 
+impl HookRun {
+    /// Some plugin asked to emit an event: once the caller commits, the delivery worker has work
+    /// ([`PluginHost::events_committed`]).
+    pub fn emits(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|(_, a)| a.iter().any(|a| matches!(a, Action::Emit(_))))
+    }
+}
+
 /// Identifies the event in audit rows.
 #[derive(Clone, Copy)]
 pub struct EventScope<'a> {
@@ -71,6 +81,8 @@ pub struct PluginHost {
     reload_lock: tokio::sync::Mutex<()>,
     breaker: Breaker,
     sinks: BTreeSet<String>,
+    /// Wakes the event delivery worker.
+    events: Arc<tokio::sync::Notify>,
 }
 
 /// One plugin audit row: what a plugin decided, asked for or suffered, and what became of it.
@@ -139,11 +151,23 @@ impl PluginHost {
                 cfg.quarantine_window_secs as i64 * 1000,
             ),
             sinks: cfg.sinks.keys().cloned().collect(),
+            events: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// Events written by a committed transaction wait in the outbox: deliver them now rather than at the
+    /// worker's next tick.
+    pub fn events_committed(&self) {
+        self.events.notify_one();
+    }
+
+    /// What the delivery worker waits on.
+    pub fn delivery_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.events.clone()
     }
 
     pub fn now(&self) -> i64 {
@@ -469,9 +493,13 @@ impl PluginHost {
             let run = self
                 .run_on(std::slice::from_ref(p), Hook::OnSchedule, input, scope)
                 .await;
+            let emits = run.emits();
             let txn = sea_orm::TransactionTrait::begin(db).await?;
             self.apply(&txn, run, "on-schedule", scope, now).await?;
             txn.commit().await?;
+            if emits {
+                self.events_committed();
+            }
             ran += 1;
         }
         Ok(ran)

@@ -68,7 +68,7 @@ pub struct PushService {
     sink: Option<Arc<dyn CertificateSink>>,
     sealer: KeySealer,
     cfg: PushConfig,
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 impl PushService {
@@ -89,7 +89,7 @@ impl PushService {
             sink,
             sealer,
             cfg,
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -311,13 +311,10 @@ impl PushService {
     /// The worker: wakes on `wake()` or every `worker_interval_ms`.
     pub fn spawn(self: Arc<Self>) {
         let every = std::time::Duration::from_millis(self.cfg.worker_interval_ms);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(every) => {}
-                }
-                if let Err(e) = self.run_once().await {
+        crate::worker::spawn_woken(self.wake.clone(), every, move || {
+            let this = self.clone();
+            async move {
+                if let Err(e) = this.run_once().await {
                     tracing::error!(error = %e, "push round failed");
                 }
             }

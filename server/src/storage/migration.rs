@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Push),
             Box::new(M0004Enrollment),
             Box::new(M0005AuditLog),
+            Box::new(M0006OutboxOrdering),
         ]
     }
 }
@@ -619,5 +620,37 @@ impl MigrationTrait for M0005AuditLog {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Events of one device are delivered in the order they were written: the outbox names whose they are.
+struct M0006OutboxOrdering;
+
+impl MigrationName for M0006OutboxOrdering {
+    fn name(&self) -> &str {
+        "m0006_outbox_ordering"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006OutboxOrdering {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("event_outbox")
+                .add_column(string_null("ordering_key"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("event_outbox")
+                .drop_column("ordering_key")
+                .to_owned(),
+        )
+        .await
     }
 }

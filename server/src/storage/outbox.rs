@@ -12,12 +12,14 @@ use sea_orm::{
 
 pub use super::entities::event_outbox::Model as OutboxEvent;
 
+/// A new event, due now. Events with the same `ordering_key` are delivered in the order written.
 pub async fn insert<C: ConnectionTrait>(
     c: &C,
     plugin_id: &str,
     sink: &str,
     topic: &str,
     payload: &str,
+    ordering_key: Option<&str>,
     now: i64,
 ) -> StorageResult<()> {
     Entity::insert(ActiveModel {
@@ -31,6 +33,7 @@ pub async fn insert<C: ConnectionTrait>(
         delivered_at: Set(None),
         last_error: Set(None),
         created_at: Set(now),
+        ordering_key: Set(ordering_key.map(str::to_string)),
     })
     .exec_without_returning(c)
     .await?;
@@ -71,13 +74,16 @@ pub async fn lease_due<C: ConnectionTrait>(
     Ok(won)
 }
 
-pub async fn mark_delivered<C: ConnectionTrait>(c: &C, id: i64, now: i64) -> StorageResult<()> {
-    Entity::update_many()
-        .col_expr(Column::DeliveredAt, Expr::value(now))
-        .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-        .filter(Column::Id.eq(id))
-        .exec(c)
-        .await?;
+/// Record events as delivered, in one statement per batch (the ids of one leased batch).
+pub async fn mark_delivered<C: ConnectionTrait>(c: &C, ids: &[i64], now: i64) -> StorageResult<()> {
+    for chunk in ids.chunks(1000) {
+        Entity::update_many()
+            .col_expr(Column::DeliveredAt, Expr::value(now))
+            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+            .filter(Column::Id.is_in(chunk.iter().copied()))
+            .exec(c)
+            .await?;
+    }
     Ok(())
 }
 
@@ -91,6 +97,16 @@ pub async fn mark_failed<C: ConnectionTrait>(
         .col_expr(Column::NextAttemptAt, Expr::value(next_attempt_at))
         .col_expr(Column::LastError, Expr::value(error))
         .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Leave an event untried until `until` (an earlier event of its device failed and retries then).
+pub async fn hold<C: ConnectionTrait>(c: &C, id: i64, until: i64) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::NextAttemptAt, Expr::value(until))
         .filter(Column::Id.eq(id))
         .exec(c)
         .await?;
@@ -124,7 +140,7 @@ mod tests {
         for tdb in test_databases().await {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
-            insert(db, "p", "sink", "t", "{}", 10).await.unwrap();
+            insert(db, "p", "sink", "t", "{}", None, 10).await.unwrap();
             let first = lease_due(db, 10, 1000, 10).await.unwrap();
             assert_eq!(first.len(), 1);
             assert!(
@@ -135,7 +151,7 @@ mod tests {
             assert!(lease_due(db, 4999, 1000, 10).await.unwrap().is_empty());
             let again = lease_due(db, 5000, 1000, 10).await.unwrap();
             assert_eq!((again.len(), again[0].attempts), (1, 1));
-            mark_delivered(db, again[0].id, 5001).await.unwrap();
+            mark_delivered(db, &[again[0].id], 5001).await.unwrap();
             assert!(lease_due(db, 99_999, 1000, 10).await.unwrap().is_empty());
             assert_eq!(purge_delivered(db, 6000).await.unwrap(), 1);
             tdb.cleanup().await;

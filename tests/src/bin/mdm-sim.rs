@@ -179,6 +179,9 @@ enum Bench {
         /// Also measure each example plugin alone.
         #[arg(long)]
         each: bool,
+        /// Measure only this set of plugins against none instead: `--only webhook,inventory`.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -323,19 +326,22 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
             warmup_secs,
             seconds,
             each,
+            only,
         } => {
-            let mut sets: Vec<Vec<String>> = vec![vec![], vec!["webhook".into()]];
-            if each {
-                for (name, _) in scenarios::example_plugins().into_iter().skip(1) {
-                    sets.push(vec![name.to_string()]);
-                }
-            }
-            sets.push(
-                scenarios::example_plugins()
-                    .into_iter()
-                    .map(|(n, _)| n.to_string())
-                    .collect(),
-            );
+            let all: Vec<String> = scenarios::example_plugins()
+                .into_iter()
+                .map(|(n, _)| n.to_string())
+                .collect();
+            let sets: Vec<Vec<String>> = if !only.is_empty() {
+                vec![vec![], only]
+            } else if each {
+                std::iter::once(vec![])
+                    .chain(all.iter().map(|n| vec![n.clone()]))
+                    .chain(std::iter::once(all.clone()))
+                    .collect()
+            } else {
+                vec![vec![], vec!["webhook".into()], all]
+            };
             scenarios::plugins(
                 &common(g, ServerMode::InProcess),
                 &scenarios::PluginParams {

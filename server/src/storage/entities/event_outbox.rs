@@ -16,6 +16,8 @@ pub struct Model {
     pub delivered_at: Option<i64>,
     pub last_error: Option<String>,
     pub created_at: i64,
+    /// Events with the same key (the device they are about) are delivered in id order.
+    pub ordering_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
