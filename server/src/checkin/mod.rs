@@ -169,12 +169,18 @@ impl CheckinService {
         let scope = scope_of(e, &event_id);
         let mut run = HookRun::default();
         if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
-            let device = authorize(self.storage.db(), cert, e).await?;
+            // Read side by side, off the writer: the transaction below checks the identity again.
+            let r = self.storage.reader();
+            let token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
+            let (device, channel) = tokio::try_join!(authorize(r, cert, e), async {
+                match token_update {
+                    true => Ok(enrollments::find(r, &e.id).await?),
+                    false => Ok(None),
+                }
+            })?;
             let (count, awaiting) = match &msg.payload {
                 CheckinPayload::TokenUpdate(t) => {
-                    let before = enrollments::find(self.storage.db(), &e.id)
-                        .await?
-                        .map_or(0, |x| x.token_update_count);
+                    let before = channel.map_or(0, |x| x.token_update_count);
                     (Some(before as u32 + 1), t.awaiting_configuration)
                 }
                 _ => (None, None),
@@ -194,11 +200,12 @@ impl CheckinService {
                 .await;
             self.refuse_if(&mut run).await?;
         }
+        let next_push_at = now + self.repush_interval_ms;
         let txn = self.storage.db().begin().await?;
         let device = authorize(&txn, cert, e).await?;
         let response = match &msg.payload {
             CheckinPayload::TokenUpdate(t) => {
-                token_update(&txn, e, t, &msg.raw, now).await?;
+                token_update(&txn, e, t, &msg.raw, now, next_push_at).await?;
                 MdmResponse::Empty
             }
             CheckinPayload::CheckOut => {
@@ -255,7 +262,14 @@ impl CheckinService {
             | CheckinPayload::DeclarativeManagement { .. }
             | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
         };
-        seen(&txn, e, None, now, now + self.repush_interval_ms).await?;
+        if !matches!(msg.payload, CheckinPayload::TokenUpdate(_)) {
+            enrollments::checked_in(&txn, &e.id, now, next_push_at).await?;
+        }
+        let last = LastSeen {
+            device: Some(device.last_seen_at),
+            device_channel: None,
+        };
+        seen(&txn, e, last, now).await?;
         let emits = run.emits();
         self.plugins
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
@@ -278,7 +292,7 @@ impl CheckinService {
         if e.kind.is_user_channel() {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
-        enrollment_checks(self.storage.db(), cert, e, a).await?;
+        enrollment_checks(self.storage.reader(), cert, e, a).await?;
         let platform = a.facts.platform();
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
@@ -458,7 +472,12 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
             .await?;
         let next = queue::next(&txn, &e.id, now).await?;
-        seen(&txn, e, Some(&state), now, now + self.repush_interval_ms).await?;
+        enrollments::checked_in(&txn, &e.id, now, now + self.repush_interval_ms).await?;
+        let last = LastSeen {
+            device: Some(state.device_last_seen_at),
+            device_channel: state.device_channel_last_seen_at,
+        };
+        seen(&txn, e, last, now).await?;
         txn.commit().await?;
         self.committed(emits);
         Ok(match next {
@@ -482,7 +501,7 @@ impl CheckinService {
         e: &EnrollmentRef,
         now: i64,
     ) -> Result<bool, CheckinError> {
-        let (state, channel) = channel_state(self.storage.db(), cert, e).await?;
+        let (state, channel) = channel_state(self.storage.reader(), cert, e).await?;
         let fresh = |seen: i64| seen_recently(now, seen);
         Ok(!state.has_queued
             && !state.has_not_now
@@ -501,19 +520,20 @@ impl CheckinService {
         status: plugins::types::CommandStatus,
         event_id: &str,
     ) -> Result<Option<plugins::types::CommandResultEvent>, CheckinError> {
-        let db = self.storage.db();
+        let r = self.storage.reader();
         let e = &report.enrollment;
-        let device = authorize(db, cert, e).await?;
         let uuid = report.command_uuid.as_deref().unwrap_or_default();
-        let Some(item) = queue::find_item(db, &e.id, uuid).await? else {
+        let (device, item, cmd) = tokio::try_join!(
+            authorize(r, cert, e),
+            async { Ok(queue::find_item(r, &e.id, uuid).await?) },
+            async { Ok(queue::find_command(r, uuid).await?) },
+        )?;
+        let (Some(item), Some(cmd)) = (item, cmd) else {
             return Ok(None);
         };
         if !QueueStatus::parse(&item.status)?.is_pending() {
             return Ok(None);
         }
-        let Some(cmd) = queue::find_command(db, uuid).await? else {
-            return Ok(None);
-        };
         Ok(Some(plugins::types::CommandResultEvent {
             event_id: event_id.to_string(),
             enrollment: convert::enrollment(e),
@@ -663,12 +683,14 @@ async fn authorize<C: ConnectionTrait>(
     Ok(device)
 }
 
+/// Also records the channel as checked in (see [`enrollments::apply_token_update`]).
 async fn token_update<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
     t: &TokenUpdate,
     raw: &[u8],
     now: i64,
+    next_push_at: i64,
 ) -> Result<(), CheckinError> {
     let count = enrollments::apply_token_update(
         c,
@@ -681,6 +703,7 @@ async fn token_update<C: ConnectionTrait>(
             raw: raw.to_vec(),
         },
         now,
+        Some(next_push_at),
     )
     .await?;
     if let Some(unlock) = &t.unlock_token {
@@ -701,22 +724,26 @@ fn seen_recently(now: i64, seen: i64) -> bool {
     now - seen < SEEN_RESOLUTION_MS
 }
 
-/// The device is here: this channel seen now with push attempts restarted and no push owed before
-/// `next_push_at` (one statement); the device and its device channel seen now unless `state` shows they
-/// were seen within [`SEEN_RESOLUTION_MS`].
+/// When a device and its device channel were last seen, as read in the transaction (None: not read).
+struct LastSeen {
+    device: Option<i64>,
+    device_channel: Option<i64>,
+}
+
+/// The device is here: the device, and its device channel when the message came on a user channel, seen
+/// now, unless `last` shows they were seen within [`SEEN_RESOLUTION_MS`]. The channel itself is recorded
+/// by the caller (`enrollments::checked_in`, or the TokenUpdate that stores it).
 async fn seen<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
-    state: Option<&ChannelState>,
+    last: LastSeen,
     now: i64,
-    next_push_at: i64,
 ) -> Result<(), CheckinError> {
     let stale = |seen: Option<i64>| !seen.is_some_and(|t| seen_recently(now, t));
-    enrollments::checked_in(c, &e.id, now, next_push_at).await?;
-    if stale(state.map(|s| s.device_last_seen_at)) {
+    if stale(last.device) {
         devices::touch(c, &e.device_id, now).await?;
     }
-    if e.id != e.device_id && stale(state.and_then(|s| s.device_channel_last_seen_at)) {
+    if e.id != e.device_id && stale(last.device_channel) {
         enrollments::touch(c, &e.device_id, now).await?;
     }
     Ok(())

@@ -196,7 +196,7 @@ impl PluginHost {
     pub async fn reload(&self) -> Result<(), StorageError> {
         let _guard = self.reload_lock.lock().await;
         let current = self.loaded();
-        let revisions = repo::revisions(self.storage.db()).await?;
+        let revisions = repo::revisions(self.storage.reader()).await?;
         let have: HashMap<&str, i64> = current.iter().map(|p| (&*p.id, p.revision)).collect();
         let unchanged = revisions.len() == current.len()
             && revisions

@@ -30,7 +30,7 @@ impl StoreBackend {
     }
 
     async fn quota_ok(&self, plugin: &str, key: &str, max: u32) -> Result<(), KvFault> {
-        let db = self.storage.db();
+        let db = self.storage.reader();
         let now = self.clock.now_ms();
         let exists = plugin_kv::get(db, plugin, key, now)
             .await
@@ -55,7 +55,7 @@ impl HostBackend for StoreBackend {
     }
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        plugin_kv::get(self.storage.db(), plugin, key, self.clock.now_ms())
+        plugin_kv::get(self.storage.reader(), plugin, key, self.clock.now_ms())
             .await
             .map_err(|e| e.to_string())
     }
@@ -120,7 +120,7 @@ impl HostBackend for StoreBackend {
         limit: u32,
     ) -> Result<Vec<String>, String> {
         plugin_kv::list_keys(
-            self.storage.db(),
+            self.storage.reader(),
             plugin,
             prefix,
             start_after,
@@ -132,7 +132,7 @@ impl HostBackend for StoreBackend {
     }
 
     async fn device(&self, id: &str) -> Result<Option<inventory::DeviceInfo>, String> {
-        let db = self.storage.db();
+        let db = self.storage.reader();
         let Some(d) = devices::find(db, id).await.map_err(|e| e.to_string())? else {
             return Ok(None);
         };

@@ -3,7 +3,7 @@
 use super::entities::enrollment::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use crate::protocol::{EnrollmentKind, EnrollmentRef};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -68,45 +68,67 @@ pub struct TokenUpdateFacts {
     pub raw: Vec<u8>,
 }
 
-/// Store a TokenUpdate and enable the channel, creating the channel on its first TokenUpdate.
-/// Returns the channel's TokenUpdate count after this one (1 means first).
+/// Store a TokenUpdate and enable the channel, creating the channel on its first TokenUpdate; the channel
+/// is seen `now` with push attempts restarted (what [`checked_in`] does), and `next_push_at`, when given,
+/// is when a push is owed again. One statement for a known channel. Returns the channel's TokenUpdate count
+/// after this one (1 means first).
 pub async fn apply_token_update<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
     f: TokenUpdateFacts,
     now: i64,
+    next_push_at: Option<i64>,
 ) -> StorageResult<i32> {
-    let existing = find(c, &e.id).await?;
-    let count = existing.as_ref().map_or(0, |x| x.token_update_count) + 1;
-    let am = ActiveModel {
-        id: Set(e.id.clone()),
-        device_id: Set(e.device_id.clone()),
-        kind: Set(e.kind.as_str().to_string()),
-        user_id: Set(e.user_id.clone()),
-        user_short_name: Set(e.user_short_name.clone()),
-        user_long_name: Set(e.user_long_name.clone()),
-        enabled: Set(true),
-        topic: Set(Some(f.topic)),
-        push_magic: Set(Some(f.push_magic)),
-        token: Set(Some(f.token)),
-        awaiting_configuration: Set(f.awaiting_configuration),
-        token_update_count: Set(count),
-        token_update_raw: Set(Some(f.raw)),
-        // A new token is alive again; the device is here, so no push is owed.
-        last_push_at: Set(existing.as_ref().and_then(|x| x.last_push_at)),
-        next_push_at: Set(existing.as_ref().and_then(|x| x.next_push_at)),
-        push_attempts: Set(0),
-        token_dead_at: Set(None),
-        created_at: Set(existing.as_ref().map_or(now, |x| x.created_at)),
-        updated_at: Set(now),
-        last_seen_at: Set(now),
-    };
-    if existing.is_some() {
-        am.update(c).await?;
-    } else {
-        am.insert(c).await?;
+    let mut update = Query::update();
+    update
+        .table(Entity)
+        .values([
+            (Column::Kind, e.kind.as_str().into()),
+            (Column::UserId, e.user_id.clone().into()),
+            (Column::UserShortName, e.user_short_name.clone().into()),
+            (Column::UserLongName, e.user_long_name.clone().into()),
+            (Column::Enabled, true.into()),
+            (Column::Topic, Some(f.topic.clone()).into()),
+            (Column::PushMagic, Some(f.push_magic.clone()).into()),
+            (Column::Token, Some(f.token.clone()).into()),
+            (
+                Column::AwaitingConfiguration,
+                f.awaiting_configuration.into(),
+            ),
+            (Column::TokenUpdateRaw, Some(f.raw.clone()).into()),
+            // A new token is alive again; the device is here, so no push is owed.
+            (Column::PushAttempts, 0.into()),
+            (Column::TokenDeadAt, Option::<i64>::None.into()),
+            (Column::UpdatedAt, now.into()),
+            (Column::LastSeenAt, now.into()),
+        ])
+        .value(
+            Column::TokenUpdateCount,
+            Expr::col(Column::TokenUpdateCount).add(1),
+        )
+        .and_where(Column::Id.eq(e.id.as_str()))
+        .returning_col(Column::TokenUpdateCount);
+    if let Some(at) = next_push_at {
+        update.value(Column::NextPushAt, at);
     }
-    Ok(count)
+    let stmt = c.get_database_backend().build(&update);
+    if let Some(row) = c.query_one_raw(stmt).await? {
+        return Ok(row.try_get_by_index::<i32>(0)?);
+    }
+    let mut am = new_channel(&e.id, &e.device_id, e.kind, now);
+    am.user_id = Set(e.user_id.clone());
+    am.user_short_name = Set(e.user_short_name.clone());
+    am.user_long_name = Set(e.user_long_name.clone());
+    am.enabled = Set(true);
+    am.topic = Set(Some(f.topic));
+    am.push_magic = Set(Some(f.push_magic));
+    am.token = Set(Some(f.token));
+    am.awaiting_configuration = Set(f.awaiting_configuration);
+    am.token_update_count = Set(1);
+    am.token_update_raw = Set(Some(f.raw));
+    am.next_push_at = Set(next_push_at);
+    am.insert(c).await?;
+    Ok(1)
 }
 
 /// A channel as first stored: disabled until its TokenUpdate, never pushed, seen `now`.
@@ -221,4 +243,108 @@ pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResu
         .exec(c)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::devices::{self, AuthenticateFacts};
+    use crate::storage::testing::test_databases;
+
+    fn channel(id: &str, kind: EnrollmentKind) -> EnrollmentRef {
+        EnrollmentRef {
+            id: id.into(),
+            device_id: "UDID-1".into(),
+            kind,
+            user_id: None,
+            user_short_name: None,
+            user_long_name: None,
+        }
+    }
+
+    fn facts(token: &[u8]) -> TokenUpdateFacts {
+        TokenUpdateFacts {
+            topic: "com.apple.mgmt.X".into(),
+            push_magic: "magic".into(),
+            token: token.to_vec(),
+            awaiting_configuration: Some(false),
+            raw: b"<plist/>".to_vec(),
+        }
+    }
+
+    /// A TokenUpdate in one statement: counts, enables, stores the token, and records the channel as
+    /// checked in (seen, attempts restarted, a dead token alive again, next push when given); a channel
+    /// seen for the first time is created.
+    #[tokio::test]
+    async fn a_token_update_enables_counts_and_checks_the_channel_in() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            devices::upsert_authenticated(db, "UDID-1", AuthenticateFacts::default(), 10)
+                .await
+                .unwrap();
+            let dev = channel("UDID-1", EnrollmentKind::Device);
+            ensure_device_channel(db, &dev, 10).await.unwrap();
+            Entity::update_many()
+                .col_expr(Column::PushAttempts, Expr::value(3))
+                .col_expr(Column::TokenDeadAt, Expr::value(15))
+                .filter(Column::Id.eq("UDID-1"))
+                .exec(db)
+                .await
+                .unwrap();
+
+            assert_eq!(
+                apply_token_update(db, &dev, facts(b"t1"), 20, Some(620))
+                    .await
+                    .unwrap(),
+                1
+            );
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert!(c.enabled);
+            assert_eq!(c.token.as_deref(), Some(&b"t1"[..]));
+            assert_eq!(
+                (
+                    c.push_attempts,
+                    c.token_dead_at,
+                    c.next_push_at,
+                    c.last_seen_at
+                ),
+                (0, None, Some(620), 20)
+            );
+            assert_eq!((c.created_at, c.updated_at), (10, 20));
+
+            assert_eq!(
+                apply_token_update(db, &dev, facts(b"t2"), 30, None)
+                    .await
+                    .unwrap(),
+                2
+            );
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert_eq!(c.token.as_deref(), Some(&b"t2"[..]));
+            assert_eq!(c.next_push_at, Some(620), "kept when not given");
+
+            let user = EnrollmentRef {
+                user_id: Some("U-501".into()),
+                ..channel("U-501", EnrollmentKind::User)
+            };
+            assert_eq!(
+                apply_token_update(db, &user, facts(b"u1"), 40, Some(640))
+                    .await
+                    .unwrap(),
+                1
+            );
+            let u = find(db, "U-501").await.unwrap().unwrap();
+            assert!(u.enabled);
+            assert_eq!(
+                (
+                    u.device_id.as_str(),
+                    u.user_id.as_deref(),
+                    u.token_update_count
+                ),
+                ("UDID-1", Some("U-501"), 1)
+            );
+            assert_eq!((u.created_at, u.next_push_at), (40, Some(640)));
+            tdb.cleanup().await;
+        }
+    }
 }

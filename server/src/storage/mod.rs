@@ -40,7 +40,14 @@ pub type StorageResult<T> = Result<T, StorageError>;
 #[derive(Clone, Debug)]
 pub struct Storage {
     db: DatabaseConnection,
+    /// SQLite files only: read-only connections beside the single writer (WAL lets them read while it
+    /// writes). None elsewhere: PostgreSQL's pool serves both.
+    reader: Option<DatabaseConnection>,
 }
+
+/// Read-only SQLite connections. Reads that need no transaction (plugin events and key-value reads, the
+/// Idle state check, admin listings) run here instead of queueing for the writer.
+const SQLITE_READERS: u32 = 4;
 
 impl Storage {
     /// Connect to `url` (`sqlite://path?mode=rwc` or `postgres://...`). `schema` selects a PostgreSQL schema
@@ -49,7 +56,8 @@ impl Storage {
         let mut opts = ConnectOptions::new(url.to_string());
         opts.sqlx_logging(false)
             .acquire_timeout(Duration::from_secs(10));
-        if url.starts_with("sqlite:") {
+        let sqlite = url.starts_with("sqlite:");
+        if sqlite {
             // One connection: SQLite has one writer anyway, and a single connection rules out
             // SQLITE_BUSY when a read transaction upgrades to a write under load.
             opts.max_connections(1).min_connections(1);
@@ -67,7 +75,24 @@ impl Storage {
             }
         }
         let db = Database::connect(opts).await?;
-        Ok(Self { db })
+        // After the writer: it has created the file and put it in WAL mode.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let reader = if sqlite && !in_memory {
+            let mut ro = ConnectOptions::new(url.to_string());
+            ro.sqlx_logging(false)
+                .acquire_timeout(Duration::from_secs(10))
+                .max_connections(SQLITE_READERS)
+                .min_connections(1);
+            ro.map_sqlx_sqlite_opts(|o| {
+                o.read_only(true)
+                    .create_if_missing(false)
+                    .busy_timeout(Duration::from_secs(5))
+            });
+            Some(Database::connect(ro).await?)
+        } else {
+            None
+        };
+        Ok(Self { db, reader })
     }
 
     pub async fn migrate(&self) -> StorageResult<()> {
@@ -75,8 +100,16 @@ impl Storage {
         Ok(())
     }
 
+    /// The connection for writes and transactions (on SQLite, its one writer).
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// For reads outside a transaction, which see everything committed before they start: on SQLite a
+    /// pool of read-only connections that do not wait for the writer, elsewhere the same pool as
+    /// [`Storage::db`]. Anything a transaction must see consistently is read inside it instead.
+    pub fn reader(&self) -> &DatabaseConnection {
+        self.reader.as_ref().unwrap_or(&self.db)
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -87,5 +120,50 @@ impl Storage {
     pub async fn ping(&self) -> StorageResult<()> {
         self.db.execute_unprepared("SELECT 1").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::test_databases;
+    use super::*;
+    use sea_orm::TransactionTrait;
+
+    /// The point of the reader: a read outside a transaction is answered while the writer is inside one
+    /// (on SQLite the writer is one connection, so a read queued for it would wait for the commit), sees
+    /// only what is committed, and cannot write.
+    #[tokio::test]
+    async fn reads_do_not_wait_for_the_writer_and_see_what_is_committed() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let txn = s.db().begin().await.unwrap();
+            plugin_kv::set(&txn, "p", "k", b"v".to_vec(), None, 1)
+                .await
+                .unwrap();
+            let during = tokio::time::timeout(
+                Duration::from_secs(5),
+                plugin_kv::get(s.reader(), "p", "k", 1),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{}: the read waited for the writer", tdb.label))
+            .unwrap();
+            assert_eq!(during, None, "{}: uncommitted write seen", tdb.label);
+            txn.commit().await.unwrap();
+            assert_eq!(
+                plugin_kv::get(s.reader(), "p", "k", 1).await.unwrap(),
+                Some(b"v".to_vec()),
+                "{}: committed write not seen",
+                tdb.label
+            );
+            if tdb.label == "sqlite" {
+                assert!(
+                    plugin_kv::set(s.reader(), "p", "k2", b"v".to_vec(), None, 1)
+                        .await
+                        .is_err(),
+                    "the SQLite readers are read-only"
+                );
+            }
+            tdb.cleanup().await;
+        }
     }
 }

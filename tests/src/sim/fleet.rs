@@ -264,6 +264,7 @@ impl Fleet {
                         raw: tu.raw.clone(),
                     },
                     now,
+                    None,
                 )
                 .await?;
                 if let Some(u) = &t.unlock_token {
