@@ -167,15 +167,16 @@ impl CheckinService {
         }
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
+        let is_token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
         let mut run = HookRun::default();
         if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
             // Read side by side, off the writer: the transaction below checks the identity again.
             let r = self.storage.reader();
-            let token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
             let (device, channel) = tokio::try_join!(authorize(r, cert, e), async {
-                match token_update {
-                    true => Ok(enrollments::find(r, &e.id).await?),
-                    false => Ok(None),
+                if is_token_update {
+                    Ok(enrollments::find(r, &e.id).await?)
+                } else {
+                    Ok(None)
                 }
             })?;
             let (count, awaiting) = match &msg.payload {
@@ -262,14 +263,13 @@ impl CheckinService {
             | CheckinPayload::DeclarativeManagement { .. }
             | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
         };
-        if !matches!(msg.payload, CheckinPayload::TokenUpdate(_)) {
-            enrollments::checked_in(&txn, &e.id, now, next_push_at).await?;
-        }
         let last = LastSeen {
             device: Some(device.last_seen_at),
             device_channel: None,
         };
-        seen(&txn, e, last, now).await?;
+        // A TokenUpdate has recorded its channel already.
+        let channel = (!is_token_update).then_some(next_push_at);
+        seen(&txn, e, last, now, channel).await?;
         let emits = run.emits();
         self.plugins
             .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
@@ -472,12 +472,11 @@ impl CheckinService {
             .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
             .await?;
         let next = queue::next(&txn, &e.id, now).await?;
-        enrollments::checked_in(&txn, &e.id, now, now + self.repush_interval_ms).await?;
         let last = LastSeen {
             device: Some(state.device_last_seen_at),
             device_channel: state.device_channel_last_seen_at,
         };
-        seen(&txn, e, last, now).await?;
+        seen(&txn, e, last, now, Some(now + self.repush_interval_ms)).await?;
         txn.commit().await?;
         self.committed(emits);
         Ok(match next {
@@ -730,15 +729,20 @@ struct LastSeen {
     device_channel: Option<i64>,
 }
 
-/// The device is here: the device, and its device channel when the message came on a user channel, seen
-/// now, unless `last` shows they were seen within [`SEEN_RESOLUTION_MS`]. The channel itself is recorded
-/// by the caller (`enrollments::checked_in`, or the TokenUpdate that stores it).
+/// The device is here. With `channel_next_push_at`, this channel is seen now with push attempts restarted
+/// and no push owed before that time (one statement; None when the caller recorded it already, as a
+/// TokenUpdate does). The device, and its device channel when the message came on a user channel, are
+/// seen now unless `last` shows they were seen within [`SEEN_RESOLUTION_MS`].
 async fn seen<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
     last: LastSeen,
     now: i64,
+    channel_next_push_at: Option<i64>,
 ) -> Result<(), CheckinError> {
+    if let Some(next_push_at) = channel_next_push_at {
+        enrollments::checked_in(c, &e.id, now, next_push_at).await?;
+    }
     let stale = |seen: Option<i64>| !seen.is_some_and(|t| seen_recently(now, t));
     if stale(last.device) {
         devices::touch(c, &e.device_id, now).await?;
