@@ -174,6 +174,11 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
             action: AuditAction::Verify { expect_head },
         } => {
             let s = storage(config).await?;
+            // What the server recorded and has not chained yet is chained first, as the server would.
+            let sealed = audit_log::seal(s.db()).await?;
+            if sealed > 0 {
+                println!("chained {sealed} pending entries");
+            }
             match audit_log::verify(s.db()).await? {
                 Verification::Intact { rows, head } => {
                     if let Some(expected) = expect_head {

@@ -41,8 +41,10 @@ async fn audit_verify_detects_an_edited_row() {
         .collect();
     audit_log::append(s.db(), entries).await.unwrap();
 
+    // The server would chain them within a second; the command chains what is pending first.
     let (ok, out) = verify(dir.path(), &[]);
     assert!(ok, "{out}");
+    assert!(out.contains("chained 5 pending entries"), "{out}");
     assert!(out.contains("intact: 5 rows"), "{out}");
     let head = out.trim().rsplit(' ').next().unwrap().to_string();
     let (ok, out) = verify(dir.path(), &["--expect-head", &head]);

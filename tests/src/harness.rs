@@ -338,6 +338,16 @@ impl TestServer {
         format!("{devices:?}\n{enrollments:?}\n{commands:?}\n{queue:?}\n{keys:?}")
     }
 
+    /// The hash-chained audit log, newest first, after chaining what is pending (what the server does every
+    /// second).
+    pub async fn audit_chain(&self) -> Vec<mdm_server::storage::audit_log::AuditEntry> {
+        use mdm_server::storage::audit_log;
+        audit_log::seal(self.storage.db()).await.expect("seal");
+        audit_log::list(self.storage.db(), None, 1000)
+            .await
+            .expect("audit log")
+    }
+
     /// Deliver due plugin events now (what the background worker does every second in production).
     pub async fn deliver_events(&self) -> (usize, usize) {
         mdm_server::plugins::delivery::Delivery::new(

@@ -224,9 +224,7 @@ async fn a_device_enrolls_over_scep_and_checks_in_with_signed_messages() {
         }
 
         // Each step is in the hash-chained audit log, and the chain holds.
-        let audit = mdm_server::storage::audit_log::list(s.storage.db(), None, 100)
-            .await
-            .unwrap();
+        let audit = s.audit_chain().await;
         let has = |actor: &str, action: &str| {
             audit
                 .iter()

@@ -77,9 +77,7 @@ async fn serial_allowlist_gates_enrollment_and_config_changes_apply_live() {
             .json();
         assert_eq!(audit["entries"][0]["outcome"], "deny");
         // The decision is in the hash-chained audit log too.
-        let chained = mdm_server::storage::audit_log::list(s.storage.db(), None, 100)
-            .await
-            .unwrap();
+        let chained = s.audit_chain().await;
         assert!(chained.iter().any(|e| e.actor == "plugin:serial-allowlist"
             && e.action == "plugin.decision"
             && e.target.as_deref() == Some(bad.udid.as_str())

@@ -146,9 +146,7 @@ async fn secrets_stay_out_of_logs_and_api_output() {
             ] {
                 shown.push_str(&s.get(path).await.text());
             }
-            let audit = mdm_server::storage::audit_log::list(s.storage.db(), None, 1000)
-                .await
-                .unwrap();
+            let audit = s.audit_chain().await;
             let audit = format!("{audit:?}");
             let logs = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
             assert!(logs.len() > 1000, "the logs were captured");

@@ -27,7 +27,7 @@ use crate::push::seal::KeySealer;
 use crate::push::service::{CertificateSink, PushService};
 use crate::queue::QueueService;
 use crate::scep::ScepService;
-use crate::storage::Storage;
+use crate::storage::{audit_log, Storage};
 use actix_web::dev::Server;
 use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
@@ -275,6 +275,7 @@ impl Application {
             config.housekeeping_interval_secs,
         );
         spawn_identity_renewal(state.clone(), config.housekeeping_interval_secs);
+        spawn_audit_sealer(state.storage.clone());
         spawn_plugin_workers(
             plugins,
             Delivery::new(
@@ -336,6 +337,27 @@ where
         loop {
             tick.tick().await;
             work().await;
+        }
+    });
+}
+
+/// Audit entries recorded with their changes are chained every [`audit_log::SEAL_INTERVAL`], on every
+/// replica (sealing is serialised in the database). The check for pending entries is a read, off the writer.
+fn spawn_audit_sealer(storage: Storage) {
+    every(audit_log::SEAL_INTERVAL, move || {
+        let storage = storage.clone();
+        async move {
+            let sealed = async {
+                if audit_log::pending(storage.reader()).await? == 0 {
+                    return Ok(0);
+                }
+                audit_log::seal(storage.db()).await
+            };
+            match sealed.await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(n, "audit entries chained"),
+                Err(e) => tracing::error!(error = %e, "audit sealing failed"),
+            }
         }
     });
 }

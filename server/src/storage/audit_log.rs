@@ -1,22 +1,36 @@
 //! The audit log: append-only and hash-chained. Each row's hash covers the previous row's hash and the row
-//! itself, so `verify` finds any row that was edited, removed or inserted out of turn. Appends are serialised
-//! (PostgreSQL: a transaction-scoped advisory lock; SQLite has one writer), and ids are assigned in the chain
-//! (previous + 1), so a gap is a deletion.
+//! itself, so `verify` finds any row that was edited, removed or inserted out of turn. Ids are assigned in
+//! the chain (previous + 1), so a gap is a deletion.
+//!
+//! Writing an entry and chaining it are two steps. [`append`] inserts into `audit_pending` inside the
+//! caller's transaction, so an entry commits or rolls back with the change it records, and costs one
+//! insert: no lock, no read of the chain's head. [`seal`] moves pending entries into the chain in batches,
+//! serialised across replicas (PostgreSQL: a transaction-scoped advisory lock; SQLite has one writer). The
+//! server seals every [`SEAL_INTERVAL`]; until then an entry is durable but not yet covered by a hash.
 
 use super::entities::audit_entry::{ActiveModel, Column, Entity, Model};
+use super::entities::audit_pending;
 use super::StorageResult;
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait,
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionSession, TransactionTrait,
 };
+use std::time::Duration;
 
 pub use super::entities::audit_entry::Model as AuditEntry;
 
 /// The hash before the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Arbitrary, fixed: the advisory lock that serialises appends across replicas.
+/// Arbitrary, fixed: the advisory lock that serialises sealing across replicas.
 const APPEND_LOCK: i64 = 0x6d646d5f61756474; // "mdm_audt"
+
+/// How often the server seals pending entries into the chain: the longest an entry stays outside it.
+pub const SEAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Pending entries chained per transaction.
+const SEAL_BATCH: u64 = 500;
 
 /// What happened, by whom, to what.
 #[derive(Debug, Clone)]
@@ -62,31 +76,68 @@ pub fn row_hash(
     hex::encode(openssl::sha::sha256(canonical.as_bytes()))
 }
 
-/// Append entries in order, inside `c`'s transaction (a savepoint when `c` already is one), so they commit
-/// or roll back with the change they record.
-pub async fn append<C: ConnectionTrait + TransactionTrait>(
-    c: &C,
-    entries: Vec<NewEntry>,
-) -> StorageResult<()> {
-    if entries.is_empty() {
-        return Ok(());
+/// Record entries, in order, in `c`'s transaction: they commit or roll back with the change they record,
+/// and [`seal`] chains them.
+pub async fn append<C: ConnectionTrait>(c: &C, entries: Vec<NewEntry>) -> StorageResult<()> {
+    let rows: Vec<_> = entries
+        .into_iter()
+        .map(|e| audit_pending::ActiveModel {
+            id: NotSet,
+            at: Set(e.at),
+            actor: Set(e.actor),
+            action: Set(e.action),
+            target: Set(e.target),
+            detail: Set(e.detail.to_string()),
+        })
+        .collect();
+    for chunk in rows.chunks(200) {
+        audit_pending::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(c)
+            .await?;
     }
+    Ok(())
+}
+
+/// Chain every pending entry, oldest first, a batch per transaction; returns how many were chained. Safe to
+/// run on every replica at once: each batch holds the chain's lock, and an entry leaves `audit_pending` in
+/// the transaction that chains it.
+pub async fn seal<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResult<u64> {
+    let mut sealed = 0;
+    loop {
+        let n = seal_batch(c).await?;
+        sealed += n;
+        if n < SEAL_BATCH {
+            return Ok(sealed);
+        }
+    }
+}
+
+async fn seal_batch<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResult<u64> {
     let txn = c.begin().await?;
     if txn.get_database_backend() == DbBackend::Postgres {
-        // Held until the outermost transaction ends: no other writer can read the same head.
+        // Held until the transaction ends: no other sealer can read the same head or the same pending rows.
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
             .await?;
     }
+    let pending = audit_pending::Entity::find()
+        .order_by_asc(audit_pending::Column::Id)
+        .limit(SEAL_BATCH)
+        .all(&txn)
+        .await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
     let head = Entity::find()
         .order_by_desc(Column::Id)
         .limit(1)
         .one(&txn)
         .await?;
     let (mut id, mut prev) = head.map_or((0, GENESIS.to_string()), |h| (h.id, h.hash));
-    let mut rows = Vec::with_capacity(entries.len());
-    for e in entries {
+    let n = pending.len() as u64;
+    let mut rows = Vec::with_capacity(pending.len());
+    for e in pending {
         id += 1;
-        let detail = e.detail.to_string();
         let hash = row_hash(
             &prev,
             id,
@@ -94,7 +145,7 @@ pub async fn append<C: ConnectionTrait + TransactionTrait>(
             &e.actor,
             &e.action,
             e.target.as_deref(),
-            &detail,
+            &e.detail,
         );
         rows.push(ActiveModel {
             id: Set(id),
@@ -102,7 +153,7 @@ pub async fn append<C: ConnectionTrait + TransactionTrait>(
             actor: Set(e.actor),
             action: Set(e.action),
             target: Set(e.target),
-            detail: Set(detail),
+            detail: Set(e.detail),
             prev_hash: Set(prev),
             hash: Set(hash.clone()),
         });
@@ -113,8 +164,19 @@ pub async fn append<C: ConnectionTrait + TransactionTrait>(
             .exec_without_returning(&txn)
             .await?;
     }
+    // By id, not "up to the last id": on PostgreSQL an entry with a lower id may commit after the read
+    // above, and must stay pending for the next batch.
+    audit_pending::Entity::delete_many()
+        .filter(sea_orm::ColumnTrait::is_in(&audit_pending::Column::Id, ids))
+        .exec(&txn)
+        .await?;
     txn.commit().await?;
-    Ok(())
+    Ok(n)
+}
+
+/// Entries recorded and not yet chained.
+pub async fn pending<C: ConnectionTrait>(c: &C) -> StorageResult<u64> {
+    Ok(audit_pending::Entity::find().count(c).await?)
 }
 
 /// Newest first, optionally before an id (paging).
@@ -228,6 +290,7 @@ mod tests {
             );
             append(c, (1..=3).map(entry).collect()).await.unwrap();
             append(c, vec![entry(4)]).await.unwrap();
+            assert_eq!(seal(c).await.unwrap(), 4);
             let Verification::Intact { rows, .. } = verify(c).await.unwrap() else {
                 panic!("intact chain reported broken");
             };
@@ -278,6 +341,62 @@ mod tests {
                 panic!("deletion not found");
             };
             assert!(id <= 3, "{reason}");
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_wait_with_their_change_and_are_chained_once_in_order() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let c = s.db();
+            let txn = c.begin().await.unwrap();
+            append(&txn, (1..=3).map(entry).collect()).await.unwrap();
+            txn.commit().await.unwrap();
+            let txn = c.begin().await.unwrap();
+            append(&txn, vec![entry(99)]).await.unwrap();
+            txn.rollback().await.unwrap();
+
+            assert_eq!(
+                pending(c).await.unwrap(),
+                3,
+                "the rolled-back entry is gone"
+            );
+            assert!(
+                list(c, None, 10).await.unwrap().is_empty(),
+                "not chained yet"
+            );
+            assert_eq!(seal(c).await.unwrap(), 3);
+            assert_eq!(pending(c).await.unwrap(), 0);
+            assert_eq!(seal(c).await.unwrap(), 0, "nothing is chained twice");
+            let chained = list(c, None, 10).await.unwrap();
+            let targets: Vec<_> = chained
+                .iter()
+                .rev()
+                .filter_map(|e| e.target.clone())
+                .collect();
+            assert_eq!(targets, ["t1", "t2", "t3"]);
+            assert!(matches!(
+                verify(c).await.unwrap(),
+                Verification::Intact { rows: 3, .. }
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn sealers_on_every_replica_chain_each_entry_exactly_once() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let c = s.db();
+            let n = SEAL_BATCH as i64 * 2 + 234;
+            append(c, (1..=n).map(entry).collect()).await.unwrap();
+            // Side by side, as replicas would: on PostgreSQL each takes its own connection.
+            let (a, b, d) = tokio::join!(seal(c), seal(c), seal(c));
+            assert_eq!(a.unwrap() + b.unwrap() + d.unwrap(), n as u64);
+            assert_eq!(pending(c).await.unwrap(), 0);
+            let Verification::Intact { rows, .. } = verify(c).await.unwrap() else {
+                panic!("concurrent sealing broke the chain");
+            };
+            assert_eq!(rows, n as u64);
         }
     }
 }

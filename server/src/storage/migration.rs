@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004Enrollment),
             Box::new(M0005AuditLog),
             Box::new(M0006OutboxOrdering),
+            Box::new(M0007AuditPending),
         ]
     }
 }
@@ -652,5 +653,38 @@ impl MigrationTrait for M0006OutboxOrdering {
                 .to_owned(),
         )
         .await
+    }
+}
+
+/// Audit entries are written with the change they record into `audit_pending`, and sealed into the chain in
+/// batches: a check-in no longer takes the chain's lock (PostgreSQL) or reads its head.
+struct M0007AuditPending;
+
+impl MigrationName for M0007AuditPending {
+    fn name(&self) -> &str {
+        "m0007_audit_pending"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007AuditPending {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("audit_pending")
+                .col(big_pk_auto("id"))
+                .col(big_integer("at"))
+                .col(string("actor"))
+                .col(string("action"))
+                .col(string_null("target"))
+                .col(text("detail"))
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("audit_pending").to_owned())
+            .await
     }
 }

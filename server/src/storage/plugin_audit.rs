@@ -5,16 +5,13 @@ use super::entities::plugin_audit::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 pub use super::entities::plugin_audit::Model as AuditRow;
 
 /// Store plugin audit rows, and the same events in the hash-chained audit log, in `c`'s transaction.
-pub async fn insert_many<C: ConnectionTrait + TransactionTrait>(
-    c: &C,
-    rows: Vec<Model>,
-) -> StorageResult<()> {
+pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> StorageResult<()> {
     let chained = rows
         .iter()
         .map(|r| NewEntry {

@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod audit_entry;
+pub mod audit_pending;
 pub mod command;
 pub mod device;
 pub mod device_attribute;
