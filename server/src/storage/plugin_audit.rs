@@ -10,7 +10,8 @@ use sea_orm::{
 
 pub use super::entities::plugin_audit::Model as AuditRow;
 
-/// Store plugin audit rows, and the same events in the hash-chained audit log, in `c`'s transaction.
+/// Store plugin audit rows, and the same events for the hash-chained audit log (pending until
+/// [`super::audit_log::seal`] chains them), in `c`'s transaction.
 pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> StorageResult<()> {
     let chained = rows
         .iter()
