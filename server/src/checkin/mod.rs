@@ -18,9 +18,9 @@ use crate::storage::checkin_state::{self, ChannelSeen, ChannelState};
 use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
-use crate::storage::{issued_certs, Storage, StorageError};
+use crate::storage::{event_subject, issued_certs, Storage, StorageError};
 use plist::{Dictionary, Value};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use std::sync::Arc;
 
 /// What to send back to the device.
@@ -170,18 +170,18 @@ impl CheckinService {
         let is_token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
         let mut run = HookRun::default();
         if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
-            // Read side by side, off the writer: the transaction below checks the identity again.
-            let r = self.storage.reader();
-            let (device, channel) = tokio::try_join!(authorize(r, cert, e), async {
-                if is_token_update {
-                    Ok(enrollments::find(r, &e.id).await?)
-                } else {
-                    Ok(None)
-                }
-            })?;
+            // One read off the writer; the transaction below checks the identity again.
+            let subject = event_subject::load(self.storage.reader(), &e.device_id, &e.id)
+                .await?
+                .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
+            check_identity(
+                subject.identity_fingerprint.as_deref(),
+                cert.fingerprint(),
+                e,
+            )?;
             let (count, awaiting) = match &msg.payload {
                 CheckinPayload::TokenUpdate(t) => {
-                    let before = channel.map_or(0, |x| x.token_update_count);
+                    let before = subject.token_update_count.unwrap_or(0);
                     (Some(before as u32 + 1), t.awaiting_configuration)
                 }
                 _ => (None, None),
@@ -190,7 +190,7 @@ impl CheckinService {
                 event_id: event_id.clone(),
                 kind: convert::checkin_kind(&msg.payload),
                 enrollment: convert::enrollment(e),
-                device: convert::device_facts(Some(&device)),
+                device: convert::device_facts(&subject.device),
                 token_update_count: count,
                 awaiting_configuration: awaiting,
                 raw: Some(msg.raw.clone()),
@@ -202,79 +202,33 @@ impl CheckinService {
             self.refuse_if(&mut run).await?;
         }
         let next_push_at = now + self.repush_interval_ms;
-        let txn = self.storage.db().begin().await?;
-        let device = authorize(&txn, cert, e).await?;
-        let response = match &msg.payload {
-            CheckinPayload::TokenUpdate(t) => {
-                token_update(&txn, e, t, &msg.raw, now, next_push_at).await?;
-                MdmResponse::Empty
-            }
-            CheckinPayload::CheckOut => {
-                if e.kind.is_user_channel() {
-                    enrollments::disable(&txn, &e.id, now).await?;
-                } else {
-                    enrollments::disable_device(&txn, &e.device_id, now).await?;
-                }
-                audit_log::append(
-                    &txn,
-                    vec![NewEntry::new(
-                        now,
-                        format!("device:{}", e.device_id),
-                        "enrollment.checkout",
-                        Some(&e.id),
-                        serde_json::json!({}),
-                    )],
-                )
-                .await?;
-                tracing::info!(enrollment = %e.id, "device checked out");
-                MdmResponse::Empty
-            }
-            CheckinPayload::UserAuthenticate { digest_response } => {
-                match self.user_authenticate {
-                    UserAuthenticatePolicy::Decline => {
-                        return Err(CheckinError::UserAuthenticateDeclined)
-                    }
-                    UserAuthenticatePolicy::Accept => {
-                        if digest_response.as_deref().unwrap_or("").is_empty() {
-                            // First round: an empty challenge tells the device no digest is needed.
-                            let mut d = Dictionary::new();
-                            d.insert("DigestChallenge".into(), Value::String(String::new()));
-                            MdmResponse::Plist(to_xml(&d))
-                        } else {
-                            MdmResponse::Empty
-                        }
-                    }
-                }
-            }
-            CheckinPayload::SetBootstrapToken { bootstrap_token } => {
-                devices::set_bootstrap_token(&txn, &e.device_id, bootstrap_token.clone(), now)
-                    .await?;
-                MdmResponse::Empty
-            }
-            CheckinPayload::GetBootstrapToken => {
-                let mut d = Dictionary::new();
-                if let Some(t) = &device.bootstrap_token {
-                    d.insert("BootstrapToken".into(), Value::Data(t.clone()));
-                }
-                MdmResponse::Plist(to_xml(&d))
-            }
-            // Answered before plugins ran and before this transaction.
-            CheckinPayload::Authenticate(_)
-            | CheckinPayload::DeclarativeManagement { .. }
-            | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
-        };
-        let last = LastSeen {
-            device: Some(device.last_seen_at),
-            device_channel: None,
-        };
-        // A TokenUpdate has recorded its channel already.
-        let channel = (!is_token_update).then_some(next_push_at);
-        seen(&txn, e, last, now, channel).await?;
         let emits = run.emits();
-        self.plugins
-            .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
+        let plugins = self.plugins.clone();
+        let policy = self.user_authenticate;
+        let fingerprint = cert.fingerprint().to_string();
+        let response = self
+            .storage
+            .transaction(move |txn| {
+                Box::pin(async move {
+                    let e = &msg.enrollment;
+                    let device = authorize(txn, &fingerprint, e).await?;
+                    let response =
+                        apply_message(txn, &msg, &device, policy, now, next_push_at).await?;
+                    let last = LastSeen {
+                        device: Some(device.last_seen_at),
+                        device_channel: None,
+                    };
+                    // A TokenUpdate has recorded its channel already.
+                    let channel = (!is_token_update).then_some(next_push_at);
+                    seen(txn, e, last, now, channel).await?;
+                    let scope = scope_of(e, &event_id);
+                    plugins
+                        .apply(txn, run, Hook::OnCheckin.as_str(), scope, now)
+                        .await?;
+                    Ok::<_, CheckinError>(response)
+                })
+            })
             .await?;
-        txn.commit().await?;
         self.committed(emits);
         Ok(response)
     }
@@ -292,7 +246,7 @@ impl CheckinService {
         if e.kind.is_user_channel() {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
-        enrollment_checks(self.storage.reader(), cert, e, a).await?;
+        enrollment_checks(self.storage.reader(), cert.fingerprint(), e, a).await?;
         let platform = a.facts.platform();
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
@@ -333,55 +287,69 @@ impl CheckinService {
                 .await;
             self.refuse_if(&mut run).await?;
         }
-        let txn = self.storage.db().begin().await?;
-        let renewal = enrollment_checks(&txn, cert, e, a).await?;
-        let facts = AuthenticateFacts {
-            facts: a.facts.clone(),
-            identity_fingerprint: cert.fingerprint().to_string(),
-            identity_subject: cert.subject()?,
-            identity_not_after: cert.not_after_unix().ok().map(|s| s * 1000),
-            raw: raw.to_vec(),
-            renewal,
-        };
-        devices::upsert_authenticated(&txn, &e.device_id, facts, now).await?;
-        issued_certs::bind_device(&txn, cert.fingerprint(), &e.device_id).await?;
-        enrollments::ensure_device_channel(&txn, e, now).await?;
-        enrollments::reset_device(&txn, &e.device_id, now).await?;
-        let channels: Vec<String> = enrollments::for_device(&txn, &e.device_id)
-            .await?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        // A renewed identity keeps the queue (the renewal profile itself may still await its result).
-        let canceled = if renewal {
-            0
-        } else {
-            queue::cancel_pending(&txn, &channels, None, now).await?
-        };
-        audit_log::append(
-            &txn,
-            vec![NewEntry::new(
-                now,
-                format!("device:{}", e.device_id),
-                "enrollment.authenticate",
-                Some(&e.device_id),
-                serde_json::json!({
-                    "serial_number": a.facts.serial_number,
-                    "identity_fingerprint": cert.fingerprint(),
-                    "renewal": renewal,
-                    "canceled_commands": canceled,
-                }),
-            )],
-        )
-        .await?;
         let emits = decision.emits() || run.emits();
-        self.plugins
-            .apply(&txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
+        let plugins = self.plugins.clone();
+        let fingerprint = cert.fingerprint().to_string();
+        let subject = cert.subject()?;
+        let not_after = cert.not_after_unix().ok().map(|s| s * 1000);
+        let (e_owned, a_owned, raw) = (e.clone(), a.clone(), raw.to_vec());
+        let (canceled, renewal) = self
+            .storage
+            .transaction(move |txn| {
+                Box::pin(async move {
+                    let (e, a) = (&e_owned, &a_owned);
+                    let renewal = enrollment_checks(txn, &fingerprint, e, a).await?;
+                    let facts = AuthenticateFacts {
+                        facts: a.facts.clone(),
+                        identity_fingerprint: fingerprint.clone(),
+                        identity_subject: subject,
+                        identity_not_after: not_after,
+                        raw,
+                        renewal,
+                    };
+                    devices::upsert_authenticated(txn, &e.device_id, facts, now).await?;
+                    issued_certs::bind_device(txn, &fingerprint, &e.device_id).await?;
+                    enrollments::ensure_device_channel(txn, e, now).await?;
+                    enrollments::reset_device(txn, &e.device_id, now).await?;
+                    let channels: Vec<String> = enrollments::for_device(txn, &e.device_id)
+                        .await?
+                        .into_iter()
+                        .map(|c| c.id)
+                        .collect();
+                    // A renewed identity keeps the queue (the renewal profile itself may still await
+                    // its result).
+                    let canceled = if renewal {
+                        0
+                    } else {
+                        queue::cancel_pending(txn, &channels, None, now).await?
+                    };
+                    audit_log::append(
+                        txn,
+                        vec![NewEntry::new(
+                            now,
+                            format!("device:{}", e.device_id),
+                            "enrollment.authenticate",
+                            Some(&e.device_id),
+                            serde_json::json!({
+                                "serial_number": a.facts.serial_number,
+                                "identity_fingerprint": fingerprint,
+                                "renewal": renewal,
+                                "canceled_commands": canceled,
+                            }),
+                        )],
+                    )
+                    .await?;
+                    let scope = scope_of(e, &event_id);
+                    plugins
+                        .apply(txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
+                        .await?;
+                    plugins
+                        .apply(txn, run, Hook::OnCheckin.as_str(), scope, now)
+                        .await?;
+                    Ok::<_, CheckinError>((canceled, renewal))
+                })
+            })
             .await?;
-        self.plugins
-            .apply(&txn, run, Hook::OnCheckin.as_str(), scope, now)
-            .await?;
-        txn.commit().await?;
         self.committed(emits);
         tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, renewal, "device authenticated");
         Ok(MdmResponse::Empty)
@@ -428,56 +396,31 @@ impl CheckinService {
                 self.refuse_if(&mut run).await?;
             }
         }
-        let txn = self.storage.db().begin().await?;
-        let (state, _) = channel_state(&txn, cert, e).await?;
-        match report.status {
-            ReportStatus::Idle => {
-                if state.has_not_now {
-                    queue::reset_not_now(&txn, &e.id, now).await?;
-                }
-            }
-            status => {
-                let uuid = report.command_uuid.as_deref().unwrap_or_default();
-                let json = plist_json::plist_to_json(&Value::Dictionary(report.dict.clone()));
-                let outcome = queue::record_report(
-                    &txn,
-                    &e.id,
-                    uuid,
-                    queue_status(status),
-                    &report.raw,
-                    &json.to_string(),
-                    now,
-                )
-                .await?;
-                match outcome {
-                    ReportOutcome::Recorded => {
-                        if status == ReportStatus::Acknowledged {
-                            learn_from_result(&txn, &e.device_id, uuid, &report.dict, now).await?;
-                        }
-                        if status == ReportStatus::Error {
-                            tracing::info!(enrollment = %e.id, command = uuid, chain = ?report.error_chain, "command failed on device");
-                        }
-                    }
-                    ReportOutcome::Unknown => {
-                        tracing::warn!(enrollment = %e.id, command = uuid, status = status.as_str(), "report for a command not queued to this enrollment; ignored")
-                    }
-                    ReportOutcome::AlreadyFinal => {
-                        tracing::info!(enrollment = %e.id, command = uuid, "repeated report for a finished command; ignored")
-                    }
-                }
-            }
-        }
         let emits = run.emits();
-        self.plugins
-            .apply(&txn, run, Hook::OnCommandResult.as_str(), scope, now)
+        let plugins = self.plugins.clone();
+        let fingerprint = cert.fingerprint().to_string();
+        let next_push_at = now + self.repush_interval_ms;
+        let next = self
+            .storage
+            .transaction(move |txn| {
+                Box::pin(async move {
+                    let e = &report.enrollment;
+                    let (state, _) = channel_state(txn, &fingerprint, e).await?;
+                    record_report(txn, &report, &state, now).await?;
+                    let scope = scope_of(e, &event_id);
+                    plugins
+                        .apply(txn, run, Hook::OnCommandResult.as_str(), scope, now)
+                        .await?;
+                    let next = queue::next(txn, &e.id, now).await?;
+                    let last = LastSeen {
+                        device: Some(state.device_last_seen_at),
+                        device_channel: state.device_channel_last_seen_at,
+                    };
+                    seen(txn, e, last, now, Some(next_push_at)).await?;
+                    Ok::<_, CheckinError>(next)
+                })
+            })
             .await?;
-        let next = queue::next(&txn, &e.id, now).await?;
-        let last = LastSeen {
-            device: Some(state.device_last_seen_at),
-            device_channel: state.device_channel_last_seen_at,
-        };
-        seen(&txn, e, last, now, Some(now + self.repush_interval_ms)).await?;
-        txn.commit().await?;
         self.committed(emits);
         Ok(match next {
             Some((_, cmd)) => {
@@ -500,7 +443,7 @@ impl CheckinService {
         e: &EnrollmentRef,
         now: i64,
     ) -> Result<bool, CheckinError> {
-        let (state, channel) = channel_state(self.storage.reader(), cert, e).await?;
+        let (state, channel) = channel_state(self.storage.reader(), cert.fingerprint(), e).await?;
         let fresh = |seen: i64| seen_recently(now, seen);
         Ok(!state.has_queued
             && !state.has_not_now
@@ -523,7 +466,7 @@ impl CheckinService {
         let e = &report.enrollment;
         let uuid = report.command_uuid.as_deref().unwrap_or_default();
         let (device, item, cmd) = tokio::try_join!(
-            authorize(r, cert, e),
+            authorize(r, cert.fingerprint(), e),
             async { Ok(queue::find_item(r, &e.id, uuid).await?) },
             async { Ok(queue::find_command(r, uuid).await?) },
         )?;
@@ -536,7 +479,7 @@ impl CheckinService {
         Ok(Some(plugins::types::CommandResultEvent {
             event_id: event_id.to_string(),
             enrollment: convert::enrollment(e),
-            device: convert::device_facts(Some(&device)),
+            device: convert::device_facts(&(&device).into()),
             command_uuid: uuid.to_string(),
             request_type: cmd.request_type,
             status,
@@ -548,13 +491,132 @@ impl CheckinService {
     }
 }
 
+/// The message's own effect, in the check-in's transaction.
+async fn apply_message<C: ConnectionTrait>(
+    txn: &C,
+    msg: &CheckinMessage,
+    device: &Device,
+    policy: UserAuthenticatePolicy,
+    now: i64,
+    next_push_at: i64,
+) -> Result<MdmResponse, CheckinError> {
+    let e = &msg.enrollment;
+    Ok(match &msg.payload {
+        CheckinPayload::TokenUpdate(t) => {
+            token_update(txn, e, t, &msg.raw, now, next_push_at).await?;
+            MdmResponse::Empty
+        }
+        CheckinPayload::CheckOut => {
+            if e.kind.is_user_channel() {
+                enrollments::disable(txn, &e.id, now).await?;
+            } else {
+                enrollments::disable_device(txn, &e.device_id, now).await?;
+            }
+            audit_log::append(
+                txn,
+                vec![NewEntry::new(
+                    now,
+                    format!("device:{}", e.device_id),
+                    "enrollment.checkout",
+                    Some(&e.id),
+                    serde_json::json!({}),
+                )],
+            )
+            .await?;
+            tracing::info!(enrollment = %e.id, "device checked out");
+            MdmResponse::Empty
+        }
+        CheckinPayload::UserAuthenticate { digest_response } => {
+            match policy {
+                UserAuthenticatePolicy::Decline => {
+                    return Err(CheckinError::UserAuthenticateDeclined)
+                }
+                UserAuthenticatePolicy::Accept => {
+                    if digest_response.as_deref().unwrap_or("").is_empty() {
+                        // First round: an empty challenge tells the device no digest is needed.
+                        let mut d = Dictionary::new();
+                        d.insert("DigestChallenge".into(), Value::String(String::new()));
+                        MdmResponse::Plist(to_xml(&d))
+                    } else {
+                        MdmResponse::Empty
+                    }
+                }
+            }
+        }
+        CheckinPayload::SetBootstrapToken { bootstrap_token } => {
+            devices::set_bootstrap_token(txn, &e.device_id, bootstrap_token.clone(), now).await?;
+            MdmResponse::Empty
+        }
+        CheckinPayload::GetBootstrapToken => {
+            let mut d = Dictionary::new();
+            if let Some(t) = &device.bootstrap_token {
+                d.insert("BootstrapToken".into(), Value::Data(t.clone()));
+            }
+            MdmResponse::Plist(to_xml(&d))
+        }
+        // Answered before plugins ran and before this transaction.
+        CheckinPayload::Authenticate(_)
+        | CheckinPayload::DeclarativeManagement { .. }
+        | CheckinPayload::GetToken { .. } => unreachable!("handled above"),
+    })
+}
+
+/// A report's own effect, in its transaction: an Idle re-offers what the channel NotNow'd; a result is
+/// recorded against its command (unknown and repeated results are logged and ignored).
+async fn record_report<C: ConnectionTrait>(
+    txn: &C,
+    report: &CommandReport,
+    state: &ChannelState,
+    now: i64,
+) -> Result<(), CheckinError> {
+    let e = &report.enrollment;
+    match report.status {
+        ReportStatus::Idle => {
+            if state.has_not_now {
+                queue::reset_not_now(txn, &e.id, now).await?;
+            }
+        }
+        status => {
+            let uuid = report.command_uuid.as_deref().unwrap_or_default();
+            let json = plist_json::plist_to_json(&Value::Dictionary(report.dict.clone()));
+            let outcome = queue::record_report(
+                txn,
+                &e.id,
+                uuid,
+                queue_status(status),
+                &report.raw,
+                &json.to_string(),
+                now,
+            )
+            .await?;
+            match outcome {
+                ReportOutcome::Recorded => {
+                    if status == ReportStatus::Acknowledged {
+                        learn_from_result(txn, &e.device_id, uuid, &report.dict, now).await?;
+                    }
+                    if status == ReportStatus::Error {
+                        tracing::info!(enrollment = %e.id, command = uuid, chain = ?report.error_chain, "command failed on device");
+                    }
+                }
+                ReportOutcome::Unknown => {
+                    tracing::warn!(enrollment = %e.id, command = uuid, status = status.as_str(), "report for a command not queued to this enrollment; ignored")
+                }
+                ReportOutcome::AlreadyFinal => {
+                    tracing::info!(enrollment = %e.id, command = uuid, "repeated report for a finished command; ignored")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refusals that do not depend on plugins: a serial number change for a known UDID (hardware binding), a
 /// certificate already bound to another device, and, for certificates our CA issued, revocation and a
 /// serial-number pin. Run before plugins and again inside the transaction. True when the certificate was
 /// issued to renew this device's identity (the device keeps its queue).
 async fn enrollment_checks<C: ConnectionTrait>(
     c: &C,
-    cert: &DeviceCert,
+    fingerprint: &str,
     e: &EnrollmentRef,
     a: &Authenticate,
 ) -> Result<bool, CheckinError> {
@@ -572,13 +634,13 @@ async fn enrollment_checks<C: ConnectionTrait>(
             });
         }
     }
-    if let Some(other) = devices::find_by_fingerprint(c, cert.fingerprint()).await? {
+    if let Some(other) = devices::find_by_fingerprint(c, fingerprint).await? {
         if other.id != e.device_id {
             tracing::warn!(device = %e.device_id, bound_to = %other.id, "Authenticate refused: certificate reused");
             return Err(CheckinError::CertificateBoundElsewhere);
         }
     }
-    let Some(issued) = issued_certs::find_by_fingerprint(c, cert.fingerprint()).await? else {
+    let Some(issued) = issued_certs::find_by_fingerprint(c, fingerprint).await? else {
         return Ok(false);
     };
     if issued.revoked_at.is_some() {
@@ -643,13 +705,13 @@ async fn learn_from_result<C: ConnectionTrait>(
 /// A report's sender as [`authorize`] requires it, with its queue state and its channel (which must exist).
 async fn channel_state<C: ConnectionTrait>(
     c: &C,
-    cert: &DeviceCert,
+    fingerprint: &str,
     e: &EnrollmentRef,
 ) -> Result<(ChannelState, ChannelSeen), CheckinError> {
     let state = checkin_state::load(c, &e.device_id, &e.id)
         .await?
         .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
-    check_identity(state.identity_fingerprint.as_deref(), cert, e)?;
+    check_identity(state.identity_fingerprint.as_deref(), fingerprint, e)?;
     let channel = state
         .channel
         .clone()
@@ -659,11 +721,11 @@ async fn channel_state<C: ConnectionTrait>(
 
 fn check_identity(
     bound: Option<&str>,
-    cert: &DeviceCert,
+    fingerprint: &str,
     e: &EnrollmentRef,
 ) -> Result<(), CheckinError> {
-    if bound != Some(cert.fingerprint()) {
-        tracing::warn!(device = %e.device_id, presented = cert.fingerprint(), "identity certificate does not match the bound one");
+    if bound != Some(fingerprint) {
+        tracing::warn!(device = %e.device_id, presented = fingerprint, "identity certificate does not match the bound one");
         return Err(CheckinError::IdentityMismatch(e.device_id.clone()));
     }
     Ok(())
@@ -672,13 +734,13 @@ fn check_identity(
 /// The device must exist and present the certificate bound to it at Authenticate.
 async fn authorize<C: ConnectionTrait>(
     c: &C,
-    cert: &DeviceCert,
+    fingerprint: &str,
     e: &EnrollmentRef,
 ) -> Result<Device, CheckinError> {
     let device = devices::find(c, &e.device_id)
         .await?
         .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
-    check_identity(device.identity_fingerprint.as_deref(), cert, e)?;
+    check_identity(device.identity_fingerprint.as_deref(), fingerprint, e)?;
     Ok(device)
 }
 

@@ -48,6 +48,9 @@ impl ResponseError for DeviceError {
                 }
                 // A fail-closed plugin could not decide: the device retries later, nothing was stored.
                 CheckinError::PluginRefused(_) => StatusCode::SERVICE_UNAVAILABLE,
+                CheckinError::Storage(StorageError::Unavailable(_)) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 CheckinError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
@@ -213,6 +216,7 @@ impl ApiError {
 fn storage_code(s: &StorageError) -> (StatusCode, &'static str) {
     match s {
         StorageError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+        StorageError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }

@@ -5,8 +5,8 @@ use super::bindings::types::{
     PlistValue,
 };
 use crate::protocol::{CheckinPayload, EnrollmentKind, EnrollmentRef, ReportStatus};
-use crate::storage::devices::Device;
 use crate::storage::enrollments;
+use crate::storage::event_subject::DescribedDevice;
 
 pub fn channel_kind(k: EnrollmentKind) -> ChannelKind {
     match k {
@@ -38,17 +38,16 @@ pub fn stored_enrollment(e: &enrollments::Enrollment) -> Enrollment {
     }
 }
 
-pub fn device_facts(d: Option<&Device>) -> DeviceFacts {
-    let f = |g: fn(&Device) -> &Option<String>| d.and_then(|d| g(d).clone());
+pub fn device_facts(d: &DescribedDevice) -> DeviceFacts {
     DeviceFacts {
-        serial_number: f(|d| &d.serial_number),
-        platform: f(|d| &d.platform),
-        model: f(|d| &d.model),
-        model_name: f(|d| &d.model_name),
-        product_name: f(|d| &d.product_name),
-        device_name: f(|d| &d.device_name),
-        os_version: f(|d| &d.os_version),
-        build_version: f(|d| &d.build_version),
+        serial_number: d.serial_number.clone(),
+        platform: d.platform.clone(),
+        model: d.model.clone(),
+        model_name: d.model_name.clone(),
+        product_name: d.product_name.clone(),
+        device_name: d.device_name.clone(),
+        os_version: d.os_version.clone(),
+        build_version: d.build_version.clone(),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::protocol::commands::{CommandContext, CommandError, TypedCommand};
 use crate::protocol::{CommandEnvelope, RawCommandError};
 use crate::storage::enrollments;
 use crate::storage::{devices, queue, Storage, StorageError};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -130,9 +130,11 @@ impl QueueService {
     /// Queue a command to every enabled id in one transaction; unknown and disabled ids are reported, not
     /// fatal. A command that cannot be built is refused before anything is stored.
     pub async fn enqueue(&self, req: EnqueueRequest) -> Result<EnqueueOutcome, QueueError> {
-        let txn = self.storage.db().begin().await?;
-        let outcome = enqueue_in(&txn, req, self.clock.now_ms()).await?;
-        txn.commit().await?;
+        let now = self.clock.now_ms();
+        let outcome = self
+            .storage
+            .transaction(move |txn| Box::pin(enqueue_in(txn, req, now)))
+            .await?;
         self.metrics
             .commands_enqueued
             .inc_by(outcome.queued_ids().count() as u64);

@@ -9,6 +9,7 @@ pub mod checkin_state;
 pub mod devices;
 pub mod enrollments;
 pub mod entities;
+pub mod event_subject;
 pub mod issued_certs;
 pub mod locks;
 mod migration;
@@ -20,9 +21,16 @@ pub mod push;
 pub mod queue;
 pub mod secrets;
 pub mod testing;
+mod writer;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +41,8 @@ pub enum StorageError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
@@ -43,7 +53,12 @@ pub struct Storage {
     /// SQLite files only: read-only connections beside the single writer (WAL lets them read while it
     /// writes). None elsewhere: PostgreSQL's pool serves both.
     reader: Option<DatabaseConnection>,
+    /// SQLite only: the thread its write transactions run on (see [`writer`]).
+    writer: Option<Arc<writer::Writer>>,
 }
+
+/// The body of a [`Storage::transaction`]: an async block over the transaction that owns what it uses.
+pub type TxnFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>;
 
 /// Read-only SQLite connections. Reads that need no transaction (plugin events and key-value reads, the
 /// Idle state check, admin listings) run here instead of queueing for the writer.
@@ -92,7 +107,12 @@ impl Storage {
         } else {
             None
         };
-        Ok(Self { db, reader })
+        let writer = if sqlite {
+            Some(writer::Writer::start()?)
+        } else {
+            None
+        };
+        Ok(Self { db, reader, writer })
     }
 
     pub async fn migrate(&self) -> StorageResult<()> {
@@ -100,9 +120,39 @@ impl Storage {
         Ok(())
     }
 
-    /// The connection for writes and transactions (on SQLite, its one writer).
+    /// The connection for writes and transactions (on SQLite, its one writer). Transactions on a hot
+    /// path go through [`Storage::transaction`] instead.
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Run `body` in one transaction: committed when it returns `Ok`, rolled back when it returns
+    /// `Err`. On SQLite it runs on the writer's own thread, so the one writer connection is not held
+    /// while the task waits its turn on a busy HTTP worker; `body` therefore owns what it uses, and it
+    /// finishes (commits or rolls back) even if the caller stops waiting.
+    pub async fn transaction<T, E, F>(&self, body: F) -> Result<T, E>
+    where
+        F: for<'c> FnOnce(&'c DatabaseTransaction) -> TxnFuture<'c, T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let run = async move {
+            let txn = db
+                .begin()
+                .await
+                .map_err(|e| E::from(StorageError::from(e)))?;
+            // Dropping `txn` on an error rolls it back.
+            let out = body(&txn).await?;
+            txn.commit()
+                .await
+                .map_err(|e| E::from(StorageError::from(e)))?;
+            Ok(out)
+        };
+        match &self.writer {
+            Some(w) => w.run(run).await?,
+            None => run.await,
+        }
     }
 
     /// For reads outside a transaction, which see everything committed before they start: on SQLite a
@@ -163,6 +213,93 @@ mod tests {
                     "the SQLite readers are read-only"
                 );
             }
+            tdb.cleanup().await;
+        }
+    }
+
+    /// `transaction` commits what its body wrote when the body returns Ok and nothing when it returns
+    /// Err; on SQLite the body runs on the writer's own thread; and a body the caller stopped waiting
+    /// for still runs to its end (committed whole, not abandoned between statements).
+    #[tokio::test]
+    async fn transactions_commit_on_ok_roll_back_on_err_and_finish_when_abandoned() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let thread = s
+                .transaction(|txn| {
+                    Box::pin(async move {
+                        plugin_kv::set(txn, "p", "kept", b"1".to_vec(), None, 1).await?;
+                        Ok::<_, StorageError>(std::thread::current().name().map(str::to_string))
+                    })
+                })
+                .await
+                .unwrap();
+            if tdb.label == "sqlite" {
+                assert_eq!(thread.as_deref(), Some("db-writer"), "runs on the writer");
+            }
+            let refused = s
+                .transaction(|txn| {
+                    Box::pin(async move {
+                        plugin_kv::set(txn, "p", "dropped", b"1".to_vec(), None, 1).await?;
+                        Err::<(), _>(StorageError::Conflict("refused".into()))
+                    })
+                })
+                .await;
+            assert!(matches!(refused, Err(StorageError::Conflict(_))));
+            let get = |k: &'static str| plugin_kv::get(s.reader(), "p", k, 1);
+            assert_eq!(
+                get("kept").await.unwrap(),
+                Some(b"1".to_vec()),
+                "{}",
+                tdb.label
+            );
+            assert_eq!(
+                get("dropped").await.unwrap(),
+                None,
+                "{}: rolled back",
+                tdb.label
+            );
+
+            // The caller gives up while the body is between its two statements.
+            let (started, go) = (
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+            );
+            let (started2, go2) = (started.clone(), go.clone());
+            let call = s.transaction(move |txn| {
+                Box::pin(async move {
+                    plugin_kv::set(txn, "p", "a", b"1".to_vec(), None, 1).await?;
+                    started2.notify_one();
+                    go2.notified().await;
+                    plugin_kv::set(txn, "p", "b", b"1".to_vec(), None, 1).await?;
+                    Ok::<_, StorageError>(())
+                })
+            });
+            let waited = tokio::time::timeout(Duration::from_secs(30), async {
+                tokio::select! {
+                    _ = call => panic!("the body cannot finish before it is let go"),
+                    _ = started.notified() => {}
+                }
+            });
+            waited.await.expect("the body started");
+            go.notify_one();
+            // On SQLite the next transaction waits for the writer, so it reads after the abandoned one
+            // ended; PostgreSQL runs a body in the caller's task, so giving up rolled it back.
+            let seen = s
+                .transaction(|txn| {
+                    Box::pin(async move {
+                        let a = plugin_kv::get(txn, "p", "a", 1).await?.is_some();
+                        let b = plugin_kv::get(txn, "p", "b", 1).await?.is_some();
+                        Ok::<_, StorageError>((a, b))
+                    })
+                })
+                .await
+                .unwrap();
+            let whole = if tdb.label == "sqlite" {
+                (true, true)
+            } else {
+                (false, false)
+            };
+            assert_eq!(seen, whole, "{}: whole or not at all", tdb.label);
             tdb.cleanup().await;
         }
     }

@@ -1,0 +1,161 @@
+//! What a plugin's check-in event says about its sender, in one read beside the writer: the identity
+//! bound to the device (checked before any plugin runs), the facts plugins are told, and the channel's
+//! TokenUpdate count. Before, the event took two reads (the whole device row and the whole channel row).
+
+use super::entities::device::{self, Entity as Devices};
+use super::entities::enrollment::{self, Entity as Enrollments};
+use super::StorageResult;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
+use sea_orm::{ConnectionTrait, FromQueryResult};
+
+/// The facts plugins are told about a device: what Authenticate and DeviceInformation reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, FromQueryResult)]
+pub struct DescribedDevice {
+    pub serial_number: Option<String>,
+    pub platform: Option<String>,
+    pub model: Option<String>,
+    pub model_name: Option<String>,
+    pub product_name: Option<String>,
+    pub device_name: Option<String>,
+    pub os_version: Option<String>,
+    pub build_version: Option<String>,
+}
+
+impl From<&device::Model> for DescribedDevice {
+    fn from(d: &device::Model) -> Self {
+        Self {
+            serial_number: d.serial_number.clone(),
+            platform: d.platform.clone(),
+            model: d.model.clone(),
+            model_name: d.model_name.clone(),
+            product_name: d.product_name.clone(),
+            device_name: d.device_name.clone(),
+            os_version: d.os_version.clone(),
+            build_version: d.build_version.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSubject {
+    /// The fingerprint bound at Authenticate.
+    pub identity_fingerprint: Option<String>,
+    pub device: DescribedDevice,
+    /// TokenUpdates stored for the channel so far; None when it has sent none.
+    pub token_update_count: Option<i32>,
+}
+
+/// None when the device is unknown.
+pub async fn load<C: ConnectionTrait>(
+    c: &C,
+    device_id: &str,
+    enrollment_id: &str,
+) -> StorageResult<Option<EventSubject>> {
+    let ch = Alias::new("ch");
+    let q = Query::select()
+        .columns([
+            (Devices, device::Column::IdentityFingerprint),
+            (Devices, device::Column::SerialNumber),
+            (Devices, device::Column::Platform),
+            (Devices, device::Column::Model),
+            (Devices, device::Column::ModelName),
+            (Devices, device::Column::ProductName),
+            (Devices, device::Column::DeviceName),
+            (Devices, device::Column::OsVersion),
+            (Devices, device::Column::BuildVersion),
+        ])
+        .expr_as(
+            Expr::col((ch.clone(), enrollment::Column::TokenUpdateCount)),
+            Alias::new("channel_token_updates"),
+        )
+        .from(Devices)
+        .join_as(
+            JoinType::LeftJoin,
+            Enrollments,
+            ch.clone(),
+            Expr::col((ch, enrollment::Column::Id)).eq(enrollment_id),
+        )
+        .and_where(Expr::col((Devices, device::Column::Id)).eq(device_id))
+        .to_owned();
+    let Some(row) = c.query_one(&q).await? else {
+        return Ok(None);
+    };
+    Ok(Some(EventSubject {
+        identity_fingerprint: row.try_get("", "identity_fingerprint")?,
+        device: DescribedDevice::from_query_result(&row, "")?,
+        token_update_count: row.try_get("", "channel_token_updates")?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{EnrollmentKind, EnrollmentRef};
+    use crate::storage::devices::{self, AuthenticateFacts, DeviceFacts};
+    use crate::storage::enrollments::{self, TokenUpdateFacts};
+    use crate::storage::testing::test_databases;
+
+    #[tokio::test]
+    async fn reads_identity_facts_and_the_channels_token_update_count() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            assert_eq!(load(db, "D1", "D1").await.unwrap(), None, "unknown device");
+            let facts = AuthenticateFacts {
+                facts: DeviceFacts {
+                    serial_number: Some("C02XYZ".into()),
+                    model: Some("MacBookPro18,3".into()),
+                    os_version: Some("14.5".into()),
+                    ..Default::default()
+                },
+                identity_fingerprint: "fp1".into(),
+                identity_subject: "CN=d".into(),
+                identity_not_after: None,
+                raw: vec![],
+                renewal: false,
+            };
+            devices::upsert_authenticated(db, "D1", facts, 1_000)
+                .await
+                .unwrap();
+            let before = load(db, "D1", "D1").await.unwrap().unwrap();
+            assert_eq!(before.identity_fingerprint.as_deref(), Some("fp1"));
+            assert_eq!(
+                before.device,
+                DescribedDevice::from(&devices::find(db, "D1").await.unwrap().unwrap()),
+                "the same facts as the whole row"
+            );
+            assert_eq!(before.device.serial_number.as_deref(), Some("C02XYZ"));
+            assert_eq!(before.device.os_version.as_deref(), Some("14.5"));
+            assert_eq!(before.token_update_count, None, "no channel yet");
+
+            let e = EnrollmentRef {
+                id: "D1".into(),
+                device_id: "D1".into(),
+                kind: EnrollmentKind::Device,
+                user_id: None,
+                user_short_name: None,
+                user_long_name: None,
+            };
+            for n in 1..=2 {
+                let tu = TokenUpdateFacts {
+                    topic: "t".into(),
+                    push_magic: "m".into(),
+                    token: vec![n; 32],
+                    awaiting_configuration: None,
+                    raw: vec![],
+                };
+                enrollments::apply_token_update(db, &e, tu, 2_000, None)
+                    .await
+                    .unwrap();
+                let got = load(db, "D1", "D1").await.unwrap().unwrap();
+                assert_eq!(got.token_update_count, Some(i32::from(n)));
+            }
+            let user = load(db, "D1", "U1").await.unwrap().unwrap();
+            assert_eq!(
+                user.token_update_count, None,
+                "another channel is looked up by its own id"
+            );
+            tdb.cleanup().await;
+        }
+    }
+}
