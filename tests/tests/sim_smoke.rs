@@ -191,14 +191,30 @@ async fn every_benchmark_scenario_completes_without_protocol_violations() {
                 seconds: 0.0,
                 requests: Some(12),
                 sets: vec![vec![], vec!["webhook".into()]],
+                rounds: 2,
             },
         )
         .await
         .expect("plugins");
         clean(&r);
-        assert_eq!(r.measurements.len(), 5, "enroll + 2 sets x 2 workloads");
+        assert_eq!(
+            r.measurements.len(),
+            9,
+            "enroll + 2 rounds x 2 sets x 2 workloads"
+        );
+        let per_round = &r.figures["1 plugin(s): webhook: TokenUpdate throughput cost % per round"];
+        assert_eq!(
+            per_round.as_array().map(Vec::len),
+            Some(2),
+            "one cost per round"
+        );
         assert!(
-            figure(&r, "plugin_audit_rows") >= 12,
+            r.figures
+                .contains_key("1 plugin(s): webhook: TokenUpdate throughput cost %"),
+            "the median cost is reported"
+        );
+        assert!(
+            figure(&r, "plugin_audit_rows") >= 24,
             "the webhook plugin ran on every TokenUpdate"
         );
     }

@@ -182,6 +182,9 @@ enum Bench {
         /// Measure only this set of plugins against none instead: `--only webhook,inventory`.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Measure every set this many times, taking turns; costs are medians over the rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
 }
 
@@ -327,6 +330,7 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
             seconds,
             each,
             only,
+            rounds,
         } => {
             let all: Vec<String> = scenarios::example_plugins()
                 .into_iter()
@@ -351,6 +355,7 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
                     seconds,
                     requests: None,
                     sets,
+                    rounds,
                 },
             )
             .await

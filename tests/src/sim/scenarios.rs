@@ -951,8 +951,57 @@ pub struct PluginParams {
     pub seconds: f64,
     /// Instead of timed runs: exactly this many check-ins per measurement.
     pub requests: Option<u64>,
-    /// Plugin sets to measure, each a list of example plugin names (empty: none).
+    /// Plugin sets to measure, each a list of example plugin names (empty: none, the baseline; it
+    /// must come first).
     pub sets: Vec<Vec<String>>,
+    /// Every set is measured this many times, the sets taking turns, and each cost is the median of
+    /// the rounds' costs against the same round's baseline: on shared machines throughput drifts by
+    /// tens of percent within a minute, and taking turns keeps that drift out of the comparison.
+    pub rounds: usize,
+}
+
+/// One round of one plugin set: check-ins per second, and CPU per check-in (the server's; in-process,
+/// the server's and the load generator's together).
+#[derive(Default, Clone, Copy)]
+struct Rates {
+    token_update: f64,
+    idle: f64,
+    token_update_cpu_us: Option<f64>,
+    idle_cpu_us: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `closed_loop` with the CPU the server used per request during it.
+async fn timed_phase<F, Fut>(
+    fleet: &Arc<Fleet>,
+    pid: u32,
+    connections: usize,
+    budget: Budget,
+    op: F,
+) -> Result<(Summary, Option<f64>), BoxError>
+where
+    F: Fn(Arc<Fleet>, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<Duration, BoxError>> + Send,
+{
+    let cpu0 = proc_cpu_seconds(pid);
+    let s = closed_loop(fleet, connections, budget, op).await?;
+    let cpu = match (cpu0, proc_cpu_seconds(pid)) {
+        (Some(a), Some(b)) if s.requests > 0 => Some((b - a) * 1e6 / s.requests as f64),
+        _ => None,
+    };
+    Ok((s, cpu))
 }
 
 pub async fn plugins(common: &Common, p: &PluginParams) -> Result<Report, BoxError> {
@@ -971,97 +1020,152 @@ pub async fn plugins(common: &Common, p: &PluginParams) -> Result<Report, BoxErr
     s.fleet.presign(true);
     let http = admin_http();
     let catalogue: BTreeMap<&str, serde_json::Value> = example_plugins().into_iter().collect();
-    let mut baseline: Option<(f64, f64)> = None;
-    for set in &p.sets {
-        let label = if set.is_empty() {
+    let label_of = |set: &[String]| {
+        if set.is_empty() {
             "0 plugins".to_string()
         } else {
             format!("{} plugin(s): {}", set.len(), set.join("+"))
-        };
-        for name in set {
-            let config = catalogue
-                .get(name.as_str())
-                .ok_or_else(|| format!("unknown example plugin {name}"))?;
-            let wasm = std::fs::read(crate::plugins::build(name))?;
-            let manifest = crate::plugins::manifest(name);
-            let (status, out) = server
-                .api(
-                    &http,
-                    reqwest::Method::POST,
-                    "/api/v1/plugins",
-                    Some(json!({
-                        "manifest": manifest,
-                        "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
-                        "config": config,
-                        "approve_capabilities": manifest["capabilities"],
-                    })),
-                )
-                .await?;
-            if status != 200 {
-                return Err(format!("uploading {name}: HTTP {status} {out}").into());
-            }
         }
-        let t = transport.clone();
-        let tu = closed_loop(
-            &s.fleet,
-            p.connections,
-            Budget::new(p.warmup_secs, p.seconds, p.requests),
-            move |f, i| {
-                let t = t.clone();
-                async move { f.token_update(&t, i).await }
-            },
-        )
-        .await?;
-        let t = transport.clone();
-        let idle = closed_loop(
-            &s.fleet,
-            p.connections,
-            Budget::new(p.warmup_secs, p.seconds, p.requests),
-            move |f, i| idle_op(f, t.clone(), i),
-        )
-        .await?;
-        // A phase's events are delivered before the next starts, so no phase pays for an earlier one's.
-        let emitted = s.db.count(&s.storage, "event_outbox").await? as usize;
-        let waiting = emitted.saturating_sub(sink.count());
-        if !sink.wait_for(emitted, Duration::from_secs(120)).await {
-            return Err(format!(
-                "{label}: {} of {emitted} events reached the sink within 120 s",
-                sink.count()
+    };
+    let rounds = p.rounds.max(1);
+    let mut rates: Vec<Vec<Rates>> = vec![Vec::new(); p.sets.len()];
+    for round in 1..=rounds {
+        for (k, set) in p.sets.iter().enumerate() {
+            let mut label = label_of(set);
+            if rounds > 1 {
+                label = format!("{label} (round {round})");
+            }
+            for name in set {
+                let config = catalogue
+                    .get(name.as_str())
+                    .ok_or_else(|| format!("unknown example plugin {name}"))?;
+                let wasm = std::fs::read(crate::plugins::build(name))?;
+                let manifest = crate::plugins::manifest(name);
+                let (status, out) = server
+                    .api(
+                        &http,
+                        reqwest::Method::POST,
+                        "/api/v1/plugins",
+                        Some(json!({
+                            "manifest": manifest,
+                            "wasm_base64": base64::engine::general_purpose::STANDARD.encode(wasm),
+                            "config": config,
+                            "approve_capabilities": manifest["capabilities"],
+                        })),
+                    )
+                    .await?;
+                if status != 200 {
+                    return Err(format!("uploading {name}: HTTP {status} {out}").into());
+                }
+            }
+            let t = transport.clone();
+            let (tu, tu_cpu) = timed_phase(
+                &s.fleet,
+                server.pid,
+                p.connections,
+                Budget::new(p.warmup_secs, p.seconds, p.requests),
+                move |f, i| {
+                    let t = t.clone();
+                    async move { f.token_update(&t, i).await }
+                },
             )
-            .into());
+            .await?;
+            let t = transport.clone();
+            let (idle, idle_cpu) = timed_phase(
+                &s.fleet,
+                server.pid,
+                p.connections,
+                Budget::new(p.warmup_secs, p.seconds, p.requests),
+                move |f, i| idle_op(f, t.clone(), i),
+            )
+            .await?;
+            // A phase's events are delivered before the next starts, so no phase pays for an earlier
+            // one's.
+            let emitted = s.db.count(&s.storage, "event_outbox").await? as usize;
+            let waiting = emitted.saturating_sub(sink.count());
+            if !sink.wait_for(emitted, Duration::from_secs(120)).await {
+                return Err(format!(
+                    "{label}: {} of {emitted} events reached the sink within 120 s",
+                    sink.count()
+                )
+                .into());
+            }
+            report.figure(
+                &format!("{label}: events still in the outbox after the load"),
+                waiting,
+            );
+            rates[k].push(Rates {
+                token_update: tu.per_second,
+                idle: idle.per_second,
+                token_update_cpu_us: tu_cpu,
+                idle_cpu_us: idle_cpu,
+            });
+            report.measure(&format!("{label}: TokenUpdate check-ins"), tu);
+            report.measure(&format!("{label}: Idle check-ins"), idle);
+            for name in set {
+                let (status, out) = server
+                    .api(
+                        &http,
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/plugins/{name}"),
+                        None,
+                    )
+                    .await?;
+                if status != 200 && status != 204 {
+                    return Err(format!("deleting {name}: HTTP {status} {out}").into());
+                }
+            }
         }
-        report.figure(
-            &format!("{label}: events still in the outbox after the load"),
-            waiting,
-        );
-        let (tu_rate, idle_rate) = (tu.per_second, idle.per_second);
-        report.measure(&format!("{label}: TokenUpdate check-ins"), tu);
-        report.measure(&format!("{label}: Idle check-ins"), idle);
-        match baseline {
-            None if set.is_empty() => baseline = Some((tu_rate, idle_rate)),
-            Some((b_tu, b_idle)) => {
+    }
+    let cpu_who = if server.in_process {
+        "server and load generator"
+    } else {
+        "server"
+    };
+    if let Some(base) = p.sets.first().filter(|s| s.is_empty()).map(|_| &rates[0]) {
+        for (k, set) in p.sets.iter().enumerate() {
+            let label = label_of(set);
+            let cpu = |f: fn(&Rates) -> Option<f64>| -> Option<f64> {
+                let v: Vec<f64> = rates[k].iter().filter_map(f).collect();
+                (!v.is_empty()).then(|| median(v).round())
+            };
+            if let Some(us) = cpu(|r| r.token_update_cpu_us) {
                 report.figure(
-                    &format!("{label}: TokenUpdate throughput cost %"),
-                    ((1.0 - tu_rate / b_tu) * 1000.0).round() / 10.0,
-                );
-                report.figure(
-                    &format!("{label}: Idle throughput cost %"),
-                    ((1.0 - idle_rate / b_idle) * 1000.0).round() / 10.0,
+                    &format!("{label}: TokenUpdate CPU µs per check-in ({cpu_who}, median)"),
+                    us,
                 );
             }
-            None => {}
-        }
-        for name in set {
-            let (status, out) = server
-                .api(
-                    &http,
-                    reqwest::Method::DELETE,
-                    &format!("/api/v1/plugins/{name}"),
-                    None,
-                )
-                .await?;
-            if status != 200 && status != 204 {
-                return Err(format!("deleting {name}: HTTP {status} {out}").into());
+            if let Some(us) = cpu(|r| r.idle_cpu_us) {
+                report.figure(
+                    &format!("{label}: Idle CPU µs per check-in ({cpu_who}, median)"),
+                    us,
+                );
+            }
+            if k == 0 {
+                continue;
+            }
+            for (kind, get) in [
+                (
+                    "TokenUpdate",
+                    (|r: &Rates| r.token_update) as fn(&Rates) -> f64,
+                ),
+                ("Idle", |r: &Rates| r.idle),
+            ] {
+                let costs: Vec<f64> = rates[k]
+                    .iter()
+                    .zip(base)
+                    .map(|(r, b)| round1((1.0 - get(r) / get(b)) * 100.0))
+                    .collect();
+                if rounds > 1 {
+                    report.figure(
+                        &format!("{label}: {kind} throughput cost % per round"),
+                        costs.clone(),
+                    );
+                }
+                report.figure(
+                    &format!("{label}: {kind} throughput cost %"),
+                    round1(median(costs)),
+                );
             }
         }
     }
