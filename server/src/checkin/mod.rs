@@ -323,22 +323,14 @@ impl CheckinService {
                     } else {
                         queue::cancel_pending(txn, &channels, None, now).await?
                     };
-                    audit_log::append(
-                        txn,
-                        vec![NewEntry::new(
-                            now,
-                            format!("device:{}", e.device_id),
-                            "enrollment.authenticate",
-                            Some(&e.device_id),
-                            serde_json::json!({
-                                "serial_number": a.facts.serial_number,
-                                "identity_fingerprint": fingerprint,
-                                "renewal": renewal,
-                                "canceled_commands": canceled,
-                            }),
-                        )],
-                    )
-                    .await?;
+                    let detail = serde_json::json!({
+                        "serial_number": a.facts.serial_number,
+                        "identity_fingerprint": fingerprint,
+                        "renewal": renewal,
+                        "canceled_commands": canceled,
+                    });
+                    audit_device(txn, e, "enrollment.authenticate", &e.device_id, detail, now)
+                        .await?;
                     let scope = scope_of(e, &event_id);
                     plugins
                         .apply(txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
@@ -512,15 +504,13 @@ async fn apply_message<C: ConnectionTrait>(
             } else {
                 enrollments::disable_device(txn, &e.device_id, now).await?;
             }
-            audit_log::append(
+            audit_device(
                 txn,
-                vec![NewEntry::new(
-                    now,
-                    format!("device:{}", e.device_id),
-                    "enrollment.checkout",
-                    Some(&e.id),
-                    serde_json::json!({}),
-                )],
+                e,
+                "enrollment.checkout",
+                &e.id,
+                serde_json::json!({}),
+                now,
             )
             .await?;
             tracing::info!(enrollment = %e.id, "device checked out");
@@ -607,6 +597,24 @@ async fn record_report<C: ConnectionTrait>(
             }
         }
     }
+    Ok(())
+}
+
+/// An audit entry of the device's own doing (its enrollment's life), in the message's transaction.
+async fn audit_device<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+    now: i64,
+) -> Result<(), CheckinError> {
+    let actor = format!("device:{}", e.device_id);
+    audit_log::append(
+        c,
+        vec![NewEntry::new(now, actor, action, Some(target), detail)],
+    )
+    .await?;
     Ok(())
 }
 

@@ -114,9 +114,9 @@ fn pending(enrollment_id: &str, status: QueueStatus) -> SelectStatement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{CommandEnvelope, EnrollmentKind, EnrollmentRef};
-    use crate::storage::devices::{self, AuthenticateFacts};
-    use crate::storage::testing::test_databases;
+    use crate::protocol::CommandEnvelope;
+    use crate::storage::devices;
+    use crate::storage::testing::{authenticated_device, device_channel, test_databases};
     use crate::storage::{enrollments, queue};
 
     #[tokio::test]
@@ -125,15 +125,7 @@ mod tests {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
             assert_eq!(load(db, "D1", "D1").await.unwrap(), None, "unknown device");
-            let facts = AuthenticateFacts {
-                facts: Default::default(),
-                identity_fingerprint: "fp1".into(),
-                identity_subject: "CN=d".into(),
-                identity_not_after: None,
-                raw: vec![],
-                renewal: false,
-            };
-            devices::upsert_authenticated(db, "D1", facts, 1_000)
+            authenticated_device(db, "D1", "fp1", Default::default(), 1_000)
                 .await
                 .unwrap();
             let st = load(db, "D1", "D1").await.unwrap().unwrap();
@@ -142,14 +134,7 @@ mod tests {
             assert_eq!(st.channel, None, "no TokenUpdate yet");
             assert!(!st.has_queued && !st.has_not_now);
 
-            let e = EnrollmentRef {
-                id: "D1".into(),
-                device_id: "D1".into(),
-                kind: EnrollmentKind::Device,
-                user_id: None,
-                user_short_name: None,
-                user_long_name: None,
-            };
+            let e = device_channel("D1");
             enrollments::ensure_device_channel(db, &e, 2_000)
                 .await
                 .unwrap();

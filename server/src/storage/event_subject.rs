@@ -90,10 +90,9 @@ pub async fn load<C: ConnectionTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{EnrollmentKind, EnrollmentRef};
-    use crate::storage::devices::{self, AuthenticateFacts, DeviceFacts};
+    use crate::storage::devices::{self, DeviceFacts};
     use crate::storage::enrollments::{self, TokenUpdateFacts};
-    use crate::storage::testing::test_databases;
+    use crate::storage::testing::{authenticated_device, device_channel, test_databases};
 
     #[tokio::test]
     async fn reads_identity_facts_and_the_channels_token_update_count() {
@@ -101,20 +100,13 @@ mod tests {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
             assert_eq!(load(db, "D1", "D1").await.unwrap(), None, "unknown device");
-            let facts = AuthenticateFacts {
-                facts: DeviceFacts {
-                    serial_number: Some("C02XYZ".into()),
-                    model: Some("MacBookPro18,3".into()),
-                    os_version: Some("14.5".into()),
-                    ..Default::default()
-                },
-                identity_fingerprint: "fp1".into(),
-                identity_subject: "CN=d".into(),
-                identity_not_after: None,
-                raw: vec![],
-                renewal: false,
+            let facts = DeviceFacts {
+                serial_number: Some("C02XYZ".into()),
+                model: Some("MacBookPro18,3".into()),
+                os_version: Some("14.5".into()),
+                ..Default::default()
             };
-            devices::upsert_authenticated(db, "D1", facts, 1_000)
+            authenticated_device(db, "D1", "fp1", facts, 1_000)
                 .await
                 .unwrap();
             let before = load(db, "D1", "D1").await.unwrap().unwrap();
@@ -128,14 +120,7 @@ mod tests {
             assert_eq!(before.device.os_version.as_deref(), Some("14.5"));
             assert_eq!(before.token_update_count, None, "no channel yet");
 
-            let e = EnrollmentRef {
-                id: "D1".into(),
-                device_id: "D1".into(),
-                kind: EnrollmentKind::Device,
-                user_id: None,
-                user_short_name: None,
-                user_long_name: None,
-            };
+            let e = device_channel("D1");
             for n in 1..=2 {
                 let tu = TokenUpdateFacts {
                     topic: "t".into(),

@@ -1,8 +1,41 @@
 //! Databases for tests: a fresh SQLite file, and a fresh PostgreSQL schema when `MDM_TEST_DATABASE_URL` is
 //! set. Public so the black-box tests in `tests/` use the same helper.
 
+use super::devices::{self, AuthenticateFacts, DeviceFacts};
 use super::{Storage, StorageResult};
+use crate::protocol::{EnrollmentKind, EnrollmentRef};
 use sea_orm::{ConnectionTrait, Database};
+
+/// Store a device as Authenticate leaves it: `facts`, bound to the identity `fingerprint`.
+pub async fn authenticated_device<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    fingerprint: &str,
+    facts: DeviceFacts,
+    now: i64,
+) -> StorageResult<()> {
+    let facts = AuthenticateFacts {
+        facts,
+        identity_fingerprint: fingerprint.into(),
+        identity_subject: "CN=test device".into(),
+        identity_not_after: None,
+        raw: vec![],
+        renewal: false,
+    };
+    devices::upsert_authenticated(c, id, facts, now).await
+}
+
+/// The device channel of `device_id`, as a message on it names it.
+pub fn device_channel(device_id: &str) -> EnrollmentRef {
+    EnrollmentRef {
+        id: device_id.into(),
+        device_id: device_id.into(),
+        kind: EnrollmentKind::Device,
+        user_id: None,
+        user_short_name: None,
+        user_long_name: None,
+    }
+}
 
 /// Where a test database lives; dropping it removes the SQLite file (the PostgreSQL schema is dropped
 /// by `cleanup`).
