@@ -171,11 +171,9 @@ impl CheckinService {
         let mut run = HookRun::default();
         if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
             // One read off the writer; the transaction below checks the identity again.
-            let subject = event_subject::load(self.storage.reader(), &e.device_id, &e.id)
-                .await?
-                .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
-            check_identity(
-                subject.identity_fingerprint.as_deref(),
+            let subject = identified(
+                event_subject::load(self.storage.reader(), &e.device_id, &e.id).await?,
+                |s| s.identity_fingerprint.as_deref(),
                 cert.fingerprint(),
                 e,
             )?;
@@ -716,10 +714,12 @@ async fn channel_state<C: ConnectionTrait>(
     fingerprint: &str,
     e: &EnrollmentRef,
 ) -> Result<(ChannelState, ChannelSeen), CheckinError> {
-    let state = checkin_state::load(c, &e.device_id, &e.id)
-        .await?
-        .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
-    check_identity(state.identity_fingerprint.as_deref(), fingerprint, e)?;
+    let state = identified(
+        checkin_state::load(c, &e.device_id, &e.id).await?,
+        |s| s.identity_fingerprint.as_deref(),
+        fingerprint,
+        e,
+    )?;
     let channel = state
         .channel
         .clone()
@@ -727,16 +727,20 @@ async fn channel_state<C: ConnectionTrait>(
     Ok((state, channel))
 }
 
-fn check_identity(
-    bound: Option<&str>,
+/// The sender as a read found it (None: unknown device) must present the identity bound to it at
+/// Authenticate; `bound` says where the read keeps that fingerprint.
+fn identified<T>(
+    found: Option<T>,
+    bound: impl FnOnce(&T) -> Option<&str>,
     fingerprint: &str,
     e: &EnrollmentRef,
-) -> Result<(), CheckinError> {
-    if bound != Some(fingerprint) {
+) -> Result<T, CheckinError> {
+    let found = found.ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
+    if bound(&found) != Some(fingerprint) {
         tracing::warn!(device = %e.device_id, presented = fingerprint, "identity certificate does not match the bound one");
         return Err(CheckinError::IdentityMismatch(e.device_id.clone()));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The device must exist and present the certificate bound to it at Authenticate.
@@ -745,11 +749,12 @@ async fn authorize<C: ConnectionTrait>(
     fingerprint: &str,
     e: &EnrollmentRef,
 ) -> Result<Device, CheckinError> {
-    let device = devices::find(c, &e.device_id)
-        .await?
-        .ok_or_else(|| CheckinError::UnknownDevice(e.device_id.clone()))?;
-    check_identity(device.identity_fingerprint.as_deref(), fingerprint, e)?;
-    Ok(device)
+    identified(
+        devices::find(c, &e.device_id).await?,
+        |d| d.identity_fingerprint.as_deref(),
+        fingerprint,
+        e,
+    )
 }
 
 /// Also records the channel as checked in (see [`enrollments::apply_token_update`]).
