@@ -188,7 +188,7 @@ impl CheckinService {
                 event_id: event_id.clone(),
                 kind: convert::checkin_kind(&msg.payload),
                 enrollment: convert::enrollment(e),
-                device: convert::device_facts(&subject.device),
+                device: convert::device_facts(subject.device),
                 token_update_count: count,
                 awaiting_configuration: awaiting,
                 raw: Some(msg.raw.clone()),
@@ -469,7 +469,7 @@ impl CheckinService {
         Ok(Some(plugins::types::CommandResultEvent {
             event_id: event_id.to_string(),
             enrollment: convert::enrollment(e),
-            device: convert::device_facts(&(&device).into()),
+            device: convert::device_facts((&device).into()),
             command_uuid: uuid.to_string(),
             request_type: cmd.request_type,
             status,

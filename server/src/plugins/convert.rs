@@ -38,16 +38,16 @@ pub fn stored_enrollment(e: &enrollments::Enrollment) -> Enrollment {
     }
 }
 
-pub fn device_facts(d: &DescribedDevice) -> DeviceFacts {
+pub fn device_facts(d: DescribedDevice) -> DeviceFacts {
     DeviceFacts {
-        serial_number: d.serial_number.clone(),
-        platform: d.platform.clone(),
-        model: d.model.clone(),
-        model_name: d.model_name.clone(),
-        product_name: d.product_name.clone(),
-        device_name: d.device_name.clone(),
-        os_version: d.os_version.clone(),
-        build_version: d.build_version.clone(),
+        serial_number: d.serial_number,
+        platform: d.platform,
+        model: d.model,
+        model_name: d.model_name,
+        product_name: d.product_name,
+        device_name: d.device_name,
+        os_version: d.os_version,
+        build_version: d.build_version,
     }
 }
 

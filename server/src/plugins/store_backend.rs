@@ -144,7 +144,7 @@ impl HostBackend for StoreBackend {
             .map_err(|e| e.to_string())?;
         Ok(Some(inventory::DeviceInfo {
             id: d.id.clone(),
-            facts: convert::device_facts(&(&d).into()),
+            facts: convert::device_facts((&d).into()),
             enabled: channels.iter().any(|c| c.id == d.id && c.enabled),
             channels: channels.iter().map(convert::stored_enrollment).collect(),
             attributes: attrs.into_iter().map(|a| (a.key, a.value)).collect(),
