@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod push;
 pub mod queue;
 pub mod secrets;
+mod sqlite_plans;
 pub mod testing;
 mod writer;
 
@@ -83,6 +84,7 @@ impl Storage {
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
             });
+            opts.map_sqlx_sqlite_pool_opts(sqlite_plans::on_every_connection);
         } else {
             opts.max_connections(32).min_connections(1);
             if let Some(schema) = schema {
@@ -103,6 +105,7 @@ impl Storage {
                     .create_if_missing(false)
                     .busy_timeout(Duration::from_secs(5))
             });
+            ro.map_sqlx_sqlite_pool_opts(sqlite_plans::on_every_connection);
             Some(Database::connect(ro).await?)
         } else {
             None
