@@ -11,8 +11,15 @@ pub struct Received {
 
 pub struct Sink {
     pub url: String,
-    received: Arc<Mutex<Vec<Received>>>,
+    received: Arc<Mutex<Vec<Arrival>>>,
     arrived: Arc<tokio::sync::Notify>,
+}
+
+/// What arrived, kept as bytes: the body is parsed only when a test reads it, so a benchmark's sink
+/// (in the measured process) costs little more than the HTTP exchange.
+struct Arrival {
+    topic: String,
+    body: Vec<u8>,
 }
 
 impl Sink {
@@ -37,10 +44,7 @@ impl Sink {
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let (r, a, refused) = (r.clone(), a.clone(), refused.clone());
-                tokio::spawn(async move {
-                    serve(sock, status, refused, r).await;
-                    a.notify_waiters();
-                });
+                tokio::spawn(serve(sock, status, refused, r, a));
             }
         });
         Self {
@@ -73,72 +77,80 @@ impl Sink {
         }
     }
 
+    /// Every event so far, in arrival order; a body that is not JSON reads as `null`.
     pub fn received(&self) -> Vec<Received> {
         self.received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .map(|a| Received {
+                topic: a.topic.clone(),
+                body: serde_json::from_slice(&a.body).unwrap_or_default(),
+            })
+            .collect()
     }
 }
 
-/// A minimal HTTP/1.1 exchange: read headers and a Content-Length body, answer, close.
+/// A header's value in a request head (`name: value` lines), by case-insensitive name.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Minimal HTTP/1.1 on one connection: requests with a Content-Length body, one after another, each
+/// answered at once. The connection stays open for the next request (as any web server keeps it) until
+/// the client closes it or sends `Connection: close`.
 async fn serve(
     mut sock: tokio::net::TcpStream,
     status: u16,
     refused: Option<String>,
-    out: Arc<Mutex<Vec<Received>>>,
+    out: Arc<Mutex<Vec<Arrival>>>,
+    arrived: Arc<tokio::sync::Notify>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    let (head_end, length) = loop {
-        let Ok(n) = sock.read(&mut chunk).await else {
-            return;
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         };
-        if n == 0 {
-            return;
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let length = header(&head, "content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            break (i + 4, len);
-        }
-    };
-    while buf.len() < head_end + length {
-        let Ok(n) = sock.read(&mut chunk).await else {
-            return;
+        let topic = header(&head, "x-mdm-topic").unwrap_or_default().to_string();
+        let close = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let body = buf[head_end..head_end + length].to_vec();
+        buf.drain(..head_end + length);
+        let status = if refused.as_ref() == Some(&topic) {
+            500
+        } else {
+            status
         };
-        if n == 0 {
-            break;
+        out.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arrival { topic, body });
+        arrived.notify_waiters();
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if sock.write_all(reply.as_bytes()).await.is_err() || close {
+            return;
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let topic = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-mdm-topic")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let body = serde_json::from_slice(&buf[head_end..(head_end + length).min(buf.len())])
-        .unwrap_or_default();
-    let status = if refused.as_ref() == Some(&topic) {
-        500
-    } else {
-        status
-    };
-    out.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Received { topic, body });
-    let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    let _ = sock.write_all(reply.as_bytes()).await;
 }
