@@ -12,7 +12,7 @@ use crate::queue::{self, CommandSpec as QueueCommand, EnqueueRequest, QueueError
 use crate::storage::plugin_audit::AuditRow;
 use crate::storage::queue::{self as q, QueueStatus};
 use crate::storage::{attributes, devices, outbox, StorageError};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -70,12 +70,14 @@ fn needs(a: &Action) -> Capability {
 }
 
 /// Apply one plugin's actions. Refused actions are audited, not fatal; only a storage failure is an error
-/// (and then the caller's whole transaction rolls back).
+/// (and then the caller's whole transaction rolls back). Writes nothing later in the call reads (an
+/// event for the outbox) are left in `deferred`, for the caller to send with its audit rows.
 pub async fn apply<C: ConnectionTrait>(
     c: &C,
     plugin: &Arc<LoadedPlugin>,
     actions: Vec<Action>,
     ctx: &ActionContext<'_>,
+    deferred: &mut Vec<Statement>,
 ) -> Result<Vec<AuditRow>, StorageError> {
     let id = &*plugin.id;
     let max = plugin.manifest.limits.max_actions as usize;
@@ -116,7 +118,7 @@ pub async fn apply<C: ConnectionTrait>(
             match check(&a, ctx) {
                 Err(reason) => ("rejected", json!({"reason": reason})),
                 Ok(desc) if plugin.dry_run => ("dry-run", desc),
-                Ok(desc) => perform(c, id, a, desc, ctx).await?,
+                Ok(desc) => perform(c, id, a, desc, ctx, deferred).await?,
             }
         };
         count(ctx, id, k, outcome);
@@ -205,6 +207,7 @@ async fn perform<C: ConnectionTrait>(
     a: Action,
     mut desc: serde_json::Value,
     ctx: &ActionContext<'_>,
+    deferred: &mut Vec<Statement>,
 ) -> Result<(&'static str, serde_json::Value), StorageError> {
     let outcome = match a {
         Action::Enqueue(e) => {
@@ -296,16 +299,15 @@ async fn perform<C: ConnectionTrait>(
             "applied"
         }
         Action::Emit(e) => {
-            outbox::insert(
-                c,
+            deferred.push(outbox::insert_statement(
+                c.get_database_backend(),
                 plugin,
                 &e.sink,
                 &e.topic,
                 &e.payload_json,
                 ctx.scope.device_id,
                 ctx.now,
-            )
-            .await?;
+            ));
             "applied"
         }
     };

@@ -33,7 +33,7 @@ use crate::clock::SharedClock;
 use crate::config::PluginsConfig;
 use crate::metrics::{Metrics, PluginCallLabels, PluginHookLabels, PluginLabels};
 use crate::storage::plugin_audit::AuditRow;
-use crate::storage::{plugins as repo, Storage, StorageError};
+use crate::storage::{plugin_audit, plugins as repo, Storage, StorageError};
 use actions::ActionContext;
 use breaker::Breaker;
 use engine::PluginEngine;
@@ -451,10 +451,16 @@ impl PluginHost {
             metrics: &self.metrics,
         };
         let mut rows = run.audit;
+        let mut writes = Vec::new();
         for (p, a) in run.actions {
-            rows.extend(actions::apply(c, &p, a, &ctx).await?);
+            rows.extend(actions::apply(c, &p, a, &ctx, &mut writes).await?);
         }
-        crate::storage::plugin_audit::insert_many(c, rows).await
+        // The run's events and its audit rows: one trip to the database.
+        writes.extend(plugin_audit::insert_statements(
+            c.get_database_backend(),
+            rows,
+        ));
+        crate::storage::batch::execute(c, writes).await
     }
 
     /// Run due schedules once. Each tick is claimed in the database, so one replica runs it.

@@ -14,7 +14,7 @@ use super::StorageResult;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionSession, TransactionTrait,
+    QueryTrait, Statement, TransactionSession, TransactionTrait,
 };
 use std::time::Duration;
 
@@ -79,6 +79,11 @@ pub fn row_hash(
 /// Record entries, in order, in `c`'s transaction: they commit or roll back with the change they record,
 /// and [`seal`] chains them.
 pub async fn append<C: ConnectionTrait>(c: &C, entries: Vec<NewEntry>) -> StorageResult<()> {
+    super::batch::execute(c, append_statements(c.get_database_backend(), entries)).await
+}
+
+/// The inserts [`append`] runs, for a caller that sends them with other writes.
+pub fn append_statements(backend: DbBackend, entries: Vec<NewEntry>) -> Vec<Statement> {
     let rows: Vec<_> = entries
         .into_iter()
         .map(|e| audit_pending::ActiveModel {
@@ -90,12 +95,9 @@ pub async fn append<C: ConnectionTrait>(c: &C, entries: Vec<NewEntry>) -> Storag
             detail: Set(e.detail.to_string()),
         })
         .collect();
-    for chunk in rows.chunks(200) {
-        audit_pending::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(c)
-            .await?;
-    }
-    Ok(())
+    rows.chunks(200)
+        .map(|chunk| audit_pending::Entity::insert_many(chunk.to_vec()).build(backend))
+        .collect()
 }
 
 /// Chain every pending entry, oldest first, a batch per transaction; returns how many were chained. Safe to

@@ -6,8 +6,8 @@ use super::entities::event_outbox::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order, Query};
 use sea_orm::{
-    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QueryTrait, Statement,
 };
 
 pub use super::entities::event_outbox::Model as OutboxEvent;
@@ -22,6 +22,22 @@ pub async fn insert<C: ConnectionTrait>(
     ordering_key: Option<&str>,
     now: i64,
 ) -> StorageResult<()> {
+    let backend = c.get_database_backend();
+    let stmt = insert_statement(backend, plugin_id, sink, topic, payload, ordering_key, now);
+    c.execute_raw(stmt).await?;
+    Ok(())
+}
+
+/// The insert [`insert`] runs, for a caller that sends it with other writes.
+pub fn insert_statement(
+    backend: DbBackend,
+    plugin_id: &str,
+    sink: &str,
+    topic: &str,
+    payload: &str,
+    ordering_key: Option<&str>,
+    now: i64,
+) -> Statement {
     Entity::insert(ActiveModel {
         id: NotSet,
         plugin_id: Set(plugin_id.to_string()),
@@ -35,9 +51,7 @@ pub async fn insert<C: ConnectionTrait>(
         created_at: Set(now),
         ordering_key: Set(ordering_key.map(str::to_string)),
     })
-    .exec_without_returning(c)
-    .await?;
-    Ok(())
+    .build(backend)
 }
 
 /// Lease up to `limit` due events for `lease_ms`, oldest first, in one statement; returns the events this

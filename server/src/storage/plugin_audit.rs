@@ -4,8 +4,8 @@ use super::audit_log::NewEntry;
 use super::entities::plugin_audit::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use sea_orm::{
-    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 
 pub use super::entities::plugin_audit::Model as AuditRow;
@@ -13,6 +13,11 @@ pub use super::entities::plugin_audit::Model as AuditRow;
 /// Store plugin audit rows, and the same events for the hash-chained audit log (pending until
 /// [`super::audit_log::seal`] chains them), in `c`'s transaction.
 pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> StorageResult<()> {
+    super::batch::execute(c, insert_statements(c.get_database_backend(), rows)).await
+}
+
+/// The inserts [`insert_many`] runs, for a caller that sends them with other writes.
+pub fn insert_statements(backend: DbBackend, rows: Vec<Model>) -> Vec<Statement> {
     let chained = rows
         .iter()
         .map(|r| NewEntry {
@@ -29,7 +34,7 @@ pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> Storage
             }),
         })
         .collect();
-    super::audit_log::append(c, chained).await?;
+    let mut out = super::audit_log::append_statements(backend, chained);
     for chunk in rows.chunks(200) {
         let ams = chunk.iter().cloned().map(|r| ActiveModel {
             id: NotSet,
@@ -43,9 +48,9 @@ pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> Storage
             detail: Set(r.detail),
             created_at: Set(r.created_at),
         });
-        Entity::insert_many(ams).exec_without_returning(c).await?;
+        out.push(Entity::insert_many(ams).build(backend));
     }
-    Ok(())
+    out
 }
 
 #[derive(Debug, Default, Clone)]

@@ -1,0 +1,112 @@
+//! Writes that need no answer, sent to the database together.
+//!
+//! On SQLite every statement is a trip to its connection's thread and back: two thread wake-ups, more
+//! than the insert itself costs, and the single writer is held for all of it. A plugin's audit rows and
+//! events are three such inserts per check-in, so SQLite gets them as one query of several statements
+//! (sqlx binds each statement's parameters in turn). PostgreSQL's extended protocol takes one statement
+//! per query, so there they go one after another, as before.
+
+use super::StorageResult;
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Values};
+
+/// Run `statements` in order on `c` (inside the caller's transaction when `c` is one).
+pub async fn execute<C: ConnectionTrait>(c: &C, statements: Vec<Statement>) -> StorageResult<()> {
+    match c.get_database_backend() {
+        DbBackend::Sqlite if statements.len() > 1 => {
+            c.execute_raw(joined(statements)).await?;
+        }
+        _ => {
+            for s in statements {
+                c.execute_raw(s).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One SQLite query holding every statement, their values in the same order.
+fn joined(statements: Vec<Statement>) -> Statement {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for s in statements {
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str(&s.sql);
+        values.extend(s.values.map(|v| v.0).unwrap_or_default());
+    }
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, Values(values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::test_databases;
+    use sea_orm::TransactionTrait;
+
+    fn insert(backend: DbBackend, key: &str, value: i64) -> Statement {
+        let sql = match backend {
+            DbBackend::Postgres => "INSERT INTO batch_t (k, v) VALUES ($1, $2)",
+            _ => "INSERT INTO batch_t (k, v) VALUES (?, ?)",
+        };
+        Statement::from_sql_and_values(backend, sql, [key.into(), value.into()])
+    }
+
+    async fn rows<C: ConnectionTrait>(c: &C) -> Vec<(String, i64)> {
+        let stmt = Statement::from_string(
+            c.get_database_backend(),
+            "SELECT k, v FROM batch_t ORDER BY v",
+        );
+        c.query_all_raw(stmt)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get("", "k").unwrap(), r.try_get("", "v").unwrap()))
+            .collect()
+    }
+
+    /// Each statement gets its own values, in order; a failing statement fails the batch, and in a
+    /// transaction nothing of it stays.
+    #[tokio::test]
+    async fn statements_run_in_order_with_their_own_values_and_fail_together() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            let b = db.get_database_backend();
+            db.execute_unprepared(
+                "CREATE TABLE batch_t (k TEXT NOT NULL UNIQUE, v BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+            execute(
+                db,
+                vec![insert(b, "a", 1), insert(b, "b", 2), insert(b, "c", 3)],
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                rows(db).await,
+                [("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
+                "{}",
+                tdb.label
+            );
+
+            let txn = db.begin().await.unwrap();
+            // "a" exists: the third statement violates the unique key.
+            let failed = execute(
+                &txn,
+                vec![insert(b, "d", 4), insert(b, "e", 5), insert(b, "a", 6)],
+            )
+            .await;
+            assert!(failed.is_err(), "{}: duplicate key accepted", tdb.label);
+            txn.rollback().await.unwrap();
+            assert_eq!(
+                rows(db).await.len(),
+                3,
+                "{}: part of a failed batch stayed",
+                tdb.label
+            );
+            tdb.cleanup().await;
+        }
+    }
+}
