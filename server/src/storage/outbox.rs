@@ -12,23 +12,8 @@ use sea_orm::{
 
 pub use super::entities::event_outbox::Model as OutboxEvent;
 
-/// A new event, due now. Events with the same `ordering_key` are delivered in the order written.
-pub async fn insert<C: ConnectionTrait>(
-    c: &C,
-    plugin_id: &str,
-    sink: &str,
-    topic: &str,
-    payload: &str,
-    ordering_key: Option<&str>,
-    now: i64,
-) -> StorageResult<()> {
-    let backend = c.get_database_backend();
-    let stmt = insert_statement(backend, plugin_id, sink, topic, payload, ordering_key, now);
-    c.execute_raw(stmt).await?;
-    Ok(())
-}
-
-/// The insert [`insert`] runs, for a caller that sends it with other writes.
+/// The insert of a new event, due now, for the caller to run with its other writes (a plugin run's
+/// batch). Events with the same `ordering_key` are delivered in the order written.
 pub fn insert_statement(
     backend: DbBackend,
     plugin_id: &str,
@@ -154,7 +139,9 @@ mod tests {
         for tdb in test_databases().await {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
-            insert(db, "p", "sink", "t", "{}", None, 10).await.unwrap();
+            let event =
+                insert_statement(db.get_database_backend(), "p", "sink", "t", "{}", None, 10);
+            db.execute_raw(event).await.unwrap();
             let first = lease_due(db, 10, 1000, 10).await.unwrap();
             assert_eq!(first.len(), 1);
             assert!(
