@@ -114,3 +114,31 @@ async fn inventory_turns_results_into_attributes_in_the_harness() {
         h.logs()
     );
 }
+
+/// Every call gets an instance as new as the first: the pool resets a reused slot's memory in place, and
+/// neither initialised data nor zeroed memory (past what it keeps resident) may carry over.
+#[tokio::test]
+async fn a_reused_instance_slot_starts_as_new() {
+    let manifest = plugins::workspace_root().join("tests/plugins/hostile/plugin.json");
+    let h = Harness::load(
+        plugins::build("hostile-plugin"),
+        manifest,
+        json!({"mode": "remember"}),
+    )
+    .await
+    .unwrap();
+    for call in 0..4 {
+        let actions = h
+            .on_checkin(events::checkin("D1", CheckinKind::TokenUpdate, Some(1)))
+            .await
+            .unwrap();
+        let seen: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetAttribute(s) if s.key == "instance" => Some(s.value.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen, ["fresh"], "call {call}");
+    }
+}

@@ -14,6 +14,25 @@ use mdm::plugin::types::{
 
 struct Hostile;
 
+/// Initialised data (restored from the module's image for each instance) and 2 MiB of zeroed memory
+/// (more than the pool keeps resident, so both ways of resetting a slot are crossed). `remember` reports
+/// whether a call found them as a new instance must, then scribbles over both.
+static mut GENERATION: u64 = 7;
+static mut SCRATCH: [u8; 2 << 20] = [0; 2 << 20];
+
+fn remember() -> String {
+    // SAFETY: an instance runs one call on one thread; nothing else touches these.
+    unsafe {
+        let generation = std::ptr::addr_of_mut!(GENERATION);
+        let scratch = &mut *std::ptr::addr_of_mut!(SCRATCH);
+        let fresh = generation.read_volatile() == 7 && scratch.iter().all(|b| *b == 0);
+        generation.write_volatile(8);
+        scratch.fill(0xAB);
+        std::hint::black_box(&scratch);
+        if fresh { "fresh" } else { "stale" }.to_string()
+    }
+}
+
 fn mode() -> String {
     let cfg = mdm::plugin::config::get();
     serde_json::from_str::<serde_json::Value>(&cfg)
@@ -85,6 +104,11 @@ fn misbehave(device_id: &str) -> Result<Vec<Action>, String> {
             }
         }
         "push" => Ok(vec![Action::Push(vec![device_id.to_string()])]),
+        "remember" => Ok(vec![Action::SetAttribute(DeviceAttribute {
+            device_id: device_id.to_string(),
+            key: "instance".into(),
+            value: remember(),
+        })]),
         "tag" => Ok(vec![Action::SetAttribute(DeviceAttribute {
             device_id: device_id.to_string(),
             key: "hostile".into(),
