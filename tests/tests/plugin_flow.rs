@@ -5,6 +5,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use mdm_server::config::SinkConfig;
+use mdm_server::storage::outbox;
 use mdm_tests::device::{Device, Platform, ReceivedCommand};
 use mdm_tests::harness::{each_database, TestServer};
 use mdm_tests::sink::Sink;
@@ -349,6 +350,78 @@ async fn the_worker_delivers_as_soon_as_the_check_in_commits() {
                     .await,
                 "Authenticate and TokenUpdate events delivered without waiting for the tick"
             );
+            // Recorded delivered once the sink answered; held for this process until then, so no
+            // round (here one at the lease's end) sends them again.
+            let db = s.storage.db();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let events = outbox::all(db).await.unwrap();
+                assert_eq!(events.len(), 2, "{events:?}");
+                if events.iter().all(|e| e.delivered_at.is_some()) {
+                    assert!(events.iter().all(|e| e.attempts == 1), "{events:?}");
+                    let held = |e: &outbox::OutboxEvent| {
+                        e.next_attempt_at == e.created_at + mdm_server::plugins::delivery::LEASE_MS
+                    };
+                    assert!(events.iter().all(held), "written held: {events:?}");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not recorded: {events:?}"
+                );
+                tokio::task::yield_now().await;
+            }
+            s.clock.advance_ms(mdm_server::plugins::delivery::LEASE_MS);
+            assert_eq!(s.deliver_events().await, (0, 0), "nothing left to deliver");
+            assert_eq!(hook.received().len(), before + 2, "each delivered once");
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
+/// Handed-over events keep a device's order across batches: after one fails, the device's next is
+/// held until the failed one's retry instead of overtaking it.
+#[tokio::test]
+async fn a_failed_handed_over_event_holds_back_its_device_s_later_ones() {
+    let broken = Sink::start(500).await;
+    each_database(|db| {
+        let broken = &broken;
+        async move {
+            let url = broken.url.clone();
+            let s = TestServer::start_with(db, move |c| {
+                c.plugins.worker = true;
+                c.plugins.worker_interval_ms = 3_600_000;
+                c.plugins.sinks.insert(
+                    "broken".into(),
+                    SinkConfig {
+                        url,
+                        headers: Default::default(),
+                        timeout_secs: 5,
+                    },
+                );
+            })
+            .await;
+            let r = s.upload_plugin("webhook", json!({"sink": "broken"})).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let before = broken.count();
+            s.enroll(&Device::new(Platform::Ios)).await;
+            let db = s.storage.db();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let events = loop {
+                let events = outbox::all(db).await.unwrap();
+                assert_eq!(events.len(), 2, "{events:?}");
+                let (first, second) = (&events[0], &events[1]);
+                if first.attempts == 1 && second.next_attempt_at == first.next_attempt_at {
+                    break events;
+                }
+                assert!(std::time::Instant::now() < deadline, "{events:?}");
+                tokio::task::yield_now().await;
+            };
+            assert!(events[0].last_error.is_some(), "{events:?}");
+            assert_eq!(events[1].attempts, 0, "not tried: {events:?}");
+            assert!(events.iter().all(|e| e.delivered_at.is_none()));
+            assert_eq!(broken.count(), before + 1, "only the first was sent");
             s.stop().await;
         }
     })
@@ -363,17 +436,19 @@ async fn queue_event(
     device: Option<&str>,
     now: i64,
 ) {
-    use mdm_server::storage::{batch, outbox};
-    let insert = outbox::insert_statement(
-        db.get_database_backend(),
-        "p",
+    let insert = outbox::NewEvent {
+        plugin_id: "p",
         sink,
         topic,
-        "{}",
-        device,
+        payload: "{}",
+        ordering_key: device,
         now,
-    );
-    batch::execute(db, vec![insert]).await.unwrap();
+        due_at: now,
+    }
+    .insert_statement(db.get_database_backend());
+    mdm_server::storage::batch::execute(db, vec![insert])
+        .await
+        .unwrap();
 }
 
 /// The delivery worker keeps up with a fleet: one round delivers everything due (more than one leased

@@ -121,10 +121,8 @@ impl CheckinService {
     }
 
     /// After a commit: events plugins emitted in it go out now.
-    fn committed(&self, emitted: bool) {
-        if emitted {
-            self.plugins.events_committed();
-        }
+    fn committed(&self, events: Vec<crate::storage::outbox::OutboxEvent>) {
+        self.plugins.events_committed(events);
     }
 
     /// A check-in message (Authenticate, TokenUpdate, ...).
@@ -200,11 +198,10 @@ impl CheckinService {
             self.refuse_if(&mut run).await?;
         }
         let next_push_at = now + self.repush_interval_ms;
-        let emits = run.emits();
         let plugins = self.plugins.clone();
         let policy = self.user_authenticate;
         let fingerprint = cert.fingerprint().to_string();
-        let response = self
+        let (response, events) = self
             .storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -220,14 +217,14 @@ impl CheckinService {
                     let channel = (!is_token_update).then_some(next_push_at);
                     seen(txn, e, last, now, channel).await?;
                     let scope = scope_of(e, &event_id);
-                    plugins
+                    let events = plugins
                         .apply(txn, run, Hook::OnCheckin.as_str(), scope, now)
                         .await?;
-                    Ok::<_, CheckinError>(response)
+                    Ok::<_, CheckinError>((response, events))
                 })
             })
             .await?;
-        self.committed(emits);
+        self.committed(events);
         Ok(response)
     }
 
@@ -285,13 +282,12 @@ impl CheckinService {
                 .await;
             self.refuse_if(&mut run).await?;
         }
-        let emits = decision.emits() || run.emits();
         let plugins = self.plugins.clone();
         let fingerprint = cert.fingerprint().to_string();
         let subject = cert.subject()?;
         let not_after = cert.not_after_unix().ok().map(|s| s * 1000);
         let (e_owned, a_owned, raw) = (e.clone(), a.clone(), raw.to_vec());
-        let (canceled, renewal) = self
+        let (canceled, renewal, events) = self
             .storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -330,17 +326,19 @@ impl CheckinService {
                     audit_device(txn, e, "enrollment.authenticate", &e.device_id, detail, now)
                         .await?;
                     let scope = scope_of(e, &event_id);
-                    plugins
+                    let mut events = plugins
                         .apply(txn, decision, Hook::DecideEnrollment.as_str(), scope, now)
                         .await?;
-                    plugins
-                        .apply(txn, run, Hook::OnCheckin.as_str(), scope, now)
-                        .await?;
-                    Ok::<_, CheckinError>((canceled, renewal))
+                    events.extend(
+                        plugins
+                            .apply(txn, run, Hook::OnCheckin.as_str(), scope, now)
+                            .await?,
+                    );
+                    Ok::<_, CheckinError>((canceled, renewal, events))
                 })
             })
             .await?;
-        self.committed(emits);
+        self.committed(events);
         tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, renewal, "device authenticated");
         Ok(MdmResponse::Empty)
     }
@@ -386,11 +384,10 @@ impl CheckinService {
                 self.refuse_if(&mut run).await?;
             }
         }
-        let emits = run.emits();
         let plugins = self.plugins.clone();
         let fingerprint = cert.fingerprint().to_string();
         let next_push_at = now + self.repush_interval_ms;
-        let next = self
+        let (next, events) = self
             .storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -398,7 +395,7 @@ impl CheckinService {
                     let (state, _) = channel_state(txn, &fingerprint, e).await?;
                     record_report(txn, &report, &state, now).await?;
                     let scope = scope_of(e, &event_id);
-                    plugins
+                    let events = plugins
                         .apply(txn, run, Hook::OnCommandResult.as_str(), scope, now)
                         .await?;
                     let next = queue::next(txn, &e.id, now).await?;
@@ -407,11 +404,11 @@ impl CheckinService {
                         device_channel: state.device_channel_last_seen_at,
                     };
                     seen(txn, e, last, now, Some(next_push_at)).await?;
-                    Ok::<_, CheckinError>(next)
+                    Ok::<_, CheckinError>((next, events))
                 })
             })
             .await?;
-        self.committed(emits);
+        self.committed(events);
         Ok(match next {
             Some((_, cmd)) => {
                 self.metrics.commands_delivered.inc();

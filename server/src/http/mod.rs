@@ -472,7 +472,8 @@ fn spawn_plugin_workers(
     }
     let period = std::time::Duration::from_millis(cfg.worker_interval_ms);
     let delivery = Arc::new(delivery);
-    crate::worker::spawn_woken(plugins.delivery_wake(), period, move || {
+    plugins.deliver_here(delivery.clone().handoff());
+    every(period, move || {
         let delivery = delivery.clone();
         async move {
             if let Err(e) = delivery.run_once().await {

@@ -32,6 +32,17 @@ pub struct ActionContext<'a> {
     pub now: i64,
     pub sinks: &'a BTreeSet<String>,
     pub metrics: &'a Metrics,
+    /// How long past `now` a new event is held for this process's own delivery (0: due at once, for
+    /// whichever worker leases it).
+    pub event_hold_ms: i64,
+}
+
+/// Writes no later action reads, sent in one batch with the run's audit rows: the events' inserts (each
+/// returning its id, in the order of `events`) among them.
+#[derive(Default)]
+pub struct Deferred {
+    pub statements: Vec<Statement>,
+    pub events: Vec<outbox::OutboxEvent>,
 }
 
 impl ActionContext<'_> {
@@ -71,13 +82,14 @@ fn needs(a: &Action) -> Capability {
 
 /// Apply one plugin's actions. Refused actions are audited, not fatal; only a storage failure is an error
 /// (and then the caller's whole transaction rolls back). Writes nothing later in the call reads (an
-/// event for the outbox) are left in `deferred`, for the caller to send with its audit rows.
+/// event for the outbox) are left in `deferred`, for the caller to send with its audit rows; the events
+/// are stored there with id 0 until the batch returns theirs.
 pub async fn apply<C: ConnectionTrait>(
     c: &C,
     plugin: &Arc<LoadedPlugin>,
     actions: Vec<Action>,
     ctx: &ActionContext<'_>,
-    deferred: &mut Vec<Statement>,
+    deferred: &mut Deferred,
 ) -> Result<Vec<AuditRow>, StorageError> {
     let id = &*plugin.id;
     let max = plugin.manifest.limits.max_actions as usize;
@@ -193,7 +205,8 @@ fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, Strin
                     "event payloads are at most {MAX_EVENT_PAYLOAD} bytes"
                 ));
             }
-            if serde_json::from_str::<serde_json::Value>(&e.payload_json).is_err() {
+            // Checked, not kept: the payload is stored and sent as the plugin wrote it.
+            if serde_json::from_str::<serde::de::IgnoredAny>(&e.payload_json).is_err() {
                 return Err("payload-json is not JSON".into());
             }
             json!({"sink": e.sink, "topic": e.topic})
@@ -207,7 +220,7 @@ async fn perform<C: ConnectionTrait>(
     a: Action,
     mut desc: serde_json::Value,
     ctx: &ActionContext<'_>,
-    deferred: &mut Vec<Statement>,
+    deferred: &mut Deferred,
 ) -> Result<(&'static str, serde_json::Value), StorageError> {
     let outcome = match a {
         Action::Enqueue(e) => {
@@ -299,17 +312,63 @@ async fn perform<C: ConnectionTrait>(
             "applied"
         }
         Action::Emit(e) => {
-            deferred.push(outbox::insert_statement(
-                c.get_database_backend(),
-                plugin,
-                &e.sink,
-                &e.topic,
-                &e.payload_json,
-                ctx.scope.device_id,
-                ctx.now,
-            ));
+            let event = outbox::NewEvent {
+                plugin_id: plugin,
+                sink: &e.sink,
+                topic: &e.topic,
+                payload: &e.payload_json,
+                ordering_key: ctx.scope.device_id,
+                now: ctx.now,
+                due_at: ctx.now + ctx.event_hold_ms,
+            };
+            deferred
+                .statements
+                .push(event.insert_statement(c.get_database_backend()));
+            deferred.events.push(event.stored(0));
             "applied"
         }
     };
     Ok((outcome, desc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::bindings::types::Event;
+
+    fn emit(sink: &str, payload: &str) -> Result<serde_json::Value, String> {
+        let sinks = BTreeSet::from(["webhook".to_string()]);
+        let metrics = Metrics::new();
+        let ctx = ActionContext {
+            hook: "on-checkin",
+            scope: EventScope {
+                event_id: "E1",
+                device_id: None,
+                enrollment_id: None,
+            },
+            now: 0,
+            sinks: &sinks,
+            metrics: &metrics,
+            event_hold_ms: 0,
+        };
+        check(
+            &Action::Emit(Event {
+                sink: sink.into(),
+                topic: "t".into(),
+                payload_json: payload.into(),
+            }),
+            &ctx,
+        )
+    }
+
+    #[test]
+    fn an_event_needs_a_configured_sink_and_one_json_value_within_the_size_limit() {
+        assert!(emit("webhook", r#"{"a": [1, "x", null]}"#).is_ok());
+        assert!(emit("elsewhere", "{}").is_err());
+        for bad in ["", "{", r#"{"a": 1} {"b": 2}"#, "{} trailing", "not json"] {
+            assert!(emit("webhook", bad).is_err(), "{bad:?}");
+        }
+        let big = format!(r#""{}""#, "x".repeat(MAX_EVENT_PAYLOAD));
+        assert!(emit("webhook", &big).is_err());
+    }
 }

@@ -2,9 +2,11 @@
 //! retried with exponential backoff until the sink answers 2xx. At-least-once: a sink may see an event
 //! twice (after a crash between delivery and recording it), so each carries its id in `X-MDM-Event-Id`.
 //!
-//! A round drains everything due: batches are leased in one statement, posted concurrently and recorded as
-//! delivered in one statement, so delivery keeps up with a fleet whose every check-in emits an event. The
-//! worker runs a round when a check-in commits events and, failing that, on a timer.
+//! Events a check-in commits are handed straight to this process's delivery ([`Handoff`]): they were
+//! written held for it, so nothing needs leasing or reading back, and each batch handed over is posted
+//! concurrently and recorded delivered in one statement. Whatever that misses (a retry, an event whose
+//! writer died before delivering it, one written by a replica that delivers nothing) is due in the outbox,
+//! and the worker's round drains it on a timer: batches leased in one statement, posted, recorded.
 
 use crate::clock::SharedClock;
 use crate::config::SinkConfig;
@@ -15,9 +17,37 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
-/// How long a worker holds a leased event before another may try it.
-const LEASE_MS: i64 = 60_000;
+/// The sending side of [`Delivery::deliver_handed`]: committed events, in commit order.
+pub struct Handoff(mpsc::Sender<outbox::OutboxEvent>);
+
+impl Handoff {
+    /// Hand over events a transaction committed. Never waits: when delivery is that far behind (or has
+    /// stopped), the rest stay in the outbox, held until [`LEASE_MS`] after they were written.
+    pub fn send(&self, events: Vec<outbox::OutboxEvent>) {
+        for e in events {
+            if let Err(err) = self.0.try_send(e) {
+                let e = match err {
+                    mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e) => e,
+                };
+                tracing::warn!(
+                    event = e.id,
+                    "event delivery is behind; the event waits in the outbox"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Events of one device and sink whose delivery failed: later ones wait until the failed one is retried.
+type Blocked = HashMap<(String, String), i64>;
+
+/// How long a worker holds a leased event (or its writer, one handed over) before another may try it.
+pub const LEASE_MS: i64 = 60_000;
+/// Events handed over and not yet taken, at most: past that, events wait for their hold to end.
+const HANDOFF_CAPACITY: usize = 10_000;
 /// Events leased (and recorded) per statement.
 const BATCH: u64 = 200;
 /// POSTs in flight at once, across sinks.
@@ -50,11 +80,11 @@ fn in_order_groups(leased: Vec<outbox::OutboxEvent>) -> Vec<Vec<outbox::OutboxEv
     let mut groups: Vec<Vec<outbox::OutboxEvent>> = Vec::new();
     let mut by_key: HashMap<(String, String), usize> = HashMap::new();
     for e in leased {
-        let Some(key) = e.ordering_key.clone() else {
+        let Some(key) = group_key(&e) else {
             groups.push(vec![e]);
             continue;
         };
-        match by_key.entry((e.sink.clone(), key)) {
+        match by_key.entry(key) {
             Entry::Occupied(i) => groups[*i.get()].push(e),
             Entry::Vacant(v) => {
                 v.insert(groups.len());
@@ -63,6 +93,11 @@ fn in_order_groups(leased: Vec<outbox::OutboxEvent>) -> Vec<Vec<outbox::OutboxEv
         }
     }
     groups
+}
+
+/// What orders an event among others: its sink and device; none for an event about no device.
+fn group_key(e: &outbox::OutboxEvent) -> Option<(String, String)> {
+    e.ordering_key.clone().map(|k| (e.sink.clone(), k))
 }
 
 pub fn backoff_ms(attempts: i32) -> i64 {
@@ -103,37 +138,92 @@ impl Delivery {
         }
     }
 
-    /// One leased batch: returns (leased, delivered, failed). Events of one device for one sink go one
-    /// after another, in id order; different devices' go concurrently. After a failure the device's later
-    /// events in the batch wait for the failed one's retry, so a sink that is down does not see them
-    /// overtake it (a retried event may still arrive after events written once it was back up).
+    /// One leased batch: returns (leased, delivered, failed).
     async fn run_batch(&self) -> Result<(usize, usize, usize), StorageError> {
-        let db = self.storage.db();
-        let leased = outbox::lease_due(db, self.clock.now_ms(), LEASE_MS, BATCH).await?;
+        let leased =
+            outbox::lease_due(self.storage.db(), self.clock.now_ms(), LEASE_MS, BATCH).await?;
         let n = leased.len();
-        let outcomes: Vec<_> = futures_util::stream::iter(in_order_groups(leased))
-            .map(|group| self.deliver_in_order(group))
+        let (delivered, failed) = self.deliver(leased, &mut Blocked::new()).await?;
+        Ok((n, delivered, failed))
+    }
+
+    /// A channel for [`PluginHost::deliver_here`](super::PluginHost::deliver_here), and the task that
+    /// delivers what comes through it.
+    pub fn handoff(self: Arc<Self>) -> Handoff {
+        let (tx, rx) = mpsc::channel(HANDOFF_CAPACITY);
+        tokio::spawn(self.deliver_handed(rx));
+        Handoff(tx)
+    }
+
+    /// Deliver handed-over events as they come, everything waiting at once as one batch. A device whose
+    /// event failed has its later events held until that one's retry, across batches.
+    async fn deliver_handed(self: Arc<Self>, mut rx: mpsc::Receiver<outbox::OutboxEvent>) {
+        let mut blocked = Blocked::new();
+        let mut batch = Vec::with_capacity(BATCH as usize);
+        while rx.recv_many(&mut batch, BATCH as usize).await > 0 {
+            let now = self.clock.now_ms();
+            blocked.retain(|_, until| *until > now);
+            // Commit order; ids give the order written where commits overlap (PostgreSQL).
+            batch.sort_by_key(|e| e.id);
+            // On a storage error the batch's events stay held; the round delivers them after the hold.
+            if let Err(e) = self.deliver(std::mem::take(&mut batch), &mut blocked).await {
+                tracing::error!(error = %e, "recording event delivery failed");
+            }
+        }
+    }
+
+    /// Post `events` (in id order) and record the outcomes: returns (delivered, failed). Events of one
+    /// device for one sink go one after another, in id order; different devices' go concurrently. After
+    /// a failure the device's later events wait for the failed one's retry (those in `blocked` too), so
+    /// a sink that is down does not see them overtake it (a retried event may still arrive after events
+    /// written once it was back up).
+    async fn deliver(
+        &self,
+        events: Vec<outbox::OutboxEvent>,
+        blocked: &mut Blocked,
+    ) -> Result<(usize, usize), StorageError> {
+        let db = self.storage.db();
+        let n = events.len();
+        let groups = in_order_groups(events).into_iter().map(|group| {
+            let key = group_key(&group[0]);
+            let held = key.as_ref().and_then(|k| blocked.get(k).copied());
+            (key, group, held)
+        });
+        let outcomes: Vec<_> = futures_util::stream::iter(groups)
+            .map(
+                |(key, group, held)| async move { (key, self.deliver_in_order(group, held).await) },
+            )
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
         let (mut delivered, mut failed) = (Vec::with_capacity(n), 0);
-        for (id, outcome) in outcomes.into_iter().flatten() {
-            match outcome {
-                Outcome::Delivered => delivered.push(id),
-                Outcome::Failed { next, error } => {
-                    outbox::mark_failed(db, id, next, &error).await?;
-                    failed += 1;
+        for (key, group) in outcomes {
+            for (id, outcome) in group {
+                match outcome {
+                    Outcome::Delivered => delivered.push(id),
+                    Outcome::Failed { next, error } => {
+                        outbox::mark_failed(db, id, next, &error).await?;
+                        if let Some(k) = &key {
+                            blocked.insert(k.clone(), next);
+                        }
+                        failed += 1;
+                    }
+                    Outcome::Held { until } => outbox::hold(db, id, until).await?,
                 }
-                Outcome::Held { until } => outbox::hold(db, id, until).await?,
             }
         }
         outbox::mark_delivered(db, &delivered, self.clock.now_ms()).await?;
-        Ok((n, delivered.len(), failed))
+        Ok((delivered.len(), failed))
     }
 
-    async fn deliver_in_order(&self, group: Vec<outbox::OutboxEvent>) -> Vec<(i64, Outcome)> {
+    /// One group in order; `held`: an earlier event of the group's device failed and retries then.
+    async fn deliver_in_order(
+        &self,
+        group: Vec<outbox::OutboxEvent>,
+        held: Option<i64>,
+    ) -> Vec<(i64, Outcome)> {
         let mut out = Vec::with_capacity(group.len());
-        let mut retry_at = None;
+        let mut retry_at = held;
         for e in group {
             if let Some(until) = retry_at {
                 out.push((e.id, Outcome::Held { until }));

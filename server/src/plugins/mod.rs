@@ -54,16 +54,6 @@ pub struct HookRun {
     pub refused: Option<String>,
 }
 
-impl HookRun {
-    /// Some plugin asked to emit an event: once the caller commits, the delivery worker has work
-    /// ([`PluginHost::events_committed`]).
-    pub fn emits(&self) -> bool {
-        self.actions
-            .iter()
-            .any(|(_, a)| a.iter().any(|a| matches!(a, Action::Emit(_))))
-    }
-}
-
 /// Identifies the event in audit rows.
 #[derive(Clone, Copy)]
 pub struct EventScope<'a> {
@@ -81,8 +71,9 @@ pub struct PluginHost {
     reload_lock: tokio::sync::Mutex<()>,
     breaker: Breaker,
     sinks: BTreeSet<String>,
-    /// Wakes the event delivery worker.
-    events: Arc<tokio::sync::Notify>,
+    /// Where committed events go for delivery by this process, when it delivers events
+    /// ([`PluginHost::deliver_here`]).
+    handoff: std::sync::OnceLock<delivery::Handoff>,
 }
 
 /// One plugin audit row: what a plugin decided, asked for or suffered, and what became of it.
@@ -151,7 +142,7 @@ impl PluginHost {
                 cfg.quarantine_window_secs as i64 * 1000,
             ),
             sinks: cfg.sinks.keys().cloned().collect(),
-            events: Arc::new(tokio::sync::Notify::new()),
+            handoff: std::sync::OnceLock::new(),
         }))
     }
 
@@ -159,15 +150,35 @@ impl PluginHost {
         &self.storage
     }
 
-    /// Events written by a committed transaction wait in the outbox: deliver them now rather than at the
-    /// worker's next tick.
-    pub fn events_committed(&self) {
-        self.events.notify_one();
+    /// From now on this process delivers the events its own check-ins commit, through `handoff`: they
+    /// are written held for it ([`delivery::LEASE_MS`]) and handed over on commit, so delivery needs no
+    /// lease and no read of what was just written. Without it, events are written due at once for
+    /// whichever worker leases them.
+    pub fn deliver_here(&self, handoff: delivery::Handoff) {
+        let _ = self.handoff.set(handoff);
     }
 
-    /// What the delivery worker waits on.
-    pub fn delivery_wake(&self) -> Arc<tokio::sync::Notify> {
-        self.events.clone()
+    /// After the transaction that wrote them commits: hand `events` over for delivery. One that
+    /// cannot be handed over stays held in the outbox and any worker delivers it when its hold ends.
+    pub fn events_committed(&self, events: Vec<crate::storage::outbox::OutboxEvent>) {
+        if let Some(h) = self.handoff.get() {
+            // Only those written held for this process: one written due (before the handoff was set)
+            // is any worker's, and handing it over too could deliver it twice.
+            h.send(
+                events
+                    .into_iter()
+                    .filter(|e| e.next_attempt_at > e.created_at)
+                    .collect(),
+            );
+        }
+    }
+
+    fn event_hold_ms(&self) -> i64 {
+        if self.handoff.get().is_some() {
+            delivery::LEASE_MS
+        } else {
+            0
+        }
     }
 
     pub fn now(&self) -> i64 {
@@ -434,7 +445,8 @@ impl PluginHost {
         run
     }
 
-    /// Apply a run's actions and write its audit rows, in the caller's transaction.
+    /// Apply a run's actions and write its audit rows, in the caller's transaction. Returns the events
+    /// it wrote, for [`PluginHost::events_committed`] once the caller has committed.
     pub async fn apply<C: ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
         c: &C,
@@ -442,25 +454,39 @@ impl PluginHost {
         hook: &'static str,
         scope: EventScope<'_>,
         now: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Vec<crate::storage::outbox::OutboxEvent>, StorageError> {
         let ctx = ActionContext {
             hook,
             scope,
             now,
             sinks: &self.sinks,
             metrics: &self.metrics,
+            event_hold_ms: self.event_hold_ms(),
         };
         let mut rows = run.audit;
-        let mut writes = Vec::new();
+        let mut deferred = actions::Deferred::default();
         for (p, a) in run.actions {
-            rows.extend(actions::apply(c, &p, a, &ctx, &mut writes).await?);
+            rows.extend(actions::apply(c, &p, a, &ctx, &mut deferred).await?);
         }
         // The run's events and its audit rows: one trip to the database.
-        writes.extend(plugin_audit::insert_statements(
+        let mut statements = deferred.statements;
+        statements.extend(plugin_audit::insert_statements(
             c.get_database_backend(),
             rows,
         ));
-        crate::storage::batch::execute(c, writes).await
+        let returned = crate::storage::batch::query(c, statements).await?;
+        let mut events = deferred.events;
+        if returned.len() != events.len() {
+            return Err(StorageError::Corrupt(format!(
+                "{} event inserts returned {} ids",
+                events.len(),
+                returned.len()
+            )));
+        }
+        for (e, row) in events.iter_mut().zip(returned) {
+            e.id = row.try_get("", "id")?;
+        }
+        Ok(events)
     }
 
     /// Run due schedules once. Each tick is claimed in the database, so one replica runs it.
@@ -499,13 +525,10 @@ impl PluginHost {
             let run = self
                 .run_on(std::slice::from_ref(p), Hook::OnSchedule, input, scope)
                 .await;
-            let emits = run.emits();
             let txn = sea_orm::TransactionTrait::begin(db).await?;
-            self.apply(&txn, run, "on-schedule", scope, now).await?;
+            let events = self.apply(&txn, run, "on-schedule", scope, now).await?;
             txn.commit().await?;
-            if emits {
-                self.events_committed();
-            }
+            self.events_committed(events);
             ran += 1;
         }
         Ok(ran)

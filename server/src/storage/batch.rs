@@ -7,21 +7,30 @@
 //! per query, so there they go one after another, as before.
 
 use super::StorageResult;
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Values};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Values};
 
 /// Run `statements` in order on `c` (inside the caller's transaction when `c` is one).
 pub async fn execute<C: ConnectionTrait>(c: &C, statements: Vec<Statement>) -> StorageResult<()> {
+    query(c, statements).await.map(drop)
+}
+
+/// Run `statements` in order on `c` and return the rows they return (`RETURNING`), in order.
+pub async fn query<C: ConnectionTrait>(
+    c: &C,
+    statements: Vec<Statement>,
+) -> StorageResult<Vec<QueryResult>> {
     match c.get_database_backend() {
         DbBackend::Sqlite if statements.len() > 1 => {
-            c.execute_raw(joined(statements)).await?;
+            Ok(c.query_all_raw(joined(statements)).await?)
         }
         _ => {
+            let mut rows = Vec::new();
             for s in statements {
-                c.execute_raw(s).await?;
+                rows.extend(c.query_all_raw(s).await?);
             }
+            Ok(rows)
         }
     }
-    Ok(())
 }
 
 /// One SQLite query holding every statement, their values in the same order.
@@ -106,6 +115,43 @@ mod tests {
                 "{}: part of a failed batch stayed",
                 tdb.label
             );
+            tdb.cleanup().await;
+        }
+    }
+
+    /// The rows of the statements that return some come back in statement order; the others add none.
+    #[tokio::test]
+    async fn returned_rows_come_back_in_statement_order() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            let b = db.get_database_backend();
+            db.execute_unprepared(
+                "CREATE TABLE batch_t (k TEXT NOT NULL UNIQUE, v BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+            let returning = |k: &str, v: i64| {
+                let mut st = insert(b, k, v);
+                st.sql.push_str(" RETURNING v");
+                st
+            };
+            let txn = db.begin().await.unwrap();
+            let out = query(
+                &txn,
+                vec![
+                    returning("a", 10),
+                    insert(b, "b", 2),
+                    returning("c", 30),
+                    returning("d", 40),
+                ],
+            )
+            .await
+            .unwrap();
+            txn.commit().await.unwrap();
+            let vs: Vec<i64> = out.iter().map(|r| r.try_get("", "v").unwrap()).collect();
+            assert_eq!(vs, [10, 30, 40], "{}", tdb.label);
+            assert_eq!(rows(db).await.len(), 4, "{}", tdb.label);
             tdb.cleanup().await;
         }
     }

@@ -12,31 +12,57 @@ use sea_orm::{
 
 pub use super::entities::event_outbox::Model as OutboxEvent;
 
-/// The insert of a new event, due now, for the caller to run with its other writes (a plugin run's
-/// batch). Events with the same `ordering_key` are delivered in the order written.
-pub fn insert_statement(
-    backend: DbBackend,
-    plugin_id: &str,
-    sink: &str,
-    topic: &str,
-    payload: &str,
-    ordering_key: Option<&str>,
-    now: i64,
-) -> Statement {
-    Entity::insert(ActiveModel {
-        id: NotSet,
-        plugin_id: Set(plugin_id.to_string()),
-        sink: Set(sink.to_string()),
-        topic: Set(topic.to_string()),
-        payload: Set(payload.to_string()),
-        attempts: Set(0),
-        next_attempt_at: Set(now),
-        delivered_at: Set(None),
-        last_error: Set(None),
-        created_at: Set(now),
-        ordering_key: Set(ordering_key.map(str::to_string)),
-    })
-    .build(backend)
+/// A new event, as a plugin run writes it. Events with the same `ordering_key` are delivered in the
+/// order written.
+pub struct NewEvent<'a> {
+    pub plugin_id: &'a str,
+    pub sink: &'a str,
+    pub topic: &'a str,
+    pub payload: &'a str,
+    pub ordering_key: Option<&'a str>,
+    pub now: i64,
+    /// When a worker may lease it: `now`, or later when the writing process delivers it itself and
+    /// holds it as if leased until then (it stays in the outbox for any worker if that process dies).
+    pub due_at: i64,
+}
+
+impl NewEvent<'_> {
+    /// The insert, returning the new row's `id`, for the caller to run with its other writes (a plugin
+    /// run's batch).
+    pub fn insert_statement(&self, backend: DbBackend) -> Statement {
+        let mut insert = Entity::insert(ActiveModel {
+            id: NotSet,
+            plugin_id: Set(self.plugin_id.to_string()),
+            sink: Set(self.sink.to_string()),
+            topic: Set(self.topic.to_string()),
+            payload: Set(self.payload.to_string()),
+            attempts: Set(0),
+            next_attempt_at: Set(self.due_at),
+            delivered_at: Set(None),
+            last_error: Set(None),
+            created_at: Set(self.now),
+            ordering_key: Set(self.ordering_key.map(str::to_string)),
+        });
+        insert.query().returning_col(Column::Id);
+        insert.build(backend)
+    }
+
+    /// The row as stored under `id`.
+    pub fn stored(&self, id: i64) -> Model {
+        Model {
+            id,
+            plugin_id: self.plugin_id.to_string(),
+            sink: self.sink.to_string(),
+            topic: self.topic.to_string(),
+            payload: self.payload.to_string(),
+            attempts: 0,
+            next_attempt_at: self.due_at,
+            delivered_at: None,
+            last_error: None,
+            created_at: self.now,
+            ordering_key: self.ordering_key.map(str::to_string),
+        }
+    }
 }
 
 /// Lease up to `limit` due events for `lease_ms`, oldest first, in one statement; returns the events this
@@ -139,9 +165,18 @@ mod tests {
         for tdb in test_databases().await {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
-            let event =
-                insert_statement(db.get_database_backend(), "p", "sink", "t", "{}", None, 10);
-            db.execute_raw(event).await.unwrap();
+            let event = NewEvent {
+                plugin_id: "p",
+                sink: "sink",
+                topic: "t",
+                payload: "{}",
+                ordering_key: None,
+                now: 10,
+                due_at: 10,
+            };
+            db.execute_raw(event.insert_statement(db.get_database_backend()))
+                .await
+                .unwrap();
             let first = lease_due(db, 10, 1000, 10).await.unwrap();
             assert_eq!(first.len(), 1);
             assert!(
@@ -155,6 +190,36 @@ mod tests {
             mark_delivered(db, &[again[0].id], 5001).await.unwrap();
             assert!(lease_due(db, 99_999, 1000, 10).await.unwrap().is_empty());
             assert_eq!(purge_delivered(db, 6000).await.unwrap(), 1);
+            tdb.cleanup().await;
+        }
+    }
+
+    /// An event its writer delivers itself is nobody else's until its hold runs out; then, the writer
+    /// having died, any worker leases it. Its insert returns the id it is stored under.
+    #[tokio::test]
+    async fn a_held_event_waits_for_its_writer_then_is_due() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            let event = NewEvent {
+                plugin_id: "p",
+                sink: "sink",
+                topic: "t",
+                payload: "{\"n\": 1}",
+                ordering_key: Some("D1"),
+                now: 10,
+                due_at: 10 + 60_000,
+            };
+            let rows = db
+                .query_all_raw(event.insert_statement(db.get_database_backend()))
+                .await
+                .unwrap();
+            let id: i64 = rows[0].try_get("", "id").unwrap();
+            assert_eq!(find(db, id).await.unwrap(), Some(event.stored(id)));
+            assert!(lease_due(db, 10, 1000, 10).await.unwrap().is_empty());
+            assert!(lease_due(db, 60_009, 1000, 10).await.unwrap().is_empty());
+            let won = lease_due(db, 60_010, 1000, 10).await.unwrap();
+            assert_eq!(won.iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
             tdb.cleanup().await;
         }
     }
