@@ -32,6 +32,26 @@ async fn with_sinks(
     db: mdm_server::storage::testing::TestDatabase,
     sinks: &[(&str, &Sink)],
 ) -> TestServer {
+    start_with_sinks(db, sinks, |_| {}).await
+}
+
+/// The same with the delivery worker running, as in production (its timed round an hour away).
+async fn with_worker(
+    db: mdm_server::storage::testing::TestDatabase,
+    sinks: &[(&str, &Sink)],
+) -> TestServer {
+    start_with_sinks(db, sinks, |c| {
+        c.plugins.worker = true;
+        c.plugins.worker_interval_ms = 3_600_000;
+    })
+    .await
+}
+
+async fn start_with_sinks(
+    db: mdm_server::storage::testing::TestDatabase,
+    sinks: &[(&str, &Sink)],
+    tweak: impl FnOnce(&mut mdm_server::config::Config) + Send + 'static,
+) -> TestServer {
     let sinks: Vec<(String, String)> = sinks
         .iter()
         .map(|(n, s)| (n.to_string(), s.url.clone()))
@@ -47,8 +67,25 @@ async fn with_sinks(
                 },
             );
         }
+        tweak(c);
     })
     .await
+}
+
+/// The outbox once `done` says so (the worker records outcomes after the sink answers), within 30 s.
+async fn outbox_once(
+    s: &TestServer,
+    done: impl Fn(&[outbox::OutboxEvent]) -> bool,
+) -> Vec<outbox::OutboxEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let events = outbox::all(s.storage.db()).await.unwrap();
+        if done(&events) {
+            return events;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]
@@ -326,20 +363,7 @@ async fn the_worker_delivers_as_soon_as_the_check_in_commits() {
     each_database(|db| {
         let hook = &hook;
         async move {
-            let url = hook.url.clone();
-            let s = TestServer::start_with(db, move |c| {
-                c.plugins.worker = true;
-                c.plugins.worker_interval_ms = 3_600_000;
-                c.plugins.sinks.insert(
-                    "webhook".into(),
-                    SinkConfig {
-                        url,
-                        headers: Default::default(),
-                        timeout_secs: 5,
-                    },
-                );
-            })
-            .await;
+            let s = with_worker(db, &[("webhook", hook)]).await;
             let r = s.upload_plugin("webhook", json!({"sink": "webhook"})).await;
             assert_eq!(r.status, 200, "{}", r.text());
             let before = hook.received().len();
@@ -352,25 +376,16 @@ async fn the_worker_delivers_as_soon_as_the_check_in_commits() {
             );
             // Recorded delivered once the sink answered; held for this process until then, so no
             // round (here one at the lease's end) sends them again.
-            let db = s.storage.db();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            loop {
-                let events = outbox::all(db).await.unwrap();
+            let events = outbox_once(&s, |events| {
                 assert_eq!(events.len(), 2, "{events:?}");
-                if events.iter().all(|e| e.delivered_at.is_some()) {
-                    assert!(events.iter().all(|e| e.attempts == 1), "{events:?}");
-                    let held = |e: &outbox::OutboxEvent| {
-                        e.next_attempt_at == e.created_at + mdm_server::plugins::delivery::LEASE_MS
-                    };
-                    assert!(events.iter().all(held), "written held: {events:?}");
-                    break;
-                }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "not recorded: {events:?}"
-                );
-                tokio::task::yield_now().await;
-            }
+                events.iter().all(|e| e.delivered_at.is_some())
+            })
+            .await;
+            assert!(events.iter().all(|e| e.attempts == 1), "{events:?}");
+            let held = |e: &outbox::OutboxEvent| {
+                e.next_attempt_at == e.created_at + mdm_server::plugins::delivery::LEASE_MS
+            };
+            assert!(events.iter().all(held), "written held: {events:?}");
             s.clock.advance_ms(mdm_server::plugins::delivery::LEASE_MS);
             assert_eq!(s.deliver_events().await, (0, 0), "nothing left to deliver");
             assert_eq!(hook.received().len(), before + 2, "each delivered once");
@@ -388,36 +403,17 @@ async fn a_failed_handed_over_event_holds_back_its_device_s_later_ones() {
     each_database(|db| {
         let broken = &broken;
         async move {
-            let url = broken.url.clone();
-            let s = TestServer::start_with(db, move |c| {
-                c.plugins.worker = true;
-                c.plugins.worker_interval_ms = 3_600_000;
-                c.plugins.sinks.insert(
-                    "broken".into(),
-                    SinkConfig {
-                        url,
-                        headers: Default::default(),
-                        timeout_secs: 5,
-                    },
-                );
-            })
-            .await;
+            let s = with_worker(db, &[("broken", broken)]).await;
             let r = s.upload_plugin("webhook", json!({"sink": "broken"})).await;
             assert_eq!(r.status, 200, "{}", r.text());
             let before = broken.count();
             s.enroll(&Device::new(Platform::Ios)).await;
-            let db = s.storage.db();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            let events = loop {
-                let events = outbox::all(db).await.unwrap();
+            let events = outbox_once(&s, |events| {
                 assert_eq!(events.len(), 2, "{events:?}");
                 let (first, second) = (&events[0], &events[1]);
-                if first.attempts == 1 && second.next_attempt_at == first.next_attempt_at {
-                    break events;
-                }
-                assert!(std::time::Instant::now() < deadline, "{events:?}");
-                tokio::task::yield_now().await;
-            };
+                first.attempts == 1 && second.next_attempt_at == first.next_attempt_at
+            })
+            .await;
             assert!(events[0].last_error.is_some(), "{events:?}");
             assert_eq!(events[1].attempts, 0, "not tried: {events:?}");
             assert!(events.iter().all(|e| e.delivered_at.is_none()));

@@ -120,11 +120,6 @@ impl CheckinService {
         Ok(())
     }
 
-    /// After a commit: events plugins emitted in it go out now.
-    fn committed(&self, events: Vec<crate::storage::outbox::OutboxEvent>) {
-        self.plugins.events_committed(events);
-    }
-
     /// A check-in message (Authenticate, TokenUpdate, ...).
     pub async fn checkin(
         &self,
@@ -224,7 +219,7 @@ impl CheckinService {
                 })
             })
             .await?;
-        self.committed(events);
+        self.plugins.events_committed(events);
         Ok(response)
     }
 
@@ -338,7 +333,7 @@ impl CheckinService {
                 })
             })
             .await?;
-        self.committed(events);
+        self.plugins.events_committed(events);
         tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, renewal, "device authenticated");
         Ok(MdmResponse::Empty)
     }
@@ -408,7 +403,7 @@ impl CheckinService {
                 })
             })
             .await?;
-        self.committed(events);
+        self.plugins.events_committed(events);
         Ok(match next {
             Some((_, cmd)) => {
                 self.metrics.commands_delivered.inc();

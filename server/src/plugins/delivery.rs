@@ -28,9 +28,7 @@ impl Handoff {
     pub fn send(&self, events: Vec<outbox::OutboxEvent>) {
         for e in events {
             if let Err(err) = self.0.try_send(e) {
-                let e = match err {
-                    mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e) => e,
-                };
+                let e = err.into_inner();
                 tracing::warn!(
                     event = e.id,
                     "event delivery is behind; the event waits in the outbox"

@@ -50,7 +50,7 @@ fn joined(statements: Vec<Statement>) -> Statement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::testing::test_databases;
+    use crate::storage::testing::{test_databases, TestDatabase};
     use sea_orm::TransactionTrait;
 
     fn insert(backend: DbBackend, key: &str, value: i64) -> Statement {
@@ -59,6 +59,16 @@ mod tests {
             _ => "INSERT INTO batch_t (k, v) VALUES (?, ?)",
         };
         Statement::from_sql_and_values(backend, sql, [key.into(), value.into()])
+    }
+
+    /// The test database's storage, with the table the tests write.
+    async fn with_table(tdb: &TestDatabase) -> crate::storage::Storage {
+        let s = tdb.storage().await.unwrap();
+        s.db()
+            .execute_unprepared("CREATE TABLE batch_t (k TEXT NOT NULL UNIQUE, v BIGINT NOT NULL)")
+            .await
+            .unwrap();
+        s
     }
 
     async fn rows<C: ConnectionTrait>(c: &C) -> Vec<(String, i64)> {
@@ -79,14 +89,9 @@ mod tests {
     #[tokio::test]
     async fn statements_run_in_order_with_their_own_values_and_fail_together() {
         for tdb in test_databases().await {
-            let s = tdb.storage().await.unwrap();
+            let s = with_table(&tdb).await;
             let db = s.db();
             let b = db.get_database_backend();
-            db.execute_unprepared(
-                "CREATE TABLE batch_t (k TEXT NOT NULL UNIQUE, v BIGINT NOT NULL)",
-            )
-            .await
-            .unwrap();
             execute(
                 db,
                 vec![insert(b, "a", 1), insert(b, "b", 2), insert(b, "c", 3)],
@@ -123,14 +128,9 @@ mod tests {
     #[tokio::test]
     async fn returned_rows_come_back_in_statement_order() {
         for tdb in test_databases().await {
-            let s = tdb.storage().await.unwrap();
+            let s = with_table(&tdb).await;
             let db = s.db();
             let b = db.get_database_backend();
-            db.execute_unprepared(
-                "CREATE TABLE batch_t (k TEXT NOT NULL UNIQUE, v BIGINT NOT NULL)",
-            )
-            .await
-            .unwrap();
             let returning = |k: &str, v: i64| {
                 let mut st = insert(b, k, v);
                 st.sql.push_str(" RETURNING v");

@@ -6,8 +6,8 @@ use super::entities::event_outbox::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order, Query};
 use sea_orm::{
-    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QueryTrait, Statement,
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QueryTrait, Statement,
 };
 
 pub use super::entities::event_outbox::Model as OutboxEvent;
@@ -30,19 +30,9 @@ impl NewEvent<'_> {
     /// The insert, returning the new row's `id`, for the caller to run with its other writes (a plugin
     /// run's batch).
     pub fn insert_statement(&self, backend: DbBackend) -> Statement {
-        let mut insert = Entity::insert(ActiveModel {
-            id: NotSet,
-            plugin_id: Set(self.plugin_id.to_string()),
-            sink: Set(self.sink.to_string()),
-            topic: Set(self.topic.to_string()),
-            payload: Set(self.payload.to_string()),
-            attempts: Set(0),
-            next_attempt_at: Set(self.due_at),
-            delivered_at: Set(None),
-            last_error: Set(None),
-            created_at: Set(self.now),
-            ordering_key: Set(self.ordering_key.map(str::to_string)),
-        });
+        let mut row: ActiveModel = self.stored(0).into();
+        row.id = NotSet;
+        let mut insert = Entity::insert(row);
         insert.query().returning_col(Column::Id);
         insert.build(backend)
     }
@@ -160,20 +150,25 @@ mod tests {
     use super::*;
     use crate::storage::testing::test_databases;
 
+    /// An event of plugin `p` for `sink`, written at 10 and due at `due_at`.
+    fn event(ordering_key: Option<&str>, due_at: i64) -> NewEvent<'_> {
+        NewEvent {
+            plugin_id: "p",
+            sink: "sink",
+            topic: "t",
+            payload: "{}",
+            ordering_key,
+            now: 10,
+            due_at,
+        }
+    }
+
     #[tokio::test]
     async fn a_lease_is_won_once_and_failures_back_off() {
         for tdb in test_databases().await {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
-            let event = NewEvent {
-                plugin_id: "p",
-                sink: "sink",
-                topic: "t",
-                payload: "{}",
-                ordering_key: None,
-                now: 10,
-                due_at: 10,
-            };
+            let event = event(None, 10);
             db.execute_raw(event.insert_statement(db.get_database_backend()))
                 .await
                 .unwrap();
@@ -201,15 +196,7 @@ mod tests {
         for tdb in test_databases().await {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
-            let event = NewEvent {
-                plugin_id: "p",
-                sink: "sink",
-                topic: "t",
-                payload: "{\"n\": 1}",
-                ordering_key: Some("D1"),
-                now: 10,
-                due_at: 10 + 60_000,
-            };
+            let event = event(Some("D1"), 10 + 60_000);
             let rows = db
                 .query_all_raw(event.insert_statement(db.get_database_backend()))
                 .await
