@@ -93,10 +93,21 @@ pub struct SinkConfig {
     pub headers: std::collections::BTreeMap<String, String>,
     #[serde(default = "default_sink_timeout")]
     pub timeout_secs: u64,
+    /// Events per POST, at most. 1 (the default): each event is a POST of its own payload. More: the
+    /// sink's due events go up to this many per POST as `{"events": [...]}`, delivered or retried together.
+    #[serde(default = "default_sink_batch")]
+    pub batch_max_events: usize,
 }
+
+/// The most events one POST may carry: as many as delivery takes at once.
+pub const MAX_SINK_BATCH: usize = 200;
 
 fn default_sink_timeout() -> u64 {
     10
+}
+
+fn default_sink_batch() -> usize {
+    1
 }
 
 impl Default for PluginsConfig {
@@ -398,6 +409,11 @@ impl Config {
                     sink.url
                 ));
             }
+            if !(1..=MAX_SINK_BATCH).contains(&sink.batch_max_events) {
+                return bad(format!(
+                    "plugins.sinks.{name}.batch_max_events must be 1-{MAX_SINK_BATCH}"
+                ));
+            }
         }
         if let Some(d) = &p.dir {
             if !d.is_dir() {
@@ -512,6 +528,7 @@ mod tests {
                 url: "https://example.com".into(),
                 headers: [("Authorization".to_string(), "Bearer sink-token".to_string())].into(),
                 timeout_secs: 1,
+                batch_max_events: 1,
             },
         );
         let printed = format!("{:#?}", c.redacted());
@@ -535,5 +552,24 @@ mod tests {
         };
         assert!(c.validate().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/c.toml"))).is_err());
+    }
+
+    /// A sink takes 1 to [`MAX_SINK_BATCH`] events per POST; 1 unless set.
+    #[test]
+    fn a_sink_s_batch_size_is_bounded() {
+        let with_batch = |n: Option<usize>| {
+            let mut sink = serde_json::json!({"url": "https://hooks.example.com/mdm"});
+            if let Some(n) = n {
+                sink["batch_max_events"] = n.into();
+            }
+            let sink: SinkConfig = serde_json::from_value(sink).unwrap();
+            let mut c = Config::default();
+            c.plugins.sinks.insert("s".into(), sink.clone());
+            (sink.batch_max_events, c.validate().is_ok())
+        };
+        assert_eq!(with_batch(None), (1, true));
+        assert_eq!(with_batch(Some(MAX_SINK_BATCH)), (MAX_SINK_BATCH, true));
+        assert!(!with_batch(Some(0)).1);
+        assert!(!with_batch(Some(MAX_SINK_BATCH + 1)).1);
     }
 }

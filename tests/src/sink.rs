@@ -17,9 +17,52 @@ pub struct Sink {
 
 /// What arrived, kept as bytes: the body is parsed only when a test reads it, so a benchmark's sink
 /// (in the measured process) costs little more than the HTTP exchange.
-struct Arrival {
-    topic: String,
-    body: Vec<u8>,
+enum Arrival {
+    One {
+        topic: String,
+        body: Vec<u8>,
+    },
+    /// A POST of several events (`X-MDM-Batch`), `{"events": [{"topic", "payload", ...}]}`.
+    Batch {
+        events: usize,
+        body: Vec<u8>,
+    },
+}
+
+impl Arrival {
+    fn events(&self) -> usize {
+        match self {
+            Arrival::One { .. } => 1,
+            Arrival::Batch { events, .. } => *events,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        match self {
+            Arrival::One { topic, body } => vec![Received {
+                topic: topic.clone(),
+                body: serde_json::from_slice(body).unwrap_or_default(),
+            }],
+            Arrival::Batch { body, .. } => batch_events(body)
+                .into_iter()
+                .map(|mut e| Received {
+                    topic: e["topic"].as_str().unwrap_or_default().to_string(),
+                    body: e["payload"].take(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The events of a batch body; none if it is not one.
+fn batch_events(body: &[u8]) -> Vec<serde_json::Value> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut o)) => match o.remove("events") {
+            Some(serde_json::Value::Array(events)) => events,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
 }
 
 impl Sink {
@@ -54,8 +97,18 @@ impl Sink {
         }
     }
 
-    /// How many events have arrived (without copying them).
+    /// How many events have arrived (without copying them), single or in batches.
     pub fn count(&self) -> usize {
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(Arrival::events)
+            .sum()
+    }
+
+    /// How many POSTs have arrived.
+    pub fn requests(&self) -> usize {
         self.received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -77,16 +130,14 @@ impl Sink {
         }
     }
 
-    /// Every event so far, in arrival order; a body that is not JSON reads as `null`.
+    /// Every event so far, in arrival order (a batch's in its order); a body that is not JSON reads as
+    /// `null`.
     pub fn received(&self) -> Vec<Received> {
         self.received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|a| Received {
-                topic: a.topic.clone(),
-                body: serde_json::from_slice(&a.body).unwrap_or_default(),
-            })
+            .flat_map(Arrival::received)
             .collect()
     }
 }
@@ -132,18 +183,22 @@ async fn serve(
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-        let topic = header(&head, "x-mdm-topic").unwrap_or_default().to_string();
         let close = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let body = buf[head_end..head_end + length].to_vec();
         buf.drain(..head_end + length);
-        let status = if refused.as_ref() == Some(&topic) {
-            500
-        } else {
-            status
+        let arrival = match header(&head, "x-mdm-batch").and_then(|n| n.parse().ok()) {
+            Some(events) => Arrival::Batch { events, body },
+            None => Arrival::One {
+                topic: header(&head, "x-mdm-topic").unwrap_or_default().to_string(),
+                body,
+            },
         };
-        out.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arrival { topic, body });
+        // A batch is refused whole when any of its events is.
+        let status = match &refused {
+            Some(r) if arrival.received().iter().any(|e| &e.topic == r) => 500,
+            _ => status,
+        };
+        out.lock().unwrap_or_else(|p| p.into_inner()).push(arrival);
         arrived.notify_waiters();
         let reply = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{}\r\n",

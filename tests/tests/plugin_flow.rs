@@ -64,6 +64,7 @@ async fn start_with_sinks(
                     url,
                     headers: Default::default(),
                     timeout_secs: 5,
+                    batch_max_events: 1,
                 },
             );
         }
@@ -513,6 +514,145 @@ async fn a_round_delivers_everything_due_in_order_per_device() {
                 "bad retried first, x.3 still held"
             );
             assert_eq!(topics(before), ["bad", "bad", "x.1", "y.1"]);
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
+/// Every sink in `sinks` taking up to `batch` events per POST.
+fn batching(sinks: &[&str], batch: usize) -> impl FnOnce(&mut mdm_server::config::Config) {
+    let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
+    move |c| {
+        for name in sinks {
+            c.plugins
+                .sinks
+                .get_mut(&name)
+                .expect("sink")
+                .batch_max_events = batch;
+        }
+    }
+}
+
+/// A sink with `batch_max_events` gets due events together, each once and each device's in order; a
+/// refused POST fails every event in it and holds back those devices' later events, as a refused single
+/// event does.
+#[tokio::test]
+async fn a_batching_sink_gets_events_together_in_order_and_retries_them_together() {
+    let hook = Sink::start(200).await;
+    let picky = Sink::start_refusing("bad").await;
+    each_database(|db| {
+        let (hook, picky) = (&hook, &picky);
+        async move {
+            let s = start_with_sinks(db, &[("webhook", hook), ("picky", picky)], |c| {
+                batching(&["webhook"], 50)(c);
+                batching(&["picky"], 2)(c);
+            })
+            .await;
+            let (db, now) = (s.storage.db(), mdm_server::clock::Clock::now_ms(&*s.clock));
+            let (before, posts) = (hook.received().len(), hook.requests());
+            for n in 0..30 {
+                for dev in ["D0", "D1", "D2"] {
+                    queue_event(db, "webhook", &format!("{dev}.{n}"), Some(dev), now).await;
+                }
+            }
+            for n in 0..5 {
+                queue_event(db, "webhook", &format!("none.{n}"), None, now).await;
+            }
+            assert_eq!(s.deliver_events().await, (95, 0));
+            assert_eq!(hook.requests() - posts, 2, "95 events in POSTs of 50");
+            let got = &hook.received()[before..];
+            assert_eq!(got.len(), 95);
+            assert!(
+                got.iter().all(|r| r.body == json!({})),
+                "payloads as emitted"
+            );
+            for dev in ["D0", "D1", "D2", "none"] {
+                let order: Vec<&str> = got
+                    .iter()
+                    .filter(|r| r.topic.starts_with(&format!("{dev}.")))
+                    .map(|r| r.topic.as_str())
+                    .collect();
+                let count = if dev == "none" { 5 } else { 30 };
+                let expected: Vec<String> = (0..count).map(|n| format!("{dev}.{n}")).collect();
+                assert_eq!(order, expected, "{dev}'s events in the order written");
+            }
+            assert_eq!(s.deliver_events().await, (0, 0), "nothing delivered twice");
+
+            // Two per POST: [x.1, bad] is refused, x.3 waits behind them, y.1 goes on its own.
+            let before = picky.received().len();
+            for (topic, dev) in [("x.1", "X"), ("bad", "X"), ("x.3", "X"), ("y.1", "Y")] {
+                queue_event(db, "picky", topic, Some(dev), now).await;
+            }
+            assert_eq!(s.deliver_events().await, (1, 2));
+            let topics = |from: usize| -> Vec<String> {
+                picky.received()[from..]
+                    .iter()
+                    .map(|r| r.topic.clone())
+                    .collect()
+            };
+            assert_eq!(
+                topics(before),
+                ["x.1", "bad", "y.1"],
+                "x.3 waits behind bad"
+            );
+            assert_eq!(s.deliver_events().await, (0, 0), "all wait for the backoff");
+            s.clock.advance_ms(1_001);
+            assert_eq!(
+                s.deliver_events().await,
+                (0, 2),
+                "the refused POST retried whole, x.3 still held"
+            );
+            assert_eq!(topics(before), ["x.1", "bad", "y.1", "x.1", "bad"]);
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
+/// Events the webhook plugin emits at a check-in reach a batching sink as soon as it commits, with the
+/// plugin's own payloads.
+#[tokio::test]
+async fn handed_over_events_reach_a_batching_sink_with_their_payloads() {
+    let hook = Sink::start(200).await;
+    each_database(|db| {
+        let hook = &hook;
+        async move {
+            let s = start_with_sinks(db, &[("webhook", hook)], |c| {
+                c.plugins.worker = true;
+                c.plugins.worker_interval_ms = 3_600_000;
+                batching(&["webhook"], 10)(c);
+            })
+            .await;
+            let r = s.upload_plugin("webhook", json!({"sink": "webhook"})).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let before = hook.received().len();
+            let dev = Device::new(Platform::Ios);
+            s.enroll(&dev).await;
+            assert!(
+                hook.wait_for(before + 2, std::time::Duration::from_secs(30))
+                    .await,
+                "Authenticate and TokenUpdate events delivered without waiting for the tick"
+            );
+            let got = &hook.received()[before..];
+            let topics: Vec<(&str, &str)> = got
+                .iter()
+                .map(|e| {
+                    (
+                        e.topic.as_str(),
+                        e.body["topic"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                topics,
+                [
+                    ("mdm.Authenticate", "mdm.Authenticate"),
+                    ("mdm.TokenUpdate", "mdm.TokenUpdate")
+                ]
+            );
+            assert_eq!(got[1].body["checkin_event"]["udid"], dev.udid.as_str());
+            outbox_once(&s, |events| events.iter().all(|e| e.delivered_at.is_some())).await;
             s.stop().await;
         }
     })

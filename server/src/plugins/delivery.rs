@@ -1,5 +1,6 @@
-//! Delivering plugin events from the outbox to the sinks the admin configured: POST of the JSON payload,
-//! retried with exponential backoff until the sink answers 2xx. At-least-once: a sink may see an event
+//! Delivering plugin events from the outbox to the sinks the admin configured: POST of the JSON payload
+//! (or, to a sink with `batch_max_events` above 1, of several events in one body), retried with
+//! exponential backoff until the sink answers 2xx. At-least-once: a sink may see an event
 //! twice (after a crash between delivery and recording it), so each carries its id in `X-MDM-Event-Id`.
 //!
 //! Events a check-in commits are handed straight to this process's delivery ([`Handoff`]): they were
@@ -39,8 +40,11 @@ impl Handoff {
     }
 }
 
+/// What orders an event among others: its sink and device.
+type Key = (String, String);
+
 /// Events of one device and sink whose delivery failed: later ones wait until the failed one is retried.
-type Blocked = HashMap<(String, String), i64>;
+type Blocked = HashMap<Key, i64>;
 
 /// How long a worker holds a leased event (or its writer, one handed over) before another may try it.
 pub const LEASE_MS: i64 = 60_000;
@@ -76,7 +80,7 @@ enum Outcome {
 /// for one sink, in id order; an event about no device is a group of its own.
 fn in_order_groups(leased: Vec<outbox::OutboxEvent>) -> Vec<Vec<outbox::OutboxEvent>> {
     let mut groups: Vec<Vec<outbox::OutboxEvent>> = Vec::new();
-    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+    let mut by_key: HashMap<Key, usize> = HashMap::new();
     for e in leased {
         let Some(key) = group_key(&e) else {
             groups.push(vec![e]);
@@ -93,8 +97,8 @@ fn in_order_groups(leased: Vec<outbox::OutboxEvent>) -> Vec<Vec<outbox::OutboxEv
     groups
 }
 
-/// What orders an event among others: its sink and device; none for an event about no device.
-fn group_key(e: &outbox::OutboxEvent) -> Option<(String, String)> {
+/// What orders an event among others; none for an event about no device.
+fn group_key(e: &outbox::OutboxEvent) -> Option<Key> {
     e.ordering_key.clone().map(|k| (e.sink.clone(), k))
 }
 
@@ -171,10 +175,11 @@ impl Delivery {
     }
 
     /// Post `events` (in id order) and record the outcomes: returns (delivered, failed). Events of one
-    /// device for one sink go one after another, in id order; different devices' go concurrently. After
-    /// a failure the device's later events wait for the failed one's retry (those in `blocked` too), so
-    /// a sink that is down does not see them overtake it (a retried event may still arrive after events
-    /// written once it was back up).
+    /// device for one sink go one after another, in id order; different devices' go concurrently, and a
+    /// sink that takes batches gets its events in batches one after another. After a failure the
+    /// device's later events wait for the failed one's retry (those in `blocked` too), so a sink that is
+    /// down does not see them overtake it (a retried event may still arrive after events written once it
+    /// was back up).
     async fn deliver(
         &self,
         events: Vec<outbox::OutboxEvent>,
@@ -182,36 +187,57 @@ impl Delivery {
     ) -> Result<(usize, usize), StorageError> {
         let db = self.storage.db();
         let n = events.len();
-        let groups = in_order_groups(events).into_iter().map(|group| {
-            let key = group_key(&group[0]);
-            let held = key.as_ref().and_then(|k| blocked.get(k).copied());
-            (key, group, held)
-        });
-        let outcomes: Vec<_> = futures_util::stream::iter(groups)
-            .map(
-                |(key, group, held)| async move { (key, self.deliver_in_order(group, held).await) },
-            )
+        let seen: &Blocked = blocked;
+        let outcomes: Vec<_> = futures_util::stream::iter(self.units(events))
+            .map(|unit| async move {
+                match unit {
+                    Unit::InOrder(group) => {
+                        let held = group_key(&group[0]).and_then(|k| seen.get(&k).copied());
+                        self.deliver_in_order(group, held).await
+                    }
+                    Unit::Batched(events) => self.deliver_batched(events, seen).await,
+                }
+            })
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
         let (mut delivered, mut failed) = (Vec::with_capacity(n), 0);
-        for (key, group) in outcomes {
-            for (id, outcome) in group {
-                match outcome {
-                    Outcome::Delivered => delivered.push(id),
-                    Outcome::Failed { next, error } => {
-                        outbox::mark_failed(db, id, next, &error).await?;
-                        if let Some(k) = &key {
-                            blocked.insert(k.clone(), next);
-                        }
-                        failed += 1;
+        for (key, id, outcome) in outcomes.into_iter().flatten() {
+            match outcome {
+                Outcome::Delivered => delivered.push(id),
+                Outcome::Failed { next, error } => {
+                    outbox::mark_failed(db, id, next, &error).await?;
+                    if let Some(k) = key {
+                        blocked.insert(k, next);
                     }
-                    Outcome::Held { until } => outbox::hold(db, id, until).await?,
+                    failed += 1;
                 }
+                Outcome::Held { until } => outbox::hold(db, id, until).await?,
             }
         }
         outbox::mark_delivered(db, &delivered, self.clock.now_ms()).await?;
         Ok((delivered.len(), failed))
+    }
+
+    /// `events` (in id order) as what is delivered concurrently: a device's events for a sink that takes
+    /// one per POST, or all of a batching sink's.
+    fn units(&self, events: Vec<outbox::OutboxEvent>) -> Vec<Unit> {
+        let mut batched: BTreeMap<String, Vec<outbox::OutboxEvent>> = BTreeMap::new();
+        let mut single = Vec::new();
+        for e in events {
+            match self.sinks.get(&e.sink) {
+                Some(sink) if sink.batch_max_events > 1 => {
+                    batched.entry(e.sink.clone()).or_default().push(e)
+                }
+                _ => single.push(e),
+            }
+        }
+        let mut units: Vec<Unit> = in_order_groups(single)
+            .into_iter()
+            .map(Unit::InOrder)
+            .collect();
+        units.extend(batched.into_values().map(Unit::Batched));
+        units
     }
 
     /// One group in order; `held`: an earlier event of the group's device failed and retries then.
@@ -219,25 +245,20 @@ impl Delivery {
         &self,
         group: Vec<outbox::OutboxEvent>,
         held: Option<i64>,
-    ) -> Vec<(i64, Outcome)> {
+    ) -> Vec<(Option<Key>, i64, Outcome)> {
+        let key = group_key(&group[0]);
         let mut out = Vec::with_capacity(group.len());
         let mut retry_at = held;
         for e in group {
             if let Some(until) = retry_at {
-                out.push((e.id, Outcome::Held { until }));
+                out.push((key.clone(), e.id, Outcome::Held { until }));
                 continue;
             }
             let result = match self.sinks.get(&e.sink) {
                 None => Err(format!("sink {:?} is no longer configured", e.sink)),
                 Some(sink) => self.post(sink, &e).await,
             };
-            self.metrics
-                .events_delivered
-                .get_or_create(&SinkLabels {
-                    sink: e.sink.clone(),
-                    outcome: if result.is_ok() { "ok" } else { "retry" }.to_string(),
-                })
-                .inc();
+            self.count(&e.sink, result.is_ok(), 1);
             let outcome = match result {
                 Ok(()) => Outcome::Delivered,
                 Err(error) => {
@@ -247,30 +268,149 @@ impl Delivery {
                     Outcome::Failed { next, error }
                 }
             };
-            out.push((e.id, outcome));
+            out.push((key.clone(), e.id, outcome));
         }
         out
     }
 
+    /// A batching sink's events (in id order), up to its `batch_max_events` per POST, one POST after
+    /// another so a device's events arrive in order. A failed POST fails every event in it, and holds
+    /// back its devices' later events as a failed single event does.
+    async fn deliver_batched(
+        &self,
+        events: Vec<outbox::OutboxEvent>,
+        blocked: &Blocked,
+    ) -> Vec<(Option<Key>, i64, Outcome)> {
+        let mut out = Vec::with_capacity(events.len());
+        // Only sinks configured to batch are given here.
+        let Some(sink) = events.first().and_then(|e| self.sinks.get(&e.sink)) else {
+            return out;
+        };
+        let mut failed_here = Blocked::new();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let mut batch = Vec::with_capacity(sink.batch_max_events);
+            while batch.len() < sink.batch_max_events {
+                let Some(e) = events.next() else { break };
+                let key = group_key(&e);
+                let held = key
+                    .as_ref()
+                    .and_then(|k| blocked.get(k).or(failed_here.get(k)).copied());
+                match held {
+                    Some(until) => out.push((key, e.id, Outcome::Held { until })),
+                    None => batch.push((key, e)),
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let result = self.post_batch(sink, batch.iter().map(|(_, e)| e)).await;
+            self.count(&batch[0].1.sink, result.is_ok(), batch.len() as u64);
+            let now = self.clock.now_ms();
+            if let Err(error) = &result {
+                tracing::warn!(sink = %batch[0].1.sink, events = batch.len(), %error, "batched event delivery failed; will retry");
+            }
+            for (key, e) in batch {
+                let outcome = match &result {
+                    Ok(()) => Outcome::Delivered,
+                    Err(error) => {
+                        let next = now + backoff_ms(e.attempts);
+                        if let Some(k) = &key {
+                            failed_here.entry(k.clone()).or_insert(next);
+                        }
+                        Outcome::Failed {
+                            next,
+                            error: error.clone(),
+                        }
+                    }
+                };
+                out.push((key, e.id, outcome));
+            }
+        }
+        out
+    }
+
+    fn count(&self, sink: &str, ok: bool, events: u64) {
+        self.metrics
+            .events_delivered
+            .get_or_create(&SinkLabels {
+                sink: sink.to_string(),
+                outcome: if ok { "ok" } else { "retry" }.to_string(),
+            })
+            .inc_by(events);
+    }
+
+    /// One event, its payload the body.
     async fn post(&self, sink: &SinkConfig, e: &outbox::OutboxEvent) -> Result<(), String> {
+        let req = self
+            .request(sink, e.payload.clone())
+            .header("X-MDM-Topic", &e.topic)
+            .header("X-MDM-Event-Id", e.id.to_string())
+            .header("X-MDM-Plugin", &e.plugin_id);
+        send(req).await
+    }
+
+    /// Several events in one body (see [`batch_body`]).
+    async fn post_batch<'e>(
+        &self,
+        sink: &SinkConfig,
+        events: impl ExactSizeIterator<Item = &'e outbox::OutboxEvent>,
+    ) -> Result<(), String> {
+        let n = events.len();
+        let req = self
+            .request(sink, batch_body(events))
+            .header("X-MDM-Batch", n.to_string());
+        send(req).await
+    }
+
+    fn request(&self, sink: &SinkConfig, body: String) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .post(&sink.url)
             .timeout(Duration::from_secs(sink.timeout_secs.max(1)))
             .header("Content-Type", "application/json")
-            .header("X-MDM-Topic", &e.topic)
-            .header("X-MDM-Event-Id", e.id.to_string())
-            .header("X-MDM-Plugin", &e.plugin_id)
-            .body(e.payload.clone());
+            .body(body);
         for (k, v) in &sink.headers {
             req = req.header(k, v);
         }
-        let res = req.send().await.map_err(|e| e.to_string())?;
-        if res.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("sink answered {}", res.status()))
+        req
+    }
+}
+
+/// What is delivered concurrently with the rest of a batch.
+enum Unit {
+    /// One device's events (or one event about no device) for a sink that takes one event per POST.
+    InOrder(Vec<outbox::OutboxEvent>),
+    /// All of one batching sink's events.
+    Batched(Vec<outbox::OutboxEvent>),
+}
+
+/// `{"events": [{"id", "topic", "plugin", "payload"}, ...]}`: what a single POST carries in its headers,
+/// beside each payload. Payloads were checked as JSON when emitted, so they are put in as they are.
+fn batch_body<'e>(events: impl Iterator<Item = &'e outbox::OutboxEvent>) -> String {
+    let mut body = String::from(r#"{"events":["#);
+    for (i, e) in events.enumerate() {
+        if i > 0 {
+            body.push(',');
         }
+        body.push_str(&format!(
+            r#"{{"id":{},"topic":{},"plugin":{},"payload":{}}}"#,
+            e.id,
+            serde_json::Value::from(e.topic.as_str()),
+            serde_json::Value::from(e.plugin_id.as_str()),
+            e.payload
+        ));
+    }
+    body.push_str("]}");
+    body
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<(), String> {
+    let res = req.send().await.map_err(|e| e.to_string())?;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("sink answered {}", res.status()))
     }
 }
 
@@ -308,6 +448,26 @@ mod tests {
             .map(|g| g.iter().map(|e| e.id).collect())
             .collect();
         assert_eq!(ids, [vec![1, 4], vec![2, 7], vec![3], vec![5], vec![6]]);
+    }
+
+    /// A batch body carries each event's id, topic and plugin beside its payload, in order, and stays
+    /// JSON whatever the topic holds.
+    #[test]
+    fn a_batch_body_is_json_with_each_event_s_headers() {
+        let mut a = event(7, "s", Some("D1"));
+        a.payload = r#"{"n": [1, "x"]}"#.into();
+        let mut b = event(9, "s", None);
+        b.topic = "quote\"and\\slash".into();
+        let body: serde_json::Value =
+            serde_json::from_str(&super::batch_body([&a, &b].into_iter()))
+                .expect("the body is JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({"events": [
+                {"id": 7, "topic": "t", "plugin": "p", "payload": {"n": [1, "x"]}},
+                {"id": 9, "topic": "quote\"and\\slash", "plugin": "p", "payload": {}},
+            ]})
+        );
     }
 
     #[test]
