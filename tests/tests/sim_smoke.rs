@@ -192,6 +192,7 @@ async fn every_benchmark_scenario_completes_without_protocol_violations() {
                 requests: Some(12),
                 sets: vec![vec![], vec!["webhook".into()]],
                 rounds: 2,
+                sink_batch: 1,
             },
         )
         .await

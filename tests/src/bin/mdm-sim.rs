@@ -185,6 +185,9 @@ enum Bench {
         /// Measure every set this many times, taking turns; costs are medians over the rounds.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Events per POST to the event sink (its `batch_max_events`; 1: one POST per event).
+        #[arg(long, default_value_t = 1)]
+        sink_batch: usize,
     },
 }
 
@@ -331,6 +334,7 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
             each,
             only,
             rounds,
+            sink_batch,
         } => {
             let all: Vec<String> = scenarios::example_plugins()
                 .into_iter()
@@ -356,6 +360,7 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
                     requests: None,
                     sets,
                     rounds,
+                    sink_batch,
                 },
             )
             .await

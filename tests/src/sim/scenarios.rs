@@ -958,6 +958,8 @@ pub struct PluginParams {
     /// the rounds' costs against the same round's baseline: on shared machines throughput drifts by
     /// tens of percent within a minute, and taking turns keeps that drift out of the comparison.
     pub rounds: usize,
+    /// Events per POST to the sinks (`batch_max_events`; 1: one POST per event).
+    pub sink_batch: usize,
 }
 
 /// One round of one plugin set: check-ins per second, and CPU per check-in (the server's; in-process,
@@ -1014,6 +1016,7 @@ pub async fn plugins(common: &Common, p: &PluginParams) -> Result<Report, BoxErr
         ("webhook".into(), sink.url.clone()),
         ("alerts".into(), sink.url.clone()),
     ];
+    opts.sink_batch = p.sink_batch;
     let mut server = Server::start(&s.db, &s.storage, &common.mode, &opts).await?;
     let transport = Transport::new(&server.base, p.connections);
     enroll_http(&mut report, &s.fleet, &transport, p.connections).await?;

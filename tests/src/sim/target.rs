@@ -137,6 +137,8 @@ pub struct ServerOptions {
     pub push_max_per_second: u32,
     /// Event sinks for plugins (name, URL).
     pub sinks: Vec<(String, String)>,
+    /// Events per POST to those sinks, at most (`batch_max_events`).
+    pub sink_batch: usize,
     /// `log.filter`.
     pub log_filter: String,
 }
@@ -148,6 +150,7 @@ impl Default for ServerOptions {
             push_worker: true,
             push_max_per_second: 500,
             sinks: Vec::new(),
+            sink_batch: 1,
             log_filter: "warn".into(),
         }
     }
@@ -229,6 +232,7 @@ impl Server {
                             url: url.clone(),
                             headers: Default::default(),
                             timeout_secs: 10,
+                            batch_max_events: opts.sink_batch,
                         },
                     );
                 }
@@ -285,6 +289,12 @@ impl Server {
                 }
                 if let Some(w) = opts.workers {
                     cmd.env("MDM_WORKERS", w.to_string());
+                }
+                if !opts.sinks.is_empty() {
+                    // Sinks are configured only in a file.
+                    let file = data.path().join("sinks.toml");
+                    std::fs::write(&file, sinks_toml(&opts.sinks, opts.sink_batch))?;
+                    cmd.arg("--config").arg(file);
                 }
                 let child = cmd.spawn()?;
                 let pid = child.id();
@@ -374,5 +384,47 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `plugins.sinks` as a configuration file for a server process.
+fn sinks_toml(sinks: &[(String, String)], batch: usize) -> String {
+    // JSON strings are TOML basic strings for what is quoted here (names and URLs).
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
+    sinks
+        .iter()
+        .map(|(name, url)| {
+            format!(
+                "[plugins.sinks.{}]\nurl = {}\nbatch_max_events = {batch}\n",
+                quoted(name),
+                quoted(url)
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The file a server process is given reads back as the sinks it was written from.
+    #[test]
+    fn sinks_reach_a_server_process_through_its_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sinks.toml");
+        let sinks = [
+            (
+                "webhook".to_string(),
+                "http://127.0.0.1:9/events".to_string(),
+            ),
+            (
+                "alerts".to_string(),
+                "http://127.0.0.1:9/alerts".to_string(),
+            ),
+        ];
+        std::fs::write(&file, super::sinks_toml(&sinks, 50)).unwrap();
+        let config = mdm_server::Config::load(Some(&file)).unwrap();
+        for (name, url) in &sinks {
+            let sink = &config.plugins.sinks[name];
+            assert_eq!((&sink.url, sink.batch_max_events), (url, 50), "{name}");
+        }
     }
 }
