@@ -85,14 +85,29 @@ impl Storage {
                     .busy_timeout(Duration::from_secs(5))
                     .foreign_keys(true)
             });
-            opts.map_sqlx_sqlite_pool_opts(sqlite_plans::on_every_connection);
+            // Never closed for age or idleness: a new connection would get a new sqlx thread, opened
+            // wherever the next write happens to run rather than beside the writer (see `writer`).
+            opts.map_sqlx_sqlite_pool_opts(|pool| {
+                sqlite_plans::on_every_connection(pool)
+                    .max_lifetime(None)
+                    .idle_timeout(None)
+            });
         } else {
             opts.max_connections(32).min_connections(1);
             if let Some(schema) = schema {
                 opts.set_schema_search_path(schema.to_string());
             }
         }
-        let db = Database::connect(opts).await?;
+        let writer = if sqlite {
+            Some(writer::Writer::start(writer::writer_cpu())?)
+        } else {
+            None
+        };
+        // On SQLite, opened from the writer's thread, so sqlx's thread for it shares the writer's CPU.
+        let db = match &writer {
+            Some(w) => w.run(Database::connect(opts)).await??,
+            None => Database::connect(opts).await?,
+        };
         // After the writer: it has created the file and put it in WAL mode.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let reader = if sqlite && !in_memory {
@@ -108,11 +123,6 @@ impl Storage {
             });
             ro.map_sqlx_sqlite_pool_opts(sqlite_plans::on_every_connection);
             Some(Database::connect(ro).await?)
-        } else {
-            None
-        };
-        let writer = if sqlite {
-            Some(writer::Writer::start()?)
         } else {
             None
         };
