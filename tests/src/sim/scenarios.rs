@@ -691,10 +691,19 @@ async fn fanout_breakdown(
     ids: &[String],
 ) -> Result<(), BoxError> {
     use mdm_server::storage::enrollments;
-    use sea_orm::TransactionTrait;
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
     let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
     let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
-    let txn = storage.db().begin().await?;
+    // SQLite: the write lock from the start. A deferred transaction reads first, and when the server
+    // commits meanwhile (its push worker still recording the fan-out's pushes) its first write fails
+    // with SQLITE_BUSY_SNAPSHOT instead of waiting.
+    let txn = storage
+        .db()
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await?;
     let t = Instant::now();
     let found = enrollments::eligibility(&txn, ids).await?;
     report.figure("breakdown_find_enrollments_ms", ms(t));
