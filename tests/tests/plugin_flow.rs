@@ -610,6 +610,41 @@ async fn a_batching_sink_gets_events_together_in_order_and_retries_them_together
     .await;
 }
 
+/// A device's events refused in one POST retry together, when the first of them does: a later one with
+/// fewer attempts (a shorter backoff) does not go first.
+#[tokio::test]
+async fn a_device_s_events_refused_together_retry_together() {
+    let picky = Sink::start_refusing("bad").await;
+    each_database(|db| {
+        let picky = &picky;
+        async move {
+            let s = start_with_sinks(db, &[("picky", picky)], batching(&["picky"], 2)).await;
+            let db = s.storage.db();
+            let now = || mdm_server::clock::Clock::now_ms(&*s.clock);
+            queue_event(db, "picky", "bad", Some("Z"), now()).await;
+            assert_eq!(s.deliver_events().await, (0, 1), "bad refused, 1 s backoff");
+            s.clock.advance_ms(1_001);
+            queue_event(db, "picky", "z.2", Some("Z"), now()).await;
+            assert_eq!(
+                s.deliver_events().await,
+                (0, 2),
+                "[bad, z.2] refused: bad backs off 2 s, and so does z.2"
+            );
+            s.clock.advance_ms(1_001);
+            assert_eq!(s.deliver_events().await, (0, 0), "z.2 waits for bad");
+            s.clock.advance_ms(1_000);
+            assert_eq!(s.deliver_events().await, (0, 2), "retried together");
+            let topics: Vec<String> = picky.received().into_iter().map(|r| r.topic).collect();
+            assert!(
+                topics.ends_with(&["bad".into(), "z.2".into()]),
+                "{topics:?}"
+            );
+            s.stop().await;
+        }
+    })
+    .await;
+}
+
 /// Events the webhook plugin emits at a check-in reach a batching sink as soon as it commits, with the
 /// plugin's own payloads.
 #[tokio::test]

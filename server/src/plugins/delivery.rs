@@ -314,10 +314,13 @@ impl Delivery {
                 let outcome = match &result {
                     Ok(()) => Outcome::Delivered,
                     Err(error) => {
-                        let next = now + backoff_ms(e.attempts);
-                        if let Some(k) = &key {
-                            failed_here.entry(k.clone()).or_insert(next);
-                        }
+                        let own = now + backoff_ms(e.attempts);
+                        // A device's events in the POST retry together, when its first one does, so a
+                        // later one with fewer attempts (a shorter backoff) cannot go first.
+                        let next = match &key {
+                            Some(k) => *failed_here.entry(k.clone()).or_insert(own),
+                            None => own,
+                        };
                         Outcome::Failed {
                             next,
                             error: error.clone(),
