@@ -97,22 +97,19 @@ impl Sink {
         }
     }
 
+    /// What has arrived so far (a test that panicked while holding it does not hide it).
+    fn arrivals(&self) -> std::sync::MutexGuard<'_, Vec<Arrival>> {
+        self.received.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How many events have arrived (without copying them), single or in batches.
     pub fn count(&self) -> usize {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(Arrival::events)
-            .sum()
+        self.arrivals().iter().map(Arrival::events).sum()
     }
 
     /// How many POSTs have arrived.
     pub fn requests(&self) -> usize {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.arrivals().len()
     }
 
     /// Wait until `n` events in all have arrived, up to `within`; false if they did not.
@@ -133,12 +130,7 @@ impl Sink {
     /// Every event so far, in arrival order (a batch's in its order); a body that is not JSON reads as
     /// `null`.
     pub fn received(&self) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .flat_map(Arrival::received)
-            .collect()
+        self.arrivals().iter().flat_map(Arrival::received).collect()
     }
 }
 

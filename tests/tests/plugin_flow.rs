@@ -35,16 +35,18 @@ async fn with_sinks(
     start_with_sinks(db, sinks, |_| {}).await
 }
 
-/// The same with the delivery worker running, as in production (its timed round an hour away).
+/// The same with the delivery worker running, as in production.
 async fn with_worker(
     db: mdm_server::storage::testing::TestDatabase,
     sinks: &[(&str, &Sink)],
 ) -> TestServer {
-    start_with_sinks(db, sinks, |c| {
-        c.plugins.worker = true;
-        c.plugins.worker_interval_ms = 3_600_000;
-    })
-    .await
+    start_with_sinks(db, sinks, worker_on).await
+}
+
+/// The delivery worker running, its timed round an hour away.
+fn worker_on(c: &mut mdm_server::config::Config) {
+    c.plugins.worker = true;
+    c.plugins.worker_interval_ms = 3_600_000;
 }
 
 async fn start_with_sinks(
@@ -654,8 +656,7 @@ async fn handed_over_events_reach_a_batching_sink_with_their_payloads() {
         let hook = &hook;
         async move {
             let s = start_with_sinks(db, &[("webhook", hook)], |c| {
-                c.plugins.worker = true;
-                c.plugins.worker_interval_ms = 3_600_000;
+                worker_on(c);
                 batching(&["webhook"], 10)(c);
             })
             .await;

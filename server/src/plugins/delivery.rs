@@ -191,10 +191,7 @@ impl Delivery {
         let outcomes: Vec<_> = futures_util::stream::iter(self.units(events))
             .map(|unit| async move {
                 match unit {
-                    Unit::InOrder(group) => {
-                        let held = group_key(&group[0]).and_then(|k| seen.get(&k).copied());
-                        self.deliver_in_order(group, held).await
-                    }
+                    Unit::InOrder(group) => self.deliver_in_order(group, seen).await,
                     Unit::Batched(events) => self.deliver_batched(events, seen).await,
                 }
             })
@@ -240,15 +237,16 @@ impl Delivery {
         units
     }
 
-    /// One group in order; `held`: an earlier event of the group's device failed and retries then.
+    /// One group in order; held back whole while an earlier event of its device (in `blocked`) awaits
+    /// its retry.
     async fn deliver_in_order(
         &self,
         group: Vec<outbox::OutboxEvent>,
-        held: Option<i64>,
+        blocked: &Blocked,
     ) -> Vec<(Option<Key>, i64, Outcome)> {
         let key = group_key(&group[0]);
         let mut out = Vec::with_capacity(group.len());
-        let mut retry_at = held;
+        let mut retry_at = key.as_ref().and_then(|k| blocked.get(k).copied());
         for e in group {
             if let Some(until) = retry_at {
                 out.push((key.clone(), e.id, Outcome::Held { until }));
