@@ -1,6 +1,7 @@
 //! One typed configuration: defaults that run locally, then an optional TOML file, then `MDM_*` environment
 //! variables (nested keys with `__`, e.g. `MDM_IDENTITY__PROXY_CERT_HEADER`).
 
+use crate::storage::WriterCpu;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// PostgreSQL schema (search_path) to use, so several deployments can share one database.
     pub database_schema: Option<String>,
+    /// SQLite only: the CPU its writer thread keeps to, `auto` (the last this process may run on), `none`
+    /// or a CPU number. See `storage::WriterCpu`.
+    pub sqlite_writer_cpu: WriterCpu,
     /// Largest request body accepted from a device or admin, in bytes. Inventory results can be large.
     pub max_body_bytes: usize,
     /// How to answer macOS UserAuthenticate: `decline` (HTTP 410, the usual choice) or `accept`.
@@ -299,6 +303,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             database_url: None,
             database_schema: None,
+            sqlite_writer_cpu: WriterCpu::Auto,
             max_body_bytes: 16 * 1024 * 1024,
             user_authenticate: UserAuthenticatePolicy::Decline,
             retention_days: 30,
@@ -552,6 +557,30 @@ mod tests {
         };
         assert!(c.validate().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/c.toml"))).is_err());
+    }
+
+    /// `sqlite_writer_cpu` reads as a word, a number, or digits (as an environment variable may give it);
+    /// anything else is refused with what it should be.
+    #[test]
+    fn the_writer_s_cpu_is_a_word_or_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let with = |v: &str| {
+            std::fs::write(&f, format!("sqlite_writer_cpu = {v}\n")).unwrap();
+            Config::load(Some(&f)).map(|c| c.sqlite_writer_cpu)
+        };
+        assert_eq!(Config::default().sqlite_writer_cpu, WriterCpu::Auto);
+        assert_eq!(with("\"auto\"").unwrap(), WriterCpu::Auto);
+        assert_eq!(with("\"none\"").unwrap(), WriterCpu::Anywhere);
+        assert_eq!(with("1").unwrap(), WriterCpu::Cpu(1));
+        assert_eq!(with("\"3\"").unwrap(), WriterCpu::Cpu(3));
+        let err = with("\"last\"").unwrap_err().to_string();
+        assert!(err.contains("\"auto\", \"none\" or a CPU number"), "{err}");
+        // What `config` prints reads back as the same setting.
+        for cpu in [WriterCpu::Auto, WriterCpu::Anywhere, WriterCpu::Cpu(2)] {
+            let text = serde_json::to_string(&cpu).unwrap();
+            assert_eq!(serde_json::from_str::<WriterCpu>(&text).unwrap(), cpu);
+        }
     }
 
     /// A sink takes 1 to [`MAX_SINK_BATCH`] events per POST; 1 unless set.

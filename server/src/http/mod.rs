@@ -112,8 +112,12 @@ impl Application {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         }
-        let storage =
-            Storage::connect(&config.database_url(), config.database_schema.as_deref()).await?;
+        let storage = Storage::connect_with(
+            &config.database_url(),
+            config.database_schema.as_deref(),
+            config.sqlite_writer_cpu,
+        )
+        .await?;
         storage.migrate().await?;
         let device_ca_pem = match &config.identity.device_ca_file {
             Some(path) => Some(

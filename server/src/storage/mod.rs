@@ -25,6 +25,8 @@ mod sqlite_plans;
 pub mod testing;
 mod writer;
 
+pub use writer::WriterCpu;
+
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     DbErr, TransactionTrait,
@@ -70,6 +72,15 @@ impl Storage {
     /// Connect to `url` (`sqlite://path?mode=rwc` or `postgres://...`). `schema` selects a PostgreSQL schema
     /// (search_path), so several servers or test runs can share one database.
     pub async fn connect(url: &str, schema: Option<&str>) -> StorageResult<Self> {
+        Self::connect_with(url, schema, WriterCpu::Auto).await
+    }
+
+    /// [`Storage::connect`], with SQLite's writer kept to `writer_cpu` (ignored on PostgreSQL).
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        writer_cpu: WriterCpu,
+    ) -> StorageResult<Self> {
         let mut opts = ConnectOptions::new(url.to_string());
         opts.sqlx_logging(false)
             .acquire_timeout(Duration::from_secs(10));
@@ -99,7 +110,7 @@ impl Storage {
             }
         }
         let writer = if sqlite {
-            Some(writer::Writer::start(writer::writer_cpu())?)
+            Some(writer::Writer::start(writer_cpu.resolve()?)?)
         } else {
             None
         };

@@ -12,7 +12,7 @@
 //! interrupt between virtual CPUs), and that was most of a write's cost: with both kept on one CPU a
 //! TokenUpdate took less than half the server's CPU and ran three times as fast (BENCHMARKS.md). So
 //! this thread keeps to one CPU, and opens the connection itself: the thread sqlx starts for it inherits
-//! that CPU.
+//! that CPU. Which CPU is configurable ([`WriterCpu`]), for hosts where it should be another or none.
 
 use super::{StorageError, StorageResult};
 use std::future::Future;
@@ -85,16 +85,99 @@ impl Drop for Writer {
     }
 }
 
-/// The CPU the writer keeps to: the last this process may run on (the first is where interrupts and
-/// most other work land by default). None when there is only one, or the platform does not say.
-pub(super) fn writer_cpu() -> Option<core_affinity::CoreId> {
-    let cpus = core_affinity::get_core_ids()?;
-    (cpus.len() > 1).then(|| cpus.last().copied()).flatten()
+/// Where the writer's thread runs (configuration `sqlite_writer_cpu`). Several servers on one host would
+/// all pick the same CPU under [`WriterCpu::Auto`]; one CPU each, or none, is their way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriterCpu {
+    /// The last CPU this process may run on (the first is where interrupts and most other work land by
+    /// default); anywhere when it may run on only one, or the platform does not say.
+    #[default]
+    Auto,
+    /// Wherever the scheduler puts it.
+    Anywhere,
+    /// This CPU, numbered as the operating system numbers them.
+    Cpu(usize),
+}
+
+impl WriterCpu {
+    /// The CPU to keep to, or why this one cannot be.
+    pub(super) fn resolve(self) -> StorageResult<Option<core_affinity::CoreId>> {
+        let allowed = core_affinity::get_core_ids().unwrap_or_default();
+        match self {
+            Self::Auto => Ok((allowed.len() > 1).then(|| allowed.last().copied()).flatten()),
+            Self::Anywhere => Ok(None),
+            Self::Cpu(id) => allowed.iter().find(|c| c.id == id).copied().map(Some).ok_or_else(|| {
+                let ids: Vec<String> = allowed.iter().map(|c| c.id.to_string()).collect();
+                StorageError::Unavailable(format!(
+                    "sqlite_writer_cpu = {id} is not a CPU this process may run on (it may run on: {})",
+                    ids.join(", ")
+                ))
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for WriterCpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Anywhere => f.write_str("none"),
+            Self::Cpu(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+impl serde::Serialize for WriterCpu {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Cpu(id) => s.serialize_u64(*id as u64),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+/// `"auto"`, `"none"` or a CPU number (an integer in TOML; from the environment, digits).
+impl<'de> serde::Deserialize<'de> for WriterCpu {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Number(usize),
+            Word(String),
+        }
+        match Given::deserialize(d)? {
+            Given::Number(id) => Ok(Self::Cpu(id)),
+            Given::Word(w) => match w.trim() {
+                "auto" => Ok(Self::Auto),
+                "none" => Ok(Self::Anywhere),
+                n => n.parse().map(Self::Cpu).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "sqlite_writer_cpu must be \"auto\", \"none\" or a CPU number, not {w:?}"
+                    ))
+                }),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::WriterCpu;
     use crate::storage::testing::test_databases;
+    use crate::storage::Storage;
+
+    /// The CPUs the writer's thread may run on, asked from inside a transaction.
+    async fn writer_cpus(s: &Storage) -> Vec<usize> {
+        s.transaction(|_| {
+            Box::pin(async { Ok::<_, crate::storage::StorageError>(core_affinity::get_core_ids()) })
+        })
+        .await
+        .unwrap()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id)
+        .collect()
+    }
 
     /// The CPUs a thread of this process may run on, from `/proc` (Linux).
     fn allowed_cpus(tid: &str) -> Option<String> {
@@ -127,7 +210,7 @@ mod tests {
     /// write connection on (opened from the writer's thread, it inherits that CPU); readers do not.
     #[tokio::test]
     async fn the_writer_and_its_connection_share_one_cpu() {
-        let Some(cpu) = super::writer_cpu() else {
+        let Some(cpu) = WriterCpu::Auto.resolve().unwrap() else {
             eprintln!("skipped: this process may run on one CPU only");
             return;
         };
@@ -138,17 +221,9 @@ mod tests {
         let tdb = test_databases().await.remove(0);
         assert_eq!(tdb.label, "sqlite");
         let s = tdb.storage().await.unwrap();
-        let on_writer = s
-            .transaction(|_| {
-                Box::pin(async {
-                    Ok::<_, crate::storage::StorageError>(core_affinity::get_core_ids())
-                })
-            })
-            .await
-            .unwrap();
         assert_eq!(
-            on_writer.map(|c| c.iter().map(|c| c.id).collect::<Vec<_>>()),
-            Some(vec![cpu.id]),
+            writer_cpus(&s).await,
+            vec![cpu.id],
             "transactions run on a thread kept to CPU {}",
             cpu.id
         );
@@ -163,6 +238,44 @@ mod tests {
             sqlx.iter()
                 .any(|(_, cpus)| cpus.as_deref() != Some(mine.as_str())),
             "the readers' threads are not kept to one CPU: {sqlx:?}"
+        );
+        tdb.cleanup().await;
+    }
+
+    /// `sqlite_writer_cpu`: "none" leaves the writer wherever the process may run, a number keeps it
+    /// to that CPU, and a CPU the process may not use is refused before anything is opened.
+    #[tokio::test]
+    async fn the_writer_s_cpu_can_be_chosen_or_left_free() {
+        let process: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        if process.is_empty() {
+            eprintln!("skipped: this platform does not say which CPUs a process may run on");
+            return;
+        }
+        let tdb = test_databases().await.remove(0);
+        assert_eq!(tdb.label, "sqlite");
+        let free = Storage::connect_with(&tdb.url, None, WriterCpu::Anywhere)
+            .await
+            .unwrap();
+        assert_eq!(writer_cpus(&free).await, process);
+        drop(free);
+        let first = process[0];
+        let chosen = Storage::connect_with(&tdb.url, None, WriterCpu::Cpu(first))
+            .await
+            .unwrap();
+        assert_eq!(writer_cpus(&chosen).await, vec![first]);
+        drop(chosen);
+        let absent = process.iter().max().unwrap() + 1;
+        let err = Storage::connect_with(&tdb.url, None, WriterCpu::Cpu(absent))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("sqlite_writer_cpu = {absent}")),
+            "{err}"
         );
         tdb.cleanup().await;
     }
