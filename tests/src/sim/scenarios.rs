@@ -682,6 +682,21 @@ pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxErro
     Ok(report)
 }
 
+/// A transaction of the simulator's own beside the running server's, which reads and then writes. On
+/// SQLite it takes the write lock from the start: a deferred one reads first, and when the server commits
+/// meanwhile (its push worker recording pushes, a check-in's last-seen) its first write fails at once
+/// with "database is locked" instead of waiting.
+async fn begin_writing(
+    db: &sea_orm::DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
+
 /// The database side of an enqueue to every device, step by step on the simulator's own connection, in a
 /// transaction that is rolled back: look up the channels, store the command and queue a row per channel,
 /// mark them owed a push.
@@ -691,19 +706,9 @@ async fn fanout_breakdown(
     ids: &[String],
 ) -> Result<(), BoxError> {
     use mdm_server::storage::enrollments;
-    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
     let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
     let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
-    // SQLite: the write lock from the start. A deferred transaction reads first, and when the server
-    // commits meanwhile (its push worker still recording the fan-out's pushes) its first write fails
-    // with SQLITE_BUSY_SNAPSHOT instead of waiting.
-    let txn = storage
-        .db()
-        .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        })
-        .await?;
+    let txn = begin_writing(storage.db()).await?;
     let t = Instant::now();
     let found = enrollments::eligibility(&txn, ids).await?;
     report.figure("breakdown_find_enrollments_ms", ms(t));
@@ -1209,7 +1214,7 @@ pub async fn idle_breakdown(
 ) -> Result<(), BoxError> {
     use mdm_server::protocol::CommandReport;
     use mdm_server::storage::{checkin_state, enrollments};
-    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use sea_orm::ConnectionTrait;
     let n = n.max(1);
     let dev = &fleet.devices[0].sim;
     let body = dev.idle();
@@ -1249,7 +1254,7 @@ pub async fn idle_breakdown(
     report.figure("breakdown_idle_state_read_us", per_op(t).round());
     let t = Instant::now();
     for _ in 0..n {
-        let txn = db.begin().await?;
+        let txn = begin_writing(db).await?;
         checkin_state::load(&txn, &e.device_id, &e.id).await?;
         queue::next(&txn, &e.id, now).await?;
         enrollments::checked_in(&txn, &e.id, now, now + 600_000).await?;
