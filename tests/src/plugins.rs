@@ -23,6 +23,7 @@ pub fn build(package: &str) -> PathBuf {
         return p.clone();
     }
     let root = workspace_root();
+    ensure_target(&root);
     let target_dir = root.join("target").join("plugins");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
@@ -52,6 +53,30 @@ pub fn build(package: &str) -> PathBuf {
     assert!(path.exists(), "{} was not produced", path.display());
     map.insert(package.to_string(), path.clone());
     path
+}
+
+/// Add the `wasm32-wasip2` target when rustup manages the toolchain and lacks it. rustup installs the
+/// targets `rust-toolchain.toml` names only when it installs the toolchain itself, so a machine that
+/// already had 1.95 would otherwise fail every plugin test on a first `cargo test --workspace`.
+fn ensure_target(root: &std::path::Path) {
+    let installed = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "list", "--installed"])
+        .output();
+    let Ok(installed) = installed else {
+        return; // No rustup: the build below says what is missing.
+    };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|t| t.trim() == "wasm32-wasip2")
+    {
+        return;
+    }
+    eprintln!("adding the wasm32-wasip2 target (rustup target add wasm32-wasip2) to build plugins");
+    let _ = Command::new("rustup")
+        .current_dir(root)
+        .args(["target", "add", "wasm32-wasip2"])
+        .status();
 }
 
 /// The manifest beside a plugin crate (`plugins/<name>/plugin.json` or `tests/plugins/<name>/plugin.json`).
