@@ -138,6 +138,10 @@ enum Bench {
         devices: usize,
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+        /// The push worker's rate limit (`push.max_per_second`). The default lets it claim every owed push
+        /// in one round, so all are sent within the run; the server's own default is 500.
+        #[arg(long, default_value_t = 1_000_000)]
+        push_per_second: u32,
     },
     /// 4. Next-command latency with few vs many rows in command_queue.
     QueueDepth {
@@ -283,10 +287,18 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
             )
             .await
         }
-        Bench::Fanout { devices, repeat } => {
+        Bench::Fanout {
+            devices,
+            repeat,
+            push_per_second,
+        } => {
             scenarios::fanout(
                 &common(g, ServerMode::InProcess),
-                &scenarios::FanoutParams { devices, repeat },
+                &scenarios::FanoutParams {
+                    devices,
+                    repeat,
+                    push_per_second,
+                },
             )
             .await
         }

@@ -619,6 +619,8 @@ pub async fn commands(common: &Common, p: &CommandParams) -> Result<Report, BoxE
 pub struct FanoutParams {
     pub devices: usize,
     pub repeat: usize,
+    /// The push worker's `push.max_per_second`: how many owed pushes one of its rounds claims.
+    pub push_per_second: u32,
 }
 
 pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxError> {
@@ -626,7 +628,7 @@ pub async fn fanout(common: &Common, p: &FanoutParams) -> Result<Report, BoxErro
     let s = setup(common, p.devices, Behavior::default()).await?;
     seed(&mut report, &s).await?;
     let mut opts = server_options(common);
-    opts.push_max_per_second = 1_000_000;
+    opts.push_max_per_second = p.push_per_second;
     let mut server = Server::start(&s.db, &s.storage, &common.mode, &opts).await?;
     let enq = Enqueuer::new(&server, &s.fleet);
     let size0 = s.db.size_bytes(&s.storage).await?;
