@@ -104,17 +104,7 @@ async fn main() -> ExitCode {
 }
 
 async fn storage(config: &Config) -> Result<Storage, Box<dyn std::error::Error>> {
-    if config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir)?;
-    }
-    let s = Storage::connect_with(
-        &config.database_url(),
-        config.database_schema.as_deref(),
-        config.sqlite_writer_cpu,
-    )
-    .await?;
-    s.migrate().await?;
-    Ok(s)
+    Ok(Application::open_storage(config).await?)
 }
 
 async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {

@@ -105,9 +105,9 @@ impl Application {
         .await
     }
 
-    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, StartError> {
-        let clock = overrides.clock;
-        config.validate()?;
+    /// The configured database, created (SQLite, in `data_dir`) and migrated: what the server and every
+    /// command-line subcommand open.
+    pub async fn open_storage(config: &Config) -> Result<Storage, StartError> {
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
@@ -119,6 +119,13 @@ impl Application {
         )
         .await?;
         storage.migrate().await?;
+        Ok(storage)
+    }
+
+    pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, StartError> {
+        let clock = overrides.clock;
+        config.validate()?;
+        let storage = Self::open_storage(&config).await?;
         let device_ca_pem = match &config.identity.device_ca_file {
             Some(path) => Some(
                 std::fs::read(path)
