@@ -128,7 +128,7 @@ async fn every_benchmark_scenario_completes_without_protocol_violations() {
             &scenarios::FanoutParams {
                 devices: 40,
                 repeat: 2,
-                push_per_second: 1_000_000,
+                push_per_second: scenarios::UNLIMITED_PUSH_RATE,
             },
         )
         .await

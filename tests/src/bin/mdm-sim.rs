@@ -140,7 +140,7 @@ enum Bench {
         repeat: usize,
         /// The push worker's rate limit (`push.max_per_second`). The default lets it claim every owed push
         /// in one round, so all are sent within the run; the server's own default is 500.
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = scenarios::UNLIMITED_PUSH_RATE)]
         push_per_second: u32,
     },
     /// 4. Next-command latency with few vs many rows in command_queue.

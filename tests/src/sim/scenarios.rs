@@ -615,6 +615,10 @@ pub async fn commands(common: &Common, p: &CommandParams) -> Result<Report, BoxE
 // ---------------------------------------------------------------------------------------------------
 // 3. Fan-out: one command to every device through the API.
 
+/// A push rate limit no fan-out here reaches: the push worker claims every owed push in one round, so
+/// all are sent within the run.
+pub const UNLIMITED_PUSH_RATE: u32 = 1_000_000;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FanoutParams {
     pub devices: usize,
