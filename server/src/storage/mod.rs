@@ -68,6 +68,27 @@ pub type TxnFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send 
 /// Idle state check, admin listings) run here instead of queueing for the writer.
 const SQLITE_READERS: u32 = 4;
 
+/// How long a PostgreSQL connection may sit idle in the pool before it is checked with a ping on its way
+/// out: long enough that busy connections are never checked, short of the minutes after which proxies and
+/// firewalls drop idle ones.
+const PG_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
+/// What every pool shares. sea-orm pings each connection as it leaves the pool by default: one more round
+/// trip before every query and every transaction (on SQLite a hand-off to the connection's thread and
+/// back, on PostgreSQL a trip to the server). A SQLite connection is a file handle in this process, which
+/// a ping never finds broken, so it is not pinged; a PostgreSQL connection only after sitting idle.
+fn pool_options(url: &str, sqlite: bool) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10));
+    if sqlite {
+        opts.test_before_acquire(false);
+    } else {
+        opts.test_before_acquire_if_idle_for(PG_PING_IF_IDLE_FOR);
+    }
+    opts
+}
+
 impl Storage {
     /// Connect to `url` (`sqlite://path?mode=rwc` or `postgres://...`). `schema` selects a PostgreSQL schema
     /// (search_path), so several servers or test runs can share one database.
@@ -81,10 +102,8 @@ impl Storage {
         schema: Option<&str>,
         writer_cpu: WriterCpu,
     ) -> StorageResult<Self> {
-        let mut opts = ConnectOptions::new(url.to_string());
-        opts.sqlx_logging(false)
-            .acquire_timeout(Duration::from_secs(10));
         let sqlite = url.starts_with("sqlite:");
+        let mut opts = pool_options(url, sqlite);
         if sqlite {
             // One connection: SQLite has one writer anyway, and a single connection rules out
             // SQLITE_BUSY when a read transaction upgrades to a write under load.
@@ -122,11 +141,8 @@ impl Storage {
         // After the writer: it has created the file and put it in WAL mode.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let reader = if sqlite && !in_memory {
-            let mut ro = ConnectOptions::new(url.to_string());
-            ro.sqlx_logging(false)
-                .acquire_timeout(Duration::from_secs(10))
-                .max_connections(SQLITE_READERS)
-                .min_connections(1);
+            let mut ro = pool_options(url, sqlite);
+            ro.max_connections(SQLITE_READERS).min_connections(1);
             ro.map_sqlx_sqlite_opts(|o| {
                 o.read_only(true)
                     .create_if_missing(false)
@@ -203,6 +219,20 @@ mod tests {
     use super::testing::test_databases;
     use super::*;
     use sea_orm::TransactionTrait;
+
+    /// No pool pings a busy connection before each use; PostgreSQL still checks one that sat idle.
+    #[test]
+    fn connections_are_pinged_only_after_sitting_idle() {
+        let sqlite = pool_options("sqlite://x.db", true);
+        assert!(!sqlite.get_test_before_acquire());
+        assert_eq!(sqlite.get_test_before_acquire_if_idle_for(), None);
+        let pg = pool_options("postgres://h/db", false);
+        assert!(!pg.get_test_before_acquire());
+        assert_eq!(
+            pg.get_test_before_acquire_if_idle_for(),
+            Some(PG_PING_IF_IDLE_FOR)
+        );
+    }
 
     /// The point of the reader: a read outside a transaction is answered while the writer is inside one
     /// (on SQLite the writer is one connection, so a read queued for it would wait for the commit), sees
