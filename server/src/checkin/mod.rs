@@ -161,15 +161,23 @@ impl CheckinService {
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
         let is_token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
-        let mut run = HookRun::default();
-        if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
-            // One read off the writer; the transaction below checks the identity again.
-            let subject = identified(
+        let hooked = !self.plugins.subscribed(Hook::OnCheckin).is_empty();
+        // One read off the writer for the plugins' event. The transaction checks the identity again; a
+        // TokenUpdate's does so in its one UPDATE, so with plugins it still reads nothing itself. Without
+        // plugins the read stays in the transaction: there it costs less than a trip to a reader.
+        let sender = if hooked {
+            Some(identified(
                 event_subject::load(self.storage.reader(), &e.device_id, &e.id).await?,
                 |s| s.identity_fingerprint.as_deref(),
                 cert.fingerprint(),
                 e,
-            )?;
+            )?)
+        } else {
+            None
+        };
+        let sender_seen_at = sender.as_ref().map(|s| s.last_seen_at);
+        let mut run = HookRun::default();
+        if let Some(subject) = sender {
             let (count, awaiting) = match &msg.payload {
                 CheckinPayload::TokenUpdate(t) => {
                     let before = subject.token_update_count.unwrap_or(0);
@@ -201,11 +209,24 @@ impl CheckinService {
             .transaction(move |txn| {
                 Box::pin(async move {
                     let e = &msg.enrollment;
-                    let device = authorize(txn, &fingerprint, e).await?;
-                    let response =
-                        apply_message(txn, &msg, &device, policy, now, next_push_at).await?;
+                    // A TokenUpdate on a known channel is one statement that checks the identity itself.
+                    let stored = match (&msg.payload, sender_seen_at) {
+                        (CheckinPayload::TokenUpdate(t), Some(_)) => {
+                            let bound = Some(fingerprint.as_str());
+                            token_update(txn, e, t, &msg.raw, now, next_push_at, bound).await?
+                        }
+                        _ => false,
+                    };
+                    let (response, device_seen_at) = if stored {
+                        (MdmResponse::Empty, sender_seen_at)
+                    } else {
+                        let device = authorize(txn, &fingerprint, e).await?;
+                        let response =
+                            apply_message(txn, &msg, &device, policy, now, next_push_at).await?;
+                        (response, Some(device.last_seen_at))
+                    };
                     let last = LastSeen {
-                        device: Some(device.last_seen_at),
+                        device: device_seen_at,
                         device_channel: None,
                     };
                     // A TokenUpdate has recorded its channel already.
@@ -485,7 +506,7 @@ async fn apply_message<C: ConnectionTrait>(
     let e = &msg.enrollment;
     Ok(match &msg.payload {
         CheckinPayload::TokenUpdate(t) => {
-            token_update(txn, e, t, &msg.raw, now, next_push_at).await?;
+            token_update(txn, e, t, &msg.raw, now, next_push_at, None).await?;
             MdmResponse::Empty
         }
         CheckinPayload::CheckOut => {
@@ -749,7 +770,9 @@ async fn authorize<C: ConnectionTrait>(
     )
 }
 
-/// Also records the channel as checked in (see [`enrollments::apply_token_update`]).
+/// Also records the channel as checked in (see [`enrollments::apply_token_update`]). With `bound_to`, only a
+/// known channel of a device still bound to that identity is updated, and false (nothing written) means the
+/// caller must take the full path.
 async fn token_update<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
@@ -757,28 +780,32 @@ async fn token_update<C: ConnectionTrait>(
     raw: &[u8],
     now: i64,
     next_push_at: i64,
-) -> Result<(), CheckinError> {
-    let count = enrollments::apply_token_update(
-        c,
-        e,
-        TokenUpdateFacts {
-            topic: t.topic.clone(),
-            push_magic: t.push_magic.clone(),
-            token: t.token.clone(),
-            awaiting_configuration: t.awaiting_configuration,
-            raw: raw.to_vec(),
-        },
-        now,
-        Some(next_push_at),
-    )
-    .await?;
+    bound_to: Option<&str>,
+) -> Result<bool, CheckinError> {
+    let facts = TokenUpdateFacts {
+        topic: t.topic.clone(),
+        push_magic: t.push_magic.clone(),
+        token: t.token.clone(),
+        awaiting_configuration: t.awaiting_configuration,
+        raw: raw.to_vec(),
+    };
+    let next = Some(next_push_at);
+    let count = match bound_to {
+        Some(fp) => {
+            match enrollments::apply_token_update_if_bound(c, e, &facts, fp, now, next).await? {
+                Some(count) => count,
+                None => return Ok(false),
+            }
+        }
+        None => enrollments::apply_token_update(c, e, facts, now, next).await?,
+    };
     if let Some(unlock) = &t.unlock_token {
         if matches!(e.kind, EnrollmentKind::Device) {
             devices::set_unlock_token(c, &e.device_id, unlock.clone(), now).await?;
         }
     }
     tracing::info!(enrollment = %e.id, kind = e.kind.as_str(), count, "token update");
-    Ok(())
+    Ok(true)
 }
 
 /// How stale a device's or channel's `last_seen_at` may get before a check-in rewrites it. Rewriting it on

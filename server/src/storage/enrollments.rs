@@ -3,7 +3,7 @@
 use super::entities::enrollment::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
 use crate::protocol::{EnrollmentKind, EnrollmentRef};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, UpdateStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -79,6 +79,58 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     now: i64,
     next_push_at: Option<i64>,
 ) -> StorageResult<i32> {
+    let update = token_update_statement(e, &f, now, next_push_at);
+    if let Some(count) = returned_count(c, &update).await? {
+        return Ok(count);
+    }
+    let mut am = new_channel(&e.id, &e.device_id, e.kind, now);
+    am.user_id = Set(e.user_id.clone());
+    am.user_short_name = Set(e.user_short_name.clone());
+    am.user_long_name = Set(e.user_long_name.clone());
+    am.enabled = Set(true);
+    am.topic = Set(Some(f.topic));
+    am.push_magic = Set(Some(f.push_magic));
+    am.token = Set(Some(f.token));
+    am.awaiting_configuration = Set(f.awaiting_configuration);
+    am.token_update_count = Set(1);
+    am.token_update_raw = Set(Some(f.raw));
+    am.next_push_at = Set(next_push_at);
+    am.insert(c).await?;
+    Ok(1)
+}
+
+/// [`apply_token_update`] for a channel already stored, in the same one statement, only while its device is
+/// still bound to the identity `fingerprint`: the check a transaction would otherwise make with a read of
+/// its own. None when nothing was updated (no such channel yet, or the device is unknown or bound to
+/// another identity); the caller then takes the full path, which tells these apart.
+pub async fn apply_token_update_if_bound<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    f: &TokenUpdateFacts,
+    fingerprint: &str,
+    now: i64,
+    next_push_at: Option<i64>,
+) -> StorageResult<Option<i32>> {
+    use super::entities::device;
+    let mut update = token_update_statement(e, f, now, next_push_at);
+    update.and_where(Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(device::Entity)
+            .and_where(device::Column::Id.eq(e.device_id.as_str()))
+            .and_where(device::Column::IdentityFingerprint.eq(fingerprint))
+            .to_owned(),
+    ));
+    returned_count(c, &update).await
+}
+
+/// The one UPDATE that stores a TokenUpdate on a known channel and returns its new TokenUpdate count.
+fn token_update_statement(
+    e: &EnrollmentRef,
+    f: &TokenUpdateFacts,
+    now: i64,
+    next_push_at: Option<i64>,
+) -> UpdateStatement {
     let mut update = Query::update();
     update
         .table(Entity)
@@ -111,24 +163,18 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     if let Some(at) = next_push_at {
         update.value(Column::NextPushAt, at);
     }
-    let stmt = c.get_database_backend().build(&update);
-    if let Some(row) = c.query_one_raw(stmt).await? {
-        return Ok(row.try_get_by_index::<i32>(0)?);
+    update
+}
+
+async fn returned_count<C: ConnectionTrait>(
+    c: &C,
+    update: &UpdateStatement,
+) -> StorageResult<Option<i32>> {
+    let stmt = c.get_database_backend().build(update);
+    match c.query_one_raw(stmt).await? {
+        Some(row) => Ok(Some(row.try_get_by_index::<i32>(0)?)),
+        None => Ok(None),
     }
-    let mut am = new_channel(&e.id, &e.device_id, e.kind, now);
-    am.user_id = Set(e.user_id.clone());
-    am.user_short_name = Set(e.user_short_name.clone());
-    am.user_long_name = Set(e.user_long_name.clone());
-    am.enabled = Set(true);
-    am.topic = Set(Some(f.topic));
-    am.push_magic = Set(Some(f.push_magic));
-    am.token = Set(Some(f.token));
-    am.awaiting_configuration = Set(f.awaiting_configuration);
-    am.token_update_count = Set(1);
-    am.token_update_raw = Set(Some(f.raw));
-    am.next_push_at = Set(next_push_at);
-    am.insert(c).await?;
-    Ok(1)
 }
 
 /// A channel as first stored: disabled until its TokenUpdate, never pushed, seen `now`.
@@ -344,6 +390,68 @@ mod tests {
                 ("UDID-1", Some("U-501"), 1)
             );
             assert_eq!((u.created_at, u.next_push_at), (40, Some(640)));
+            tdb.cleanup().await;
+        }
+    }
+
+    /// The guarded form writes only a known channel of a device still bound to the identity, and writes
+    /// nothing otherwise, so the caller can fall back to the full path.
+    #[tokio::test]
+    async fn a_bound_token_update_checks_the_identity_in_its_statement() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            let dev = channel("UDID-1", EnrollmentKind::Device);
+            assert_eq!(
+                apply_token_update_if_bound(db, &dev, &facts(b"t0"), "fp1", 5, None)
+                    .await
+                    .unwrap(),
+                None,
+                "unknown device"
+            );
+            let bound = AuthenticateFacts {
+                identity_fingerprint: "fp1".into(),
+                ..Default::default()
+            };
+            devices::upsert_authenticated(db, "UDID-1", bound, 10)
+                .await
+                .unwrap();
+            assert_eq!(
+                apply_token_update_if_bound(db, &dev, &facts(b"t0"), "fp1", 15, None)
+                    .await
+                    .unwrap(),
+                None,
+                "no channel yet"
+            );
+            assert_eq!(find(db, "UDID-1").await.unwrap(), None, "none is created");
+
+            apply_token_update(db, &dev, facts(b"t1"), 20, None)
+                .await
+                .unwrap();
+            assert_eq!(
+                apply_token_update_if_bound(db, &dev, &facts(b"t2"), "fp2", 30, Some(630))
+                    .await
+                    .unwrap(),
+                None,
+                "another identity"
+            );
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert_eq!(
+                (c.token.as_deref(), c.token_update_count, c.last_seen_at),
+                (Some(&b"t1"[..]), 1, 20),
+                "unchanged"
+            );
+            assert_eq!(
+                apply_token_update_if_bound(db, &dev, &facts(b"t3"), "fp1", 40, Some(640))
+                    .await
+                    .unwrap(),
+                Some(2)
+            );
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert_eq!(
+                (c.token.as_deref(), c.last_seen_at, c.next_push_at),
+                (Some(&b"t3"[..]), 40, Some(640))
+            );
             tdb.cleanup().await;
         }
     }

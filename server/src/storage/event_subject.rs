@@ -1,6 +1,8 @@
-//! What a plugin's check-in event says about its sender, in one read beside the writer: the identity
-//! bound to the device (checked before any plugin runs), the facts plugins are told, and the channel's
-//! TokenUpdate count. Before, the event took two reads (the whole device row and the whole channel row).
+//! What a check-in's sender is, in one read beside the writer: the identity bound to the device (checked
+//! before any plugin runs), the facts plugins are told, the channel's TokenUpdate count and when the device
+//! was last seen. A TokenUpdate reads it before its transaction, which then writes without reading (see
+//! [`super::enrollments::apply_token_update_if_bound`]). Before, the event took two reads (the whole device
+//! row and the whole channel row).
 
 use super::entities::device::{self, Entity as Devices};
 use super::entities::enrollment::{self, Entity as Enrollments};
@@ -43,6 +45,8 @@ pub struct EventSubject {
     pub device: DescribedDevice,
     /// TokenUpdates stored for the channel so far; None when it has sent none.
     pub token_update_count: Option<i32>,
+    /// When the device was last seen, for the check-in's throttled last-seen write.
+    pub last_seen_at: i64,
 }
 
 /// None when the device is unknown.
@@ -63,6 +67,7 @@ pub async fn load<C: ConnectionTrait>(
             (Devices, device::Column::DeviceName),
             (Devices, device::Column::OsVersion),
             (Devices, device::Column::BuildVersion),
+            (Devices, device::Column::LastSeenAt),
         ])
         .expr_as(
             Expr::col((ch.clone(), enrollment::Column::TokenUpdateCount)),
@@ -84,6 +89,7 @@ pub async fn load<C: ConnectionTrait>(
         identity_fingerprint: row.try_get("", "identity_fingerprint")?,
         device: DescribedDevice::from_query_result(&row, "")?,
         token_update_count: row.try_get("", "channel_token_updates")?,
+        last_seen_at: row.try_get("", "last_seen_at")?,
     }))
 }
 
@@ -119,6 +125,7 @@ mod tests {
             assert_eq!(before.device.serial_number.as_deref(), Some("C02XYZ"));
             assert_eq!(before.device.os_version.as_deref(), Some("14.5"));
             assert_eq!(before.token_update_count, None, "no channel yet");
+            assert_eq!(before.last_seen_at, 1_000);
 
             let e = device_channel("D1");
             for n in 1..=2 {
