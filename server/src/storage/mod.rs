@@ -218,7 +218,54 @@ impl Storage {
 mod tests {
     use super::testing::test_databases;
     use super::*;
-    use sea_orm::TransactionTrait;
+    use sea_orm::{Statement, TransactionTrait};
+
+    /// Busy PostgreSQL connections are not pinged, so one the server dropped fails the query that finds it
+    /// dead; the pool must then replace it rather than hand it out again. (SQLite has no server to drop one.)
+    #[tokio::test]
+    async fn a_postgres_connection_the_server_dropped_is_replaced() {
+        let Some(tdb) = test_databases()
+            .await
+            .into_iter()
+            .find(|t| t.label == "postgres")
+        else {
+            eprintln!("skipped: {} is not set", testing::TEST_DATABASE_ENV);
+            return;
+        };
+        let name = format!("mdm_drop_{}", uuid::Uuid::new_v4().simple());
+        let sep = if tdb.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{sep}application_name={name}", tdb.url);
+        let s = Storage::connect(&url, tdb.schema.as_deref()).await.unwrap();
+        s.ping().await.unwrap();
+        let other = Database::connect(tdb.url.as_str()).await.unwrap();
+        let dropped = other
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                [name.clone().into()],
+            ))
+            .await
+            .unwrap()
+            .len();
+        assert!(dropped >= 1, "the pool's connections were found");
+        // Each dropped connection may fail one query; after that every query must work.
+        let failed = {
+            let mut failed = 0;
+            while s.ping().await.is_err() {
+                failed += 1;
+                assert!(
+                    failed <= dropped,
+                    "a dropped connection was handed out again"
+                );
+            }
+            failed
+        };
+        for _ in 0..3 {
+            s.ping().await.unwrap();
+        }
+        eprintln!("{dropped} connection(s) dropped, {failed} query(ies) failed");
+        tdb.cleanup().await;
+    }
 
     /// No pool pings a busy connection before each use; PostgreSQL still checks one that sat idle.
     #[test]
