@@ -1,8 +1,8 @@
 //! What a check-in's sender is, in one read beside the writer: the identity bound to the device (checked
 //! before any plugin runs), the facts plugins are told, the channel's TokenUpdate count and when the device
-//! was last seen. A TokenUpdate reads it before its transaction, which then writes without reading (see
-//! [`super::enrollments::apply_token_update_if_bound`]). Before, the event took two reads (the whole device
-//! row and the whole channel row).
+//! was last seen. With plugins a TokenUpdate reads it before its transaction, which then writes without
+//! reading (see [`super::enrollments::apply_token_update_if_bound`]). Before, the event took two reads (the
+//! whole device row and the whole channel row).
 
 use super::entities::device::{self, Entity as Devices};
 use super::entities::enrollment::{self, Entity as Enrollments};

@@ -77,16 +77,20 @@ const PG_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 /// trip before every query and every transaction (on SQLite a hand-off to the connection's thread and
 /// back, on PostgreSQL a trip to the server). A SQLite connection is a file handle in this process, which
 /// a ping never finds broken, so it is not pinged; a PostgreSQL connection only after sitting idle.
-fn pool_options(url: &str, sqlite: bool) -> ConnectOptions {
+fn pool_options(url: &str) -> ConnectOptions {
     let mut opts = ConnectOptions::new(url.to_string());
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10));
-    if sqlite {
+    if is_sqlite(url) {
         opts.test_before_acquire(false);
     } else {
         opts.test_before_acquire_if_idle_for(PG_PING_IF_IDLE_FOR);
     }
     opts
+}
+
+fn is_sqlite(url: &str) -> bool {
+    url.starts_with("sqlite:")
 }
 
 impl Storage {
@@ -102,8 +106,8 @@ impl Storage {
         schema: Option<&str>,
         writer_cpu: WriterCpu,
     ) -> StorageResult<Self> {
-        let sqlite = url.starts_with("sqlite:");
-        let mut opts = pool_options(url, sqlite);
+        let sqlite = is_sqlite(url);
+        let mut opts = pool_options(url);
         if sqlite {
             // One connection: SQLite has one writer anyway, and a single connection rules out
             // SQLITE_BUSY when a read transaction upgrades to a write under load.
@@ -141,7 +145,7 @@ impl Storage {
         // After the writer: it has created the file and put it in WAL mode.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let reader = if sqlite && !in_memory {
-            let mut ro = pool_options(url, sqlite);
+            let mut ro = pool_options(url);
             ro.max_connections(SQLITE_READERS).min_connections(1);
             ro.map_sqlx_sqlite_opts(|o| {
                 o.read_only(true)
@@ -242,24 +246,21 @@ mod tests {
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-                [name.clone().into()],
+                [name.into()],
             ))
             .await
             .unwrap()
             .len();
         assert!(dropped >= 1, "the pool's connections were found");
         // Each dropped connection may fail one query; after that every query must work.
-        let failed = {
-            let mut failed = 0;
-            while s.ping().await.is_err() {
-                failed += 1;
-                assert!(
-                    failed <= dropped,
-                    "a dropped connection was handed out again"
-                );
-            }
-            failed
-        };
+        let mut failed = 0;
+        while s.ping().await.is_err() {
+            failed += 1;
+            assert!(
+                failed <= dropped,
+                "a dropped connection was handed out again"
+            );
+        }
         for _ in 0..3 {
             s.ping().await.unwrap();
         }
@@ -270,10 +271,10 @@ mod tests {
     /// No pool pings a busy connection before each use; PostgreSQL still checks one that sat idle.
     #[test]
     fn connections_are_pinged_only_after_sitting_idle() {
-        let sqlite = pool_options("sqlite://x.db", true);
+        let sqlite = pool_options("sqlite://x.db");
         assert!(!sqlite.get_test_before_acquire());
         assert_eq!(sqlite.get_test_before_acquire_if_idle_for(), None);
-        let pg = pool_options("postgres://h/db", false);
+        let pg = pool_options("postgres://h/db");
         assert!(!pg.get_test_before_acquire());
         assert_eq!(
             pg.get_test_before_acquire_if_idle_for(),
