@@ -18,7 +18,7 @@ use crate::storage::checkin_state::{self, ChannelSeen, ChannelState};
 use crate::storage::devices::{self, AuthenticateFacts, Device, DeviceFacts};
 use crate::storage::enrollments::{self, TokenUpdateFacts};
 use crate::storage::queue::{self, QueueStatus, ReportOutcome};
-use crate::storage::{event_subject, issued_certs, Storage, StorageError};
+use crate::storage::{event_subject, issued_certs, PointRead, Storage, StorageError};
 use plist::{Dictionary, Value};
 use sea_orm::ConnectionTrait;
 use std::sync::Arc;
@@ -162,12 +162,13 @@ impl CheckinService {
         let scope = scope_of(e, &event_id);
         let is_token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
         let hooked = !self.plugins.subscribed(Hook::OnCheckin).is_empty();
-        // One read off the writer for the plugins' event. The transaction checks the identity again; a
-        // TokenUpdate's does so in its one UPDATE, so with plugins it still reads nothing itself. Without
-        // plugins the read stays in the transaction: there it costs less than a trip to a reader.
+        // One point read off the writer for the plugins' event. The transaction checks the identity
+        // again; a TokenUpdate's does so in its one UPDATE, so with plugins it still reads nothing itself.
+        // Without plugins the read stays in the transaction: there it cost less than a trip to a reader
+        // (measured before point reads ran on the calling thread).
         let sender = if hooked {
             Some(identified(
-                event_subject::load(self.storage.reader(), &e.device_id, &e.id).await?,
+                event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?,
                 |s| s.identity_fingerprint.as_deref(),
                 cert.fingerprint(),
                 e,
@@ -446,7 +447,8 @@ impl CheckinService {
         e: &EnrollmentRef,
         now: i64,
     ) -> Result<bool, CheckinError> {
-        let (state, channel) = channel_state(self.storage.reader(), cert.fingerprint(), e).await?;
+        let (state, channel) =
+            channel_state(&self.storage.point_reads(), cert.fingerprint(), e).await?;
         let fresh = |seen: i64| seen_recently(now, seen);
         Ok(!state.has_queued
             && !state.has_not_now
@@ -722,8 +724,8 @@ async fn learn_from_result<C: ConnectionTrait>(
 }
 
 /// A report's sender as [`authorize`] requires it, with its queue state and its channel (which must exist).
-async fn channel_state<C: ConnectionTrait>(
-    c: &C,
+async fn channel_state<R: PointRead>(
+    c: &R,
     fingerprint: &str,
     e: &EnrollmentRef,
 ) -> Result<(ChannelState, ChannelSeen), CheckinError> {

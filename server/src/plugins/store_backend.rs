@@ -32,7 +32,7 @@ impl StoreBackend {
     async fn quota_ok(&self, plugin: &str, key: &str, max: u32) -> Result<(), KvFault> {
         let db = self.storage.reader();
         let now = self.clock.now_ms();
-        let exists = plugin_kv::get(db, plugin, key, now)
+        let exists = plugin_kv::get(&self.storage.point_reads(), plugin, key, now)
             .await
             .map_err(|e| KvFault::Unavailable(e.to_string()))?
             .is_some();
@@ -55,9 +55,14 @@ impl HostBackend for StoreBackend {
     }
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        plugin_kv::get(self.storage.reader(), plugin, key, self.clock.now_ms())
-            .await
-            .map_err(|e| e.to_string())
+        plugin_kv::get(
+            &self.storage.point_reads(),
+            plugin,
+            key,
+            self.clock.now_ms(),
+        )
+        .await
+        .map_err(|e| e.to_string())
     }
 
     async fn kv_set(

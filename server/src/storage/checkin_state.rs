@@ -5,10 +5,10 @@
 use super::entities::device::{self, Entity as Devices};
 use super::entities::enrollment::{self, Entity as Enrollments};
 use super::entities::queue_item::{self, Entity as Queue};
+use super::point_reads::PointRead;
 use super::queue::QueueStatus;
 use super::StorageResult;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query, SelectStatement};
-use sea_orm::ConnectionTrait;
 
 /// A device and one of its channels as a report finds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +32,9 @@ pub struct ChannelSeen {
     pub push_attempts: i32,
 }
 
-/// None when the device is unknown.
-pub async fn load<C: ConnectionTrait>(
-    c: &C,
+/// None when the device is unknown. A point read: on every Idle.
+pub async fn load<R: PointRead>(
+    r: &R,
     device_id: &str,
     enrollment_id: &str,
 ) -> StorageResult<Option<ChannelState>> {
@@ -81,24 +81,24 @@ pub async fn load<C: ConnectionTrait>(
         )
         .and_where(Expr::col((Devices, device::Column::Id)).eq(device_id))
         .to_owned();
-    let Some(row) = c.query_one(&q).await? else {
-        return Ok(None);
-    };
-    let channel = match row.try_get::<Option<String>>("", "channel_id")? {
-        Some(_) => Some(ChannelSeen {
-            last_seen_at: row.try_get("", "channel_seen")?,
-            push_attempts: row.try_get("", "push_attempts")?,
-        }),
-        None => None,
-    };
-    Ok(Some(ChannelState {
-        identity_fingerprint: row.try_get("", "identity_fingerprint")?,
-        device_last_seen_at: row.try_get("", "last_seen_at")?,
-        channel,
-        device_channel_last_seen_at: row.try_get("", "device_channel_seen")?,
-        has_queued: row.try_get("", "has_queued")?,
-        has_not_now: row.try_get("", "has_not_now")?,
-    }))
+    r.one(&q, |row| {
+        let channel = match row.get::<Option<String>>("channel_id")? {
+            Some(_) => Some(ChannelSeen {
+                last_seen_at: row.get("channel_seen")?,
+                push_attempts: row.get("push_attempts")?,
+            }),
+            None => None,
+        };
+        Ok(ChannelState {
+            identity_fingerprint: row.get("identity_fingerprint")?,
+            device_last_seen_at: row.get("last_seen_at")?,
+            channel,
+            device_channel_last_seen_at: row.get("device_channel_seen")?,
+            has_queued: row.get("has_queued")?,
+            has_not_now: row.get("has_not_now")?,
+        })
+    })
+    .await
 }
 
 fn pending(enrollment_id: &str, status: QueueStatus) -> SelectStatement {

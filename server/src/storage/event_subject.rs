@@ -6,12 +6,12 @@
 
 use super::entities::device::{self, Entity as Devices};
 use super::entities::enrollment::{self, Entity as Enrollments};
+use super::point_reads::{Fields, PointRead};
 use super::StorageResult;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
-use sea_orm::{ConnectionTrait, FromQueryResult};
 
 /// The facts plugins are told about a device: what Authenticate and DeviceInformation reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, FromQueryResult)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DescribedDevice {
     pub serial_number: Option<String>,
     pub platform: Option<String>,
@@ -21,6 +21,21 @@ pub struct DescribedDevice {
     pub device_name: Option<String>,
     pub os_version: Option<String>,
     pub build_version: Option<String>,
+}
+
+impl DescribedDevice {
+    fn read(row: &Fields<'_>) -> StorageResult<Self> {
+        Ok(Self {
+            serial_number: row.get("serial_number")?,
+            platform: row.get("platform")?,
+            model: row.get("model")?,
+            model_name: row.get("model_name")?,
+            product_name: row.get("product_name")?,
+            device_name: row.get("device_name")?,
+            os_version: row.get("os_version")?,
+            build_version: row.get("build_version")?,
+        })
+    }
 }
 
 impl From<&device::Model> for DescribedDevice {
@@ -49,9 +64,9 @@ pub struct EventSubject {
     pub last_seen_at: i64,
 }
 
-/// None when the device is unknown.
-pub async fn load<C: ConnectionTrait>(
-    c: &C,
+/// None when the device is unknown. A point read: on every check-in plugins hear of.
+pub async fn load<R: PointRead>(
+    r: &R,
     device_id: &str,
     enrollment_id: &str,
 ) -> StorageResult<Option<EventSubject>> {
@@ -82,15 +97,15 @@ pub async fn load<C: ConnectionTrait>(
         )
         .and_where(Expr::col((Devices, device::Column::Id)).eq(device_id))
         .to_owned();
-    let Some(row) = c.query_one(&q).await? else {
-        return Ok(None);
-    };
-    Ok(Some(EventSubject {
-        identity_fingerprint: row.try_get("", "identity_fingerprint")?,
-        device: DescribedDevice::from_query_result(&row, "")?,
-        token_update_count: row.try_get("", "channel_token_updates")?,
-        last_seen_at: row.try_get("", "last_seen_at")?,
-    }))
+    r.one(&q, |row| {
+        Ok(EventSubject {
+            identity_fingerprint: row.get("identity_fingerprint")?,
+            device: DescribedDevice::read(row)?,
+            token_update_count: row.get("channel_token_updates")?,
+            last_seen_at: row.get("last_seen_at")?,
+        })
+    })
+    .await
 }
 
 #[cfg(test)]

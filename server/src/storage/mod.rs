@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugins;
+pub mod point_reads;
 pub mod push;
 pub mod queue;
 pub mod secrets;
@@ -25,6 +26,7 @@ mod sqlite_plans;
 pub mod testing;
 mod writer;
 
+pub use point_reads::{PointRead, PointReads};
 pub use writer::WriterCpu;
 
 use sea_orm::{
@@ -59,6 +61,8 @@ pub struct Storage {
     reader: Option<DatabaseConnection>,
     /// SQLite only: the thread its write transactions run on (see [`writer`]).
     writer: Option<Arc<writer::Writer>>,
+    /// SQLite files only: connections for point reads on the calling thread (see [`point_reads`]).
+    local: Option<Arc<point_reads::LocalSqlite>>,
 }
 
 /// The body of a [`Storage::transaction`]: an async block over the transaction that owns what it uses.
@@ -67,6 +71,9 @@ pub type TxnFuture<'c, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send 
 /// Read-only SQLite connections. Reads that need no transaction (plugin events and key-value reads, the
 /// Idle state check, admin listings) run here instead of queueing for the writer.
 const SQLITE_READERS: u32 = 4;
+
+/// How long a SQLite connection waits for a lock before its statement fails.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a PostgreSQL connection may sit idle in the pool before it is checked with a ping on its way
 /// out: long enough that busy connections are never checked, short of the minutes after which proxies and
@@ -93,6 +100,15 @@ fn is_sqlite(url: &str) -> bool {
     url.starts_with("sqlite:")
 }
 
+/// The file a `sqlite:` URL names, as sqlx reads the URL.
+fn sqlite_file(url: &str) -> StorageResult<std::path::PathBuf> {
+    use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+    let opts: SqliteConnectOptions = url
+        .parse()
+        .map_err(|e| StorageError::Unavailable(format!("{url}: {e}")))?;
+    Ok(opts.get_filename().to_path_buf())
+}
+
 impl Storage {
     /// Connect to `url` (`sqlite://path?mode=rwc` or `postgres://...`). `schema` selects a PostgreSQL schema
     /// (search_path), so several servers or test runs can share one database.
@@ -116,7 +132,7 @@ impl Storage {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
                     .foreign_keys(true)
             });
             // Never closed for age or idleness: a new connection would get a new sqlx thread, opened
@@ -150,14 +166,26 @@ impl Storage {
             ro.map_sqlx_sqlite_opts(|o| {
                 o.read_only(true)
                     .create_if_missing(false)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
             });
             ro.map_sqlx_sqlite_pool_opts(sqlite_plans::on_every_connection);
             Some(Database::connect(ro).await?)
         } else {
             None
         };
-        Ok(Self { db, reader, writer })
+        let local = match reader {
+            Some(_) => Some(Arc::new(point_reads::LocalSqlite::open(
+                sqlite_file(url)?,
+                SQLITE_BUSY_TIMEOUT,
+            )?)),
+            None => None,
+        };
+        Ok(Self {
+            db,
+            reader,
+            writer,
+            local,
+        })
     }
 
     pub async fn migrate(&self) -> StorageResult<()> {
@@ -205,6 +233,15 @@ impl Storage {
     /// [`Storage::db`]. Anything a transaction must see consistently is read inside it instead.
     pub fn reader(&self) -> &DatabaseConnection {
         self.reader.as_ref().unwrap_or(&self.db)
+    }
+
+    /// For point reads on hot paths (see [`point_reads`]): on a SQLite file made on the calling thread,
+    /// elsewhere the same as [`Storage::reader`]. They see everything committed before they start.
+    pub fn point_reads(&self) -> PointReads<'_> {
+        match &self.local {
+            Some(local) => PointReads::Local(local),
+            None => PointReads::Pool(self.reader()),
+        }
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -282,9 +319,9 @@ mod tests {
         );
     }
 
-    /// The point of the reader: a read outside a transaction is answered while the writer is inside one
-    /// (on SQLite the writer is one connection, so a read queued for it would wait for the commit), sees
-    /// only what is committed, and cannot write.
+    /// The point of the reader and of point reads: a read outside a transaction is answered while the
+    /// writer is inside one (on SQLite the writer is one connection, so a read queued for it would wait for
+    /// the commit), sees only what is committed, and cannot write.
     #[tokio::test]
     async fn reads_do_not_wait_for_the_writer_and_see_what_is_committed() {
         for tdb in test_databases().await {
@@ -301,11 +338,20 @@ mod tests {
             .unwrap_or_else(|_| panic!("{}: the read waited for the writer", tdb.label))
             .unwrap();
             assert_eq!(during, None, "{}: uncommitted write seen", tdb.label);
+            // Before the commit too, so a point-read connection is reused across it.
+            let point = plugin_kv::get(&s.point_reads(), "p", "k", 1).await.unwrap();
+            assert_eq!(point, None, "{}: uncommitted write seen", tdb.label);
             txn.commit().await.unwrap();
             assert_eq!(
                 plugin_kv::get(s.reader(), "p", "k", 1).await.unwrap(),
                 Some(b"v".to_vec()),
                 "{}: committed write not seen",
+                tdb.label
+            );
+            assert_eq!(
+                plugin_kv::get(&s.point_reads(), "p", "k", 1).await.unwrap(),
+                Some(b"v".to_vec()),
+                "{}: committed write not seen by a point read",
                 tdb.label
             );
             if tdb.label == "sqlite" {

@@ -2,11 +2,12 @@
 //! both databases without a transaction. Expired entries read as absent.
 
 use super::entities::plugin_kv::{ActiveModel, Column, Entity};
+use super::point_reads::PointRead;
 use super::StorageResult;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 
 fn live(now: i64) -> Condition {
@@ -21,18 +22,21 @@ fn this(plugin: &str, key: &str) -> Condition {
         .add(Column::Key.eq(key))
 }
 
-pub async fn get<C: ConnectionTrait>(
-    c: &C,
+/// A point read: plugins read keys on check-ins.
+pub async fn get<R: PointRead>(
+    r: &R,
     plugin: &str,
     key: &str,
     now: i64,
 ) -> StorageResult<Option<Vec<u8>>> {
-    Ok(Entity::find()
+    let q = Entity::find()
+        .select_only()
+        .column(Column::Value)
         .filter(this(plugin, key))
         .filter(live(now))
-        .one(c)
-        .await?
-        .map(|m| m.value))
+        .limit(1)
+        .into_query();
+    r.one(&q, |row| row.get("value")).await
 }
 
 /// Live keys the plugin holds.
