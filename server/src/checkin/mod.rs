@@ -164,8 +164,8 @@ impl CheckinService {
         let hooked = !self.plugins.subscribed(Hook::OnCheckin).is_empty();
         // One point read off the writer for the plugins' event. The transaction checks the identity
         // again; a TokenUpdate's does so in its one UPDATE, so with plugins it still reads nothing itself.
-        // Without plugins the read stays in the transaction: there it cost less than a trip to a reader
-        // (measured before point reads ran on the calling thread).
+        // Without plugins the read stays in the transaction: there it costs less than a point read before
+        // it (measured with point reads on the calling thread too, BENCHMARKS.md, session 15).
         let sender = if hooked {
             Some(identified(
                 event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?,
