@@ -231,6 +231,91 @@ async fn baseline_arrives_once_and_results_become_inventory() {
     .await;
 }
 
+/// How many times the server has called `plugin`'s on-checkin, from its metrics.
+async fn checkin_calls(s: &TestServer, plugin: &str) -> u64 {
+    let m = s
+        .api(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .text();
+    let series =
+        format!(r#"mdm_plugin_calls_total{{plugin="{plugin}",hook="on-checkin",outcome="ok"}} "#);
+    m.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+/// Each channel's TokenUpdate count, as the admin API shows it.
+async fn token_update_counts(s: &TestServer, dev: &Device) -> Vec<(String, i64)> {
+    let d = s.get(&format!("/api/v1/devices/{}", dev.udid)).await.json();
+    let mut counts: Vec<(String, i64)> = d["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_str().unwrap().to_string();
+            (id, c["token_update_count"].as_i64().unwrap())
+        })
+        .collect();
+    counts.sort();
+    counts
+}
+
+#[tokio::test]
+async fn a_plugin_is_called_only_for_the_check_ins_its_manifest_names() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        // enroll-baseline hears authenticate and first-token-update, and nothing else.
+        let r = s.upload_plugin("enroll-baseline", json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let dev = Device::new(Platform::MacOs);
+        s.enroll(&dev).await;
+        assert_eq!(checkin_calls(&s, "enroll-baseline").await, 2);
+        // The first TokenUpdate was handed to the plugin and stored with what it queued.
+        let udid = dev.udid.clone();
+        assert_eq!(token_update_counts(&s, &dev).await, [(udid.clone(), 1)]);
+        let info = next(&s, &dev, dev.idle(None)).await.expect("baseline");
+        assert_eq!(info.request_type, "DeviceInformation");
+
+        // Later TokenUpdates are stored without a call.
+        for _ in 0..3 {
+            assert_eq!(s.checkin(&dev, dev.token_update(None)).await.status, 200);
+        }
+        assert_eq!(token_update_counts(&s, &dev).await, [(udid.clone(), 4)]);
+        assert_eq!(checkin_calls(&s, "enroll-baseline").await, 2);
+
+        // A user channel's first TokenUpdate (a channel not stored yet) is heard, its later ones not.
+        let user = mdm_tests::device::User::new("ada");
+        let user_channel = format!("{udid}:{}", user.user_id);
+        for _ in 0..2 {
+            let r = s.checkin(&dev, dev.token_update(Some(&user))).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        assert_eq!(checkin_calls(&s, "enroll-baseline").await, 3);
+        let counts = token_update_counts(&s, &dev).await;
+        assert_eq!(counts, [(udid.clone(), 4), (user_channel, 2)]);
+
+        // Messages it does not hear: no call; a device it does not know: refused as without plugins.
+        assert_eq!(s.checkin(&dev, dev.checkout()).await.status, 200);
+        let stranger = Device::new(Platform::Ios);
+        let r = s.checkin(&stranger, stranger.token_update(None)).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(checkin_calls(&s, "enroll-baseline").await, 3);
+
+        // Enrolling again makes the next TokenUpdate a first one, heard again.
+        s.enroll(&dev).await;
+        assert_eq!(checkin_calls(&s, "enroll-baseline").await, 5);
+        assert_eq!(
+            next(&s, &dev, dev.idle(None))
+                .await
+                .expect("again")
+                .request_type,
+            "DeviceInformation"
+        );
+        s.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn not_now_is_retried_with_backoff_then_alerted() {
     let alerts = Sink::start(200).await;

@@ -7,7 +7,9 @@ use crate::clock::SharedClock;
 use crate::config::UserAuthenticatePolicy;
 use crate::identity::{CaVerifier, DeviceCert, IdentityError};
 use crate::metrics::Metrics;
-use crate::plugins::{self, convert, EventScope, Hook, HookInput, HookRun, PluginHost};
+use crate::plugins::{
+    self, convert, CheckinMessageKind, EventScope, Hook, HookInput, HookRun, PluginHost,
+};
 use crate::protocol::checkin::{Authenticate, TokenUpdate};
 use crate::protocol::{
     plist_json, to_xml, CheckinMessage, CheckinPayload, CommandReport, EnrollmentKind,
@@ -159,33 +161,50 @@ impl CheckinService {
             return Err(CheckinError::Unsupported("GetToken"));
         }
         let event_id = plugins::new_event_id();
-        let scope = scope_of(e, &event_id);
         let is_token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
-        let hooked = !self.plugins.subscribed(Hook::OnCheckin).is_empty();
+        let msg = Arc::new(msg);
+        let hearing =
+            |first| (self.plugins).hearing_checkin(convert::checkin_message(&msg.payload, first));
+        let every_time = hearing(false);
+        if every_time.is_empty() {
+            // No plugin hears this message, unless it is a channel's first TokenUpdate: store it as if
+            // there were no plugins, except that first one, which is handed back (nothing written) for
+            // the plugins that hear it. A plugin that acts on enrollment then costs no other check-in.
+            let first_heard = is_token_update && !hearing(true).is_empty();
+            let none = HookRun::default();
+            let stored = self
+                .store(cert, msg.clone(), None, none, now, &event_id, first_heard)
+                .await?;
+            if let Some(response) = stored {
+                return Ok(response);
+            }
+        }
+        let e = &msg.enrollment;
         // One point read off the writer for the plugins' event. The transaction checks the identity
         // again; a TokenUpdate's does so in its one UPDATE, so with plugins it still reads nothing itself.
         // Without plugins the read stays in the transaction: there it costs less than a point read before
         // it (measured with point reads on the calling thread too, BENCHMARKS.md, session 15).
-        let sender = if hooked {
-            Some(identified(
-                event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?,
-                |s| s.identity_fingerprint.as_deref(),
-                cert.fingerprint(),
-                e,
-            )?)
-        } else {
-            None
+        let subject = identified(
+            event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?,
+            |s| s.identity_fingerprint.as_deref(),
+            cert.fingerprint(),
+            e,
+        )?;
+        let sender_seen_at = subject.last_seen_at;
+        let (count, awaiting, first) = match &msg.payload {
+            CheckinPayload::TokenUpdate(t) => {
+                let before = subject.token_update_count.unwrap_or(0);
+                (
+                    Some(before as u32 + 1),
+                    t.awaiting_configuration,
+                    before == 0,
+                )
+            }
+            _ => (None, None, false),
         };
-        let sender_seen_at = sender.as_ref().map(|s| s.last_seen_at);
+        let listeners = if first { hearing(true) } else { every_time };
         let mut run = HookRun::default();
-        if let Some(subject) = sender {
-            let (count, awaiting) = match &msg.payload {
-                CheckinPayload::TokenUpdate(t) => {
-                    let before = subject.token_update_count.unwrap_or(0);
-                    (Some(before as u32 + 1), t.awaiting_configuration)
-                }
-                _ => (None, None),
-            };
+        if !listeners.is_empty() {
             let event = plugins::types::CheckinEvent {
                 event_id: event_id.clone(),
                 kind: convert::checkin_kind(&msg.payload),
@@ -195,17 +214,48 @@ impl CheckinService {
                 awaiting_configuration: awaiting,
                 raw: Some(msg.raw.clone()),
             };
-            run = self
-                .plugins
-                .run_hook(Hook::OnCheckin, HookInput::Checkin(event), scope)
+            let scope = scope_of(e, &event_id);
+            run = (self.plugins)
+                .run_on(
+                    &listeners,
+                    Hook::OnCheckin,
+                    HookInput::Checkin(event),
+                    scope,
+                )
                 .await;
             self.refuse_if(&mut run).await?;
         }
+        let seen_at = Some(sender_seen_at);
+        let stored = self
+            .store(cert, msg.clone(), seen_at, run, now, &event_id, false)
+            .await?;
+        stored.ok_or_else(|| {
+            let why = "a TokenUpdate was handed back when it had to be stored";
+            CheckinError::Storage(StorageError::Corrupt(why.into()))
+        })
+    }
+
+    /// Store a check-in message and its plugins' actions in one transaction. `sender_seen_at`: the sender
+    /// as the plugins' event read found it, identity checked; with it, a TokenUpdate on a known channel is
+    /// one statement. With `defer_first`, a channel's first TokenUpdate is not stored: None hands it back.
+    #[allow(clippy::too_many_arguments)]
+    async fn store(
+        &self,
+        cert: &DeviceCert,
+        msg: Arc<CheckinMessage>,
+        sender_seen_at: Option<i64>,
+        run: HookRun,
+        now: i64,
+        event_id: &str,
+        defer_first: bool,
+    ) -> Result<Option<MdmResponse>, CheckinError> {
+        let is_token_update = matches!(msg.payload, CheckinPayload::TokenUpdate(_));
         let next_push_at = now + self.repush_interval_ms;
         let plugins = self.plugins.clone();
         let policy = self.user_authenticate;
         let fingerprint = cert.fingerprint().to_string();
-        let (response, events) = self
+        let event_id = event_id.to_string();
+        let stored = self
             .storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -213,8 +263,8 @@ impl CheckinService {
                     // A TokenUpdate on a known channel is one statement that checks the identity itself.
                     let stored = match (&msg.payload, sender_seen_at) {
                         (CheckinPayload::TokenUpdate(t), Some(_)) => {
-                            let bound = Some(fingerprint.as_str());
-                            token_update(txn, e, t, &msg.raw, now, next_push_at, bound).await?
+                            let only = Only::BoundTo(&fingerprint);
+                            token_update(txn, e, t, &msg.raw, now, next_push_at, only).await?
                         }
                         _ => false,
                     };
@@ -222,8 +272,20 @@ impl CheckinService {
                         (MdmResponse::Empty, sender_seen_at)
                     } else {
                         let device = authorize(txn, &fingerprint, e).await?;
-                        let response =
-                            apply_message(txn, &msg, &device, policy, now, next_push_at).await?;
+                        let response = match &msg.payload {
+                            CheckinPayload::TokenUpdate(t) if defer_first => {
+                                let only = Only::Repeated;
+                                if !token_update(txn, e, t, &msg.raw, now, next_push_at, only)
+                                    .await?
+                                {
+                                    return Ok(None);
+                                }
+                                MdmResponse::Empty
+                            }
+                            _ => {
+                                apply_message(txn, &msg, &device, policy, now, next_push_at).await?
+                            }
+                        };
                         (response, Some(device.last_seen_at))
                     };
                     let last = LastSeen {
@@ -237,12 +299,14 @@ impl CheckinService {
                     let events = plugins
                         .apply(txn, run, Hook::OnCheckin.as_str(), scope, now)
                         .await?;
-                    Ok::<_, CheckinError>((response, events))
+                    Ok::<_, CheckinError>(Some((response, events)))
                 })
             })
             .await?;
-        self.plugins.events_committed(events);
-        Ok(response)
+        Ok(stored.map(|(response, events)| {
+            self.plugins.events_committed(events);
+            response
+        }))
     }
 
     /// Bind the identity to the device, reset the enrollment: every channel disabled until TokenUpdate and
@@ -283,7 +347,8 @@ impl CheckinService {
             return Err(CheckinError::EnrollmentDenied(reason));
         }
         let mut run = HookRun::default();
-        if !self.plugins.subscribed(Hook::OnCheckin).is_empty() {
+        let listeners = (self.plugins).hearing_checkin(CheckinMessageKind::Authenticate);
+        if !listeners.is_empty() {
             let event = plugins::types::CheckinEvent {
                 event_id: event_id.clone(),
                 kind: plugins::types::CheckinKind::Authenticate,
@@ -293,9 +358,13 @@ impl CheckinService {
                 awaiting_configuration: None,
                 raw: Some(raw.to_vec()),
             };
-            run = self
-                .plugins
-                .run_hook(Hook::OnCheckin, HookInput::Checkin(event), scope)
+            run = (self.plugins)
+                .run_on(
+                    &listeners,
+                    Hook::OnCheckin,
+                    HookInput::Checkin(event),
+                    scope,
+                )
                 .await;
             self.refuse_if(&mut run).await?;
         }
@@ -508,7 +577,7 @@ async fn apply_message<C: ConnectionTrait>(
     let e = &msg.enrollment;
     Ok(match &msg.payload {
         CheckinPayload::TokenUpdate(t) => {
-            token_update(txn, e, t, &msg.raw, now, next_push_at, None).await?;
+            token_update(txn, e, t, &msg.raw, now, next_push_at, Only::Any).await?;
             MdmResponse::Empty
         }
         CheckinPayload::CheckOut => {
@@ -772,9 +841,18 @@ async fn authorize<C: ConnectionTrait>(
     )
 }
 
-/// Also records the channel as checked in (see [`enrollments::apply_token_update`]). With `bound_to`, only a
-/// known channel of a device still bound to that identity is updated, and false (nothing written) means the
-/// caller must take the full path.
+/// Which TokenUpdates [`token_update`] stores.
+enum Only<'a> {
+    /// Any: a channel not stored yet is created.
+    Any,
+    /// One on a known channel of a device still bound to this identity.
+    BoundTo(&'a str),
+    /// One on a channel that has sent a TokenUpdate since its device authenticated.
+    Repeated,
+}
+
+/// Also records the channel as checked in (see [`enrollments::apply_token_update`]). False (nothing
+/// written) when `only` refuses it: the caller takes another path.
 async fn token_update<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
@@ -782,7 +860,7 @@ async fn token_update<C: ConnectionTrait>(
     raw: &[u8],
     now: i64,
     next_push_at: i64,
-    bound_to: Option<&str>,
+    only: Only<'_>,
 ) -> Result<bool, CheckinError> {
     let facts = TokenUpdateFacts {
         topic: t.topic.clone(),
@@ -792,14 +870,17 @@ async fn token_update<C: ConnectionTrait>(
         raw: raw.to_vec(),
     };
     let next = Some(next_push_at);
-    let count = match bound_to {
-        Some(fp) => {
-            match enrollments::apply_token_update_if_bound(c, e, &facts, fp, now, next).await? {
-                Some(count) => count,
-                None => return Ok(false),
-            }
+    let count = match only {
+        Only::Any => Some(enrollments::apply_token_update(c, e, facts, now, next).await?),
+        Only::BoundTo(fp) => {
+            enrollments::apply_token_update_if_bound(c, e, &facts, fp, now, next).await?
         }
-        None => enrollments::apply_token_update(c, e, facts, now, next).await?,
+        Only::Repeated => {
+            enrollments::apply_token_update_if_repeated(c, e, &facts, now, next).await?
+        }
+    };
+    let Some(count) = count else {
+        return Ok(false);
     };
     if let Some(unlock) = &t.unlock_token {
         if matches!(e.kind, EnrollmentKind::Device) {

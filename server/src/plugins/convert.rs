@@ -4,6 +4,7 @@ use super::bindings::types::{
     ChannelKind, CheckinKind, CommandStatus, DeviceFacts, Enrollment, ErrorChainItem, PlistNode,
     PlistValue,
 };
+use super::manifest::CheckinMessageKind;
 use crate::protocol::{CheckinPayload, EnrollmentKind, EnrollmentRef, ReportStatus};
 use crate::storage::enrollments;
 use crate::storage::event_subject::DescribedDevice;
@@ -75,6 +76,23 @@ pub fn checkin_kind(p: &CheckinPayload) -> CheckinKind {
         CheckinPayload::GetBootstrapToken => CheckinKind::GetBootstrapToken,
         CheckinPayload::DeclarativeManagement { .. } => CheckinKind::DeclarativeManagement,
         CheckinPayload::GetToken { .. } => CheckinKind::GetToken,
+    }
+}
+
+/// The message as a manifest's `checkins` selects it; `first_token_update` says whether a TokenUpdate is
+/// its channel's first since it authenticated.
+pub fn checkin_message(p: &CheckinPayload, first_token_update: bool) -> CheckinMessageKind {
+    match p {
+        CheckinPayload::Authenticate(_) => CheckinMessageKind::Authenticate,
+        CheckinPayload::TokenUpdate(_) => CheckinMessageKind::TokenUpdate {
+            first: first_token_update,
+        },
+        CheckinPayload::CheckOut => CheckinMessageKind::CheckOut,
+        CheckinPayload::UserAuthenticate { .. } => CheckinMessageKind::UserAuthenticate,
+        CheckinPayload::SetBootstrapToken { .. } => CheckinMessageKind::SetBootstrapToken,
+        CheckinPayload::GetBootstrapToken => CheckinMessageKind::GetBootstrapToken,
+        CheckinPayload::DeclarativeManagement { .. } => CheckinMessageKind::DeclarativeManagement,
+        CheckinPayload::GetToken { .. } => CheckinMessageKind::GetToken,
     }
 }
 

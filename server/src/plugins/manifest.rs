@@ -134,6 +134,50 @@ impl Capability {
     }
 }
 
+/// Which check-in messages an `on-checkin` plugin hears: the WIT `checkin-kind` names, and
+/// `first-token-update`, a channel's first TokenUpdate since it authenticated (its enrollment completing).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckinSelector {
+    Authenticate,
+    TokenUpdate,
+    FirstTokenUpdate,
+    CheckOut,
+    UserAuthenticate,
+    SetBootstrapToken,
+    GetBootstrapToken,
+    DeclarativeManagement,
+    GetToken,
+}
+
+/// A check-in message as [`Manifest::hears_checkin`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckinMessageKind {
+    Authenticate,
+    /// `first`: the channel's first TokenUpdate since it authenticated.
+    TokenUpdate {
+        first: bool,
+    },
+    CheckOut,
+    UserAuthenticate,
+    SetBootstrapToken,
+    GetBootstrapToken,
+    DeclarativeManagement,
+    GetToken,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailurePolicy {
@@ -183,6 +227,11 @@ pub struct Manifest {
     #[serde(default)]
     pub description: String,
     pub hooks: Vec<Hook>,
+    /// With `on-checkin`: the check-in messages this plugin hears (absent: all of them). The server reads
+    /// nothing and calls nothing for a message no plugin hears, so naming only what a plugin acts on
+    /// makes every other check-in cost what it would without the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkins: Option<Vec<CheckinSelector>>,
     #[serde(default)]
     pub capabilities: Vec<Capability>,
     /// Host names the `http` capability may reach (exact, or `*.example.com`).
@@ -236,6 +285,23 @@ impl Manifest {
         {
             return Err("manifest: http_allow entries are host names (e.g. api.example.com or *.example.com)".into());
         }
+        if let Some(checkins) = &self.checkins {
+            if !self.hooks.contains(&Hook::OnCheckin) {
+                return Err("manifest: checkins needs the on-checkin hook".into());
+            }
+            if checkins.is_empty() {
+                return Err(
+                    "manifest: checkins names no message (leave it out to hear all)".into(),
+                );
+            }
+            if checkins.contains(&CheckinSelector::TokenUpdate)
+                && checkins.contains(&CheckinSelector::FirstTokenUpdate)
+            {
+                return Err(
+                    "manifest: checkins has token-update, which includes first-token-update".into(),
+                );
+            }
+        }
         let scheduled = self.hooks.contains(&Hook::OnSchedule);
         if scheduled == self.schedules.is_empty() {
             return Err("manifest: schedules and the on-schedule hook go together".into());
@@ -266,6 +332,30 @@ impl Manifest {
 
     pub fn subscribes(&self, h: Hook) -> bool {
         self.hooks.contains(&h)
+    }
+
+    /// Whether `on-checkin` is called for this message.
+    pub fn hears_checkin(&self, m: CheckinMessageKind) -> bool {
+        use CheckinMessageKind as M;
+        use CheckinSelector as S;
+        if !self.subscribes(Hook::OnCheckin) {
+            return false;
+        }
+        let Some(checkins) = &self.checkins else {
+            return true;
+        };
+        let wanted: &[S] = match m {
+            M::Authenticate => &[S::Authenticate],
+            M::TokenUpdate { first: false } => &[S::TokenUpdate],
+            M::TokenUpdate { first: true } => &[S::TokenUpdate, S::FirstTokenUpdate],
+            M::CheckOut => &[S::CheckOut],
+            M::UserAuthenticate => &[S::UserAuthenticate],
+            M::SetBootstrapToken => &[S::SetBootstrapToken],
+            M::GetBootstrapToken => &[S::GetBootstrapToken],
+            M::DeclarativeManagement => &[S::DeclarativeManagement],
+            M::GetToken => &[S::GetToken],
+        };
+        checkins.iter().any(|c| wanted.contains(c))
     }
 
     pub fn policy(&self, h: Hook) -> FailurePolicy {
@@ -320,6 +410,12 @@ mod tests {
             ),
             ("limits", serde_json::json!({"timeout_ms": 0})),
             ("surprise", serde_json::json!(1)),
+            ("checkins", serde_json::json!([])),
+            ("checkins", serde_json::json!(["idle"])),
+            (
+                "checkins",
+                serde_json::json!(["token-update", "first-token-update"]),
+            ),
         ] {
             let mut j = base();
             j[k] = v;
@@ -328,6 +424,57 @@ mod tests {
         for j in bad {
             assert!(Manifest::parse(&j.to_string()).is_err(), "{j}");
         }
+    }
+
+    #[test]
+    fn checkins_select_the_messages_a_plugin_hears() {
+        use CheckinMessageKind as M;
+        let every = [
+            M::Authenticate,
+            M::TokenUpdate { first: true },
+            M::TokenUpdate { first: false },
+            M::CheckOut,
+            M::UserAuthenticate,
+            M::SetBootstrapToken,
+            M::GetBootstrapToken,
+            M::DeclarativeManagement,
+            M::GetToken,
+        ];
+        let all = Manifest::parse(&base().to_string()).unwrap();
+        assert!(every.iter().all(|m| all.hears_checkin(*m)));
+
+        let mut j = base();
+        j["checkins"] = serde_json::json!(["authenticate", "first-token-update"]);
+        let enrolling = Manifest::parse(&j.to_string()).unwrap();
+        let heard: Vec<_> = every
+            .into_iter()
+            .filter(|m| enrolling.hears_checkin(*m))
+            .collect();
+        assert_eq!(heard, [M::Authenticate, M::TokenUpdate { first: true }]);
+
+        j["checkins"] = serde_json::json!(["token-update", "check-out"]);
+        let tokens = Manifest::parse(&j.to_string()).unwrap();
+        let heard: Vec<_> = every
+            .into_iter()
+            .filter(|m| tokens.hears_checkin(*m))
+            .collect();
+        assert_eq!(
+            heard,
+            [
+                M::TokenUpdate { first: true },
+                M::TokenUpdate { first: false },
+                M::CheckOut
+            ]
+        );
+
+        // A plugin that does not subscribe to on-checkin hears nothing, and may not name check-ins.
+        let mut j = base();
+        j["hooks"] = serde_json::json!(["on-command-result"]);
+        let results = Manifest::parse(&j.to_string()).unwrap();
+        assert!(!every.iter().any(|m| results.hears_checkin(*m)));
+        j["checkins"] = serde_json::json!(["authenticate"]);
+        let err = Manifest::parse(&j.to_string()).unwrap_err();
+        assert!(err.contains("on-checkin"), "{err}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use bindings::mdm::plugin::{http as wit_http, inventory as wit_inventory};
 pub use bindings::types;
 pub use bindings::WIT_VERSION;
 pub use host::LogLine;
-pub use manifest::{Capability, FailurePolicy, Hook, Manifest};
+pub use manifest::{Capability, CheckinMessageKind, FailurePolicy, Hook, Manifest};
 pub use runtime::{Fault, HookInput, HookOutput, LoadedPlugin};
 
 use crate::clock::SharedClock;
@@ -198,6 +198,15 @@ impl PluginHost {
         self.loaded()
             .iter()
             .filter(|p| p.active() && p.manifest.subscribes(hook))
+            .cloned()
+            .collect()
+    }
+
+    /// Active plugins whose `on-checkin` hears this message (their manifests' `checkins`), in run order.
+    pub fn hearing_checkin(&self, m: CheckinMessageKind) -> Vec<Arc<LoadedPlugin>> {
+        self.loaded()
+            .iter()
+            .filter(|p| p.active() && p.manifest.hears_checkin(m))
             .cloned()
             .collect()
     }
@@ -413,7 +422,9 @@ impl PluginHost {
         self.run_on(&plugins, hook, input, scope).await
     }
 
-    async fn run_on(
+    /// Run a notification hook on these plugins (from [`PluginHost::subscribed`] or
+    /// [`PluginHost::hearing_checkin`]), in their order.
+    pub async fn run_on(
         &self,
         plugins: &[Arc<LoadedPlugin>],
         hook: Hook,

@@ -124,6 +124,21 @@ pub async fn apply_token_update_if_bound<C: ConnectionTrait>(
     returned_count(c, &update).await
 }
 
+/// [`apply_token_update`] for a channel that has sent a TokenUpdate since its device last authenticated,
+/// in the same one statement. None when nothing was updated: this would be the channel's first TokenUpdate
+/// (or the channel is not stored yet), which the caller stores another way.
+pub async fn apply_token_update_if_repeated<C: ConnectionTrait>(
+    c: &C,
+    e: &EnrollmentRef,
+    f: &TokenUpdateFacts,
+    now: i64,
+    next_push_at: Option<i64>,
+) -> StorageResult<Option<i32>> {
+    let mut update = token_update_statement(e, f, now, next_push_at);
+    update.and_where(Column::TokenUpdateCount.gt(0));
+    returned_count(c, &update).await
+}
+
 /// The one UPDATE that stores a TokenUpdate on a known channel and returns its new TokenUpdate count.
 fn token_update_statement(
     e: &EnrollmentRef,
@@ -396,6 +411,49 @@ mod tests {
 
     /// The guarded form writes only a known channel of a device still bound to the identity, and writes
     /// nothing otherwise, so the caller can fall back to the full path.
+    #[tokio::test]
+    async fn a_repeated_token_update_is_stored_and_a_first_one_is_left_alone() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            let dev = channel("UDID-1", EnrollmentKind::Device);
+            let repeat = |token: &'static [u8], now| {
+                let f = facts(token);
+                let dev = dev.clone();
+                async move {
+                    apply_token_update_if_repeated(db, &dev, &f, now, None)
+                        .await
+                        .unwrap()
+                }
+            };
+            assert_eq!(repeat(b"t0", 5).await, None, "no channel yet");
+            assert_eq!(find(db, "UDID-1").await.unwrap(), None, "none is created");
+
+            // Authenticate stores the device channel with no TokenUpdate yet.
+            ensure_device_channel(db, &dev, 10).await.unwrap();
+            assert_eq!(repeat(b"t0", 15).await, None, "the first TokenUpdate");
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert_eq!((c.token, c.token_update_count), (None, 0), "unchanged");
+
+            apply_token_update(db, &dev, facts(b"t1"), 20, None)
+                .await
+                .unwrap();
+            assert_eq!(repeat(b"t2", 30).await, Some(2));
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert_eq!(
+                (c.token.as_deref(), c.token_update_count, c.last_seen_at),
+                (Some(&b"t2"[..]), 2, 30)
+            );
+
+            // Authenticating again makes the next TokenUpdate a first one.
+            reset_device(db, "UDID-1", 40).await.unwrap();
+            assert_eq!(repeat(b"t3", 50).await, None, "first after re-enrolling");
+            let c = find(db, "UDID-1").await.unwrap().unwrap();
+            assert_eq!((c.token.as_deref(), c.enabled), (Some(&b"t2"[..]), false));
+            tdb.cleanup().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_bound_token_update_checks_the_identity_in_its_statement() {
         for tdb in test_databases().await {
