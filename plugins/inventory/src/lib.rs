@@ -4,7 +4,9 @@
 //!   (`OSVersion` becomes `inv.os_version`, `BatteryLevel` `inv.battery_level`, ...).
 //! * An acknowledged `SecurityInfo` sets attributes for FileVault, SIP, firewall, passcode, secure
 //!   boot, management status and so on, where the device reports them.
-//! * A device channel's TokenUpdate remembers the device in KV (`device:<id>`); its CheckOut forgets it.
+//! * A device channel's first TokenUpdate (its enrollment completing) and each acknowledged
+//!   DeviceInformation or SecurityInfo it answers remember the device in KV (`device:<id>`); its CheckOut
+//!   forgets it. A device enrolled before the plugin is remembered at its first such answer.
 //! * Each night, every remembered device is asked for DeviceInformation and SecurityInfo again, in
 //!   batches of [`BATCH_DEVICES`] (the server takes at most 1000 enrollment ids per call); the
 //!   `nightly-batch` schedule sends the following batches until the round is done. Each batch reads
@@ -224,14 +226,17 @@ pub enum Remember {
     Remove(String),
 }
 
-/// Device channels are remembered at TokenUpdate and forgotten at CheckOut.
+/// Device channels are remembered at their first TokenUpdate and forgotten at CheckOut. (Later
+/// TokenUpdates say nothing new; the manifest's `checkins` keeps the server from calling for them.)
 pub fn remember(event: &CheckinEvent) -> Remember {
     if !event.enrollment.is_device_channel() {
         return Remember::Nothing;
     }
     let key = format!("{DEVICE_PREFIX}{}", event.enrollment.id);
     match event.kind {
-        CheckinKind::TokenUpdate => Remember::Add(key, event.enrollment.id.clone()),
+        CheckinKind::TokenUpdate if event.is_first_token_update() => {
+            Remember::Add(key, event.enrollment.id.clone())
+        }
         CheckinKind::CheckOut => Remember::Remove(key),
         _ => Remember::Nothing,
     }
@@ -291,6 +296,15 @@ fn run_batch(cursor: &str) -> PluginResult<Vec<Action>> {
     Ok(refresh_actions(&batch))
 }
 
+/// Remember a device channel. Read first: a device answers every night, and a known one costs no write.
+fn keep(id: &str) -> PluginResult<()> {
+    let key = format!("{DEVICE_PREFIX}{id}");
+    if kv::get(&key)?.as_deref() != Some(id.as_bytes()) {
+        kv::set(&key, id)?;
+    }
+    Ok(())
+}
+
 struct Inventory;
 
 impl Plugin for Inventory {
@@ -304,18 +318,18 @@ impl Plugin for Inventory {
             return Ok(Vec::new());
         }
         let config: Config = config::get()?;
-        result_actions(&event, &config.attribute_prefix)
+        let actions = result_actions(&event, &config.attribute_prefix)?;
+        // A device that answers is one to ask again each night, whenever it enrolled.
+        if event.enrollment.is_device_channel() {
+            keep(&event.enrollment.id)?;
+        }
+        Ok(actions)
     }
 
     fn on_checkin(event: CheckinEvent) -> PluginResult<Vec<Action>> {
         match remember(&event) {
             Remember::Nothing => {}
-            // Every TokenUpdate says the same thing again: read first, so a known device costs no write.
-            Remember::Add(key, id) => {
-                if kv::get(&key)?.as_deref() != Some(id.as_bytes()) {
-                    kv::set(&key, id)?;
-                }
-            }
+            Remember::Add(_, id) => keep(&id)?,
             Remember::Remove(key) => {
                 kv::delete(&key)?;
             }
@@ -505,6 +519,9 @@ mod tests {
             remember(&fixtures::checkin(CheckinKind::TokenUpdate, dev.clone())),
             Remember::Add("device:UDID-1".into(), "UDID-1".into())
         );
+        let mut again = fixtures::checkin(CheckinKind::TokenUpdate, dev.clone());
+        again.token_update_count = Some(2);
+        assert_eq!(remember(&again), Remember::Nothing, "a later TokenUpdate");
         assert_eq!(
             remember(&fixtures::checkin(CheckinKind::CheckOut, dev.clone())),
             Remember::Remove("device:UDID-1".into())
@@ -546,15 +563,53 @@ mod tests {
     fn a_known_device_is_not_written_again() {
         token_update("UDID-1");
         assert_eq!(mock::kv_writes(), 1);
+        // Its answers find it known (a re-enrollment's first TokenUpdate too).
+        let info = json!({"QueryResponses": {"OSVersion": "17.5"}});
+        Inventory::on_command_result(result(
+            "DeviceInformation",
+            CommandStatus::Acknowledged,
+            info,
+        ))
+        .unwrap();
         token_update("UDID-1");
-        token_update("UDID-1");
-        assert_eq!(
-            mock::kv_writes(),
-            1,
-            "a repeated TokenUpdate writes nothing"
-        );
+        assert_eq!(mock::kv_writes(), 1, "a known device is not written again");
         token_update("UDID-2");
         assert_eq!(mock::kv_writes(), 2);
+        assert_eq!(
+            mock::kv_snapshot().get("device:UDID-1").map(Vec::as_slice),
+            Some(&b"UDID-1"[..])
+        );
+    }
+
+    #[test]
+    fn a_device_enrolled_before_the_plugin_is_remembered_when_it_answers() {
+        let info = json!({"QueryResponses": {"OSVersion": "17.5"}});
+        let not_now = result("DeviceInformation", CommandStatus::NotNow, json!({}));
+        Inventory::on_command_result(not_now).unwrap();
+        assert!(mock::kv_snapshot().is_empty(), "only an answer counts");
+        let other = result(
+            "InstalledApplicationList",
+            CommandStatus::Acknowledged,
+            json!({}),
+        );
+        Inventory::on_command_result(other).unwrap();
+        assert!(
+            mock::kv_snapshot().is_empty(),
+            "only what the plugin asks for counts"
+        );
+        let user = fixtures::command_result(
+            fixtures::user_enrollment("UDID-1", "501"),
+            "DeviceInformation",
+            CommandStatus::Acknowledged,
+            &Plist::from_json(&info).unwrap(),
+        );
+        Inventory::on_command_result(user).unwrap();
+        assert!(
+            mock::kv_snapshot().is_empty(),
+            "a user channel is not a device"
+        );
+        let answer = result("SecurityInfo", CommandStatus::Acknowledged, json!({}));
+        Inventory::on_command_result(answer).unwrap();
         assert_eq!(
             mock::kv_snapshot().get("device:UDID-1").map(Vec::as_slice),
             Some(&b"UDID-1"[..])

@@ -8,7 +8,8 @@ use crate::config::UserAuthenticatePolicy;
 use crate::identity::{CaVerifier, DeviceCert, IdentityError};
 use crate::metrics::Metrics;
 use crate::plugins::{
-    self, convert, CheckinMessageKind, EventScope, Hook, HookInput, HookRun, PluginHost,
+    self, convert, CheckinMessageKind, EventScope, Hook, HookInput, HookRun, LoadedPlugin,
+    PluginHost,
 };
 use crate::protocol::checkin::{Authenticate, TokenUpdate};
 use crate::protocol::{
@@ -122,6 +123,21 @@ impl CheckinService {
         Ok(())
     }
 
+    /// Run the plugins that hear a check-in; a fail-closed refusal stops the message.
+    async fn hear(
+        &self,
+        listeners: &[Arc<LoadedPlugin>],
+        event: plugins::types::CheckinEvent,
+        scope: EventScope<'_>,
+    ) -> Result<HookRun, CheckinError> {
+        let input = HookInput::Checkin(event);
+        let mut run = (self.plugins)
+            .run_on(listeners, Hook::OnCheckin, input, scope)
+            .await;
+        self.refuse_if(&mut run).await?;
+        Ok(run)
+    }
+
     /// A check-in message (Authenticate, TokenUpdate, ...).
     pub async fn checkin(
         &self,
@@ -214,16 +230,7 @@ impl CheckinService {
                 awaiting_configuration: awaiting,
                 raw: Some(msg.raw.clone()),
             };
-            let scope = scope_of(e, &event_id);
-            run = (self.plugins)
-                .run_on(
-                    &listeners,
-                    Hook::OnCheckin,
-                    HookInput::Checkin(event),
-                    scope,
-                )
-                .await;
-            self.refuse_if(&mut run).await?;
+            run = self.hear(&listeners, event, scope_of(e, &event_id)).await?;
         }
         let seen_at = Some(sender_seen_at);
         let stored = self
@@ -358,15 +365,7 @@ impl CheckinService {
                 awaiting_configuration: None,
                 raw: Some(raw.to_vec()),
             };
-            run = (self.plugins)
-                .run_on(
-                    &listeners,
-                    Hook::OnCheckin,
-                    HookInput::Checkin(event),
-                    scope,
-                )
-                .await;
-            self.refuse_if(&mut run).await?;
+            run = self.hear(&listeners, event, scope).await?;
         }
         let plugins = self.plugins.clone();
         let fingerprint = cert.fingerprint().to_string();
