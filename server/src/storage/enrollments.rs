@@ -409,8 +409,6 @@ mod tests {
         }
     }
 
-    /// The guarded form writes only a known channel of a device still bound to the identity, and writes
-    /// nothing otherwise, so the caller can fall back to the full path.
     #[tokio::test]
     async fn a_repeated_token_update_is_stored_and_a_first_one_is_left_alone() {
         for tdb in test_databases().await {
@@ -454,6 +452,8 @@ mod tests {
         }
     }
 
+    /// The guarded form writes only a known channel of a device still bound to the identity, and writes
+    /// nothing otherwise, so the caller can fall back to the full path.
     #[tokio::test]
     async fn a_bound_token_update_checks_the_identity_in_its_statement() {
         for tdb in test_databases().await {
