@@ -232,7 +232,7 @@ pub fn remember(event: &CheckinEvent) -> Remember {
     if !event.enrollment.is_device_channel() {
         return Remember::Nothing;
     }
-    let key = format!("{DEVICE_PREFIX}{}", event.enrollment.id);
+    let key = device_key(&event.enrollment.id);
     match event.kind {
         CheckinKind::TokenUpdate if event.is_first_token_update() => {
             Remember::Add(key, event.enrollment.id.clone())
@@ -245,7 +245,7 @@ pub fn remember(event: &CheckinEvent) -> Remember {
 /// Where a batch's page of device keys starts: after the key of the last device queued (`cursor`),
 /// or at the first device for a new round (`cursor` empty).
 pub fn page_start(cursor: &str) -> Option<String> {
-    (!cursor.is_empty()).then(|| format!("{DEVICE_PREFIX}{cursor}"))
+    (!cursor.is_empty()).then(|| device_key(cursor))
 }
 
 /// A batch from a page of device keys listed for it (sorted, up to `size + 1` of them): up to
@@ -296,11 +296,16 @@ fn run_batch(cursor: &str) -> PluginResult<Vec<Action>> {
     Ok(refresh_actions(&batch))
 }
 
-/// Remember a device channel. Read first: a device answers every night, and a known one costs no write.
-fn keep(id: &str) -> PluginResult<()> {
-    let key = format!("{DEVICE_PREFIX}{id}");
-    if kv::get(&key)?.as_deref() != Some(id.as_bytes()) {
-        kv::set(&key, id)?;
+/// The KV key that remembers a device channel.
+pub fn device_key(id: &str) -> String {
+    format!("{DEVICE_PREFIX}{id}")
+}
+
+/// Remember a device channel under its `key`. Read first: a device answers every night, and a known
+/// one costs no write.
+fn keep(key: &str, id: &str) -> PluginResult<()> {
+    if kv::get(key)?.as_deref() != Some(id.as_bytes()) {
+        kv::set(key, id)?;
     }
     Ok(())
 }
@@ -321,7 +326,8 @@ impl Plugin for Inventory {
         let actions = result_actions(&event, &config.attribute_prefix)?;
         // A device that answers is one to ask again each night, whenever it enrolled.
         if event.enrollment.is_device_channel() {
-            keep(&event.enrollment.id)?;
+            let id = &event.enrollment.id;
+            keep(&device_key(id), id)?;
         }
         Ok(actions)
     }
@@ -329,7 +335,7 @@ impl Plugin for Inventory {
     fn on_checkin(event: CheckinEvent) -> PluginResult<Vec<Action>> {
         match remember(&event) {
             Remember::Nothing => {}
-            Remember::Add(_, id) => keep(&id)?,
+            Remember::Add(key, id) => keep(&key, &id)?,
             Remember::Remove(key) => {
                 kv::delete(&key)?;
             }
