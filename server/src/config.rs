@@ -47,13 +47,21 @@ pub struct IdentityConfig {
     /// (RFC 9440 `:base64:` or URL-escaped PEM). Off unless set: only enable it behind a proxy that
     /// strips the header from client requests.
     pub proxy_cert_header: Option<String>,
-    /// PEM bundle of CAs device identity certificates must chain to. Unset: any certificate is accepted at
-    /// Authenticate and then pinned to the device.
+    /// PEM bundle of further CAs device identity certificates may chain to, besides this server's SCEP CA
+    /// (which is always trusted): an organisation's CA, or the CA of the MDM devices are migrated from.
     pub device_ca_file: Option<PathBuf>,
-    /// How many verified `Mdm-Signature`s to remember (about 1.2 KiB each). A device sends the same bytes
-    /// for the same message (an Idle, above all), and verifying them again costs ~0.3 ms of CPU with
-    /// OpenSSL 3; a hit costs a SHA-256 of the header and body. 0 turns the cache off.
+    /// Accept device identities from any issuer, self-signed included (only their validity period is
+    /// checked). Off: a certificate must chain to the SCEP CA or `device_ca_file`. For migrating devices
+    /// whose issuer is not at hand; logged as a warning at every start and shown on `/readyz`.
+    pub accept_any_issuer: bool,
+    /// How many verified `Mdm-Signature`s to remember (about 1.2 KiB each). A device sends the same bytes for
+    /// the same message (an Idle, above all), and a hit spares verifying them again; a message is remembered
+    /// the second time it is seen, so one-off messages do not push the Idles out. Size it to the fleet.
+    /// 0 turns the cache off.
     pub signature_cache_entries: usize,
+    /// How many certificates whose chain was verified to remember by fingerprint (about 100 bytes each), so a
+    /// chain is verified once, not on every message. Size it to the fleet. 0 verifies every time.
+    pub verified_certificate_entries: usize,
 }
 
 impl Default for IdentityConfig {
@@ -61,7 +69,9 @@ impl Default for IdentityConfig {
         Self {
             proxy_cert_header: None,
             device_ca_file: None,
-            signature_cache_entries: 20_000,
+            accept_any_issuer: false,
+            signature_cache_entries: 100_000,
+            verified_certificate_entries: 200_000,
         }
     }
 }

@@ -63,6 +63,14 @@ pub struct TopicLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `signature` (verified `Mdm-Signature`s) or `certificate` (certificates whose chain was verified).
+    pub cache: String,
+    /// `hit` or `miss`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
     pub outcome: String,
@@ -89,6 +97,7 @@ pub struct Metrics {
     /// Devices whose identity certificate expires within the renewal window (set by the renewal worker).
     pub identities_expiring: Gauge,
     pub identity_renewals: Counter,
+    pub identity_cache: Family<CacheLabels, Counter>,
 }
 
 impl Metrics {
@@ -184,6 +193,12 @@ impl Metrics {
         let enrollment_profiles = Family::<StatusLabels, Counter>::default();
         let identities_expiring = Gauge::default();
         let identity_renewals = Counter::default();
+        let identity_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "identity_cache_lookups",
+            "Lookups in the device identity caches by cache and result (hit or miss)",
+            identity_cache.clone(),
+        );
         registry.register(
             "scep_requests",
             "SCEP PKIOperation requests by outcome (issued, failed, malformed)",
@@ -210,6 +225,7 @@ impl Metrics {
             enrollment_profiles,
             identities_expiring,
             identity_renewals,
+            identity_cache,
             pushes,
             push_cert_expiry,
             plugin_calls,
@@ -254,6 +270,22 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// The hit and miss counters of one identity cache (`signature` or `certificate`).
+    pub fn identity_cache_counters(&self, cache: &str) -> crate::identity::CacheCounters {
+        let counter = |result: &str| {
+            (self.identity_cache)
+                .get_or_create(&CacheLabels {
+                    cache: cache.into(),
+                    result: result.into(),
+                })
+                .clone()
+        };
+        crate::identity::CacheCounters {
+            hits: counter("hit"),
+            misses: counter("miss"),
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -215,8 +215,19 @@ pub fn generate(
     days: i64,
     issuer: Option<&KeyPair>,
 ) -> Result<KeyPair, PkiError> {
+    generate_at(subject, usage, days, issuer, chrono::Utc::now().timestamp())
+}
+
+/// [`generate`], valid from an hour before `now` (unix seconds): the server's clock, for certificates whose
+/// validity the server checks against it.
+pub fn generate_at(
+    subject: &X509NameRef,
+    usage: Usage<'_>,
+    days: i64,
+    issuer: Option<&KeyPair>,
+    now: i64,
+) -> Result<KeyPair, PkiError> {
     let key = generate_rsa(2048)?;
-    let now = chrono::Utc::now().timestamp();
     let cert = build_certificate(
         subject,
         &key,

@@ -19,7 +19,13 @@ pub enum Platform {
     MacOs,
 }
 
-/// A key pair and self-signed certificate, as a device identity.
+/// The CA that issues the test devices' identities; one per test process.
+pub fn test_device_ca() -> &'static Identity {
+    static CA: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    CA.get_or_init(|| Identity::self_signed("mdm-tests device CA"))
+}
+
+/// A key pair and certificate, as a device identity.
 #[derive(Clone)]
 pub struct Identity {
     pub key: PKey<Private>,
@@ -27,7 +33,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A device identity issued by [`test_device_ca`], which every [`crate::harness::TestServer`] trusts (as
+    /// `identity.device_ca_file`), as the server's own SCEP CA would issue it.
     pub fn generate(common_name: &str) -> Self {
+        Self::build(common_name, Some(test_device_ca()))
+    }
+
+    /// A self-signed certificate (marked as a CA, so it can also issue): what a stranger can make.
+    pub fn self_signed(common_name: &str) -> Self {
         Self::build(common_name, None)
     }
 
@@ -53,9 +66,12 @@ impl Identity {
         b.set_issuer_name(ca.map_or(&*name, |c| c.cert.subject_name()))
             .expect("issuer");
         b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+        // Valid from a day before the tests' clock starts (the server checks validity with its own clock)
+        // until five years from now.
+        let not_before = crate::harness::START_MS / 1000 - 86_400;
+        b.set_not_before(&Asn1Time::from_unix(not_before).expect("time"))
             .expect("nb");
-        b.set_not_after(&Asn1Time::days_from_now(365).expect("time"))
+        b.set_not_after(&Asn1Time::days_from_now(5 * 365).expect("time"))
             .expect("na");
         if ca.is_none() {
             // A CA for tests: mark it as one so OpenSSL accepts it as an issuer.

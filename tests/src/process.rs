@@ -55,7 +55,15 @@ impl ServerProcess {
         env: &[(&str, String)],
     ) -> Result<Self, BoxError> {
         let port = free_port();
+        // Test devices' identities come from the tests' own CA (see `Identity::generate`).
+        std::fs::create_dir_all(data)?;
+        let device_ca = data.join("test-device-ca.pem");
+        std::fs::write(&device_ca, crate::device::test_device_ca().cert.to_pem()?)?;
         let mut all = vec![
+            (
+                "MDM_IDENTITY__DEVICE_CA_FILE".to_string(),
+                device_ca.display().to_string(),
+            ),
             ("MDM_LISTEN".to_string(), format!("127.0.0.1:{port}")),
             ("MDM_DATA_DIR".to_string(), data.display().to_string()),
             (

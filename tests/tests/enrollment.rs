@@ -493,10 +493,10 @@ async fn over_mutual_tls_only_our_identities_reach_the_mdm_endpoints() {
         assert_eq!(r.status(), 403);
 
         // A certificate from another CA, or self-signed: refused before anything is stored.
-        let other_ca = Identity::generate("Other CA");
+        let other_ca = Identity::self_signed("Other CA");
         for foreign in [
             Identity::issued_by(&other_ca, "foreign"),
-            Identity::generate("self-signed"),
+            Identity::self_signed("self-signed"),
         ] {
             let mut intruder = Device::new(Platform::MacOs);
             intruder.identity = foreign;
@@ -582,7 +582,19 @@ async fn identities_are_renewed_before_expiry_and_keep_the_queue() {
         let old_identity = dev.identity.clone();
         dev.identity = fresh.unwrap();
         authenticate(&s, &dev).await;
-        // The queue survived the re-Authenticate: the InstallProfile's result is taken, then the next.
+        // The InstallProfile's acknowledgement is lost: the Authenticate with the identity it brought has
+        // completed it, so it is not offered again (its challenge is used up). The queue survived.
+        let status = s
+            .get(&format!("/api/v1/commands/{}", cmd.uuid))
+            .await
+            .json();
+        assert_eq!(
+            status["deliveries"][0]["status"], "acknowledged",
+            "{status}"
+        );
+        let kept = next_command(&s, &dev).await.expect("queue kept");
+        assert_eq!(kept.request_type, "ProfileList");
+        // A late acknowledgement changes nothing.
         let r = s
             .connect(
                 &dev,
@@ -590,8 +602,6 @@ async fn identities_are_renewed_before_expiry_and_keep_the_queue() {
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let kept = ReceivedCommand::parse(&r.body).expect("queue kept");
-        assert_eq!(kept.request_type, "ProfileList");
         ack(&s, &dev, &kept).await;
         // The old identity no longer works.
         let mut old = dev.clone();
@@ -613,9 +623,16 @@ async fn identities_are_renewed_before_expiry_and_keep_the_queue() {
             "CertificateList"
         );
 
-        // A plain re-enrollment (not a renewal) still clears the queue.
+        // A plain re-enrollment (not a renewal) needs an admin's allowance, and clears the queue.
         s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
             .await;
+        let allowed = s
+            .post(
+                &format!("/api/v1/devices/{}/reenrollment", dev.udid),
+                json!({}),
+            )
+            .await;
+        assert_eq!(allowed.status, 200, "{}", allowed.text());
         dev.identity = new_identity(&s, &client, &ca).await;
         check_in(&s, &dev).await;
         assert!(next_command(&s, &dev).await.is_none());

@@ -240,6 +240,7 @@ async fn violations_are_detected_and_counted() {
     let server = Server::start(
         &db,
         &storage,
+        &prov.ca_pem(),
         &ServerMode::InProcess,
         &ServerOptions::default(),
     )

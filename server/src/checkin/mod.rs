@@ -5,7 +5,8 @@
 
 use crate::clock::SharedClock;
 use crate::config::UserAuthenticatePolicy;
-use crate::identity::{CaVerifier, DeviceCert, IdentityError};
+use crate::enroll::RENEWAL_COMMAND_SOURCE;
+use crate::identity::{DeviceCert, IdentityError};
 use crate::metrics::Metrics;
 use crate::plugins::{
     self, convert, CheckinMessageKind, EventScope, Hook, HookInput, HookRun, LoadedPlugin,
@@ -41,20 +42,29 @@ pub enum CheckinError {
     Protocol(#[from] ProtocolError),
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("unknown device {0}: it must Authenticate first")]
+    // Refusals about who may act for an enrollment share one text: the device learns that it was refused,
+    // not what is stored (whether a UDID is enrolled, which serial number it is bound to). Details are in
+    // the variants' fields and the log.
+    #[error("{REFUSED}")]
     UnknownDevice(String),
-    #[error("unknown enrollment {0}: it has not sent a TokenUpdate")]
+    #[error("{REFUSED}")]
     UnknownEnrollment(String),
-    #[error("the identity certificate is not the one bound to device {0}")]
+    #[error("{REFUSED}")]
     IdentityMismatch(String),
-    #[error("the identity certificate is already bound to another device")]
+    #[error("{REFUSED}")]
     CertificateBoundElsewhere,
-    #[error("device {device} is bound to serial number {bound}, not {presented}")]
+    #[error("{REFUSED}")]
     SerialMismatch {
         device: String,
         bound: String,
         presented: String,
     },
+    /// A known device presented a new identity without a renewal, an admin's allowance or a check-out.
+    #[error("{REFUSED}")]
+    ReenrollmentRefused(String),
+    /// The identity was issued against a token pinned to another serial number.
+    #[error("{REFUSED}")]
+    IssuedForAnotherDevice(String),
     #[error("Authenticate must come on the device channel")]
     AuthenticateOnUserChannel,
     #[error("UserAuthenticate is declined by this server")]
@@ -71,6 +81,9 @@ pub enum CheckinError {
     Storage(#[from] StorageError),
 }
 
+/// What a device is told when its identity may not act for the enrollment it names.
+const REFUSED: &str = "this identity certificate may not act for this enrollment";
+
 impl From<sea_orm::DbErr> for CheckinError {
     fn from(e: sea_orm::DbErr) -> Self {
         Self::Storage(e.into())
@@ -82,7 +95,6 @@ pub struct CheckinService {
     clock: SharedClock,
     metrics: Arc<Metrics>,
     user_authenticate: UserAuthenticatePolicy,
-    ca: Option<CaVerifier>,
     plugins: Arc<PluginHost>,
     repush_interval_ms: i64,
 }
@@ -93,7 +105,6 @@ impl CheckinService {
         clock: SharedClock,
         metrics: Arc<Metrics>,
         user_authenticate: UserAuthenticatePolicy,
-        ca: Option<CaVerifier>,
         plugins: Arc<PluginHost>,
         repush_interval_ms: i64,
     ) -> Self {
@@ -102,7 +113,6 @@ impl CheckinService {
             clock,
             metrics,
             user_authenticate,
-            ca,
             plugins,
             repush_interval_ms,
         }
@@ -162,9 +172,6 @@ impl CheckinService {
         cert: &DeviceCert,
         msg: CheckinMessage,
     ) -> Result<MdmResponse, CheckinError> {
-        if let Some(ca) = &self.ca {
-            ca.verify(cert)?;
-        }
         let now = self.clock.now_ms();
         let e = &msg.enrollment;
         if let CheckinPayload::Authenticate(a) = &msg.payload {
@@ -329,7 +336,7 @@ impl CheckinService {
         if e.kind.is_user_channel() {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
-        enrollment_checks(self.storage.reader(), cert.fingerprint(), e, a).await?;
+        enrollment_checks(self.storage.reader(), cert.fingerprint(), e, a, now).await?;
         let platform = a.facts.platform();
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
@@ -377,7 +384,7 @@ impl CheckinService {
             .transaction(move |txn| {
                 Box::pin(async move {
                     let (e, a) = (&e_owned, &a_owned);
-                    let renewal = enrollment_checks(txn, &fingerprint, e, a).await?;
+                    let renewal = enrollment_checks(txn, &fingerprint, e, a, now).await?;
                     let facts = AuthenticateFacts {
                         facts: a.facts.clone(),
                         identity_fingerprint: fingerprint.clone(),
@@ -387,6 +394,7 @@ impl CheckinService {
                         renewal,
                     };
                     devices::upsert_authenticated(txn, &e.device_id, facts, now).await?;
+                    devices::clear_reenrollment(txn, &e.device_id).await?;
                     issued_certs::bind_device(txn, &fingerprint, &e.device_id).await?;
                     enrollments::ensure_device_channel(txn, e, now).await?;
                     enrollments::reset_device(txn, &e.device_id, now).await?;
@@ -398,6 +406,15 @@ impl CheckinService {
                     // A renewed identity keeps the queue (the renewal profile itself may still await
                     // its result).
                     let canceled = if renewal {
+                        // The renewal profile did its work; if its acknowledgement was lost, it must
+                        // not be offered again with its used challenge.
+                        queue::complete_pending_from(
+                            txn,
+                            &e.device_id,
+                            RENEWAL_COMMAND_SOURCE,
+                            now,
+                        )
+                        .await?;
                         0
                     } else {
                         queue::cancel_pending(txn, &channels, None, now).await?
@@ -442,9 +459,6 @@ impl CheckinService {
             }
         };
         self.metrics.report(report.status.as_str());
-        if let Some(ca) = &self.ca {
-            ca.verify(cert)?;
-        }
         let now = self.clock.now_ms();
         let e = &report.enrollment;
         if report.status == ReportStatus::Idle && self.idle_needs_nothing(cert, e, now).await? {
@@ -584,6 +598,7 @@ async fn apply_message<C: ConnectionTrait>(
                 enrollments::disable(txn, &e.id, now).await?;
             } else {
                 enrollments::disable_device(txn, &e.device_id, now).await?;
+                devices::mark_checked_out(txn, &e.device_id, now).await?;
             }
             audit_device(
                 txn,
@@ -699,15 +714,19 @@ async fn audit_device<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Refusals that do not depend on plugins: a serial number change for a known UDID (hardware binding), a
-/// certificate already bound to another device, and, for certificates our CA issued, revocation and a
-/// serial-number pin. Run before plugins and again inside the transaction. True when the certificate was
-/// issued to renew this device's identity (the device keeps its queue).
+/// Refusals that do not depend on plugins, run before plugins and again inside the transaction:
+/// - a certificate already bound to another device, or one our CA issued and then revoked (directly or an
+///   identity it was renewed from), or issued against a token pinned to another serial number;
+/// - for a known device: a serial number change (the hardware binding), and a new identity unless
+///   [`new_identity_admitted`] (a stranger who knows a UDID and serial number must not take the device over).
+///
+/// True when the certificate was issued to renew this device's identity (the device keeps its queue).
 async fn enrollment_checks<C: ConnectionTrait>(
     c: &C,
     fingerprint: &str,
     e: &EnrollmentRef,
     a: &Authenticate,
+    now: i64,
 ) -> Result<bool, CheckinError> {
     let existing = devices::find(c, &e.device_id).await?;
     if let (Some(bound), Some(presented)) = (
@@ -729,22 +748,58 @@ async fn enrollment_checks<C: ConnectionTrait>(
             return Err(CheckinError::CertificateBoundElsewhere);
         }
     }
-    let Some(issued) = issued_certs::find_by_fingerprint(c, fingerprint).await? else {
-        return Ok(false);
-    };
-    if issued.revoked_at.is_some() {
-        tracing::warn!(device = %e.device_id, serial = %issued.serial, "Authenticate refused: certificate revoked");
-        return Err(CheckinError::CertificateRevoked);
-    }
-    if let Some(pinned) = &issued.pinned_serial_number {
-        if a.facts.serial_number.as_deref() != Some(pinned.as_str()) {
-            tracing::warn!(device = %e.device_id, pinned, presented = ?a.facts.serial_number, "Authenticate refused: identity issued for another serial number");
-            return Err(CheckinError::EnrollmentDenied(
-                "the identity certificate was issued for another device".into(),
-            ));
+    let issued = issued_certs::find_by_fingerprint(c, fingerprint).await?;
+    if let Some(issued) = &issued {
+        if issued.revoked_at.is_some() || issued_certs::revoked_in_chain(c, fingerprint).await? {
+            tracing::warn!(device = %e.device_id, serial = %issued.serial, "Authenticate refused: certificate revoked");
+            return Err(CheckinError::CertificateRevoked);
+        }
+        if let Some(pinned) = &issued.pinned_serial_number {
+            if a.facts.serial_number.as_deref() != Some(pinned.as_str()) {
+                tracing::warn!(device = %e.device_id, pinned, presented = ?a.facts.serial_number, "Authenticate refused: identity issued for another serial number");
+                return Err(CheckinError::IssuedForAnotherDevice(e.device_id.clone()));
+            }
         }
     }
-    Ok(existing.is_some() && issued.renews_device.as_deref() == Some(e.device_id.as_str()))
+    let renewal = existing.is_some()
+        && issued.as_ref().and_then(|i| i.renews_device.as_deref()) == Some(e.device_id.as_str());
+    if let Some(device) = &existing {
+        let same_identity = device.identity_fingerprint.as_deref() == Some(fingerprint);
+        if !same_identity && !renewal {
+            if let Err(why) = new_identity_admitted(device, issued.as_ref(), now) {
+                tracing::warn!(device = %e.device_id, why, "Authenticate refused: a known device presented a new identity");
+                return Err(CheckinError::ReenrollmentRefused(e.device_id.clone()));
+            }
+        }
+    }
+    Ok(renewal)
+}
+
+/// Whether a known device may take a new identity that is not a renewal of its own: an admin allowed it
+/// (once, until a time), the device checked out (it removed its MDM profile itself: only the bound identity
+/// can send that), or our CA issued the identity against an admin's enrollment token pinned to this device's
+/// serial number. Anything else, a User Enrollment included (its EnrollmentID is new at every enrollment),
+/// is refused: knowing a UDID and a serial number is not a credential. Err says which rule refused, for the
+/// log.
+fn new_identity_admitted(
+    device: &Device,
+    issued: Option<&issued_certs::IssuedCertificate>,
+    now: i64,
+) -> Result<(), &'static str> {
+    if device
+        .reenroll_allowed_until
+        .is_some_and(|until| now <= until)
+    {
+        return Ok(());
+    }
+    if device.checked_out_at.is_some() {
+        return Ok(());
+    }
+    let pinned = issued.and_then(|i| i.pinned_serial_number.as_deref());
+    if pinned.is_some() && pinned == device.serial_number.as_deref() {
+        return Ok(());
+    }
+    Err("not a renewal, no admin allowance, no check-out, no token pinned to its serial number")
 }
 
 /// Audit rows of plugins called for this message name its device and channel.
@@ -870,7 +925,14 @@ async fn token_update<C: ConnectionTrait>(
     };
     let next = Some(next_push_at);
     let count = match only {
-        Only::Any => Some(enrollments::apply_token_update(c, e, facts, now, next).await?),
+        Only::Any => match enrollments::apply_token_update(c, e, facts, now, next).await {
+            Ok(count) => Some(count),
+            Err(StorageError::Conflict(why)) => {
+                tracing::warn!(enrollment = %e.id, why, "TokenUpdate refused");
+                return Err(CheckinError::UnknownEnrollment(e.id.clone()));
+            }
+            Err(other) => return Err(other.into()),
+        },
         Only::BoundTo(fp) => {
             enrollments::apply_token_update_if_bound(c, e, &facts, fp, now, next).await?
         }
@@ -941,5 +1003,102 @@ fn outcome<T>(r: &Result<T, CheckinError>) -> &'static str {
             | CheckinError::AuthenticateOnUserChannel => "invalid",
             _ => "refused",
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known_device() -> Device {
+        Device {
+            id: "UDID-1".into(),
+            serial_number: Some("C02SERIAL".into()),
+            platform: None,
+            model: None,
+            model_name: None,
+            product_name: None,
+            device_name: None,
+            os_version: None,
+            build_version: None,
+            imei: None,
+            meid: None,
+            identity_fingerprint: Some("bound".into()),
+            identity_subject: None,
+            identity_not_after: None,
+            unlock_token: None,
+            bootstrap_token: None,
+            authenticate_raw: None,
+            authenticated_at: 0,
+            created_at: 0,
+            updated_at: 0,
+            last_seen_at: 0,
+            renewal_requested_at: None,
+            reenroll_allowed_until: None,
+            checked_out_at: None,
+        }
+    }
+
+    fn issued(pinned: Option<&str>) -> issued_certs::IssuedCertificate {
+        issued_certs::IssuedCertificate {
+            serial: "01".into(),
+            fingerprint: "new".into(),
+            subject: String::new(),
+            not_before: 0,
+            not_after: 0,
+            issued_at: 0,
+            challenge_id: None,
+            pinned_serial_number: pinned.map(Into::into),
+            renewal_of: None,
+            renews_device: None,
+            device_id: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_known_device_takes_a_new_identity_only_by_one_of_the_rules() {
+        let now = 1_000;
+        let d = known_device();
+        // Knowing the UDID and serial number, with any certificate, ours or another CA's: refused.
+        assert!(new_identity_admitted(&d, None, now).is_err());
+        assert!(new_identity_admitted(&d, Some(&issued(None)), now).is_err());
+        // Pinned to another serial number, or the device has none to match: refused.
+        assert!(new_identity_admitted(&d, Some(&issued(Some("OTHER"))), now).is_err());
+        let mut no_serial = known_device();
+        no_serial.serial_number = None;
+        assert!(new_identity_admitted(&no_serial, Some(&issued(Some("C02SERIAL"))), now).is_err());
+        // An admin's token pinned to its serial number.
+        assert!(new_identity_admitted(&d, Some(&issued(Some("C02SERIAL"))), now).is_ok());
+        // An admin's allowance, until it lapses.
+        let mut allowed = known_device();
+        allowed.reenroll_allowed_until = Some(now);
+        assert!(new_identity_admitted(&allowed, None, now).is_ok());
+        assert!(new_identity_admitted(&allowed, None, now + 1).is_err());
+        // The device checked out itself.
+        let mut gone = known_device();
+        gone.checked_out_at = Some(now - 1);
+        assert!(new_identity_admitted(&gone, None, now).is_ok());
+    }
+
+    #[test]
+    fn refusals_about_who_may_act_read_the_same() {
+        let texts: Vec<String> = [
+            CheckinError::UnknownDevice("A".into()),
+            CheckinError::UnknownEnrollment("A:U".into()),
+            CheckinError::IdentityMismatch("A".into()),
+            CheckinError::CertificateBoundElsewhere,
+            CheckinError::SerialMismatch {
+                device: "A".into(),
+                bound: "C02SERIAL".into(),
+                presented: "X".into(),
+            },
+            CheckinError::ReenrollmentRefused("A".into()),
+            CheckinError::IssuedForAnotherDevice("A".into()),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert!(texts.iter().all(|t| t == REFUSED), "{texts:?}");
     }
 }

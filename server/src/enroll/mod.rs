@@ -7,6 +7,9 @@
 //! certificate was issued for that renewal (or by SCEP RenewalReq with the old identity), the Authenticate
 //! keeps the device's command queue instead of clearing it, and binds the new certificate.
 
+/// The source of the InstallProfile commands that renew a device's identity.
+pub const RENEWAL_COMMAND_SOURCE: &str = "identity-renewal";
+
 pub mod machine_info;
 pub mod profile;
 
@@ -259,7 +262,7 @@ impl EnrollService {
                     }),
                     priority: 0,
                     ttl_seconds: None,
-                    source: "identity-renewal".into(),
+                    source: RENEWAL_COMMAND_SOURCE.into(),
                     no_push: false,
                 })
                 .await

@@ -41,7 +41,9 @@ impl ResponseError for DeviceError {
                 | CheckinError::UnknownEnrollment(_)
                 | CheckinError::IdentityMismatch(_)
                 | CheckinError::CertificateBoundElsewhere
-                | CheckinError::SerialMismatch { .. } => StatusCode::FORBIDDEN,
+                | CheckinError::SerialMismatch { .. }
+                | CheckinError::ReenrollmentRefused(_)
+                | CheckinError::IssuedForAnotherDevice(_) => StatusCode::FORBIDDEN,
                 CheckinError::UserAuthenticateDeclined => StatusCode::GONE,
                 CheckinError::EnrollmentDenied(_) | CheckinError::CertificateRevoked => {
                     StatusCode::FORBIDDEN
@@ -63,6 +65,14 @@ impl ResponseError for DeviceError {
         if refused_by_plugin {
             // A 503 whose reason the device (and its admin) should see.
             tracing::info!(status = status.as_u16(), error = %self, "device request refused");
+            return HttpResponse::build(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string());
+        }
+        // The body says what is wrong in terms the device already knows; what the server has stored (the
+        // bound serial number, whether a UDID is enrolled) goes only to the log, with the details.
+        if !status.is_server_error() {
+            tracing::info!(status = status.as_u16(), error = %self, detail = ?self, "device request refused");
             return HttpResponse::build(status)
                 .content_type("text/plain; charset=utf-8")
                 .body(self.to_string());

@@ -53,9 +53,19 @@ async fn server_url(
 }
 
 /// The device's identity certificate, in order of trust: the TLS client certificate when the server
-/// terminates TLS itself (required then, and it must chain to the SCEP CA or a configured root), else a
-/// trusted proxy's header when configured, then the `Mdm-Signature` over the exact body.
+/// terminates TLS itself (required then), else a trusted proxy's header when configured, then the
+/// `Mdm-Signature` over the exact body. Whichever it is must be one the server trusts to act as a device.
 fn device_identity(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+) -> Result<DeviceCert, DeviceError> {
+    let cert = presented_certificate(req, body, state)?;
+    state.trust.check(&cert, state.clock.now_ms() / 1000)?;
+    Ok(cert)
+}
+
+fn presented_certificate(
     req: &HttpRequest,
     body: &[u8],
     state: &AppState,
@@ -65,9 +75,7 @@ fn device_identity(
             .certificate
             .as_deref()
             .ok_or(DeviceError::ClientCertificateRequired)?;
-        let cert = DeviceCert::from_der(der)?;
-        state.client_cert_trust.verify(&cert)?;
-        return Ok(cert);
+        return Ok(DeviceCert::from_der(der)?);
     }
     if let Some(name) = &state.proxy_cert_header {
         if let Some(v) = req.headers().get(name) {

@@ -17,7 +17,7 @@ use crate::checkin::CheckinService;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::enroll::EnrollService;
-use crate::identity::{CaVerifier, SignatureVerifier};
+use crate::identity::{CaVerifier, DeviceTrust, Issuers, SignatureVerifier};
 use crate::metrics::Metrics;
 use crate::plugins::delivery::Delivery;
 use crate::plugins::PluginHost;
@@ -48,8 +48,8 @@ pub struct AppState {
     pub enroll: Arc<EnrollService>,
     /// `enroll.public_url`, for links the API hands out.
     pub public_url: Option<String>,
-    /// Trust for TLS client certificates: the SCEP CA and `identity.device_ca_file`.
-    pub client_cert_trust: CaVerifier,
+    /// Which certificates may act as a device (TLS client certificates, a proxy's header, `Mdm-Signature`).
+    pub trust: DeviceTrust,
     /// `Mdm-Signature` verification, with its cache of verified signatures.
     pub signatures: SignatureVerifier,
 }
@@ -126,32 +126,17 @@ impl Application {
         let clock = overrides.clock;
         config.validate()?;
         let storage = Self::open_storage(&config).await?;
-        let device_ca_pem = match &config.identity.device_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| StartError::DeviceCa(format!("{}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
-        let ca = match &device_ca_pem {
-            Some(pem) => Some(
-                CaVerifier::from_pem_bundle(pem)
-                    .map_err(|e| StartError::DeviceCa(e.to_string()))?,
-            ),
-            None => None,
-        };
         let secret = seal_secret(&config)?;
-        let scep_ca = crate::scep::load_ca(&config.scep, &config.data_dir, &secret)?;
+        let scep_ca = crate::scep::load_ca(
+            &config.scep,
+            &config.data_dir,
+            &secret,
+            clock.now_ms() / 1000,
+        )?;
         let signer =
             crate::enroll::load_signer(&config.enroll, &scep_ca, &config.data_dir, &secret)?;
-        let mut trust_pem = scep_ca
-            .cert
-            .to_pem()
-            .map_err(|e| crate::pki::PkiError::crypto("CA certificate", e))?;
-        trust_pem.extend(device_ca_pem.unwrap_or_default());
-        let client_cert_trust = CaVerifier::from_pem_bundle(&trust_pem)
-            .map_err(|e| StartError::DeviceCa(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
+        let trust = device_trust(&config.identity, &scep_ca, &metrics)?;
         let plugins = PluginHost::new(
             &config.plugins,
             storage.clone(),
@@ -224,7 +209,6 @@ impl Application {
                 clock.clone(),
                 metrics.clone(),
                 config.user_authenticate,
-                ca,
                 plugins.clone(),
                 config.push.repush_interval_secs as i64 * 1000,
             ),
@@ -242,8 +226,11 @@ impl Application {
             scep,
             enroll,
             public_url: config.enroll.public_url.clone(),
-            client_cert_trust,
-            signatures: SignatureVerifier::new(config.identity.signature_cache_entries),
+            trust,
+            signatures: SignatureVerifier::new(
+                config.identity.signature_cache_entries,
+                metrics.identity_cache_counters("signature"),
+            ),
         });
 
         let listener = TcpListener::bind(&config.listen)
@@ -512,6 +499,41 @@ impl CertificateSink for ApnsSink {
 
 /// The secret that seals push keys: configured, or generated once into the data dir (0600) for a single
 /// development server. Production sets `push.key_secret` so the key never sits beside the data.
+/// Device identities must chain to the SCEP CA or `identity.device_ca_file`, unless the admin has
+/// explicitly accepted any issuer (said loudly at every start).
+fn device_trust(
+    config: &crate::config::IdentityConfig,
+    scep_ca: &crate::pki::KeyPair,
+    metrics: &Metrics,
+) -> Result<DeviceTrust, StartError> {
+    let issuers = if config.accept_any_issuer {
+        tracing::warn!(
+            "identity.accept_any_issuer is on: any certificate, self-signed included, can enroll as a new \
+             device. Use it only while migrating devices, and set identity.device_ca_file instead"
+        );
+        Issuers::Any
+    } else {
+        let mut pem = scep_ca
+            .cert
+            .to_pem()
+            .map_err(|e| crate::pki::PkiError::crypto("CA certificate", e))?;
+        if let Some(path) = &config.device_ca_file {
+            let more = std::fs::read(path)
+                .map_err(|e| StartError::DeviceCa(format!("{}: {e}", path.display())))?;
+            pem.extend(more);
+        }
+        Issuers::Chained(
+            CaVerifier::from_pem_bundle(&pem).map_err(|e| StartError::DeviceCa(e.to_string()))?,
+        )
+    };
+    let counters = metrics.identity_cache_counters("certificate");
+    Ok(DeviceTrust::new(
+        issuers,
+        config.verified_certificate_entries,
+        counters,
+    ))
+}
+
 fn seal_secret(config: &Config) -> Result<String, StartError> {
     if let Some(s) = &config.push.key_secret {
         return Ok(s.clone());

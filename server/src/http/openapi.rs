@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 #[openapi(
     info(title = "mdm-server admin API", description = "Devices, commands and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
     paths(
-        devices::list, devices::get,
+        devices::list, devices::get, devices::allow_reenrollment,
         commands::enqueue, commands::status, commands::result, commands::queue, commands::clear, commands::cancel,
         keys::create, keys::list, keys::revoke,
         plugins::upload, plugins::list, plugins::get, plugins::update, plugins::set_config, plugins::delete, plugins::audit,

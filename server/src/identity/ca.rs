@@ -8,7 +8,7 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509StoreContext, X509};
 
-use super::{openssl_reasons, DeviceCert, IdentityError};
+use super::{openssl_reasons, DeviceCert, IdentityError, Validity};
 
 // X509_V_ERR_* values from x509_vfy.h (stable ABI).
 const X509_V_ERR_CERT_NOT_YET_VALID: i32 = 9;
@@ -18,8 +18,9 @@ const X509_V_ERR_CERT_HAS_EXPIRED: i32 = 10;
 ///
 /// Every configured certificate is a trust anchor: a chain may end at a configured
 /// intermediate (OpenSSL's `PARTIAL_CHAIN`), so an operator can pin the issuing CA without
-/// its root. Validity periods are checked against the current time for the whole chain.
-/// No purpose/EKU or revocation checks are made.
+/// its root. Time is left out of the verification (`NO_CHECK_TIME`): it returns the window in
+/// which the whole chain is valid, which the caller checks against the server's clock on every
+/// use ([`super::DeviceTrust`]). No purpose/EKU or revocation checks are made.
 pub struct CaVerifier {
     store: X509Store,
     anchors: usize,
@@ -45,7 +46,7 @@ impl CaVerifier {
             })?;
         }
         builder
-            .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+            .set_flags(X509VerifyFlags::PARTIAL_CHAIN | X509VerifyFlags::NO_CHECK_TIME)
             .map_err(internal)?;
         Ok(Self {
             store: builder.build(),
@@ -53,20 +54,28 @@ impl CaVerifier {
         })
     }
 
-    /// Verify `cert` chains to a configured CA and that it and its chain are currently valid.
-    pub fn verify(&self, cert: &DeviceCert) -> Result<(), IdentityError> {
+    /// Verify `cert` chains to a configured CA, whatever the time. Returns when the chain it verified is
+    /// valid (the intersection of its certificates' validity periods).
+    pub fn verify(&self, cert: &DeviceCert) -> Result<Validity, IdentityError> {
         let untrusted_chain = Stack::<X509>::new().map_err(internal_untrusted)?;
         let mut ctx = X509StoreContext::new().map_err(internal_untrusted)?;
         let outcome = ctx.init(&self.store, cert.x509()?, &untrusted_chain, |c| {
             let ok = c.verify_cert()?;
-            Ok((ok, c.error()))
+            let validity = match c.chain() {
+                Some(chain) if ok => Validity::of_chain(chain.iter()),
+                _ => None,
+            };
+            Ok((ok, c.error(), validity))
         });
         // Failed verification may leave entries on the thread's OpenSSL error queue; drop them
         // so they cannot be mistaken for the cause of a later, unrelated failure.
         let _ = ErrorStack::get();
         match outcome {
-            Ok((true, _)) => Ok(()),
-            Ok((false, err)) => match err.as_raw() {
+            Ok((true, _, Some(validity))) => Ok(validity),
+            Ok((true, _, None)) => Err(IdentityError::Untrusted(
+                "the verified chain has an unreadable validity period".into(),
+            )),
+            Ok((false, err, _)) => match err.as_raw() {
                 X509_V_ERR_CERT_NOT_YET_VALID | X509_V_ERR_CERT_HAS_EXPIRED => {
                     Err(IdentityError::Expired)
                 }
@@ -152,16 +161,19 @@ mod tests {
     }
 
     #[test]
-    fn expired_and_not_yet_valid_leaf() {
+    fn the_chains_validity_window_is_returned_not_judged() {
         let ca = TestCa::new("Device CA");
         let v = CaVerifier::from_pem_bundle(&ca.pem()).unwrap();
         let t = now();
         let (expired, _) = ca.issue_custom(&[("CN", "old")], t - 10 * 86_400, t - 86_400);
-        let (future, _) = ca.issue_custom(&[("CN", "new")], t + 86_400, t + 10 * 86_400);
-        for leaf in [expired, future] {
-            let r = v.verify(&dc(leaf));
-            assert!(matches!(r, Err(IdentityError::Expired)), "{r:?}");
-        }
+        let window = v.verify(&dc(expired)).unwrap();
+        assert_eq!(window.not_after, t - 86_400);
+        assert!(!window.contains(t));
+        // The CA's own period bounds the window.
+        let (long, _) = ca.issue_custom(&[("CN", "long")], t - 86_400, t + 100 * 86_400);
+        let window = v.verify(&dc(long)).unwrap();
+        let ca_window = Validity::of_chain([ca.cert.as_ref()]).unwrap();
+        assert_eq!(window, ca_window, "the CA's period lies within the leaf's");
     }
 
     #[test]

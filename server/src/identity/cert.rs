@@ -1,9 +1,9 @@
 //! [`DeviceCert`]: a parsed device identity certificate and its fingerprint.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use openssl::asn1::Asn1Time;
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509};
 
@@ -13,9 +13,9 @@ use super::{openssl_reasons, IdentityError};
 /// from a parse, and is rebuilt on first use otherwise (see [`DeviceCert::unparsed`]).
 #[derive(Clone)]
 pub struct DeviceCert {
-    der: Vec<u8>,
+    der: Arc<[u8]>,
     x509: OnceLock<X509>,
-    fingerprint: String,
+    fingerprint: Arc<str>,
 }
 
 impl DeviceCert {
@@ -31,7 +31,7 @@ impl DeviceCert {
         let x509 = X509::from_der(der)
             .map_err(|e| malformed(format!("not a DER X.509: {}", openssl_reasons(&e))))?;
         let cert = Self::from_x509(x509)?;
-        if cert.der != der {
+        if *cert.der != *der {
             return Err(malformed("trailing data or non-canonical DER encoding"));
         }
         Ok(cert)
@@ -53,16 +53,16 @@ impl DeviceCert {
                 openssl_reasons(&e)
             ))
         })?;
-        let fingerprint = hex::encode(openssl::sha::sha256(&der));
+        let fingerprint = hex::encode(openssl::sha::sha256(&der)).into();
         Ok(Self {
-            der,
+            der: der.into(),
             x509: OnceLock::from(x509),
             fingerprint,
         })
     }
 
-    /// The same certificate without its parsed form: ~1 KiB instead of ~5 KiB with OpenSSL 3's parsed
-    /// certificate and key, for holding many (the signature cache). Parsed again only if needed.
+    /// The same certificate without its parsed form, sharing its bytes: for holding many (the signature
+    /// cache), since OpenSSL 3's parsed certificate and key take ~5 KiB. Parsed again only if needed.
     pub fn unparsed(&self) -> Self {
         Self {
             der: self.der.clone(),
@@ -102,12 +102,15 @@ impl DeviceCert {
 
     /// `notAfter` as unix seconds.
     pub fn not_after_unix(&self) -> Result<i64, IdentityError> {
-        let epoch = Asn1Time::from_unix(0).map_err(|e| malformed(openssl_reasons(&e)))?;
-        let diff = epoch
-            .diff(self.x509()?.not_after())
-            .map_err(|e| malformed(format!("invalid notAfter: {}", openssl_reasons(&e))))?;
-        Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+        asn1_unix(self.x509()?.not_after()).ok_or_else(|| malformed("invalid notAfter"))
     }
+}
+
+/// A certificate time as unix seconds; None if OpenSSL cannot compare it.
+pub(crate) fn asn1_unix(t: &Asn1TimeRef) -> Option<i64> {
+    let epoch = Asn1Time::from_unix(0).ok()?;
+    let diff = epoch.diff(t).ok()?;
+    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 impl fmt::Debug for DeviceCert {

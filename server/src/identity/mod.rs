@@ -7,7 +7,8 @@
 //!   header, see [`parse_client_cert_header`].
 //!
 //! Both yield a [`DeviceCert`]; its [`DeviceCert::fingerprint`] is what an enrollment is bound to.
-//! Optional chain verification against operator-configured CAs is done by [`CaVerifier`].
+//! [`DeviceTrust`] decides whether a certificate may act as a device: it must chain to our SCEP CA or a
+//! configured one ([`CaVerifier`]), verified once per certificate, and be within its validity period.
 //!
 //! Everything here is pure (no I/O) and must never panic on untrusted input.
 
@@ -18,12 +19,14 @@ mod header;
 mod signature_cache;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod trust;
 
 pub use ca::CaVerifier;
 pub use cert::DeviceCert;
 pub use cms::verify_mdm_signature;
 pub use header::parse_client_cert_header;
 pub use signature_cache::SignatureVerifier;
+pub use trust::{CacheCounters, DeviceTrust, Issuers, Validity};
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};

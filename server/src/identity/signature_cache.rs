@@ -5,19 +5,33 @@
 //! body), so a hit on the SHA-256 of both returns what verification returned before; only successes are
 //! stored, so a forged or garbled request is always verified in full and can evict nothing it could reuse.
 
+use super::trust::CacheCounters;
 use super::{verify_mdm_signature, DeviceCert, IdentityError};
 use openssl::sha::Sha256;
 use quick_cache::sync::Cache;
 
 pub struct SignatureVerifier {
-    cache: Option<Cache<[u8; 32], DeviceCert>>,
+    cache: Option<Admitted>,
+    counters: CacheCounters,
+}
+
+/// The cache proper, and the keys seen once. A message is remembered the second time its exact bytes
+/// verify: an Idle repeats for as long as the device is enrolled, while an Authenticate, a TokenUpdate or a
+/// command result is sent once, and remembering those would push the Idles out of a fleet-sized cache.
+struct Admitted {
+    verified: Cache<[u8; 32], DeviceCert>,
+    seen_once: Cache<[u8; 32], ()>,
 }
 
 impl SignatureVerifier {
     /// Remember up to `entries` verified signatures; 0 verifies every time.
-    pub fn new(entries: usize) -> Self {
+    pub fn new(entries: usize, counters: CacheCounters) -> Self {
         Self {
-            cache: (entries > 0).then(|| Cache::new(entries)),
+            cache: (entries > 0).then(|| Admitted {
+                verified: Cache::new(entries),
+                seen_once: Cache::new(entries),
+            }),
+            counters,
         }
     }
 
@@ -27,11 +41,17 @@ impl SignatureVerifier {
             return verify_mdm_signature(header_value, body);
         };
         let key = key(header_value, body);
-        if let Some(cert) = cache.get(&key) {
+        if let Some(cert) = cache.verified.get(&key) {
+            self.counters.hits.inc();
             return Ok(cert);
         }
+        self.counters.misses.inc();
         let cert = verify_mdm_signature(header_value, body)?;
-        cache.insert(key, cert.unparsed());
+        if cache.seen_once.remove(&key).is_some() {
+            cache.verified.insert(key, cert.unparsed());
+        } else {
+            cache.seen_once.insert(key, ());
+        }
         Ok(cert)
     }
 }
@@ -50,6 +70,57 @@ mod tests {
     use super::super::test_support::TestCa;
     use super::*;
 
+    type Signer = (
+        openssl::x509::X509,
+        openssl::pkey::PKey<openssl::pkey::Private>,
+    );
+
+    fn signed((cert, key): &Signer, body: &[u8]) -> String {
+        use base64::Engine as _;
+        use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+        let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY;
+        let p7 = Pkcs7::sign(
+            cert,
+            key,
+            &openssl::stack::Stack::new().unwrap(),
+            body,
+            flags,
+        );
+        base64::engine::general_purpose::STANDARD.encode(p7.unwrap().to_der().unwrap())
+    }
+
+    /// Messages sent once (Authenticate, TokenUpdate, results) never push out the ones that repeat.
+    #[test]
+    fn one_off_messages_do_not_crowd_out_repeated_ones() {
+        let device = TestCa::new("ca").issue("device");
+        let v = SignatureVerifier::new(128, CacheCounters::default());
+        let idles: Vec<(Vec<u8>, String)> = (0..64)
+            .map(|i| {
+                let body = format!("<plist>idle {i}</plist>").into_bytes();
+                let h = signed(&device, &body);
+                (body, h)
+            })
+            .collect();
+        for _ in 0..2 {
+            for (body, h) in &idles {
+                v.verify(h, body).unwrap();
+            }
+        }
+        for i in 0..500 {
+            let body = format!("<plist>one-off {i}</plist>").into_bytes();
+            v.verify(&signed(&device, &body), &body).unwrap();
+        }
+        let hits = v.counters.hits.get();
+        for (body, h) in &idles {
+            v.verify(h, body).unwrap();
+        }
+        assert_eq!(
+            v.counters.hits.get() - hits,
+            64,
+            "every Idle is still remembered"
+        );
+    }
+
     #[test]
     fn a_hit_returns_the_same_signer_and_anything_else_is_verified() {
         use base64::Engine as _;
@@ -66,9 +137,13 @@ mod tests {
         );
         let header =
             base64::engine::general_purpose::STANDARD.encode(p7.unwrap().to_der().unwrap());
-        let v = SignatureVerifier::new(16);
+        let v = SignatureVerifier::new(16, CacheCounters::default());
         let first = v.verify(&header, body).unwrap();
         let again = v.verify(&header, body).unwrap();
+        let third = v.verify(&header, body).unwrap();
+        // Remembered the second time these bytes verified, a hit the third time.
+        assert_eq!((v.counters.misses.get(), v.counters.hits.get()), (2, 1));
+        assert_eq!(third.fingerprint(), first.fingerprint());
         assert_eq!(first.fingerprint(), again.fingerprint());
         assert_eq!(first.der(), again.der());
         assert_eq!(
@@ -83,7 +158,7 @@ mod tests {
         ));
         assert!(v.verify("AAAA", body).is_err());
         // A cache of 0 verifies every time and still works.
-        let off = SignatureVerifier::new(0);
+        let off = SignatureVerifier::new(0, CacheCounters::default());
         assert_eq!(
             off.verify(&header, body).unwrap().fingerprint(),
             first.fingerprint()

@@ -54,7 +54,14 @@ pub struct ScepService {
 }
 
 /// The CA: configured files, or generated once into the data dir (key encrypted under `secret`).
-pub fn load_ca(config: &ScepConfig, data_dir: &Path, secret: &str) -> Result<KeyPair, PkiError> {
+/// The CA from its configured files, or generated in `data_dir` on first start, valid from `now_unix` (the
+/// server's clock, which checks the chains of the identities it issues).
+pub fn load_ca(
+    config: &ScepConfig,
+    data_dir: &Path,
+    secret: &str,
+    now_unix: i64,
+) -> Result<KeyPair, PkiError> {
     pki::configured_or_generated(
         (
             config.ca_cert_file.as_deref(),
@@ -66,7 +73,7 @@ pub fn load_ca(config: &ScepConfig, data_dir: &Path, secret: &str) -> Result<Key
         secret,
         || {
             let subject = pki::name(&config.ca_common_name, &config.organization)?;
-            pki::generate(&subject, Usage::Ca, config.ca_validity_days, None)
+            pki::generate_at(&subject, Usage::Ca, config.ca_validity_days, None, now_unix)
         },
     )
 }

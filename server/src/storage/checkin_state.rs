@@ -71,7 +71,13 @@ pub async fn load<R: PointRead>(
             JoinType::LeftJoin,
             Enrollments,
             ch.clone(),
-            Expr::col((ch, enrollment::Column::Id)).eq(enrollment_id),
+            // The channel must be this device's: a channel id never reaches another device's channel.
+            Expr::col((ch.clone(), enrollment::Column::Id))
+                .eq(enrollment_id)
+                .and(
+                    Expr::col((ch, enrollment::Column::DeviceId))
+                        .equals((Devices, device::Column::Id)),
+                ),
         )
         .join_as(
             JoinType::LeftJoin,

@@ -295,3 +295,44 @@ pub async fn list<C: ConnectionTrait>(c: &C, f: &DeviceFilter) -> StorageResult<
 }
 
 pub use device::Model as Device;
+
+/// Allow the device to enroll again with a new identity once, until `until`. False: no such device.
+pub async fn allow_reenrollment<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    until: i64,
+    now: i64,
+) -> StorageResult<bool> {
+    Ok(Entity::update_many()
+        .col_expr(Column::ReenrollAllowedUntil, Expr::value(until))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?
+        .rows_affected
+        == 1)
+}
+
+/// The device checked out: it may enroll again with a new identity.
+pub async fn mark_checked_out<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(Column::CheckedOutAt, Expr::value(now))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// An Authenticate has used whatever let the device enroll again (an allowance, a check-out).
+pub async fn clear_reenrollment<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<()> {
+    Entity::update_many()
+        .col_expr(
+            Column::ReenrollAllowedUntil,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(Column::CheckedOutAt, Expr::value(Option::<i64>::None))
+        .filter(Column::Id.eq(id))
+        .exec(c)
+        .await?;
+    Ok(())
+}

@@ -71,7 +71,7 @@ pub struct TokenUpdateFacts {
 /// Store a TokenUpdate and enable the channel, creating the channel on its first TokenUpdate; the channel
 /// is seen `now` with push attempts restarted (what [`checked_in`] does), and `next_push_at`, when given,
 /// is when a push is owed again. One statement for a known channel. Returns the channel's TokenUpdate count
-/// after this one (1 means first).
+/// after this one (1 means first). A channel with this id of another device or kind is a `Conflict`.
 pub async fn apply_token_update<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
@@ -82,6 +82,12 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     let update = token_update_statement(e, &f, now, next_push_at);
     if let Some(count) = returned_count(c, &update).await? {
         return Ok(count);
+    }
+    if find(c, &e.id).await?.is_some() {
+        return Err(super::StorageError::Conflict(format!(
+            "channel {} belongs to another device or is of another kind",
+            e.id
+        )));
     }
     let mut am = new_channel(&e.id, &e.device_id, e.kind, now);
     am.user_id = Set(e.user_id.clone());
@@ -150,7 +156,6 @@ fn token_update_statement(
     update
         .table(Entity)
         .values([
-            (Column::Kind, e.kind.as_str().into()),
             (Column::UserId, e.user_id.clone().into()),
             (Column::UserShortName, e.user_short_name.clone().into()),
             (Column::UserLongName, e.user_long_name.clone().into()),
@@ -174,6 +179,9 @@ fn token_update_statement(
             Expr::col(Column::TokenUpdateCount).add(1),
         )
         .and_where(Column::Id.eq(e.id.as_str()))
+        // A channel is its device's and of one kind: a message naming another never writes it.
+        .and_where(Column::DeviceId.eq(e.device_id.as_str()))
+        .and_where(Column::Kind.eq(e.kind.as_str()))
         .returning_col(Column::TokenUpdateCount);
     if let Some(at) = next_push_at {
         update.value(Column::NextPushAt, at);
@@ -330,6 +338,47 @@ mod tests {
             token: token.to_vec(),
             awaiting_configuration: Some(false),
             raw: b"<plist/>".to_vec(),
+        }
+    }
+
+    /// A channel id naming another device's channel (or a channel of another kind) is never written: its
+    /// token, kind and count stay, and the caller is told (a `Conflict`, which the check-in refuses).
+    #[tokio::test]
+    async fn a_channel_of_another_device_or_kind_is_never_written() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            for id in ["UDID-1", "OTHER"] {
+                devices::upsert_authenticated(db, id, AuthenticateFacts::default(), 10)
+                    .await
+                    .unwrap();
+            }
+            let mut user = channel("UDID-1:U1", EnrollmentKind::User);
+            user.user_id = Some("U1".into());
+            apply_token_update(db, &user, facts(b"user"), 20, None)
+                .await
+                .unwrap();
+            let before = find(db, "UDID-1:U1").await.unwrap();
+
+            let mut foreign = user.clone();
+            foreign.device_id = "OTHER".into();
+            let mut other_kind = user.clone();
+            other_kind.kind = EnrollmentKind::SharedIpadUser;
+            for e in [foreign, other_kind] {
+                let r = apply_token_update(db, &e, facts(b"attacker"), 30, None).await;
+                assert!(
+                    matches!(r, Err(super::super::StorageError::Conflict(_))),
+                    "{r:?}"
+                );
+                let guarded = apply_token_update_if_repeated(db, &e, &facts(b"x"), 30, None).await;
+                assert_eq!(guarded.unwrap(), None, "{}", tdb.label);
+            }
+            assert_eq!(
+                find(db, "UDID-1:U1").await.unwrap(),
+                before,
+                "{}",
+                tdb.label
+            );
         }
     }
 

@@ -74,3 +74,10 @@ pub async fn list<C: ConnectionTrait>(
         .all(c)
         .await?)
 }
+
+/// PLACEHOLDER until the revocation-chain change lands: only the certificate itself.
+pub async fn revoked_in_chain<C: ConnectionTrait>(c: &C, fingerprint: &str) -> StorageResult<bool> {
+    Ok(find_by_fingerprint(c, fingerprint)
+        .await?
+        .is_some_and(|m| m.revoked_at.is_some()))
+}

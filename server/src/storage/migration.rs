@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005AuditLog),
             Box::new(M0006OutboxOrdering),
             Box::new(M0007AuditPending),
+            Box::new(M0008Reenrollment),
         ]
     }
 }
@@ -686,5 +687,45 @@ impl MigrationTrait for M0007AuditPending {
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table("audit_pending").to_owned())
             .await
+    }
+}
+
+/// A known device may take a new identity only in the cases `checkin` names: an admin's one-time allowance
+/// (until a time) or the device having checked out.
+struct M0008Reenrollment;
+
+impl MigrationName for M0008Reenrollment {
+    fn name(&self) -> &str {
+        "m0008_reenrollment"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008Reenrollment {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one thing at a time.
+        for column in ["reenroll_allowed_until", "checked_out_at"] {
+            m.alter_table(
+                Table::alter()
+                    .table("devices")
+                    .add_column(big_integer_null(column))
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for column in ["reenroll_allowed_until", "checked_out_at"] {
+            m.alter_table(
+                Table::alter()
+                    .table("devices")
+                    .drop_column(column)
+                    .to_owned(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

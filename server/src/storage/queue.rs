@@ -301,6 +301,36 @@ pub async fn cancel_pending<C: ConnectionTrait>(
     Ok(total)
 }
 
+/// Mark the channel's pending commands from `source` acknowledged: what they asked for has been seen done
+/// (a renewal profile, once the device authenticates with the identity it brought), so one whose
+/// acknowledgement was lost is not offered again.
+pub async fn complete_pending_from<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    source: &str,
+    now: i64,
+) -> StorageResult<u64> {
+    use sea_orm::sea_query::Query;
+    let from_source = Query::select()
+        .column(super::entities::command::Column::Uuid)
+        .from(super::entities::command::Entity)
+        .and_where(super::entities::command::Column::Source.eq(source))
+        .to_owned();
+    Ok(Queue::update_many()
+        .col_expr(
+            Column::Status,
+            Expr::value(QueueStatus::Acknowledged.as_str()),
+        )
+        .col_expr(Column::CompletedAt, Expr::value(now))
+        .col_expr(Column::UpdatedAt, Expr::value(now))
+        .filter(Column::EnrollmentId.eq(enrollment_id))
+        .filter(Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]))
+        .filter(Column::CommandUuid.in_subquery(from_source))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
 /// A channel's queue, newest last. `pending_only` hides finished rows.
 pub async fn for_enrollment<C: ConnectionTrait>(
     c: &C,

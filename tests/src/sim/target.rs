@@ -204,14 +204,18 @@ fn now_ms() -> i64 {
 
 impl Server {
     /// Start a server on `db` (migrated and seeded by the caller as needed) with a fresh admin key.
+    /// `device_ca_pem`: the CA of the fleet's identities, given to the server as `identity.device_ca_file`.
     pub async fn start(
         db: &BenchDb,
         storage: &Storage,
+        device_ca_pem: &[u8],
         mode: &ServerMode,
         opts: &ServerOptions,
     ) -> Result<Self, BoxError> {
         let (_, admin_key) = apikeys::create(storage, "mdm-sim", &[Scope::Admin], now_ms()).await?;
         let data = tempfile::tempdir()?;
+        let device_ca_file = data.path().join("device-ca.pem");
+        std::fs::write(&device_ca_file, device_ca_pem)?;
         match mode {
             ServerMode::InProcess => {
                 let mut config = Config {
@@ -222,6 +226,7 @@ impl Server {
                     workers: opts.workers,
                     ..Config::default()
                 };
+                config.identity.device_ca_file = Some(device_ca_file);
                 config.push.worker = opts.push_worker;
                 config.push.max_per_second = opts.push_max_per_second;
                 config.push.key_secret = Some("mdm-sim-secret-of-sufficient-length".into());
@@ -275,6 +280,7 @@ impl Server {
                     .env("MDM_LISTEN", format!("127.0.0.1:{port}"))
                     .env("MDM_DATA_DIR", data.path())
                     .env("MDM_DATABASE_URL", &db.url)
+                    .env("MDM_IDENTITY__DEVICE_CA_FILE", &device_ca_file)
                     // No APNs here: enqueues still owe pushes, the worker is what would send them.
                     .env("MDM_PUSH__WORKER", "false")
                     .env(

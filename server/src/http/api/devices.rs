@@ -1,8 +1,8 @@
 //! Devices: list with filters and cursor pagination, and one device's detail with its channels.
 
-use super::{page_limit, parse_time, query};
+use super::{body, page_limit, parse_time, query};
 use crate::clock::to_rfc3339;
-use crate::http::auth::{Auth, DevicesRead};
+use crate::http::auth::{Admin, Auth, DevicesRead};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::storage::devices::{self, Device, DeviceFilter};
@@ -212,5 +212,78 @@ pub async fn get(
         created_at: to_rfc3339(d.created_at),
         channels: channels.iter().map(channel).collect(),
         attributes,
+    }))
+}
+
+/// The longest an allowance to re-enroll may stay open.
+const MAX_REENROLLMENT_WINDOW_SECS: u32 = 30 * 86_400;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReenrollmentRequest {
+    /// How long the allowance stays open, in seconds (default a day, at most 30 days).
+    #[schema(minimum = 1, maximum = 2592000)]
+    ttl_seconds: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReenrollmentAllowed {
+    device_id: String,
+    /// The device may authenticate with a new identity once before this time.
+    allowed_until: String,
+}
+
+/// Allow a known device to enroll again with a new identity, once (after a wipe, a lost identity, or a
+/// revocation). Without it, a known device's new identity is refused unless it renews the bound one, the
+/// device checked out, or the identity was issued against a token pinned to its serial number.
+#[utoipa::path(post, path = "/api/v1/devices/{id}/reenrollment", tag = "devices",
+    params(("id" = String, Path, description = "UDID or EnrollmentID")),
+    request_body = ReenrollmentRequest,
+    responses((status = 200, body = ReenrollmentAllowed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = ["admin"])))]
+pub async fn allow_reenrollment(
+    auth: Auth<Admin>,
+    id: web::Path<String>,
+    b: Result<web::Json<ReenrollmentRequest>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let ttl = body(b)?.ttl_seconds.unwrap_or(86_400);
+    if ttl == 0 || ttl > MAX_REENROLLMENT_WINDOW_SECS {
+        return Err(ApiError::BadRequest(format!(
+            "ttl_seconds must be between 1 and {MAX_REENROLLMENT_WINDOW_SECS}"
+        )));
+    }
+    let id = id.into_inner();
+    let now = state.clock.now_ms();
+    let until = now + i64::from(ttl) * 1000;
+    let actor = format!("api-key:{}", auth.principal.name);
+    let device_id = id.clone();
+    let found = state
+        .storage
+        .transaction(move |txn| {
+            Box::pin(async move {
+                if !devices::allow_reenrollment(txn, &device_id, until, now).await? {
+                    return Ok::<_, ApiError>(false);
+                }
+                let detail = serde_json::json!({ "allowed_until": until });
+                let entry = crate::storage::audit_log::NewEntry::new(
+                    now,
+                    actor,
+                    "device.reenrollment_allowed",
+                    Some(&device_id),
+                    detail,
+                );
+                crate::storage::audit_log::append(txn, vec![entry]).await?;
+                Ok(true)
+            })
+        })
+        .await?;
+    if !found {
+        return Err(ApiError::NotFound(format!("device {id} not found")));
+    }
+    tracing::warn!(device = %id, until, "re-enrollment with a new identity allowed once");
+    Ok(HttpResponse::Ok().json(ReenrollmentAllowed {
+        device_id: id,
+        allowed_until: to_rfc3339(until),
     }))
 }

@@ -15,6 +15,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .route("/devices", web::get().to(devices::list))
             .route("/devices/{id}", web::get().to(devices::get))
+            .route(
+                "/devices/{id}/reenrollment",
+                web::post().to(devices::allow_reenrollment),
+            )
             .route("/enrollments/{id}/commands", web::get().to(commands::queue))
             .route(
                 "/enrollments/{id}/commands",

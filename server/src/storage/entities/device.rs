@@ -30,6 +30,10 @@ pub struct Model {
     pub last_seen_at: i64,
     /// When an identity renewal (a fresh enrollment profile) was last queued for this device.
     pub renewal_requested_at: Option<i64>,
+    /// Until when an admin allows this device to enroll again with a new identity (once).
+    pub reenroll_allowed_until: Option<i64>,
+    /// When the device checked out (removed its MDM profile); cleared at its next Authenticate.
+    pub checked_out_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
