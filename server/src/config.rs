@@ -453,6 +453,26 @@ impl Config {
                 return bad(format!("identity.device_ca_file {} not found", f.display()));
             }
         }
+        self.check_renewal_window()?;
+        Ok(())
+    }
+
+    /// Automatic renewal needs issued identities to outlive the renewal window: a certificate valid for
+    /// `scep.validity_days` <= `enroll.renew_days_before_expiry` is due for renewal the moment it is issued,
+    /// so every renewal would queue the next one at once (a renewal loop). 0 turns renewal off.
+    pub fn check_renewal_window(&self) -> Result<(), ConfigError> {
+        let (validity, renew) = (
+            self.scep.validity_days,
+            self.enroll.renew_days_before_expiry,
+        );
+        if renew != 0 && validity <= renew {
+            return Err(ConfigError::Invalid(format!(
+                "scep.validity_days ({validity}) must be greater than enroll.renew_days_before_expiry \
+                 ({renew}): each renewed certificate would be due for renewal as soon as it is issued, \
+                 a renewal loop (raise scep.validity_days, lower enroll.renew_days_before_expiry, or set \
+                 it to 0 to turn automatic renewal off)"
+            )));
+        }
         Ok(())
     }
 
@@ -711,6 +731,41 @@ mod tests {
         bad.enroll.public_url = Some("mdm.example.com/?token=pubtok7".into());
         let err = bad.validate().unwrap_err().to_string();
         assert!(!err.contains("pubtok7"), "{err}");
+    }
+
+    /// Issued identities must outlive the renewal window, or each renewal schedules the next at once;
+    /// renewal off (0) needs nothing of the validity.
+    #[test]
+    fn a_renewal_window_as_long_as_the_validity_is_refused() {
+        let with = |validity: u32, renew: u32| {
+            let mut c = Config::default();
+            c.scep.validity_days = validity;
+            c.enroll.renew_days_before_expiry = renew;
+            c
+        };
+        for (validity, renew) in [(30, 30), (10, 30), (1, 1)] {
+            let err = with(validity, renew).validate().unwrap_err().to_string();
+            assert!(
+                err.contains("scep.validity_days")
+                    && err.contains("enroll.renew_days_before_expiry")
+                    && err.contains("renewal loop"),
+                "{err}"
+            );
+            assert!(with(validity, renew).check_renewal_window().is_err());
+        }
+        for (validity, renew) in [(31, 30), (365, 30), (1, 0)] {
+            with(validity, renew).validate().unwrap();
+        }
+        // At start, from a file, with the reason.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[scep]\nvalidity_days = 14\n[enroll]\nrenew_days_before_expiry = 30\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("renewal loop"), "{err}");
     }
 
     /// `sqlite_writer_cpu` reads as a word, a number, or digits (as an environment variable may give it);
