@@ -146,6 +146,9 @@ pub fn open(which: Token, device_id: &str, stored: Vec<u8>) -> Option<Vec<u8>> {
     }
 }
 
+/// A device's id and its two token columns as stored.
+type TokenRow = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Devices' tokens read per round of [`seal_clear_tokens`].
 const PAGE: u64 = 200;
 
@@ -168,7 +171,7 @@ pub async fn seal_clear_tokens<C: ConnectionTrait>(c: &C) -> StorageResult<u64> 
     let mut sealed = 0;
     let mut after = String::new();
     loop {
-        let rows: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)> = Entity::find()
+        let rows: Vec<TokenRow> = Entity::find()
             .select_only()
             .column(Column::Id)
             .column(Column::UnlockToken)
