@@ -421,7 +421,7 @@ impl Config {
             if url_scheme_ok(&sink.url).is_none() {
                 return bad(format!(
                     "plugins.sinks.{name}.url {:?} is not an http(s) URL",
-                    sink.url
+                    redact_url(&sink.url)
                 ));
             }
             if !(1..=MAX_SINK_BATCH).contains(&sink.batch_max_events) {
@@ -452,7 +452,10 @@ impl Config {
         }
         if let Some(u) = &self.enroll.public_url {
             if url_scheme_ok(u).is_none() {
-                return bad(format!("enroll.public_url {u:?} is not an http(s) URL"));
+                return bad(format!(
+                    "enroll.public_url {:?} is not an http(s) URL",
+                    redact_url(u)
+                ));
             }
         }
         if let Some(f) = &self.identity.device_ca_file {
@@ -460,11 +463,31 @@ impl Config {
                 return bad(format!("identity.device_ca_file {} not found", f.display()));
             }
         }
+        self.check_renewal_window()?;
         Ok(())
     }
 
-    /// A copy safe to print: secrets (sealing secret, key passphrases, sink headers, the database password)
-    /// replaced by `<redacted>`.
+    /// Automatic renewal needs issued identities to outlive the renewal window: a certificate valid for
+    /// `scep.validity_days` <= `enroll.renew_days_before_expiry` is due for renewal the moment it is issued,
+    /// so every renewal would queue the next one at once (a renewal loop). 0 turns renewal off.
+    pub fn check_renewal_window(&self) -> Result<(), ConfigError> {
+        let (validity, renew) = (
+            self.scep.validity_days,
+            self.enroll.renew_days_before_expiry,
+        );
+        if renew != 0 && validity <= renew {
+            return Err(ConfigError::Invalid(format!(
+                "scep.validity_days ({validity}) must be greater than enroll.renew_days_before_expiry \
+                 ({renew}): each renewed certificate would be due for renewal as soon as it is issued, \
+                 a renewal loop (raise scep.validity_days, lower enroll.renew_days_before_expiry, or set \
+                 it to 0 to turn automatic renewal off)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print: secrets (sealing secret, key passphrases, sink headers) replaced by
+    /// `<redacted>`, and every URL passed through [`redact_url`] (a credential may sit in any of them).
     pub fn redacted(&self) -> Config {
         const R: &str = "<redacted>";
         let hide = |s: &Option<String>| s.as_ref().map(|_| R.to_string());
@@ -473,18 +496,13 @@ impl Config {
         c.scep.ca_key_passphrase = hide(&c.scep.ca_key_passphrase);
         c.enroll.signing_key_passphrase = hide(&c.enroll.signing_key_passphrase);
         for sink in c.plugins.sinks.values_mut() {
+            sink.url = redact_url(&sink.url);
             for v in sink.headers.values_mut() {
                 *v = R.to_string();
             }
         }
-        if let Some(u) = &c.database_url {
-            if let Ok(mut parsed) = url::Url::parse(u) {
-                if parsed.password().is_some() {
-                    let _ = parsed.set_password(Some(R));
-                    c.database_url = Some(parsed.to_string());
-                }
-            }
-        }
+        c.database_url = c.database_url.as_deref().map(redact_url);
+        c.enroll.public_url = c.enroll.public_url.as_deref().map(redact_url);
         c
     }
 
@@ -498,6 +516,87 @@ impl Config {
             ),
         }
     }
+}
+
+/// What a redacted credential in a URL reads as: plain letters, so no URL encoding changes it.
+pub const URL_REDACTED: &str = "REDACTED";
+
+/// `url` safe to print or log: the userinfo password and the value of every query (or fragment) parameter
+/// whose name looks like a credential ([`is_secret_param`]) become [`URL_REDACTED`]; the rest is kept as
+/// written, so the URL still says where it points. The one function for every URL the configuration prints
+/// or logs (`postgres://u:pw@h/db?password=..`, sinks' `https://u:pw@h/?token=..`).
+pub fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return redact_unparsed(url);
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a password, which this one has.
+        let _ = parsed.set_password(Some(URL_REDACTED));
+    }
+    if let Some(q) = parsed.query().map(redact_params) {
+        parsed.set_query(Some(&q));
+    }
+    if let Some(f) = parsed.fragment().map(redact_params) {
+        parsed.set_fragment(Some(&f));
+    }
+    parsed.into()
+}
+
+/// `a=1&token=x` → `a=1&token=REDACTED`, each pair otherwise byte for byte as it was.
+fn redact_params(raw: &str) -> String {
+    raw.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_param(name) => format!("{name}={URL_REDACTED}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Whether a query parameter's name looks like it carries a credential: it contains (ignoring case,
+/// `-`, `_`, `.` and percent-encoding) password/pass/pwd, token, secret, key, sig(nature), auth, credential
+/// or session. Printing a harmless value as redacted costs little; printing a secret cannot be undone.
+pub fn is_secret_param(name: &str) -> bool {
+    const SECRET_WORDS: &[&str] = &[
+        "pass",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "sig",
+        "auth",
+        "credential",
+        "session",
+    ];
+    let name: String = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    SECRET_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// A string that is not a URL (a typo in the configuration): what would be userinfo and the whole query
+/// are hidden, since there is no telling which part is secret.
+fn redact_unparsed(s: &str) -> String {
+    let (before_query, query) = match s.split_once('?') {
+        Some((b, _)) => (b, Some(URL_REDACTED)),
+        None => (s, None),
+    };
+    let (scheme, rest) = match before_query.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), before_query),
+    };
+    let mut out = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}{URL_REDACTED}@{host}"),
+        None => before_query.to_string(),
+    };
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
 }
 
 fn url_scheme_ok(u: &str) -> Option<()> {
@@ -567,6 +666,116 @@ mod tests {
         };
         assert!(c.validate().is_err());
         assert!(Config::load(Some(Path::new("/nonexistent/c.toml"))).is_err());
+    }
+
+    /// Every credential a URL can carry is hidden, wherever it sits; the rest still says where it points.
+    #[test]
+    fn urls_are_printed_without_credentials() {
+        let cases: &[(&str, &[&str], &[&str])] = &[
+            (
+                "postgres://mdm:hunter2@db:5432/mdm?sslmode=require&password=pw2",
+                &["postgres://mdm:REDACTED@db:5432/mdm", "sslmode=require", "password=REDACTED"][..],
+                &["hunter2", "pw2"][..],
+            ),
+            (
+                "https://hook:s3cr3t@hooks.example.com/mdm?token=tok1&x=1&api_key=k2&X-Amz-Signature=sig3&sig=s4&auth=a5&pass=p6#access_token=f7",
+                &["https://hook:REDACTED@hooks.example.com/mdm?token=REDACTED&x=1&api_key=REDACTED", "X-Amz-Signature=REDACTED", "sig=REDACTED", "auth=REDACTED", "pass=REDACTED", "#access_token=REDACTED"],
+                &["s3cr3t", "tok1", "k2", "sig3", "s4", "a5", "p6", "f7"],
+            ),
+            (
+                "https://h.example.com/?Client%5FSecret=c8&apiKey=c9&secret",
+                &["https://h.example.com/?Client%5FSecret=REDACTED&apiKey=REDACTED&secret"],
+                &["c8", "c9"],
+            ),
+            // Not a URL at all: userinfo and the whole query go.
+            ("https://u:p%zz@x y?token=t10", &["https://REDACTED@x y?REDACTED"], &["p%zz", "t10"]),
+        ];
+        for &(url, kept, hidden) in cases {
+            let r = redact_url(url);
+            for k in kept {
+                assert!(r.contains(k), "{url}: {k} missing from {r}");
+            }
+            for h in hidden {
+                assert!(!r.contains(h), "{url}: {h} shown in {r}");
+            }
+        }
+        // Nothing to hide: unchanged.
+        let plain = "https://hooks.example.com/mdm?x=1&y=two";
+        assert_eq!(redact_url(plain), plain);
+        assert_eq!(redact_url("postgres://mdm@db/mdm"), "postgres://mdm@db/mdm");
+    }
+
+    /// `config` prints every URL redacted, and a refused URL is quoted redacted in the error.
+    #[test]
+    fn the_printed_config_and_its_errors_hide_url_credentials() {
+        let mut c = Config {
+            database_url: Some("postgres://mdm@db/mdm?password=dbpass1".into()),
+            ..Config::default()
+        };
+        c.enroll.public_url = Some("https://mdm.example.com/?token=pubtok2".into());
+        for (name, url) in [
+            ("a", "https://user:sinkpass3@hooks.example.com/"),
+            ("b", "https://hooks.example.com/?token=sinktok4"),
+        ] {
+            c.plugins.sinks.insert(
+                name.into(),
+                serde_json::from_value(serde_json::json!({ "url": url })).unwrap(),
+            );
+        }
+        c.validate().unwrap();
+        let printed = format!("{:#?}", c.redacted());
+        for secret in ["dbpass1", "pubtok2", "sinkpass3", "sinktok4"] {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
+        assert!(printed.contains("postgres://mdm@db/mdm?password=REDACTED"));
+
+        let mut bad = Config::default();
+        bad.plugins.sinks.insert(
+            "c".into(),
+            serde_json::from_value(serde_json::json!({ "url": "ftp://u:ftppass5@h/?key=k6" }))
+                .unwrap(),
+        );
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(!err.contains("ftppass5") && !err.contains("k6"), "{err}");
+        bad.plugins.sinks.clear();
+        bad.enroll.public_url = Some("mdm.example.com/?token=pubtok7".into());
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(!err.contains("pubtok7"), "{err}");
+    }
+
+    /// Issued identities must outlive the renewal window, or each renewal schedules the next at once;
+    /// renewal off (0) needs nothing of the validity.
+    #[test]
+    fn a_renewal_window_as_long_as_the_validity_is_refused() {
+        let with = |validity: u32, renew: u32| {
+            let mut c = Config::default();
+            c.scep.validity_days = validity;
+            c.enroll.renew_days_before_expiry = renew;
+            c
+        };
+        for (validity, renew) in [(30, 30), (10, 30), (1, 1)] {
+            let err = with(validity, renew).validate().unwrap_err().to_string();
+            assert!(
+                err.contains("scep.validity_days")
+                    && err.contains("enroll.renew_days_before_expiry")
+                    && err.contains("renewal loop"),
+                "{err}"
+            );
+            assert!(with(validity, renew).check_renewal_window().is_err());
+        }
+        for (validity, renew) in [(31, 30), (365, 30), (1, 0)] {
+            with(validity, renew).validate().unwrap();
+        }
+        // At start, from a file, with the reason.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[scep]\nvalidity_days = 14\n[enroll]\nrenew_days_before_expiry = 30\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&f)).unwrap_err().to_string();
+        assert!(err.contains("renewal loop"), "{err}");
     }
 
     /// `sqlite_writer_cpu` reads as a word, a number, or digits (as an environment variable may give it);

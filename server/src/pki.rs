@@ -278,7 +278,9 @@ pub fn load_or_create(
     if cert_path.exists() && key_path.exists() {
         return load(&cert_path, &key_path, Some(passphrase));
     }
-    std::fs::create_dir_all(dir).map_err(|e| PkiError::Io(dir.to_owned(), e))?;
+    // Owner-only: the data dir also holds the sealing secret and the database.
+    crate::storage::private_files::create_private_dir(dir)
+        .map_err(|e| PkiError::Io(dir.to_owned(), e))?;
     let pair = make()?;
     let key_pem = pair
         .key

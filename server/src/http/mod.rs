@@ -109,7 +109,7 @@ impl Application {
     /// command-line subcommand open.
     pub async fn open_storage(config: &Config) -> Result<Storage, StartError> {
         if config.database_url.is_none() {
-            std::fs::create_dir_all(&config.data_dir)
+            crate::storage::private_files::create_private_dir(&config.data_dir)
                 .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         }
         let storage = Storage::connect_with(
@@ -127,6 +127,8 @@ impl Application {
         config.validate()?;
         let storage = Self::open_storage(&config).await?;
         let secret = seal_secret(&config)?;
+        // Escrowed tokens are sealed under this secret; clear ones an earlier version stored are sealed now.
+        crate::storage::sealing::install_and_seal(storage.db(), &secret).await?;
         let scep_ca = crate::scep::load_ca(
             &config.scep,
             &config.data_dir,
@@ -542,7 +544,7 @@ fn seal_secret(config: &Config) -> Result<String, StartError> {
     if let Ok(s) = std::fs::read_to_string(&path) {
         return Ok(s.trim().to_string());
     }
-    std::fs::create_dir_all(&config.data_dir)
+    crate::storage::private_files::create_private_dir(&config.data_dir)
         .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
     let mut raw = [0u8; 32];
     openssl::rand::rand_bytes(&mut raw).map_err(|e| StartError::Push(e.to_string()))?;

@@ -1,7 +1,9 @@
-//! Private keys encrypted at rest (push certificate keys in the database).
+//! Secrets encrypted at rest: push certificate keys, and (with a key of their own, see
+//! [`KeySealer::for_purpose`]) the escrowed device tokens in `storage::sealing`.
 //!
 //! Format of a sealed value: `version (1 byte, 0x01) || nonce (12 bytes, random) || ciphertext || tag
-//! (16 bytes)`, AES-256-GCM, with the version byte as associated data.
+//! (16 bytes)`, AES-256-GCM, with the version byte as associated data, followed by the caller's context if
+//! it gives one ([`KeySealer::seal_bound`]: a value sealed for one row and column opens for no other).
 //!
 //! Key derivation: **HKDF-SHA256** (RFC 5869) of the server's configured secret, with a fixed salt and an
 //! info string naming this purpose and format version. Why HKDF rather than a bare SHA-256 of the secret:
@@ -64,13 +66,13 @@ impl Drop for KeySealer {
     }
 }
 
-fn derive_key(secret: &[u8]) -> Result<[u8; KEY_LEN], openssl::error::ErrorStack> {
+fn derive_key(secret: &[u8], info: &[u8]) -> Result<[u8; KEY_LEN], openssl::error::ErrorStack> {
     let mut ctx = PkeyCtx::new_id(Id::HKDF)?;
     ctx.derive_init()?;
     ctx.set_hkdf_md(Md::sha256())?;
     ctx.set_hkdf_salt(HKDF_SALT)?;
     ctx.set_hkdf_key(secret)?;
-    ctx.add_hkdf_info(HKDF_INFO)?;
+    ctx.add_hkdf_info(info)?;
     let mut key = [0u8; KEY_LEN];
     ctx.derive(Some(&mut key))?;
     Ok(key)
@@ -80,14 +82,21 @@ impl KeySealer {
     /// Refuses secrets shorter than [`MIN_SECRET_LEN`] bytes. Also runs a seal/open self-test, so a
     /// crypto library without AES-256-GCM or HKDF fails here, at start-up, rather than later.
     pub fn new(secret: &str) -> Result<Self, SealError> {
+        Self::for_purpose(secret, HKDF_INFO)
+    }
+
+    /// A sealer for another use of the same secret: `purpose` is the HKDF info, so each purpose gets an
+    /// independent key (what one opens, no other can). Same checks as [`Self::new`].
+    pub fn for_purpose(secret: &str, purpose: &[u8]) -> Result<Self, SealError> {
         if secret.len() < MIN_SECRET_LEN {
             return Err(SealError::SecretTooShort {
                 min: MIN_SECRET_LEN,
             });
         }
-        let key = derive_key(secret.as_bytes()).map_err(|e| SealError::Crypto(e.to_string()))?;
+        let key =
+            derive_key(secret.as_bytes(), purpose).map_err(|e| SealError::Crypto(e.to_string()))?;
         let sealer = Self { key };
-        let probe = sealer.try_seal(b"self-test")?;
+        let probe = sealer.try_seal(b"self-test", b"")?;
         if sealer.open(&probe)? != b"self-test" {
             return Err(SealError::Crypto("AES-256-GCM self-test failed".into()));
         }
@@ -99,13 +108,29 @@ impl KeySealer {
     /// Panics only if OpenSSL cannot produce random bytes or run AES-GCM (both checked by [`Self::new`]);
     /// no input can cause it.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        match self.try_seal(plaintext) {
+        self.seal_bound(plaintext, b"")
+    }
+
+    /// [`Self::seal`], bound to `context` (authenticated, not stored): only [`Self::open_bound`] with the
+    /// same context opens it. Binding a value to where it is stored stops a database writer from moving
+    /// it elsewhere (one device's token to another) unnoticed.
+    pub fn seal_bound(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        match self.try_seal(plaintext, context) {
             Ok(sealed) => sealed,
             Err(e) => panic!("KeySealer::seal: OpenSSL failed: {e}"),
         }
     }
 
-    fn try_seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    /// Names this sealer's key without revealing it: the first 8 bytes of SHA-256 of the key. Stored beside
+    /// sealed values so the key that opens them is found without trying each.
+    pub fn key_id(&self) -> [u8; 8] {
+        let digest = openssl::sha::sha256(&self.key);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        id
+    }
+
+    fn try_seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, SealError> {
         let crypto = |e: openssl::error::ErrorStack| SealError::Crypto(e.to_string());
         let mut nonce = [0u8; NONCE_LEN];
         openssl::rand::rand_bytes(&mut nonce).map_err(crypto)?;
@@ -117,6 +142,9 @@ impl KeySealer {
         )
         .map_err(crypto)?;
         c.aad_update(&[VERSION]).map_err(crypto)?;
+        if !context.is_empty() {
+            c.aad_update(context).map_err(crypto)?;
+        }
         // Header, then room for the ciphertext (same length as the plaintext) plus one block of slack
         // that OpenSSL's length checks ask for; the tag goes where the slack was.
         let header = 1 + NONCE_LEN;
@@ -137,6 +165,12 @@ impl KeySealer {
 
     /// Decrypt and authenticate. A wrong secret or any modification gives [`SealError::Decrypt`].
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.open_bound(sealed, b"")
+    }
+
+    /// Open what [`Self::seal_bound`] sealed with the same `context`; another context is
+    /// [`SealError::Decrypt`].
+    pub fn open_bound(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SealError> {
         let Some((&version, rest)) = sealed.split_first() else {
             return Err(SealError::Truncated(0));
         };
@@ -152,6 +186,9 @@ impl KeySealer {
         let mut c = Crypter::new(Cipher::aes_256_gcm(), Mode::Decrypt, &self.key, Some(nonce))
             .map_err(decrypt)?;
         c.aad_update(&[version]).map_err(decrypt)?;
+        if !context.is_empty() {
+            c.aad_update(context).map_err(decrypt)?;
+        }
         let mut out = vec![0u8; ciphertext.len() + TAG_LEN];
         let mut n = 0;
         for chunk in ciphertext.chunks(CHUNK) {
@@ -206,7 +243,7 @@ mod tests {
         let s = KeySealer::new("0123456789abcdef").unwrap();
         assert_eq!(
             hex::encode(s.key),
-            hex::encode(derive_key(b"0123456789abcdef").unwrap())
+            hex::encode(derive_key(b"0123456789abcdef", HKDF_INFO).unwrap())
         );
         // Check against a separately computed RFC 5869 HKDF (extract with HMAC-SHA256, expand 1 block).
         use openssl::hash::MessageDigest;
@@ -265,6 +302,38 @@ mod tests {
             ));
         }
         assert!(KeySealer::new("sixteen bytes!!!").is_ok());
+    }
+
+    /// A purpose has its own key, and a bound value opens only with its context; unbound values keep the
+    /// format they had (push keys sealed before contexts existed still open).
+    #[test]
+    fn purposes_and_contexts_separate_sealed_values() {
+        let push = KeySealer::new(SECRET).unwrap();
+        let tokens = KeySealer::for_purpose(SECRET, b"another purpose").unwrap();
+        assert_ne!(push.key_id(), tokens.key_id());
+        assert_eq!(push.key_id(), KeySealer::new(SECRET).unwrap().key_id());
+        assert!(matches!(
+            tokens.open(&push.seal(b"k")),
+            Err(SealError::Decrypt)
+        ));
+        let bound = tokens.seal_bound(b"token", b"devices.unlock_token:A");
+        assert_eq!(
+            tokens
+                .open_bound(&bound, b"devices.unlock_token:A")
+                .unwrap(),
+            b"token"
+        );
+        for other in [
+            &b"devices.unlock_token:B"[..],
+            b"devices.bootstrap_token:A",
+            b"",
+        ] {
+            assert!(matches!(
+                tokens.open_bound(&bound, other),
+                Err(SealError::Decrypt)
+            ));
+        }
+        assert_eq!(push.open_bound(&push.seal(b"k"), b"").unwrap(), b"k");
     }
 
     #[test]

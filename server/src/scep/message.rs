@@ -196,8 +196,24 @@ impl PkiMessage {
         })
     }
 
-    /// Decrypt the envelope with the CA's key and decode the CSR inside. Errors are `failInfo`s.
+    /// Decrypt the envelope with the CA's key and decode the CSR inside, refusing a CSR for a key we do not
+    /// certify ([`check_csr_key`]). Errors are `failInfo`s.
     pub fn decrypt_csr(&self, ca: &KeyPair) -> Result<Csr, (FailInfo, String)> {
+        let csr = self.decrypt_csr_any_key(ca)?;
+        // RFC 8894 §3.3.2.2: badAlg is "unrecognized or unsupported algorithm"; a key we will not certify
+        // is an algorithm (or size) this CA does not support, not a malformed request.
+        let key = csr.req.public_key().map_err(|e| {
+            (
+                FailInfo::BadRequest,
+                format!("CSR key: {}", openssl_reasons(&e)),
+            )
+        })?;
+        check_csr_key(&key).map_err(|why| (FailInfo::BadAlg, why))?;
+        Ok(csr)
+    }
+
+    /// [`Self::decrypt_csr`] without the key policy: for reading captures of older devices' requests.
+    pub(crate) fn decrypt_csr_any_key(&self, ca: &KeyPair) -> Result<Csr, (FailInfo, String)> {
         let env = Pkcs7::from_der(&self.envelope).map_err(|e| {
             (
                 FailInfo::BadMessageCheck,
@@ -254,6 +270,46 @@ impl PkiMessage {
             cipher,
             challenge,
         })
+    }
+}
+
+/// Smallest RSA modulus we certify, in bits (what NIST SP 800-131A allows, and what our profiles ask for).
+pub const MIN_RSA_BITS: u32 = 2048;
+
+/// A CSR's key must be one we will vouch for during the certificate's life: RSA of at least
+/// [`MIN_RSA_BITS`], or EC on P-256, P-384 or P-521. Everything else (short RSA, DSA, small or unnamed
+/// curves, other algorithms) is refused: a device identity on a weak key can be forged by factoring it.
+pub fn check_csr_key(key: &openssl::pkey::PKeyRef<openssl::pkey::Public>) -> Result<(), String> {
+    use openssl::pkey::Id;
+    match key.id() {
+        Id::RSA => match key.bits() {
+            bits if bits >= MIN_RSA_BITS => Ok(()),
+            bits => Err(format!(
+                "CSR key is RSA-{bits}: at least RSA-{MIN_RSA_BITS} is required"
+            )),
+        },
+        Id::EC => {
+            let curve = key
+                .ec_key()
+                .ok()
+                .and_then(|ec| ec.group().curve_name());
+            match curve {
+                Some(Nid::X9_62_PRIME256V1 | Nid::SECP384R1 | Nid::SECP521R1) => Ok(()),
+                other => Err(format!(
+                    "CSR key is EC on {}: only P-256, P-384 and P-521 are accepted",
+                    other
+                        .and_then(|n| n.short_name().ok())
+                        .unwrap_or("an unnamed curve")
+                )),
+            }
+        }
+        Id::DSA => Err("CSR key is DSA: only RSA (2048 bits or more) and EC (P-256, P-384, P-521) are accepted".into()),
+        other => Err(format!(
+            "CSR key algorithm {} is not accepted: only RSA (2048 bits or more) and EC (P-256, P-384, P-521)",
+            Nid::from_raw(other.as_raw())
+                .short_name()
+                .unwrap_or("unknown")
+        )),
     }
 }
 

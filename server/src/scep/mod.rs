@@ -173,7 +173,7 @@ impl ScepService {
         msg: &PkiMessage,
     ) -> Result<Result<(X509, openssl::symm::Cipher), FailInfo>, ScepError> {
         let refuse = |info: FailInfo, why: &str| {
-            tracing::warn!(transaction = %msg.transaction_id, kind = ?msg.message_type, reason = why, "SCEP request failed");
+            tracing::warn!(transaction = %msg.transaction_id, kind = ?msg.message_type, fail_info = ?info, reason = why, "SCEP request failed");
             Ok(Err(info))
         };
         if !matches!(

@@ -63,7 +63,16 @@ fn an_apple_pkcsreq_decodes_verifies_and_yields_its_csr() {
         "A13090761A30F66664F85D37433D2065E1112BA1"
     );
     assert_eq!(msg.sender_nonce.len(), 8);
-    let csr = msg.decrypt_csr(&ca).unwrap();
+    // This (old) capture's key is RSA-1024, which our CA no longer certifies (our profiles ask for 2048).
+    let (info, why) = msg.decrypt_csr(&ca).err().unwrap();
+    assert_eq!(
+        (info, why.as_str()),
+        (
+            FailInfo::BadAlg,
+            "CSR key is RSA-1024: at least RSA-2048 is required"
+        )
+    );
+    let csr = msg.decrypt_csr_any_key(&ca).unwrap();
     // Older devices envelope with 3DES; the reply must use the same.
     assert_eq!(
         csr.cipher.nid(),
@@ -235,4 +244,135 @@ fn garbage_is_malformed_not_a_panic() {
     .unwrap();
     let e = PkiMessage::decode(&plain).unwrap_err();
     assert!(e.0.contains("messageType"), "{e}");
+}
+
+/// Keys a CSR may carry, by name: the weak ones this CA refuses and the ones it certifies.
+fn csr_key(kind: &str) -> PKey<openssl::pkey::Private> {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    let ec = |nid: Nid| {
+        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap())
+            .unwrap()
+    };
+    match kind {
+        "RSA-512" => PKey::from_rsa(openssl::rsa::Rsa::generate(512).unwrap()).unwrap(),
+        "RSA-1024" => PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap(),
+        "RSA-2047" => PKey::from_rsa(openssl::rsa::Rsa::generate(2047).unwrap()).unwrap(),
+        "RSA-2048" => PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap(),
+        "DSA-2048" => PKey::from_dsa(openssl::dsa::Dsa::generate(2048).unwrap()).unwrap(),
+        "P-192" => ec(Nid::X9_62_PRIME192V1),
+        "P-224" => ec(Nid::SECP224R1),
+        "secp256k1" => ec(Nid::SECP256K1),
+        "P-256" => ec(Nid::X9_62_PRIME256V1),
+        "P-384" => ec(Nid::SECP384R1),
+        other => panic!("no key {other}"),
+    }
+}
+
+const WEAK_KEYS: &[&str] = &[
+    "RSA-512",
+    "RSA-1024",
+    "RSA-2047",
+    "DSA-2048",
+    "P-192",
+    "P-224",
+    "secp256k1",
+];
+const STRONG_KEYS: &[&str] = &["RSA-2048", "P-256", "P-384"];
+
+/// A PKCSReq whose CSR is for `key`, signed by a throwaway RSA-2048 signer (as devices do).
+fn request_for(
+    ca: &KeyPair,
+    key: &PKey<openssl::pkey::Private>,
+    challenge: &str,
+) -> (KeyPair, Vec<u8>) {
+    let signer = pki::generate(
+        &pki::name("SCEP SIGNER", "dev").unwrap(),
+        Usage::ClientAuth,
+        1,
+        None,
+    )
+    .unwrap();
+    let csr =
+        super::csr_with_challenge(key, &pki::name("device-1", "dev").unwrap(), Some(challenge))
+            .unwrap()
+            .to_der()
+            .unwrap();
+    let der = build_request(
+        MessageType::PkcsReq,
+        &signer,
+        &ca.cert,
+        &csr,
+        Cipher::aes_256_cbc(),
+        "tx-key",
+        &pki::random_bytes(16),
+    )
+    .unwrap();
+    (signer, der)
+}
+
+/// A CSR for a key that can be forged (short RSA, DSA, small or non-NIST curves) is refused with badAlg
+/// and says why; RSA-2048 and P-256/P-384 pass.
+#[test]
+fn weak_csr_keys_are_refused_with_bad_alg() {
+    let ca = ca();
+    for kind in WEAK_KEYS {
+        let (_, der) = request_for(&ca, &csr_key(kind), "c");
+        let msg = PkiMessage::decode(&der).unwrap();
+        let Err((info, why)) = msg.decrypt_csr(&ca) else {
+            panic!("{kind} accepted");
+        };
+        assert_eq!(info, FailInfo::BadAlg, "{kind}: {why}");
+        assert!(why.starts_with("CSR key is "), "{kind}: {why}");
+    }
+    for kind in STRONG_KEYS {
+        let (_, der) = request_for(&ca, &csr_key(kind), "c");
+        let msg = PkiMessage::decode(&der).unwrap();
+        assert!(msg.decrypt_csr(&ca).is_ok(), "{kind} refused");
+    }
+}
+
+/// Through the service, on each database: a weak key gets a failure CertRep (failInfo badAlg, no
+/// certificate) and leaves the challenge unused; RSA-2048 and P-256 are still issued.
+#[tokio::test]
+async fn the_ca_issues_only_for_strong_keys() {
+    use crate::storage::secrets::SecretScope;
+    for tdb in crate::storage::testing::test_databases().await {
+        let storage = tdb.storage().await.unwrap();
+        let ca = ca();
+        let service = super::ScepService::new(
+            ca.clone(),
+            storage,
+            crate::clock::ManualClock::new(1_700_000_000_000),
+            std::sync::Arc::new(crate::metrics::Metrics::new()),
+            crate::config::ScepConfig::default(),
+        )
+        .unwrap();
+        for kind in WEAK_KEYS.iter().chain(STRONG_KEYS) {
+            let challenge = service.new_challenge(SecretScope::default()).await.unwrap();
+            let key = csr_key(kind);
+            let (signer, der) = request_for(&ca, &key, &challenge);
+            let rep = service.pki_operation(&der).await.unwrap();
+            let r = read_cert_rep(&rep, &ca.cert, Some(&signer)).unwrap();
+            if STRONG_KEYS.contains(kind) {
+                assert_eq!(r.pki_status, 0, "{}: {kind} not issued", tdb.label);
+                let cert = r.certificate.unwrap();
+                assert!(cert.public_key().unwrap().public_eq(&key), "{kind}");
+            } else {
+                assert_eq!(
+                    (r.pki_status, r.fail_info),
+                    (2, Some(FailInfo::BadAlg as u32)),
+                    "{}: {kind}",
+                    tdb.label
+                );
+                assert!(r.certificate.is_none());
+                // The refusal used nothing up: the same challenge still issues for a strong key.
+                let (signer, der) = request_for(&ca, &csr_key("P-256"), &challenge);
+                let rep = service.pki_operation(&der).await.unwrap();
+                let r = read_cert_rep(&rep, &ca.cert, Some(&signer)).unwrap();
+                assert_eq!(r.pki_status, 0, "{}: after {kind}", tdb.label);
+            }
+        }
+        tdb.cleanup().await;
+    }
 }

@@ -1,6 +1,7 @@
 //! Devices: hardware facts, the bound identity certificate, escrowed tokens.
 
 use super::entities::device::{self, ActiveModel, Column, Entity, Model};
+use super::sealing::{self, Token};
 use super::{StorageError, StorageResult};
 pub use crate::protocol::DeviceFacts;
 use sea_orm::sea_query::Expr;
@@ -9,8 +10,22 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
+/// A device as read, its escrowed tokens opened (they are sealed at rest, see [`sealing`]): every
+/// function here that returns a device passes it through this, so callers only see plain tokens.
+fn opened(mut m: Model) -> Model {
+    m.unlock_token = m
+        .unlock_token
+        .take()
+        .and_then(|t| sealing::open(Token::Unlock, &m.id, t));
+    m.bootstrap_token = m
+        .bootstrap_token
+        .take()
+        .and_then(|t| sealing::open(Token::Bootstrap, &m.id, t));
+    m
+}
+
 pub async fn find<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<Option<Model>> {
-    Ok(Entity::find_by_id(id.to_string()).one(c).await?)
+    Ok(Entity::find_by_id(id.to_string()).one(c).await?.map(opened))
 }
 
 pub async fn find_by_fingerprint<C: ConnectionTrait>(
@@ -20,7 +35,8 @@ pub async fn find_by_fingerprint<C: ConnectionTrait>(
     Ok(Entity::find()
         .filter(Column::IdentityFingerprint.eq(fingerprint))
         .one(c)
-        .await?)
+        .await?
+        .map(opened))
 }
 
 /// Set on `am` every fact that was reported, keeping the rest. The serial number is set only where none is
@@ -142,7 +158,10 @@ pub async fn renewal_candidates<C: ConnectionTrait>(
         .order_by_asc(Column::Id)
         .limit(limit)
         .all(c)
-        .await?)
+        .await?
+        .into_iter()
+        .map(opened)
+        .collect())
 }
 
 /// Mark a renewal as sent, if no one else has since `seen` was read. The row is locked `FOR UPDATE SKIP
@@ -186,7 +205,8 @@ pub async fn update_facts<C: ConnectionTrait>(
     facts: DeviceFacts,
     now: i64,
 ) -> StorageResult<()> {
-    let Some(existing) = find(c, id).await? else {
+    // Read as stored (tokens sealed), so the model turned into an update carries no opened token.
+    let Some(existing) = Entity::find_by_id(id.to_string()).one(c).await? else {
         return Ok(());
     };
     let mut am: ActiveModel = existing.clone().into();
@@ -205,22 +225,29 @@ pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResu
     Ok(())
 }
 
+/// Escrow a device's UnlockToken, sealed (see [`sealing`]).
 pub async fn set_unlock_token<C: ConnectionTrait>(
     c: &C,
     id: &str,
     token: Vec<u8>,
     now: i64,
 ) -> StorageResult<()> {
-    set_column(c, id, Column::UnlockToken, Some(token), now).await
+    let sealed = sealing::seal(Token::Unlock, id, &token)?;
+    set_column(c, id, Column::UnlockToken, Some(sealed), now).await
 }
 
+/// Escrow (or, with None, forget) a Mac's BootstrapToken, sealed (see [`sealing`]).
 pub async fn set_bootstrap_token<C: ConnectionTrait>(
     c: &C,
     id: &str,
     token: Option<Vec<u8>>,
     now: i64,
 ) -> StorageResult<()> {
-    set_column(c, id, Column::BootstrapToken, token, now).await
+    let sealed = match token {
+        Some(t) => Some(sealing::seal(Token::Bootstrap, id, &t)?),
+        None => None,
+    };
+    set_column(c, id, Column::BootstrapToken, sealed, now).await
 }
 
 async fn set_column<C: ConnectionTrait>(
@@ -291,7 +318,10 @@ pub async fn list<C: ConnectionTrait>(c: &C, f: &DeviceFilter) -> StorageResult<
         .order_by_asc(Column::Id)
         .limit(f.limit)
         .all(c)
-        .await?)
+        .await?
+        .into_iter()
+        .map(opened)
+        .collect())
 }
 
 pub use device::Model as Device;

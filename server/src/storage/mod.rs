@@ -19,8 +19,10 @@ pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugins;
 pub mod point_reads;
+pub mod private_files;
 pub mod push;
 pub mod queue;
+pub mod sealing;
 pub mod secrets;
 mod sqlite_plans;
 pub mod testing;
@@ -123,6 +125,14 @@ impl Storage {
         writer_cpu: WriterCpu,
     ) -> StorageResult<Self> {
         let sqlite = is_sqlite(url);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if sqlite && !in_memory {
+            // Owner-only before sqlx opens it: sqlx would create it with the umask's mode (0644), and
+            // SQLite gives the -wal and -shm files the main file's mode.
+            let file = sqlite_file(url)?;
+            private_files::prepare_sqlite_file(&file, url.contains("mode=rwc"))
+                .map_err(|e| StorageError::Unavailable(format!("{}: {e}", file.display())))?;
+        }
         let mut opts = pool_options(url);
         if sqlite {
             // One connection: SQLite has one writer anyway, and a single connection rules out
@@ -159,7 +169,6 @@ impl Storage {
             None => Database::connect(opts).await?,
         };
         // After the writer: it has created the file and put it in WAL mode.
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let reader = if sqlite && !in_memory {
             let mut ro = pool_options(url);
             ro.max_connections(SQLITE_READERS).min_connections(1);
@@ -303,6 +312,39 @@ mod tests {
         }
         eprintln!("{dropped} connection(s) dropped, {failed} query(ies) failed");
         tdb.cleanup().await;
+    }
+
+    /// The database and the -wal and -shm files SQLite makes beside it are owner-only, whatever the
+    /// umask, and a database left world-readable by an older version is tightened.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mdm.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let mode = |suffix: &str| {
+            let p = dir.path().join(format!("mdm.db{suffix}"));
+            std::fs::metadata(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let s = Storage::connect(&url, None).await.unwrap();
+        s.migrate().await.unwrap();
+        plugin_kv::set(s.db(), "p", "k", b"v".to_vec(), None, 1)
+            .await
+            .unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            assert_eq!(mode(suffix), 0o600, "mdm.db{suffix}");
+        }
+        drop(s);
+        // As an older version left it.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = Storage::connect(&url, None).await.unwrap();
+        s.ping().await.unwrap();
+        assert_eq!(mode(""), 0o600, "tightened at start");
     }
 
     /// No pool pings a busy connection before each use; PostgreSQL still checks one that sat idle.

@@ -232,6 +232,8 @@ impl Fleet {
     /// storage repositories (decoded from the same messages the device would send), `batch` devices per
     /// transaction. For fleets too large to enroll over HTTP in reasonable time.
     pub async fn seed(&self, storage: &Storage, batch: usize) -> Result<(), BoxError> {
+        // UnlockTokens are stored sealed: under the secret the servers `target` starts are given.
+        mdm_server::storage::sealing::install("mdm-sim-secret-of-sufficient-length")?;
         let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
         for chunk in self.devices.chunks(batch.max(1)) {
             let txn = storage.db().begin().await?;
