@@ -684,12 +684,16 @@ async fn a_revoked_identity_is_refused() {
 async fn a_configured_ca_with_a_chain_is_served_as_pkcs7_and_issues() {
     use mdm_server::pki::{self, Usage};
     let dir = tempfile::tempdir().unwrap();
-    let root = pki::generate(&pki::name("Root", "org").unwrap(), Usage::Ca, 30, None).unwrap();
-    let issuing = pki::generate(
+    // Dated by the tests' clock: the server checks the chain's validity with its own clock.
+    let now = mdm_tests::harness::START_MS / 1000;
+    let root =
+        pki::generate_at(&pki::name("Root", "org").unwrap(), Usage::Ca, 30, None, now).unwrap();
+    let issuing = pki::generate_at(
         &pki::name("Issuing", "org").unwrap(),
         Usage::Ca,
         30,
         Some(&root),
+        now,
     )
     .unwrap();
     let (cert_file, key_file) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));

@@ -349,7 +349,11 @@ mod tests {
             let s = tdb.storage().await.unwrap();
             let db = s.db();
             for id in ["UDID-1", "OTHER"] {
-                devices::upsert_authenticated(db, id, AuthenticateFacts::default(), 10)
+                let facts = AuthenticateFacts {
+                    identity_fingerprint: format!("fp-{id}"),
+                    ..Default::default()
+                };
+                devices::upsert_authenticated(db, id, facts, 10)
                     .await
                     .unwrap();
             }
