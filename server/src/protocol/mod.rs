@@ -44,6 +44,14 @@ pub enum ProtocolError {
     UnknownStatus(String),
     #[error("message names no enrollment (no UDID or EnrollmentID)")]
     NoEnrollmentId,
+    /// An identifier (UDID, UserID, ...) breaks its rule (`enrollment::IdRule`). The value is not repeated:
+    /// it may be kilobytes long or hold control characters.
+    #[error("{key} must be 1 to {max} characters: {allowed}")]
+    BadIdentifier {
+        key: &'static str,
+        max: usize,
+        allowed: &'static str,
+    },
     #[error("property list nests deeper than {MAX_PLIST_DEPTH} levels")]
     TooDeep,
     #[error("property list reuses objects and expands far beyond its size")]
