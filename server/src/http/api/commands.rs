@@ -1,6 +1,6 @@
 //! Commands: enqueue (typed or raw) to many ids, status per device, results, queue inspection, cancel, clear.
 
-use super::{body as json_body, page_limit, query};
+use super::{body as json_body, channel_id, channel_ids, page_limit, query};
 use crate::clock::to_rfc3339;
 use crate::http::auth::{Auth, CommandsRead, CommandsWrite};
 use crate::http::error::{ApiError, ErrorBody};
@@ -44,6 +44,7 @@ pub async fn enqueue(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
+    channel_ids(b.ids.iter().map(String::as_str))?;
     let command = match (b.command, b.raw_plist) {
         (Some(t), None) => CommandSpec::Typed(t),
         (None, Some(raw)) => CommandSpec::Raw(raw.into_bytes()),
@@ -168,6 +169,7 @@ pub async fn result(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (uuid, enrollment_id) = path.into_inner();
+    channel_id(&enrollment_id)?;
     let item = queue::find_item(state.storage.db(), &enrollment_id, &uuid)
         .await?
         .ok_or_else(|| {
@@ -226,6 +228,7 @@ pub async fn queue(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
+    channel_id(&id)?;
     let rows = queue::for_enrollment(
         state.storage.db(),
         &id,
@@ -268,6 +271,7 @@ pub async fn clear(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    channel_id(&id)?;
     let canceled = state.queue.clear(&id).await?;
     Ok(HttpResponse::Ok().json(Cleared { canceled }))
 }
@@ -283,6 +287,7 @@ pub async fn cancel(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, uuid) = path.into_inner();
+    channel_id(&id)?;
     if state.queue.cancel(&id, &uuid).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

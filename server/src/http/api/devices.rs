@@ -187,6 +187,10 @@ pub async fn get(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // A device id is a UDID or EnrollmentID: refused before the lookup, and never echoed when huge.
+    crate::protocol::enrollment::DEVICE_ID
+        .check(&id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let db = state.storage.db();
     let d = devices::find(db, &id)
         .await?
