@@ -161,7 +161,7 @@ pub struct CommandResult {
 /// One device's result for a command.
 #[utoipa::path(get, path = "/api/v1/commands/{uuid}/results/{enrollment_id}", tag = "commands",
     params(("uuid" = String, Path, description = "CommandUUID"), ("enrollment_id" = String, Path, description = "Enrollment id")),
-    responses((status = 200, body = CommandResult), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = CommandResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
 pub async fn result(
     _auth: Auth<CommandsRead>,
@@ -219,7 +219,7 @@ pub struct QueueEntry {
 /// An enrollment's queue, in delivery order.
 #[utoipa::path(get, path = "/api/v1/enrollments/{id}/commands", tag = "commands",
     params(("id" = String, Path, description = "Enrollment id"), QueueQuery),
-    responses((status = 200, body = Vec<QueueEntry>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Vec<QueueEntry>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
 pub async fn queue(
     _auth: Auth<CommandsRead>,
@@ -264,7 +264,7 @@ pub struct Cleared {
 /// Cancel every pending command of an enrollment.
 #[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands", tag = "commands",
     params(("id" = String, Path, description = "Enrollment id")),
-    responses((status = 200, body = Cleared), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Cleared), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn clear(
     _auth: Auth<CommandsWrite>,
@@ -279,7 +279,7 @@ pub async fn clear(
 /// Cancel one pending command of an enrollment.
 #[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands/{uuid}", tag = "commands",
     params(("id" = String, Path, description = "Enrollment id"), ("uuid" = String, Path, description = "CommandUUID")),
-    responses((status = 204, description = "Canceled"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 204, description = "Canceled"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn cancel(
     _auth: Auth<CommandsWrite>,

@@ -180,7 +180,7 @@ pub async fn list(
 /// One device with its identity and channels.
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "UDID or EnrollmentID")),
-    responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = DeviceDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn get(
     _auth: Auth<DevicesRead>,
