@@ -41,3 +41,58 @@ pub fn decode(der: &[u8]) -> Result<MachineInfo, String> {
         version: get("VERSION"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{self, Usage};
+    use openssl::pkcs7::Pkcs7Flags;
+    use openssl::stack::Stack;
+
+    fn signed(content: &[u8]) -> Vec<u8> {
+        // Anyone can sign: the signer's chain is not checked (see the module's comment).
+        let signer = pki::generate(
+            &pki::name("Anyone", "test").unwrap(),
+            Usage::ClientAuth,
+            1,
+            None,
+        )
+        .unwrap();
+        Pkcs7::sign(
+            &signer.cert,
+            &signer.key,
+            &Stack::new().unwrap(),
+            content,
+            Pkcs7Flags::BINARY,
+        )
+        .unwrap()
+        .to_der()
+        .unwrap()
+    }
+
+    // `POST /enroll` needs no credentials: 61 KB of signed device information expanded to 950 MiB.
+    #[test]
+    fn an_expansion_bomb_is_refused() {
+        for (name, bomb) in crate::protocol::bombs::expansion_bombs(6 * 1024, 4096) {
+            let der = signed(&bomb);
+            assert!(der.len() <= MAX_LEN, "{name}: {} bytes", der.len());
+            let started = std::time::Instant::now();
+            let err = decode(&der).unwrap_err();
+            assert!(err.contains("expands"), "{name}: {err}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn signed_device_information_is_read() {
+        let mut d = plist::Dictionary::new();
+        d.insert("SERIAL".into(), "C02TEST".into());
+        d.insert("UDID".into(), "00008030-001A2C3E0E38802E".into());
+        let info = decode(&signed(&crate::protocol::to_xml(&d))).unwrap();
+        assert_eq!(info.serial_number.as_deref(), Some("C02TEST"));
+        assert_eq!(info.udid.as_deref(), Some("00008030-001A2C3E0E38802E"));
+    }
+}

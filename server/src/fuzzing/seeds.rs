@@ -431,6 +431,30 @@ fn machine_info_seeds(dev: &KeyPair) -> Vec<Seed> {
     ]
 }
 
+/// Attacks, not messages: binary plists that reference one object thousands of times (each about 10 KiB that
+/// would decode to 2 MiB), as check-ins, reports and signed device information, so the fuzzers start from
+/// the shape and look for a way past the decoded-bytes budget (a way past shows up as a timeout or the RSS
+/// limit). Kept out of [`all`]: they are refused at the first check, as they must be.
+fn attack_seeds(dev: &KeyPair) -> Vec<Seed> {
+    let mut out = Vec::new();
+    for (name, bomb) in crate::protocol::bombs::expansion_bombs(2048, 1024) {
+        let signed = Pkcs7::sign(
+            &dev.cert,
+            &dev.key,
+            &Stack::new().unwrap(),
+            &bomb,
+            Pkcs7Flags::BINARY,
+        )
+        .unwrap()
+        .to_der()
+        .unwrap();
+        out.push(("checkin", format!("bomb-{name}.bin.plist"), bomb.clone()));
+        out.push(("report", format!("bomb-{name}.bin.plist"), bomb));
+        out.push(("machine_info", format!("bomb-{name}"), signed));
+    }
+    out
+}
+
 const MANIFEST: &str = r#"{
   "id": "fuzz-plugin", "version": "1.0.0", "description": "seed",
   "hooks": ["on-checkin", "on-schedule", "decide-enrollment", "on-command-result"],
@@ -671,13 +695,41 @@ fn seeds_reach_past_the_first_check() {
     }
 }
 
+#[test]
+fn attack_seeds_are_refused_as_too_large() {
+    let ca = fuzz_ca();
+    let seeds = attack_seeds(&device());
+    assert_eq!(seeds.len(), 18);
+    for (target, name, data) in seeds {
+        run(target, &data, &ca);
+        let refused = match target {
+            "checkin" => CheckinMessage::decode(&data).err(),
+            "report" => CommandReport::decode(&data).err(),
+            "machine_info" => machine_info::decode(&data)
+                .err()
+                .filter(|e| e.contains("expands"))
+                .map(|_| crate::protocol::ProtocolError::TooLarge),
+            _ => None,
+        };
+        assert_eq!(
+            refused,
+            Some(crate::protocol::ProtocolError::TooLarge),
+            "{target}/{name}"
+        );
+    }
+}
+
 /// Writes the corpora when `MDM_FUZZ_CORPUS` names a directory (see `fuzz/seed.sh`); otherwise only runs
 /// the peer captures through the entry points.
 #[test]
 fn seed_corpora() {
     let ca = fuzz_ca();
     let out = std::env::var_os("MDM_FUZZ_CORPUS").map(PathBuf::from);
-    let mut seeds = if out.is_some() { all() } else { Vec::new() };
+    let mut seeds = if out.is_some() {
+        [all(), attack_seeds(&device())].concat()
+    } else {
+        Vec::new()
+    };
     match peers_dir() {
         Some(peers) => seeds.extend(peer_seeds(&peers)),
         None => println!("skipping peer captures: ../shared/testdata/peers not found"),

@@ -45,6 +45,7 @@ async fn push(
     if ids.is_empty() {
         return Err(ApiError::BadRequest("no ids".into()));
     }
+    super::api::channel_ids(ids.iter().map(String::as_str))?;
     let results = state.push.push_now(&ids).await?;
     let mut status = BTreeMap::new();
     let mut failed = 0;
@@ -157,6 +158,7 @@ async fn enqueue(
 ) -> Result<HttpResponse, ApiError> {
     let q = super::api::query(q)?;
     let ids = split_ids(&ids);
+    super::api::channel_ids(ids.iter().map(String::as_str))?;
     let no_push = q.nopush.as_deref().is_some_and(|v| !v.is_empty());
     let outcome = match state
         .queue

@@ -6,6 +6,11 @@
 //! so more values than bytes means shared containers. Depth is bounded because values are dropped, cloned and
 //! converted recursively.
 //!
+//! The bytes are bounded too: a string or data object is copied out once per reference, so an array of N
+//! references to one L-byte string is N values (within the first limit) but N×L bytes (128 KiB of input
+//! became 4 GiB). Strings, data and keys are counted each time they are visited, against
+//! [`super::decoded_budget`].
+//!
 //! The walk goes through plist's serde deserializer, its only public event API, and builds nothing.
 
 use super::{ProtocolError, MAX_PLIST_DEPTH};
@@ -16,12 +21,15 @@ use std::fmt;
 thread_local! {
     /// Values the plist being checked may still hold (set by `check`).
     static LEFT: Cell<usize> = const { Cell::new(0) };
+    /// Bytes of strings, data and keys it may still decode to (set by `check`).
+    static BYTES_LEFT: Cell<usize> = const { Cell::new(0) };
     /// The limit it broke: serde errors carry only text.
     static BROKE: Cell<Option<ProtocolError>> = const { Cell::new(None) };
 }
 
 pub(super) fn check(body: &[u8]) -> Result<(), ProtocolError> {
     LEFT.set(body.len().saturating_add(16));
+    BYTES_LEFT.set(super::decoded_budget(body.len()));
     BROKE.set(None);
     let walked = plist::from_bytes::<Shape>(body);
     match (walked, BROKE.take()) {
@@ -35,6 +43,17 @@ fn broke<E: de::Error>(limit: ProtocolError) -> E {
     let e = E::custom(&limit);
     BROKE.set(Some(limit));
     e
+}
+
+/// Count `n` decoded bytes against the budget; past it, the walk stops there, before the rest is copied.
+fn spend<E: de::Error>(n: usize) -> Result<(), E> {
+    match BYTES_LEFT.get().checked_sub(n) {
+        Some(left) => {
+            BYTES_LEFT.set(left);
+            Ok(())
+        }
+        None => Err(broke(ProtocolError::TooLarge)),
+    }
 }
 
 /// The top-level value (serde's entry point takes no arguments; the budget is in `LEFT`).
@@ -95,11 +114,13 @@ impl<'de> Visitor<'de> for Walk {
     fn visit_f64<E>(self, _: f64) -> Result<(), E> {
         Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    // Strings (and keys, and dates, which reach a walk as their text) and data; serde's owned variants
+    // (`visit_string`, `visit_byte_buf`, what the binary reader produces) forward to these.
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        spend(s.len())
     }
-    fn visit_bytes<E>(self, _: &[u8]) -> Result<(), E> {
-        Ok(())
+    fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<(), E> {
+        spend(b.len())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {

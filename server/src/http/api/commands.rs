@@ -1,6 +1,6 @@
 //! Commands: enqueue (typed or raw) to many ids, status per device, results, queue inspection, cancel, clear.
 
-use super::{body as json_body, page_limit, query};
+use super::{body as json_body, channel_id, channel_ids, page_limit, query};
 use crate::clock::to_rfc3339;
 use crate::http::auth::{Auth, CommandsRead, CommandsWrite};
 use crate::http::error::{ApiError, ErrorBody};
@@ -44,6 +44,7 @@ pub async fn enqueue(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
+    channel_ids(b.ids.iter().map(String::as_str))?;
     let command = match (b.command, b.raw_plist) {
         (Some(t), None) => CommandSpec::Typed(t),
         (None, Some(raw)) => CommandSpec::Raw(raw.into_bytes()),
@@ -160,7 +161,7 @@ pub struct CommandResult {
 /// One device's result for a command.
 #[utoipa::path(get, path = "/api/v1/commands/{uuid}/results/{enrollment_id}", tag = "commands",
     params(("uuid" = String, Path, description = "CommandUUID"), ("enrollment_id" = String, Path, description = "Enrollment id")),
-    responses((status = 200, body = CommandResult), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = CommandResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
 pub async fn result(
     _auth: Auth<CommandsRead>,
@@ -168,6 +169,7 @@ pub async fn result(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (uuid, enrollment_id) = path.into_inner();
+    channel_id(&enrollment_id)?;
     let item = queue::find_item(state.storage.db(), &enrollment_id, &uuid)
         .await?
         .ok_or_else(|| {
@@ -217,7 +219,7 @@ pub struct QueueEntry {
 /// An enrollment's queue, in delivery order.
 #[utoipa::path(get, path = "/api/v1/enrollments/{id}/commands", tag = "commands",
     params(("id" = String, Path, description = "Enrollment id"), QueueQuery),
-    responses((status = 200, body = Vec<QueueEntry>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Vec<QueueEntry>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
 pub async fn queue(
     _auth: Auth<CommandsRead>,
@@ -226,6 +228,7 @@ pub async fn queue(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
+    channel_id(&id)?;
     let rows = queue::for_enrollment(
         state.storage.db(),
         &id,
@@ -261,13 +264,14 @@ pub struct Cleared {
 /// Cancel every pending command of an enrollment.
 #[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands", tag = "commands",
     params(("id" = String, Path, description = "Enrollment id")),
-    responses((status = 200, body = Cleared), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = Cleared), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn clear(
     _auth: Auth<CommandsWrite>,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    channel_id(&id)?;
     let canceled = state.queue.clear(&id).await?;
     Ok(HttpResponse::Ok().json(Cleared { canceled }))
 }
@@ -275,7 +279,7 @@ pub async fn clear(
 /// Cancel one pending command of an enrollment.
 #[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands/{uuid}", tag = "commands",
     params(("id" = String, Path, description = "Enrollment id"), ("uuid" = String, Path, description = "CommandUUID")),
-    responses((status = 204, description = "Canceled"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 204, description = "Canceled"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn cancel(
     _auth: Auth<CommandsWrite>,
@@ -283,6 +287,7 @@ pub async fn cancel(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, uuid) = path.into_inner();
+    channel_id(&id)?;
     if state.queue.cancel(&id, &uuid).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

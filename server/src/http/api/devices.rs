@@ -180,13 +180,17 @@ pub async fn list(
 /// One device with its identity and channels.
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "UDID or EnrollmentID")),
-    responses((status = 200, body = DeviceDetail), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 200, body = DeviceDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn get(
     _auth: Auth<DevicesRead>,
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // A device id is a UDID or EnrollmentID: refused before the lookup, and never echoed when huge.
+    crate::protocol::enrollment::DEVICE_ID
+        .check(&id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let db = state.storage.db();
     let d = devices::find(db, &id)
         .await?

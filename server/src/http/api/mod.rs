@@ -91,6 +91,23 @@ pub fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiErro
         .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
 }
 
+/// Refuse, with a 400 naming its position, any id that cannot name an enrollment (`device` or
+/// `device:user`, each part by the identifier rules devices are held to), before anything is looked up
+/// or queued: such an id names nothing that exists, and one with a `:` too many would be ambiguous.
+pub fn channel_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+    for (i, id) in ids.into_iter().enumerate() {
+        crate::protocol::enrollment::check_channel_id(id)
+            .map_err(|e| ApiError::BadRequest(format!("ids[{i}]: {e}")))?;
+    }
+    Ok(())
+}
+
+/// One enrollment id from a path (see [`channel_ids`]).
+pub fn channel_id(id: &str) -> Result<(), ApiError> {
+    crate::protocol::enrollment::check_channel_id(id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 /// Page sizes: default 100, at most 1000.
 pub fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
     match limit {

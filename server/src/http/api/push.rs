@@ -38,6 +38,7 @@ pub async fn push(
     if b.ids.is_empty() || b.ids.len() > 10_000 {
         return Err(ApiError::BadRequest("give 1 to 10000 ids".into()));
     }
+    super::channel_ids(b.ids.iter().map(String::as_str))?;
     let results = state.push.push_now(&b.ids).await?;
     Ok(HttpResponse::Ok().json(PushResults { results }))
 }
