@@ -1,12 +1,12 @@
 //! Enrollments: the command channels of a device (device channel, user channels) and their push details.
 
 use super::entities::enrollment::{ActiveModel, Column, Entity, Model};
-use super::StorageResult;
+use super::{StorageError, StorageResult};
 use crate::protocol::{EnrollmentKind, EnrollmentRef};
-use sea_orm::sea_query::{Expr, ExprTrait, Query, UpdateStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, UpdateStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 pub use super::entities::enrollment::Model as Enrollment;
@@ -95,8 +95,19 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     am.token_update_count = Set(1);
     am.token_update_raw = Set(Some(f.raw));
     am.next_push_at = Set(next_push_at);
-    am.insert(c).await?;
-    Ok(1)
+    // Two first TokenUpdates of one channel at once both find no row to update. The insert does nothing
+    // if the other one stored the channel first (on PostgreSQL after waiting for it to commit, without
+    // aborting this transaction), and then this one is a repeated TokenUpdate.
+    let inserted = Entity::insert(am)
+        .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+        .exec_without_returning(c)
+        .await?;
+    if inserted == 1 {
+        return Ok(1);
+    }
+    returned_count(c, &update).await?.ok_or_else(|| {
+        StorageError::Conflict(format!("channel {} vanished during its TokenUpdate", e.id))
+    })
 }
 
 /// [`apply_token_update`] for a channel already stored, in the same one statement, only while its device is
@@ -228,8 +239,10 @@ pub async fn ensure_device_channel<C: ConnectionTrait>(
     if find(c, &e.id).await?.is_some() {
         return Ok(());
     }
-    new_channel(&e.id, &e.device_id, e.kind, now)
-        .insert(c)
+    // Concurrent Authenticates of one device: the first stores the row, the others leave it.
+    Entity::insert(new_channel(&e.id, &e.device_id, e.kind, now))
+        .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+        .exec_without_returning(c)
         .await?;
     Ok(())
 }
