@@ -125,3 +125,45 @@ async fn one_certificate_for_ten_devices_at_once_binds_one_and_refuses_the_rest(
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_command_uuid_enqueued_at_once_is_stored_once_and_the_rest_conflict() {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    each_database(|db| async move {
+        let s = server(db).await;
+        let dev = Device::new(Platform::Ios);
+        s.enroll(&dev).await;
+        let key = s.key(&[mdm_server::apikeys::Scope::CommandsWrite]).await;
+        let auth = format!("Basic {}", STANDARD.encode(format!("nanomdm:{key}")));
+        for _ in 0..ROUNDS {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><plist version=\"1.0\"><dict><key>Command</key>\
+                 <dict><key>RequestType</key><string>ProfileList</string></dict><key>CommandUUID</key>\
+                 <string>{}</string></dict></plist>",
+                uuid::Uuid::new_v4()
+            );
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let http = s.http.clone();
+                let (url, auth, body) = (
+                    format!("{}/v1/enqueue/{}", s.base, dev.udid),
+                    auth.clone(),
+                    body.clone(),
+                );
+                let start = start.clone();
+                set.spawn(async move {
+                    start.wait().await;
+                    let r = http.put(url).header("Authorization", auth).body(body);
+                    r.send().await.expect("response").status().as_u16()
+                });
+            }
+            let statuses = set.join_all().await;
+            let ok = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+            assert_eq!(ok, 1, "{statuses:?}");
+            assert_eq!(count(&statuses, 409), 7, "{statuses:?}");
+        }
+        s.stop().await;
+    })
+    .await;
+}
