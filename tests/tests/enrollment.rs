@@ -680,6 +680,120 @@ async fn a_revoked_identity_is_refused() {
     .await;
 }
 
+/// Revoke `serial` as an admin; the response's status.
+async fn revoke(s: &TestServer, serial: &str) -> u16 {
+    s.post(
+        &format!("/api/v1/identity-certificates/{serial}/revoke"),
+        json!({}),
+    )
+    .await
+    .status
+}
+
+/// The issued certificate with this fingerprint, as the admin API lists it.
+async fn issued(s: &TestServer, identity: &Identity) -> serde_json::Value {
+    let certs = s.get("/api/v1/identity-certificates").await.json();
+    certs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["fingerprint"] == identity.fingerprint().as_str())
+        .cloned()
+        .expect("issued by our CA")
+}
+
+#[tokio::test]
+async fn revoking_an_identity_revokes_what_was_renewed_from_it() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let (client, ca, mut dev) = enrolled_device(&s).await;
+        let original = issued(&s, &dev.identity).await;
+        // Renewed with RenewalReq before the revocation, and renewed again.
+        let (rep, renewed) = client.renew(&ca, &dev.identity).await;
+        assert_eq!(rep.pki_status, 0, "{rep:?}");
+        dev.identity = renewed.unwrap();
+        let (rep, renewed) = client.renew(&ca, &dev.identity).await;
+        assert_eq!(rep.pki_status, 0, "{rep:?}");
+        dev.identity = renewed.unwrap();
+        check_in(&s, &dev).await;
+
+        // Revoking the original covers its descendants.
+        assert_eq!(revoke(&s, original["serial"].as_str().unwrap()).await, 200);
+        assert!(issued(&s, &dev.identity).await["revoked_at"].is_string());
+        assert_eq!(s.connect(&dev, dev.idle(None)).await.status, 403);
+        assert_eq!(s.checkin(&dev, dev.authenticate()).await.status, 403);
+        let (rep, _) = client.renew(&ca, &dev.identity).await;
+        assert_eq!((rep.pki_status, rep.fail_info), (2, Some(4)), "badCertId");
+        s.stop().await;
+    })
+    .await;
+}
+
+/// Queue the device's identity renewal and take the challenge from the profile it receives.
+async fn renewal_challenge(s: &TestServer, dev: &Device, ca: &X509) -> String {
+    assert_eq!(
+        s.state.enroll.renew_expiring(&s.state.queue).await.unwrap(),
+        1
+    );
+    let cmd = next_command(s, dev).await.expect("renewal queued");
+    let signed = cmd.command["Payload"].as_data().unwrap().to_vec();
+    open_profile(&signed, ca).unwrap().challenge()
+}
+
+#[tokio::test]
+async fn revoking_an_identity_covers_its_renewal_challenges() {
+    each_database(|db| async move {
+        let s = TestServer::start_with(db, |c| {
+            c.enroll.public_url = Some("https://mdm.example.test".into())
+        })
+        .await;
+        let (client, ca, mut dev) = enrolled_device(&s).await;
+        let original = issued(&s, &dev.identity).await;
+        s.clock.advance_ms(340 * 86_400_000);
+
+        // A renewal through the challenge before the revocation descends from the bound identity.
+        let challenge = renewal_challenge(&s, &dev, &ca).await;
+        let (rep, fresh) = client
+            .enroll(
+                &ca,
+                Some(&challenge),
+                Cipher::aes_128_cbc(),
+                Transport::Post,
+            )
+            .await;
+        assert_eq!(rep.pki_status, 0, "{rep:?}");
+        let fresh = fresh.unwrap();
+        assert_eq!(issued(&s, &fresh).await["renewal_of"], original["serial"]);
+        assert_eq!(revoke(&s, original["serial"].as_str().unwrap()).await, 200);
+        let mut renewed = dev.clone();
+        renewed.identity = fresh;
+        assert_eq!(
+            s.checkin(&renewed, renewed.authenticate()).await.status,
+            403
+        );
+
+        // A renewal challenge handed out before a revocation and used after it renews nothing.
+        dev.identity = new_identity(&s, &client, &ca).await;
+        check_in(&s, &dev).await;
+        s.clock.advance_ms(340 * 86_400_000);
+        let challenge = renewal_challenge(&s, &dev, &ca).await;
+        let bound = issued(&s, &dev.identity).await;
+        assert_eq!(revoke(&s, bound["serial"].as_str().unwrap()).await, 200);
+        let (rep, fresh) = client
+            .enroll(
+                &ca,
+                Some(&challenge),
+                Cipher::aes_128_cbc(),
+                Transport::Post,
+            )
+            .await;
+        assert_eq!((rep.pki_status, rep.fail_info), (2, Some(2)), "badRequest");
+        assert!(fresh.is_none());
+        s.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_configured_ca_with_a_chain_is_served_as_pkcs7_and_issues() {
     use mdm_server::pki::{self, Usage};

@@ -50,6 +50,11 @@ impl ResponseError for DeviceError {
                 }
                 // A fail-closed plugin could not decide: the device retries later, nothing was stored.
                 CheckinError::PluginRefused(_) => StatusCode::SERVICE_UNAVAILABLE,
+                // Races the storage settles (another device bound the certificate first, a revocation
+                // committed meanwhile): the same refusal the checks before the write would have given.
+                CheckinError::Storage(
+                    StorageError::IdentityBoundElsewhere | StorageError::IdentityRevoked,
+                ) => StatusCode::FORBIDDEN,
                 CheckinError::Storage(StorageError::Unavailable(_)) => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }

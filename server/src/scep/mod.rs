@@ -210,10 +210,32 @@ impl ScepService {
                 let Some(challenge) = csr.challenge.as_deref() else {
                     return refuse(FailInfo::BadRequest, "no challengePassword");
                 };
-                match secrets::consume(&txn, SecretKind::Challenge, challenge, None, now).await? {
-                    Ok(s) => (Some(s.id), s.serial_number, None, s.renewal_for),
+                let s = match secrets::consume(&txn, SecretKind::Challenge, challenge, None, now)
+                    .await?
+                {
+                    Ok(s) => s,
                     Err(r) => return refuse(FailInfo::BadRequest, &format!("challenge {r}")),
+                };
+                // A renewal challenge descends from the identity the device has bound now (it was
+                // delivered to that identity): record it, so revoking that identity revokes this one.
+                let mut renewal_of = None;
+                if let Some(device) = &s.renewal_for {
+                    if let Some(bound) = issued_certs::bound_to_device(&txn, device).await? {
+                        if issued_certs::revoked_in_chain(&txn, &bound.fingerprint).await? {
+                            return refuse(FailInfo::BadRequest, "renewal of a revoked identity");
+                        }
+                        renewal_of = Some(bound.serial);
+                    }
+                    // Revoked (and so unbound) after the challenge was made: it went to the revoked
+                    // identity.
+                    if issued_certs::device_revoked_since(&txn, device, s.created_at).await? {
+                        return refuse(
+                            FailInfo::BadRequest,
+                            "renewal challenge issued to a since revoked identity",
+                        );
+                    }
                 }
+                (Some(s.id), s.serial_number, renewal_of, s.renewal_for)
             }
         };
         let issued = self.issue(&csr.req, now).map_err(|e| {
@@ -264,15 +286,13 @@ impl ScepService {
     pub async fn revoke(&self, serial: &str) -> Result<Option<IssuedCertificate>, StorageError> {
         let now = self.clock.now_ms();
         let txn = self.storage.db().begin().await?;
-        if !issued_certs::revoke(&txn, serial, now).await? {
+        // The identity and every renewal descending from it: whoever held it could have renewed it.
+        let Some(chain) = issued_certs::revoke_chain(&txn, serial, now).await? else {
             return Ok(None);
-        }
-        let cert = issued_certs::find(&txn, serial).await?;
-        if let Some(c) = &cert {
-            if let Some(device) = &c.device_id {
-                crate::storage::devices::unbind_identity(&txn, device, &c.fingerprint, now).await?;
-            }
-        }
+        };
+        let fingerprints: Vec<String> = chain.iter().map(|c| c.fingerprint.clone()).collect();
+        crate::storage::devices::unbind_identity(&txn, &fingerprints, now).await?;
+        let renewals: Vec<&str> = chain[1..].iter().map(|c| c.serial.as_str()).collect();
         audit_log::append(
             &txn,
             vec![NewEntry::new(
@@ -280,16 +300,21 @@ impl ScepService {
                 "system",
                 "identity.revoke",
                 Some(serial),
-                serde_json::json!({"device_id": cert.as_ref().and_then(|c| c.device_id.clone())}),
+                serde_json::json!({
+                    "device_id": chain[0].device_id,
+                    "renewals_revoked": renewals,
+                }),
             )],
         )
         .await?;
         txn.commit().await?;
-        tracing::warn!(serial, "identity certificate revoked");
-        Ok(cert)
+        tracing::warn!(serial, renewals = ?renewals, "identity certificate revoked");
+        Ok(chain.into_iter().next())
     }
 
-    /// The record of `cert` if we issued it, it is not revoked and it is still valid.
+    /// The record of `cert` if we issued it, it is still valid, and neither it nor any identity it was
+    /// renewed from is revoked. Its row stays locked until the transaction ends, so a concurrent revocation
+    /// of its chain either is seen here or sees the renewal (see [`issued_certs::lock_by_fingerprint`]).
     async fn our_valid_certificate<C: sea_orm::ConnectionTrait>(
         &self,
         c: &C,
@@ -308,9 +333,16 @@ impl ScepService {
         let Ok(fp) = pki::fingerprint(cert) else {
             return Ok(None);
         };
-        Ok(issued_certs::find_by_fingerprint(c, &fp)
+        let Some(record) = issued_certs::lock_by_fingerprint(c, &fp)
             .await?
-            .filter(|r| r.revoked_at.is_none() && r.not_after > now))
+            .filter(|r| r.revoked_at.is_none() && r.not_after > now)
+        else {
+            return Ok(None);
+        };
+        if issued_certs::revoked_in_chain(c, &fp).await? {
+            return Ok(None);
+        }
+        Ok(Some(record))
     }
 
     /// A client-auth certificate for the CSR's subject and key, signed by the CA.

@@ -4,7 +4,7 @@ use super::entities::device::{self, ActiveModel, Column, Entity, Model};
 use super::sealing::{self, Token};
 use super::{StorageError, StorageResult};
 pub use crate::protocol::DeviceFacts;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -77,13 +77,49 @@ pub struct AuthenticateFacts {
 /// Create or refresh a device at Authenticate and bind the identity certificate to it.
 /// Fields a device did not send keep their previous value. Escrowed tokens are dropped: a new enrollment
 /// brings its own.
+///
+/// Race-safe: a new device is inserted with `ON CONFLICT DO NOTHING` (every unique index an arbiter), which
+/// on PostgreSQL waits for a concurrent insert of the same device or certificate to commit and then does
+/// nothing, without aborting the transaction. The row is then read again and updated: identical
+/// Authenticates all succeed. A certificate bound to another device (found by the insert or by the update's
+/// unique check) is [`StorageError::IdentityBoundElsewhere`], not a database error.
 pub async fn upsert_authenticated<C: ConnectionTrait>(
     c: &C,
     id: &str,
     f: AuthenticateFacts,
     now: i64,
 ) -> StorageResult<()> {
-    let existing = find(c, id).await?;
+    let mut existing = find(c, id).await?;
+    if existing.is_none() {
+        let am = authenticated_model(id, f.clone(), now, None);
+        let inserted = Entity::insert(am)
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .exec_without_returning(c)
+            .await
+            .map_err(identity_conflict)?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        // Lost a race: the device is stored now, or another device holds the certificate.
+        existing = find(c, id).await?;
+        if existing.is_none() {
+            return Err(StorageError::IdentityBoundElsewhere);
+        }
+    }
+    authenticated_model(id, f, now, existing.as_ref())
+        .update(c)
+        .await
+        .map_err(identity_conflict)?;
+    Ok(())
+}
+
+/// The row Authenticate stores for the device, over `existing` when it is stored already.
+fn authenticated_model(
+    id: &str,
+    f: AuthenticateFacts,
+    now: i64,
+    existing: Option<&Model>,
+) -> ActiveModel {
     let mut am = ActiveModel {
         id: Set(id.to_string()),
         identity_fingerprint: Set(Some(f.identity_fingerprint)),
@@ -92,7 +128,7 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
         authenticate_raw: Set(Some(f.raw)),
         renewal_requested_at: Set(None),
         authenticated_at: Set(now),
-        created_at: Set(existing.as_ref().map_or(now, |e| e.created_at)),
+        created_at: Set(existing.map_or(now, |e| e.created_at)),
         updated_at: Set(now),
         last_seen_at: Set(now),
         ..Default::default()
@@ -101,32 +137,43 @@ pub async fn upsert_authenticated<C: ConnectionTrait>(
         am.unlock_token = Set(None);
         am.bootstrap_token = Set(None);
     }
-    apply_facts(f.facts, &mut am, existing.as_ref());
-    if existing.is_some() {
-        am.update(c).await?;
-    } else {
-        am.insert(c).await?;
-    }
-    Ok(())
+    apply_facts(f.facts, &mut am, existing);
+    am
 }
 
-/// Forget the device's identity binding if it is still `fingerprint` (a revoked certificate).
+/// A unique violation on `devices.identity_fingerprint` (constraint `devices_identity_fingerprint_key` on
+/// PostgreSQL, column `devices.identity_fingerprint` in SQLite's message): the certificate is bound to
+/// another device, which the caller answers as a refusal. Any other error is passed on.
+pub(crate) fn identity_conflict(e: sea_orm::DbErr) -> StorageError {
+    match e.sql_err() {
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(msg))
+            if msg.contains("identity_fingerprint") =>
+        {
+            StorageError::IdentityBoundElsewhere
+        }
+        _ => StorageError::Db(e),
+    }
+}
+
+/// Forget the identity binding of whichever devices are bound to one of `fingerprints` (revoked
+/// certificates). By fingerprint, not by the device a certificate records: a device that bound one of them
+/// after that was read is unbound too.
 pub async fn unbind_identity<C: ConnectionTrait>(
     c: &C,
-    id: &str,
-    fingerprint: &str,
+    fingerprints: &[String],
     now: i64,
 ) -> StorageResult<()> {
-    Entity::update_many()
-        .col_expr(
-            Column::IdentityFingerprint,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(Column::UpdatedAt, Expr::value(now))
-        .filter(Column::Id.eq(id))
-        .filter(Column::IdentityFingerprint.eq(fingerprint))
-        .exec(c)
-        .await?;
+    for chunk in fingerprints.chunks(500) {
+        Entity::update_many()
+            .col_expr(
+                Column::IdentityFingerprint,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(Column::UpdatedAt, Expr::value(now))
+            .filter(Column::IdentityFingerprint.is_in(chunk.iter().map(String::as_str)))
+            .exec(c)
+            .await?;
+    }
     Ok(())
 }
 
@@ -365,4 +412,50 @@ pub async fn clear_reenrollment<C: ConnectionTrait>(c: &C, id: &str) -> StorageR
         .exec(c)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::{authenticated_device, test_databases};
+
+    #[tokio::test]
+    async fn a_certificate_bound_to_another_device_is_a_typed_error_on_insert_and_update() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            authenticated_device(db, "UDID-1", "fp-1", Default::default(), 1)
+                .await
+                .unwrap();
+            authenticated_device(db, "UDID-2", "fp-2", Default::default(), 1)
+                .await
+                .unwrap();
+            // A new device presenting UDID-1's certificate (the insert).
+            let r = authenticated_device(db, "UDID-3", "fp-1", Default::default(), 2).await;
+            assert!(
+                matches!(r, Err(StorageError::IdentityBoundElsewhere)),
+                "{r:?}"
+            );
+            assert!(find(db, "UDID-3").await.unwrap().is_none());
+            // A known device presenting it (the update).
+            let r = authenticated_device(db, "UDID-2", "fp-1", Default::default(), 2).await;
+            assert!(
+                matches!(r, Err(StorageError::IdentityBoundElsewhere)),
+                "{r:?}"
+            );
+            let d2 = find(db, "UDID-2").await.unwrap().unwrap();
+            assert_eq!(d2.identity_fingerprint.as_deref(), Some("fp-2"));
+            // Authenticate again with its own certificate: an update, not an error.
+            authenticated_device(db, "UDID-1", "fp-1", Default::default(), 3)
+                .await
+                .unwrap();
+            tdb.cleanup().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn other_unique_violations_stay_database_errors() {
+        let e = sea_orm::DbErr::Custom("not a constraint".into());
+        assert!(matches!(identity_conflict(e), StorageError::Db(_)));
+    }
 }

@@ -1,12 +1,12 @@
 //! Enrollments: the command channels of a device (device channel, user channels) and their push details.
 
 use super::entities::enrollment::{ActiveModel, Column, Entity, Model};
-use super::StorageResult;
+use super::{StorageError, StorageResult};
 use crate::protocol::{EnrollmentKind, EnrollmentRef};
-use sea_orm::sea_query::{Expr, ExprTrait, Query, UpdateStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query, UpdateStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 pub use super::entities::enrollment::Model as Enrollment;
@@ -83,12 +83,6 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     if let Some(count) = returned_count(c, &update).await? {
         return Ok(count);
     }
-    if find(c, &e.id).await?.is_some() {
-        return Err(super::StorageError::Conflict(format!(
-            "channel {} belongs to another device or is of another kind",
-            e.id
-        )));
-    }
     let mut am = new_channel(&e.id, &e.device_id, e.kind, now);
     am.user_id = Set(e.user_id.clone());
     am.user_short_name = Set(e.user_short_name.clone());
@@ -101,8 +95,23 @@ pub async fn apply_token_update<C: ConnectionTrait>(
     am.token_update_count = Set(1);
     am.token_update_raw = Set(Some(f.raw));
     am.next_push_at = Set(next_push_at);
-    am.insert(c).await?;
-    Ok(1)
+    // Two first TokenUpdates of one channel at once both find no row to update. The insert does nothing
+    // if the other one stored the channel first (on PostgreSQL after waiting for it to commit, without
+    // aborting this transaction), and then this one is a repeated TokenUpdate. A row the update does not
+    // match then is another device's channel, or of another kind: a conflict the check-in refuses.
+    let inserted = Entity::insert(am)
+        .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+        .exec_without_returning(c)
+        .await?;
+    if inserted == 1 {
+        return Ok(1);
+    }
+    returned_count(c, &update).await?.ok_or_else(|| {
+        StorageError::Conflict(format!(
+            "channel {} is another device's or of another kind (or vanished)",
+            e.id
+        ))
+    })
 }
 
 /// [`apply_token_update`] for a channel already stored, in the same one statement, only while its device is
@@ -236,8 +245,10 @@ pub async fn ensure_device_channel<C: ConnectionTrait>(
     if find(c, &e.id).await?.is_some() {
         return Ok(());
     }
-    new_channel(&e.id, &e.device_id, e.kind, now)
-        .insert(c)
+    // Concurrent Authenticates of one device: the first stores the row, the others leave it.
+    Entity::insert(new_channel(&e.id, &e.device_id, e.kind, now))
+        .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+        .exec_without_returning(c)
         .await?;
     Ok(())
 }

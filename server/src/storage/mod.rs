@@ -51,6 +51,13 @@ pub enum StorageError {
     Corrupt(String),
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The identity certificate is bound to another device (a unique violation on
+    /// `devices.identity_fingerprint`, e.g. two devices authenticating with one certificate at once).
+    #[error("the identity certificate is bound to another device")]
+    IdentityBoundElsewhere,
+    /// The identity certificate was revoked (seen while binding it).
+    #[error("the identity certificate is revoked")]
+    IdentityRevoked,
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;

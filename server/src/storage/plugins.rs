@@ -39,26 +39,34 @@ pub async fn revisions<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<(String, 
 /// Insert a new plugin or replace an existing one's component, manifest and approvals (keeping its admin
 /// settings unless `settings` says otherwise). Bumps the revision.
 pub async fn upsert<C: ConnectionTrait>(c: &C, p: Model) -> StorageResult<()> {
-    match find(c, &p.id).await? {
-        None => {
-            ActiveModel::from(p).reset_all().insert(c).await?;
-        }
-        Some(old) => {
-            let mut am: ActiveModel = old.clone().into();
-            am.version = Set(p.version);
-            am.description = Set(p.description);
-            am.manifest = Set(p.manifest);
-            am.wasm = Set(p.wasm);
-            am.wasm_sha256 = Set(p.wasm_sha256);
-            am.config = Set(p.config);
-            am.approved = Set(p.approved);
-            am.revision = Set(old.revision + 1);
-            am.quarantined_at = Set(None);
-            am.quarantine_reason = Set(None);
-            am.updated_at = Set(p.updated_at);
-            am.update(c).await?;
-        }
+    // Insert if absent, else update in one statement that bumps the stored revision: two uploads of one
+    // plugin at once (an admin retrying, two replicas) then neither fails on the primary key (a 500) nor
+    // lands both on the same revision, which replicas that loaded the first would take for unchanged.
+    let inserted = Entity::insert(ActiveModel::from(p.clone()).reset_all())
+        .on_conflict(OnConflict::column(Column::Id).do_nothing().to_owned())
+        .exec_without_returning(c)
+        .await?;
+    if inserted == 1 {
+        return Ok(());
     }
+    Entity::update_many()
+        .col_expr(Column::Version, Expr::value(p.version))
+        .col_expr(Column::Description, Expr::value(p.description))
+        .col_expr(Column::Manifest, Expr::value(p.manifest))
+        .col_expr(Column::Wasm, Expr::value(p.wasm))
+        .col_expr(Column::WasmSha256, Expr::value(p.wasm_sha256))
+        .col_expr(Column::Config, Expr::value(p.config))
+        .col_expr(Column::Approved, Expr::value(p.approved))
+        .col_expr(Column::Revision, Expr::col(Column::Revision).add(1))
+        .col_expr(Column::QuarantinedAt, Expr::value(Option::<i64>::None))
+        .col_expr(
+            Column::QuarantineReason,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(Column::UpdatedAt, Expr::value(p.updated_at))
+        .filter(Column::Id.eq(p.id))
+        .exec(c)
+        .await?;
     Ok(())
 }
 
@@ -206,6 +214,57 @@ pub async fn claim_schedule<C: ConnectionTrait>(
 mod tests {
     use super::*;
     use crate::storage::testing::test_databases;
+
+    fn plugin(id: &str, version: &str) -> Model {
+        Model {
+            id: id.into(),
+            version: version.into(),
+            description: String::new(),
+            manifest: "{}".into(),
+            wasm: vec![0],
+            wasm_sha256: "00".into(),
+            config: "{}".into(),
+            enabled: true,
+            priority: 0,
+            dry_run: false,
+            approved: "[]".into(),
+            revision: 1,
+            quarantined_at: None,
+            quarantine_reason: None,
+            created_at: 1,
+            updated_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_of_one_plugin_at_once_both_land_on_their_own_revision() {
+        use sea_orm::TransactionTrait;
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            if tdb.schema.is_some() {
+                // The first upload's insert is not committed yet when the second one runs.
+                let first = s.db().begin().await.unwrap();
+                upsert(&first, plugin("p", "1")).await.unwrap();
+                let other = crate::storage::Storage::connect(&tdb.url, tdb.schema.as_deref())
+                    .await
+                    .unwrap();
+                let second = tokio::spawn(async move {
+                    let r = upsert(other.db(), plugin("p", "2")).await;
+                    (r, other)
+                });
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                first.commit().await.unwrap();
+                let (r, _other) = second.await.unwrap();
+                r.unwrap();
+            } else {
+                upsert(s.db(), plugin("p", "1")).await.unwrap();
+                upsert(s.db(), plugin("p", "2")).await.unwrap();
+            }
+            let stored = find(s.db(), "p").await.unwrap().unwrap();
+            assert_eq!((stored.version.as_str(), stored.revision), ("2", 2));
+            tdb.cleanup().await;
+        }
+    }
 
     #[tokio::test]
     async fn a_schedule_tick_is_claimed_once() {

@@ -7,8 +7,8 @@ use super::{StorageError, StorageResult};
 use crate::protocol::CommandEnvelope;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 pub use super::entities::command::Model as Command;
@@ -75,17 +75,9 @@ pub async fn insert_command<C: ConnectionTrait>(
     expires_at: Option<i64>,
     now: i64,
 ) -> StorageResult<()> {
-    if Commands::find_by_id(env.uuid.clone())
-        .one(c)
-        .await?
-        .is_some()
-    {
-        return Err(StorageError::Conflict(format!(
-            "a command with CommandUUID {} already exists",
-            env.uuid
-        )));
-    }
-    command::ActiveModel {
+    // ON CONFLICT DO NOTHING rather than a read first: two enqueues of one CommandUUID at once would both
+    // read nothing and one insert would fail (a 500); this way the loser sees a conflict (409).
+    let inserted = Commands::insert(command::ActiveModel {
         uuid: Set(env.uuid.clone()),
         request_type: Set(env.request_type.clone()),
         raw: Set(env.raw.clone()),
@@ -94,9 +86,20 @@ pub async fn insert_command<C: ConnectionTrait>(
         created_at: Set(now),
         expires_at: Set(expires_at),
         retry_of: Set(None),
-    }
-    .insert(c)
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(command::Column::Uuid)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(c)
     .await?;
+    if inserted == 0 {
+        return Err(StorageError::Conflict(format!(
+            "a command with CommandUUID {} already exists",
+            env.uuid
+        )));
+    }
     Ok(())
 }
 
