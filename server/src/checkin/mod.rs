@@ -393,9 +393,11 @@ impl CheckinService {
                         raw,
                         renewal,
                     };
+                    // The certificate's row first, then the device's: the order a revocation locks
+                    // them in, so the two cannot deadlock on PostgreSQL.
+                    issued_certs::bind_device(txn, &fingerprint, &e.device_id).await?;
                     devices::upsert_authenticated(txn, &e.device_id, facts, now).await?;
                     devices::clear_reenrollment(txn, &e.device_id).await?;
-                    issued_certs::bind_device(txn, &fingerprint, &e.device_id).await?;
                     enrollments::ensure_device_channel(txn, e, now).await?;
                     enrollments::reset_device(txn, &e.device_id, now).await?;
                     let channels: Vec<String> = enrollments::for_device(txn, &e.device_id)
