@@ -4,6 +4,7 @@
 //! cargo build --release -p mdm-server -p mdm-tests
 //! target/release/mdm-sim bench checkins --devices 10000 --connections 64
 //! target/release/mdm-sim --db postgres bench commands --devices 10000
+//! MDM_IDENTITY__DEVICE_CA_FILE=target/mdm-sim/device-ca.pem target/release/mdm-server serve &
 //! target/release/mdm-sim run --url http://127.0.0.1:8080 --devices 100
 //! ```
 //!
@@ -382,12 +383,15 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
 
 /// Enroll `devices` with a running server and keep answering its commands.
 async fn run(g: &Global, a: RunArgs) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
-    let pool = KeyPool::load_or_generate(
-        g.key_kind,
-        g.key_pool.min(a.devices.max(1)),
-        Some(&g.key_cache.clone().unwrap_or_else(default_cache_dir)),
+    let cache = g.key_cache.clone().unwrap_or_else(default_cache_dir);
+    let pool =
+        KeyPool::load_or_generate(g.key_kind, g.key_pool.min(a.devices.max(1)), Some(&cache));
+    // The server must trust the devices' CA: it is kept with the key cache, the same for every run.
+    let prov = Provisioner::with_ca_in(pool, &cache)?;
+    eprintln!(
+        "devices' identities are issued by {}: start the server with identity.device_ca_file naming it",
+        Provisioner::ca_file_in(&cache).display()
     );
-    let prov = Provisioner::new(pool);
     let fleet = Arc::new(Fleet::build(
         FleetConfig {
             devices: a.devices,

@@ -14,7 +14,7 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::X509NameBuilder;
+use openssl::x509::{X509NameBuilder, X509};
 use std::path::{Path, PathBuf};
 
 /// The device key algorithm. Apple devices use RSA-2048 identities; P-256 keys sign ~25x faster and
@@ -136,9 +136,41 @@ pub fn default_cache_dir() -> PathBuf {
 pub struct Provisioner {
     ca: KeyPair,
     pool: KeyPool,
+    /// Device certificates are numbered from here (random, so runs of one CA do not repeat serials).
+    serial_base: u64,
 }
 
 impl Provisioner {
+    /// A provisioner whose CA is kept in `dir` (`device-ca.pem`, `device-ca.key`), made there the first time:
+    /// a server started once with `identity.device_ca_file` naming that PEM trusts every later run.
+    pub fn with_ca_in(pool: KeyPool, dir: &Path) -> std::io::Result<Self> {
+        let (cert_file, key_file) = (dir.join("device-ca.pem"), dir.join("device-ca.key"));
+        if let (Ok(cert), Ok(key)) = (std::fs::read(&cert_file), std::fs::read(&key_file)) {
+            let cert = X509::from_pem(&cert).map_err(std::io::Error::other)?;
+            let key = PKey::private_key_from_pem(&key).map_err(std::io::Error::other)?;
+            return Ok(Self {
+                ca: KeyPair { cert, key },
+                pool,
+                serial_base: random_serial_base(),
+            });
+        }
+        let made = Self::new(pool);
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&cert_file, made.ca_pem())?;
+        let key = made
+            .ca
+            .key
+            .private_key_to_pem_pkcs8()
+            .map_err(std::io::Error::other)?;
+        std::fs::write(&key_file, key)?;
+        Ok(made)
+    }
+
+    /// Where [`Provisioner::with_ca_in`] keeps the CA certificate.
+    pub fn ca_file_in(dir: &Path) -> PathBuf {
+        dir.join("device-ca.pem")
+    }
+
     pub fn new(pool: KeyPool) -> Self {
         let g = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
         let ca_key = PKey::from_ec_key(EcKey::generate(&g).expect("ec")).expect("pkey");
@@ -160,6 +192,7 @@ impl Provisioner {
                 key: ca_key,
             },
             pool,
+            serial_base: random_serial_base(),
         }
     }
 
@@ -185,7 +218,7 @@ impl Provisioner {
             Usage::ClientAuth,
             now - 3600,
             now + 365 * 86_400,
-            &serial(index as u64 + 2),
+            &serial(self.serial_base + index as u64),
             Some(&self.ca),
             None,
         )
@@ -196,6 +229,13 @@ impl Provisioner {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Past the CA's own serial (1), with room for a billion devices before it could wrap.
+fn random_serial_base() -> u64 {
+    let mut b = [0u8; 8];
+    openssl::rand::rand_bytes(&mut b).expect("rand");
+    2 + u64::from_le_bytes(b) % (1 << 62)
 }
 
 fn serial(n: u64) -> openssl::asn1::Asn1Integer {
