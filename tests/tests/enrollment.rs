@@ -772,7 +772,15 @@ async fn revoking_an_identity_covers_its_renewal_challenges() {
             403
         );
 
-        // A renewal challenge handed out before a revocation and used after it renews nothing.
+        // A renewal challenge handed out before a revocation and used after it renews nothing. (The
+        // revoked device enrolls again with an admin's allowance first.)
+        let allowed = s
+            .post(
+                &format!("/api/v1/devices/{}/reenrollment", dev.udid),
+                json!({}),
+            )
+            .await;
+        assert_eq!(allowed.status, 200, "{}", allowed.text());
         dev.identity = new_identity(&s, &client, &ca).await;
         check_in(&s, &dev).await;
         s.clock.advance_ms(340 * 86_400_000);
@@ -798,14 +806,22 @@ async fn revoking_an_identity_covers_its_renewal_challenges() {
 async fn a_configured_ca_with_a_chain_is_served_as_pkcs7_and_issues() {
     use mdm_server::pki::{self, Usage};
     let dir = tempfile::tempdir().unwrap();
-    // Dated by the tests' clock: the server checks the chain's validity with its own clock.
+    // Valid from the tests' clock (the server checks chains with it) to years past today (the test opens
+    // the profile with the real time).
     let now = mdm_tests::harness::START_MS / 1000;
-    let root =
-        pki::generate_at(&pki::name("Root", "org").unwrap(), Usage::Ca, 30, None, now).unwrap();
+    let days = 3650;
+    let root = pki::generate_at(
+        &pki::name("Root", "org").unwrap(),
+        Usage::Ca,
+        days,
+        None,
+        now,
+    )
+    .unwrap();
     let issuing = pki::generate_at(
         &pki::name("Issuing", "org").unwrap(),
         Usage::Ca,
-        30,
+        days,
         Some(&root),
         now,
     )
