@@ -692,14 +692,20 @@ mod tests {
             ..Config::default()
         };
         let err = c.production_check().unwrap_err().to_string();
-        assert!(err.contains("enroll.public_url") && err.contains("push.key_secret"), "{err}");
+        assert!(
+            err.contains("enroll.public_url") && err.contains("push.key_secret"),
+            "{err}"
+        );
         c.identity.proxy_cert_header = Some("X-Client-Cert".into());
         let err = c.production_check().unwrap_err().to_string();
         assert!(err.contains("http.trusted_proxies"), "{err}");
         c.http.trusted_proxies = vec!["10.0.0.0/8".into()];
         c.enroll.public_url = Some("https://mdm.example.com".into());
         let err = c.production_check().unwrap_err().to_string();
-        assert!(!err.contains("enroll.public_url") && err.contains("push.key_secret"), "{err}");
+        assert!(
+            !err.contains("enroll.public_url") && err.contains("push.key_secret"),
+            "{err}"
+        );
         c.push.key_secret = Some("a-sealing-secret-of-length".into());
         assert_eq!(c.production_check().unwrap(), Vec::<String>::new());
         for loopback in ["127.0.0.1:8080", "[::1]:0", "localhost:8080"] {
@@ -717,7 +723,11 @@ mod tests {
             },
             ..Config::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("proxy.internal"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("proxy.internal"));
     }
 
     /// A sink takes 1 to [`MAX_SINK_BATCH`] events per POST; 1 unless set.

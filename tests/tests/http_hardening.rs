@@ -32,18 +32,31 @@ async fn enroll_with(s: &TestServer, headers: &[(&str, &str)]) -> (u16, Option<S
         .headers()
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_string());
-    (r.status().as_u16(), retry, r.bytes().await.unwrap().to_vec())
+    (
+        r.status().as_u16(),
+        retry,
+        r.bytes().await.unwrap().to_vec(),
+    )
 }
 
 fn assert_points_at(p: &Profile, base: &str) {
-    assert_eq!(p.mdm["ServerURL"].as_string().unwrap(), format!("{base}/mdm/connect"));
-    assert_eq!(p.mdm["CheckInURL"].as_string().unwrap(), format!("{base}/mdm/checkin"));
+    assert_eq!(
+        p.mdm["ServerURL"].as_string().unwrap(),
+        format!("{base}/mdm/connect")
+    );
+    assert_eq!(
+        p.mdm["CheckInURL"].as_string().unwrap(),
+        format!("{base}/mdm/checkin")
+    );
     assert_eq!(p.scep_url(), format!("{base}/scep"));
 }
 
 const SPOOFS: &[&[(&str, &str)]] = &[
     &[("Host", "evil.example")],
-    &[("X-Forwarded-Host", "evil.example"), ("X-Forwarded-Proto", "https")],
+    &[
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Proto", "https"),
+    ],
     &[("Forwarded", "for=203.0.113.9;host=evil.example;proto=https")],
 ];
 
@@ -58,7 +71,12 @@ async fn signed_profiles_never_take_urls_from_request_headers() {
         let ca = ca(&s).await;
         for headers in SPOOFS {
             let (status, _, body) = enroll_with(&s, headers).await;
-            assert_eq!(status, 200, "{headers:?}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                status,
+                200,
+                "{headers:?}: {}",
+                String::from_utf8_lossy(&body)
+            );
             assert_points_at(&open_profile(&body, &ca).unwrap(), &s.base);
         }
         let r = s
@@ -76,7 +94,10 @@ async fn signed_profiles_never_take_urls_from_request_headers() {
             .as_str()
             .unwrap()
             .to_string();
-        assert!(link.starts_with(&format!("{}/enroll?token=", s.base)), "{link}");
+        assert!(
+            link.starts_with(&format!("{}/enroll?token=", s.base)),
+            "{link}"
+        );
         s.stop().await;
     })
     .await;
@@ -92,7 +113,10 @@ async fn signed_profiles_never_take_urls_from_request_headers() {
         for headers in SPOOFS {
             let (status, _, body) = enroll_with(&s, headers).await;
             assert_eq!(status, 200);
-            assert_points_at(&open_profile(&body, &ca).unwrap(), "https://mdm.example.test");
+            assert_points_at(
+                &open_profile(&body, &ca).unwrap(),
+                "https://mdm.example.test",
+            );
         }
         s.stop().await;
     })
@@ -104,7 +128,11 @@ async fn signed_profiles_never_take_urls_from_request_headers() {
 /// as the client it names.
 #[tokio::test]
 async fn forwarding_headers_count_only_from_a_trusted_proxy() {
-    for trusted in [vec![], vec!["192.0.2.1".to_string()], vec!["127.0.0.1".to_string()]] {
+    for trusted in [
+        vec![],
+        vec!["192.0.2.1".to_string()],
+        vec!["127.0.0.1".to_string()],
+    ] {
         each_database(|db| {
             let trusted = trusted.clone();
             async move {
@@ -134,7 +162,12 @@ async fn forwarding_headers_count_only_from_a_trusted_proxy() {
                     assert_eq!(enroll_with(&s, &same).await.0, 200);
                     assert_eq!(enroll_with(&s, &same).await.0, 429);
                 } else {
-                    assert_eq!(statuses, [200, 200, 429], "trusted: {:?}", s.config.http.trusted_proxies);
+                    assert_eq!(
+                        statuses,
+                        [200, 200, 429],
+                        "trusted: {:?}",
+                        s.config.http.trusted_proxies
+                    );
                 }
                 s.stop().await;
             }
@@ -159,11 +192,19 @@ async fn the_proxy_certificate_header_counts_only_from_a_trusted_proxy() {
             let header = format!(":{}:", STANDARD.encode(dev.identity.cert.to_der().unwrap()));
             let before = s.snapshot().await;
             let r = s
-                .put("/mdm/checkin", dev.authenticate(), &[("X-Client-Cert", header)])
+                .put(
+                    "/mdm/checkin",
+                    dev.authenticate(),
+                    &[("X-Client-Cert", header)],
+                )
                 .await;
             assert_eq!(r.status, expected, "trusted {trusted}: {}", r.text());
             if expected != 200 {
-                assert_eq!(before, s.snapshot().await, "a refused request changed storage");
+                assert_eq!(
+                    before,
+                    s.snapshot().await,
+                    "a refused request changed storage"
+                );
             }
             s.stop().await;
         })
@@ -202,7 +243,8 @@ async fn a_reachable_server_needs_production_settings_and_a_development_one_warn
 }
 
 async fn challenges(s: &TestServer, unused_only: bool) -> u64 {
-    let mut q = one_time_secret::Entity::find().filter(one_time_secret::Column::Kind.eq("challenge"));
+    let mut q =
+        one_time_secret::Entity::find().filter(one_time_secret::Column::Kind.eq("challenge"));
     if unused_only {
         q = q.filter(one_time_secret::Column::UsedAt.is_null());
     }
@@ -234,18 +276,27 @@ async fn anonymous_enrollments_are_bounded_and_expired_challenges_purged() {
         assert_eq!(challenges(&s, false).await, 5);
 
         // An admin's token still enrolls.
-        let r = s.post("/api/v1/enrollment-tokens", serde_json::json!({})).await;
+        let r = s
+            .post("/api/v1/enrollment-tokens", serde_json::json!({}))
+            .await;
         assert_eq!(r.status, 201);
         let token = r.json()["token"].as_str().unwrap().to_string();
-        let r = s.http.get(format!("{}/enroll?token={token}", s.base)).send().await.unwrap();
+        let r = s
+            .http
+            .get(format!("{}/enroll?token={token}", s.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
 
         // Once they expire, they make room again: the refused download's purge, then housekeeping.
-        s.clock.advance_ms(s.config.scep.challenge_ttl_secs as i64 * 1000 + 1);
+        s.clock
+            .advance_ms(s.config.scep.challenge_ttl_secs as i64 * 1000 + 1);
         assert_eq!(enroll_with(&s, &[]).await.0, 200);
         // The token's challenge had expired too; only the new one is left unused.
         assert_eq!(challenges(&s, true).await, 1);
-        s.clock.advance_ms(s.config.scep.challenge_ttl_secs as i64 * 1000 + 1);
+        s.clock
+            .advance_ms(s.config.scep.challenge_ttl_secs as i64 * 1000 + 1);
         let round = mdm_server::http::housekeeping_round(&s.state, s.config.retention_days)
             .await
             .unwrap()
@@ -306,8 +357,7 @@ async fn the_server_keeps_serving_devices_while_slow_clients_hold_connections() 
         .await;
         let dev = Device::new(Platform::Ios);
         s.enroll(&dev).await;
-        let server: std::net::SocketAddr =
-            s.base.trim_start_matches("http://").parse().unwrap();
+        let server: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
         let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
         let slow: Vec<_> = (0..300)
             .map(|_| tokio::spawn(slow_client(server, attacker)))
@@ -315,16 +365,22 @@ async fn the_server_keeps_serving_devices_while_slow_clients_hold_connections() 
         tokio::time::sleep(Duration::from_millis(1000)).await;
 
         let t = Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(10), s.http.get(format!("{}/healthz", s.base)).send())
-            .await
-            .expect("healthz answered in time")
-            .unwrap();
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            s.http.get(format!("{}/healthz", s.base)).send(),
+        )
+        .await
+        .expect("healthz answered in time")
+        .unwrap();
         assert_eq!(r.status(), 200);
         let r = tokio::time::timeout(Duration::from_secs(10), s.connect(&dev, dev.idle(None)))
             .await
             .expect("Idle answered in time");
         assert_eq!(r.status, 200, "{}", r.text());
-        eprintln!("healthz and Idle in {:?} with slow clients open", t.elapsed());
+        eprintln!(
+            "healthz and Idle in {:?} with slow clients open",
+            t.elapsed()
+        );
 
         let mut codes = std::collections::BTreeMap::<u16, usize>::new();
         for h in slow {
@@ -340,7 +396,10 @@ async fn the_server_keeps_serving_devices_while_slow_clients_hold_connections() 
         eprintln!("slow clients ended with {codes:?}");
         assert!(codes.get(&429).copied().unwrap_or(0) >= 150, "{codes:?}");
         assert!(codes.get(&408).copied().unwrap_or(0) >= 50, "{codes:?}");
-        assert!(codes.keys().all(|c| *c == 408 || *c == 429 || *c == 0), "{codes:?}");
+        assert!(
+            codes.keys().all(|c| *c == 408 || *c == 429 || *c == 0),
+            "{codes:?}"
+        );
         // Still serving afterwards.
         assert_eq!(s.connect(&dev, dev.idle(None)).await.status, 200);
         s.stop().await;

@@ -125,7 +125,10 @@ async fn serve(
             &state.trusted_proxies,
         );
         if let Err(retry_after_secs) = state.enroll_rate.take(client) {
-            tracing::warn!(?client, "anonymous enrollment downloads over the per-client limit");
+            tracing::warn!(
+                ?client,
+                "anonymous enrollment downloads over the per-client limit"
+            );
             return Err(EnrollError::RateLimited { retry_after_secs });
         }
     }

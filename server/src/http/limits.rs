@@ -168,7 +168,9 @@ pub async fn enforce(
             let res = HttpResponse::ServiceUnavailable()
                 .force_close()
                 .json(serde_json::json!({"error": "the request took too long"}));
-            return Err(actix_web::error::InternalError::from_response("request timeout", res).into());
+            return Err(
+                actix_web::error::InternalError::from_response("request timeout", res).into(),
+            );
         }
     };
     if timed_out.load(Ordering::Acquire) {
@@ -214,11 +216,7 @@ mod tests {
     #[test]
     fn connections_are_bounded_per_peer_and_in_total_and_released_on_close() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let limits = ConnLimits::new(
-            5,
-            2,
-            TrustedProxies::parse(&["10.0.0.1".into()]).unwrap(),
-        );
+        let limits = ConnLimits::new(5, 2, TrustedProxies::parse(&["10.0.0.1".into()]).unwrap());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let a1 = limits.admit(Some(a));

@@ -138,8 +138,10 @@ impl Application {
         for w in &setup_warnings {
             tracing::warn!(listen = %config.listen, "DEVELOPMENT ONLY (loopback): {w}");
         }
-        let trusted_proxies = peer::TrustedProxies::parse(&config.http.trusted_proxies)
-            .map_err(|e| crate::config::ConfigError::Invalid(format!("http.trusted_proxies: {e}")))?;
+        let trusted_proxies =
+            peer::TrustedProxies::parse(&config.http.trusted_proxies).map_err(|e| {
+                crate::config::ConfigError::Invalid(format!("http.trusted_proxies: {e}"))
+            })?;
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let local = listener
@@ -151,7 +153,11 @@ impl Application {
         let base_url = match &config.enroll.public_url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
-                let scheme = if config.tls.enabled() { "https" } else { "http" };
+                let scheme = if config.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
                 format!("{scheme}://{local}")
             }
         };
@@ -286,8 +292,11 @@ impl Application {
             body: std::time::Duration::from_secs(h.body_timeout_secs),
             request: std::time::Duration::from_secs(h.request_timeout_secs),
         };
-        let conns =
-            limits::ConnLimits::new(h.max_connections, h.max_connections_per_peer, trusted_proxies);
+        let conns = limits::ConnLimits::new(
+            h.max_connections,
+            h.max_connections_per_peer,
+            trusted_proxies,
+        );
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())

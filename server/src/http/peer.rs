@@ -40,7 +40,9 @@ impl TrustedProxies {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|(net, len)| match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => prefix_eq(n.to_bits().into(), a.to_bits().into(), 32, *len),
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                prefix_eq(n.to_bits().into(), a.to_bits().into(), 32, *len)
+            }
             (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(n.to_bits(), a.to_bits(), 128, *len),
             _ => false,
         })
@@ -64,7 +66,11 @@ fn prefix_eq(a: u128, b: u128, bits: u8, len: u8) -> bool {
 /// got the request from, read right to left through the chain of forwarding headers and stopping at the
 /// first address that is not itself a trusted proxy (entries further left were written by the client and
 /// prove nothing). `Forwarded` (RFC 7239) wins over `X-Forwarded-For` when both are present.
-pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedProxies) -> Option<IpAddr> {
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &TrustedProxies,
+) -> Option<IpAddr> {
     let peer = peer.map(|p| p.to_canonical());
     if !trusted.trusts(peer) {
         return peer;
@@ -77,7 +83,9 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedPro
             .filter_map(|element| {
                 element.split(';').find_map(|pair| {
                     let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then(|| parse_node(v))?
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_node(v))?
                 })
             })
             .collect()
@@ -103,7 +111,12 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &TrustedPro
 fn parse_node(v: &str) -> Option<IpAddr> {
     let v = v.trim().trim_matches('"');
     if let Some(rest) = v.strip_prefix('[') {
-        return rest.split(']').next()?.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+        return rest
+            .split(']')
+            .next()?
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| ip.to_canonical());
     }
     if let Ok(ip) = v.parse::<IpAddr>() {
         return Some(ip.to_canonical());
@@ -134,8 +147,9 @@ mod tests {
 
     #[test]
     fn trusted_proxies_parse_addresses_and_blocks_and_name_a_bad_entry() {
-        let t = TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.7".into(), "fd00::/8".into()])
-            .unwrap();
+        let t =
+            TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.7".into(), "fd00::/8".into()])
+                .unwrap();
         assert!(t.contains("10.1.2.3".parse().unwrap()));
         assert!(t.contains("::ffff:10.1.2.3".parse().unwrap()));
         assert!(t.contains("192.0.2.7".parse().unwrap()));
@@ -147,7 +161,9 @@ mod tests {
             let e = TrustedProxies::parse(&[bad.into()]).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }
-        assert!(TrustedProxies::parse(&["0.0.0.0/0".into()]).unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(TrustedProxies::parse(&["0.0.0.0/0".into()])
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
     }
 
     /// Forwarding headers from a peer that is not a trusted proxy (or with none configured) are ignored.
@@ -165,7 +181,10 @@ mod tests {
         }
         // A client-written entry to the left of what the proxy appended proves nothing.
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9")]);
-        assert_eq!(client_ip(ip("10.0.0.1"), &spoofed, &proxy), ip("203.0.113.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &spoofed, &proxy),
+            ip("203.0.113.9")
+        );
         // Through two trusted proxies, the first untrusted address from the right.
         let two = TrustedProxies::parse(&["10.0.0.0/24".into()]).unwrap();
         let chain = headers(&[("x-forwarded-for", "1.2.3.4, 203.0.113.9, 10.0.0.2")]);
@@ -177,7 +196,10 @@ mod tests {
         ]);
         assert_eq!(client_ip(ip("10.0.0.1"), &v6, &proxy), ip("2001:db8::1"));
         // A trusted proxy that forwarded nothing is the client.
-        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &proxy), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &proxy),
+            ip("10.0.0.1")
+        );
         assert_eq!(client_ip(None, &xff, &proxy), None);
     }
 }

@@ -192,7 +192,10 @@ pub async fn revoke<C: ConnectionTrait>(
 
 /// Unused challenges handed out by anonymous `/enroll` downloads (no token, not a renewal), counted up to
 /// `cap`: the bound `enroll.max_anonymous_challenges` keeps, whether or not they have expired yet.
-pub async fn unused_anonymous_challenges<C: ConnectionTrait>(c: &C, cap: u64) -> StorageResult<u64> {
+pub async fn unused_anonymous_challenges<C: ConnectionTrait>(
+    c: &C,
+    cap: u64,
+) -> StorageResult<u64> {
     use sea_orm::sea_query::{Alias, Query};
     let unused = Query::select()
         .expr(Expr::val(1))
@@ -332,24 +335,39 @@ mod tests {
             let c = s.db();
             let anon = || SecretScope::default();
             for _ in 0..3 {
-                create(c, SecretKind::Challenge, anon(), 1000, 0).await.unwrap();
+                create(c, SecretKind::Challenge, anon(), 1000, 0)
+                    .await
+                    .unwrap();
             }
             let for_token = SecretScope {
                 token_id: Some("t".into()),
                 ..Default::default()
             };
-            create(c, SecretKind::Challenge, for_token, 1000, 0).await.unwrap();
+            create(c, SecretKind::Challenge, for_token, 1000, 0)
+                .await
+                .unwrap();
             create(c, SecretKind::Token, anon(), 1000, 0).await.unwrap();
-            let (_, used) = create(c, SecretKind::Challenge, anon(), 1000, 0).await.unwrap();
-            consume(c, SecretKind::Challenge, &used, None, 1).await.unwrap().unwrap();
+            let (_, used) = create(c, SecretKind::Challenge, anon(), 1000, 0)
+                .await
+                .unwrap();
+            consume(c, SecretKind::Challenge, &used, None, 1)
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(unused_anonymous_challenges(c, 10).await.unwrap(), 3);
             assert_eq!(unused_anonymous_challenges(c, 2).await.unwrap(), 2);
-            assert_eq!(oldest_unused_anonymous_challenge_expiry(c).await.unwrap(), Some(1000));
+            assert_eq!(
+                oldest_unused_anonymous_challenge_expiry(c).await.unwrap(),
+                Some(1000)
+            );
             assert_eq!(purge_expired_challenges(c, 999).await.unwrap(), 0);
             // The three anonymous and the token's challenge; not the used one, not the token.
             assert_eq!(purge_expired_challenges(c, 1000).await.unwrap(), 4);
             assert_eq!(unused_anonymous_challenges(c, 10).await.unwrap(), 0);
-            assert_eq!(list(c, SecretKind::Token, true, 0, 10).await.unwrap().len(), 1);
+            assert_eq!(
+                list(c, SecretKind::Token, true, 0, 10).await.unwrap().len(),
+                1
+            );
         }
     }
 }
