@@ -38,6 +38,44 @@ pub struct Config {
     pub log: LogConfig,
     /// HTTP worker threads; unset means one per core.
     pub workers: Option<usize>,
+    pub http: HttpConfig,
+}
+
+/// Connection and request limits, and which peers are proxies. Every deadline and bound here exists because a
+/// client that never finishes (or opens thousands of connections) must not take the server from devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// IPs or CIDRs (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of reverse proxies in front of this server. Only
+    /// from these TCP peers are forwarding headers (`Forwarded`, `X-Forwarded-For`) and the identity proxy
+    /// header (`identity.proxy_cert_header`) believed; anyone else could write them. Empty: none are.
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a client has to send a request's head (actix `client_request_timeout`).
+    pub header_timeout_secs: u64,
+    /// Seconds a client has, from the start of a request, to send its whole body; then 408 and the
+    /// connection is closed.
+    pub body_timeout_secs: u64,
+    /// Seconds a whole request may take, body and handler; then 503 and the connection is closed.
+    pub request_timeout_secs: u64,
+    /// Open connections this process accepts; beyond it a connection gets 503 and is closed. Keep it under
+    /// the process's open-file limit (`ulimit -n`) with room for the database and logs.
+    pub max_connections: usize,
+    /// Open connections one peer address may hold (trusted proxies are exempt: they carry everyone);
+    /// beyond it 429 and the connection is closed.
+    pub max_connections_per_peer: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header_timeout_secs: 5,
+            body_timeout_secs: 60,
+            request_timeout_secs: 120,
+            max_connections: 4096,
+            max_connections_per_peer: 128,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,7 +262,8 @@ impl Default for ScepConfig {
 #[serde(default)]
 pub struct EnrollConfig {
     /// The URL devices reach this server at (`https://mdm.example.com`), used in enrollment profiles.
-    /// Unset: taken from each request (Host header and scheme), which suits development only.
+    /// Required unless the server listens on loopback only (development), where the listen address is used.
+    /// Never taken from a request: the profile is signed, and `Host` is whatever the client says.
     pub public_url: Option<String>,
     /// `/enroll` needs a one-time token from the admin API (`/enroll?token=...`).
     pub require_token: bool,
@@ -244,6 +283,11 @@ pub struct EnrollConfig {
     /// Queue a fresh enrollment profile (a new identity) this many days before a device's identity
     /// certificate expires; 0 turns automatic renewal off.
     pub renew_days_before_expiry: u32,
+    /// Unused SCEP challenges from anonymous `/enroll` downloads (no token) kept at most; beyond it
+    /// `/enroll` answers 503 with `Retry-After` until some are used or expire. Bounds the table.
+    pub max_anonymous_challenges: u64,
+    /// Anonymous `/enroll` downloads one client address may make per minute (429 beyond it); 0: no limit.
+    pub anonymous_per_client_per_minute: u32,
 }
 
 impl Default for EnrollConfig {
@@ -259,6 +303,8 @@ impl Default for EnrollConfig {
             signing_key_file: None,
             signing_key_passphrase: None,
             renew_days_before_expiry: 30,
+            max_anonymous_challenges: 10_000,
+            anonymous_per_client_per_minute: 30,
         }
     }
 }
@@ -326,6 +372,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             workers: None,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -464,7 +511,7 @@ impl Config {
             }
         }
         self.check_renewal_window()?;
-        Ok(())
+        self.validate_http()
     }
 
     /// Automatic renewal needs issued identities to outlive the renewal window: a certificate valid for
@@ -484,6 +531,59 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The `http` section's values, and the enrollment bounds.
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        crate::http::peer::TrustedProxies::parse(&h.trusted_proxies)
+            .map_err(|e| ConfigError::Invalid(format!("http.trusted_proxies: {e}")))?;
+        if h.header_timeout_secs == 0
+            || h.body_timeout_secs == 0
+            || h.request_timeout_secs == 0
+            || h.max_connections == 0
+            || h.max_connections_per_peer == 0
+            || self.enroll.max_anonymous_challenges == 0
+        {
+            return Err(ConfigError::Invalid("http: header_timeout_secs, body_timeout_secs, request_timeout_secs, max_connections and max_connections_per_peer, and enroll.max_anonymous_challenges, must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `listen` is on loopback only (every address it resolves to), so only this host can connect.
+    pub fn listens_on_loopback_only(&self) -> bool {
+        use std::net::ToSocketAddrs;
+        match self.listen.to_socket_addrs() {
+            Ok(addrs) => {
+                let addrs: Vec<_> = addrs.collect();
+                !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The settings that keep a reachable server safe, checked at start. Reachable (not loopback only):
+    /// each missing one is an error naming it and why. Loopback only (development): the same findings are
+    /// returned as warnings, to be logged loudly and shown by `/readyz`.
+    pub fn production_check(&self) -> Result<Vec<String>, ConfigError> {
+        let mut missing = Vec::new();
+        if self.enroll.public_url.is_none() {
+            missing.push("enroll.public_url is not set: the URLs in signed enrollment profiles must be this server's own, never taken from a request's Host header".to_string());
+        }
+        if self.push.key_secret.is_none() {
+            missing.push(format!("push.key_secret is not set: the sealing secret for private keys would be a generated file beside the data ({})", self.data_dir.join("push-seal.key").display()));
+        }
+        if self.identity.proxy_cert_header.is_some() && self.http.trusted_proxies.is_empty() {
+            missing.push("identity.proxy_cert_header is set but http.trusted_proxies is empty: the header is believed only from a trusted proxy, so it would never be used".to_string());
+        }
+        if missing.is_empty() || self.listens_on_loopback_only() {
+            return Ok(missing);
+        }
+        Err(ConfigError::Invalid(format!(
+            "refusing to listen on {} (not loopback) without production settings:\n  - {}",
+            self.listen,
+            missing.join("\n  - ")
+        )))
     }
 
     /// A copy safe to print: secrets (sealing secret, key passphrases, sink headers) replaced by
@@ -800,6 +900,53 @@ mod tests {
             let text = serde_json::to_string(&cpu).unwrap();
             assert_eq!(serde_json::from_str::<WriterCpu>(&text).unwrap(), cpu);
         }
+    }
+
+    /// Listening beyond loopback needs `enroll.public_url` and `push.key_secret`; the refusal names each.
+    /// On loopback the same findings are warnings.
+    #[test]
+    fn a_reachable_listen_address_needs_production_settings() {
+        let mut c = Config {
+            listen: "0.0.0.0:8443".into(),
+            ..Config::default()
+        };
+        let err = c.production_check().unwrap_err().to_string();
+        assert!(
+            err.contains("enroll.public_url") && err.contains("push.key_secret"),
+            "{err}"
+        );
+        c.identity.proxy_cert_header = Some("X-Client-Cert".into());
+        let err = c.production_check().unwrap_err().to_string();
+        assert!(err.contains("http.trusted_proxies"), "{err}");
+        c.http.trusted_proxies = vec!["10.0.0.0/8".into()];
+        c.enroll.public_url = Some("https://mdm.example.com".into());
+        let err = c.production_check().unwrap_err().to_string();
+        assert!(
+            !err.contains("enroll.public_url") && err.contains("push.key_secret"),
+            "{err}"
+        );
+        c.push.key_secret = Some("a-sealing-secret-of-length".into());
+        assert_eq!(c.production_check().unwrap(), Vec::<String>::new());
+        for loopback in ["127.0.0.1:8080", "[::1]:0", "localhost:8080"] {
+            let dev = Config {
+                listen: loopback.into(),
+                ..Config::default()
+            };
+            let warnings = dev.production_check().unwrap();
+            assert_eq!(warnings.len(), 2, "{loopback}: {warnings:?}");
+        }
+        let bad = Config {
+            http: HttpConfig {
+                trusted_proxies: vec!["proxy.internal".into()],
+                ..HttpConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("proxy.internal"));
     }
 
     /// A sink takes 1 to [`MAX_SINK_BATCH`] events per POST; 1 unless set.

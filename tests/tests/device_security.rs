@@ -182,7 +182,9 @@ async fn oversized_bodies_are_refused() {
 async fn trusted_proxy_header_supplies_the_identity_only_when_configured() {
     each_database(|db| async move {
         let s = TestServer::start_with(db, |c| {
-            c.identity.proxy_cert_header = Some("X-Client-Cert".into())
+            c.identity.proxy_cert_header = Some("X-Client-Cert".into());
+            // The header is believed only from a trusted proxy; here the test client plays it.
+            c.http.trusted_proxies = vec!["127.0.0.1".into()];
         })
         .await;
         let dev = Device::new(Platform::MacOs);
@@ -405,6 +407,9 @@ async fn self_signed_identities_are_refused_unless_any_issuer_is_accepted() {
         dev.identity = Identity::self_signed(&dev.udid);
         s.enroll(&dev).await;
         assert_eq!(s.connect(&dev, dev.idle(None)).await.status, 200);
+        // Never quietly: /readyz says so.
+        let ready = s.get("/readyz").await.text();
+        assert!(ready.contains("identity.accept_any_issuer"), "{ready}");
         s.stop().await;
     })
     .await;

@@ -37,6 +37,12 @@ pub enum EnrollError {
     Token(Refusal),
     #[error("no push certificate: upload one before enrolling devices")]
     NoTopic,
+    /// `enroll.max_anonymous_challenges` unused challenges are outstanding.
+    #[error("too many enrollment profiles are waiting to be used; try again later")]
+    TooManyChallenges { retry_after_secs: u64 },
+    /// `enroll.anonymous_per_client_per_minute` from this address.
+    #[error("too many enrollment profile downloads from this address; try again later")]
+    RateLimited { retry_after_secs: u64 },
     #[error("device information: {0}")]
     MachineInfo(String),
     #[error("enrollment profile: {0}")]
@@ -48,8 +54,6 @@ pub enum EnrollError {
 /// Who is asking for a profile.
 #[derive(Debug, Default)]
 pub struct ProfileRequest {
-    /// The server's URL as the request reached it; used unless `enroll.public_url` is configured.
-    pub request_base_url: String,
     pub token: Option<String>,
     pub machine_info: Option<MachineInfo>,
 }
@@ -61,6 +65,9 @@ pub struct EnrollService {
     scep: Arc<ScepService>,
     signer: KeyPair,
     config: EnrollConfig,
+    /// The URL profiles point devices at: `enroll.public_url`, or on a loopback-only development server its
+    /// listen address. Fixed at start, never taken from a request (see `http::peer`).
+    base_url: String,
 }
 
 /// The profile-signing identity: configured files, or generated once into the data dir, issued by the CA.
@@ -94,6 +101,7 @@ impl EnrollService {
         scep: Arc<ScepService>,
         signer: KeyPair,
         config: EnrollConfig,
+        base_url: String,
     ) -> Self {
         Self {
             storage,
@@ -102,7 +110,13 @@ impl EnrollService {
             scep,
             signer,
             config,
+            base_url,
         }
+    }
+
+    /// The URL profiles and enrollment links point at.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// A signed enrollment profile with a fresh SCEP challenge. A token, when given (or required), is used up
@@ -111,7 +125,12 @@ impl EnrollService {
         let res = self.profile_inner(req).await;
         self.metrics.enrollment_profile(match &res {
             Ok(_) => "served",
-            Err(EnrollError::TokenRequired | EnrollError::Token(_)) => "refused",
+            Err(
+                EnrollError::TokenRequired
+                | EnrollError::Token(_)
+                | EnrollError::TooManyChallenges { .. }
+                | EnrollError::RateLimited { .. },
+            ) => "refused",
             Err(_) => "failed",
         });
         res
@@ -127,18 +146,43 @@ impl EnrollService {
             None if self.config.require_token => return Err(EnrollError::TokenRequired),
             None => None,
         };
+        if token.is_none() {
+            self.room_for_anonymous_challenge().await?;
+        }
         let scope = SecretScope {
             // A pinned token pins the identity too: only that serial number may authenticate with it.
             serial_number: token.as_ref().and_then(|t| t.serial_number.clone()),
             token_id: token.map(|t| t.id),
             ..Default::default()
         };
-        let base = self
-            .config
-            .public_url
-            .clone()
-            .unwrap_or(req.request_base_url);
-        self.signed_profile(&base, scope).await
+        self.signed_profile(&self.base_url, scope).await
+    }
+
+    /// Anyone may download a profile (unless `require_token`), and each holds a fresh challenge row until it
+    /// is used or expires: at `max_anonymous_challenges` unused ones, the expired among them are deleted
+    /// now, and if that frees nothing the download is refused (503) until the oldest expires. Concurrent
+    /// downloads may each pass the count, so the bound can be passed by the requests in flight, no more.
+    async fn room_for_anonymous_challenge(&self) -> Result<(), EnrollError> {
+        let db = self.storage.db();
+        let cap = self.config.max_anonymous_challenges;
+        if secrets::unused_anonymous_challenges(db, cap).await? < cap {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        secrets::purge_expired_challenges(db, now).await?;
+        if secrets::unused_anonymous_challenges(db, cap).await? < cap {
+            return Ok(());
+        }
+        let oldest = secrets::oldest_unused_anonymous_challenge_expiry(db)
+            .await?
+            .unwrap_or(now);
+        let retry_after_secs = ((oldest - now).max(0) as u64).div_ceil(1000).max(1);
+        tracing::warn!(
+            cap,
+            retry_after_secs,
+            "enrollment refused: enroll.max_anonymous_challenges unused challenges outstanding"
+        );
+        Err(EnrollError::TooManyChallenges { retry_after_secs })
     }
 
     async fn use_token(

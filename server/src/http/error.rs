@@ -117,13 +117,24 @@ impl ResponseError for EnrollError {
             EnrollError::TokenRequired | EnrollError::Token(_) => StatusCode::FORBIDDEN,
             EnrollError::MachineInfo(_) => StatusCode::BAD_REQUEST,
             // Nothing to enroll into yet; the operator has to act, the device can try again.
-            EnrollError::NoTopic => StatusCode::SERVICE_UNAVAILABLE,
+            EnrollError::NoTopic | EnrollError::TooManyChallenges { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            EnrollError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             EnrollError::Profile(_) | EnrollError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
+        if let EnrollError::TooManyChallenges { retry_after_secs }
+        | EnrollError::RateLimited { retry_after_secs } = self
+        {
+            return HttpResponse::build(status)
+                .insert_header(("Retry-After", retry_after_secs.to_string()))
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string());
+        }
         if let EnrollError::NoTopic = self {
             // The operator's to fix, and nothing secret: say it.
             tracing::warn!(error = %self, "enrollment unavailable");

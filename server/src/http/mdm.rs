@@ -77,7 +77,12 @@ fn presented_certificate(
             .ok_or(DeviceError::ClientCertificateRequired)?;
         return Ok(DeviceCert::from_der(der)?);
     }
-    if let Some(name) = &state.proxy_cert_header {
+    // Only a trusted proxy's word: from anyone else the header is whatever certificate they chose.
+    if let Some(name) = state.proxy_cert_header.as_ref().filter(|_| {
+        state
+            .trusted_proxies
+            .trusts(req.peer_addr().map(|a| a.ip()))
+    }) {
         if let Some(v) = req.headers().get(name) {
             let v = v.to_str().map_err(|_| DeviceError::MissingIdentity)?;
             return Ok(identity::parse_client_cert_header(v)?);

@@ -5,11 +5,13 @@ pub(crate) mod api;
 mod auth;
 mod enroll;
 mod error;
+pub mod limits;
 mod mdm;
 mod middleware;
 mod nanomdm;
 pub mod openapi;
 mod ops;
+pub mod peer;
 mod scep;
 pub mod tls;
 
@@ -46,10 +48,15 @@ pub struct AppState {
     pub proxy_cert_header: Option<HeaderName>,
     pub scep: Arc<ScepService>,
     pub enroll: Arc<EnrollService>,
-    /// `enroll.public_url`, for links the API hands out.
-    pub public_url: Option<String>,
     /// Which certificates may act as a device (TLS client certificates, a proxy's header, `Mdm-Signature`).
     pub trust: DeviceTrust,
+    /// `http.trusted_proxies`: the only peers whose forwarding and identity headers are believed.
+    pub trusted_proxies: peer::TrustedProxies,
+    /// What a development server lacks to be run in production (`Config::production_check`), shown by
+    /// `/readyz` as warnings.
+    pub setup_warnings: Vec<String>,
+    /// Anonymous `/enroll` downloads per client address (`enroll.anonymous_per_client_per_minute`).
+    pub enroll_rate: enroll::ClientRate,
     /// `Mdm-Signature` verification, with its cache of verified signatures.
     pub signatures: SignatureVerifier,
 }
@@ -125,6 +132,44 @@ impl Application {
     pub async fn build_with(config: Config, overrides: Overrides) -> Result<Self, StartError> {
         let clock = overrides.clock;
         config.validate()?;
+        // Refuses a reachable listen address without the settings that make it safe; on loopback only,
+        // says loudly what production would need.
+        let mut setup_warnings = config.production_check()?;
+        for w in &setup_warnings {
+            tracing::warn!(listen = %config.listen, "DEVELOPMENT ONLY (loopback): {w}");
+        }
+        if config.identity.accept_any_issuer {
+            // Allowed anywhere (migrations need it), but never quietly: logged by `device_trust`, and here
+            // for `/readyz`.
+            setup_warnings.push(
+                "identity.accept_any_issuer is on: any certificate, self-signed included, can enroll as a \
+                 new device; set identity.device_ca_file for the CA devices are migrated from instead"
+                    .to_string(),
+            );
+        }
+        let trusted_proxies =
+            peer::TrustedProxies::parse(&config.http.trusted_proxies).map_err(|e| {
+                crate::config::ConfigError::Invalid(format!("http.trusted_proxies: {e}"))
+            })?;
+        let listener = TcpListener::bind(&config.listen)
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
+        let port = local.port();
+        // Signed profiles point devices here: the configured public URL, or (loopback only, checked above)
+        // the address we listen on. Never a request's Host or forwarding headers.
+        let base_url = match &config.enroll.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if config.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{local}")
+            }
+        };
         let storage = Self::open_storage(&config).await?;
         let secret = seal_secret(&config)?;
         // Escrowed tokens are sealed under this secret; clear ones an earlier version stored are sealed now.
@@ -204,6 +249,7 @@ impl Application {
             scep.clone(),
             signer,
             config.enroll.clone(),
+            base_url,
         ));
         let state = web::Data::new(AppState {
             checkin: CheckinService::new(
@@ -227,28 +273,37 @@ impl Application {
                 .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
             scep,
             enroll,
-            public_url: config.enroll.public_url.clone(),
             trust,
             signatures: SignatureVerifier::new(
                 config.identity.signature_cache_entries,
                 metrics.identity_cache_counters("signature"),
             ),
+            trusted_proxies: trusted_proxies.clone(),
+            setup_warnings,
+            enroll_rate: enroll::ClientRate::new(config.enroll.anonymous_per_client_per_minute),
         });
 
-        let listener = TcpListener::bind(&config.listen)
-            .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| StartError::Bind(config.listen.clone(), e))?
-            .port();
         let max_body = config.max_body_bytes;
         let app_state = state.clone();
+        let h = &config.http;
+        let deadlines = limits::Deadlines {
+            body: std::time::Duration::from_secs(h.body_timeout_secs),
+            request: std::time::Duration::from_secs(h.request_timeout_secs),
+        };
+        let conns = limits::ConnLimits::new(
+            h.max_connections,
+            h.max_connections_per_peer,
+            trusted_proxies,
+        );
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(deadlines)
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(api::json_config(max_body))
                 .wrap(actix_web::middleware::from_fn(middleware::observe))
+                // Outermost: an over-limit connection is answered before anything else runs.
+                .wrap(actix_web::middleware::from_fn(limits::enforce))
                 .configure(mdm::routes)
                 .configure(scep::routes)
                 .configure(enroll::routes)
@@ -256,7 +311,15 @@ impl Application {
                 .configure(api::routes)
                 .configure(ops::routes)
         })
-        .on_connect(tls::on_connect);
+        .on_connect(move |conn, ext| {
+            tls::on_connect(conn, ext);
+            conns.on_connect(conn, ext);
+        })
+        // The head has this long; the body and the whole request have `limits::enforce`'s deadlines.
+        .client_request_timeout(std::time::Duration::from_secs(h.header_timeout_secs))
+        // actix's own bound is per worker and makes new connections wait in the backlog: a backstop
+        // behind `http.max_connections`, which answers over-limit connections at once.
+        .max_connections(h.max_connections.saturating_add(64));
         server = if config.tls.enabled() {
             let acceptor = tls::acceptor(&config.tls, &config.data_dir, &secret, &[&scep_ca.cert])?;
             server.listen_openssl(listener, acceptor)
@@ -384,6 +447,8 @@ fn spawn_housekeeping(state: web::Data<AppState>, retention_days: u32, every_sec
 pub struct HousekeepingRound {
     pub expired_kv: u64,
     pub expired_secrets: u64,
+    /// SCEP challenges that expired unused (deleted as soon as they expire, not after retention).
+    pub expired_challenges: u64,
     pub delivered_events: u64,
     pub expired: u64,
     pub purged_rows: u64,
@@ -407,12 +472,14 @@ pub async fn housekeeping_round(
     ) -> Result<HousekeepingRound, crate::storage::StorageError> {
         let expired_kv = plugin_kv::purge_expired(c, now).await?;
         let expired_secrets = secrets::purge(c, cutoff).await?;
+        let expired_challenges = secrets::purge_expired_challenges(c, now).await?;
         let delivered_events = outbox::purge_delivered(c, cutoff).await?;
         let expired = queue::expire(c, now).await?;
         let (purged_rows, purged_commands) = queue::purge_finished(c, cutoff).await?;
         Ok(HousekeepingRound {
             expired_kv,
             expired_secrets,
+            expired_challenges,
             delivered_events,
             expired,
             purged_rows,

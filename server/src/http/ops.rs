@@ -23,7 +23,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => {
             // Ready, with warnings an operator must act on (a push certificate about to expire stops every
             // device from being woken).
-            let warnings = state.push.expiring(30).await.unwrap_or_default();
+            let mut warnings = state.push.expiring(30).await.unwrap_or_default();
+            // A development server (loopback only) says what production would refuse to start without.
+            warnings.extend(state.setup_warnings.iter().cloned());
             HttpResponse::Ok().json(serde_json::json!({"status": "ready", "warnings": warnings}))
         }
         Err(e) => {

@@ -190,6 +190,62 @@ pub async fn revoke<C: ConnectionTrait>(
         == 1)
 }
 
+/// Unused challenges handed out by anonymous `/enroll` downloads (no token, not a renewal), counted up to
+/// `cap`: the bound `enroll.max_anonymous_challenges` keeps, whether or not they have expired yet.
+pub async fn unused_anonymous_challenges<C: ConnectionTrait>(
+    c: &C,
+    cap: u64,
+) -> StorageResult<u64> {
+    use sea_orm::sea_query::{Alias, Query};
+    let unused = Query::select()
+        .expr(Expr::val(1))
+        .from(Entity)
+        .and_where(Column::Kind.eq(SecretKind::Challenge.as_str()))
+        .and_where(Column::UsedAt.is_null())
+        .and_where(Column::TokenId.is_null())
+        .and_where(Column::RenewalFor.is_null())
+        .limit(cap)
+        .to_owned();
+    let count = Query::select()
+        .expr(Expr::cust("COUNT(*)"))
+        .from_subquery(unused, Alias::new("unused"))
+        .to_owned();
+    let stmt = c.get_database_backend().build(&count);
+    let n = match c.query_one_raw(stmt).await? {
+        Some(row) => row.try_get_by_index::<i64>(0)?,
+        None => 0,
+    };
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// When the oldest unused anonymous challenge expires (so a refused download knows when to come back).
+pub async fn oldest_unused_anonymous_challenge_expiry<C: ConnectionTrait>(
+    c: &C,
+) -> StorageResult<Option<i64>> {
+    Ok(Entity::find()
+        .filter(Column::Kind.eq(SecretKind::Challenge.as_str()))
+        .filter(Column::UsedAt.is_null())
+        .filter(Column::TokenId.is_null())
+        .filter(Column::RenewalFor.is_null())
+        .order_by_asc(Column::ExpiresAt)
+        .one(c)
+        .await?
+        .map(|m| m.expires_at))
+}
+
+/// Delete challenges that expired unused (housekeeping, and `/enroll` when at its bound). Nothing refers to
+/// them and nobody can use them, so they go as soon as they expire; used challenges (an issued certificate
+/// names its challenge) and tokens (listed to admins) wait for `purge`.
+pub async fn purge_expired_challenges<C: ConnectionTrait>(c: &C, now: i64) -> StorageResult<u64> {
+    Ok(Entity::delete_many()
+        .filter(Column::Kind.eq(SecretKind::Challenge.as_str()))
+        .filter(Column::UsedAt.is_null())
+        .filter(Column::ExpiresAt.lte(now))
+        .exec(c)
+        .await?
+        .rows_affected)
+}
+
 /// Delete secrets that expired or were used before `cutoff` (housekeeping).
 pub async fn purge<C: ConnectionTrait>(c: &C, cutoff: i64) -> StorageResult<u64> {
     Ok(Entity::delete_many()
@@ -267,6 +323,51 @@ mod tests {
                 2
             );
             assert_eq!(purge(c, 2000).await.unwrap(), 3);
+        }
+    }
+
+    /// The anonymous-challenge count stops at its cap and leaves out token and renewal challenges; expired
+    /// unused challenges are purged at once, used ones and tokens are kept for retention.
+    #[tokio::test]
+    async fn unused_anonymous_challenges_are_counted_to_a_cap_and_expired_ones_purged() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let c = s.db();
+            let anon = || SecretScope::default();
+            for _ in 0..3 {
+                create(c, SecretKind::Challenge, anon(), 1000, 0)
+                    .await
+                    .unwrap();
+            }
+            let for_token = SecretScope {
+                token_id: Some("t".into()),
+                ..Default::default()
+            };
+            create(c, SecretKind::Challenge, for_token, 1000, 0)
+                .await
+                .unwrap();
+            create(c, SecretKind::Token, anon(), 1000, 0).await.unwrap();
+            let (_, used) = create(c, SecretKind::Challenge, anon(), 1000, 0)
+                .await
+                .unwrap();
+            consume(c, SecretKind::Challenge, &used, None, 1)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(unused_anonymous_challenges(c, 10).await.unwrap(), 3);
+            assert_eq!(unused_anonymous_challenges(c, 2).await.unwrap(), 2);
+            assert_eq!(
+                oldest_unused_anonymous_challenge_expiry(c).await.unwrap(),
+                Some(1000)
+            );
+            assert_eq!(purge_expired_challenges(c, 999).await.unwrap(), 0);
+            // The three anonymous and the token's challenge; not the used one, not the token.
+            assert_eq!(purge_expired_challenges(c, 1000).await.unwrap(), 4);
+            assert_eq!(unused_anonymous_challenges(c, 10).await.unwrap(), 0);
+            assert_eq!(
+                list(c, SecretKind::Token, true, 0, 10).await.unwrap().len(),
+                1
+            );
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::http::AppState;
 use crate::storage::devices;
 use crate::storage::issued_certs::{self, IssuedCertificate};
 use crate::storage::secrets::{self, OneTimeSecret, SecretKind, SecretScope};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -64,7 +64,6 @@ const MAX_TTL_SECS: u64 = 30 * 86_400;
     security(("api_key" = ["enroll"])))]
 pub async fn create_token(
     _auth: Auth<Enroll>,
-    req: HttpRequest,
     body: Result<web::Json<TokenRequest>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -84,13 +83,11 @@ pub async fn create_token(
         .enroll
         .create_token(b.serial_number, b.ttl_seconds, b.label)
         .await?;
-    let base = state.public_url.clone().unwrap_or_else(|| {
-        let c = req.connection_info();
-        format!("{}://{}", c.scheme(), c.host())
-    });
+    // The server's own URL (public_url, or the loopback listen address in development), never the request's
+    // Host: the link is handed to users, and leads to a signed profile.
     Ok(HttpResponse::Created().json(CreatedToken {
         info: token_info(t),
-        url: format!("{}/enroll?token={token}", base.trim_end_matches('/')),
+        url: format!("{}/enroll?token={token}", state.enroll.base_url()),
         token,
     }))
 }
