@@ -201,7 +201,11 @@ async fn explicit_pushes_report_per_id() {
 async fn push_certificates_are_validated_sealed_and_watched() {
     // The server's clock must agree with the certificates' validity: use the real time here.
     each_database(|db| async move {
-        let s = TestServer::start(db).await;
+        // With its public URL set, /readyz has no development warnings: only the push certificates' own.
+        let s = TestServer::start_with(db, |c| {
+            c.enroll.public_url = Some("https://mdm.example.test".into())
+        })
+        .await;
         s.clock
             .advance_ms(chrono::Utc::now().timestamp_millis() - s.clock_now());
         let topic = "com.apple.mgmt.External.0b6e5c1e-1111-2222-3333-444455556666";
