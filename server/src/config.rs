@@ -93,8 +93,9 @@ pub struct IdentityConfig {
     /// whose issuer is not at hand; logged as a warning at every start and shown on `/readyz`.
     pub accept_any_issuer: bool,
     /// How many verified `Mdm-Signature`s to remember (about 1.2 KiB each). A device sends the same bytes for
-    /// the same message (an Idle, above all), and a hit spares verifying them again; a message is remembered
-    /// the second time it is seen, so one-off messages do not push the Idles out. Size it to the fleet.
+    /// the same message (an Idle, above all), and a hit spares verifying them again; past half full a message
+    /// is remembered only the second time it is seen, so one-off messages do not push the Idles out. Size it
+    /// to the fleet.
     /// 0 turns the cache off.
     pub signature_cache_entries: usize,
     /// How many certificates whose chain was verified to remember by fingerprint (about 100 bytes each), so a
