@@ -752,7 +752,8 @@ async fn enrollment_checks<C: ConnectionTrait>(
     }
     let issued = issued_certs::find_by_fingerprint(c, fingerprint).await?;
     if let Some(issued) = &issued {
-        if issued.revoked_at.is_some() || issued_certs::revoked_in_chain(c, fingerprint).await? {
+        // The certificate itself or an identity it was renewed from.
+        if issued_certs::revoked_in_chain(c, fingerprint).await? {
             tracing::warn!(device = %e.device_id, serial = %issued.serial, "Authenticate refused: certificate revoked");
             return Err(CheckinError::CertificateRevoked);
         }

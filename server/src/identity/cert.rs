@@ -3,7 +3,6 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509};
 
@@ -102,15 +101,8 @@ impl DeviceCert {
 
     /// `notAfter` as unix seconds.
     pub fn not_after_unix(&self) -> Result<i64, IdentityError> {
-        asn1_unix(self.x509()?.not_after()).ok_or_else(|| malformed("invalid notAfter"))
+        crate::pki::unix_time(self.x509()?.not_after()).map_err(|_| malformed("invalid notAfter"))
     }
-}
-
-/// A certificate time as unix seconds; None if OpenSSL cannot compare it.
-pub(crate) fn asn1_unix(t: &Asn1TimeRef) -> Option<i64> {
-    let epoch = Asn1Time::from_unix(0).ok()?;
-    let diff = epoch.diff(t).ok()?;
-    Some(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
 }
 
 impl fmt::Debug for DeviceCert {

@@ -14,7 +14,6 @@ use openssl::x509::X509Ref;
 use prometheus_client::metrics::counter::Counter;
 use quick_cache::sync::Cache;
 
-use super::cert::asn1_unix;
 use super::{CaVerifier, DeviceCert, IdentityError};
 
 /// When a certificate and the chain it was verified through are all valid, in unix seconds (inclusive).
@@ -32,8 +31,10 @@ impl Validity {
             not_after: i64::MAX,
         };
         for c in certs {
-            v.not_before = v.not_before.max(asn1_unix(c.not_before())?);
-            v.not_after = v.not_after.min(asn1_unix(c.not_after())?);
+            v.not_before = v
+                .not_before
+                .max(crate::pki::unix_time(c.not_before()).ok()?);
+            v.not_after = v.not_after.min(crate::pki::unix_time(c.not_after()).ok()?);
         }
         Some(v)
     }
