@@ -25,6 +25,14 @@ pub fn test_device_ca() -> &'static Identity {
     CA.get_or_init(|| Identity::self_signed("mdm-tests device CA"))
 }
 
+/// Write [`test_device_ca`] into `dir` for a server's `identity.device_ca_file`; returns the file.
+pub fn write_test_device_ca(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("test-device-ca.pem");
+    std::fs::write(&file, test_device_ca().cert.to_pem()?)?;
+    Ok(file)
+}
+
 /// A key pair and certificate, as a device identity.
 #[derive(Clone)]
 pub struct Identity {

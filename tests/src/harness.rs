@@ -110,12 +110,8 @@ impl TestServer {
         config.push.worker = false;
         config.push.key_secret = Some("test-secret-of-sufficient-length".into());
         // Test devices' identities come from the tests' own CA (see `Identity::generate`).
-        let device_ca = data.path().join("test-device-ca.pem");
-        std::fs::write(
-            &device_ca,
-            crate::device::test_device_ca().cert.to_pem().expect("pem"),
-        )
-        .expect("write the test device CA");
+        let device_ca =
+            crate::device::write_test_device_ca(data.path()).expect("write the test device CA");
         config.identity.device_ca_file = Some(device_ca);
         tweak(&mut config);
         let clock = ManualClock::new(START_MS);

@@ -56,9 +56,7 @@ impl ServerProcess {
     ) -> Result<Self, BoxError> {
         let port = free_port();
         // Test devices' identities come from the tests' own CA (see `Identity::generate`).
-        std::fs::create_dir_all(data)?;
-        let device_ca = data.join("test-device-ca.pem");
-        std::fs::write(&device_ca, crate::device::test_device_ca().cert.to_pem()?)?;
+        let device_ca = crate::device::write_test_device_ca(data)?;
         let mut all = vec![
             (
                 "MDM_IDENTITY__DEVICE_CA_FILE".to_string(),
