@@ -58,7 +58,7 @@ pub fn verify_mdm_signature(header_value: &str, body: &[u8]) -> Result<DeviceCer
     }
     // Only the digests devices use. Checked before PKCS7_verify, which (OpenSSL 3.0) leaks a BIO for every
     // signature whose digest it cannot set up: unchecked, anyone could leak server memory per request.
-    let digests = crate::scep::ffi::signer_digest_algorithms(&p7)
+    let digests = crate::openssl_ffi::signer_digest_algorithms(&p7)
         .ok_or_else(|| malformed("unreadable SignerInfo digest algorithm"))?;
     if let Some(d) = digests.iter().find(|d| !SIGNER_DIGESTS.contains(d)) {
         return Err(malformed(format!(

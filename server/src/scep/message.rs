@@ -1,8 +1,8 @@
 //! SCEP messages (RFC 8894): decoding a PKIOperation request and building the CertRep reply, plus the client
 //! side of both (the device simulator and tests enroll through them).
 
-use super::ffi::{self, AttrValue};
 use crate::identity::openssl_reasons;
+use crate::openssl_ffi::{self, AttrValue};
 use crate::pki::KeyPair;
 use openssl::asn1::Asn1Object;
 use openssl::nid::Nid;
@@ -220,7 +220,7 @@ impl PkiMessage {
                 format!("content is not PKCS#7: {}", openssl_reasons(&e)),
             )
         })?;
-        let nid = ffi::envelope_cipher(&env).ok_or((
+        let nid = openssl_ffi::envelope_cipher(&env).ok_or((
             FailInfo::BadMessageCheck,
             "content is not an EnvelopedData".to_string(),
         ))?;
@@ -258,7 +258,7 @@ impl PkiMessage {
                 "CSR signature does not verify".into(),
             ));
         }
-        let challenge = match ffi::challenge_password(&req) {
+        let challenge = match openssl_ffi::challenge_password(&req) {
             Some(der) => Some(
                 der_string(&der)
                     .ok_or((FailInfo::BadRequest, "unreadable challengePassword".into()))?,
@@ -335,7 +335,7 @@ pub fn cert_rep(
     let content = match outcome {
         Ok((issued, cipher)) => {
             attrs.push((o.pki_status, AttrValue::Printable("0")));
-            let degenerate = ffi::certs_only(&[issued])
+            let degenerate = openssl_ffi::certs_only(&[issued])
                 .and_then(|p| p.to_der())
                 .map_err(|e| openssl_reasons(&e))?;
             let mut to = Stack::new().map_err(|e| openssl_reasons(&e))?;
@@ -352,7 +352,7 @@ pub fn cert_rep(
             Vec::new()
         }
     };
-    ffi::sign_with_attributes(&ca.cert, &ca.key, &content, &attrs)
+    openssl_ffi::sign_with_attributes(&ca.cert, &ca.key, &content, &attrs)
         .and_then(|p| p.to_der())
         .map_err(|e| openssl_reasons(&e))
 }
@@ -391,13 +391,13 @@ fn internal(e: openssl::error::ErrorStack) -> Malformed {
 
 fn printable(p7: &Pkcs7, nid: Nid, name: &str) -> Result<String, Malformed> {
     let der =
-        ffi::signed_attribute(p7, nid).ok_or_else(|| Malformed(format!("no {name} attribute")))?;
+        openssl_ffi::signed_attribute(p7, nid).ok_or_else(|| Malformed(format!("no {name} attribute")))?;
     der_string(&der).ok_or_else(|| Malformed(format!("{name} is not a string")))
 }
 
 fn octets(p7: &Pkcs7, nid: Nid, name: &str) -> Result<Vec<u8>, Malformed> {
     let der =
-        ffi::signed_attribute(p7, nid).ok_or_else(|| Malformed(format!("no {name} attribute")))?;
+        openssl_ffi::signed_attribute(p7, nid).ok_or_else(|| Malformed(format!("no {name} attribute")))?;
     match der_primitive(&der) {
         Some((0x04, v)) => Ok(v.to_vec()),
         _ => Err(Malformed(format!("{name} is not an OCTET STRING"))),
@@ -451,7 +451,7 @@ pub fn build_request(
         .map_err(|e| openssl_reasons(&e))?;
     let o = oids();
     let code = message_type.code().to_string();
-    ffi::sign_with_attributes(
+    openssl_ffi::sign_with_attributes(
         &signer.cert,
         &signer.key,
         &envelope,
@@ -508,7 +508,7 @@ pub fn read_cert_rep(
         .map_err(m)?
         .parse::<u32>()
         .map_err(|e| e.to_string())?;
-    let fail_info = match ffi::signed_attribute(&p7, o.fail_info) {
+    let fail_info = match openssl_ffi::signed_attribute(&p7, o.fail_info) {
         Some(der) => Some(
             der_string(&der)
                 .and_then(|s| s.parse().ok())
