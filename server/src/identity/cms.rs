@@ -48,7 +48,7 @@ pub fn verify_mdm_signature(header_value: &str, body: &[u8]) -> Result<DeviceCer
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    let der = decode_base64(&compact).map_err(IdentityError::MalformedSignature)?;
+    let der = decode_base64(&compact).map_err(|e| malformed(e.to_string()))?;
 
     // d2i accepts BER, including the indefinite-length form devices produce.
     let p7 = Pkcs7::from_der(&der)

@@ -8,7 +8,9 @@
 pub mod message;
 
 pub use crate::openssl_ffi::csr_with_challenge;
-pub use message::{build_request, read_cert_rep, CertRep, FailInfo, MessageType, PkiMessage};
+pub use message::{
+    build_request, read_cert_rep, CertRep, CertRepError, FailInfo, MessageType, PkiMessage,
+};
 
 use crate::clock::SharedClock;
 use crate::config::ScepConfig;
@@ -133,7 +135,9 @@ impl ScepService {
         }
         let refs: Vec<&openssl::x509::X509Ref> =
             self.ca_chain().into_iter().map(|c| c.as_ref()).collect();
-        let p7 = openssl_ffi::certs_only(&refs).and_then(|p| p.to_der()).map_err(e)?;
+        let p7 = openssl_ffi::certs_only(&refs)
+            .and_then(|p| p.to_der())
+            .map_err(e)?;
         Ok(("application/x-x509-ca-ra-cert", p7))
     }
 
@@ -162,7 +166,7 @@ impl ScepService {
             Ok((cert, cipher)) => message::cert_rep(&self.ca, &msg, Ok((cert, *cipher))),
             Err(info) => message::cert_rep(&self.ca, &msg, Err(*info)),
         }
-        .map_err(ScepError::Reply)?;
+        .map_err(|e| ScepError::Reply(crate::identity::openssl_reasons(&e)))?;
         self.metrics
             .scep(if outcome.is_ok() { "issued" } else { "failed" });
         Ok(reply)
