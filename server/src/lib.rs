@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub(crate) mod openssl_ffi;
 pub mod pki;
 pub mod plugins;
 pub mod protocol;

@@ -206,7 +206,7 @@ impl CheckinService {
         // One point read off the writer for the plugins' event. The transaction checks the identity
         // again; a TokenUpdate's does so in its one UPDATE, so with plugins it still reads nothing itself.
         // Without plugins the read stays in the transaction: there it costs less than a point read before
-        // it (measured with point reads on the calling thread too, BENCHMARKS.md, session 15).
+        // it (measured with point reads on the calling thread: BENCHMARKS.md, *Point reads on the calling thread*).
         let subject = identified(
             event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?,
             |s| s.identity_fingerprint.as_deref(),

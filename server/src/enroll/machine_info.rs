@@ -8,6 +8,8 @@
 //! rely on it together with the one-time token itself.
 
 use crate::identity::openssl_reasons;
+use crate::protocol::ProtocolError;
+use openssl::error::ErrorStack;
 use openssl::pkcs7::Pkcs7;
 
 pub const HEADER: &str = "x-apple-aspen-deviceinfo";
@@ -21,18 +23,34 @@ pub struct MachineInfo {
     pub version: Option<String>,
 }
 
+/// Why device information is refused. Messages carry OpenSSL's reasons, never key material.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineInfoError {
+    #[error("header is not base64")]
+    HeaderNotBase64,
+    #[error("device information longer than {MAX_LEN} bytes")]
+    TooLong,
+    #[error("not CMS: {}", openssl_reasons(.0))]
+    NotCms(ErrorStack),
+    #[error("not a CMS SignedData")]
+    NotSignedData,
+    #[error("signature: {}", openssl_reasons(.0))]
+    Signature(ErrorStack),
+    #[error(transparent)]
+    Content(#[from] ProtocolError),
+}
+
 /// Decode and verify a signed device-information blob (DER/BER CMS).
-pub fn decode(der: &[u8]) -> Result<MachineInfo, String> {
+pub fn decode(der: &[u8]) -> Result<MachineInfo, MachineInfoError> {
     if der.len() > MAX_LEN {
-        return Err(format!("device information longer than {MAX_LEN} bytes"));
+        return Err(MachineInfoError::TooLong);
     }
-    let p7 = Pkcs7::from_der(der).map_err(|e| format!("not CMS: {}", openssl_reasons(&e)))?;
+    let p7 = Pkcs7::from_der(der).map_err(MachineInfoError::NotCms)?;
     if p7.signed().is_none() {
-        return Err("not a CMS SignedData".into());
+        return Err(MachineInfoError::NotSignedData);
     }
-    let content = crate::pki::signed_content(&p7, None)
-        .map_err(|e| format!("signature: {}", openssl_reasons(&e)))?;
-    let dict = crate::protocol::parse_dictionary(&content).map_err(|e| e.to_string())?;
+    let content = crate::pki::signed_content(&p7, None).map_err(MachineInfoError::Signature)?;
+    let dict = crate::protocol::parse_dictionary(&content)?;
     let get = |k: &str| dict.get(k).and_then(|v| v.as_string()).map(str::to_owned);
     Ok(MachineInfo {
         serial_number: get("SERIAL"),
@@ -77,7 +95,7 @@ mod tests {
             let der = signed(&bomb);
             assert!(der.len() <= MAX_LEN, "{name}: {} bytes", der.len());
             let started = std::time::Instant::now();
-            let err = decode(&der).unwrap_err();
+            let err = decode(&der).unwrap_err().to_string();
             assert!(err.contains("expands"), "{name}: {err}");
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(2),

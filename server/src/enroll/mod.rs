@@ -18,7 +18,7 @@ use crate::config::EnrollConfig;
 use crate::metrics::Metrics;
 use crate::pki::{self, KeyPair, PkiError, Usage};
 use crate::protocol::commands::TypedCommand;
-use crate::queue::{CommandSpec, EnqueueRequest, QueueService};
+use crate::queue::{CommandSpec, EnqueueRequest, QueueError, QueueService};
 use crate::scep::ScepService;
 use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::secrets::{self, OneTimeSecret, Refusal, SecretKind, SecretScope};
@@ -27,7 +27,8 @@ use base64::Engine as _;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use machine_info::MachineInfo;
+pub use machine_info::{MachineInfo, MachineInfoError};
+pub use profile::ProfileError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
@@ -44,9 +45,12 @@ pub enum EnrollError {
     #[error("too many enrollment profile downloads from this address; try again later")]
     RateLimited { retry_after_secs: u64 },
     #[error("device information: {0}")]
-    MachineInfo(String),
+    MachineInfo(MachineInfoError),
     #[error("enrollment profile: {0}")]
-    Profile(String),
+    Profile(ProfileError),
+    /// The renewal's InstallProfile could not be queued.
+    #[error("enrollment profile: {0}")]
+    Enqueue(QueueError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -310,7 +314,7 @@ impl EnrollService {
                     no_push: false,
                 })
                 .await
-                .map_err(|e| EnrollError::Profile(e.to_string()))?;
+                .map_err(EnrollError::Enqueue)?;
             if outcome.queued_ids().next().is_some() {
                 let entry = NewEntry::new(
                     now,

@@ -3,6 +3,7 @@
 
 use crate::pki::KeyPair;
 use crate::protocol::to_xml;
+use openssl::error::ErrorStack;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::stack::Stack;
 use openssl::x509::X509;
@@ -33,10 +34,20 @@ pub struct ProfileSpec<'a> {
     pub organization: &'a str,
 }
 
+/// Why a profile could not be built or signed: OpenSSL failed (memory or encoding), nothing the request
+/// chose.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Encoding(#[from] ErrorStack),
+    #[error("{}", crate::identity::openssl_reasons(.0))]
+    Signing(ErrorStack),
+}
+
 /// The unsigned profile as an XML plist.
-pub fn build(spec: &ProfileSpec<'_>) -> Result<Vec<u8>, String> {
+pub fn build(spec: &ProfileSpec<'_>) -> Result<Vec<u8>, ProfileError> {
     let scep_uuid = upper_uuid();
-    let ca_der = spec.ca.to_der().map_err(|e| e.to_string())?;
+    let ca_der = spec.ca.to_der()?;
 
     let mut scep_content = Dictionary::new();
     scep_content.insert("URL".into(), format!("{}/scep", spec.base_url).into());
@@ -110,10 +121,10 @@ pub fn build(spec: &ProfileSpec<'_>) -> Result<Vec<u8>, String> {
 }
 
 /// CMS SignedData over the profile (content embedded), with the signer's chain.
-pub fn sign(profile: &[u8], signer: &KeyPair, chain: &[&X509]) -> Result<Vec<u8>, String> {
-    let mut certs = Stack::new().map_err(|e| e.to_string())?;
+pub fn sign(profile: &[u8], signer: &KeyPair, chain: &[&X509]) -> Result<Vec<u8>, ProfileError> {
+    let mut certs = Stack::new()?;
     for c in chain {
-        certs.push((*c).clone()).map_err(|e| e.to_string())?;
+        certs.push((*c).clone())?;
     }
     Pkcs7::sign(
         &signer.cert,
@@ -123,7 +134,7 @@ pub fn sign(profile: &[u8], signer: &KeyPair, chain: &[&X509]) -> Result<Vec<u8>
         Pkcs7Flags::BINARY,
     )
     .and_then(|p| p.to_der())
-    .map_err(|e| crate::identity::openssl_reasons(&e))
+    .map_err(ProfileError::Signing)
 }
 
 fn payload(kind: &str, uuid: &str, identifier: &str, name: &str) -> Dictionary {

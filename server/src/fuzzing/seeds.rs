@@ -707,7 +707,7 @@ fn attack_seeds_are_refused_as_too_large() {
             "report" => CommandReport::decode(&data).err(),
             "machine_info" => machine_info::decode(&data)
                 .err()
-                .filter(|e| e.contains("expands"))
+                .filter(|e| e.to_string().contains("expands"))
                 .map(|_| crate::protocol::ProtocolError::TooLarge),
             _ => None,
         };

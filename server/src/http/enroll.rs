@@ -3,7 +3,7 @@
 //! `x-apple-aspen-deviceinfo`.
 
 use super::{peer, AppState};
-use crate::enroll::{machine_info, profile, EnrollError, ProfileRequest};
+use crate::enroll::{machine_info, profile, EnrollError, MachineInfoError, ProfileRequest};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -91,7 +91,7 @@ async fn get(
                         .decode(s.trim())
                         .ok()
                 })
-                .ok_or_else(|| EnrollError::MachineInfo("header is not base64".into()))?;
+                .ok_or_else(|| EnrollError::MachineInfo(MachineInfoError::HeaderNotBase64))?;
             Some(machine_info::decode(&der).map_err(EnrollError::MachineInfo)?)
         }
         None => None,

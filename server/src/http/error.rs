@@ -121,7 +121,9 @@ impl ResponseError for EnrollError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             EnrollError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            EnrollError::Profile(_) | EnrollError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EnrollError::Profile(_) | EnrollError::Enqueue(_) | EnrollError::Storage(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 

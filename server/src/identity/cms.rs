@@ -48,7 +48,7 @@ pub fn verify_mdm_signature(header_value: &str, body: &[u8]) -> Result<DeviceCer
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    let der = decode_base64(&compact).map_err(IdentityError::MalformedSignature)?;
+    let der = decode_base64(&compact).map_err(|e| malformed(e.to_string()))?;
 
     // d2i accepts BER, including the indefinite-length form devices produce.
     let p7 = Pkcs7::from_der(&der)
@@ -58,7 +58,7 @@ pub fn verify_mdm_signature(header_value: &str, body: &[u8]) -> Result<DeviceCer
     }
     // Only the digests devices use. Checked before PKCS7_verify, which (OpenSSL 3.0) leaks a BIO for every
     // signature whose digest it cannot set up: unchecked, anyone could leak server memory per request.
-    let digests = crate::scep::ffi::signer_digest_algorithms(&p7)
+    let digests = crate::openssl_ffi::signer_digest_algorithms(&p7)
         .ok_or_else(|| malformed("unreadable SignerInfo digest algorithm"))?;
     if let Some(d) = digests.iter().find(|d| !SIGNER_DIGESTS.contains(d)) {
         return Err(malformed(format!(

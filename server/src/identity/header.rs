@@ -37,7 +37,7 @@ pub fn parse_client_cert_header(value: &str) -> Result<DeviceCert, IdentityError
             .ok_or_else(|| malformed("RFC 9440 value must end with ':'"))?;
         // A byte sequence holds only base64 characters; the strict decoder rejects anything
         // else (including inner whitespace).
-        let der = decode_base64(b64).map_err(malformed)?;
+        let der = decode_base64(b64).map_err(|e| malformed(e.to_string()))?;
         return DeviceCert::from_der(&der);
     }
 
@@ -64,7 +64,7 @@ fn parse_single_pem(text: &str) -> Result<DeviceCert, IdentityError> {
         return Err(malformed("expected exactly one PEM CERTIFICATE block"));
     }
     let b64: String = inner.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = decode_base64(&b64).map_err(malformed)?;
+    let der = decode_base64(&b64).map_err(|e| malformed(e.to_string()))?;
     DeviceCert::from_der(&der)
 }
 

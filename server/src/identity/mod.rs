@@ -63,17 +63,26 @@ const BASE64_LENIENT_PADDING: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// Why an encoded header value is not base64 we accept.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Base64Error {
+    #[error("empty value")]
+    Empty,
+    #[error("value longer than {MAX_ENCODED_LEN} bytes")]
+    TooLong,
+    #[error("invalid base64: {0}")]
+    Invalid(#[from] base64::DecodeError),
+}
+
 /// Decode standard base64; the caller decides what whitespace, if any, is acceptable.
-pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn decode_base64(s: &str) -> Result<Vec<u8>, Base64Error> {
     if s.is_empty() {
-        return Err("empty value".to_owned());
+        return Err(Base64Error::Empty);
     }
     if s.len() > MAX_ENCODED_LEN {
-        return Err(format!("value longer than {MAX_ENCODED_LEN} bytes"));
+        return Err(Base64Error::TooLong);
     }
-    BASE64_LENIENT_PADDING
-        .decode(s)
-        .map_err(|e| format!("invalid base64: {e}"))
+    Ok(BASE64_LENIENT_PADDING.decode(s)?)
 }
 
 /// OpenSSL's reasons without source paths and codes: readable in logs and safe to show to a

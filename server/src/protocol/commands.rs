@@ -658,7 +658,7 @@ impl TypedCommand {
             }
             Self::InstallProfile { payload } => {
                 let profile = b.base64("Payload", payload)?;
-                check_profile(&profile).map_err(|reason| b.invalid(reason))?;
+                check_profile(&profile).map_err(|e| b.invalid(e.to_string()))?;
                 b.set("Payload", Value::Data(profile));
             }
             Self::RemoveProfile { identifier } => {
@@ -727,8 +727,7 @@ impl TypedCommand {
                         if let Some(text) = value {
                             let path = format!("ReturnToService.{key}");
                             let data = b.base64(&path, text)?;
-                            check_profile(&data)
-                                .map_err(|reason| b.invalid(format!("{path}: {reason}")))?;
+                            check_profile(&data).map_err(|e| b.invalid(format!("{path}: {e}")))?;
                             d.insert(key.to_owned(), Value::Data(data));
                         }
                     }
@@ -776,7 +775,7 @@ impl TypedCommand {
                 }
                 let mut list = Vec::with_capacity(settings.len());
                 for (i, item) in settings.iter().enumerate() {
-                    let dict = settings_item(i, item).map_err(|reason| b.invalid(reason))?;
+                    let dict = settings_item(i, item).map_err(|e| b.invalid(e.to_string()))?;
                     list.push(Value::Dictionary(dict));
                 }
                 b.set("Settings", Value::Array(list));
@@ -874,21 +873,31 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     BASE64.decode(compact.as_bytes())
 }
 
+/// Why a profile blob cannot be sent in an InstallProfile.
+#[derive(Debug, thiserror::Error)]
+enum UnfitProfile {
+    #[error("profile is empty")]
+    Empty,
+    #[error("profile looks like a plist but does not parse: {0}")]
+    Unparsable(super::ProtocolError),
+    #[error("profile plist must be a dictionary with PayloadType \"Configuration\"")]
+    NotConfiguration,
+}
+
 /// Checks a profile blob: it must not be empty, and if it is a plain (unsigned, XML or binary)
 /// plist it must be a configuration profile. Signed (CMS) profiles are passed through as is.
-fn check_profile(bytes: &[u8]) -> Result<(), String> {
+fn check_profile(bytes: &[u8]) -> Result<(), UnfitProfile> {
     let start = bytes
         .strip_prefix(b"\xEF\xBB\xBF".as_slice())
         .unwrap_or(bytes);
     let start = match start.iter().position(|c| !c.is_ascii_whitespace()) {
         Some(pos) => &start[pos..],
-        None => return Err("profile is empty".into()),
+        None => return Err(UnfitProfile::Empty),
     };
     if !(start.starts_with(b"<") || start.starts_with(b"bplist")) {
         return Ok(());
     }
-    let value = super::parse_value(bytes)
-        .map_err(|e| format!("profile looks like a plist but does not parse: {e}"))?;
+    let value = super::parse_value(bytes).map_err(UnfitProfile::Unparsable)?;
     let payload_type = value
         .as_dictionary()
         .and_then(|d| d.get("PayloadType"))
@@ -896,20 +905,42 @@ fn check_profile(bytes: &[u8]) -> Result<(), String> {
     if payload_type == Some("Configuration") {
         Ok(())
     } else {
-        Err("profile plist must be a dictionary with PayloadType \"Configuration\"".into())
+        Err(UnfitProfile::NotConfiguration)
     }
+}
+
+/// Why a `Settings` item cannot become a plist dictionary; `path` names the offending key.
+#[derive(Debug, thiserror::Error)]
+enum SettingsError {
+    #[error("{path}.Item must be a non-empty string")]
+    ItemNotAString { path: String },
+    #[error("{path} is missing its Item key")]
+    NoItem { path: String },
+    #[error("{path} is not valid base64: {source}")]
+    Base64 {
+        path: String,
+        source: base64::DecodeError,
+    },
+    #[error("{path} must be a base64 string")]
+    DataNotAString { path: String },
+    #[error("{path} is nested too deeply")]
+    TooDeep { path: String },
+    #[error("{path} is null; plists have no null")]
+    Null { path: String },
+    #[error("{path} is not a representable number")]
+    NotANumber { path: String },
 }
 
 /// Converts one JSON `Settings` item into a plist dictionary.
 fn settings_item(
     index: usize,
     item: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Dictionary, String> {
+) -> Result<Dictionary, SettingsError> {
     let path = format!("Settings[{index}]");
     let kind = match item.get("Item") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.as_str(),
-        Some(_) => return Err(format!("{path}.Item must be a non-empty string")),
-        None => return Err(format!("{path} is missing its Item key")),
+        Some(_) => return Err(SettingsError::ItemNotAString { path }),
+        None => return Err(SettingsError::NoItem { path }),
     };
     let mut dict = Dictionary::new();
     for (key, value) in item {
@@ -919,11 +950,13 @@ fn settings_item(
             .any(|(item_kind, data_key)| *item_kind == kind && data_key == key);
         let converted = if is_data {
             match value {
-                serde_json::Value::String(text) => Value::Data(
-                    decode_base64(text)
-                        .map_err(|e| format!("{key_path} is not valid base64: {e}"))?,
-                ),
-                _ => return Err(format!("{key_path} must be a base64 string")),
+                serde_json::Value::String(text) => {
+                    Value::Data(decode_base64(text).map_err(|source| SettingsError::Base64 {
+                        path: key_path,
+                        source,
+                    })?)
+                }
+                _ => return Err(SettingsError::DataNotAString { path: key_path }),
             }
         } else {
             json_to_plist(value, &key_path, 1)?
@@ -935,12 +968,22 @@ fn settings_item(
 
 /// Converts a JSON value to a plist value. Integers stay integers, other numbers become reals;
 /// `null` has no plist equivalent and is rejected.
-fn json_to_plist(value: &serde_json::Value, path: &str, depth: usize) -> Result<Value, String> {
+fn json_to_plist(
+    value: &serde_json::Value,
+    path: &str,
+    depth: usize,
+) -> Result<Value, SettingsError> {
     if depth > MAX_SETTINGS_DEPTH {
-        return Err(format!("{path} is nested too deeply"));
+        return Err(SettingsError::TooDeep {
+            path: path.to_owned(),
+        });
     }
     Ok(match value {
-        serde_json::Value::Null => return Err(format!("{path} is null; plists have no null")),
+        serde_json::Value::Null => {
+            return Err(SettingsError::Null {
+                path: path.to_owned(),
+            })
+        }
         serde_json::Value::Bool(b) => Value::Boolean(*b),
         serde_json::Value::String(s) => Value::String(s.clone()),
         serde_json::Value::Number(n) => {
@@ -951,7 +994,9 @@ fn json_to_plist(value: &serde_json::Value, path: &str, depth: usize) -> Result<
             } else if let Some(f) = n.as_f64().filter(|f| f.is_finite()) {
                 Value::Real(f)
             } else {
-                return Err(format!("{path} is not a representable number"));
+                return Err(SettingsError::NotANumber {
+                    path: path.to_owned(),
+                });
             }
         }
         serde_json::Value::Array(items) => Value::Array(

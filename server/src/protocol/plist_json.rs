@@ -31,11 +31,22 @@ pub fn plist_to_json(v: &Value) -> Json {
     }
 }
 
+/// A JSON `null`, which has no plist form, at `path` (e.g. `x[1]`, or `the top level`).
+#[derive(Debug, thiserror::Error)]
+#[error("null is not allowed at {path}")]
+pub struct NullInJson {
+    pub path: String,
+}
+
 /// JSON to plist. `null` has no plist form and is refused with the path where it was found.
-pub fn json_to_plist(v: &Json) -> Result<Value, String> {
-    fn go(v: &Json, path: &mut String) -> Result<Value, String> {
+pub fn json_to_plist(v: &Json) -> Result<Value, NullInJson> {
+    fn go(v: &Json, path: &mut String) -> Result<Value, NullInJson> {
         Ok(match v {
-            Json::Null => return Err(format!("null is not allowed at {}", display(path))),
+            Json::Null => {
+                return Err(NullInJson {
+                    path: display(path).to_owned(),
+                })
+            }
             Json::Bool(b) => Value::Boolean(*b),
             Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
@@ -95,7 +106,9 @@ mod tests {
     #[test]
     fn data_becomes_base64_and_null_is_refused() {
         assert_eq!(plist_to_json(&Value::Data(vec![0, 1, 2])), json!("AAEC"));
-        let err = json_to_plist(&json!({"x": [1, null]})).unwrap_err();
+        let err = json_to_plist(&json!({"x": [1, null]}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x[1]"), "{err}");
     }
 }

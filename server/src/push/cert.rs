@@ -281,11 +281,11 @@ fn is_mac_failure(e: &ErrorStack) -> bool {
 }
 
 /// The OpenSSL legacy provider, loaded at most once per process and kept loaded.
-fn legacy_provider() -> Result<(), String> {
-    static LEGACY: OnceLock<Result<Provider, String>> = OnceLock::new();
+fn legacy_provider() -> Result<(), &'static ErrorStack> {
+    static LEGACY: OnceLock<Result<Provider, ErrorStack>> = OnceLock::new();
     LEGACY
         .get_or_init(|| {
-            let loaded = Provider::try_load(None, "legacy", true).map_err(|e| e.to_string());
+            let loaded = Provider::try_load(None, "legacy", true);
             match &loaded {
                 Ok(_) => {
                     tracing::info!("loaded OpenSSL's legacy provider to read a legacy PKCS#12 file")
@@ -296,7 +296,6 @@ fn legacy_provider() -> Result<(), String> {
         })
         .as_ref()
         .map(|_| ())
-        .map_err(Clone::clone)
 }
 
 /// Decrypt a PKCS#12 file: (certificate, chain, key).

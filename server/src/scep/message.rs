@@ -1,10 +1,11 @@
 //! SCEP messages (RFC 8894): decoding a PKIOperation request and building the CertRep reply, plus the client
 //! side of both (the device simulator and tests enroll through them).
 
-use super::ffi::{self, AttrValue};
 use crate::identity::openssl_reasons;
+use crate::openssl_ffi::{self, AttrValue};
 use crate::pki::KeyPair;
 use openssl::asn1::Asn1Object;
+use openssl::error::ErrorStack;
 use openssl::nid::Nid;
 use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::stack::Stack;
@@ -208,7 +209,7 @@ impl PkiMessage {
                 format!("CSR key: {}", openssl_reasons(&e)),
             )
         })?;
-        check_csr_key(&key).map_err(|why| (FailInfo::BadAlg, why))?;
+        check_csr_key(&key).map_err(|why| (FailInfo::BadAlg, why.to_string()))?;
         Ok(csr)
     }
 
@@ -220,7 +221,7 @@ impl PkiMessage {
                 format!("content is not PKCS#7: {}", openssl_reasons(&e)),
             )
         })?;
-        let nid = ffi::envelope_cipher(&env).ok_or((
+        let nid = openssl_ffi::envelope_cipher(&env).ok_or((
             FailInfo::BadMessageCheck,
             "content is not an EnvelopedData".to_string(),
         ))?;
@@ -258,7 +259,7 @@ impl PkiMessage {
                 "CSR signature does not verify".into(),
             ));
         }
-        let challenge = match ffi::challenge_password(&req) {
+        let challenge = match openssl_ffi::challenge_password(&req) {
             Some(der) => Some(
                 der_string(&der)
                     .ok_or((FailInfo::BadRequest, "unreadable challengePassword".into()))?,
@@ -279,38 +280,48 @@ pub const MIN_RSA_BITS: u32 = 2048;
 /// A CSR's key must be one we will vouch for during the certificate's life: RSA of at least
 /// [`MIN_RSA_BITS`], or EC on P-256, P-384 or P-521. Everything else (short RSA, DSA, small or unnamed
 /// curves, other algorithms) is refused: a device identity on a weak key can be forged by factoring it.
-pub fn check_csr_key(key: &openssl::pkey::PKeyRef<openssl::pkey::Public>) -> Result<(), String> {
+pub fn check_csr_key(
+    key: &openssl::pkey::PKeyRef<openssl::pkey::Public>,
+) -> Result<(), UnacceptedKey> {
     use openssl::pkey::Id;
     match key.id() {
         Id::RSA => match key.bits() {
             bits if bits >= MIN_RSA_BITS => Ok(()),
-            bits => Err(format!(
-                "CSR key is RSA-{bits}: at least RSA-{MIN_RSA_BITS} is required"
-            )),
+            bits => Err(UnacceptedKey::ShortRsa(bits)),
         },
         Id::EC => {
-            let curve = key
-                .ec_key()
-                .ok()
-                .and_then(|ec| ec.group().curve_name());
+            let curve = key.ec_key().ok().and_then(|ec| ec.group().curve_name());
             match curve {
                 Some(Nid::X9_62_PRIME256V1 | Nid::SECP384R1 | Nid::SECP521R1) => Ok(()),
-                other => Err(format!(
-                    "CSR key is EC on {}: only P-256, P-384 and P-521 are accepted",
+                other => Err(UnacceptedKey::Curve(
                     other
                         .and_then(|n| n.short_name().ok())
-                        .unwrap_or("an unnamed curve")
+                        .unwrap_or("an unnamed curve"),
                 )),
             }
         }
-        Id::DSA => Err("CSR key is DSA: only RSA (2048 bits or more) and EC (P-256, P-384, P-521) are accepted".into()),
-        other => Err(format!(
-            "CSR key algorithm {} is not accepted: only RSA (2048 bits or more) and EC (P-256, P-384, P-521)",
+        Id::DSA => Err(UnacceptedKey::Dsa),
+        other => Err(UnacceptedKey::Algorithm(
             Nid::from_raw(other.as_raw())
                 .short_name()
-                .unwrap_or("unknown")
+                .unwrap_or("unknown"),
         )),
     }
+}
+
+/// A CSR key [`check_csr_key`] refuses, with the name of its size, curve or algorithm.
+#[derive(Debug, thiserror::Error)]
+pub enum UnacceptedKey {
+    #[error("CSR key is RSA-{0}: at least RSA-{MIN_RSA_BITS} is required")]
+    ShortRsa(u32),
+    #[error("CSR key is EC on {0}: only P-256, P-384 and P-521 are accepted")]
+    Curve(&'static str),
+    #[error(
+        "CSR key is DSA: only RSA (2048 bits or more) and EC (P-256, P-384, P-521) are accepted"
+    )]
+    Dsa,
+    #[error("CSR key algorithm {0} is not accepted: only RSA (2048 bits or more) and EC (P-256, P-384, P-521)")]
+    Algorithm(&'static str),
 }
 
 /// The CertRep for `request`: success carries `issued` in a certs-only SignedData enveloped to the
@@ -319,7 +330,7 @@ pub fn cert_rep(
     ca: &KeyPair,
     request: &PkiMessage,
     outcome: Result<(&X509, Cipher), FailInfo>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ErrorStack> {
     let o = oids();
     let nonce = crate::pki::random_bytes(16);
     let fail;
@@ -335,15 +346,10 @@ pub fn cert_rep(
     let content = match outcome {
         Ok((issued, cipher)) => {
             attrs.push((o.pki_status, AttrValue::Printable("0")));
-            let degenerate = ffi::certs_only(&[issued])
-                .and_then(|p| p.to_der())
-                .map_err(|e| openssl_reasons(&e))?;
-            let mut to = Stack::new().map_err(|e| openssl_reasons(&e))?;
-            to.push(request.signer.clone())
-                .map_err(|e| openssl_reasons(&e))?;
-            Pkcs7::encrypt(&to, &degenerate, cipher, Pkcs7Flags::BINARY)
-                .and_then(|p| p.to_der())
-                .map_err(|e| openssl_reasons(&e))?
+            let degenerate = openssl_ffi::certs_only(&[issued]).and_then(|p| p.to_der())?;
+            let mut to = Stack::new()?;
+            to.push(request.signer.clone())?;
+            Pkcs7::encrypt(&to, &degenerate, cipher, Pkcs7Flags::BINARY).and_then(|p| p.to_der())?
         }
         Err(info) => {
             fail = (info as u8).to_string();
@@ -352,9 +358,7 @@ pub fn cert_rep(
             Vec::new()
         }
     };
-    ffi::sign_with_attributes(&ca.cert, &ca.key, &content, &attrs)
-        .and_then(|p| p.to_der())
-        .map_err(|e| openssl_reasons(&e))
+    openssl_ffi::sign_with_attributes(&ca.cert, &ca.key, &content, &attrs).and_then(|p| p.to_der())
 }
 
 fn cipher_for(nid: Nid) -> Option<Cipher> {
@@ -390,14 +394,14 @@ fn internal(e: openssl::error::ErrorStack) -> Malformed {
 }
 
 fn printable(p7: &Pkcs7, nid: Nid, name: &str) -> Result<String, Malformed> {
-    let der =
-        ffi::signed_attribute(p7, nid).ok_or_else(|| Malformed(format!("no {name} attribute")))?;
+    let der = openssl_ffi::signed_attribute(p7, nid)
+        .ok_or_else(|| Malformed(format!("no {name} attribute")))?;
     der_string(&der).ok_or_else(|| Malformed(format!("{name} is not a string")))
 }
 
 fn octets(p7: &Pkcs7, nid: Nid, name: &str) -> Result<Vec<u8>, Malformed> {
-    let der =
-        ffi::signed_attribute(p7, nid).ok_or_else(|| Malformed(format!("no {name} attribute")))?;
+    let der = openssl_ffi::signed_attribute(p7, nid)
+        .ok_or_else(|| Malformed(format!("no {name} attribute")))?;
     match der_primitive(&der) {
         Some((0x04, v)) => Ok(v.to_vec()),
         _ => Err(Malformed(format!("{name} is not an OCTET STRING"))),
@@ -443,15 +447,14 @@ pub fn build_request(
     cipher: Cipher,
     transaction_id: &str,
     sender_nonce: &[u8],
-) -> Result<Vec<u8>, String> {
-    let mut to = Stack::new().map_err(|e| openssl_reasons(&e))?;
-    to.push(ca.clone()).map_err(|e| openssl_reasons(&e))?;
-    let envelope = Pkcs7::encrypt(&to, csr_der, cipher, Pkcs7Flags::BINARY)
-        .and_then(|p| p.to_der())
-        .map_err(|e| openssl_reasons(&e))?;
+) -> Result<Vec<u8>, ErrorStack> {
+    let mut to = Stack::new()?;
+    to.push(ca.clone())?;
+    let envelope =
+        Pkcs7::encrypt(&to, csr_der, cipher, Pkcs7Flags::BINARY).and_then(|p| p.to_der())?;
     let o = oids();
     let code = message_type.code().to_string();
-    ffi::sign_with_attributes(
+    openssl_ffi::sign_with_attributes(
         &signer.cert,
         &signer.key,
         &envelope,
@@ -462,7 +465,6 @@ pub fn build_request(
         ],
     )
     .and_then(|p| p.to_der())
-    .map_err(|e| openssl_reasons(&e))
 }
 
 /// A decoded CertRep.
@@ -477,63 +479,87 @@ pub struct CertRep {
     pub certificate: Option<X509>,
 }
 
+/// Why a CertRep cannot be read (the client side's error).
+#[derive(Debug, thiserror::Error)]
+pub enum CertRepError {
+    #[error("{}", openssl_reasons(.0))]
+    Crypto(#[from] ErrorStack),
+    #[error("CertRep signature: {}", openssl_reasons(.0))]
+    Signature(ErrorStack),
+    #[error("no signer")]
+    NoSigner,
+    #[error("CertRep not signed by the CA")]
+    NotFromCa,
+    /// An attribute is missing or of the wrong type; the text names it.
+    #[error("{0}")]
+    Attribute(String),
+    #[error("messageType {0}, expected 3")]
+    MessageType(String),
+    #[error("{0}")]
+    PkiStatus(std::num::ParseIntError),
+    #[error("bad failInfo")]
+    FailInfo,
+    #[error("decrypting CertRep: {}", openssl_reasons(.0))]
+    Decrypt(ErrorStack),
+    #[error("no certificate in CertRep")]
+    NoCertificate,
+}
+
 /// Read a CertRep: it must be signed by `ca` (that very certificate); on success the envelope is decrypted with the requester's
 /// key when given (else `certificate` stays None).
 pub fn read_cert_rep(
     der: &[u8],
     ca: &X509,
     requester: Option<&KeyPair>,
-) -> Result<CertRep, String> {
-    let p7 = Pkcs7::from_der(der).map_err(|e| openssl_reasons(&e))?;
+) -> Result<CertRep, CertRepError> {
+    let attribute = |e: Malformed| CertRepError::Attribute(e.0);
+    let p7 = Pkcs7::from_der(der)?;
     // The signer must be the CA itself (checked below), as GetCACert gave it; its validity period and key
     // usage are not the client's to police here.
-    let content = crate::pki::signed_content(&p7, None)
-        .map_err(|e| format!("CertRep signature: {}", openssl_reasons(&e)))?;
-    let none = Stack::new().map_err(|e| openssl_reasons(&e))?;
+    let content = crate::pki::signed_content(&p7, None).map_err(CertRepError::Signature)?;
+    let none = Stack::new()?;
     let signer = p7
-        .signers(&none, Pkcs7Flags::empty())
-        .map_err(|e| openssl_reasons(&e))?
+        .signers(&none, Pkcs7Flags::empty())?
         .pop()
-        .ok_or("no signer")?;
+        .ok_or(CertRepError::NoSigner)?;
     if signer.to_der().ok() != ca.to_der().ok() {
-        return Err("CertRep not signed by the CA".into());
+        return Err(CertRepError::NotFromCa);
     }
     let o = oids();
-    let m = |e: Malformed| e.0;
-    let message_type = printable(&p7, o.message_type, "messageType").map_err(m)?;
+    let message_type = printable(&p7, o.message_type, "messageType").map_err(attribute)?;
     if message_type != "3" {
-        return Err(format!("messageType {message_type}, expected 3"));
+        return Err(CertRepError::MessageType(message_type));
     }
     let pki_status = printable(&p7, o.pki_status, "pkiStatus")
-        .map_err(m)?
+        .map_err(attribute)?
         .parse::<u32>()
-        .map_err(|e| e.to_string())?;
-    let fail_info = match ffi::signed_attribute(&p7, o.fail_info) {
+        .map_err(CertRepError::PkiStatus)?;
+    let fail_info = match openssl_ffi::signed_attribute(&p7, o.fail_info) {
         Some(der) => Some(
             der_string(&der)
                 .and_then(|s| s.parse().ok())
-                .ok_or("bad failInfo")?,
+                .ok_or(CertRepError::FailInfo)?,
         ),
         None => None,
     };
     let certificate = if let (0, Some(requester)) = (pki_status, requester) {
-        let env = Pkcs7::from_der(&content).map_err(|e| openssl_reasons(&e))?;
+        let env = Pkcs7::from_der(&content)?;
         let inner = env
             .decrypt(&requester.key, &requester.cert, Pkcs7Flags::BINARY)
-            .map_err(|e| format!("decrypting CertRep: {}", openssl_reasons(&e)))?;
-        let degenerate = Pkcs7::from_der(&inner).map_err(|e| openssl_reasons(&e))?;
+            .map_err(CertRepError::Decrypt)?;
+        let degenerate = Pkcs7::from_der(&inner)?;
         let cert = degenerate
             .signed()
             .and_then(|s| s.certificates())
             .and_then(|c| c.iter().next().map(|c| c.to_owned()))
-            .ok_or("no certificate in CertRep")?;
+            .ok_or(CertRepError::NoCertificate)?;
         Some(cert)
     } else {
         None
     };
     Ok(CertRep {
-        transaction_id: printable(&p7, o.transaction_id, "transactionID").map_err(m)?,
-        recipient_nonce: octets(&p7, o.recipient_nonce, "recipientNonce").map_err(m)?,
+        transaction_id: printable(&p7, o.transaction_id, "transactionID").map_err(attribute)?,
+        recipient_nonce: octets(&p7, o.recipient_nonce, "recipientNonce").map_err(attribute)?,
         pki_status,
         fail_info,
         certificate,

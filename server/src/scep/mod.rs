@@ -5,15 +5,17 @@
 //! or failure; anything else is `Malformed` (HTTP 400). Nothing is issued unless every check passes, and the
 //! challenge is used up in the same transaction that records the certificate.
 
-pub(crate) mod ffi;
 pub mod message;
 
-pub use ffi::csr_with_challenge;
-pub use message::{build_request, read_cert_rep, CertRep, FailInfo, MessageType, PkiMessage};
+pub use crate::openssl_ffi::csr_with_challenge;
+pub use message::{
+    build_request, read_cert_rep, CertRep, CertRepError, FailInfo, MessageType, PkiMessage,
+};
 
 use crate::clock::SharedClock;
 use crate::config::ScepConfig;
 use crate::metrics::Metrics;
+use crate::openssl_ffi;
 use crate::pki::{self, KeyPair, PkiError, Usage};
 use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::issued_certs::{self, IssuedCertificate};
@@ -133,7 +135,9 @@ impl ScepService {
         }
         let refs: Vec<&openssl::x509::X509Ref> =
             self.ca_chain().into_iter().map(|c| c.as_ref()).collect();
-        let p7 = ffi::certs_only(&refs).and_then(|p| p.to_der()).map_err(e)?;
+        let p7 = openssl_ffi::certs_only(&refs)
+            .and_then(|p| p.to_der())
+            .map_err(e)?;
         Ok(("application/x-x509-ca-ra-cert", p7))
     }
 
@@ -162,7 +166,7 @@ impl ScepService {
             Ok((cert, cipher)) => message::cert_rep(&self.ca, &msg, Ok((cert, *cipher))),
             Err(info) => message::cert_rep(&self.ca, &msg, Err(*info)),
         }
-        .map_err(ScepError::Reply)?;
+        .map_err(|e| ScepError::Reply(crate::identity::openssl_reasons(&e)))?;
         self.metrics
             .scep(if outcome.is_ok() { "issued" } else { "failed" });
         Ok(reply)

@@ -99,7 +99,7 @@ fn an_apple_pkcsreq_decodes_verifies_and_yields_its_csr() {
     let rep = message::cert_rep(&ca, &msg, Ok((&issued, csr.cipher))).unwrap();
     let p7 = openssl::pkcs7::Pkcs7::from_der(&rep).unwrap();
     let o = message::oids();
-    let recip = super::ffi::signed_attribute(&p7, o.recipient_nonce).unwrap();
+    let recip = crate::openssl_ffi::signed_attribute(&p7, o.recipient_nonce).unwrap();
     assert_eq!(&recip[2..], msg.sender_nonce.as_slice());
 }
 

@@ -1,7 +1,8 @@
 //! Point reads (one row by key) on the paths check-ins take: an Idle's state, a plugin's event, a plugin's
 //! key. On a SQLite file they run on the calling thread, on read-only connections of their own. sqlx runs
 //! every SQLite connection on a thread of its own, so a read through its pool is two thread wake-ups, there
-//! and back and often across CPUs, which cost several times the read itself (BENCHMARKS.md, *Session 15*).
+//! and back and often across CPUs, which cost several times the read itself (BENCHMARKS.md, *Point reads on
+//! the calling thread*).
 //! Elsewhere (PostgreSQL, a transaction, SQLite in memory) a point read goes through sea-orm like any other.
 //!
 //! The trade: a SQLite read here holds the calling thread for its length. These are single-row lookups by

@@ -1,6 +1,6 @@
 //! The server's only unsafe code: the parts of OpenSSL's PKCS#7 API the `openssl` crate does not wrap, for
-//! the SCEP CA and `Mdm-Signature` verification. Each function takes and returns safe types; pointers never
-//! leave this module.
+//! the SCEP CA and `Mdm-Signature` verification. It sits below both (`identity` and `scep` import it, it
+//! imports neither). Each function takes and returns safe types; pointers never leave this module.
 //!
 //! * the digest algorithms of a SignedData's SignerInfos (checked before `PKCS7_verify`),
 //! * reading a signed attribute of a SignerInfo (SCEP's messageType, transactionID, nonces),
