@@ -6,8 +6,8 @@
 //!   plugins subscribed to on-checkin: the end-to-end cost a device sees.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use mdm_server::plugins::event::CheckinKind;
 use mdm_server::plugins::testing::{events, Harness};
-use mdm_server::plugins::types::CheckinKind;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::TestServer;
 use mdm_tests::plugins;

@@ -1,8 +1,8 @@
 //! The harness plugin authors use (`mdm_server::plugins::testing`): a built component against an in-memory
 //! host, no server. Shown on the example plugins.
 
+use mdm_server::plugins::event::{CheckinKind, CommandSpec, CommandStatus};
 use mdm_server::plugins::testing::{events, Harness};
-use mdm_server::plugins::types::{CheckinKind, CommandSpec, CommandStatus};
 use mdm_server::plugins::{Action, Decision};
 use mdm_tests::plugins;
 use serde_json::json;

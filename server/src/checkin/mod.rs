@@ -137,7 +137,7 @@ impl CheckinService {
     async fn hear(
         &self,
         listeners: &[Arc<LoadedPlugin>],
-        event: plugins::types::CheckinEvent,
+        event: plugins::event::CheckinEvent,
         scope: EventScope<'_>,
     ) -> Result<HookRun, CheckinError> {
         let input = HookInput::Checkin(event);
@@ -228,7 +228,7 @@ impl CheckinService {
         let listeners = if first { hearing(true) } else { every_time };
         let mut run = HookRun::default();
         if !listeners.is_empty() {
-            let event = plugins::types::CheckinEvent {
+            let event = plugins::event::CheckinEvent {
                 event_id: event_id.clone(),
                 kind: convert::checkin_kind(&msg.payload),
                 enrollment: convert::enrollment(e),
@@ -344,7 +344,7 @@ impl CheckinService {
         let mut decision = self
             .plugins
             .decide_enrollment(
-                HookInput::Enrollment(plugins::types::EnrollmentRequest {
+                HookInput::Enrollment(plugins::event::EnrollmentRequest {
                     event_id: event_id.clone(),
                     enrollment: convert::enrollment(e),
                     device: wit_facts.clone(),
@@ -363,9 +363,9 @@ impl CheckinService {
         let mut run = HookRun::default();
         let listeners = (self.plugins).hearing_checkin(CheckinMessageKind::Authenticate);
         if !listeners.is_empty() {
-            let event = plugins::types::CheckinEvent {
+            let event = plugins::event::CheckinEvent {
                 event_id: event_id.clone(),
-                kind: plugins::types::CheckinKind::Authenticate,
+                kind: plugins::event::CheckinKind::Authenticate,
                 enrollment: convert::enrollment(e),
                 device: wit_facts,
                 token_update_count: None,
@@ -548,9 +548,9 @@ impl CheckinService {
         &self,
         cert: &DeviceCert,
         report: &CommandReport,
-        status: plugins::types::CommandStatus,
+        status: plugins::event::CommandStatus,
         event_id: &str,
-    ) -> Result<Option<plugins::types::CommandResultEvent>, CheckinError> {
+    ) -> Result<Option<plugins::event::CommandResultEvent>, CheckinError> {
         let r = self.storage.reader();
         let e = &report.enrollment;
         let uuid = report.command_uuid.as_deref().unwrap_or_default();
@@ -565,7 +565,7 @@ impl CheckinService {
         if !QueueStatus::parse(&item.status)?.is_pending() {
             return Ok(None);
         }
-        Ok(Some(plugins::types::CommandResultEvent {
+        Ok(Some(plugins::event::CommandResultEvent {
             event_id: event_id.to_string(),
             enrollment: convert::enrollment(e),
             device: convert::device_facts((&device).into()),

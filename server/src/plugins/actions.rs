@@ -1,14 +1,13 @@
 //! Applying what plugins asked for: each action checked against the plugin's grants and limits, applied in
 //! the caller's transaction (or only recorded, in dry-run), and audited either way.
 
-use super::bindings::hooks::Action;
-use super::bindings::types::CommandSpec;
+use super::event::{Action, CommandSpec};
 use super::manifest::Capability;
 use super::runtime::LoadedPlugin;
 use super::EventScope;
 use crate::metrics::{Metrics, PluginActionLabels};
 use crate::protocol::commands::TypedCommand;
-use crate::queue::{self, CommandSpec as QueueCommand, EnqueueRequest, QueueError};
+use crate::storage::enqueue::{self, CommandSpec as QueueCommand, EnqueueRequest, QueueError};
 use crate::storage::plugin_audit::AuditRow;
 use crate::storage::queue::{self as q, QueueStatus};
 use crate::storage::{attributes, devices, outbox, StorageError};
@@ -242,7 +241,7 @@ async fn perform<C: ConnectionTrait>(
                 source: format!("plugin:{plugin}"),
                 no_push: false,
             };
-            match queue::enqueue_in(c, req, ctx.now).await {
+            match enqueue::enqueue_in(c, req, ctx.now).await {
                 Ok(o) => {
                     let queued = o.queued_ids().count();
                     ctx.metrics.commands_enqueued.inc_by(queued as u64);
@@ -334,7 +333,7 @@ async fn perform<C: ConnectionTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::bindings::types::Event;
+    use crate::plugins::event::Event;
 
     fn emit(sink: &str, payload: &str) -> Result<serde_json::Value, String> {
         let sinks = BTreeSet::from(["webhook".to_string()]);

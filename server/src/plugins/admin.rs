@@ -22,6 +22,11 @@ pub enum PluginError {
     Storage(#[from] StorageError),
 }
 
+/// A refusal with the reason the admin sees.
+fn invalid(e: impl std::fmt::Display) -> PluginError {
+    PluginError::Invalid(e.to_string())
+}
+
 pub struct Upload {
     pub manifest: Manifest,
     pub wasm: Vec<u8>,
@@ -34,9 +39,9 @@ pub struct Upload {
 impl PluginHost {
     /// Validate, compile, check imports against grants and approvals, validate the configuration with the
     /// plugin itself, then store (new, or a new version replacing the old atomically) and reload.
-    pub async fn upload(&self, u: Upload) -> Result<repo::Plugin, PluginError> {
+    pub async fn upload(&self, u: Upload) -> Result<repo::Listed, PluginError> {
         let bad = |m: String| PluginError::Invalid(m);
-        u.manifest.validate().map_err(bad)?;
+        u.manifest.validate().map_err(invalid)?;
         if u.wasm.len() > MAX_WASM_BYTES {
             return Err(bad(format!(
                 "the component is larger than {MAX_WASM_BYTES} bytes"
@@ -46,7 +51,7 @@ impl PluginHost {
         let (info, pre) = self
             .compile(u.wasm.clone(), sha.clone())
             .await
-            .map_err(bad)?;
+            .map_err(invalid)?;
         inspect::check_capabilities(&info, &u.manifest, &u.approve)
             .map_err(|p| bad(format!("refused: {}", p.join("; "))))?;
 
@@ -84,7 +89,7 @@ impl PluginHost {
                 id: u.manifest.id.clone(),
                 version: u.manifest.version.clone(),
                 description: u.manifest.description.clone(),
-                manifest: serde_json::to_string(&u.manifest).map_err(|e| bad(e.to_string()))?,
+                manifest: serde_json::to_string(&u.manifest).map_err(invalid)?,
                 wasm: u.wasm,
                 wasm_sha256: sha,
                 config,
@@ -102,7 +107,7 @@ impl PluginHost {
         .await?;
         tracing::info!(plugin = %u.manifest.id, version = %u.manifest.version, wit = %info.wit_version, "plugin stored");
         self.reload().await?;
-        repo::find(self.storage.db(), &u.manifest.id)
+        repo::find_listed(self.storage.db(), &u.manifest.id)
             .await?
             .ok_or_else(|| PluginError::NotFound(u.manifest.id.clone()))
     }
@@ -204,17 +209,15 @@ impl PluginHost {
         if !manifest_path.exists() {
             return Ok(false);
         }
-        let manifest = Manifest::parse(
-            &std::fs::read_to_string(&manifest_path).map_err(|e| bad(e.to_string()))?,
-        )
-        .map_err(bad)?;
+        let manifest = Manifest::parse(&std::fs::read_to_string(&manifest_path).map_err(invalid)?)
+            .map_err(invalid)?;
         let wasm_path = std::fs::read_dir(sub)
-            .map_err(|e| bad(e.to_string()))?
+            .map_err(invalid)?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "wasm"))
             .ok_or_else(|| bad(format!("no .wasm file in {}", sub.display())))?;
-        let wasm = std::fs::read(&wasm_path).map_err(|e| bad(e.to_string()))?;
+        let wasm = std::fs::read(&wasm_path).map_err(invalid)?;
         let config = match std::fs::read_to_string(sub.join("config.json")) {
             Ok(t) => Some(serde_json::from_str(&t).map_err(|e| bad(format!("config.json: {e}")))?),
             Err(_) => None,

@@ -1,6 +1,6 @@
-//! Our protocol and storage types as the WIT types plugins receive.
+//! Our protocol and storage types as the host's plugin events ([`super::event`]).
 
-use super::bindings::types::{
+use super::event::{
     ChannelKind, CheckinKind, CommandStatus, DeviceFacts, Enrollment, ErrorChainItem, PlistNode,
     PlistValue,
 };

@@ -64,6 +64,19 @@ pub struct Delivery {
     http: reqwest::Client,
 }
 
+/// Why a POST to a sink did not deliver. Its text is logged and kept with the event.
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    #[error("sink {0:?} is no longer configured")]
+    Unconfigured(String),
+    /// Held without the URL ([`reqwest::Error::without_url`]): reqwest's error quotes it whole, and a
+    /// sink URL may carry credentials (`user:password@`, `?token=`).
+    #[error("{0}")]
+    Send(reqwest::Error),
+    #[error("sink answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
 enum Outcome {
     Delivered,
     Failed {
@@ -253,7 +266,7 @@ impl Delivery {
                 continue;
             }
             let result = match self.sinks.get(&e.sink) {
-                None => Err(format!("sink {:?} is no longer configured", e.sink)),
+                None => Err(PostError::Unconfigured(e.sink.clone())),
                 Some(sink) => self.post(sink, &e).await,
             };
             self.count(&e.sink, result.is_ok(), 1);
@@ -263,6 +276,7 @@ impl Delivery {
                     let next = self.clock.now_ms() + backoff_ms(e.attempts);
                     tracing::warn!(sink = %e.sink, event = e.id, attempts = e.attempts + 1, %error, "event delivery failed; will retry");
                     retry_at = Some(next);
+                    let error = error.to_string();
                     Outcome::Failed { next, error }
                 }
             };
@@ -302,7 +316,8 @@ impl Delivery {
             if batch.is_empty() {
                 continue;
             }
-            let result = self.post_batch(sink, batch.iter().map(|(_, e)| e)).await;
+            let result = (self.post_batch(sink, batch.iter().map(|(_, e)| e)).await)
+                .map_err(|e| e.to_string());
             self.count(&batch[0].1.sink, result.is_ok(), batch.len() as u64);
             let now = self.clock.now_ms();
             if let Err(error) = &result {
@@ -342,7 +357,7 @@ impl Delivery {
     }
 
     /// One event, its payload the body.
-    async fn post(&self, sink: &SinkConfig, e: &outbox::OutboxEvent) -> Result<(), String> {
+    async fn post(&self, sink: &SinkConfig, e: &outbox::OutboxEvent) -> Result<(), PostError> {
         let req = self
             .request(sink, e.payload.clone())
             .header("X-MDM-Topic", &e.topic)
@@ -356,7 +371,7 @@ impl Delivery {
         &self,
         sink: &SinkConfig,
         events: impl ExactSizeIterator<Item = &'e outbox::OutboxEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PostError> {
         let n = events.len();
         let req = self
             .request(sink, batch_body(events))
@@ -406,14 +421,15 @@ fn batch_body<'e>(events: impl Iterator<Item = &'e outbox::OutboxEvent>) -> Stri
     body
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Result<(), String> {
-    // Without the URL: reqwest's error quotes it whole, and a sink URL may carry credentials
-    // (`user:password@`, `?token=`); this text is logged and kept with the event.
-    let res = req.send().await.map_err(|e| e.without_url().to_string())?;
+async fn send(req: reqwest::RequestBuilder) -> Result<(), PostError> {
+    let res = req
+        .send()
+        .await
+        .map_err(|e| PostError::Send(e.without_url()))?;
     if res.status().is_success() {
         Ok(())
     } else {
-        Err(format!("sink answered {}", res.status()))
+        Err(PostError::Status(res.status()))
     }
 }
 
@@ -424,7 +440,7 @@ mod tests {
     async fn a_delivery_error_does_not_quote_the_sink_url() {
         // Nothing listens on port 1: the connection is refused.
         let req = reqwest::Client::new().post("http://hook:urlpass1@127.0.0.1:1/in?token=urltok2");
-        let err = super::send(req).await.unwrap_err();
+        let err = super::send(req).await.unwrap_err().to_string();
         assert!(
             !err.contains("urlpass1") && !err.contains("urltok2"),
             "{err}"

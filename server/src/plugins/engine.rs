@@ -3,12 +3,13 @@
 //! linker with WASI (sandboxed by each call's context) and the `mdm:plugin` imports.
 
 use super::bindings::v0_1;
+use super::capabilities;
 use super::host::HostState;
 use super::runtime::Prepared;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// The WIT versions this build has bindings for (one `bindings` module and `Prepared` variant each).
@@ -88,7 +89,8 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // Every served version's imports, side by side (their names carry the version).
-        v0_1::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        v0_1::add_types_to_linker(&mut linker)?;
+        capabilities::add_to_linker(&mut linker)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
         }

@@ -1,7 +1,7 @@
 //! Per-call host state: the sandbox (WASI with nothing to reach), memory limits, the call's context and
 //! grants, and the backend that capabilities read and write through.
 
-use super::backend::HostBackend;
+use super::capabilities::HostBackend;
 use super::manifest::{Capability, Manifest};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;

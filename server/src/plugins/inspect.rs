@@ -34,6 +34,21 @@ const ALLOWED_WASI: &[&str] = &[
     "wasi:filesystem/preopens",
 ];
 
+/// Why a component's WIT version is not one this server runs.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("the component does not export mdm:plugin/hooks: is it built with mdm-plugin-sdk?")]
+    NoHooks,
+    #[error("mdm:plugin/hooks has no version")]
+    Unversioned,
+    #[error("unreadable WIT version {0:?}")]
+    Unreadable(String),
+    #[error("built against mdm:plugin@{version}; this server runs {supported}")]
+    Unsupported { version: String, supported: String },
+    #[error("import {import} does not match the export version {version}")]
+    MixedVersions { import: String, version: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentInfo {
     /// The `mdm:plugin` version the component was built against.
@@ -56,7 +71,7 @@ fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     Some((it.next()??, it.next()??, it.next()??))
 }
 
-pub fn inspect(engine: &Engine, component: &Component) -> Result<ComponentInfo, String> {
+pub fn inspect(engine: &Engine, component: &Component) -> Result<ComponentInfo, InspectError> {
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
@@ -69,34 +84,34 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<ComponentInfo, 
 }
 
 /// The `mdm:plugin` version a component was built against, if this server serves it.
-pub fn wit_version(imports: &[String], exports: &[String]) -> Result<String, String> {
+pub fn wit_version(imports: &[String], exports: &[String]) -> Result<String, InspectError> {
     let hooks = exports
         .iter()
         .find(|e| split_version(e).0 == "mdm:plugin/hooks")
-        .ok_or(
-            "the component does not export mdm:plugin/hooks: is it built with mdm-plugin-sdk?",
-        )?;
+        .ok_or(InspectError::NoHooks)?;
     let version = split_version(hooks)
         .1
-        .ok_or("mdm:plugin/hooks has no version")?
+        .ok_or(InspectError::Unversioned)?
         .to_string();
-    let (major, minor, _) =
-        parse_version(&version).ok_or_else(|| format!("unreadable WIT version {version:?}"))?;
+    let Some((major, minor, _)) = parse_version(&version) else {
+        return Err(InspectError::Unreadable(version));
+    };
     if !SUPPORTED_VERSIONS.contains(&(major, minor)) {
         let supported: Vec<String> = SUPPORTED_VERSIONS
             .iter()
             .map(|(a, b)| format!("{a}.{b}.x"))
             .collect();
-        return Err(format!(
-            "built against mdm:plugin@{version}; this server runs {}",
-            supported.join(", ")
-        ));
+        return Err(InspectError::Unsupported {
+            version,
+            supported: supported.join(", "),
+        });
     }
     for i in imports.iter().filter(|i| i.starts_with("mdm:plugin/")) {
         if split_version(i).1 != Some(version.as_str()) {
-            return Err(format!(
-                "import {i} does not match the export version {version}"
-            ));
+            return Err(InspectError::MixedVersions {
+                import: i.clone(),
+                version,
+            });
         }
     }
     Ok(version)
@@ -199,7 +214,7 @@ mod tests {
             "0.1.7",
             "patch releases are compatible"
         );
-        let err = v(&[], &["mdm:plugin/hooks@0.2.0"]).unwrap_err();
+        let err = v(&[], &["mdm:plugin/hooks@0.2.0"]).unwrap_err().to_string();
         assert!(err.contains("0.2.0") && err.contains("0.1.x"), "{err}");
         assert!(v(&[], &["mdm:plugin/hooks@1.0.0"]).is_err());
         assert!(
@@ -208,6 +223,7 @@ mod tests {
         );
         assert!(v(&[], &["wasi:cli/run@0.2.0"])
             .unwrap_err()
+            .to_string()
             .contains("does not export"));
         assert!(v(&[], &["mdm:plugin/hooks"]).is_err());
     }

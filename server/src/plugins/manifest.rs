@@ -4,6 +4,24 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("manifest: {0}")]
+    Invalid(String),
+}
+
+fn invalid(why: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid(why.into())
+}
+
+/// An `mdm:plugin` interface this server does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown interface {0}")]
+pub struct UnknownInterface(pub String);
+
 #[derive(
     Debug,
     Clone,
@@ -120,7 +138,7 @@ impl Capability {
 
     /// The capability a WIT interface of `mdm:plugin` needs: `Ok(None)` for type-only interfaces, `Err` with
     /// the name for an interface this server does not know.
-    pub fn for_interface(iface: &str) -> Result<Option<Capability>, String> {
+    pub fn for_interface(iface: &str) -> Result<Option<Capability>, UnknownInterface> {
         Ok(Some(match iface {
             "types" => return Ok(None),
             "log" => Capability::Log,
@@ -129,7 +147,7 @@ impl Capability {
             "kv" => Capability::Kv,
             "inventory" => Capability::Inventory,
             "http" => Capability::Http,
-            other => return Err(other.to_string()),
+            other => return Err(UnknownInterface(other.to_string())),
         }))
     }
 }
@@ -250,13 +268,13 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn parse(json: &str) -> Result<Self, String> {
-        let m: Manifest = serde_json::from_str(json).map_err(|e| format!("manifest: {e}"))?;
+    pub fn parse(json: &str) -> Result<Self, ManifestError> {
+        let m: Manifest = serde_json::from_str(json)?;
         m.validate()?;
         Ok(m)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ManifestError> {
         let id_ok = !self.id.is_empty()
             && self.id.len() <= 64
             && self
@@ -264,54 +282,56 @@ impl Manifest {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !id_ok {
-            return Err(format!(
-                "manifest: id {:?} must match [a-z0-9-]{{1,64}}",
+            return Err(invalid(format!(
+                "id {:?} must match [a-z0-9-]{{1,64}}",
                 self.id
-            ));
+            )));
         }
         if self.version.is_empty() || self.version.len() > 64 {
-            return Err("manifest: version must be 1 to 64 characters".into());
+            return Err(invalid("version must be 1 to 64 characters"));
         }
         if self.hooks.is_empty() {
-            return Err("manifest: subscribe to at least one hook".into());
+            return Err(invalid("subscribe to at least one hook"));
         }
         if !self.http_allow.is_empty() && !self.has(Capability::Http) {
-            return Err("manifest: http_allow needs the http capability".into());
+            return Err(invalid("http_allow needs the http capability"));
         }
         if self
             .http_allow
             .iter()
             .any(|h| h.is_empty() || h.contains('/') || h.contains(':'))
         {
-            return Err("manifest: http_allow entries are host names (e.g. api.example.com or *.example.com)".into());
+            return Err(invalid(
+                "http_allow entries are host names (e.g. api.example.com or *.example.com)",
+            ));
         }
         if let Some(checkins) = &self.checkins {
             if !self.hooks.contains(&Hook::OnCheckin) {
-                return Err("manifest: checkins needs the on-checkin hook".into());
+                return Err(invalid("checkins needs the on-checkin hook"));
             }
             if checkins.is_empty() {
-                return Err(
-                    "manifest: checkins names no message (leave it out to hear all)".into(),
-                );
+                return Err(invalid(
+                    "checkins names no message (leave it out to hear all)",
+                ));
             }
             if checkins.contains(&CheckinSelector::TokenUpdate)
                 && checkins.contains(&CheckinSelector::FirstTokenUpdate)
             {
-                return Err(
-                    "manifest: checkins has token-update, which includes first-token-update".into(),
-                );
+                return Err(invalid(
+                    "checkins has token-update, which includes first-token-update",
+                ));
             }
         }
         let scheduled = self.hooks.contains(&Hook::OnSchedule);
         if scheduled == self.schedules.is_empty() {
-            return Err("manifest: schedules and the on-schedule hook go together".into());
+            return Err(invalid("schedules and the on-schedule hook go together"));
         }
         for s in &self.schedules {
             if s.name.is_empty() || s.name.len() > 64 || s.every_seconds < 60 {
-                return Err(format!(
-                    "manifest: schedule {:?} needs a name (1-64 chars) and every_seconds >= 60",
+                return Err(invalid(format!(
+                    "schedule {:?} needs a name (1-64 chars) and every_seconds >= 60",
                     s.name
-                ));
+                )));
             }
         }
         let l = &self.limits;
@@ -320,7 +340,7 @@ impl Manifest {
             || !(1..=1_000_000).contains(&l.kv_max_keys)
             || !(1..=1_000).contains(&l.max_actions)
         {
-            return Err("manifest: limits out of range (timeout_ms 1-5000, memory_mib 1-256, kv_max_keys 1-1000000, max_actions 1-1000)".into());
+            return Err(invalid("limits out of range (timeout_ms 1-5000, memory_mib 1-256, kv_max_keys 1-1000000, max_actions 1-1000)"));
         }
         Ok(())
     }
@@ -473,7 +493,7 @@ mod tests {
         let results = Manifest::parse(&j.to_string()).unwrap();
         assert!(!every.iter().any(|m| results.hears_checkin(*m)));
         j["checkins"] = serde_json::json!(["authenticate"]);
-        let err = Manifest::parse(&j.to_string()).unwrap_err();
+        let err = Manifest::parse(&j.to_string()).unwrap_err().to_string();
         assert!(err.contains("on-checkin"), "{err}");
     }
 

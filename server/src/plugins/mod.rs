@@ -6,13 +6,13 @@
 
 pub mod actions;
 pub mod admin;
-mod backend;
 mod bindings;
 mod breaker;
 mod capabilities;
 pub mod convert;
 pub mod delivery;
 mod engine;
+pub mod event;
 mod host;
 pub mod inspect;
 pub mod manifest;
@@ -20,11 +20,10 @@ pub mod runtime;
 mod store_backend;
 pub mod testing;
 
-pub use backend::{HostBackend, HttpRequest, KvFault};
-pub use bindings::hooks::{Action, Decision};
-pub use bindings::mdm::plugin::{http as wit_http, inventory as wit_inventory};
-pub use bindings::types;
 pub use bindings::WIT_VERSION;
+pub use capabilities::http::{HttpError, HttpResponse};
+pub use capabilities::inventory::DeviceInfo;
+pub use event::{Action, Decision};
 pub use host::LogLine;
 pub use manifest::{Capability, CheckinMessageKind, FailurePolicy, Hook, Manifest};
 pub use runtime::{Fault, HookInput, HookOutput, LoadedPlugin};
@@ -36,12 +35,28 @@ use crate::storage::plugin_audit::AuditRow;
 use crate::storage::{plugin_audit, plugins as repo, Storage, StorageError};
 use actions::ActionContext;
 use breaker::Breaker;
+use capabilities::HostBackend;
 use engine::PluginEngine;
 use runtime::Runtime;
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
+
+/// Why a stored or uploaded plugin could not be made ready to run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Compile(wasmtime::Error),
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    #[error("the component's imports cannot be satisfied: {0:#}")]
+    Link(wasmtime::Error),
+    #[error("compilation task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// What running one hook across plugins produced.
 #[derive(Default)]
@@ -121,7 +136,7 @@ impl PluginHost {
         Self::with_backend(cfg, storage, clock, metrics, cache_dir, backend)
     }
 
-    pub fn with_backend(
+    fn with_backend(
         cfg: &PluginsConfig,
         storage: Storage,
         clock: SharedClock,
@@ -247,7 +262,7 @@ impl PluginHost {
         Ok(())
     }
 
-    async fn prepare(&self, row: &repo::Plugin) -> Result<LoadedPlugin, String> {
+    async fn prepare(&self, row: &repo::Plugin) -> Result<LoadedPlugin, LoadError> {
         let manifest = Manifest::parse(&row.manifest)?;
         let pre = self
             .compile(row.wasm.clone(), row.wasm_sha256.clone())
@@ -271,21 +286,18 @@ impl PluginHost {
         &self,
         wasm: Vec<u8>,
         sha256: String,
-    ) -> Result<(inspect::ComponentInfo, runtime::Prepared), String> {
+    ) -> Result<(inspect::ComponentInfo, runtime::Prepared), LoadError> {
         let engine = self.runtime.engine.clone();
         // Compiling is CPU-heavy: keep it off the async threads.
         tokio::task::spawn_blocking(move || {
-            let component = engine
-                .compile(&wasm, &sha256)
-                .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+            let component = engine.compile(&wasm, &sha256).map_err(LoadError::Compile)?;
             let info = inspect::inspect(engine.engine(), &component)?;
             let pre = engine
                 .prepare(&component, &info.wit_version)
-                .map_err(|e| format!("the component's imports cannot be satisfied: {e:#}"))?;
+                .map_err(LoadError::Link)?;
             Ok((info, pre))
         })
-        .await
-        .map_err(|e| format!("compilation task failed: {e}"))?
+        .await?
     }
 
     /// Call one plugin, with metrics and the circuit breaker. A fault is audited (and may quarantine).
@@ -529,7 +541,7 @@ impl PluginHost {
                 device_id: None,
                 enrollment_id: None,
             };
-            let input = HookInput::Schedule(types::ScheduleEvent {
+            let input = HookInput::Schedule(event::ScheduleEvent {
                 event_id: event_id.clone(),
                 name: s.name.clone(),
             });

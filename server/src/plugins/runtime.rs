@@ -2,11 +2,12 @@
 //! (epochs for guest code, a tokio timeout for everything, since epochs do not interrupt host calls), a
 //! memory cap, and a semaphore bounding live instances to the pool's size.
 
-use super::backend::HostBackend;
-use super::bindings::hooks::{Action, Decision};
-use super::bindings::types::{CheckinEvent, CommandResultEvent, EnrollmentRequest, ScheduleEvent};
 use super::bindings::v0_1;
+use super::capabilities::HostBackend;
 use super::engine::PluginEngine;
+use super::event::{
+    Action, CheckinEvent, CommandResultEvent, Decision, EnrollmentRequest, ScheduleEvent,
+};
 use super::host::{CallContext, HostState, LogLine};
 use super::manifest::{Capability, Manifest};
 use std::sync::Arc;
@@ -67,20 +68,6 @@ impl HookInput {
             HookInput::Schedule(e) => e.event_id.clone(),
             HookInput::ValidateConfig(_) => "validate-config".into(),
         }
-    }
-
-    /// Exact payloads go only to plugins granted `raw-payloads`.
-    fn for_plugin(&self, m: &Manifest) -> HookInput {
-        let mut input = self.clone();
-        if !m.has(Capability::RawPayloads) {
-            match &mut input {
-                HookInput::Enrollment(e) => e.raw = None,
-                HookInput::Checkin(e) => e.raw = None,
-                HookInput::CommandResult(e) => e.raw = None,
-                HookInput::Schedule(_) | HookInput::ValidateConfig(_) => {}
-            }
-        }
-        input
     }
 }
 
@@ -153,7 +140,6 @@ impl Runtime {
                 elapsed: started.elapsed(),
             };
         };
-        let input = input.for_plugin(&p.manifest);
         let ctx = CallContext {
             plugin_id: p.id.clone(),
             hook: input.hook_name(),
@@ -170,33 +156,12 @@ impl Runtime {
         store.set_epoch_deadline(PluginEngine::ticks_for(budget));
         store.epoch_deadline_trap();
 
+        // Exact payloads go only to plugins granted `raw-payloads`.
+        let raw = p.manifest.has(Capability::RawPayloads);
         let run = async {
-            let Prepared::V0_1(pre) = &p.pre;
-            let instance = pre.instantiate_async(&mut store).await?;
-            let hooks = instance.mdm_plugin_hooks();
-            let out = match &input {
-                HookInput::Enrollment(e) => hooks
-                    .call_decide_enrollment(&mut store, e)
-                    .await?
-                    .map(HookOutput::Decision),
-                HookInput::Checkin(e) => hooks
-                    .call_on_checkin(&mut store, e)
-                    .await?
-                    .map(HookOutput::Actions),
-                HookInput::CommandResult(e) => hooks
-                    .call_on_command_result(&mut store, e)
-                    .await?
-                    .map(HookOutput::Actions),
-                HookInput::Schedule(e) => hooks
-                    .call_on_schedule(&mut store, e)
-                    .await?
-                    .map(HookOutput::Actions),
-                HookInput::ValidateConfig(c) => hooks
-                    .call_validate_config(&mut store, c)
-                    .await?
-                    .map(|()| HookOutput::Valid),
-            };
-            wasmtime::Result::Ok(out)
+            match &p.pre {
+                Prepared::V0_1(pre) => v0_1::call(pre, &mut store, input, raw).await,
+            }
         };
         let deadline = Duration::from_millis(u64::from(budget)) + GRACE;
         let output = match tokio::time::timeout(deadline, run).await {

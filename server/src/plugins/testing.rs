@@ -11,13 +11,17 @@
 //! # }
 //! ```
 
-use super::backend::{HostBackend, HttpRequest, KvFault};
-use super::bindings::hooks::{Action, Decision};
-use super::bindings::mdm::plugin::{http, inventory};
+use super::capabilities::http::HttpResponse;
+use super::capabilities::inventory::DeviceInfo;
+use super::capabilities::kv::KvBackend;
 use super::engine::PluginEngine;
+use super::event::{
+    Action, CheckinEvent, CommandResultEvent, Decision, EnrollmentRequest, ScheduleEvent,
+};
 use super::host::LogLine;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, ManifestError};
 use super::runtime::{Fault, HookInput, HookOutput, LoadedPlugin, Runtime};
+use super::LoadError;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,132 +30,37 @@ use std::sync::{Arc, Mutex};
 /// (plugin, key) -> (value, expires at).
 type KvMap = BTreeMap<(String, String), (Vec<u8>, Option<i64>)>;
 
-/// The in-memory host.
+/// The in-memory host. Each capability implements its slice over it in its own `memory.rs`.
 #[derive(Default)]
 pub struct MemoryBackend {
-    now: AtomicI64,
-    kv: Mutex<KvMap>,
-    devices: Mutex<HashMap<String, inventory::DeviceInfo>>,
-    http_responses: Mutex<HashMap<String, http::Response>>,
-    http_requests: Mutex<Vec<(String, String)>>,
-    counters: Mutex<BTreeMap<String, u64>>,
+    pub(super) now: AtomicI64,
+    pub(super) kv: Mutex<KvMap>,
+    pub(super) devices: Mutex<HashMap<String, DeviceInfo>>,
+    pub(super) http_responses: Mutex<HashMap<String, HttpResponse>>,
+    pub(super) http_requests: Mutex<Vec<(String, String)>>,
+    pub(super) counters: Mutex<BTreeMap<String, u64>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl MemoryBackend {
-    fn live(&self, v: &(Vec<u8>, Option<i64>)) -> bool {
-        v.1.is_none_or(|t| t > self.now_ms())
-    }
-
-    fn count(&self, plugin: &str) -> usize {
-        lock(&self.kv)
-            .iter()
-            .filter(|((p, _), v)| p == plugin && self.live(v))
-            .count()
-    }
-}
-
-#[async_trait::async_trait]
-impl HostBackend for MemoryBackend {
-    fn now_ms(&self) -> i64 {
-        self.now.load(Ordering::SeqCst)
-    }
-
-    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        Ok(lock(&self.kv)
-            .get(&(plugin.to_string(), key.to_string()))
-            .filter(|v| self.live(v))
-            .map(|v| v.0.clone()))
-    }
-
-    async fn kv_set(
-        &self,
-        plugin: &str,
-        key: &str,
-        value: Vec<u8>,
-        exp: Option<i64>,
-        max: u32,
-    ) -> Result<(), KvFault> {
-        let k = (plugin.to_string(), key.to_string());
-        let exists = self.kv_get(plugin, key).await.ok().flatten().is_some();
-        if !exists && self.count(plugin) >= max as usize {
-            return Err(KvFault::QuotaExceeded);
-        }
-        lock(&self.kv).insert(k, (value, exp));
-        Ok(())
-    }
-
-    async fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, String> {
-        let existed = self.kv_get(plugin, key).await?.is_some();
-        lock(&self.kv).remove(&(plugin.to_string(), key.to_string()));
-        Ok(existed)
-    }
-
-    async fn kv_cas(
-        &self,
-        plugin: &str,
-        key: &str,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        exp: Option<i64>,
-        max: u32,
-    ) -> Result<bool, KvFault> {
-        let current = self
-            .kv_get(plugin, key)
-            .await
-            .map_err(KvFault::Unavailable)?;
-        if current != expected {
-            return Ok(false);
-        }
-        if current.is_none() && self.count(plugin) >= max as usize {
-            return Err(KvFault::QuotaExceeded);
-        }
-        lock(&self.kv).insert((plugin.to_string(), key.to_string()), (new, exp));
-        Ok(true)
-    }
-
-    async fn kv_list(
-        &self,
-        plugin: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>, String> {
-        Ok(lock(&self.kv)
-            .iter()
-            .filter(|((p, k), v)| {
-                p == plugin
-                    && k.starts_with(prefix)
-                    && start_after.is_none_or(|a| k.as_str() > a)
-                    && self.live(v)
-            })
-            .map(|((_, k), _)| k.clone())
-            .take(limit as usize)
-            .collect())
-    }
-
-    async fn device(&self, id: &str) -> Result<Option<inventory::DeviceInfo>, String> {
-        Ok(lock(&self.devices).get(id).cloned())
-    }
-
-    async fn http(&self, req: HttpRequest) -> Result<http::Response, http::HttpError> {
-        lock(&self.http_requests).push((req.method.clone(), req.url.to_string()));
-        lock(&self.http_responses)
-            .get(req.url.as_str())
-            .cloned()
-            .ok_or_else(|| http::HttpError::Failed(format!("no canned response for {}", req.url)))
-    }
-
-    fn counter_add(&self, plugin: &str, name: &str, delta: u64) {
-        *lock(&self.counters)
-            .entry(format!("{plugin}.{name}"))
-            .or_default() += delta;
-    }
-
-    fn gauge_set(&self, _: &str, _: &str, _: f64) {}
+/// Why a harness could not load a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("refused: {}", .0.join("; "))]
+    Refused(Vec<String>),
+    #[error("the harness's engine: {0:#}")]
+    Engine(wasmtime::Error),
 }
 
 /// One plugin loaded against the in-memory host.
@@ -168,9 +77,14 @@ impl Harness {
         wasm: impl AsRef<Path>,
         manifest: impl AsRef<Path>,
         config: serde_json::Value,
-    ) -> Result<Self, String> {
-        let m = std::fs::read_to_string(manifest.as_ref()).map_err(|e| e.to_string())?;
-        let wasm = std::fs::read(wasm.as_ref()).map_err(|e| e.to_string())?;
+    ) -> Result<Self, HarnessError> {
+        let read_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source: std::io::Error| HarnessError::Read { path, source }
+        };
+        let (manifest, wasm) = (manifest.as_ref(), wasm.as_ref());
+        let m = std::fs::read_to_string(manifest).map_err(read_err(manifest))?;
+        let wasm = std::fs::read(wasm).map_err(read_err(wasm))?;
         Self::from_parts(&wasm, Manifest::parse(&m)?, config).await
     }
 
@@ -178,17 +92,17 @@ impl Harness {
         wasm: &[u8],
         manifest: Manifest,
         config: serde_json::Value,
-    ) -> Result<Self, String> {
-        let engine = PluginEngine::new(None, 8).map_err(|e| e.to_string())?;
+    ) -> Result<Self, HarnessError> {
+        let engine = PluginEngine::new(None, 8).map_err(HarnessError::Engine)?;
         let component = engine
             .compile(wasm, "harness")
-            .map_err(|e| format!("{e:#}"))?;
-        let info = super::inspect::inspect(engine.engine(), &component)?;
+            .map_err(LoadError::Compile)?;
+        let info = super::inspect::inspect(engine.engine(), &component).map_err(LoadError::from)?;
         super::inspect::check_capabilities(&info, &manifest, &manifest.capabilities)
-            .map_err(|p| p.join("; "))?;
+            .map_err(HarnessError::Refused)?;
         let pre = engine
             .prepare(&component, &info.wit_version)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(LoadError::Link)?;
         let backend = Arc::new(MemoryBackend::default());
         backend.now.store(1_767_225_600_000, Ordering::SeqCst);
         Ok(Self {
@@ -215,29 +129,23 @@ impl Harness {
         r.output
     }
 
-    pub async fn decide_enrollment(
-        &self,
-        r: super::types::EnrollmentRequest,
-    ) -> Result<Decision, Fault> {
+    pub async fn decide_enrollment(&self, r: EnrollmentRequest) -> Result<Decision, Fault> {
         match self.call(HookInput::Enrollment(r)).await? {
             HookOutput::Decision(d) => Ok(d),
             other => Err(Fault::Error(format!("unexpected {other:?}"))),
         }
     }
 
-    pub async fn on_checkin(&self, e: super::types::CheckinEvent) -> Result<Vec<Action>, Fault> {
+    pub async fn on_checkin(&self, e: CheckinEvent) -> Result<Vec<Action>, Fault> {
         self.actions(HookInput::Checkin(e)).await
     }
 
-    pub async fn on_command_result(
-        &self,
-        e: super::types::CommandResultEvent,
-    ) -> Result<Vec<Action>, Fault> {
+    pub async fn on_command_result(&self, e: CommandResultEvent) -> Result<Vec<Action>, Fault> {
         self.actions(HookInput::CommandResult(e)).await
     }
 
     pub async fn on_schedule(&self, name: &str) -> Result<Vec<Action>, Fault> {
-        self.actions(HookInput::Schedule(super::types::ScheduleEvent {
+        self.actions(HookInput::Schedule(ScheduleEvent {
             event_id: super::new_event_id(),
             name: name.to_string(),
         }))
@@ -278,11 +186,11 @@ impl Harness {
             .collect()
     }
 
-    pub fn add_device(&self, d: inventory::DeviceInfo) {
+    pub fn add_device(&self, d: DeviceInfo) {
         lock(&self.backend.devices).insert(d.id.clone(), d);
     }
 
-    pub fn respond(&self, url: &str, r: http::Response) {
+    pub fn respond(&self, url: &str, r: HttpResponse) {
         lock(&self.backend.http_responses).insert(url.to_string(), r);
     }
 
@@ -305,7 +213,7 @@ impl Harness {
 
 /// Event builders for tests.
 pub mod events {
-    use super::super::bindings::types::*;
+    use super::super::event::*;
 
     pub fn enrollment(udid: &str) -> Enrollment {
         Enrollment {

@@ -8,6 +8,7 @@ pub mod audit_log;
 pub mod batch;
 pub mod checkin_state;
 pub mod devices;
+pub mod enqueue;
 pub mod enrollments;
 pub mod entities;
 pub mod event_subject;

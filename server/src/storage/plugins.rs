@@ -5,22 +5,81 @@ use super::entities::plugin_schedule::{self, Entity as Schedules};
 use super::StorageResult;
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
 pub use super::entities::plugin::Model as Plugin;
+
+/// A plugin as listings show it: everything but the component's bytes, and their count.
+#[derive(Debug, Clone, PartialEq, Eq, FromQueryResult)]
+pub struct Listed {
+    pub id: String,
+    pub version: String,
+    pub description: String,
+    pub manifest: String,
+    pub wasm_sha256: String,
+    pub wasm_bytes: i64,
+    pub config: String,
+    pub enabled: bool,
+    pub priority: i32,
+    pub dry_run: bool,
+    pub approved: String,
+    pub revision: i64,
+    pub quarantined_at: Option<i64>,
+    pub quarantine_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Every column of [`Listed`]: the component is measured in the database, not read.
+fn listing() -> Select<Entity> {
+    use Column as C;
+    Entity::find()
+        .select_only()
+        .columns([
+            C::Id,
+            C::Version,
+            C::Description,
+            C::Manifest,
+            C::WasmSha256,
+            C::Config,
+            C::Enabled,
+            C::Priority,
+            C::DryRun,
+            C::Approved,
+            C::Revision,
+            C::QuarantinedAt,
+            C::QuarantineReason,
+            C::CreatedAt,
+            C::UpdatedAt,
+        ])
+        .column_as(
+            Expr::cust(r#"CAST(LENGTH("wasm") AS BIGINT)"#),
+            "wasm_bytes",
+        )
+}
 
 pub async fn find<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<Option<Model>> {
     Ok(Entity::find_by_id(id.to_string()).one(c).await?)
 }
 
-/// Every plugin, in run order (priority, then id). Includes the component bytes.
-pub async fn all<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Model>> {
-    Ok(Entity::find()
+/// Every plugin as listed, in run order (priority, then id).
+pub async fn list<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Listed>> {
+    Ok(listing()
         .order_by_asc(Column::Priority)
         .order_by_asc(Column::Id)
+        .into_model()
         .all(c)
+        .await?)
+}
+
+/// One plugin as listed.
+pub async fn find_listed<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<Option<Listed>> {
+    Ok(listing()
+        .filter(Column::Id.eq(id))
+        .into_model()
+        .one(c)
         .await?)
 }
 
@@ -262,6 +321,32 @@ mod tests {
             }
             let stored = find(s.db(), "p").await.unwrap().unwrap();
             assert_eq!((stored.version.as_str(), stored.revision), ("2", 2));
+            tdb.cleanup().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listing_measures_the_component_without_reading_it() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let mut b = plugin("b", "1");
+            b.wasm = vec![7; 1000];
+            b.priority = -1;
+            upsert(s.db(), plugin("a", "1")).await.unwrap();
+            upsert(s.db(), b).await.unwrap();
+            let listed = list(s.db()).await.unwrap();
+            let got: Vec<(&str, i64)> = listed
+                .iter()
+                .map(|p| (p.id.as_str(), p.wasm_bytes))
+                .collect();
+            assert_eq!(got, [("b", 1000), ("a", 1)], "run order, sizes");
+            let a = find_listed(s.db(), "a").await.unwrap().unwrap();
+            let stored = find(s.db(), "a").await.unwrap().unwrap();
+            assert_eq!(
+                (a.manifest, a.wasm_sha256, a.revision),
+                (stored.manifest, stored.wasm_sha256, stored.revision)
+            );
+            assert!(find_listed(s.db(), "zz").await.unwrap().is_none());
             tdb.cleanup().await;
         }
     }

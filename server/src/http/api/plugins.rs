@@ -51,7 +51,7 @@ pub struct PluginInfo {
     updated_at: String,
 }
 
-fn info(p: &repo::Plugin) -> PluginInfo {
+fn info(p: &repo::Listed) -> PluginInfo {
     PluginInfo {
         id: p.id.clone(),
         version: p.version.clone(),
@@ -61,7 +61,7 @@ fn info(p: &repo::Plugin) -> PluginInfo {
         dry_run: p.dry_run,
         revision: p.revision,
         wasm_sha256: p.wasm_sha256.clone(),
-        wasm_bytes: p.wasm.len(),
+        wasm_bytes: p.wasm_bytes as usize,
         approved_capabilities: p.approved.split_whitespace().map(str::to_string).collect(),
         quarantined_at: p.quarantined_at.map(to_rfc3339),
         quarantine_reason: p.quarantine_reason.clone(),
@@ -72,8 +72,8 @@ fn info(p: &repo::Plugin) -> PluginInfo {
     }
 }
 
-async fn find(state: &AppState, id: &str) -> Result<repo::Plugin, ApiError> {
-    repo::find(state.storage.db(), id)
+async fn find(state: &AppState, id: &str) -> Result<repo::Listed, ApiError> {
+    repo::find_listed(state.storage.db(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("plugin {id} not found")))
 }
@@ -111,7 +111,7 @@ pub async fn list(
     _auth: Auth<Admin>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let all = repo::all(state.storage.db()).await?;
+    let all = repo::list(state.storage.db()).await?;
     Ok(HttpResponse::Ok().json(all.iter().map(info).collect::<Vec<_>>()))
 }
 

@@ -1,9 +1,16 @@
-use crate::plugins::bindings::mdm::plugin::log::{Host, Level};
+//! Capability `log` (always granted): structured lines to the server log, kept per call for the harness.
+
+use crate::plugins::bindings::v0_1::mdm::plugin::log::{self as v0_1, Host, Level};
 use crate::plugins::host::{HostState, LogLine};
+use wasmtime::component::{HasSelf, Linker};
 
 /// Lines kept per call for the harness; the server log gets every line.
 const MAX_KEPT: usize = 1000;
 const MAX_MESSAGE: usize = 8 * 1024;
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
 
 impl Host for HostState {
     async fn log(

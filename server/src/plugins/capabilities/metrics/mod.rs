@@ -1,6 +1,22 @@
-use crate::plugins::bindings::mdm::plugin::metrics::Host;
+//! Capability `metrics`: counters and gauges, labelled with the plugin's id.
+
+mod memory;
+mod store;
+
+use crate::plugins::bindings::v0_1::mdm::plugin::metrics as v0_1;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
+use wasmtime::component::{HasSelf, Linker};
+
+/// The backend's slice for `metrics`.
+pub trait MetricsBackend {
+    fn counter_add(&self, plugin: &str, name: &str, delta: u64);
+    fn gauge_set(&self, plugin: &str, name: &str, value: f64);
+}
+
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
 
 fn valid(name: &str) -> bool {
     !name.is_empty()
@@ -8,7 +24,7 @@ fn valid(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-impl Host for HostState {
+impl v0_1::Host for HostState {
     async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
         self.require(Capability::Metrics)?;
         // Bad names are dropped rather than trapping: a metric is never worth failing a check-in for.

@@ -1,0 +1,106 @@
+//! `kv` in the server: the `plugin_kv` table.
+
+use super::{KvBackend, KvFault};
+use crate::plugins::store_backend::StoreBackend;
+use crate::storage::{plugin_kv, StorageError};
+
+impl StoreBackend {
+    async fn quota_ok(&self, plugin: &str, key: &str, max: u32) -> Result<(), KvFault> {
+        let db = self.storage.reader();
+        let now = self.clock.now_ms();
+        let exists = plugin_kv::get(&self.storage.point_reads(), plugin, key, now)
+            .await?
+            .is_some();
+        if !exists {
+            let n = plugin_kv::count(db, plugin, now).await?;
+            if n >= u64::from(max) {
+                return Err(KvFault::QuotaExceeded);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl KvBackend for StoreBackend {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        plugin_kv::get(
+            &self.storage.point_reads(),
+            plugin,
+            key,
+            self.clock.now_ms(),
+        )
+        .await
+    }
+
+    async fn kv_set(
+        &self,
+        plugin: &str,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Option<i64>,
+        max_keys: u32,
+    ) -> Result<(), KvFault> {
+        self.quota_ok(plugin, key, max_keys).await?;
+        plugin_kv::set(
+            self.storage.db(),
+            plugin,
+            key,
+            value,
+            expires_at,
+            self.clock.now_ms(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, StorageError> {
+        plugin_kv::delete(self.storage.db(), plugin, key, self.clock.now_ms()).await
+    }
+
+    async fn kv_cas(
+        &self,
+        plugin: &str,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        expires_at: Option<i64>,
+        max_keys: u32,
+    ) -> Result<bool, KvFault> {
+        if expected.is_none() {
+            self.quota_ok(plugin, key, max_keys).await?;
+        }
+        Ok(plugin_kv::compare_and_swap(
+            self.storage.db(),
+            plugin,
+            key,
+            expected,
+            new,
+            expires_at,
+            self.clock.now_ms(),
+        )
+        .await?)
+    }
+
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StorageError> {
+        plugin_kv::list_keys(
+            self.storage.reader(),
+            plugin,
+            prefix,
+            start_after,
+            u64::from(limit),
+            self.clock.now_ms(),
+        )
+        .await
+    }
+}
