@@ -1,7 +1,8 @@
 //! mdm-server: an Apple MDM server with sandboxed WebAssembly plugins.
 //!
 //! Layers, each depending only on those below it: `http` (actix) -> services (`checkin`, `queue`, `apikeys`)
-//! -> `storage` (sea-orm) -> `protocol` and `identity` (pure).
+//! -> `storage` (sea-orm) -> `protocol` and `identity` (pure). `startup` wires them into an `Application`;
+//! `jobs` runs their background work.
 
 pub mod apikeys;
 pub mod checkin;
@@ -12,6 +13,7 @@ pub mod enroll;
 pub mod fuzzing;
 pub mod http;
 pub mod identity;
+pub mod jobs;
 pub mod metrics;
 pub(crate) mod openssl_ffi;
 pub mod pki;
@@ -20,9 +22,9 @@ pub mod protocol;
 pub mod push;
 pub mod queue;
 pub mod scep;
+pub mod startup;
 pub mod storage;
 pub mod telemetry;
-pub mod worker;
 
 pub use config::Config;
-pub use http::Application;
+pub use startup::Application;

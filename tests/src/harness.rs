@@ -118,7 +118,7 @@ impl TestServer {
         let pusher = mdm_server::push::apns::RecordingPusher::new();
         let app = Application::build_with(
             config.clone(),
-            mdm_server::http::Overrides {
+            mdm_server::startup::Overrides {
                 clock: clock.clone(),
                 pusher: Some(pusher.clone()),
             },
@@ -160,7 +160,7 @@ impl TestServer {
         };
         let app = Application::build_with(
             config.clone(),
-            mdm_server::http::Overrides {
+            mdm_server::startup::Overrides {
                 clock: self.clock.clone(),
                 pusher: Some(self.pusher.clone()),
             },

@@ -297,10 +297,14 @@ async fn anonymous_enrollments_are_bounded_and_expired_challenges_purged() {
         assert_eq!(challenges(&s, true).await, 1);
         s.clock
             .advance_ms(s.config.scep.challenge_ttl_secs as i64 * 1000 + 1);
-        let round = mdm_server::http::housekeeping_round(&s.state, s.config.retention_days)
-            .await
-            .unwrap()
-            .unwrap();
+        let round = mdm_server::storage::housekeeping::run(
+            &s.storage,
+            s.clock_now(),
+            s.config.retention_days,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(round.expired_challenges, 1);
         assert_eq!(challenges(&s, false).await, 0);
         s.stop().await;

@@ -398,9 +398,7 @@ async fn cancel_and_clear_through_the_api() {
 
 #[tokio::test]
 async fn expired_commands_are_not_delivered_and_results_are_purged_after_retention() {
-    use mdm_server::metrics::Metrics;
-    use mdm_server::queue::QueueService;
-    use std::sync::Arc;
+    use mdm_server::storage::housekeeping;
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         let dev = Device::new(Platform::Ios);
@@ -417,17 +415,16 @@ async fn expired_commands_are_not_delivered_and_results_are_purged_after_retenti
         assert_eq!(c.uuid, kept);
         assert!(next_command(&s, &dev, dev.report(None, "Acknowledged", &kept, Dictionary::new())).await.is_none());
 
-        let svc = QueueService::new(s.storage.clone(), s.clock.clone(), Arc::new(Metrics::new()));
-        let h = svc.housekeeping(30).await.unwrap();
+        let h = housekeeping::run(&s.storage, s.clock_now(), 30).await.unwrap().unwrap();
         assert_eq!(h.expired, 1);
         let st = s.get(&format!("/api/v1/commands/{short}")).await.json();
         assert_eq!(st["deliveries"][0]["status"], "expired");
 
         // Within the retention period results stay; after it, they and their commands go.
         s.clock.advance_ms(29 * 86_400_000);
-        assert_eq!(svc.housekeeping(30).await.unwrap().purged_rows, 0);
+        assert_eq!(housekeeping::run(&s.storage, s.clock_now(), 30).await.unwrap().unwrap().purged_rows, 0);
         s.clock.advance_ms(2 * 86_400_000);
-        let h = svc.housekeeping(30).await.unwrap();
+        let h = housekeeping::run(&s.storage, s.clock_now(), 30).await.unwrap().unwrap();
         assert_eq!((h.purged_rows, h.purged_commands), (2, 2));
         assert_eq!(s.get(&format!("/api/v1/commands/{kept}")).await.status, 404);
         s.stop().await;

@@ -197,7 +197,7 @@ async fn run(db: &TestDatabase) {
         ("MDM_PUSH__MAX_BACKOFF_SECS", "1".to_string()),
         ("MDM_HOUSEKEEPING_INTERVAL_SECS", "1".to_string()),
         // Housekeeping reports what it removed at info.
-        ("MDM_LOG__FILTER", "warn,mdm_server::http=info".to_string()),
+        ("MDM_LOG__FILTER", "warn,mdm_server::jobs=info".to_string()),
     ];
     let mut replicas = Vec::new();
     for name in ["replica-a", "replica-b"] {

@@ -98,6 +98,11 @@ impl PushService {
         self.wake.notify_one();
     }
 
+    /// What [`PushService::wake`] notifies: the push worker (`jobs`) runs a round when it fires.
+    pub fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Install every stored certificate in the sender (at start).
     pub async fn load_certificates(&self) -> Result<usize, PushServiceError> {
         let mut n = 0;
@@ -306,19 +311,6 @@ impl PushService {
             }
         }
         Ok(out)
-    }
-
-    /// The worker: wakes on `wake()` or every `worker_interval_ms`.
-    pub fn spawn(self: Arc<Self>) {
-        let every = std::time::Duration::from_millis(self.cfg.worker_interval_ms);
-        crate::worker::spawn_woken(self.wake.clone(), every, move || {
-            let this = self.clone();
-            async move {
-                if let Err(e) = this.run_once().await {
-                    tracing::error!(error = %e, "push round failed");
-                }
-            }
-        });
     }
 }
 

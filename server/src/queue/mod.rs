@@ -1,5 +1,5 @@
-//! Command queue service: enqueue (typed or raw, to many channels at once), cancel, clear, and the
-//! housekeeping that expires old commands and deletes finished ones after the retention period.
+//! Command queue service: enqueue (typed or raw, to many channels at once), cancel, clear. Expiry and
+//! retention are housekeeping's (`storage::housekeeping`).
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -13,6 +13,7 @@ pub use crate::storage::enqueue::{
     CommandSpec, EnqueueOutcome, EnqueueRequest, EnqueueStatus, QueueError,
 };
 
+#[derive(Clone)]
 pub struct QueueService {
     storage: Storage,
     clock: SharedClock,
@@ -82,24 +83,4 @@ impl QueueService {
         )
         .await?)
     }
-
-    /// Expire commands past their TTL and delete what finished before the retention period.
-    pub async fn housekeeping(&self, retention_days: u32) -> Result<Housekeeping, QueueError> {
-        let now = self.clock.now_ms();
-        let expired = queue::expire(self.storage.db(), now).await?;
-        let cutoff = now - i64::from(retention_days) * 86_400_000;
-        let (rows, commands) = queue::purge_finished(self.storage.db(), cutoff).await?;
-        Ok(Housekeeping {
-            expired,
-            purged_rows: rows,
-            purged_commands: commands,
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Housekeeping {
-    pub expired: u64,
-    pub purged_rows: u64,
-    pub purged_commands: u64,
 }

@@ -12,6 +12,7 @@ pub mod enqueue;
 pub mod enrollments;
 pub mod entities;
 pub mod event_subject;
+pub mod housekeeping;
 pub mod issued_certs;
 pub mod locks;
 mod migration;

@@ -144,7 +144,7 @@ mod start_up {
             data_dir: root.path().join("data"),
             ..Default::default()
         };
-        let s = crate::http::Application::open_storage(&config)
+        let s = crate::startup::Application::open_storage(&config)
             .await
             .unwrap();
         s.ping().await.unwrap();

@@ -244,7 +244,7 @@ impl Server {
                 let sink = PushSink::new();
                 let app = Application::build_with(
                     config,
-                    mdm_server::http::Overrides {
+                    mdm_server::startup::Overrides {
                         clock: Arc::new(SystemClock),
                         pusher: Some(sink.clone()),
                     },
