@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod attributes;
 pub mod audit_log;
 pub mod batch;
+pub mod checkin;
 pub mod checkin_state;
 pub mod devices;
 pub mod enqueue;
