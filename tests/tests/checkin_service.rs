@@ -63,7 +63,7 @@ async fn tagging_plugin(s: &TestServer, mode: &str, checkins: Option<&[&str]>, f
             }),
         )
         .await;
-    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 async fn tagged(s: &TestServer, dev: &Device) -> bool {
