@@ -15,6 +15,7 @@ pub mod profile;
 
 use crate::clock::SharedClock;
 use crate::config::EnrollConfig;
+use secrecy::ExposeSecret;
 use crate::metrics::Metrics;
 use crate::pki::{self, KeyPair, PkiError, Usage};
 use crate::protocol::commands::TypedCommand;
@@ -82,7 +83,7 @@ pub fn load_signer(
             config.signing_cert_file.as_deref(),
             config.signing_key_file.as_deref(),
         ),
-        config.signing_key_passphrase.as_deref(),
+        config.signing_key_passphrase.as_ref().map(|p| p.expose_secret()),
         data_dir,
         "profile-signing",
         secret,
@@ -278,7 +279,7 @@ impl EnrollService {
         let db = self.storage.db();
         let expiring = devices::identity_expiring(db, window_end).await?;
         self.metrics.identities_expiring.set(expiring as i64);
-        let Some(base) = self.config.public_url.clone() else {
+        let Some(base) = self.config.public_url.as_ref().map(|u| u.expose_secret().to_string()) else {
             if expiring > 0 {
                 tracing::warn!(
                     expiring,

@@ -33,6 +33,7 @@ use crate::storage::{audit_log, Storage};
 use actix_web::dev::Server;
 use actix_web::http::header::HeaderName;
 use actix_web::{web, App, HttpServer};
+use secrecy::ExposeSecret;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -51,7 +52,7 @@ pub struct AppState {
     /// Which certificates may act as a device (TLS client certificates, a proxy's header, `Mdm-Signature`).
     pub trust: DeviceTrust,
     /// `http.trusted_proxies`: the only peers whose forwarding and identity headers are believed.
-    pub trusted_proxies: peer::TrustedProxies,
+    pub trusted_proxies: crate::config::TrustedProxies,
     /// What a development server lacks to be run in production (`Config::production_check`), shown by
     /// `/readyz` as warnings.
     pub setup_warnings: Vec<String>,
@@ -120,7 +121,7 @@ impl Application {
                 .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         }
         let storage = Storage::connect_with(
-            &config.database_url(),
+            config.database_url().expose_secret(),
             config.database_schema.as_deref(),
             config.sqlite_writer_cpu,
         )
@@ -147,10 +148,7 @@ impl Application {
                     .to_string(),
             );
         }
-        let trusted_proxies =
-            peer::TrustedProxies::parse(&config.http.trusted_proxies).map_err(|e| {
-                crate::config::ConfigError::Invalid(format!("http.trusted_proxies: {e}"))
-            })?;
+        let trusted_proxies = config.http.trusted_proxies.clone();
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| StartError::Bind(config.listen.clone(), e))?;
         let local = listener
@@ -160,7 +158,7 @@ impl Application {
         // Signed profiles point devices here: the configured public URL, or (loopback only, checked above)
         // the address we listen on. Never a request's Host or forwarding headers.
         let base_url = match &config.enroll.public_url {
-            Some(u) => u.trim_end_matches('/').to_string(),
+            Some(u) => u.expose_secret().trim_end_matches('/').to_string(),
             None => {
                 let scheme = if config.tls.enabled() {
                     "https"
@@ -605,7 +603,7 @@ fn device_trust(
 
 fn seal_secret(config: &Config) -> Result<String, StartError> {
     if let Some(s) = &config.push.key_secret {
-        return Ok(s.clone());
+        return Ok(s.expose_secret().to_string());
     }
     let path = config.data_dir.join("push-seal.key");
     if let Ok(s) = std::fs::read_to_string(&path) {

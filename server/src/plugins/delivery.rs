@@ -11,6 +11,7 @@
 
 use crate::clock::SharedClock;
 use crate::config::SinkConfig;
+use secrecy::ExposeSecret;
 use crate::metrics::{Metrics, SinkLabels};
 use crate::storage::{outbox, Storage, StorageError};
 use futures_util::StreamExt;
@@ -367,12 +368,12 @@ impl Delivery {
     fn request(&self, sink: &SinkConfig, body: String) -> reqwest::RequestBuilder {
         let mut req = self
             .http
-            .post(&sink.url)
+            .post(sink.url.expose_secret())
             .timeout(Duration::from_secs(sink.timeout_secs.max(1)))
             .header("Content-Type", "application/json")
             .body(body);
         for (k, v) in &sink.headers {
-            req = req.header(k, v);
+            req = req.header(k, v.expose_secret());
         }
         req
     }

@@ -13,6 +13,7 @@ pub use message::{build_request, read_cert_rep, CertRep, FailInfo, MessageType, 
 
 use crate::clock::SharedClock;
 use crate::config::ScepConfig;
+use secrecy::ExposeSecret;
 use crate::metrics::Metrics;
 use crate::pki::{self, KeyPair, PkiError, Usage};
 use crate::storage::audit_log::{self, NewEntry};
@@ -67,7 +68,7 @@ pub fn load_ca(
             config.ca_cert_file.as_deref(),
             config.ca_key_file.as_deref(),
         ),
-        config.ca_key_passphrase.as_deref(),
+        config.ca_key_passphrase.as_ref().map(|p| p.expose_secret()),
         data_dir,
         "scep-ca",
         secret,
