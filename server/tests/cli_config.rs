@@ -42,13 +42,21 @@ fn config_check_validates_without_starting() {
     let good = write(
         dir.path(),
         "good.toml",
-        &format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[push]\nrepush_interval_secs = 60\n"),
+        &format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[push]\nrepush_interval_secs = 60\n"
+        ),
     );
     let (ok, out) = run(&check, &good, &[]);
     assert!(ok, "{out}");
     assert!(out.starts_with("OK\n"), "{out}");
-    assert!(out.contains("warning: enroll.public_url is not set"), "{out}");
-    assert!(!Path::new(data).exists(), "config --check created the data dir");
+    assert!(
+        out.contains("warning: enroll.public_url is not set"),
+        "{out}"
+    );
+    assert!(
+        !Path::new(data).exists(),
+        "config --check created the data dir"
+    );
 
     // A misspelt key in a section: refused, naming the key, the section and the file.
     let typo = write(
@@ -68,7 +76,11 @@ fn config_check_validates_without_starting() {
     assert!(!out.contains("a-sealing-secret"), "{out}");
 
     // At the top level, and the server itself refuses to start the same way.
-    let top = write(dir.path(), "top.toml", "listen_address = \"0.0.0.0:8443\"\n");
+    let top = write(
+        dir.path(),
+        "top.toml",
+        "listen_address = \"0.0.0.0:8443\"\n",
+    );
     for args in [&check[..], &["serve"][..]] {
         let (ok, out) = run(args, &top, &[]);
         assert!(!ok, "{args:?}: {out}");
@@ -95,7 +107,10 @@ fn config_check_validates_without_starting() {
         "{out}"
     );
     let (ok, out) = run(&check, &good, &[("MDM_LISTEN_ADDR", "0.0.0.0:1")]);
-    assert!(!ok && out.contains("from environment variable MDM_LISTEN_ADDR"), "{out}");
+    assert!(
+        !ok && out.contains("from environment variable MDM_LISTEN_ADDR"),
+        "{out}"
+    );
 
     // Reachable without production settings: the error names each.
     let (ok, out) = run(&check, &good, &[("MDM_LISTEN", "0.0.0.0:8443")]);

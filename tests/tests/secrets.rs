@@ -54,7 +54,13 @@ async fn secrets_stay_out_of_logs_and_api_output() {
                 ("admin API key".into(), s.admin_key.clone()),
                 (
                     "sealing secret".into(),
-                    s.config.push.key_secret.as_ref().unwrap().expose_secret().to_string(),
+                    s.config
+                        .push
+                        .key_secret
+                        .as_ref()
+                        .unwrap()
+                        .expose_secret()
+                        .to_string(),
                 ),
             ];
             let (cert, key) = push_cert_at(Some(TOPIC), s.clock_now() / 1000, 365);

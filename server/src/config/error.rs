@@ -39,7 +39,10 @@ pub enum ConfigError {
         "configuration: refusing to listen on {listen} (not loopback) without production settings:\n  - {}",
         missing.join("\n  - ")
     )]
-    NotForProduction { listen: String, missing: Vec<String> },
+    NotForProduction {
+        listen: String,
+        missing: Vec<String>,
+    },
 }
 
 /// The section a key sits in, as its path of section names (empty: the top level).

@@ -147,16 +147,23 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_their_section_and_file() {
         let (key, section, message) = unknown_key("listen_address = \"0.0.0.0:1\"\n");
-        assert_eq!((key.as_str(), section.as_str()), ("listen_address", "the top-level section"));
+        assert_eq!(
+            (key.as_str(), section.as_str()),
+            ("listen_address", "the top-level section")
+        );
         assert!(
-            message.starts_with("configuration: unknown key `listen_address` in the top-level section, from file ")
-                && message.contains("(the keys there are: listen, data_dir, "),
+            message.starts_with(
+                "configuration: unknown key `listen_address` in the top-level section, from file "
+            ) && message.contains("(the keys there are: listen, data_dir, "),
             "{message}"
         );
 
         let (key, section, message) =
             unknown_key("[push]\nkey_secrets = \"a-sealing-secret-of-length\"\n");
-        assert_eq!((key.as_str(), section.as_str()), ("key_secrets", "section [push]"));
+        assert_eq!(
+            (key.as_str(), section.as_str()),
+            ("key_secrets", "section [push]")
+        );
         assert!(
             message.starts_with(
                 "configuration: unknown key `key_secrets` in section [push], from file "
@@ -168,15 +175,34 @@ mod tests {
 
         let (key, section, _) =
             unknown_key("[plugins.sinks.hook]\nurl = \"https://h.example.com\"\nheader = {}\n");
-        assert_eq!((key.as_str(), section.as_str()), ("header", "section [plugins.sinks.hook]"));
+        assert_eq!(
+            (key.as_str(), section.as_str()),
+            ("header", "section [plugins.sinks.hook]")
+        );
 
         for (text, key, section) in [
-            ("[http]\ntrusted_proxy = []\n", "trusted_proxy", "section [http]"),
-            ("[identity]\nproxy_cert = \"x\"\n", "proxy_cert", "section [identity]"),
+            (
+                "[http]\ntrusted_proxy = []\n",
+                "trusted_proxy",
+                "section [http]",
+            ),
+            (
+                "[identity]\nproxy_cert = \"x\"\n",
+                "proxy_cert",
+                "section [identity]",
+            ),
             ("[log]\nlevel = \"debug\"\n", "level", "section [log]"),
             ("[tls]\ncert = \"c.pem\"\n", "cert", "section [tls]"),
-            ("[scep]\nca_key_pass = \"p\"\n", "ca_key_pass", "section [scep]"),
-            ("[enroll]\npublic_uri = \"https://x\"\n", "public_uri", "section [enroll]"),
+            (
+                "[scep]\nca_key_pass = \"p\"\n",
+                "ca_key_pass",
+                "section [scep]",
+            ),
+            (
+                "[enroll]\npublic_uri = \"https://x\"\n",
+                "public_uri",
+                "section [enroll]",
+            ),
             ("[plugins]\nsink = 1\n", "sink", "section [plugins]"),
         ] {
             let (k, s, _) = unknown_key(text);
@@ -219,7 +245,14 @@ mod tests {
             "Bearer tok6"
         );
         let printed = format!("{c:?}");
-        for secret in ["dbpw1", "sealing-secret", "ca-pass-3", "sign-pass-4", "tok5", "tok6"] {
+        for secret in [
+            "dbpw1",
+            "sealing-secret",
+            "ca-pass-3",
+            "sign-pass-4",
+            "tok5",
+            "tok6",
+        ] {
             assert!(!printed.contains(secret), "{secret} printed");
         }
     }
@@ -229,7 +262,8 @@ mod tests {
     #[test]
     fn the_writer_s_cpu_is_a_word_or_a_number() {
         use crate::storage::WriterCpu;
-        let with = |v: &str| load_toml(&format!("sqlite_writer_cpu = {v}\n")).map(|c| c.sqlite_writer_cpu);
+        let with =
+            |v: &str| load_toml(&format!("sqlite_writer_cpu = {v}\n")).map(|c| c.sqlite_writer_cpu);
         assert_eq!(Config::default().sqlite_writer_cpu, WriterCpu::Auto);
         assert_eq!(with("\"auto\"").unwrap(), WriterCpu::Auto);
         assert_eq!(with("\"none\"").unwrap(), WriterCpu::Anywhere);

@@ -87,7 +87,6 @@ impl Default for Config {
     }
 }
 
-
 impl Config {
     /// The database to connect to: the configured URL, or SQLite inside `data_dir`.
     pub fn database_url(&self) -> SecretUrl {

@@ -122,6 +122,9 @@ mod tests {
         let t: TrustedProxies = serde_json::from_str(r#"["10.0.0.1"]"#).unwrap();
         assert!(t.contains("10.0.0.1".parse().unwrap()));
         let err = serde_json::from_str::<TrustedProxies>(r#"["proxy.internal"]"#).unwrap_err();
-        assert!(err.to_string().contains("\"proxy.internal\" is not"), "{err}");
+        assert!(
+            err.to_string().contains("\"proxy.internal\" is not"),
+            "{err}"
+        );
     }
 }

@@ -329,4 +329,3 @@ impl Default for LogConfig {
         }
     }
 }
-

@@ -37,7 +37,11 @@ impl Config {
         {
             return bad("push: repush_interval_secs, max_per_second, max_concurrent and worker_interval_ms must be at least 1, and max_backoff_secs at least repush_interval_secs".into());
         }
-        if push.key_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 16) {
+        if push
+            .key_secret
+            .as_ref()
+            .is_some_and(|s| s.expose_secret().len() < 16)
+        {
             return bad("push.key_secret must be at least 16 bytes".into());
         }
         let p = &self.plugins;
@@ -168,7 +172,6 @@ fn url_scheme_ok(u: &str) -> Option<()> {
     matches!(parsed.scheme(), "http" | "https").then_some(())
 }
 
-
 /// Whether `s` is an HTTP field name: an RFC 9110 `token`, one or more of the letters, digits and
 /// ``!#$%&'*+-.^_`|~``.
 fn is_token(s: &str) -> bool {
@@ -288,16 +291,27 @@ mod tests {
     /// An RFC 9110 token: what the identity proxy's header may be named.
     #[test]
     fn a_header_name_is_a_token() {
-        for good in ["X-Client-Cert", "ssl-client-cert", "x_cert.v1", "A!#$%&'*+-.^_`|~9"] {
+        for good in [
+            "X-Client-Cert",
+            "ssl-client-cert",
+            "x_cert.v1",
+            "A!#$%&'*+-.^_`|~9",
+        ] {
             assert!(is_token(good), "{good}");
         }
-        for bad in ["", "X Client", "X-Cert:", "(cert)", "x\"y", "é", "a\tb", "a/b", "a@b"] {
+        for bad in [
+            "", "X Client", "X-Cert:", "(cert)", "x\"y", "é", "a\tb", "a/b", "a@b",
+        ] {
             assert!(!is_token(bad), "{bad:?}");
         }
         let mut c = Config::default();
         c.identity.proxy_cert_header = Some("X Client Cert".into());
         let err = c.validate().unwrap_err();
         assert!(matches!(err, ConfigError::NotAHeaderName(_)), "{err}");
-        assert!(err.to_string().contains("\"X Client Cert\" is not a header name"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"X Client Cert\" is not a header name"),
+            "{err}"
+        );
     }
 }

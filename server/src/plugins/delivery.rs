@@ -11,10 +11,10 @@
 
 use crate::clock::SharedClock;
 use crate::config::SinkConfig;
-use secrecy::ExposeSecret;
 use crate::metrics::{Metrics, SinkLabels};
 use crate::storage::{outbox, Storage, StorageError};
 use futures_util::StreamExt;
+use secrecy::ExposeSecret;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -13,7 +13,6 @@ pub use message::{build_request, read_cert_rep, CertRep, FailInfo, MessageType, 
 
 use crate::clock::SharedClock;
 use crate::config::ScepConfig;
-use secrecy::ExposeSecret;
 use crate::metrics::Metrics;
 use crate::pki::{self, KeyPair, PkiError, Usage};
 use crate::storage::audit_log::{self, NewEntry};
@@ -23,6 +22,7 @@ use crate::storage::{Storage, StorageError};
 use message::Malformed;
 use openssl::x509::X509;
 use sea_orm::TransactionTrait;
+use secrecy::ExposeSecret;
 use std::path::Path;
 use std::sync::Arc;
 
