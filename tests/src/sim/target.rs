@@ -5,7 +5,6 @@
 use super::push::PushSink;
 use mdm_server::apikeys::{self, Scope};
 use mdm_server::clock::{Clock, SystemClock};
-use mdm_server::config::ExposeSecret;
 use mdm_server::storage::Storage;
 use mdm_server::{Application, Config};
 use sea_orm::{ConnectionTrait, Database, Statement};
@@ -412,6 +411,8 @@ fn sinks_toml(sinks: &[(String, String)], batch: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use mdm_server::config::ExposeSecret;
+
     /// The file a server process is given reads back as the sinks it was written from.
     #[test]
     fn sinks_reach_a_server_process_through_its_config_file() {
