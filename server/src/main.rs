@@ -6,7 +6,7 @@ use mdm_server::clock::{Clock, SystemClock};
 use mdm_server::storage::audit_log::{self, Verification};
 use mdm_server::storage::{api_keys, Storage};
 use mdm_server::{telemetry, Application, Config};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -52,8 +52,14 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
-    /// Print the effective configuration (defaults, file and environment merged) as TOML-like debug output.
-    Config,
+    /// Print the effective configuration (defaults, file and environment merged), secrets hidden.
+    Config {
+        /// Only validate the file and the environment, starting nothing: unknown keys, values, and the
+        /// settings a server reachable from other hosts needs. Prints OK (with any warnings) or the
+        /// error; exit status 0 or 1.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +92,9 @@ enum KeyAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Config { check: true } = cli.command {
+        return check_config(cli.config.as_deref());
+    }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -98,6 +107,23 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `config --check`: what the server would say about this configuration at start, without starting.
+fn check_config(file: Option<&Path>) -> ExitCode {
+    match Config::check(file) {
+        Ok(warnings) => {
+            println!("OK");
+            for w in warnings {
+                println!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -191,7 +217,8 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
                 }
             }
         }
-        Command::Config => println!("{:#?}", config.redacted()),
+        // `Debug` hides every secret (see `config`).
+        Command::Config { .. } => println!("{config:#?}"),
     }
     Ok(())
 }

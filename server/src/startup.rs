@@ -20,6 +20,7 @@ use crate::push::service::{CertificateSink, PushService};
 use crate::queue::QueueService;
 use crate::scep::ScepService;
 use crate::storage::Storage;
+use secrecy::ExposeSecret;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
@@ -82,7 +83,7 @@ impl Application {
                 .map_err(|e| StartError::DataDir(config.data_dir.display().to_string(), e))?;
         }
         let storage = Storage::connect_with(
-            &config.database_url(),
+            config.database_url().expose_secret(),
             config.database_schema.as_deref(),
             config.sqlite_writer_cpu,
         )
@@ -95,10 +96,7 @@ impl Application {
         let clock = overrides.clock;
         config.validate()?;
         let setup_warnings = setup_warnings(&config)?;
-        let trusted_proxies = http::peer::TrustedProxies::parse(&config.http.trusted_proxies)
-            .map_err(|e| {
-                crate::config::ConfigError::Invalid(format!("http.trusted_proxies: {e}"))
-            })?;
+        let trusted_proxies = config.http.trusted_proxies.clone();
         let bind = |e| StartError::Bind(config.listen.clone(), e);
         let listener = TcpListener::bind(&config.listen).map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
@@ -266,7 +264,7 @@ fn setup_warnings(config: &Config) -> Result<Vec<String>, StartError> {
 /// `production_check`) the address we listen on. Never a request's Host or forwarding headers.
 fn base_url(config: &Config, local: SocketAddr) -> String {
     match &config.enroll.public_url {
-        Some(u) => u.trim_end_matches('/').to_string(),
+        Some(u) => u.expose_secret().trim_end_matches('/').to_string(),
         None => {
             let scheme = if config.tls.enabled() {
                 "https"
@@ -395,7 +393,7 @@ fn device_trust(
 /// development server. Production sets `push.key_secret` so the key never sits beside the data.
 fn seal_secret(config: &Config) -> Result<String, StartError> {
     if let Some(s) = &config.push.key_secret {
-        return Ok(s.clone());
+        return Ok(s.expose_secret().to_string());
     }
     let path = config.data_dir.join("push-seal.key");
     if let Ok(s) = std::fs::read_to_string(&path) {

@@ -98,7 +98,7 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".into(),
             data_dir: data.path().to_path_buf(),
-            database_url: Some(db.url.clone()),
+            database_url: Some(db.url.clone().into()),
             database_schema: db.schema.clone(),
             workers: Some(1),
             housekeeping_interval_secs: 3600,

@@ -2,6 +2,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use mdm_server::config::TrustedProxies;
 use mdm_tests::device::{Device, Identity, Platform, User};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 
@@ -184,7 +185,7 @@ async fn trusted_proxy_header_supplies_the_identity_only_when_configured() {
         let s = TestServer::start_with(db, |c| {
             c.identity.proxy_cert_header = Some("X-Client-Cert".into());
             // The header is believed only from a trusted proxy; here the test client plays it.
-            c.http.trusted_proxies = vec!["127.0.0.1".into()];
+            c.http.trusted_proxies = TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
         })
         .await;
         let dev = Device::new(Platform::MacOs);

@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use mdm_server::config::TrustedProxies;
 use mdm_server::storage::entities::one_time_secret;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::enrollment::{open_profile, upload_push_cert, Profile, ScepClient};
@@ -105,7 +106,7 @@ async fn signed_profiles_never_take_urls_from_request_headers() {
     each_database(|db| async move {
         let s = TestServer::start_with(db, |c| {
             c.enroll.public_url = Some("https://mdm.example.test/".into());
-            c.http.trusted_proxies = vec!["127.0.0.1".into()];
+            c.http.trusted_proxies = TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
         })
         .await;
         upload_push_cert(&s).await;
@@ -139,7 +140,7 @@ async fn forwarding_headers_count_only_from_a_trusted_proxy() {
                 let believed = trusted.contains(&"127.0.0.1".to_string());
                 let s = TestServer::start_with(db, |c| {
                     c.enroll.anonymous_per_client_per_minute = 2;
-                    c.http.trusted_proxies = trusted;
+                    c.http.trusted_proxies = TrustedProxies::parse(&trusted).unwrap();
                 })
                 .await;
                 upload_push_cert(&s).await;
@@ -185,7 +186,7 @@ async fn the_proxy_certificate_header_counts_only_from_a_trusted_proxy() {
         each_database(|db| async move {
             let s = TestServer::start_with(db, |c| {
                 c.identity.proxy_cert_header = Some("X-Client-Cert".into());
-                c.http.trusted_proxies = vec![trusted.into()];
+                c.http.trusted_proxies = TrustedProxies::parse(&[trusted.into()]).unwrap();
             })
             .await;
             let dev = Device::new(Platform::MacOs);

@@ -63,7 +63,7 @@ async fn start_with_sinks(
             c.plugins.sinks.insert(
                 name,
                 SinkConfig {
-                    url,
+                    url: url.into(),
                     headers: Default::default(),
                     timeout_secs: 5,
                     batch_max_events: 1,

@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use mdm_server::config::ExposeSecret;
 use mdm_server::push::apns::PushOutcome;
 use mdm_tests::device::{Device, Platform, TOPIC};
 use mdm_tests::enrollment::push_cert;
@@ -368,7 +369,7 @@ async fn racing_bulk_claims_take_each_due_channel_once_per_due_time() {
         let ids: Vec<&str> = devs.iter().map(|d| d.udid.as_str()).collect();
         s.enqueue(&ids, json!({"RequestType": "ProfileList"})).await;
         let other = Storage::connect(
-            s.config.database_url.as_deref().unwrap(),
+            s.config.database_url.as_ref().unwrap().expose_secret(),
             s.config.database_schema.as_deref(),
         )
         .await

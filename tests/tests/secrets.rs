@@ -1,6 +1,7 @@
 //! Secrets (API keys, push and CA private keys, the sealing secret, enrollment tokens, SCEP challenges) never
 //! appear in the server's logs, at any level, or in API output.
 
+use mdm_server::config::ExposeSecret;
 use mdm_tests::device::{Device, Platform, TOPIC};
 use mdm_tests::enrollment::{open_profile, push_cert_at, ScepClient, Transport};
 use mdm_tests::harness::{each_database, TestServer};
@@ -53,7 +54,13 @@ async fn secrets_stay_out_of_logs_and_api_output() {
                 ("admin API key".into(), s.admin_key.clone()),
                 (
                     "sealing secret".into(),
-                    s.config.push.key_secret.clone().unwrap(),
+                    s.config
+                        .push
+                        .key_secret
+                        .as_ref()
+                        .unwrap()
+                        .expose_secret()
+                        .to_string(),
                 ),
             ];
             let (cert, key) = push_cert_at(Some(TOPIC), s.clock_now() / 1000, 365);

@@ -24,6 +24,7 @@ use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::secrets::{self, OneTimeSecret, Refusal, SecretKind, SecretScope};
 use crate::storage::{devices, push, Storage, StorageError};
 use base64::Engine as _;
+use secrecy::ExposeSecret;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -86,7 +87,10 @@ pub fn load_signer(
             config.signing_cert_file.as_deref(),
             config.signing_key_file.as_deref(),
         ),
-        config.signing_key_passphrase.as_deref(),
+        config
+            .signing_key_passphrase
+            .as_ref()
+            .map(|p| p.expose_secret()),
         data_dir,
         "profile-signing",
         secret,
@@ -282,7 +286,7 @@ impl EnrollService {
         let db = self.storage.db();
         let expiring = devices::identity_expiring(db, window_end).await?;
         self.metrics.identities_expiring.set(expiring as i64);
-        let Some(base) = self.config.public_url.clone() else {
+        let Some(base) = &self.config.public_url else {
             if expiring > 0 {
                 tracing::warn!(
                     expiring,
@@ -301,7 +305,7 @@ impl EnrollService {
                 renewal_for: Some(d.id.clone()),
                 ..Default::default()
             };
-            let signed = self.signed_profile(&base, scope).await?;
+            let signed = self.signed_profile(base.expose_secret(), scope).await?;
             let outcome = queue
                 .enqueue(EnqueueRequest {
                     ids: vec![d.id.clone()],

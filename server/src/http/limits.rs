@@ -7,7 +7,7 @@
 //! large body and trickles it holds its connection for ever. Here an over-limit connection is answered at
 //! once with a clear status and closed, and every body has a deadline.
 
-use super::peer::TrustedProxies;
+use crate::config::TrustedProxies;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;

@@ -50,7 +50,7 @@ pub struct AppState {
     /// Which certificates may act as a device (TLS client certificates, a proxy's header, `Mdm-Signature`).
     pub trust: DeviceTrust,
     /// `http.trusted_proxies`: the only peers whose forwarding and identity headers are believed.
-    pub trusted_proxies: peer::TrustedProxies,
+    pub trusted_proxies: crate::config::TrustedProxies,
     /// What a development server lacks to be run in production (`Config::production_check`), shown by
     /// `/readyz` as warnings.
     pub setup_warnings: Vec<String>,

@@ -4,63 +4,9 @@
 //! and the identity proxy header are believed only when the TCP peer is a configured trusted proxy; from
 //! anyone else they are ignored. Nothing signed (enrollment profiles) ever takes a URL from a request.
 
+use crate::config::TrustedProxies;
 use actix_web::http::header::HeaderMap;
 use std::net::IpAddr;
-
-/// `http.trusted_proxies`: addresses and CIDR blocks.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
-
-impl TrustedProxies {
-    /// Parse `10.0.0.5`, `10.0.0.0/8`, `::1`, `fd00::/8`. An error names the entry.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
-        let mut nets = Vec::with_capacity(list.len());
-        for entry in list {
-            let bad = || format!("{entry:?} is not an IP address or CIDR block");
-            let (addr, len) = match entry.trim().split_once('/') {
-                Some((a, l)) => (a, Some(l)),
-                None => (entry.trim(), None),
-            };
-            let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            let len = match len {
-                Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(bad)?,
-                None => max,
-            };
-            nets.push((ip, len));
-        }
-        Ok(Self(nets))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Whether `ip` is one of the trusted proxies (an IPv4-mapped IPv6 peer counts as its IPv4 address).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.0.iter().any(|(net, len)| match (net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                prefix_eq(n.to_bits().into(), a.to_bits().into(), 32, *len)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => prefix_eq(n.to_bits(), a.to_bits(), 128, *len),
-            _ => false,
-        })
-    }
-
-    /// Whether the TCP peer may speak for others (unknown peer: no).
-    pub fn trusts(&self, peer: Option<IpAddr>) -> bool {
-        peer.is_some_and(|p| self.contains(p))
-    }
-}
-
-fn prefix_eq(a: u128, b: u128, bits: u8, len: u8) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let shift = u32::from(bits - len);
-    (a >> shift) == (b >> shift)
-}
 
 /// The client's address. The TCP peer, unless it is a trusted proxy: then the address that proxy says it
 /// got the request from, read right to left through the chain of forwarding headers and stopping at the
@@ -143,27 +89,6 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
-    }
-
-    #[test]
-    fn trusted_proxies_parse_addresses_and_blocks_and_name_a_bad_entry() {
-        let t =
-            TrustedProxies::parse(&["10.0.0.0/8".into(), "192.0.2.7".into(), "fd00::/8".into()])
-                .unwrap();
-        assert!(t.contains("10.1.2.3".parse().unwrap()));
-        assert!(t.contains("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(t.contains("192.0.2.7".parse().unwrap()));
-        assert!(!t.contains("192.0.2.8".parse().unwrap()));
-        assert!(t.contains("fd12::1".parse().unwrap()));
-        assert!(!t.contains("fe80::1".parse().unwrap()));
-        assert!(!t.trusts(None));
-        for bad in ["10.0.0.0/33", "example.com", "10.0.0.1/x", "::/129"] {
-            let e = TrustedProxies::parse(&[bad.into()]).unwrap_err();
-            assert!(e.contains(bad), "{e}");
-        }
-        assert!(TrustedProxies::parse(&["0.0.0.0/0".into()])
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
     }
 
     /// Forwarding headers from a peer that is not a trusted proxy (or with none configured) are ignored.

@@ -14,6 +14,7 @@ use crate::config::SinkConfig;
 use crate::metrics::{Metrics, SinkLabels};
 use crate::storage::{outbox, Storage, StorageError};
 use futures_util::StreamExt;
+use secrecy::ExposeSecret;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -382,12 +383,12 @@ impl Delivery {
     fn request(&self, sink: &SinkConfig, body: String) -> reqwest::RequestBuilder {
         let mut req = self
             .http
-            .post(&sink.url)
+            .post(sink.url.expose_secret())
             .timeout(Duration::from_secs(sink.timeout_secs.max(1)))
             .header("Content-Type", "application/json")
             .body(body);
         for (k, v) in &sink.headers {
-            req = req.header(k, v);
+            req = req.header(k, v.expose_secret());
         }
         req
     }

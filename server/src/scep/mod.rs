@@ -24,6 +24,7 @@ use crate::storage::{Storage, StorageError};
 use message::Malformed;
 use openssl::x509::X509;
 use sea_orm::TransactionTrait;
+use secrecy::ExposeSecret;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -69,7 +70,7 @@ pub fn load_ca(
             config.ca_cert_file.as_deref(),
             config.ca_key_file.as_deref(),
         ),
-        config.ca_key_passphrase.as_deref(),
+        config.ca_key_passphrase.as_ref().map(|p| p.expose_secret()),
         data_dir,
         "scep-ca",
         secret,

@@ -221,7 +221,7 @@ impl Server {
                 let mut config = Config {
                     listen: "127.0.0.1:0".into(),
                     data_dir: data.path().to_path_buf(),
-                    database_url: Some(db.url.clone()),
+                    database_url: Some(db.url.clone().into()),
                     database_schema: db.schema.clone(),
                     workers: opts.workers,
                     ..Config::default()
@@ -234,7 +234,7 @@ impl Server {
                     config.plugins.sinks.insert(
                         name.clone(),
                         mdm_server::config::SinkConfig {
-                            url: url.clone(),
+                            url: url.clone().into(),
                             headers: Default::default(),
                             timeout_secs: 10,
                             batch_max_events: opts.sink_batch,
@@ -411,6 +411,8 @@ fn sinks_toml(sinks: &[(String, String)], batch: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use mdm_server::config::ExposeSecret;
+
     /// The file a server process is given reads back as the sinks it was written from.
     #[test]
     fn sinks_reach_a_server_process_through_its_config_file() {
@@ -430,7 +432,11 @@ mod tests {
         let config = mdm_server::Config::load(Some(&file)).unwrap();
         for (name, url) in &sinks {
             let sink = &config.plugins.sinks[name];
-            assert_eq!((&sink.url, sink.batch_max_events), (url, 50), "{name}");
+            assert_eq!(
+                (sink.url.expose_secret(), sink.batch_max_events),
+                (url.as_str(), 50),
+                "{name}"
+            );
         }
     }
 }
