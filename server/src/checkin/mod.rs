@@ -123,7 +123,7 @@ impl CheckinService {
     async fn refuse_if(&self, run: &mut HookRun) -> Result<(), CheckinError> {
         if let Some(reason) = run.refused.take() {
             crate::storage::plugin_audit::insert_many(
-                self.storage.db(),
+                &self.storage,
                 std::mem::take(&mut run.audit),
             )
             .await?;
@@ -208,7 +208,7 @@ impl CheckinService {
         // Without plugins the read stays in the transaction: there it costs less than a point read before
         // it (measured with point reads on the calling thread too, BENCHMARKS.md, session 15).
         let subject = identified(
-            event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?,
+            event_subject::load(&self.storage.read(), &e.device_id, &e.id).await?,
             |s| s.identity_fingerprint.as_deref(),
             cert.fingerprint(),
             e,
@@ -336,7 +336,7 @@ impl CheckinService {
         if e.kind.is_user_channel() {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
-        enrollment_checks(self.storage.reader(), cert.fingerprint(), e, a, now).await?;
+        enrollment_checks(&self.storage.read(), cert.fingerprint(), e, a, now).await?;
         let platform = a.facts.platform();
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
@@ -356,7 +356,7 @@ impl CheckinService {
             .await;
         if let Some(reason) = decision.refused.take() {
             // Nothing of the enrollment is stored; the decision is.
-            crate::storage::plugin_audit::insert_many(self.storage.db(), decision.audit).await?;
+            crate::storage::plugin_audit::insert_many(&self.storage, decision.audit).await?;
             tracing::warn!(device = %e.device_id, %reason, "enrollment denied");
             return Err(CheckinError::EnrollmentDenied(reason));
         }
@@ -531,8 +531,7 @@ impl CheckinService {
         e: &EnrollmentRef,
         now: i64,
     ) -> Result<bool, CheckinError> {
-        let (state, channel) =
-            channel_state(&self.storage.point_reads(), cert.fingerprint(), e).await?;
+        let (state, channel) = channel_state(&self.storage.read(), cert.fingerprint(), e).await?;
         let fresh = |seen: i64| seen_recently(now, seen);
         Ok(!state.has_queued
             && !state.has_not_now
@@ -551,7 +550,7 @@ impl CheckinService {
         status: plugins::types::CommandStatus,
         event_id: &str,
     ) -> Result<Option<plugins::types::CommandResultEvent>, CheckinError> {
-        let r = self.storage.reader();
+        let r = &self.storage.read();
         let e = &report.enrollment;
         let uuid = report.command_uuid.as_deref().unwrap_or_default();
         let (device, item, cmd) = tokio::try_join!(

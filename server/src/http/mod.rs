@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 /// Everything a request handler may reach.
 pub struct AppState {
-    pub storage: Storage,
+    storage: Storage,
     pub checkin: CheckinService,
     pub queue: QueueService,
     pub metrics: Arc<Metrics>,
@@ -173,7 +173,7 @@ impl Application {
         let storage = Self::open_storage(&config).await?;
         let secret = seal_secret(&config)?;
         // Escrowed tokens are sealed under this secret; clear ones an earlier version stored are sealed now.
-        crate::storage::sealing::install_and_seal(storage.db(), &secret).await?;
+        crate::storage::sealing::install_and_seal(&storage, &secret).await?;
         let scep_ca = crate::scep::load_ca(
             &config.scep,
             &config.data_dir,
@@ -411,10 +411,10 @@ fn spawn_audit_sealer(storage: Storage) {
         let storage = storage.clone();
         async move {
             let sealed = async {
-                if audit_log::pending(storage.reader()).await? == 0 {
+                if audit_log::pending(&storage.read()).await? == 0 {
                     return Ok(0);
                 }
-                audit_log::seal(storage.db()).await
+                audit_log::seal(&storage).await
             };
             match sealed.await {
                 Ok(0) => {}
@@ -488,7 +488,7 @@ pub async fn housekeeping_round(
     }
     let now = state.clock.now_ms();
     let cutoff = now - i64::from(retention_days) * 86_400_000;
-    let db = state.storage.db();
+    let db = crate::storage::testing::db(&state.storage);
     if db.get_database_backend() != sea_orm::DbBackend::Postgres {
         return steps(db, now, cutoff).await.map(Some);
     }

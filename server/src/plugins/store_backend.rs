@@ -30,9 +30,9 @@ impl StoreBackend {
     }
 
     async fn quota_ok(&self, plugin: &str, key: &str, max: u32) -> Result<(), KvFault> {
-        let db = self.storage.reader();
+        let db = &self.storage.read();
         let now = self.clock.now_ms();
-        let exists = plugin_kv::get(&self.storage.point_reads(), plugin, key, now)
+        let exists = plugin_kv::get(&self.storage.read(), plugin, key, now)
             .await
             .map_err(|e| KvFault::Unavailable(e.to_string()))?
             .is_some();
@@ -55,14 +55,9 @@ impl HostBackend for StoreBackend {
     }
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-        plugin_kv::get(
-            &self.storage.point_reads(),
-            plugin,
-            key,
-            self.clock.now_ms(),
-        )
-        .await
-        .map_err(|e| e.to_string())
+        plugin_kv::get(&self.storage.read(), plugin, key, self.clock.now_ms())
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn kv_set(
@@ -75,7 +70,7 @@ impl HostBackend for StoreBackend {
     ) -> Result<(), KvFault> {
         self.quota_ok(plugin, key, max_keys).await?;
         plugin_kv::set(
-            self.storage.db(),
+            &self.storage,
             plugin,
             key,
             value,
@@ -87,7 +82,7 @@ impl HostBackend for StoreBackend {
     }
 
     async fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, String> {
-        plugin_kv::delete(self.storage.db(), plugin, key, self.clock.now_ms())
+        plugin_kv::delete(&self.storage, plugin, key, self.clock.now_ms())
             .await
             .map_err(|e| e.to_string())
     }
@@ -105,7 +100,7 @@ impl HostBackend for StoreBackend {
             self.quota_ok(plugin, key, max_keys).await?;
         }
         plugin_kv::compare_and_swap(
-            self.storage.db(),
+            &self.storage,
             plugin,
             key,
             expected,
@@ -125,7 +120,7 @@ impl HostBackend for StoreBackend {
         limit: u32,
     ) -> Result<Vec<String>, String> {
         plugin_kv::list_keys(
-            self.storage.reader(),
+            &self.storage.read(),
             plugin,
             prefix,
             start_after,
@@ -137,7 +132,7 @@ impl HostBackend for StoreBackend {
     }
 
     async fn device(&self, id: &str) -> Result<Option<inventory::DeviceInfo>, String> {
-        let db = self.storage.reader();
+        let db = &self.storage.read();
         let Some(d) = devices::find(db, id).await.map_err(|e| e.to_string())? else {
             return Ok(None);
         };

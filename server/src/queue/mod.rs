@@ -119,10 +119,6 @@ impl QueueService {
         }
     }
 
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -148,7 +144,7 @@ impl QueueService {
         command_uuid: &str,
     ) -> Result<bool, QueueError> {
         let n = queue::cancel_pending(
-            self.storage.db(),
+            &self.storage,
             &[enrollment_id.to_string()],
             Some(command_uuid),
             self.clock.now_ms(),
@@ -159,14 +155,14 @@ impl QueueService {
 
     /// Cancel every pending command of a channel. Returns how many.
     pub async fn clear(&self, enrollment_id: &str) -> Result<u64, QueueError> {
-        if enrollments::find(self.storage.db(), enrollment_id)
+        if enrollments::find(&self.storage.read(), enrollment_id)
             .await?
             .is_none()
         {
             return Err(QueueError::NotFound(format!("enrollment {enrollment_id}")));
         }
         Ok(queue::cancel_pending(
-            self.storage.db(),
+            &self.storage,
             &[enrollment_id.to_string()],
             None,
             self.clock.now_ms(),
@@ -177,9 +173,9 @@ impl QueueService {
     /// Expire commands past their TTL and delete what finished before the retention period.
     pub async fn housekeeping(&self, retention_days: u32) -> Result<Housekeeping, QueueError> {
         let now = self.clock.now_ms();
-        let expired = queue::expire(self.storage.db(), now).await?;
+        let expired = queue::expire(&self.storage, now).await?;
         let cutoff = now - i64::from(retention_days) * 86_400_000;
-        let (rows, commands) = queue::purge_finished(self.storage.db(), cutoff).await?;
+        let (rows, commands) = queue::purge_finished(&self.storage, cutoff).await?;
         Ok(Housekeeping {
             expired,
             purged_rows: rows,
