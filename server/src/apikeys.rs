@@ -100,7 +100,7 @@ pub async fn create(
         last_used_at: None,
         revoked_at: None,
     };
-    api_keys::insert(storage.db(), record.clone()).await?;
+    api_keys::insert(storage, record.clone()).await?;
     Ok((record, key))
 }
 
@@ -113,12 +113,12 @@ pub async fn authenticate(
     if !presented.starts_with(KEY_PREFIX) || presented.len() > 200 {
         return Ok(None);
     }
-    let Some(rec) = api_keys::find_active_by_hash(storage.db(), &hash(presented)).await? else {
+    let Some(rec) = api_keys::find_active_by_hash(&storage.read(), &hash(presented)).await? else {
         return Ok(None);
     };
     // Recording use is informative only; never fail a request over it.
     if rec.last_used_at.is_none_or(|t| now - t > 60_000) {
-        let _ = api_keys::touch(storage.db(), &rec.id, now).await;
+        let _ = api_keys::touch(storage, &rec.id, now).await;
     }
     Ok(Some(principal(&rec)))
 }
@@ -151,7 +151,7 @@ mod tests {
             assert!(p.has(Scope::DevicesRead));
             assert!(!p.has(Scope::CommandsWrite));
             assert!(authenticate(&s, "mdm_wrong", 2).await.unwrap().is_none());
-            assert!(api_keys::revoke(s.db(), &rec.id, 3).await.unwrap());
+            assert!(api_keys::revoke(&s, &rec.id, 3).await.unwrap());
             assert!(authenticate(&s, &key, 4).await.unwrap().is_none());
             tdb.cleanup().await;
         }

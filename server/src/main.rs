@@ -171,7 +171,7 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
                     println!("{key}");
                 }
                 KeyAction::List => {
-                    for k in api_keys::list(s.db()).await? {
+                    for k in api_keys::list(&s.read()).await? {
                         let state = if k.revoked_at.is_some() {
                             "revoked"
                         } else {
@@ -184,7 +184,7 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
                     }
                 }
                 KeyAction::Revoke { id } => {
-                    if !api_keys::revoke(s.db(), &id, now).await? {
+                    if !api_keys::revoke(&s, &id, now).await? {
                         return Err(format!("no active key {id}").into());
                     }
                     println!("revoked {id}");
@@ -196,14 +196,14 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
         } => {
             let s = storage(config).await?;
             // What the server recorded and has not chained yet is chained first, as the server would.
-            let sealed = audit_log::seal(s.db()).await?;
+            let sealed = audit_log::seal(&s).await?;
             if sealed > 0 {
                 println!("chained {sealed} pending entries");
             }
-            match audit_log::verify(s.db()).await? {
+            match audit_log::verify(&s.read()).await? {
                 Verification::Intact { rows, head } => {
                     if let Some(expected) = expect_head {
-                        if !audit_log::contains_hash(s.db(), &expected).await? {
+                        if !audit_log::contains_hash(&s.read(), &expected).await? {
                             return Err(format!(
                                 "audit log does not contain the expected head {expected}: rows after it were removed or the chain was rewritten"
                             )

@@ -103,7 +103,7 @@ impl Application {
         let storage = Self::open_storage(&config).await?;
         let secret = seal_secret(&config)?;
         // Escrowed tokens are sealed under this secret; clear ones an earlier version stored are sealed now.
-        crate::storage::sealing::install_and_seal(storage.db(), &secret).await?;
+        crate::storage::sealing::install_and_seal(&storage, &secret).await?;
         let scep_ca = crate::scep::load_ca(
             &config.scep,
             &config.data_dir,

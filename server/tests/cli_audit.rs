@@ -2,6 +2,7 @@
 //! database behind the server's back.
 
 use mdm_server::storage::audit_log::{self, NewEntry};
+use mdm_server::storage::testing::db;
 use mdm_server::storage::Storage;
 use sea_orm::ConnectionTrait;
 use std::process::Command;
@@ -39,7 +40,7 @@ async fn audit_verify_detects_an_edited_row() {
             )
         })
         .collect();
-    audit_log::append(s.db(), entries).await.unwrap();
+    audit_log::append(db(&s), entries).await.unwrap();
 
     // The server would chain them within a second; the command chains what is pending first.
     let (ok, out) = verify(dir.path(), &[]);
@@ -54,18 +55,18 @@ async fn audit_verify_detects_an_edited_row() {
         "DROP TRIGGER audit_log_no_update",
         "UPDATE audit_log SET actor = 'api-key:someone-else' WHERE id = 3",
     ] {
-        s.db().execute_unprepared(sql).await.unwrap();
+        db(&s).execute_unprepared(sql).await.unwrap();
     }
     let (ok, out) = verify(dir.path(), &[]);
     assert!(!ok, "tampering not detected: {out}");
     assert!(out.contains("broken at row 3"), "{out}");
 
     // Removing the tail keeps the rest of the chain consistent: only a recorded head shows it.
-    s.db()
+    db(&s)
         .execute_unprepared("DROP TRIGGER audit_log_no_delete")
         .await
         .unwrap();
-    s.db()
+    db(&s)
         .execute_unprepared("DELETE FROM audit_log WHERE id >= 3")
         .await
         .unwrap();

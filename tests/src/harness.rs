@@ -310,7 +310,7 @@ impl TestServer {
 
     /// Every stored row except API keys' last-used time, to prove a refused request changed nothing.
     pub async fn snapshot(&self) -> String {
-        let db = self.storage.db();
+        let db = mdm_server::storage::testing::db(&self.storage);
         let devices = device::Entity::find()
             .order_by_asc(device::Column::Id)
             .all(db)
@@ -346,8 +346,8 @@ impl TestServer {
     /// second).
     pub async fn audit_chain(&self) -> Vec<mdm_server::storage::audit_log::AuditEntry> {
         use mdm_server::storage::audit_log;
-        audit_log::seal(self.storage.db()).await.expect("seal");
-        audit_log::list(self.storage.db(), None, 1000)
+        audit_log::seal(&self.storage).await.expect("seal");
+        audit_log::list(mdm_server::storage::testing::db(&self.storage), None, 1000)
             .await
             .expect("audit log")
     }

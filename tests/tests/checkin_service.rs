@@ -6,6 +6,7 @@
 use mdm_server::checkin::{CheckinError, MdmResponse, SEEN_RESOLUTION_MS};
 use mdm_server::config::UserAuthenticatePolicy;
 use mdm_server::identity::DeviceCert;
+use mdm_server::storage::testing::db;
 use mdm_server::storage::{attributes, devices, enrollments, issued_certs, queue};
 use mdm_tests::device::{Device, Identity, Platform, User};
 use mdm_tests::harness::{each_database, TestServer};
@@ -32,11 +33,11 @@ async fn enrolled(s: &TestServer, platform: Platform) -> Device {
 }
 
 async fn device(s: &TestServer, dev: &Device) -> devices::Device {
-    devices::find(s.storage.db(), &dev.udid).await.unwrap().expect("device stored")
+    devices::find(db(&s.storage), &dev.udid).await.unwrap().expect("device stored")
 }
 
 async fn channel(s: &TestServer, id: &str) -> enrollments::Enrollment {
-    enrollments::find(s.storage.db(), id).await.unwrap().expect("channel stored")
+    enrollments::find(db(&s.storage), id).await.unwrap().expect("channel stored")
 }
 
 /// The `hostile` plugin tagging every device it hears (`hostile=was here`), with `checkins` and failure
@@ -67,7 +68,7 @@ async fn tagging_plugin(s: &TestServer, mode: &str, checkins: Option<&[&str]>, f
 }
 
 async fn tagged(s: &TestServer, dev: &Device) -> bool {
-    attributes::for_device(s.storage.db(), &dev.udid)
+    attributes::for_device(db(&s.storage), &dev.udid)
         .await
         .unwrap()
         .iter()
@@ -75,7 +76,7 @@ async fn tagged(s: &TestServer, dev: &Device) -> bool {
 }
 
 async fn untag(s: &TestServer, dev: &Device) {
-    attributes::clear(s.storage.db(), &dev.udid, "hostile").await.unwrap();
+    attributes::clear(db(&s.storage), &dev.udid, "hostile").await.unwrap();
 }
 
 fn refused_as<T: std::fmt::Debug>(r: Result<T, CheckinError>, what: fn(&CheckinError) -> bool) {
@@ -98,7 +99,7 @@ async fn authenticate_binds_the_identity_and_resets_the_enrollment() {
         // Authenticate again with its own identity: channels disabled until TokenUpdate, queue canceled.
         checkin(&s, &dev, dev.authenticate()).await.unwrap();
         assert!(!channel(&s, &dev.udid).await.enabled);
-        let pending = queue::for_enrollment(s.storage.db(), &dev.udid, true).await.unwrap();
+        let pending = queue::for_enrollment(db(&s.storage), &dev.udid, true, 100).await.unwrap();
         assert!(pending.is_empty(), "{pending:?}");
         s.stop().await;
     })
@@ -163,15 +164,15 @@ async fn identities_our_ca_issued_are_refused_when_revoked_or_pinned_to_another_
         };
         let revoked = Device::new(Platform::Ios);
         let row = issued(&revoked, "0A", None, Some(now));
-        issued_certs::insert(s.storage.db(), row).await.unwrap();
+        issued_certs::insert(db(&s.storage), row).await.unwrap();
         let r = checkin(&s, &revoked, revoked.authenticate()).await;
         refused_as(r, |e| matches!(e, CheckinError::CertificateRevoked));
         let pinned = Device::new(Platform::Ios);
         let row = issued(&pinned, "0B", Some("SOMEONEELSE"), None);
-        issued_certs::insert(s.storage.db(), row).await.unwrap();
+        issued_certs::insert(db(&s.storage), row).await.unwrap();
         let r = checkin(&s, &pinned, pinned.authenticate()).await;
         refused_as(r, |e| matches!(e, CheckinError::IssuedForAnotherDevice(_)));
-        assert!(devices::find(s.storage.db(), &pinned.udid).await.unwrap().is_none());
+        assert!(devices::find(db(&s.storage), &pinned.udid).await.unwrap().is_none());
         s.stop().await;
     })
     .await;
@@ -185,7 +186,7 @@ async fn a_plugin_can_deny_an_enrollment() {
         let dev = Device::new(Platform::Ios);
         let r = checkin(&s, &dev, dev.authenticate()).await;
         refused_as(r, |e| matches!(e, CheckinError::EnrollmentDenied(_)));
-        assert!(devices::find(s.storage.db(), &dev.udid).await.unwrap().is_none());
+        assert!(devices::find(db(&s.storage), &dev.udid).await.unwrap().is_none());
         s.stop().await;
     })
     .await;
@@ -204,7 +205,7 @@ async fn token_updates_first_and_repeated_without_plugins() {
         // A user channel is created by its first TokenUpdate.
         let user = User::new("alice");
         checkin(&s, &dev, dev.token_update(Some(&user))).await.unwrap();
-        let channels = enrollments::for_device(s.storage.db(), &dev.udid).await.unwrap();
+        let channels = enrollments::for_device(db(&s.storage), &dev.udid).await.unwrap();
         assert_eq!(channels.len(), 2, "{channels:?}");
         s.stop().await;
     })

@@ -343,7 +343,7 @@ async fn run(db: &TestDatabase, seed: u64) {
     // Now hold the database to what the devices and the admin saw.
     let storage = open().await;
     let rows = queue_item::Entity::find()
-        .all(storage.db())
+        .all(mdm_server::storage::testing::db(&storage))
         .await
         .expect("queue");
     // Every task has ended: the ledger is final.
@@ -404,7 +404,7 @@ async fn run(db: &TestDatabase, seed: u64) {
         let stored = by_key.get(&(dev.clone(), uuid.clone()));
         let command = command::Entity::find()
             .filter(command::Column::Uuid.eq(uuid.as_str()))
-            .one(storage.db())
+            .one(mdm_server::storage::testing::db(&storage))
             .await
             .expect("command");
         assert_eq!(

@@ -235,7 +235,7 @@ async fn a_device_enrolls_over_scep_and_checks_in_with_signed_messages() {
         assert!(has("device:", "enrollment.authenticate"));
         assert!(!audit.iter().any(|e| e.detail.contains("PRIVATE KEY")));
         assert!(matches!(
-            mdm_server::storage::audit_log::verify(s.storage.db())
+            mdm_server::storage::audit_log::verify(mdm_server::storage::testing::db(&s.storage))
                 .await
                 .unwrap(),
             mdm_server::storage::audit_log::Verification::Intact { .. }

@@ -249,7 +249,9 @@ async fn challenges(s: &TestServer, unused_only: bool) -> u64 {
     if unused_only {
         q = q.filter(one_time_secret::Column::UsedAt.is_null());
     }
-    q.count(s.storage.db()).await.unwrap()
+    q.count(mdm_server::storage::testing::db(&s.storage))
+        .await
+        .unwrap()
 }
 
 /// Anonymous downloads do not grow the challenge table past `enroll.max_anonymous_challenges`: beyond it a

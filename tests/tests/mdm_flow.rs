@@ -548,8 +548,14 @@ async fn an_idle_with_nothing_to_do_writes_nothing() {
         let seen = |s: &TestServer| {
             let (db, udid) = (s.storage.clone(), dev.udid.clone());
             async move {
-                let d = devices::find(db.db(), &udid).await.unwrap().unwrap();
-                let e = enrollments::find(db.db(), &udid).await.unwrap().unwrap();
+                let d = devices::find(mdm_server::storage::testing::db(&db), &udid)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let e = enrollments::find(mdm_server::storage::testing::db(&db), &udid)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 (d.last_seen_at, e.last_seen_at, e.push_attempts)
             }
         };

@@ -82,7 +82,9 @@ async fn outbox_once(
 ) -> Vec<outbox::OutboxEvent> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let events = outbox::all(s.storage.db()).await.unwrap();
+        let events = outbox::all(mdm_server::storage::testing::db(&s.storage))
+            .await
+            .unwrap();
         if done(&events) {
             return events;
         }
@@ -546,7 +548,10 @@ async fn a_round_delivers_everything_due_in_order_per_device() {
         let (hook, picky) = (&hook, &picky);
         async move {
             let s = with_sinks(db, &[("webhook", hook), ("picky", picky)]).await;
-            let (db, now) = (s.storage.db(), mdm_server::clock::Clock::now_ms(&*s.clock));
+            let (db, now) = (
+                mdm_server::storage::testing::db(&s.storage),
+                mdm_server::clock::Clock::now_ms(&*s.clock),
+            );
             let before = hook.received().len();
             for n in 0..150 {
                 for dev in ["D0", "D1", "D2"] {
@@ -636,7 +641,10 @@ async fn a_batching_sink_gets_events_together_in_order_and_retries_them_together
                 batching(&["picky"], 2)(c);
             })
             .await;
-            let (db, now) = (s.storage.db(), mdm_server::clock::Clock::now_ms(&*s.clock));
+            let (db, now) = (
+                mdm_server::storage::testing::db(&s.storage),
+                mdm_server::clock::Clock::now_ms(&*s.clock),
+            );
             let (before, posts) = (hook.received().len(), hook.requests());
             for n in 0..30 {
                 for dev in ["D0", "D1", "D2"] {
@@ -706,7 +714,7 @@ async fn a_device_s_events_refused_together_retry_together() {
         let picky = &picky;
         async move {
             let s = start_with_sinks(db, &[("picky", picky)], batching(&["picky"], 2)).await;
-            let db = s.storage.db();
+            let db = mdm_server::storage::testing::db(&s.storage);
             let now = || mdm_server::clock::Clock::now_ms(&*s.clock);
             queue_event(db, "picky", "bad", Some("Z"), now()).await;
             assert_eq!(s.deliver_events().await, (0, 1), "bad refused, 1 s backoff");

@@ -220,7 +220,7 @@ async fn push_certificates_are_validated_sealed_and_watched() {
         assert_eq!(r.status, 201, "{}", r.text());
         assert_eq!(r.json()["topic"], topic);
         // Stored sealed: the key's PEM is nowhere in the database.
-        let stored = mdm_server::storage::push::certs(s.storage.db())
+        let stored = mdm_server::storage::push::certs(mdm_server::storage::testing::db(&s.storage))
             .await
             .unwrap();
         assert_eq!(stored.len(), 1);
@@ -380,8 +380,13 @@ async fn racing_bulk_claims_take_each_due_channel_once_per_due_time() {
             let mut claimed: BTreeMap<String, usize> = BTreeMap::new();
             loop {
                 let (x, y) = tokio::join!(
-                    push::claim_owed(s.storage.db(), now, 5, backoff),
-                    push::claim_owed(other.db(), now, 5, backoff)
+                    push::claim_owed(
+                        mdm_server::storage::testing::db(&s.storage),
+                        now,
+                        5,
+                        backoff
+                    ),
+                    push::claim_owed(mdm_server::storage::testing::db(&other), now, 5, backoff)
                 );
                 let (x, y) = (x.unwrap(), y.unwrap());
                 if x.is_empty() && y.is_empty() {
@@ -403,10 +408,14 @@ async fn racing_bulk_claims_take_each_due_channel_once_per_due_time() {
                 claimed.values().all(|n| *n == 1),
                 "attempt {attempt}: claimed twice: {claimed:?}"
             );
-            assert!(push::owed(s.storage.db(), now + backoff(attempt) - 1, 100)
-                .await
-                .unwrap()
-                .is_empty());
+            assert!(push::owed(
+                mdm_server::storage::testing::db(&s.storage),
+                now + backoff(attempt) - 1,
+                100
+            )
+            .await
+            .unwrap()
+            .is_empty());
             now += backoff(attempt);
         }
         s.stop().await;

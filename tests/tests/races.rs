@@ -85,7 +85,7 @@ async fn first_token_updates_of_a_user_channel_at_once_all_succeed_on_one_row() 
             let channel = format!("{}:{}", dev.udid, user.user_id);
             let rows = enrollment::Entity::find()
                 .filter(enrollment::Column::Id.eq(channel.as_str()))
-                .all(s.storage.db())
+                .all(mdm_server::storage::testing::db(&s.storage))
                 .await
                 .unwrap();
             assert_eq!(rows.len(), 1);

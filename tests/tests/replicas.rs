@@ -142,9 +142,7 @@ impl Cluster {
     }
 
     async fn scalar(&self, sql: &str) -> i64 {
-        let row = self
-            .storage
-            .db()
+        let row = mdm_server::storage::testing::db(&self.storage)
             .query_one_raw(Statement::from_string(DbBackend::Postgres, sql.to_string()))
             .await
             .expect("query")
@@ -153,8 +151,7 @@ impl Cluster {
     }
 
     async fn exec(&self, sql: &str) {
-        self.storage
-            .db()
+        mdm_server::storage::testing::db(&self.storage)
             .execute_unprepared(sql)
             .await
             .expect("statement");

@@ -26,7 +26,7 @@ impl CheckinService {
             return Err(CheckinError::AuthenticateOnUserChannel);
         }
         let fingerprint = cert.fingerprint();
-        authorize::enrollment_checks(self.storage.reader(), fingerprint, e, a, now).await?;
+        authorize::enrollment_checks(&self.storage.read(), fingerprint, e, a, now).await?;
         let event_id = plugins::new_event_id();
         let scope = scope_of(e, &event_id);
         let facts = convert::facts(&a.facts, a.facts.platform());
@@ -45,7 +45,7 @@ impl CheckinService {
             .await;
         if let Some(reason) = decision.refused.take() {
             // Nothing of the enrollment is stored; the decision is.
-            crate::storage::plugin_audit::insert_many(self.storage.db(), decision.audit).await?;
+            crate::storage::plugin_audit::insert_many(&self.storage, decision.audit).await?;
             tracing::warn!(device = %e.device_id, %reason, "enrollment denied");
             return Err(CheckinError::EnrollmentDenied(reason));
         }

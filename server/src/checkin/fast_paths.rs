@@ -67,7 +67,7 @@ impl CheckinService {
         e: &EnrollmentRef,
         now: i64,
     ) -> Result<bool, CheckinError> {
-        let reads = self.storage.point_reads();
+        let reads = self.storage.read();
         let (state, channel) = authorize::channel_state(&reads, cert.fingerprint(), e).await?;
         Ok(idle_needs_nothing(&state, &channel, now))
     }

@@ -132,7 +132,7 @@ impl CheckinService {
             return Ok(());
         };
         let audit = std::mem::take(&mut run.audit);
-        crate::storage::plugin_audit::insert_many(self.storage.db(), audit).await?;
+        crate::storage::plugin_audit::insert_many(&self.storage, audit).await?;
         tracing::warn!(%reason, "refused by plugin policy");
         Err(CheckinError::PluginRefused(reason))
     }

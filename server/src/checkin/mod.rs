@@ -122,7 +122,7 @@ impl CheckinService {
         // Plugins hear it: one point read off the writer for their event, identity checked. The commit
         // checks it again (a TokenUpdate's in its one UPDATE).
         let e = &msg.enrollment;
-        let found = event_subject::load(&self.storage.point_reads(), &e.device_id, &e.id).await?;
+        let found = event_subject::load(&self.storage.read(), &e.device_id, &e.id).await?;
         let subject = authorize::identified(
             found,
             |s| s.identity_fingerprint.as_deref(),

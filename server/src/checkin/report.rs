@@ -81,7 +81,7 @@ impl CheckinService {
         status: plugins::event::CommandStatus,
         event_id: &str,
     ) -> Result<Option<plugins::event::CommandResultEvent>, CheckinError> {
-        let r = self.storage.reader();
+        let r = &self.storage.read();
         let e = &report.enrollment;
         let uuid = report.command_uuid.as_deref().unwrap_or_default();
         let (device, item, cmd) = tokio::try_join!(

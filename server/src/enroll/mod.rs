@@ -171,17 +171,17 @@ impl EnrollService {
     /// now, and if that frees nothing the download is refused (503) until the oldest expires. Concurrent
     /// downloads may each pass the count, so the bound can be passed by the requests in flight, no more.
     async fn room_for_anonymous_challenge(&self) -> Result<(), EnrollError> {
-        let db = self.storage.db();
+        let storage = &self.storage;
         let cap = self.config.max_anonymous_challenges;
-        if secrets::unused_anonymous_challenges(db, cap).await? < cap {
+        if secrets::unused_anonymous_challenges(&storage.read(), cap).await? < cap {
             return Ok(());
         }
         let now = self.clock.now_ms();
-        secrets::purge_expired_challenges(db, now).await?;
-        if secrets::unused_anonymous_challenges(db, cap).await? < cap {
+        secrets::purge_expired_challenges(storage, now).await?;
+        if secrets::unused_anonymous_challenges(&storage.read(), cap).await? < cap {
             return Ok(());
         }
-        let oldest = secrets::oldest_unused_anonymous_challenge_expiry(db)
+        let oldest = secrets::oldest_unused_anonymous_challenge_expiry(&storage.read())
             .await?
             .unwrap_or(now);
         let retry_after_secs = ((oldest - now).max(0) as u64).div_ceil(1000).max(1);
@@ -199,7 +199,7 @@ impl EnrollService {
         serial: Option<&str>,
     ) -> Result<OneTimeSecret, EnrollError> {
         let now = self.clock.now_ms();
-        match secrets::consume(self.storage.db(), SecretKind::Token, token, serial, now).await? {
+        match secrets::consume(&self.storage, SecretKind::Token, token, serial, now).await? {
             Ok(t) => {
                 let entry = NewEntry::new(
                     now,
@@ -208,7 +208,7 @@ impl EnrollService {
                     Some(&t.id),
                     serde_json::json!({"serial_number": serial, "label": t.label}),
                 );
-                audit_log::append(self.storage.db(), vec![entry]).await?;
+                audit_log::append(&self.storage, vec![entry]).await?;
                 Ok(t)
             }
             Err(r) => {
@@ -242,7 +242,7 @@ impl EnrollService {
         if let Some(t) = &self.config.topic {
             return Ok(t.clone());
         }
-        push::certs(self.storage.db())
+        push::certs(&self.storage.read())
             .await?
             .into_iter()
             .max_by_key(|c| c.not_after)
@@ -259,7 +259,7 @@ impl EnrollService {
     ) -> Result<(OneTimeSecret, String), StorageError> {
         let ttl = ttl_secs.unwrap_or(self.config.token_ttl_secs) as i64 * 1000;
         secrets::create(
-            self.storage.db(),
+            &self.storage,
             SecretKind::Token,
             SecretScope {
                 serial_number,
@@ -283,8 +283,8 @@ impl EnrollService {
         let now = self.clock.now_ms();
         let window_end = now + days * 86_400_000;
         let retry_before = now - 86_400_000;
-        let db = self.storage.db();
-        let expiring = devices::identity_expiring(db, window_end).await?;
+        let storage = &self.storage;
+        let expiring = devices::identity_expiring(&storage.read(), window_end).await?;
         self.metrics.identities_expiring.set(expiring as i64);
         let Some(base) = &self.config.public_url else {
             if expiring > 0 {
@@ -296,8 +296,9 @@ impl EnrollService {
             return Ok(0);
         };
         let mut queued = 0;
-        for d in devices::renewal_candidates(db, window_end, retry_before, 100).await? {
-            if !devices::claim_renewal(db, &d.id, d.renewal_requested_at, now).await? {
+        for d in devices::renewal_candidates(&storage.read(), window_end, retry_before, 100).await?
+        {
+            if !devices::claim_renewal(storage, &d.id, d.renewal_requested_at, now).await? {
                 continue;
             }
             let scope = SecretScope {
@@ -327,7 +328,7 @@ impl EnrollService {
                     Some(&d.id),
                     serde_json::json!({"not_after": d.identity_not_after, "command_uuids": outcome.command_uuids}),
                 );
-                audit_log::append(db, vec![entry]).await?;
+                audit_log::append(storage, vec![entry]).await?;
                 queued += 1;
                 self.metrics.identity_renewals.inc();
                 tracing::info!(device = %d.id, not_after = ?d.identity_not_after, "identity renewal queued");

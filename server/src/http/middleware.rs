@@ -37,7 +37,7 @@ async fn audit_admin_action<B>(
             "request_id": request_id,
         }),
     };
-    if let Err(e) = audit_log::append(state.storage.db(), vec![entry]).await {
+    if let Err(e) = audit_log::append(&state.storage, vec![entry]).await {
         tracing::error!(error = %e, "writing the audit log failed");
     }
 }

@@ -37,7 +37,7 @@ pub use actix_web::{dev::Server, http::header::HeaderName};
 
 /// Everything a request handler may reach.
 pub struct AppState {
-    pub storage: Storage,
+    pub(crate) storage: Storage,
     pub checkin: CheckinService,
     pub queue: QueueService,
     pub metrics: Arc<Metrics>,

@@ -55,7 +55,7 @@ impl PluginHost {
         inspect::check_capabilities(&info, &u.manifest, &u.approve)
             .map_err(|p| bad(format!("refused: {}", p.join("; "))))?;
 
-        let existing = repo::find(self.storage.db(), &u.manifest.id).await?;
+        let existing = repo::find(&self.storage.read(), &u.manifest.id).await?;
         let config = match (&u.config, &existing) {
             (Some(c), _) => c.clone(),
             (None, Some(e)) => {
@@ -84,7 +84,7 @@ impl PluginHost {
         let now = self.clock.now_ms();
         let approved: Vec<&str> = u.manifest.capabilities.iter().map(|c| c.as_str()).collect();
         repo::upsert(
-            self.storage.db(),
+            &self.storage,
             repo::Plugin {
                 id: u.manifest.id.clone(),
                 version: u.manifest.version.clone(),
@@ -107,7 +107,7 @@ impl PluginHost {
         .await?;
         tracing::info!(plugin = %u.manifest.id, version = %u.manifest.version, wit = %info.wit_version, "plugin stored");
         self.reload().await?;
-        repo::find_listed(self.storage.db(), &u.manifest.id)
+        repo::find_listed(&self.storage.read(), &u.manifest.id)
             .await?
             .ok_or_else(|| PluginError::NotFound(u.manifest.id.clone()))
     }
@@ -162,7 +162,7 @@ impl PluginHost {
     /// Enable/disable, reorder, dry-run. Enabling lifts a quarantine.
     pub async fn update(&self, id: &str, s: repo::Settings) -> Result<(), PluginError> {
         let enabling = s.enabled == Some(true);
-        if !repo::update_settings(self.storage.db(), id, s, self.clock.now_ms()).await? {
+        if !repo::update_settings(&self.storage, id, s, self.clock.now_ms()).await? {
             return Err(PluginError::NotFound(id.to_string()));
         }
         if enabling {
@@ -173,7 +173,7 @@ impl PluginHost {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), PluginError> {
-        if !repo::delete(self.storage.db(), id).await? {
+        if !repo::delete(&self.storage, id).await? {
             return Err(PluginError::NotFound(id.to_string()));
         }
         self.reload().await?;
@@ -223,7 +223,7 @@ impl PluginHost {
             Err(_) => None,
         };
         let sha = hex::encode(openssl::sha::sha256(&wasm));
-        if let Some(existing) = repo::find(self.storage.db(), &manifest.id).await? {
+        if let Some(existing) = repo::find(&self.storage.read(), &manifest.id).await? {
             let same_config = config.as_ref().is_none_or(|c: &serde_json::Value| {
                 Some(c) == serde_json::from_str(&existing.config).ok().as_ref()
             });

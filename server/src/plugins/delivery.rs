@@ -156,8 +156,7 @@ impl Delivery {
 
     /// One leased batch: returns (leased, delivered, failed).
     async fn run_batch(&self) -> Result<(usize, usize, usize), StorageError> {
-        let leased =
-            outbox::lease_due(self.storage.db(), self.clock.now_ms(), LEASE_MS, BATCH).await?;
+        let leased = outbox::lease_due(&self.storage, self.clock.now_ms(), LEASE_MS, BATCH).await?;
         let n = leased.len();
         let (delivered, failed) = self.deliver(leased, &mut Blocked::new()).await?;
         Ok((n, delivered, failed))
@@ -199,7 +198,7 @@ impl Delivery {
         events: Vec<outbox::OutboxEvent>,
         blocked: &mut Blocked,
     ) -> Result<(usize, usize), StorageError> {
-        let db = self.storage.db();
+        let db = &self.storage;
         let n = events.len();
         let seen: &Blocked = blocked;
         let outcomes: Vec<_> = futures_util::stream::iter(self.units(events))

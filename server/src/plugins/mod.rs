@@ -161,10 +161,6 @@ impl PluginHost {
         }))
     }
 
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
     /// From now on this process delivers the events its own check-ins commit, through `handoff`: they
     /// are written held for it ([`delivery::LEASE_MS`]) and handed over on commit, so delivery needs no
     /// lease and no read of what was just written. Without it, events are written due at once for
@@ -231,7 +227,7 @@ impl PluginHost {
     pub async fn reload(&self) -> Result<(), StorageError> {
         let _guard = self.reload_lock.lock().await;
         let current = self.loaded();
-        let revisions = repo::revisions(self.storage.reader()).await?;
+        let revisions = repo::revisions(&self.storage.read()).await?;
         let have: HashMap<&str, i64> = current.iter().map(|p| (&*p.id, p.revision)).collect();
         let unchanged = revisions.len() == current.len()
             && revisions
@@ -246,7 +242,7 @@ impl PluginHost {
                 next.push(p.clone());
                 continue;
             }
-            let Some(row) = repo::find(self.storage.db(), id).await? else {
+            let Some(row) = repo::find(&self.storage.read(), id).await? else {
                 continue;
             };
             self.breaker.reset(id);
@@ -344,7 +340,7 @@ impl PluginHost {
 
     async fn quarantine(&self, p: &LoadedPlugin, why: &str) {
         let reason = format!("quarantined after repeated faults; last: {why}");
-        match repo::quarantine(self.storage.db(), &p.id, &reason, self.clock.now_ms()).await {
+        match repo::quarantine(&self.storage, &p.id, &reason, self.clock.now_ms()).await {
             Ok(true) => {
                 tracing::error!(plugin = %p.id, %reason, "plugin quarantined");
                 self.metrics
@@ -513,18 +509,18 @@ impl PluginHost {
     }
 
     /// Run due schedules once. Each tick is claimed in the database, so one replica runs it.
-    pub async fn run_schedules(&self) -> Result<usize, StorageError> {
+    pub async fn run_schedules(self: &Arc<Self>) -> Result<usize, StorageError> {
         let now = self.clock.now_ms();
-        let db = self.storage.db();
+        let storage = &self.storage;
         let scheduled = self.subscribed(Hook::OnSchedule);
         for p in &scheduled {
             for s in &p.manifest.schedules {
-                repo::ensure_schedule(db, &p.id, &s.name, now + s.every_seconds as i64 * 1000)
+                repo::ensure_schedule(storage, &p.id, &s.name, now + s.every_seconds as i64 * 1000)
                     .await?;
             }
         }
         let mut ran = 0;
-        for due in repo::due_schedules(db, now).await? {
+        for due in repo::due_schedules(&storage.read(), now).await? {
             let Some(p) = scheduled.iter().find(|p| *p.id == *due.plugin_id) else {
                 continue;
             };
@@ -532,7 +528,9 @@ impl PluginHost {
                 continue;
             };
             let next = now + s.every_seconds as i64 * 1000;
-            if !repo::claim_schedule(db, &due.plugin_id, &due.name, due.next_run_at, next).await? {
+            if !repo::claim_schedule(storage, &due.plugin_id, &due.name, due.next_run_at, next)
+                .await?
+            {
                 continue;
             }
             let event_id = new_event_id();
@@ -548,9 +546,19 @@ impl PluginHost {
             let run = self
                 .run_on(std::slice::from_ref(p), Hook::OnSchedule, input, scope)
                 .await;
-            let txn = sea_orm::TransactionTrait::begin(db).await?;
-            let events = self.apply(&txn, run, "on-schedule", scope, now).await?;
-            txn.commit().await?;
+            let host = self.clone();
+            let events = storage
+                .transaction(move |txn| {
+                    Box::pin(async move {
+                        let scope = EventScope {
+                            event_id: &event_id,
+                            device_id: None,
+                            enrollment_id: None,
+                        };
+                        host.apply(txn, run, "on-schedule", scope, now).await
+                    })
+                })
+                .await?;
             self.events_committed(events);
             ran += 1;
         }

@@ -106,7 +106,7 @@ impl PushService {
     /// Install every stored certificate in the sender (at start).
     pub async fn load_certificates(&self) -> Result<usize, PushServiceError> {
         let mut n = 0;
-        for row in repo::certs(self.storage.db()).await? {
+        for row in repo::certs(&self.storage.read()).await? {
             match self.unseal(&row) {
                 Ok(cert) => {
                     self.install(&cert)?;
@@ -154,7 +154,7 @@ impl PushService {
     pub async fn store(&self, cert: PushCertificate) -> Result<CertInfo, PushServiceError> {
         let now = self.clock.now_ms();
         repo::upsert_cert(
-            self.storage.db(),
+            &self.storage,
             PushCert {
                 topic: cert.topic.clone(),
                 cert_pem: String::from_utf8_lossy(&cert.cert_pem).into_owned(),
@@ -185,7 +185,7 @@ impl PushService {
     }
 
     pub async fn certificates(&self) -> Result<Vec<CertInfo>, PushServiceError> {
-        Ok(repo::certs(self.storage.db())
+        Ok(repo::certs(&self.storage.read())
             .await?
             .into_iter()
             .map(|c| self.info(c.topic, c.not_before, c.not_after))
@@ -218,7 +218,7 @@ impl PushService {
         ids: &[String],
     ) -> Result<BTreeMap<String, PushResult>, PushServiceError> {
         let mut out = BTreeMap::new();
-        let found: HashMap<String, Enrollment> = enrollments::find_many(self.storage.db(), ids)
+        let found: HashMap<String, Enrollment> = enrollments::find_many(&self.storage.read(), ids)
             .await?
             .into_iter()
             .map(|e| (e.id.clone(), e))
@@ -253,8 +253,7 @@ impl PushService {
         let now = self.clock.now_ms();
         let budget =
             u64::from(self.cfg.max_per_second) * self.cfg.worker_interval_ms.max(1000) / 1000;
-        let claimed =
-            repo::claim_owed(self.storage.db(), now, budget, |a| self.backoff_ms(a)).await?;
+        let claimed = repo::claim_owed(&self.storage, now, budget, |a| self.backoff_ms(a)).await?;
         let n = claimed.len();
         self.send(&claimed).await?;
         Ok(n)
@@ -300,7 +299,7 @@ impl PushService {
                 match &outcome {
                     PushOutcome::DeadToken(why) => {
                         tracing::warn!(enrollment = %id, reason = %why, "push token is dead; no more pushes until TokenUpdate");
-                        repo::token_dead(self.storage.db(), &id, now).await?;
+                        repo::token_dead(&self.storage, &id, now).await?;
                     }
                     PushOutcome::Retry(why) | PushOutcome::Failed(why) => {
                         tracing::warn!(enrollment = %id, outcome = label, reason = %why, "push not delivered");

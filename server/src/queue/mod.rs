@@ -58,7 +58,7 @@ impl QueueService {
         command_uuid: &str,
     ) -> Result<bool, QueueError> {
         let n = queue::cancel_pending(
-            self.storage.db(),
+            &self.storage,
             &[enrollment_id.to_string()],
             Some(command_uuid),
             self.clock.now_ms(),
@@ -69,14 +69,14 @@ impl QueueService {
 
     /// Cancel every pending command of a channel. Returns how many.
     pub async fn clear(&self, enrollment_id: &str) -> Result<u64, QueueError> {
-        if enrollments::find(self.storage.db(), enrollment_id)
+        if enrollments::find(&self.storage.read(), enrollment_id)
             .await?
             .is_none()
         {
             return Err(QueueError::NotFound(format!("enrollment {enrollment_id}")));
         }
         Ok(queue::cancel_pending(
-            self.storage.db(),
+            &self.storage,
             &[enrollment_id.to_string()],
             None,
             self.clock.now_ms(),

@@ -23,7 +23,7 @@ use crate::storage::secrets::{self, SecretKind, SecretScope};
 use crate::storage::{Storage, StorageError};
 use message::Malformed;
 use openssl::x509::X509;
-use sea_orm::TransactionTrait;
+use sea_orm::DatabaseTransaction;
 use secrecy::ExposeSecret;
 use std::path::Path;
 use std::sync::Arc;
@@ -146,7 +146,7 @@ impl ScepService {
     pub async fn new_challenge(&self, scope: SecretScope) -> Result<String, StorageError> {
         let ttl = self.config.challenge_ttl_secs as i64 * 1000;
         let (_, secret) = secrets::create(
-            self.storage.db(),
+            &self.storage,
             SecretKind::Challenge,
             scope,
             ttl,
@@ -195,14 +195,118 @@ impl ScepService {
             Err((info, why)) => return refuse(info, &why),
         };
         let now = self.clock.now_ms();
-        let txn = self.storage.db().begin().await?;
-        let (challenge_id, pinned, renewal_of, renews_device) = match msg.message_type {
+        let cipher = csr.cipher;
+        let issuer = Issuer {
+            ca: self.ca.clone(),
+            validity_days: self.config.validity_days,
+        };
+        let (kind, signer) = (msg.message_type, msg.signer.clone());
+        let issued = self
+            .storage
+            .transaction(move |txn| Box::pin(issuer.issue_in(txn, kind, signer, csr, now)))
+            .await;
+        match issued {
+            Ok(cert) => Ok(Ok((cert, cipher))),
+            Err(NotIssued::Refused(info, why)) => refuse(info, &why),
+            Err(NotIssued::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Revoke a certificate we issued. A device bound to it loses that binding, so it can no longer check
+    /// in with it (and Authenticate refuses revoked certificates). None if there is no such unrevoked one.
+    pub async fn revoke(&self, serial: &str) -> Result<Option<IssuedCertificate>, StorageError> {
+        let now = self.clock.now_ms();
+        let owned = serial.to_string();
+        let revoked = self
+            .storage
+            .transaction(move |txn| Box::pin(revoke_in(txn, owned, now)))
+            .await?;
+        let Some(chain) = revoked else {
+            return Ok(None);
+        };
+        let renewals: Vec<&str> = chain[1..].iter().map(|c| c.serial.as_str()).collect();
+        tracing::warn!(serial, renewals = ?renewals, "identity certificate revoked");
+        Ok(chain.into_iter().next())
+    }
+}
+
+/// Revoke `serial` and every renewal descending from it (whoever held it could have renewed it), unbind
+/// them and audit it, in `txn`. The revoked chain, `serial` first; None if there is no such unrevoked one.
+async fn revoke_in(
+    txn: &DatabaseTransaction,
+    serial: String,
+    now: i64,
+) -> Result<Option<Vec<IssuedCertificate>>, StorageError> {
+    let Some(chain) = issued_certs::revoke_chain(txn, &serial, now).await? else {
+        return Ok(None);
+    };
+    let fingerprints: Vec<String> = chain.iter().map(|c| c.fingerprint.clone()).collect();
+    crate::storage::devices::unbind_identity(txn, &fingerprints, now).await?;
+    let renewals: Vec<&str> = chain[1..].iter().map(|c| c.serial.as_str()).collect();
+    audit_log::append(
+        txn,
+        vec![NewEntry::new(
+            now,
+            "system",
+            "identity.revoke",
+            Some(&serial),
+            serde_json::json!({
+                "device_id": chain[0].device_id,
+                "renewals_revoked": renewals,
+            }),
+        )],
+    )
+    .await?;
+    Ok(Some(chain))
+}
+
+/// Why a request's transaction issued nothing: a refusal (rolled back, answered with a failure CertRep)
+/// or an error.
+enum NotIssued {
+    Refused(FailInfo, String),
+    Failed(ScepError),
+}
+
+fn refused(info: FailInfo, why: &str) -> NotIssued {
+    NotIssued::Refused(info, why.to_string())
+}
+
+impl From<ScepError> for NotIssued {
+    fn from(e: ScepError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<StorageError> for NotIssued {
+    fn from(e: StorageError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// What issuing needs of the service, owned by the transaction that issues.
+struct Issuer {
+    ca: KeyPair,
+    validity_days: u32,
+}
+
+impl Issuer {
+    /// Check the request and record the certificate it gets, in `txn`: the challenge is used up in the
+    /// same transaction, and a refusal rolls everything back.
+    async fn issue_in(
+        self,
+        txn: &DatabaseTransaction,
+        kind: MessageType,
+        signer: X509,
+        csr: message::Csr,
+        now: i64,
+    ) -> Result<X509, NotIssued> {
+        let (challenge_id, pinned, renewal_of, renews_device) = match kind {
             MessageType::RenewalReq => {
-                let Some(old) = self.our_valid_certificate(&txn, &msg.signer, now).await? else {
-                    return refuse(
+                let Some(old) = self.our_valid_certificate(txn, &signer, now).await? else {
+                    return Err(refused(
                         FailInfo::BadCertId,
                         "renewal signed by a certificate we did not issue, or revoked or expired",
-                    );
+                    ));
                 };
                 (
                     None,
@@ -213,31 +317,34 @@ impl ScepService {
             }
             _ => {
                 let Some(challenge) = csr.challenge.as_deref() else {
-                    return refuse(FailInfo::BadRequest, "no challengePassword");
+                    return Err(refused(FailInfo::BadRequest, "no challengePassword"));
                 };
-                let s = match secrets::consume(&txn, SecretKind::Challenge, challenge, None, now)
+                let s = match secrets::consume(txn, SecretKind::Challenge, challenge, None, now)
                     .await?
                 {
                     Ok(s) => s,
-                    Err(r) => return refuse(FailInfo::BadRequest, &format!("challenge {r}")),
+                    Err(r) => return Err(refused(FailInfo::BadRequest, &format!("challenge {r}"))),
                 };
                 // A renewal challenge descends from the identity the device has bound now (it was
                 // delivered to that identity): record it, so revoking that identity revokes this one.
                 let mut renewal_of = None;
                 if let Some(device) = &s.renewal_for {
-                    if let Some(bound) = issued_certs::bound_to_device(&txn, device).await? {
-                        if issued_certs::revoked_in_chain(&txn, &bound.fingerprint).await? {
-                            return refuse(FailInfo::BadRequest, "renewal of a revoked identity");
+                    if let Some(bound) = issued_certs::bound_to_device(txn, device).await? {
+                        if issued_certs::revoked_in_chain(txn, &bound.fingerprint).await? {
+                            return Err(refused(
+                                FailInfo::BadRequest,
+                                "renewal of a revoked identity",
+                            ));
                         }
                         renewal_of = Some(bound.serial);
                     }
                     // Revoked (and so unbound) after the challenge was made: it went to the revoked
                     // identity.
-                    if issued_certs::device_revoked_since(&txn, device, s.created_at).await? {
-                        return refuse(
+                    if issued_certs::device_revoked_since(txn, device, s.created_at).await? {
+                        return Err(refused(
                             FailInfo::BadRequest,
                             "renewal challenge issued to a since revoked identity",
-                        );
+                        ));
                     }
                 }
                 (Some(s.id), s.serial_number, renewal_of, s.renewal_for)
@@ -265,7 +372,7 @@ impl ScepService {
         };
         tracing::info!(serial = %record.serial, subject = %record.subject, renewal = record.renewal_of.is_some(), "issued a device identity certificate");
         audit_log::append(
-            &txn,
+            txn,
             vec![NewEntry::new(
                 now,
                 "scep",
@@ -281,40 +388,8 @@ impl ScepService {
             )],
         )
         .await?;
-        issued_certs::insert(&txn, record).await?;
-        txn.commit().await?;
-        Ok(Ok((issued, csr.cipher)))
-    }
-
-    /// Revoke a certificate we issued. A device bound to it loses that binding, so it can no longer check
-    /// in with it (and Authenticate refuses revoked certificates). None if there is no such unrevoked one.
-    pub async fn revoke(&self, serial: &str) -> Result<Option<IssuedCertificate>, StorageError> {
-        let now = self.clock.now_ms();
-        let txn = self.storage.db().begin().await?;
-        // The identity and every renewal descending from it: whoever held it could have renewed it.
-        let Some(chain) = issued_certs::revoke_chain(&txn, serial, now).await? else {
-            return Ok(None);
-        };
-        let fingerprints: Vec<String> = chain.iter().map(|c| c.fingerprint.clone()).collect();
-        crate::storage::devices::unbind_identity(&txn, &fingerprints, now).await?;
-        let renewals: Vec<&str> = chain[1..].iter().map(|c| c.serial.as_str()).collect();
-        audit_log::append(
-            &txn,
-            vec![NewEntry::new(
-                now,
-                "system",
-                "identity.revoke",
-                Some(serial),
-                serde_json::json!({
-                    "device_id": chain[0].device_id,
-                    "renewals_revoked": renewals,
-                }),
-            )],
-        )
-        .await?;
-        txn.commit().await?;
-        tracing::warn!(serial, renewals = ?renewals, "identity certificate revoked");
-        Ok(chain.into_iter().next())
+        issued_certs::insert(txn, record).await?;
+        Ok(issued)
     }
 
     /// The record of `cert` if we issued it, it is still valid, and neither it nor any identity it was
@@ -361,7 +436,7 @@ impl ScepService {
             &key,
             Usage::ClientAuth,
             now - 3600,
-            now + self.config.validity_days as i64 * 86_400,
+            now + self.validity_days as i64 * 86_400,
             &pki::random_serial()?,
             Some(&self.ca),
             None,

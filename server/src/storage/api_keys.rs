@@ -2,6 +2,7 @@
 
 use super::entities::api_key::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
+use super::Writes;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -10,7 +11,8 @@ use sea_orm::{
 
 pub use super::entities::api_key::Model as ApiKey;
 
-pub async fn insert<C: ConnectionTrait>(c: &C, key: Model) -> StorageResult<()> {
+pub async fn insert<W: Writes>(c: &W, key: Model) -> StorageResult<()> {
+    let c = c.connection();
     ActiveModel {
         id: Set(key.id),
         name: Set(key.name),
@@ -46,7 +48,8 @@ pub async fn list<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<Model>> {
         .await?)
 }
 
-pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
+pub async fn touch<W: Writes>(c: &W, id: &str, now: i64) -> StorageResult<()> {
+    let c = c.connection();
     Entity::update_many()
         .col_expr(Column::LastUsedAt, Expr::value(now))
         .filter(Column::Id.eq(id))
@@ -56,7 +59,8 @@ pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResu
 }
 
 /// Returns false when there was no such active key.
-pub async fn revoke<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<bool> {
+pub async fn revoke<W: Writes>(c: &W, id: &str, now: i64) -> StorageResult<bool> {
+    let c = c.connection();
     Ok(Entity::update_many()
         .col_expr(Column::RevokedAt, Expr::value(now))
         .filter(Column::Id.eq(id))

@@ -10,11 +10,11 @@
 
 use super::entities::audit_entry::{ActiveModel, Column, Entity, Model};
 use super::entities::audit_pending;
-use super::StorageResult;
+use super::{Storage, StorageResult, Writes};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement, TransactionSession, TransactionTrait,
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement,
 };
 use std::time::Duration;
 
@@ -78,7 +78,8 @@ pub fn row_hash(
 
 /// Record entries, in order, in `c`'s transaction: they commit or roll back with the change they record,
 /// and [`seal`] chains them.
-pub async fn append<C: ConnectionTrait>(c: &C, entries: Vec<NewEntry>) -> StorageResult<()> {
+pub async fn append<W: Writes>(c: &W, entries: Vec<NewEntry>) -> StorageResult<()> {
+    let c = c.connection();
     super::batch::execute(c, append_statements(c.get_database_backend(), entries)).await
 }
 
@@ -103,10 +104,10 @@ pub fn append_statements(backend: DbBackend, entries: Vec<NewEntry>) -> Vec<Stat
 /// Chain every pending entry, oldest first, a batch per transaction; returns how many were chained. Safe to
 /// run on every replica at once: each batch holds the chain's lock, and an entry leaves `audit_pending` in
 /// the transaction that chains it.
-pub async fn seal<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResult<u64> {
+pub async fn seal(s: &Storage) -> StorageResult<u64> {
     let mut sealed = 0;
     loop {
-        let n = seal_batch(c).await?;
+        let n = s.transaction(|txn| Box::pin(seal_batch(txn))).await?;
         sealed += n;
         if n < SEAL_BATCH {
             return Ok(sealed);
@@ -114,8 +115,7 @@ pub async fn seal<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResult
     }
 }
 
-async fn seal_batch<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResult<u64> {
-    let txn = c.begin().await?;
+async fn seal_batch(txn: &DatabaseTransaction) -> StorageResult<u64> {
     if txn.get_database_backend() == DbBackend::Postgres {
         // Held until the transaction ends: no other sealer can read the same head or the same pending rows.
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({APPEND_LOCK})"))
@@ -124,7 +124,7 @@ async fn seal_batch<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResu
     let pending = audit_pending::Entity::find()
         .order_by_asc(audit_pending::Column::Id)
         .limit(SEAL_BATCH)
-        .all(&txn)
+        .all(txn)
         .await?;
     if pending.is_empty() {
         return Ok(0);
@@ -133,7 +133,7 @@ async fn seal_batch<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResu
     let head = Entity::find()
         .order_by_desc(Column::Id)
         .limit(1)
-        .one(&txn)
+        .one(txn)
         .await?;
     let (mut id, mut prev) = head.map_or((0, GENESIS.to_string()), |h| (h.id, h.hash));
     let n = pending.len() as u64;
@@ -163,16 +163,15 @@ async fn seal_batch<C: ConnectionTrait + TransactionTrait>(c: &C) -> StorageResu
     }
     for chunk in rows.chunks(200) {
         Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(&txn)
+            .exec_without_returning(txn)
             .await?;
     }
     // By id, not "up to the last id": on PostgreSQL an entry with a lower id may commit after the read
     // above, and must stay pending for the next batch.
     audit_pending::Entity::delete_many()
         .filter(sea_orm::ColumnTrait::is_in(&audit_pending::Column::Id, ids))
-        .exec(&txn)
+        .exec(txn)
         .await?;
-    txn.commit().await?;
     Ok(n)
 }
 
@@ -276,6 +275,7 @@ pub async fn verify<C: ConnectionTrait>(c: &C) -> StorageResult<Verification> {
 mod tests {
     use super::*;
     use crate::storage::testing::test_databases;
+    use sea_orm::TransactionTrait;
 
     fn entry(i: i64) -> NewEntry {
         NewEntry {
@@ -301,7 +301,7 @@ mod tests {
             );
             append(c, (1..=3).map(entry).collect()).await.unwrap();
             append(c, vec![entry(4)]).await.unwrap();
-            assert_eq!(seal(c).await.unwrap(), 4);
+            assert_eq!(seal(&s).await.unwrap(), 4);
             let Verification::Intact { rows, .. } = verify(c).await.unwrap() else {
                 panic!("intact chain reported broken");
             };
@@ -376,9 +376,9 @@ mod tests {
                 list(c, None, 10).await.unwrap().is_empty(),
                 "not chained yet"
             );
-            assert_eq!(seal(c).await.unwrap(), 3);
+            assert_eq!(seal(&s).await.unwrap(), 3);
             assert_eq!(pending(c).await.unwrap(), 0);
-            assert_eq!(seal(c).await.unwrap(), 0, "nothing is chained twice");
+            assert_eq!(seal(&s).await.unwrap(), 0, "nothing is chained twice");
             let chained = list(c, None, 10).await.unwrap();
             let targets: Vec<_> = chained
                 .iter()
@@ -401,7 +401,7 @@ mod tests {
             let n = SEAL_BATCH as i64 * 2 + 234;
             append(c, (1..=n).map(entry).collect()).await.unwrap();
             // Side by side, as replicas would: on PostgreSQL each takes its own connection.
-            let (a, b, d) = tokio::join!(seal(c), seal(c), seal(c));
+            let (a, b, d) = tokio::join!(seal(&s), seal(&s), seal(&s));
             assert_eq!(a.unwrap() + b.unwrap() + d.unwrap(), n as u64);
             assert_eq!(pending(c).await.unwrap(), 0);
             let Verification::Intact { rows, .. } = verify(c).await.unwrap() else {

@@ -2,6 +2,7 @@
 
 use super::entities::device::{self, ActiveModel, Column, Entity, Model};
 use super::sealing::{self, Token};
+use super::Writes;
 use super::{StorageError, StorageResult};
 pub use crate::protocol::DeviceFacts;
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -214,12 +215,13 @@ pub async fn renewal_candidates<C: ConnectionTrait>(
 /// Mark a renewal as sent, if no one else has since `seen` was read. The row is locked `FOR UPDATE SKIP
 /// LOCKED` on PostgreSQL (a replica renewing the same device at that moment skips it), and the update only
 /// matches while the marker still holds `seen`: one renewal per device across replicas.
-pub async fn claim_renewal<C: ConnectionTrait>(
-    c: &C,
+pub async fn claim_renewal<W: Writes>(
+    c: &W,
     id: &str,
     seen: Option<i64>,
     now: i64,
 ) -> StorageResult<bool> {
+    let c = c.connection();
     let unchanged = || match seen {
         Some(t) => Column::RenewalRequestedAt.eq(t),
         None => Column::RenewalRequestedAt.is_null(),

@@ -1,6 +1,7 @@
 //! Storage: sea-orm over SQLite (embedded default) or PostgreSQL (production, several replicas).
-//! Services call the repository functions in the submodules; each takes any `ConnectionTrait`, so a caller
-//! composes several into one transaction.
+//! Services call the repository functions in the submodules through the two doors of [`Storage`]. A read
+//! takes any `ConnectionTrait` and a write any [`Writes`], so a caller composes several into one
+//! transaction.
 
 pub mod api_keys;
 pub mod attributes;
@@ -25,13 +26,15 @@ pub mod point_reads;
 pub mod private_files;
 pub mod push;
 pub mod queue;
+mod read;
 pub mod sealing;
 pub mod secrets;
 mod sqlite_plans;
 pub mod testing;
 mod writer;
 
-pub use point_reads::{PointRead, PointReads};
+pub use point_reads::PointRead;
+pub use read::Reads;
 pub use writer::WriterCpu;
 
 use sea_orm::{
@@ -65,6 +68,16 @@ pub enum StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// The database, entered by two doors:
+/// - **reads** outside a transaction: [`Storage::read`], for sea-orm queries and [`PointRead`]s alike;
+///   they see everything committed before they start and never wait for the writer;
+/// - **writes**: [`Storage::transaction`] for statements that commit together (on SQLite it runs on the
+///   writer's thread), or a repository function taking [`Writes`], given `&Storage`, for a write that
+///   commits alone.
+///
+/// What a transaction must see consistently is read inside it. The writer connection is private to this
+/// module, so nothing else begins a transaction (on SQLite that would bypass the writer's thread) or
+/// reads from the writer. Tests have their own door, [`testing::db`].
 #[derive(Clone, Debug)]
 pub struct Storage {
     db: DatabaseConnection,
@@ -75,6 +88,31 @@ pub struct Storage {
     writer: Option<Arc<writer::Writer>>,
     /// SQLite files only: connections for point reads on the calling thread (see [`point_reads`]).
     local: Option<Arc<point_reads::LocalSqlite>>,
+}
+
+/// Where a write that needs no transaction of its own runs: in a caller's transaction, or given
+/// `&Storage`, alone on the writer connection. A write there holds that connection only for its own
+/// round trips, so it runs on the calling task rather than on the writer's thread (see [`writer`]).
+/// Reads take a connection, never `&Storage`: outside a transaction they go through [`Storage::read`].
+pub trait Writes: Sync {
+    type Connection: ConnectionTrait;
+    fn connection(&self) -> &Self::Connection;
+}
+
+impl Writes for Storage {
+    type Connection = DatabaseConnection;
+    fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+/// A transaction; or, in this module and in tests, the writer connection itself. ([`Reads`] is one too,
+/// but read-only on SQLite: writes are not sent there.)
+impl<C: ConnectionTrait> Writes for C {
+    type Connection = C;
+    fn connection(&self) -> &C {
+        self
+    }
 }
 
 /// The body of a [`Storage::transaction`]: an async block over the transaction that owns what it uses.
@@ -212,9 +250,8 @@ impl Storage {
         Ok(())
     }
 
-    /// The connection for writes and transactions (on SQLite, its one writer). Transactions on a hot
-    /// path go through [`Storage::transaction`] instead.
-    pub fn db(&self) -> &DatabaseConnection {
+    /// The connection for writes and transactions (on SQLite, its one writer): for this module only.
+    fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 
@@ -247,19 +284,12 @@ impl Storage {
         }
     }
 
-    /// For reads outside a transaction, which see everything committed before they start: on SQLite a
-    /// pool of read-only connections that do not wait for the writer, elsewhere the same pool as
-    /// [`Storage::db`]. Anything a transaction must see consistently is read inside it instead.
-    pub fn reader(&self) -> &DatabaseConnection {
-        self.reader.as_ref().unwrap_or(&self.db)
-    }
-
-    /// For point reads on hot paths (see [`point_reads`]): on a SQLite file made on the calling thread,
-    /// elsewhere the same as [`Storage::reader`]. They see everything committed before they start.
-    pub fn point_reads(&self) -> PointReads<'_> {
-        match &self.local {
-            Some(local) => PointReads::Local(local),
-            None => PointReads::Pool(self.reader()),
+    /// The read door: everything committed before a read starts, without waiting for the writer (see
+    /// [`Reads`]).
+    pub fn read(&self) -> Reads<'_> {
+        Reads {
+            pool: self.reader.as_ref().unwrap_or(&self.db),
+            local: self.local.as_deref(),
         }
     }
 
@@ -384,31 +414,31 @@ mod tests {
                 .unwrap();
             let during = tokio::time::timeout(
                 Duration::from_secs(5),
-                plugin_kv::get(s.reader(), "p", "k", 1),
+                plugin_kv::get(s.read().pool, "p", "k", 1),
             )
             .await
             .unwrap_or_else(|_| panic!("{}: the read waited for the writer", tdb.label))
             .unwrap();
             assert_eq!(during, None, "{}: uncommitted write seen", tdb.label);
             // Before the commit too, so a point-read connection is reused across it.
-            let point = plugin_kv::get(&s.point_reads(), "p", "k", 1).await.unwrap();
+            let point = plugin_kv::get(&s.read(), "p", "k", 1).await.unwrap();
             assert_eq!(point, None, "{}: uncommitted write seen", tdb.label);
             txn.commit().await.unwrap();
             assert_eq!(
-                plugin_kv::get(s.reader(), "p", "k", 1).await.unwrap(),
+                plugin_kv::get(s.read().pool, "p", "k", 1).await.unwrap(),
                 Some(b"v".to_vec()),
                 "{}: committed write not seen",
                 tdb.label
             );
             assert_eq!(
-                plugin_kv::get(&s.point_reads(), "p", "k", 1).await.unwrap(),
+                plugin_kv::get(&s.read(), "p", "k", 1).await.unwrap(),
                 Some(b"v".to_vec()),
                 "{}: committed write not seen by a point read",
                 tdb.label
             );
             if tdb.label == "sqlite" {
                 assert!(
-                    plugin_kv::set(s.reader(), "p", "k2", b"v".to_vec(), None, 1)
+                    plugin_kv::set(s.read().pool, "p", "k2", b"v".to_vec(), None, 1)
                         .await
                         .is_err(),
                     "the SQLite readers are read-only"
@@ -446,7 +476,7 @@ mod tests {
                 })
                 .await;
             assert!(matches!(refused, Err(StorageError::Conflict(_))));
-            let get = |k: &'static str| plugin_kv::get(s.reader(), "p", k, 1);
+            let get = |k: &'static str| plugin_kv::get(s.read().pool, "p", k, 1);
             assert_eq!(
                 get("kept").await.unwrap(),
                 Some(b"1".to_vec()),

@@ -4,6 +4,7 @@
 
 use super::entities::event_outbox::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
+use super::Writes;
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order, Query};
 use sea_orm::{
     ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
@@ -59,12 +60,13 @@ impl NewEvent<'_> {
 /// caller won. On PostgreSQL the due rows are locked `FOR UPDATE SKIP LOCKED`, so replicas leasing at the
 /// same moment take disjoint events without waiting on each other; SQLite has one writer. A lease that
 /// runs out (the replica died mid-delivery) makes the event due again: delivery is at least once.
-pub async fn lease_due<C: ConnectionTrait>(
-    c: &C,
+pub async fn lease_due<W: Writes>(
+    c: &W,
     now: i64,
     lease_ms: i64,
     limit: u64,
 ) -> StorageResult<Vec<Model>> {
+    let c = c.connection();
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -90,7 +92,8 @@ pub async fn lease_due<C: ConnectionTrait>(
 }
 
 /// Record events as delivered, in one statement per batch (the ids of one leased batch).
-pub async fn mark_delivered<C: ConnectionTrait>(c: &C, ids: &[i64], now: i64) -> StorageResult<()> {
+pub async fn mark_delivered<W: Writes>(c: &W, ids: &[i64], now: i64) -> StorageResult<()> {
+    let c = c.connection();
     for chunk in ids.chunks(1000) {
         Entity::update_many()
             .col_expr(Column::DeliveredAt, Expr::value(now))
@@ -102,12 +105,13 @@ pub async fn mark_delivered<C: ConnectionTrait>(c: &C, ids: &[i64], now: i64) ->
     Ok(())
 }
 
-pub async fn mark_failed<C: ConnectionTrait>(
-    c: &C,
+pub async fn mark_failed<W: Writes>(
+    c: &W,
     id: i64,
     next_attempt_at: i64,
     error: &str,
 ) -> StorageResult<()> {
+    let c = c.connection();
     Entity::update_many()
         .col_expr(Column::NextAttemptAt, Expr::value(next_attempt_at))
         .col_expr(Column::LastError, Expr::value(error))
@@ -119,7 +123,8 @@ pub async fn mark_failed<C: ConnectionTrait>(
 }
 
 /// Leave an event untried until `until` (an earlier event of its device failed and retries then).
-pub async fn hold<C: ConnectionTrait>(c: &C, id: i64, until: i64) -> StorageResult<()> {
+pub async fn hold<W: Writes>(c: &W, id: i64, until: i64) -> StorageResult<()> {
+    let c = c.connection();
     Entity::update_many()
         .col_expr(Column::NextAttemptAt, Expr::value(until))
         .filter(Column::Id.eq(id))

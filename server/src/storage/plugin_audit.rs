@@ -3,6 +3,7 @@
 use super::audit_log::NewEntry;
 use super::entities::plugin_audit::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
+use super::Writes;
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement,
@@ -12,7 +13,8 @@ pub use super::entities::plugin_audit::Model as AuditRow;
 
 /// Store plugin audit rows, and the same events for the hash-chained audit log (pending until
 /// [`super::audit_log::seal`] chains them), in `c`'s transaction.
-pub async fn insert_many<C: ConnectionTrait>(c: &C, rows: Vec<Model>) -> StorageResult<()> {
+pub async fn insert_many<W: Writes>(c: &W, rows: Vec<Model>) -> StorageResult<()> {
+    let c = c.connection();
     super::batch::execute(c, insert_statements(c.get_database_backend(), rows)).await
 }
 

@@ -4,6 +4,7 @@
 use super::entities::plugin_kv::{ActiveModel, Column, Entity};
 use super::point_reads::PointRead;
 use super::StorageResult;
+use super::Writes;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
@@ -48,14 +49,15 @@ pub async fn count<C: ConnectionTrait>(c: &C, plugin: &str, now: i64) -> Storage
         .await?)
 }
 
-pub async fn set<C: ConnectionTrait>(
-    c: &C,
+pub async fn set<W: Writes>(
+    c: &W,
     plugin: &str,
     key: &str,
     value: Vec<u8>,
     expires_at: Option<i64>,
     now: i64,
 ) -> StorageResult<()> {
+    let c = c.connection();
     Entity::insert(ActiveModel {
         plugin_id: Set(plugin.to_string()),
         key: Set(key.to_string()),
@@ -74,12 +76,11 @@ pub async fn set<C: ConnectionTrait>(
 }
 
 /// True when a live entry was deleted.
-pub async fn delete<C: ConnectionTrait>(
-    c: &C,
-    plugin: &str,
-    key: &str,
-    now: i64,
-) -> StorageResult<bool> {
+pub async fn delete<W: Writes>(c: &W, plugin: &str, key: &str, now: i64) -> StorageResult<bool>
+where
+    W::Connection: PointRead,
+{
+    let c = c.connection();
     let existed = get(c, plugin, key, now).await?.is_some();
     Entity::delete_many()
         .filter(this(plugin, key))
@@ -89,8 +90,8 @@ pub async fn delete<C: ConnectionTrait>(
 }
 
 /// Set `key` to `new` only if it currently holds `expected` (None: only if absent or expired).
-pub async fn compare_and_swap<C: ConnectionTrait>(
-    c: &C,
+pub async fn compare_and_swap<W: Writes>(
+    c: &W,
     plugin: &str,
     key: &str,
     expected: Option<Vec<u8>>,
@@ -98,6 +99,7 @@ pub async fn compare_and_swap<C: ConnectionTrait>(
     expires_at: Option<i64>,
     now: i64,
 ) -> StorageResult<bool> {
+    let c = c.connection();
     match expected {
         None => {
             // An expired entry counts as absent: clear it so the insert can win.

@@ -3,6 +3,7 @@
 use super::entities::plugin::{ActiveModel, Column, Entity, Model};
 use super::entities::plugin_schedule::{self, Entity as Schedules};
 use super::StorageResult;
+use super::Writes;
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
@@ -97,7 +98,8 @@ pub async fn revisions<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<(String, 
 
 /// Insert a new plugin or replace an existing one's component, manifest and approvals (keeping its admin
 /// settings unless `settings` says otherwise). Bumps the revision.
-pub async fn upsert<C: ConnectionTrait>(c: &C, p: Model) -> StorageResult<()> {
+pub async fn upsert<W: Writes>(c: &W, p: Model) -> StorageResult<()> {
+    let c = c.connection();
     // Insert if absent, else update in one statement that bumps the stored revision: two uploads of one
     // plugin at once (an admin retrying, two replicas) then neither fails on the primary key (a 500) nor
     // lands both on the same revision, which replicas that loaded the first would take for unchanged.
@@ -139,12 +141,13 @@ pub struct Settings {
     pub config: Option<String>,
 }
 
-pub async fn update_settings<C: ConnectionTrait>(
-    c: &C,
+pub async fn update_settings<W: Writes>(
+    c: &W,
     id: &str,
     s: Settings,
     now: i64,
 ) -> StorageResult<bool> {
+    let c = c.connection();
     let Some(old) = find(c, id).await? else {
         return Ok(false);
     };
@@ -172,12 +175,8 @@ pub async fn update_settings<C: ConnectionTrait>(
 }
 
 /// Quarantine a plugin (circuit breaker). Only the first quarantine of a revision is recorded.
-pub async fn quarantine<C: ConnectionTrait>(
-    c: &C,
-    id: &str,
-    reason: &str,
-    now: i64,
-) -> StorageResult<bool> {
+pub async fn quarantine<W: Writes>(c: &W, id: &str, reason: &str, now: i64) -> StorageResult<bool> {
+    let c = c.connection();
     Ok(Entity::update_many()
         .col_expr(Column::QuarantinedAt, Expr::value(now))
         .col_expr(Column::QuarantineReason, Expr::value(reason))
@@ -191,7 +190,8 @@ pub async fn quarantine<C: ConnectionTrait>(
         > 0)
 }
 
-pub async fn delete<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<bool> {
+pub async fn delete<W: Writes>(c: &W, id: &str) -> StorageResult<bool> {
+    let c = c.connection();
     Schedules::delete_many()
         .filter(plugin_schedule::Column::PluginId.eq(id))
         .exec(c)
@@ -204,12 +204,13 @@ pub async fn delete<C: ConnectionTrait>(c: &C, id: &str) -> StorageResult<bool> 
 }
 
 /// Make sure a schedule exists; a new one first fires at `first_run_at`.
-pub async fn ensure_schedule<C: ConnectionTrait>(
-    c: &C,
+pub async fn ensure_schedule<W: Writes>(
+    c: &W,
     plugin_id: &str,
     name: &str,
     first_run_at: i64,
 ) -> StorageResult<()> {
+    let c = c.connection();
     Schedules::insert(plugin_schedule::ActiveModel {
         plugin_id: Set(plugin_id.to_string()),
         name: Set(name.to_string()),
@@ -241,13 +242,14 @@ pub async fn due_schedules<C: ConnectionTrait>(
 /// Claim one tick of a schedule: move `next_run_at` from `seen` to `next`. Exactly one claimant wins, across
 /// replicas: the row is locked `FOR UPDATE SKIP LOCKED` on PostgreSQL (a replica claiming it at the same
 /// moment skips it rather than waits), and the update only matches while the row still holds `seen`.
-pub async fn claim_schedule<C: ConnectionTrait>(
-    c: &C,
+pub async fn claim_schedule<W: Writes>(
+    c: &W,
     plugin_id: &str,
     name: &str,
     seen: i64,
     next: i64,
 ) -> StorageResult<bool> {
+    let c = c.connection();
     use plugin_schedule::Column as S;
     let tick = Query::select()
         .column(S::PluginId)

@@ -13,13 +13,15 @@ use super::{StorageError, StorageResult};
 use rusqlite::types::FromSql;
 use rusqlite::{CachedStatement, Connection, OpenFlags};
 use sea_orm::sea_query::{SelectStatement, SqliteQueryBuilder, Value};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, TryGetable};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, QueryResult, TryGetable,
+};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// What can answer a point read: any sea-orm connection or transaction, or [`PointReads`].
+/// What can answer a point read: a transaction, or [`super::Reads`] ([`super::Storage::read`]).
 pub trait PointRead: Sync {
     /// The first row `q` selects, decoded by `decode`; None when it selects none.
     fn one<T, F>(
@@ -32,16 +34,35 @@ pub trait PointRead: Sync {
         F: FnOnce(&Fields<'_>) -> StorageResult<T> + Send;
 }
 
-impl<C: ConnectionTrait> PointRead for C {
+/// In a transaction, or on a pool: through sea-orm like any other read.
+async fn pooled<C, T, F>(c: &C, q: &SelectStatement, decode: F) -> StorageResult<Option<T>>
+where
+    C: ConnectionTrait,
+    F: FnOnce(&Fields<'_>) -> StorageResult<T>,
+{
+    match c.query_one(q).await? {
+        Some(row) => decode(&Fields::Pool(&row)).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl PointRead for DatabaseTransaction {
     async fn one<T, F>(&self, q: &SelectStatement, decode: F) -> StorageResult<Option<T>>
     where
         T: Send,
         F: FnOnce(&Fields<'_>) -> StorageResult<T> + Send,
     {
-        match self.query_one(q).await? {
-            Some(row) => decode(&Fields::Pool(&row)).map(Some),
-            None => Ok(None),
-        }
+        pooled(self, q, decode).await
+    }
+}
+
+impl PointRead for DatabaseConnection {
+    async fn one<T, F>(&self, q: &SelectStatement, decode: F) -> StorageResult<Option<T>>
+    where
+        T: Send,
+        F: FnOnce(&Fields<'_>) -> StorageResult<T> + Send,
+    {
+        pooled(self, q, decode).await
     }
 }
 
@@ -56,26 +77,6 @@ impl Fields<'_> {
         match self {
             Fields::Pool(row) => Ok(row.try_get("", column)?),
             Fields::Local(row) => row.get(column).map_err(|e| local_error(column, e)),
-        }
-    }
-}
-
-/// Where [`super::Storage::point_reads`] sends a read.
-#[derive(Clone, Copy)]
-pub enum PointReads<'s> {
-    Pool(&'s DatabaseConnection),
-    Local(&'s LocalSqlite),
-}
-
-impl PointRead for PointReads<'_> {
-    async fn one<T, F>(&self, q: &SelectStatement, decode: F) -> StorageResult<Option<T>>
-    where
-        T: Send,
-        F: FnOnce(&Fields<'_>) -> StorageResult<T> + Send,
-    {
-        match *self {
-            PointReads::Pool(db) => db.one(q, decode).await,
-            PointReads::Local(local) => local.one(q, decode),
         }
     }
 }
@@ -140,7 +141,7 @@ impl LocalSqlite {
         }
     }
 
-    fn one<T>(
+    pub(super) fn one<T>(
         &self,
         q: &SelectStatement,
         decode: impl FnOnce(&Fields<'_>) -> StorageResult<T>,
@@ -264,12 +265,12 @@ mod tests {
     async fn point_reads_decode_what_the_pool_decodes() {
         for tdb in test_databases().await {
             let s = tdb.storage().await.unwrap();
-            let local = matches!(s.point_reads(), PointReads::Local(_));
+            let local = s.read().local.is_some();
             assert_eq!(local, tdb.label == "sqlite", "{}", tdb.label);
             let q = every_kind();
             let want: Kinds = ("text".into(), 42, 7, vec![1, 2, 3], true, None);
             assert_eq!(
-                s.point_reads().one(&q, decode_kinds).await.unwrap(),
+                s.read().one(&q, decode_kinds).await.unwrap(),
                 Some(want.clone())
             );
             assert_eq!(s.db().one(&q, decode_kinds).await.unwrap(), Some(want));
@@ -277,19 +278,13 @@ mod tests {
                 .expr(Expr::val(1))
                 .and_where(Expr::val(1).eq(2))
                 .to_owned();
-            assert_eq!(
-                s.point_reads().one(&nothing, |_| Ok(())).await.unwrap(),
-                None
-            );
+            assert_eq!(s.read().one(&nothing, |_| Ok(())).await.unwrap(), None);
             tdb.cleanup().await;
         }
     }
 
     fn local_of(s: &super::super::Storage) -> &LocalSqlite {
-        match s.point_reads() {
-            PointReads::Local(l) => l,
-            PointReads::Pool(_) => panic!("a SQLite file reads locally"),
-        }
+        s.read().local.expect("a SQLite file reads locally")
     }
 
     /// Stored data of the wrong type is an error the caller can report, not a panic.
@@ -301,13 +296,13 @@ mod tests {
             .expr_as(Expr::val("x"), Alias::new("n"))
             .to_owned();
         let err = s
-            .point_reads()
+            .read()
             .one(&q, |row| row.get::<i64>("n"))
             .await
             .unwrap_err();
         assert!(matches!(err, StorageError::Corrupt(_)), "{err:?}");
         let missing = s
-            .point_reads()
+            .read()
             .one(&q, |row| row.get::<String>("absent"))
             .await
             .unwrap_err();

@@ -8,6 +8,7 @@ use super::entities::push_cert::{self, Entity as Certs};
 use super::entities::queue_item;
 use super::queue::QueueStatus;
 use super::StorageResult;
+use super::Writes;
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, LockBehavior, LockType, OnConflict, Order, Query,
 };
@@ -17,7 +18,8 @@ use sea_orm::{
 
 pub use super::entities::push_cert::Model as PushCert;
 
-pub async fn upsert_cert<C: ConnectionTrait>(c: &C, cert: PushCert) -> StorageResult<()> {
+pub async fn upsert_cert<W: Writes>(c: &W, cert: PushCert) -> StorageResult<()> {
+    let c = c.connection();
     Certs::insert(push_cert::ActiveModel {
         topic: Set(cert.topic),
         cert_pem: Set(cert.cert_pem),
@@ -140,12 +142,13 @@ pub async fn owed<C: ConnectionTrait>(c: &C, now: i64, limit: u64) -> StorageRes
 /// same moment take disjoint sets and never wait on each other (a row whose due time another replica has
 /// just moved on is re-checked after the lock and drops out). SQLite has one writer, so the statement is
 /// already exclusive there.
-pub async fn claim_owed<C: ConnectionTrait>(
-    c: &C,
+pub async fn claim_owed<W: Writes>(
+    c: &W,
     now: i64,
     limit: u64,
     backoff: impl Fn(i32) -> i64,
 ) -> StorageResult<Vec<enrollment::Model>> {
+    let c = c.connection();
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -179,7 +182,8 @@ pub async fn claim_owed<C: ConnectionTrait>(
 }
 
 /// APNs said the token is dead: no more pushes until the next TokenUpdate.
-pub async fn token_dead<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
+pub async fn token_dead<W: Writes>(c: &W, id: &str, now: i64) -> StorageResult<()> {
+    let c = c.connection();
     Enrollments::update_many()
         .col_expr(Column::TokenDeadAt, Expr::value(now))
         .filter(Column::Id.eq(id))

@@ -3,6 +3,7 @@
 
 use super::entities::command::{self, Entity as Commands};
 use super::entities::queue_item::{Column, Entity as Queue};
+use super::Writes;
 use super::{StorageError, StorageResult};
 use crate::protocol::CommandEnvelope;
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -280,12 +281,13 @@ pub async fn record_report<C: ConnectionTrait>(
 }
 
 /// Cancel pending commands of the given channels (Authenticate's reset, or an admin clearing a queue).
-pub async fn cancel_pending<C: ConnectionTrait>(
-    c: &C,
+pub async fn cancel_pending<W: Writes>(
+    c: &W,
     enrollment_ids: &[String],
     only_command: Option<&str>,
     now: i64,
 ) -> StorageResult<u64> {
+    let c = c.connection();
     let mut total = 0;
     for chunk in enrollment_ids.chunks(500) {
         let mut q = Queue::update_many()
@@ -413,7 +415,8 @@ async fn with_commands<C: ConnectionTrait>(
 }
 
 /// Mark pending rows whose TTL has passed as expired. Returns how many.
-pub async fn expire<C: ConnectionTrait>(c: &C, now: i64) -> StorageResult<u64> {
+pub async fn expire<W: Writes>(c: &W, now: i64) -> StorageResult<u64> {
+    let c = c.connection();
     Ok(Queue::update_many()
         .col_expr(Column::Status, Expr::value(QueueStatus::Expired.as_str()))
         .col_expr(Column::CompletedAt, Expr::value(now))
@@ -427,7 +430,8 @@ pub async fn expire<C: ConnectionTrait>(c: &C, now: i64) -> StorageResult<u64> {
 
 /// Delete finished rows completed before `cutoff`, then commands no row refers to any more.
 /// Returns (queue rows, commands) deleted.
-pub async fn purge_finished<C: ConnectionTrait>(c: &C, cutoff: i64) -> StorageResult<(u64, u64)> {
+pub async fn purge_finished<W: Writes>(c: &W, cutoff: i64) -> StorageResult<(u64, u64)> {
+    let c = c.connection();
     let rows = Queue::delete_many()
         .filter(Column::CompletedAt.lt(cutoff))
         .filter(

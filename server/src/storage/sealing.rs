@@ -14,6 +14,7 @@
 //! seals. Writing a token with no sealer installed is refused rather than stored in clear.
 
 use super::entities::device::{Column, Entity};
+use super::Writes;
 use super::{StorageError, StorageResult};
 use crate::push::seal::{KeySealer, SealError};
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
@@ -71,7 +72,8 @@ pub fn install(secret: &str) -> Result<(), SealError> {
 }
 
 /// [`install`], then [`seal_clear_tokens`]: what the server runs at start.
-pub async fn install_and_seal<C: ConnectionTrait>(c: &C, secret: &str) -> StorageResult<u64> {
+pub async fn install_and_seal<W: Writes>(c: &W, secret: &str) -> StorageResult<u64> {
+    let c = c.connection();
     install(secret).map_err(|e| StorageError::Unavailable(format!("token sealing: {e}")))?;
     let sealed = seal_clear_tokens(c).await?;
     if sealed > 0 {

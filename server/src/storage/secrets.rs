@@ -3,6 +3,7 @@
 
 use super::entities::one_time_secret::{ActiveModel, Column, Entity, Model};
 use super::StorageResult;
+use super::Writes;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -65,13 +66,14 @@ pub fn hash(secret: &str) -> String {
 }
 
 /// Create a secret valid for `ttl_ms`; returns the record and the secret (shown once, never stored).
-pub async fn create<C: ConnectionTrait>(
-    c: &C,
+pub async fn create<W: Writes>(
+    c: &W,
     kind: SecretKind,
     scope: SecretScope,
     ttl_ms: i64,
     now: i64,
 ) -> StorageResult<(Model, String)> {
+    let c = c.connection();
     let secret = hex::encode(crate::pki::random_bytes(20));
     let model = Model {
         id: uuid::Uuid::new_v4().to_string(),
@@ -106,13 +108,14 @@ pub async fn create<C: ConnectionTrait>(
 /// any other (and an unknown one) without being used up. A pinned challenge is not checked here (a SCEP
 /// request does not say which device sends it): the pin goes into the certificate and is checked at
 /// Authenticate.
-pub async fn consume<C: ConnectionTrait>(
-    c: &C,
+pub async fn consume<W: Writes>(
+    c: &W,
     kind: SecretKind,
     secret: &str,
     serial: Option<&str>,
     now: i64,
 ) -> StorageResult<Result<Model, Refusal>> {
+    let c = c.connection();
     let h = hash(secret);
     let Some(found) = Entity::find()
         .filter(Column::SecretHash.eq(&h))
@@ -172,12 +175,8 @@ pub async fn list<C: ConnectionTrait>(
 }
 
 /// Withdraw an unused secret (it expires now). False when there is no such unused secret.
-pub async fn revoke<C: ConnectionTrait>(
-    c: &C,
-    kind: SecretKind,
-    id: &str,
-    now: i64,
-) -> StorageResult<bool> {
+pub async fn revoke<W: Writes>(c: &W, kind: SecretKind, id: &str, now: i64) -> StorageResult<bool> {
+    let c = c.connection();
     Ok(Entity::update_many()
         .col_expr(Column::ExpiresAt, Expr::value(now))
         .filter(Column::Id.eq(id))
@@ -236,7 +235,8 @@ pub async fn oldest_unused_anonymous_challenge_expiry<C: ConnectionTrait>(
 /// Delete challenges that expired unused (housekeeping, and `/enroll` when at its bound). Nothing refers to
 /// them and nobody can use them, so they go as soon as they expire; used challenges (an issued certificate
 /// names its challenge) and tokens (listed to admins) wait for `purge`.
-pub async fn purge_expired_challenges<C: ConnectionTrait>(c: &C, now: i64) -> StorageResult<u64> {
+pub async fn purge_expired_challenges<W: Writes>(c: &W, now: i64) -> StorageResult<u64> {
+    let c = c.connection();
     Ok(Entity::delete_many()
         .filter(Column::Kind.eq(SecretKind::Challenge.as_str()))
         .filter(Column::UsedAt.is_null())

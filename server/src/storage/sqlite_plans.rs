@@ -68,7 +68,7 @@ mod tests {
         let tdb = test_databases().await.remove(0);
         assert_eq!(tdb.label, "sqlite");
         let s = tdb.storage().await.unwrap();
-        for (name, c) in [("writer", s.db()), ("reader", s.reader())] {
+        for (name, c) in [("writer", s.db()), ("reader", s.read().pool)] {
             for run in 0..2 {
                 let ops = limit_opcodes(c).await;
                 assert!(

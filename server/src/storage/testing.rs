@@ -4,7 +4,13 @@
 use super::devices::{self, AuthenticateFacts, DeviceFacts};
 use super::{Storage, StorageResult};
 use crate::protocol::{EnrollmentKind, EnrollmentRef};
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+
+/// The tests' own door: the writer connection itself, for setup and assertions the two doors of
+/// [`Storage`] do not offer (raw statements, transactions begun by hand). Not for the server's code.
+pub fn db(storage: &Storage) -> &DatabaseConnection {
+    storage.db()
+}
 
 /// Store a device as Authenticate leaves it: `facts`, bound to the identity `fingerprint`.
 pub async fn authenticated_device<C: ConnectionTrait>(

@@ -236,7 +236,7 @@ impl Fleet {
         mdm_server::storage::sealing::install("mdm-sim-secret-of-sufficient-length")?;
         let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
         for chunk in self.devices.chunks(batch.max(1)) {
-            let txn = storage.db().begin().await?;
+            let txn = mdm_server::storage::testing::db(storage).begin().await?;
             for d in chunk {
                 let auth = CheckinMessage::decode(&d.sim.authenticate())?;
                 let CheckinPayload::Authenticate(a) = &auth.payload else {

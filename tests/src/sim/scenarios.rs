@@ -727,7 +727,7 @@ async fn fanout_breakdown(
     use mdm_server::storage::enrollments;
     let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
     let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
-    let txn = begin_writing(storage.db()).await?;
+    let txn = begin_writing(mdm_server::storage::testing::db(storage)).await?;
     let t = Instant::now();
     let found = enrollments::eligibility(&txn, ids).await?;
     report.figure("breakdown_find_enrollments_ms", ms(t));
@@ -782,7 +782,7 @@ async fn background_rows(
             .iter()
             .map(|id| mdm_server::storage::enrollments::new_channel(id, id, kind, now));
         enrollment::Entity::insert_many(rows)
-            .exec_without_returning(storage.db())
+            .exec_without_returning(mdm_server::storage::testing::db(storage))
             .await?;
     }
     let mut left = rows;
@@ -794,7 +794,7 @@ async fn background_rows(
         let mut cmd = Dictionary::new();
         cmd.insert("RequestType".into(), "ProfileList".into());
         let env = CommandEnvelope::new(uuid::Uuid::new_v4().to_string().to_uppercase(), cmd)?;
-        let txn = storage.db().begin().await?;
+        let txn = mdm_server::storage::testing::db(storage).begin().await?;
         queue::insert_command(&txn, &env, 0, "mdm-sim", None, now).await?;
         queue::enqueue(&txn, &env.uuid, 0, None, &ids[..n], now).await?;
         txn.commit().await?;
@@ -1272,7 +1272,7 @@ pub async fn idle_breakdown(
         CommandReport::decode(&body)?;
     }
     report.figure("breakdown_decode_plist_us", per_op(t).round());
-    let db = storage.db();
+    let db = mdm_server::storage::testing::db(storage);
     let t = Instant::now();
     for _ in 0..n {
         db.execute_unprepared("SELECT 1").await?;

@@ -88,8 +88,7 @@ impl BenchDb {
             return Ok(size(&p) + size(&wal));
         }
         let schema = self.schema.clone().unwrap_or_default();
-        let row = storage
-            .db()
+        let row = mdm_server::storage::testing::db(storage)
             .query_one_raw(Statement::from_sql_and_values(
                 storage.backend(),
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::bigint AS bytes \
@@ -104,8 +103,7 @@ impl BenchDb {
 
     /// Rows in a table.
     pub async fn count(&self, storage: &Storage, table: &str) -> Result<u64, BoxError> {
-        let row = storage
-            .db()
+        let row = mdm_server::storage::testing::db(storage)
             .query_one_raw(Statement::from_string(
                 storage.backend(),
                 format!("SELECT COUNT(*) AS n FROM {table}"),

@@ -124,7 +124,7 @@ pub async fn status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
-    let db = state.storage.db();
+    let db = &state.storage.read();
     let cmd = queue::find_command(db, &uuid)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("command {uuid} not found")))?;
@@ -170,7 +170,7 @@ pub async fn result(
 ) -> Result<HttpResponse, ApiError> {
     let (uuid, enrollment_id) = path.into_inner();
     channel_id(&enrollment_id)?;
-    let item = queue::find_item(state.storage.db(), &enrollment_id, &uuid)
+    let item = queue::find_item(&state.storage.read(), &enrollment_id, &uuid)
         .await?
         .ok_or_else(|| {
             ApiError::NotFound(format!("command {uuid} was not queued to {enrollment_id}"))
@@ -230,7 +230,7 @@ pub async fn queue(
     let q = query(q)?;
     channel_id(&id)?;
     let rows = queue::for_enrollment(
-        state.storage.db(),
+        &state.storage.read(),
         &id,
         q.pending_only.unwrap_or(true),
         page_limit(q.limit)?,

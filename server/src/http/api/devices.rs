@@ -157,7 +157,7 @@ pub async fn list(
         after: q.cursor,
         limit,
     };
-    let db = state.storage.db();
+    let db = &state.storage.read();
     let found = devices::list(db, &filter).await?;
     let ids: Vec<String> = found.iter().map(|d| d.id.clone()).collect();
     let enabled: HashMap<String, bool> = enrollments::find_many(db, &ids)
@@ -191,7 +191,7 @@ pub async fn get(
     crate::protocol::enrollment::DEVICE_ID
         .check(&id)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let db = state.storage.db();
+    let db = &state.storage.read();
     let d = devices::find(db, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))?;

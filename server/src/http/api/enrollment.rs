@@ -112,7 +112,7 @@ pub async fn list_tokens(
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
     let tokens = secrets::list(
-        state.storage.db(),
+        &state.storage.read(),
         SecretKind::Token,
         q.all.unwrap_or(false),
         state.clock.now_ms(),
@@ -133,14 +133,7 @@ pub async fn revoke_token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    if secrets::revoke(
-        state.storage.db(),
-        SecretKind::Token,
-        &id,
-        state.clock.now_ms(),
-    )
-    .await?
-    {
+    if secrets::revoke(&state.storage, SecretKind::Token, &id, state.clock.now_ms()).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!(
@@ -238,7 +231,7 @@ pub async fn list_certificates(
     let before = q
         .expiring_within_days
         .map(|d| state.clock.now_ms() + i64::from(d) * 86_400_000);
-    let certs = issued_certs::list(state.storage.db(), before, page_limit(q.limit)?).await?;
+    let certs = issued_certs::list(&state.storage.read(), before, page_limit(q.limit)?).await?;
     Ok(HttpResponse::Ok().json(certs.into_iter().map(cert_info).collect::<Vec<_>>()))
 }
 
@@ -294,9 +287,13 @@ pub async fn expiring(
     let q = query(q)?;
     let before = state.clock.now_ms() + i64::from(q.days.unwrap_or(30)) * 86_400_000;
     // i64::MAX as the retry cut-off: every device in the window, renewal queued or not.
-    let list =
-        devices::renewal_candidates(state.storage.db(), before, i64::MAX, page_limit(q.limit)?)
-            .await?;
+    let list = devices::renewal_candidates(
+        &state.storage.read(),
+        before,
+        i64::MAX,
+        page_limit(q.limit)?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(
         list.into_iter()
             .map(|d| ExpiringIdentity {

@@ -88,7 +88,7 @@ pub async fn list(
     _auth: Auth<Admin>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys = repo::list(state.storage.db()).await?;
+    let keys = repo::list(&state.storage.read()).await?;
     Ok(HttpResponse::Ok().json(keys.iter().map(info).collect::<Vec<_>>()))
 }
 
@@ -102,7 +102,7 @@ pub async fn revoke(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if repo::revoke(state.storage.db(), &id, state.clock.now_ms()).await? {
+    if repo::revoke(&state.storage, &id, state.clock.now_ms()).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("no active key {id}")))

@@ -73,7 +73,7 @@ fn info(p: &repo::Listed) -> PluginInfo {
 }
 
 async fn find(state: &AppState, id: &str) -> Result<repo::Listed, ApiError> {
-    repo::find_listed(state.storage.db(), id)
+    repo::find_listed(&state.storage.read(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("plugin {id} not found")))
 }
@@ -111,7 +111,7 @@ pub async fn list(
     _auth: Auth<Admin>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let all = repo::list(state.storage.db()).await?;
+    let all = repo::list(&state.storage.read()).await?;
     Ok(HttpResponse::Ok().json(all.iter().map(info).collect::<Vec<_>>()))
 }
 
@@ -261,7 +261,7 @@ pub async fn audit(
     let q = query(q)?;
     let limit = page_limit(q.limit)?;
     let rows = plugin_audit::list(
-        state.storage.db(),
+        &state.storage.read(),
         &AuditFilter {
             plugin_id: q.plugin_id,
             device_id: q.device_id,

@@ -8,7 +8,7 @@ use crate::storage::{attributes, devices, enrollments, StorageError};
 #[async_trait::async_trait]
 impl InventoryBackend for StoreBackend {
     async fn device(&self, id: &str) -> Result<Option<DeviceInfo>, StorageError> {
-        let db = self.storage.reader();
+        let db = &self.storage.read();
         let Some(d) = devices::find(db, id).await? else {
             return Ok(None);
         };

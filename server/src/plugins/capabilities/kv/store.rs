@@ -6,9 +6,9 @@ use crate::storage::{plugin_kv, StorageError};
 
 impl StoreBackend {
     async fn quota_ok(&self, plugin: &str, key: &str, max: u32) -> Result<(), KvFault> {
-        let db = self.storage.reader();
+        let db = &self.storage.read();
         let now = self.clock.now_ms();
-        let exists = plugin_kv::get(&self.storage.point_reads(), plugin, key, now)
+        let exists = plugin_kv::get(&self.storage.read(), plugin, key, now)
             .await?
             .is_some();
         if !exists {
@@ -29,7 +29,7 @@ impl KvBackend for StoreBackend {
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         plugin_kv::get(
-            &self.storage.point_reads(),
+            &self.storage.read(),
             plugin,
             key,
             self.clock.now_ms(),
@@ -47,7 +47,7 @@ impl KvBackend for StoreBackend {
     ) -> Result<(), KvFault> {
         self.quota_ok(plugin, key, max_keys).await?;
         plugin_kv::set(
-            self.storage.db(),
+            &self.storage,
             plugin,
             key,
             value,
@@ -59,7 +59,7 @@ impl KvBackend for StoreBackend {
     }
 
     async fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, StorageError> {
-        plugin_kv::delete(self.storage.db(), plugin, key, self.clock.now_ms()).await
+        plugin_kv::delete(&self.storage, plugin, key, self.clock.now_ms()).await
     }
 
     async fn kv_cas(
@@ -75,7 +75,7 @@ impl KvBackend for StoreBackend {
             self.quota_ok(plugin, key, max_keys).await?;
         }
         Ok(plugin_kv::compare_and_swap(
-            self.storage.db(),
+            &self.storage,
             plugin,
             key,
             expected,
@@ -94,7 +94,7 @@ impl KvBackend for StoreBackend {
         limit: u32,
     ) -> Result<Vec<String>, StorageError> {
         plugin_kv::list_keys(
-            self.storage.reader(),
+            &self.storage.read(),
             plugin,
             prefix,
             start_after,
