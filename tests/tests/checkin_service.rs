@@ -6,7 +6,7 @@
 use mdm_server::checkin::{CheckinError, MdmResponse, SEEN_RESOLUTION_MS};
 use mdm_server::config::UserAuthenticatePolicy;
 use mdm_server::identity::DeviceCert;
-use mdm_server::storage::testing::db;
+use mdm_server::storage::testing;
 use mdm_server::storage::{attributes, devices, enrollments, issued_certs, queue};
 use mdm_tests::device::{Device, Identity, Platform, User};
 use mdm_tests::harness::{each_database, TestServer};
@@ -27,17 +27,29 @@ async fn report(s: &TestServer, dev: &Device, body: Vec<u8>) -> Result<MdmRespon
 
 async fn enrolled(s: &TestServer, platform: Platform) -> Device {
     let dev = Device::new(platform);
-    assert_eq!(checkin(s, &dev, dev.authenticate()).await.unwrap(), MdmResponse::Empty);
-    assert_eq!(checkin(s, &dev, dev.token_update(None)).await.unwrap(), MdmResponse::Empty);
+    assert_eq!(
+        checkin(s, &dev, dev.authenticate()).await.unwrap(),
+        MdmResponse::Empty
+    );
+    assert_eq!(
+        checkin(s, &dev, dev.token_update(None)).await.unwrap(),
+        MdmResponse::Empty
+    );
     dev
 }
 
 async fn device(s: &TestServer, dev: &Device) -> devices::Device {
-    devices::find(db(&s.storage), &dev.udid).await.unwrap().expect("device stored")
+    devices::find(testing::db(&s.storage), &dev.udid)
+        .await
+        .unwrap()
+        .expect("device stored")
 }
 
 async fn channel(s: &TestServer, id: &str) -> enrollments::Enrollment {
-    enrollments::find(db(&s.storage), id).await.unwrap().expect("channel stored")
+    enrollments::find(testing::db(&s.storage), id)
+        .await
+        .unwrap()
+        .expect("channel stored")
 }
 
 /// The `hostile` plugin tagging every device it hears (`hostile=was here`), with `checkins` and failure
@@ -68,7 +80,7 @@ async fn tagging_plugin(s: &TestServer, mode: &str, checkins: Option<&[&str]>, f
 }
 
 async fn tagged(s: &TestServer, dev: &Device) -> bool {
-    attributes::for_device(db(&s.storage), &dev.udid)
+    attributes::for_device(testing::db(&s.storage), &dev.udid)
         .await
         .unwrap()
         .iter()
@@ -76,7 +88,9 @@ async fn tagged(s: &TestServer, dev: &Device) -> bool {
 }
 
 async fn untag(s: &TestServer, dev: &Device) {
-    attributes::clear(db(&s.storage), &dev.udid, "hostile").await.unwrap();
+    attributes::clear(testing::db(&s.storage), &dev.udid, "hostile")
+        .await
+        .unwrap();
 }
 
 fn refused_as<T: std::fmt::Debug>(r: Result<T, CheckinError>, what: fn(&CheckinError) -> bool) {
@@ -91,15 +105,24 @@ async fn authenticate_binds_the_identity_and_resets_the_enrollment() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         let dev = enrolled(&s, Platform::Ios).await;
-        s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"})).await;
+        s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
+            .await;
         let d = device(&s, &dev).await;
-        assert_eq!(d.identity_fingerprint.as_deref(), Some(dev.identity.fingerprint().as_str()));
+        assert_eq!(
+            d.identity_fingerprint.as_deref(),
+            Some(dev.identity.fingerprint().as_str())
+        );
         assert_eq!(d.serial_number.as_deref(), Some(dev.serial.as_str()));
-        assert!(d.unlock_token.is_some(), "the device channel's UnlockToken is escrowed");
+        assert!(
+            d.unlock_token.is_some(),
+            "the device channel's UnlockToken is escrowed"
+        );
         // Authenticate again with its own identity: channels disabled until TokenUpdate, queue canceled.
         checkin(&s, &dev, dev.authenticate()).await.unwrap();
         assert!(!channel(&s, &dev.udid).await.enabled);
-        let pending = queue::for_enrollment(db(&s.storage), &dev.udid, true, 100).await.unwrap();
+        let pending = queue::for_enrollment(testing::db(&s.storage), &dev.udid, true, 100)
+            .await
+            .unwrap();
         assert!(pending.is_empty(), "{pending:?}");
         s.stop().await;
     })
@@ -164,15 +187,22 @@ async fn identities_our_ca_issued_are_refused_when_revoked_or_pinned_to_another_
         };
         let revoked = Device::new(Platform::Ios);
         let row = issued(&revoked, "0A", None, Some(now));
-        issued_certs::insert(db(&s.storage), row).await.unwrap();
+        issued_certs::insert(testing::db(&s.storage), row)
+            .await
+            .unwrap();
         let r = checkin(&s, &revoked, revoked.authenticate()).await;
         refused_as(r, |e| matches!(e, CheckinError::CertificateRevoked));
         let pinned = Device::new(Platform::Ios);
         let row = issued(&pinned, "0B", Some("SOMEONEELSE"), None);
-        issued_certs::insert(db(&s.storage), row).await.unwrap();
+        issued_certs::insert(testing::db(&s.storage), row)
+            .await
+            .unwrap();
         let r = checkin(&s, &pinned, pinned.authenticate()).await;
         refused_as(r, |e| matches!(e, CheckinError::IssuedForAnotherDevice(_)));
-        assert!(devices::find(db(&s.storage), &pinned.udid).await.unwrap().is_none());
+        assert!(devices::find(testing::db(&s.storage), &pinned.udid)
+            .await
+            .unwrap()
+            .is_none());
         s.stop().await;
     })
     .await;
@@ -186,7 +216,10 @@ async fn a_plugin_can_deny_an_enrollment() {
         let dev = Device::new(Platform::Ios);
         let r = checkin(&s, &dev, dev.authenticate()).await;
         refused_as(r, |e| matches!(e, CheckinError::EnrollmentDenied(_)));
-        assert!(devices::find(db(&s.storage), &dev.udid).await.unwrap().is_none());
+        assert!(devices::find(testing::db(&s.storage), &dev.udid)
+            .await
+            .unwrap()
+            .is_none());
         s.stop().await;
     })
     .await;
@@ -204,8 +237,12 @@ async fn token_updates_first_and_repeated_without_plugins() {
         assert_eq!(c.token_update_count, 2);
         // A user channel is created by its first TokenUpdate.
         let user = User::new("alice");
-        checkin(&s, &dev, dev.token_update(Some(&user))).await.unwrap();
-        let channels = enrollments::for_device(db(&s.storage), &dev.udid).await.unwrap();
+        checkin(&s, &dev, dev.token_update(Some(&user)))
+            .await
+            .unwrap();
+        let channels = enrollments::for_device(testing::db(&s.storage), &dev.udid)
+            .await
+            .unwrap();
         assert_eq!(channels.len(), 2, "{channels:?}");
         s.stop().await;
     })
@@ -219,7 +256,11 @@ async fn messages_from_strangers_are_refused_and_change_nothing() {
         let dev = enrolled(&s, Platform::Ios).await;
         let before = s.snapshot().await;
         let unknown = Device::new(Platform::Ios);
-        for body in [unknown.token_update(None), unknown.checkout(), unknown.get_bootstrap_token()] {
+        for body in [
+            unknown.token_update(None),
+            unknown.checkout(),
+            unknown.get_bootstrap_token(),
+        ] {
             let r = checkin(&s, &unknown, body).await;
             refused_as(r, |e| matches!(e, CheckinError::UnknownDevice(_)));
         }
@@ -253,13 +294,18 @@ async fn checkout_bootstrap_token_and_user_authenticate() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         let dev = enrolled(&s, Platform::MacOs).await;
-        checkin(&s, &dev, dev.set_bootstrap_token(b"bootstrap")).await.unwrap();
+        checkin(&s, &dev, dev.set_bootstrap_token(b"bootstrap"))
+            .await
+            .unwrap();
         let MdmResponse::Plist(body) = checkin(&s, &dev, dev.get_bootstrap_token()).await.unwrap()
         else {
             panic!("GetBootstrapToken answers with a plist");
         };
         let d: Dictionary = plist::from_bytes(&body).unwrap();
-        assert_eq!(d.get("BootstrapToken"), Some(&Value::Data(b"bootstrap".to_vec())));
+        assert_eq!(
+            d.get("BootstrapToken"),
+            Some(&Value::Data(b"bootstrap".to_vec()))
+        );
         // Declined by default.
         let user = User::new("carol");
         let r = checkin(&s, &dev, dev.user_authenticate(&user, None)).await;
@@ -277,7 +323,9 @@ async fn checkout_bootstrap_token_and_user_authenticate() {
         .await;
         let dev = enrolled(&s, Platform::MacOs).await;
         let user = User::new("dave");
-        let first = checkin(&s, &dev, dev.user_authenticate(&user, None)).await.unwrap();
+        let first = checkin(&s, &dev, dev.user_authenticate(&user, None))
+            .await
+            .unwrap();
         assert!(matches!(first, MdmResponse::Plist(_)), "{first:?}");
         let second = checkin(&s, &dev, dev.user_authenticate(&user, Some("digest"))).await;
         assert_eq!(second.unwrap(), MdmResponse::Empty);
@@ -294,10 +342,16 @@ async fn an_idle_with_nothing_to_do_writes_nothing_and_one_later_marks_the_devic
         let seen = device(&s, &dev).await.last_seen_at;
         s.clock.advance_ms(SEEN_RESOLUTION_MS / 2);
         let before = s.snapshot().await;
-        assert_eq!(report(&s, &dev, dev.idle(None)).await.unwrap(), MdmResponse::Empty);
+        assert_eq!(
+            report(&s, &dev, dev.idle(None)).await.unwrap(),
+            MdmResponse::Empty
+        );
         assert_eq!(s.snapshot().await, before, "the fast path writes nothing");
         s.clock.advance_ms(SEEN_RESOLUTION_MS);
-        assert_eq!(report(&s, &dev, dev.idle(None)).await.unwrap(), MdmResponse::Empty);
+        assert_eq!(
+            report(&s, &dev, dev.idle(None)).await.unwrap(),
+            MdmResponse::Empty
+        );
         assert!(device(&s, &dev).await.last_seen_at > seen);
         s.stop().await;
     })
@@ -309,9 +363,13 @@ async fn a_report_answers_with_the_next_command_and_then_with_nothing() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         let dev = enrolled(&s, Platform::Ios).await;
-        s.enqueue(&[&dev.udid], json!({"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}))
+        s.enqueue(
+            &[&dev.udid],
+            json!({"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}),
+        )
+        .await;
+        s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
             .await;
-        s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"})).await;
         let first = mdm_tests::device::ReceivedCommand::parse(&plist_of(
             report(&s, &dev, dev.idle(None)).await.unwrap(),
         ))
@@ -328,9 +386,15 @@ async fn a_report_answers_with_the_next_command_and_then_with_nothing() {
         ))
         .unwrap();
         assert_eq!(second.request_type, "ProfileList");
-        assert_eq!(device(&s, &dev).await.device_name.as_deref(), Some("Renamed"));
+        assert_eq!(
+            device(&s, &dev).await.device_name.as_deref(),
+            Some("Renamed")
+        );
         let body = dev.report(None, "Acknowledged", &second.uuid, Dictionary::new());
-        assert_eq!(report(&s, &dev, body.clone()).await.unwrap(), MdmResponse::Empty);
+        assert_eq!(
+            report(&s, &dev, body.clone()).await.unwrap(),
+            MdmResponse::Empty
+        );
         // A repeated result changes nothing.
         let before = s.snapshot().await;
         assert_eq!(report(&s, &dev, body).await.unwrap(), MdmResponse::Empty);
@@ -368,7 +432,9 @@ async fn a_plugin_hearing_only_the_first_token_update_is_not_asked_about_repeats
         assert!(tagged(&s, &dev).await);
         // Other messages are not heard, and the device's answers are as without plugins.
         untag(&s, &dev).await;
-        checkin(&s, &dev, dev.set_bootstrap_token(b"t")).await.unwrap();
+        checkin(&s, &dev, dev.set_bootstrap_token(b"t"))
+            .await
+            .unwrap();
         assert!(!tagged(&s, &dev).await);
         s.stop().await;
     })
@@ -383,7 +449,11 @@ async fn a_plugin_hearing_every_message_is_asked_about_each() {
         let dev = Device::new(Platform::Ios);
         checkin(&s, &dev, dev.authenticate()).await.unwrap();
         assert!(tagged(&s, &dev).await, "Authenticate is heard");
-        for body in [dev.token_update(None), dev.token_update(None), dev.set_bootstrap_token(b"t")] {
+        for body in [
+            dev.token_update(None),
+            dev.token_update(None),
+            dev.set_bootstrap_token(b"t"),
+        ] {
             untag(&s, &dev).await;
             checkin(&s, &dev, body).await.unwrap();
             assert!(tagged(&s, &dev).await);

@@ -100,13 +100,19 @@ mod tests {
     #[test]
     fn user_authenticate_follows_the_policy() {
         let declined = user_authenticate(UserAuthenticatePolicy::Decline, None);
-        assert!(matches!(declined, Err(CheckinError::UserAuthenticateDeclined)));
+        assert!(matches!(
+            declined,
+            Err(CheckinError::UserAuthenticateDeclined)
+        ));
         let first = user_authenticate(UserAuthenticatePolicy::Accept, None).unwrap();
         let MdmResponse::Plist(body) = first else {
             panic!("the first round answers with a challenge");
         };
         let d: Dictionary = plist::from_bytes(&body).unwrap();
-        assert_eq!(d.get("DigestChallenge").and_then(Value::as_string), Some(""));
+        assert_eq!(
+            d.get("DigestChallenge").and_then(Value::as_string),
+            Some("")
+        );
         let second = user_authenticate(UserAuthenticatePolicy::Accept, Some("digest")).unwrap();
         assert_eq!(second, MdmResponse::Empty);
     }

@@ -90,7 +90,8 @@ impl CheckinService {
             .storage
             .transaction(move |txn| {
                 Box::pin(async move {
-                    let renewal = authorize::enrollment_checks(txn, &fingerprint, &e, &a, now).await?;
+                    let renewal =
+                        authorize::enrollment_checks(txn, &fingerprint, &e, &a, now).await?;
                     let rec = AuthenticateRecord {
                         facts: AuthenticateFacts {
                             facts: a.facts,

@@ -111,7 +111,12 @@ mod tests {
     use super::*;
     use crate::storage::testing::device_channel;
 
-    fn state(queued: bool, not_now: bool, device_seen: i64, device_channel_seen: Option<i64>) -> ChannelState {
+    fn state(
+        queued: bool,
+        not_now: bool,
+        device_seen: i64,
+        device_channel_seen: Option<i64>,
+    ) -> ChannelState {
         ChannelState {
             identity_fingerprint: Some("fp".into()),
             device_last_seen_at: device_seen,
@@ -134,15 +139,47 @@ mod tests {
         let now = 10 * SEEN_RESOLUTION_MS;
         let recent = now - SEEN_RESOLUTION_MS + 1;
         let stale = now - SEEN_RESOLUTION_MS;
-        assert!(idle_needs_nothing(&state(false, false, recent, None), &channel(0, recent), now));
-        assert!(idle_needs_nothing(&state(false, false, recent, Some(recent)), &channel(0, recent), now));
+        assert!(idle_needs_nothing(
+            &state(false, false, recent, None),
+            &channel(0, recent),
+            now
+        ));
+        assert!(idle_needs_nothing(
+            &state(false, false, recent, Some(recent)),
+            &channel(0, recent),
+            now
+        ));
         // Each reason to write, alone.
-        assert!(!idle_needs_nothing(&state(true, false, recent, None), &channel(0, recent), now));
-        assert!(!idle_needs_nothing(&state(false, true, recent, None), &channel(0, recent), now));
-        assert!(!idle_needs_nothing(&state(false, false, recent, None), &channel(1, recent), now));
-        assert!(!idle_needs_nothing(&state(false, false, recent, None), &channel(0, stale), now));
-        assert!(!idle_needs_nothing(&state(false, false, stale, None), &channel(0, recent), now));
-        assert!(!idle_needs_nothing(&state(false, false, recent, Some(stale)), &channel(0, recent), now));
+        assert!(!idle_needs_nothing(
+            &state(true, false, recent, None),
+            &channel(0, recent),
+            now
+        ));
+        assert!(!idle_needs_nothing(
+            &state(false, true, recent, None),
+            &channel(0, recent),
+            now
+        ));
+        assert!(!idle_needs_nothing(
+            &state(false, false, recent, None),
+            &channel(1, recent),
+            now
+        ));
+        assert!(!idle_needs_nothing(
+            &state(false, false, recent, None),
+            &channel(0, stale),
+            now
+        ));
+        assert!(!idle_needs_nothing(
+            &state(false, false, stale, None),
+            &channel(0, recent),
+            now
+        ));
+        assert!(!idle_needs_nothing(
+            &state(false, false, recent, Some(stale)),
+            &channel(0, recent),
+            now
+        ));
     }
 
     #[test]
@@ -160,9 +197,16 @@ mod tests {
             device_channel: None,
         };
         let s = seen(&device, fresh, now, Some(5));
-        assert_eq!((s.channel_next_push_at, s.device, s.device_channel), (Some(5), false, false));
+        assert_eq!(
+            (s.channel_next_push_at, s.device, s.device_channel),
+            (Some(5), false, false)
+        );
         let s = seen(&device, unread(), now, None);
-        assert_eq!((s.device, s.device_channel), (true, false), "a device channel is the channel itself");
+        assert_eq!(
+            (s.device, s.device_channel),
+            (true, false),
+            "a device channel is the channel itself"
+        );
         let s = seen(&user, unread(), now, None);
         assert_eq!((s.device, s.device_channel), (true, true));
         let old = LastSeen {

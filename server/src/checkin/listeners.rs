@@ -3,7 +3,9 @@
 //! and inventory calls use the database, and SQLite has one writer).
 
 use super::{CheckinError, CheckinService};
-use crate::plugins::{self, convert, EventScope, Hook, HookInput, HookRun, LoadedPlugin, PluginHost};
+use crate::plugins::{
+    self, convert, EventScope, Hook, HookInput, HookRun, LoadedPlugin, PluginHost,
+};
 use crate::protocol::{CheckinMessage, CheckinPayload, EnrollmentRef};
 use crate::storage::event_subject::EventSubject;
 use std::sync::Arc;
@@ -71,7 +73,8 @@ fn path(heard_every_time: bool, first_token_update_heard: bool) -> Path {
 
 /// A channel's first TokenUpdate since its device authenticated, by the sender's read.
 pub(super) fn is_first_token_update(payload: &CheckinPayload, subject: &EventSubject) -> bool {
-    matches!(payload, CheckinPayload::TokenUpdate(_)) && subject.token_update_count.unwrap_or(0) == 0
+    matches!(payload, CheckinPayload::TokenUpdate(_))
+        && subject.token_update_count.unwrap_or(0) == 0
 }
 
 /// The event plugins hear for a check-in message other than Authenticate.

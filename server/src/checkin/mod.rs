@@ -110,7 +110,9 @@ impl CheckinService {
             (Path::Unheard, _) => {
                 let unread = None;
                 let nothing = HookRun::default();
-                return self.commit(cert, &msg, unread, nothing, now, &event_id).await;
+                return self
+                    .commit(cert, &msg, unread, nothing, now, &event_id)
+                    .await;
             }
             (Path::UnlessFirstTokenUpdate, CheckinPayload::TokenUpdate(t)) => {
                 if let Some(done) = self.repeated_token_update(cert, &msg, t, now).await? {

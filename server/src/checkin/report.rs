@@ -36,7 +36,9 @@ impl CheckinService {
         }
         let event_id = plugins::new_event_id();
         let run = self.ask_about_result(cert, &report, &event_id).await?;
-        let next = self.commit_report(cert, report, run, now, &event_id).await?;
+        let next = self
+            .commit_report(cert, report, run, now, &event_id)
+            .await?;
         Ok(match next {
             Some(raw) => {
                 self.metrics.commands_delivered.inc();

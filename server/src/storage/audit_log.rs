@@ -183,10 +183,10 @@ pub async fn pending<C: ConnectionTrait>(c: &C) -> StorageResult<u64> {
 /// The sealer's round: chain whatever is pending, if anything is. The check is a read, off the writer, so an
 /// idle server does not queue a write every [`SEAL_INTERVAL`].
 pub async fn seal_pending(storage: &super::Storage) -> StorageResult<u64> {
-    if pending(storage.reader()).await? == 0 {
+    if pending(&storage.read()).await? == 0 {
         return Ok(0);
     }
-    seal(storage.db()).await
+    seal(storage).await
 }
 
 /// Newest first, optionally before an id (paging).

@@ -9,8 +9,7 @@
 //!
 //! Every statement is still a round trip between this thread and the one sqlx runs the connection on.
 //! When the two sit on different CPUs, each hand-off is a wake-up across CPUs (on a virtual machine, an
-//! interrupt between virtual CPUs), and that was most of a write's cost: with both kept on one CPU a
-//! TokenUpdate took less than half the server's CPU and ran three times as fast (BENCHMARKS.md). So
+//! interrupt between virtual CPUs), and that was most of a write's cost (BENCHMARKS.md, *History*). So
 //! this thread keeps to one CPU, and opens the connection itself: the thread sqlx starts for it inherits
 //! that CPU. Which CPU is configurable ([`WriterCpu`]), for hosts where it should be another or none.
 

@@ -28,13 +28,7 @@ impl KvBackend for StoreBackend {
     }
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        plugin_kv::get(
-            &self.storage.read(),
-            plugin,
-            key,
-            self.clock.now_ms(),
-        )
-        .await
+        plugin_kv::get(&self.storage.read(), plugin, key, self.clock.now_ms()).await
     }
 
     async fn kv_set(
