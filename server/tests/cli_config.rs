@@ -112,6 +112,14 @@ fn config_check_validates_without_starting() {
         "{out}"
     );
 
+    // The test suite's and tools' own variables are not settings.
+    let tools = [
+        ("MDM_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+        ("MDM_CRASH_SEED", "7"),
+    ];
+    let (ok, out) = run(&check, &good, &tools);
+    assert!(ok, "{out}");
+
     // Reachable without production settings: the error names each.
     let (ok, out) = run(&check, &good, &[("MDM_LISTEN", "0.0.0.0:8443")]);
     assert!(!ok, "{out}");

@@ -56,7 +56,7 @@ async fn channel(s: &TestServer, id: &str) -> enrollments::Enrollment {
 /// policies as given.
 async fn tagging_plugin(s: &TestServer, mode: &str, checkins: Option<&[&str]>, fail_closed: bool) {
     use base64::Engine;
-    let wasm = std::fs::read(mdm_tests::plugins::build("hostile")).expect("wasm");
+    let wasm = std::fs::read(mdm_tests::plugins::build("hostile-plugin")).expect("wasm");
     let mut manifest = mdm_tests::plugins::manifest("hostile");
     if let Some(c) = checkins {
         manifest["checkins"] = json!(c);

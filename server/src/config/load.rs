@@ -45,8 +45,9 @@ impl Config {
 
 fn environment() -> Env {
     Env::prefixed(ENV_PREFIX).split("__").filter(|k| {
-        let k = k.as_str();
-        !k.starts_with("test_") && !NOT_SETTINGS.contains(&k)
+        // The key keeps the variable's case.
+        let k = k.as_str().to_ascii_lowercase();
+        !k.starts_with("test_") && !NOT_SETTINGS.contains(&k.as_str())
     })
 }
 
