@@ -114,7 +114,10 @@ fn config_check_validates_without_starting() {
 
     // The test suite's and tools' own variables are not settings.
     let tools = [
-        ("MDM_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+        (
+            "MDM_TEST_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
         ("MDM_CRASH_SEED", "7"),
     ];
     let (ok, out) = run(&check, &good, &tools);
