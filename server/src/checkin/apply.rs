@@ -5,7 +5,7 @@ use crate::config::UserAuthenticatePolicy;
 use crate::protocol::checkin::TokenUpdate;
 use crate::protocol::{to_xml, CheckinMessage, CheckinPayload, EnrollmentRef};
 use crate::storage::checkin::{self as store, TokenUpdateGuard};
-use crate::storage::devices::Device;
+use crate::storage::devices::{self, Device};
 use crate::storage::StorageError;
 use plist::{Dictionary, Value};
 use sea_orm::ConnectionTrait;
@@ -35,7 +35,7 @@ pub(super) async fn message<C: ConnectionTrait>(
             user_authenticate(policy, digest_response.as_deref())?
         }
         CheckinPayload::SetBootstrapToken { bootstrap_token } => {
-            store::set_bootstrap_token(txn, &e.device_id, bootstrap_token.clone(), now).await?;
+            devices::set_bootstrap_token(txn, &e.device_id, bootstrap_token.clone(), now).await?;
             MdmResponse::Empty
         }
         CheckinPayload::GetBootstrapToken => {

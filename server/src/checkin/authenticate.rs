@@ -69,8 +69,8 @@ impl CheckinService {
     }
 
     /// The checks again, then the binding and reset with the plugins' actions, in one transaction. Returns
-    /// (commands canceled, whether this was a renewal). `plugins_said`: the enrollment decision and the
-    /// Authenticate's hearing.
+    /// (commands canceled, whether this was a renewal). The two runs are the plugins' enrollment decision and
+    /// what those hearing Authenticate asked for.
     async fn commit_authenticate(
         &self,
         cert: &DeviceCert,

@@ -224,10 +224,15 @@ impl ScepService {
         let Some(chain) = revoked else {
             return Ok(None);
         };
-        let renewals: Vec<&str> = chain[1..].iter().map(|c| c.serial.as_str()).collect();
+        let renewals = renewal_serials(&chain);
         tracing::warn!(serial, renewals = ?renewals, "identity certificate revoked");
         Ok(chain.into_iter().next())
     }
+}
+
+/// The serials of a revoked chain's renewals (everything after the certificate revoked).
+fn renewal_serials(chain: &[IssuedCertificate]) -> Vec<&str> {
+    chain[1..].iter().map(|c| c.serial.as_str()).collect()
 }
 
 /// Revoke `serial` and every renewal descending from it (whoever held it could have renewed it), unbind
@@ -242,7 +247,7 @@ async fn revoke_in(
     };
     let fingerprints: Vec<String> = chain.iter().map(|c| c.fingerprint.clone()).collect();
     crate::storage::devices::unbind_identity(txn, &fingerprints, now).await?;
-    let renewals: Vec<&str> = chain[1..].iter().map(|c| c.serial.as_str()).collect();
+    let renewals = renewal_serials(&chain);
     audit_log::append(
         txn,
         vec![NewEntry::new(

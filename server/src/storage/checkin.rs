@@ -1,4 +1,5 @@
-//! What each check-in message writes: one function per message, taking plain values and returning
+//! What each check-in message writes: one function per message whose write spans several repositories (a
+//! single write, as SetBootstrapToken's, is its repository's own), taking plain values and returning
 //! [`StorageError`]. `checkin` decides which to call and composes them, with its plugins' actions, into the
 //! message's one transaction; nothing here decides who may act.
 
@@ -121,16 +122,6 @@ pub async fn checkout<C: ConnectionTrait>(c: &C, e: &EnrollmentRef, now: i64) ->
     }
     let detail = serde_json::json!({});
     audit_device(c, e, "enrollment.checkout", &e.id, detail, now).await
-}
-
-/// SetBootstrapToken: escrowed (sealed) on the device; None clears it.
-pub async fn set_bootstrap_token<C: ConnectionTrait>(
-    c: &C,
-    device_id: &str,
-    token: Option<Vec<u8>>,
-    now: i64,
-) -> StorageResult<()> {
-    devices::set_bootstrap_token(c, device_id, token, now).await
 }
 
 /// A command's result as the device reported it.
