@@ -1,5 +1,6 @@
 //! Why a check-in or report was refused, and how each refusal is counted.
 
+use crate::ddm::DdmError;
 use crate::identity::IdentityError;
 use crate::protocol::ProtocolError;
 use crate::storage::StorageError;
@@ -45,8 +46,22 @@ pub enum CheckinError {
     CertificateRevoked,
     #[error("{0}")]
     PluginRefused(String),
+    /// A declaration the enrollment does not hold (or that does not exist: the device cannot tell).
+    #[error("no such declaration")]
+    NoSuchDeclaration,
+    #[error(transparent)]
+    Ddm(DdmError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<DdmError> for CheckinError {
+    fn from(e: DdmError) -> Self {
+        match e {
+            DdmError::Storage(s) => Self::Storage(s),
+            other => Self::Ddm(other),
+        }
+    }
 }
 
 /// What a device is told when its identity may not act for the enrollment it names.
@@ -61,6 +76,8 @@ pub(super) fn outcome<T>(r: &Result<T, CheckinError>) -> &'static str {
             CheckinError::UserAuthenticateDeclined => "declined",
             CheckinError::EnrollmentDenied(_) | CheckinError::PluginRefused(_) => "plugin",
             CheckinError::Protocol(_)
+            | CheckinError::Ddm(_)
+            | CheckinError::NoSuchDeclaration
             | CheckinError::Unsupported(_)
             | CheckinError::AuthenticateOnUserChannel => "invalid",
             _ => "refused",
