@@ -38,14 +38,15 @@ pub enum CheckinError {
     AuthenticateOnUserChannel,
     #[error("UserAuthenticate is declined by this server")]
     UserAuthenticateDeclined,
-    #[error("{0} is not supported by this server yet")]
-    Unsupported(&'static str),
     #[error("{0}")]
     EnrollmentDenied(String),
     #[error("the identity certificate has been revoked")]
     CertificateRevoked,
     #[error("{0}")]
     PluginRefused(String),
+    /// GetToken with no plugin providing the service's tokens.
+    #[error("GetToken: {0}")]
+    NoTokenProvider(&'static str),
     /// A declaration the enrollment does not hold (or that does not exist: the device cannot tell).
     #[error("no such declaration")]
     NoSuchDeclaration,
@@ -77,8 +78,8 @@ pub(super) fn outcome<T>(r: &Result<T, CheckinError>) -> &'static str {
             CheckinError::EnrollmentDenied(_) | CheckinError::PluginRefused(_) => "plugin",
             CheckinError::Protocol(_)
             | CheckinError::Ddm(_)
+            | CheckinError::NoTokenProvider(_)
             | CheckinError::NoSuchDeclaration
-            | CheckinError::Unsupported(_)
             | CheckinError::AuthenticateOnUserChannel => "invalid",
             _ => "refused",
         },

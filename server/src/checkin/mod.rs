@@ -94,7 +94,10 @@ impl CheckinService {
                 self.declarative(cert, &msg, endpoint.as_deref(), data.as_deref())
                     .await
             }
-            CheckinPayload::GetToken { .. } => Err(CheckinError::Unsupported("GetToken")),
+            CheckinPayload::GetToken { token_service_type } => {
+                self.get_token(cert, &msg, token_service_type.as_deref())
+                    .await
+            }
             _ => self.message(cert, Arc::new(msg)).await,
         };
         self.metrics.checkin(kind, error::outcome(&res));

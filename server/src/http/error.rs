@@ -35,7 +35,7 @@ impl ResponseError for DeviceError {
             DeviceError::Checkin(e) => match e {
                 CheckinError::Protocol(_)
                 | CheckinError::Ddm(_)
-                | CheckinError::Unsupported(_)
+                | CheckinError::NoTokenProvider(_)
                 | CheckinError::AuthenticateOnUserChannel => StatusCode::BAD_REQUEST,
                 CheckinError::Identity(e) => identity_status(e),
                 CheckinError::UnknownDevice(_)
