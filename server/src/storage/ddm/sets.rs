@@ -10,7 +10,7 @@ use crate::protocol::ddm::Category;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
-    QueryOrder, QuerySelect, RelationDef, RelationTrait,
+    QueryOrder, QuerySelect, RelationDef,
 };
 
 pub use super::super::entities::ddm_set::Model as StoredSet;

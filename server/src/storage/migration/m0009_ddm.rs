@@ -115,10 +115,10 @@ impl MigrationTrait for M0009Ddm {
 /// A table of (first, second) pairs keyed by both, with an index for lookups by the second.
 async fn pair_table(
     m: &SchemaManager<'_>,
-    table: &str,
-    first: &str,
-    second: &str,
-    times: &[&str],
+    table: &'static str,
+    first: &'static str,
+    second: &'static str,
+    times: &[&'static str],
 ) -> Result<(), DbErr> {
     let mut t = Table::create();
     t.table(table).col(string(first)).col(string(second));
@@ -130,7 +130,7 @@ async fn pair_table(
     index(m, table, second).await
 }
 
-async fn index(m: &SchemaManager<'_>, table: &str, col: &str) -> Result<(), DbErr> {
+async fn index(m: &SchemaManager<'_>, table: &'static str, col: &'static str) -> Result<(), DbErr> {
     m.create_index(
         Index::create()
             .name(format!("idx_{table}_{col}"))
