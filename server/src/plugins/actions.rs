@@ -436,7 +436,7 @@ mod tests {
         for (id, set) in [
             ("00008030-001A2C3E0E38802E", "remediation"),
             ("A1B2C3D4-0000-1111-2222-333344445555:501", "com.example.passcode-v2_1"),
-            ("ENROLLMENT-ID", &"s".repeat(MAX_SET_NAME)),
+            ("ENROLLMENT-ID", "s".repeat(MAX_SET_NAME).as_str()),
         ] {
             let desc = check_assignment(&assignment(id, set)).unwrap();
             assert_eq!(desc, json!({"enrollment_id": id, "set_name": set}));
@@ -446,12 +446,12 @@ mod tests {
             ("has space", "remediation"),
             ("a/b", "remediation"),
             ("D:u:v", "remediation"),
-            (&"D".repeat(200), "remediation"),
+            ("D".repeat(200).as_str(), "remediation"),
             ("D", ""),
             ("D", "two words"),
             ("D", "a/b"),
             ("D", "caf\u{e9}"),
-            ("D", &"s".repeat(MAX_SET_NAME + 1)),
+            ("D", "s".repeat(MAX_SET_NAME + 1).as_str()),
         ] {
             assert!(
                 check_assignment(&assignment(id, set)).is_err(),
