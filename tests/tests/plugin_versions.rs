@@ -283,7 +283,7 @@ fn passcode_turned(udid: &str, old: &str, new: &str) -> DdmStatusEvent {
     events::ddm_status(udid, &[("passcode.is-compliant", Some(old), new)])
 }
 
-/// What `on_ddm_status` hands back for this event, and what applying it in a transaction wrote.
+/// The plugins' run for this status change, as the DDM check-in gets it (before its transaction).
 async fn ddm_status(s: &TestServer, event: DdmStatusEvent) -> HookRun {
     let event_id = event.event_id.clone();
     let udid = event.enrollment.device_id.clone();
@@ -295,6 +295,7 @@ async fn ddm_status(s: &TestServer, event: DdmStatusEvent) -> HookRun {
     s.plugins.on_ddm_status(event, scope).await
 }
 
+/// Apply a run in a transaction of its own, as the DDM check-in does in the one that stores the status.
 async fn apply(s: &TestServer, run: HookRun, udid: &str) {
     let plugins = s.plugins.clone();
     let now = s.clock_now();
