@@ -23,8 +23,6 @@ pub const MAX_IDS_PER_CALL: usize = 1000;
 const MAX_ATTRIBUTE_KEY: usize = 128;
 const MAX_ATTRIBUTE_VALUE: usize = 4096;
 const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
-/// Set names an `assign-set` or `unassign-set` may name: 1 to this many ASCII letters, digits, `.`, `_`, `-`.
-pub const MAX_SET_NAME: usize = 128;
 
 /// Where the actions come from.
 pub struct ActionContext<'a> {
@@ -219,23 +217,14 @@ fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, Strin
     })
 }
 
-/// An assignment names a channel id as the admin API takes one and a set name of [`MAX_SET_NAME`] safe
-/// characters; the audit row names both (neither is checked against storage until it is applied).
+/// An assignment names a channel id as the admin API takes one and a set name as an admin would
+/// (`ddm::check_set_name`); both are checked before the audit row names them, neither against storage
+/// until it is applied.
 fn check_assignment(a: &SetAssignment) -> Result<serde_json::Value, String> {
     if crate::protocol::enrollment::check_channel_id(&a.enrollment_id).is_err() {
         return Err("enrollment-id is not an enrollment id".into());
     }
-    let name_ok = !a.set_name.is_empty()
-        && a.set_name.len() <= MAX_SET_NAME
-        && a
-            .set_name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !name_ok {
-        return Err(format!(
-            "set-name must be 1 to {MAX_SET_NAME} ASCII letters, digits, '.', '_' or '-'"
-        ));
-    }
+    crate::ddm::check_set_name(&a.set_name).map_err(|e| format!("set-name: {e}"))?;
     Ok(json!({"enrollment_id": a.enrollment_id, "set_name": a.set_name}))
 }
 
@@ -436,7 +425,7 @@ mod tests {
         for (id, set) in [
             ("00008030-001A2C3E0E38802E", "remediation"),
             ("A1B2C3D4-0000-1111-2222-333344445555:501", "com.example.passcode-v2_1"),
-            ("ENROLLMENT-ID", "s".repeat(MAX_SET_NAME).as_str()),
+            ("ENROLLMENT-ID", "s".repeat(128).as_str()),
         ] {
             let desc = check_assignment(&assignment(id, set)).unwrap();
             assert_eq!(desc, json!({"enrollment_id": id, "set_name": set}));
@@ -451,7 +440,7 @@ mod tests {
             ("D", "two words"),
             ("D", "a/b"),
             ("D", "caf\u{e9}"),
-            ("D", "s".repeat(MAX_SET_NAME + 1).as_str()),
+            ("D", "s".repeat(129).as_str()),
         ] {
             assert!(
                 check_assignment(&assignment(id, set)).is_err(),
