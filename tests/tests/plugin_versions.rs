@@ -1,6 +1,7 @@
 //! `mdm:plugin@0.2` beside 0.1 on a real server: a component built against the frozen 0.1 WIT keeps loading
 //! and running next to 0.2 ones, and what 0.2 added (provide-token, on-ddm-status's actions and their
-//! grant) works through the plugin host over a real database, on SQLite and PostgreSQL.
+//! grant) works through the plugin host over a real database, on SQLite and PostgreSQL; and end to end, a
+//! device's status report assigning the compliance plugin's remediation set.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -9,6 +10,7 @@ use mdm_server::plugins::testing::events;
 use mdm_server::plugins::{EventScope, Hook, HookRun, MAX_TOKEN_BYTES};
 use mdm_server::storage::plugin_audit::{self, AuditFilter};
 use mdm_server::storage::testing;
+use mdm_tests::ddm::{self, DdmClient};
 use mdm_tests::device::{Device, Platform, ReceivedCommand};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 use serde_json::{json, Value};
@@ -352,6 +354,151 @@ async fn an_assign_set_without_ddm_assign_is_refused_and_audited() {
         assert_eq!(r.status, 200, "{}", r.text());
         let run = ddm_status(&s, passcode_turned(&dev.udid, "true", "false")).await;
         assert!(run.refused.is_some_and(|r| r.contains("hostile")));
+        s.stop().await;
+    })
+    .await;
+}
+
+/// The device reports its status as the simulated DDM client does, with `passcode.is-compliant` as given.
+async fn report_compliance(s: &TestServer, dev: &Device, client: &mut DdmClient, compliant: bool) {
+    client.status_items = json!({"passcode": {"is-compliant": compliant}});
+    let body = ddm::request(&dev.udid, "status", Some(client.status_report()));
+    let r = s.checkin(dev, body).await;
+    assert_eq!(r.status, 200, "status: {}", r.text());
+}
+
+/// The DeclarativeManagement commands waiting for an enrollment.
+async fn pending_syncs(s: &TestServer, id: &str) -> usize {
+    let q = s.get(&format!("/api/v1/enrollments/{id}/commands")).await.json();
+    q.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["request_type"] == "DeclarativeManagement")
+        .count()
+}
+
+async fn assigned_sets(s: &TestServer, id: &str) -> Value {
+    s.get(&format!("/api/v1/ddm/enrollments/{id}")).await.json()["sets"].clone()
+}
+
+/// The device checks in, receives its next command and acknowledges it.
+async fn next_command(s: &TestServer, dev: &Device) -> Option<ReceivedCommand> {
+    let r = s.connect(dev, dev.idle(None)).await;
+    assert_eq!(r.status, 200, "idle: {}", r.text());
+    if r.body.is_empty() {
+        return None;
+    }
+    let cmd = ReceivedCommand::parse(&r.body).expect("command");
+    let ack = dev.report(None, "Acknowledged", &cmd.uuid, Default::default());
+    assert_eq!(s.connect(dev, ack).await.status, 200);
+    Some(cmd)
+}
+
+async fn sync(s: &TestServer, dev: &Device, client: &mut DdmClient) -> ddm::SyncRound {
+    client
+        .sync(&dev.udid, |body| async move {
+            let r = s.checkin(dev, body).await;
+            (r.status, r.body)
+        })
+        .await
+        .expect("sync")
+}
+
+#[tokio::test]
+async fn a_device_out_of_compliance_gets_the_remediation_set_until_it_complies() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let admin = |method: reqwest::Method, path: &str, body: Value| {
+            s.api(method, path, Some(&s.admin_key), Some(body))
+        };
+        for d in [
+            json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "com.example.strict",
+                   "Payload": {"RequirePasscode": true, "MinimumLength": 8}}),
+            json!({"Type": "com.apple.activation.simple", "Identifier": "com.example.strict.act",
+                   "Payload": {"StandardConfigurations": ["com.example.strict"]}}),
+        ] {
+            let r = admin(reqwest::Method::PUT, "/api/v1/ddm/declarations", d).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let r = admin(
+            reqwest::Method::PUT,
+            "/api/v1/ddm/sets/passcode-remediation",
+            json!({"declarations": ["com.example.strict", "com.example.strict.act"]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = s
+            .upload_plugin("compliance", json!({"remediation_set": "passcode-remediation"}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+
+        let dev = Device::new(Platform::Ios);
+        s.enroll(&dev).await;
+        let mut client = DdmClient {
+            status_items: json!({"passcode": {"is-compliant": true}}),
+            ..Default::default()
+        };
+        sync(&s, &dev, &mut client).await;
+        while next_command(&s, &dev).await.is_some() {}
+        // A first report of compliance: nothing to undo.
+        assert_eq!(assigned_sets(&s, &dev.udid).await, json!([]));
+        assert!(audit(&s, "compliance", "on-ddm-status").await.is_empty());
+
+        // Out of compliance: the set is assigned in the status report's transaction, a sync is queued,
+        // and the device gets the stricter passcode.
+        report_compliance(&s, &dev, &mut client, false).await;
+        assert_eq!(assigned_sets(&s, &dev.udid).await, json!(["passcode-remediation"]));
+        assert_eq!(pending_syncs(&s, &dev.udid).await, 1);
+        let rows = audit(&s, "compliance", "on-ddm-status").await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let (kind, outcome, detail) = &rows[0];
+        assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "applied"));
+        assert_eq!(detail["changed"], true, "{detail}");
+        assert_eq!(
+            next_command(&s, &dev).await.map(|c| c.request_type),
+            Some("DeclarativeManagement".into())
+        );
+        let round = sync(&s, &dev, &mut client).await;
+        assert!(round.fetched.contains(&"com.example.strict".to_string()), "{round:?}");
+
+        // The same report again changes nothing and asks nothing of the plugin.
+        report_compliance(&s, &dev, &mut client, false).await;
+        assert_eq!(audit(&s, "compliance", "on-ddm-status").await.len(), 1);
+        assert_eq!(pending_syncs(&s, &dev.udid).await, 0);
+
+        // Compliant again: unassigned, and the next sync takes the declarations away.
+        report_compliance(&s, &dev, &mut client, true).await;
+        assert_eq!(assigned_sets(&s, &dev.udid).await, json!([]));
+        let rows = audit(&s, "compliance", "on-ddm-status").await;
+        assert_eq!((rows[1].0.as_str(), rows[1].1.as_str()), ("unassign-set", "applied"));
+        assert!(next_command(&s, &dev).await.is_some());
+        let round = sync(&s, &dev, &mut client).await;
+        assert!(round.dropped.contains(&"com.example.strict".to_string()), "{round:?}");
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_assignment_of_an_unknown_set_is_refused_and_audited() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let r = s
+            .upload_plugin("compliance", json!({"remediation_set": "no-such-set"}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let dev = Device::new(Platform::Ios);
+        s.enroll(&dev).await;
+        let run = ddm_status(&s, passcode_turned(&dev.udid, "true", "false")).await;
+        apply(&s, run, &dev.udid).await;
+        let rows = audit(&s, "compliance", "on-ddm-status").await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let (kind, outcome, detail) = &rows[0];
+        assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "rejected"));
+        assert!(
+            detail["reason"].as_str().unwrap().contains("no-such-set"),
+            "{detail}"
+        );
         s.stop().await;
     })
     .await;
