@@ -359,6 +359,11 @@ async fn an_assign_set_without_ddm_assign_is_refused_and_audited() {
     .await;
 }
 
+async fn put(s: &TestServer, path: &str, body: Value) -> Resp {
+    s.api(reqwest::Method::PUT, path, Some(&s.admin_key), Some(body))
+        .await
+}
+
 /// The device reports its status as the simulated DDM client does, with `passcode.is-compliant` as given.
 async fn report_compliance(s: &TestServer, dev: &Device, client: &mut DdmClient, compliant: bool) {
     client.status_items = json!({"passcode": {"is-compliant": compliant}});
@@ -408,20 +413,17 @@ async fn sync(s: &TestServer, dev: &Device, client: &mut DdmClient) -> ddm::Sync
 async fn a_device_out_of_compliance_gets_the_remediation_set_until_it_complies() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
-        let admin = |method: reqwest::Method, path: &str, body: Value| {
-            s.api(method, path, Some(&s.admin_key), Some(body))
-        };
         for d in [
             json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "com.example.strict",
                    "Payload": {"RequirePasscode": true, "MinimumLength": 8}}),
             json!({"Type": "com.apple.activation.simple", "Identifier": "com.example.strict.act",
                    "Payload": {"StandardConfigurations": ["com.example.strict"]}}),
         ] {
-            let r = admin(reqwest::Method::PUT, "/api/v1/ddm/declarations", d).await;
+            let r = put(&s, "/api/v1/ddm/declarations", d).await;
             assert_eq!(r.status, 200, "{}", r.text());
         }
-        let r = admin(
-            reqwest::Method::PUT,
+        let r = put(
+            &s,
             "/api/v1/ddm/sets/passcode-remediation",
             json!({"declarations": ["com.example.strict", "com.example.strict.act"]}),
         )
