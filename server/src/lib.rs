@@ -7,6 +7,7 @@
 pub mod apikeys;
 pub mod checkin;
 pub mod clock;
+pub mod ddm;
 pub mod config;
 pub mod enroll;
 #[doc(hidden)]

@@ -279,10 +279,11 @@ async fn messages_from_strangers_are_refused_and_change_nothing() {
         refused_as(r, |e| matches!(e, CheckinError::UnknownEnrollment(_)));
         let r = checkin(&s, &dev, b"not a plist".to_vec()).await;
         refused_as(r, |e| matches!(e, CheckinError::Protocol(_)));
-        for t in ["DeclarativeManagement", "GetToken"] {
-            let r = checkin(&s, &dev, dev.message(t)).await;
-            refused_as(r, |e| matches!(e, CheckinError::Unsupported(_)));
-        }
+        // Without an Endpoint, or a TokenServiceType any plugin provides for.
+        let r = checkin(&s, &dev, dev.message("DeclarativeManagement")).await;
+        refused_as(r, |e| matches!(e, CheckinError::Ddm(_)));
+        let r = checkin(&s, &dev, dev.message("GetToken")).await;
+        refused_as(r, |e| matches!(e, CheckinError::NoTokenProvider(_)));
         assert_eq!(s.snapshot().await, before);
         s.stop().await;
     })
