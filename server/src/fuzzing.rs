@@ -170,12 +170,7 @@ pub fn plugin_manifest(data: &[u8]) {
     // The manifest is stored as JSON and parsed again on every load: what was accepted once must load.
     let stored = serde_json::to_string(&m).expect("serialize manifest");
     Manifest::parse(&stored).expect("stored manifest loads");
-    for h in [
-        Hook::DecideEnrollment,
-        Hook::OnCheckin,
-        Hook::OnCommandResult,
-        Hook::OnSchedule,
-    ] {
+    for h in Hook::ALL {
         let _ = (m.subscribes(h), m.policy(h));
     }
     let _ = m.http_allows("api.example.com");

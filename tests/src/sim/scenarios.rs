@@ -985,6 +985,10 @@ pub fn example_plugins() -> Vec<(&'static str, serde_json::Value)> {
             json!({"max_attempts": 3, "base_delay_seconds": 60, "alert_sink": "alerts"}),
         ),
         ("serial-allowlist", json!({"prefixes": ["C02"]})),
+        (
+            "compliance",
+            json!({"remediation_set": "passcode-remediation", "item": "passcode.is-compliant"}),
+        ),
     ]
 }
 
