@@ -152,10 +152,11 @@ impl DdmClient {
             })
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
-        let mut lists: BTreeMap<&str, Vec<Json>> = ["activations", "assets", "configurations", "management"]
-            .into_iter()
-            .map(|k| (k, Vec::new()))
-            .collect();
+        let mut lists: BTreeMap<&str, Vec<Json>> =
+            ["activations", "assets", "configurations", "management"]
+                .into_iter()
+                .map(|k| (k, Vec::new()))
+                .collect();
         for (id, h) in &self.held {
             let refused = self.refuses.contains(id);
             let active = !refused
@@ -204,7 +205,9 @@ fn manifest_items(manifest: &Json) -> Result<BTreeMap<String, (String, String)>,
             .ok_or_else(|| format!("declaration-items: no {list} list"))?;
         for i in items {
             let id = i["Identifier"].as_str().ok_or("item without Identifier")?;
-            let token = i["ServerToken"].as_str().ok_or("item without ServerToken")?;
+            let token = i["ServerToken"]
+                .as_str()
+                .ok_or("item without ServerToken")?;
             out.insert(id.to_string(), (category.to_string(), token.to_string()));
         }
     }

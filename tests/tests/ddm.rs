@@ -25,8 +25,13 @@ fn software_update(id: &str) -> Value {
 }
 
 async fn put_declaration(s: &TestServer, d: Value) -> Resp {
-    s.api(Method::PUT, "/api/v1/ddm/declarations", Some(&s.admin_key), Some(d))
-        .await
+    s.api(
+        Method::PUT,
+        "/api/v1/ddm/declarations",
+        Some(&s.admin_key),
+        Some(d),
+    )
+    .await
 }
 
 async fn ok(r: Resp, what: &str) -> Value {
@@ -48,7 +53,11 @@ async fn put_set(s: &TestServer, name: &str, ids: &[&str]) -> Value {
 
 async fn assign(s: &TestServer, id: &str, set: &str) -> Value {
     let path = format!("/api/v1/ddm/enrollments/{id}/sets/{set}");
-    ok(s.api(Method::PUT, &path, Some(&s.admin_key), None).await, "assign").await
+    ok(
+        s.api(Method::PUT, &path, Some(&s.admin_key), None).await,
+        "assign",
+    )
+    .await
 }
 
 /// The DeclarativeManagement commands waiting for an enrollment.
@@ -93,7 +102,11 @@ async fn enrolled(s: &TestServer) -> Device {
 }
 
 async fn enrollment_view(s: &TestServer, id: &str) -> Value {
-    ok(s.get(&format!("/api/v1/ddm/enrollments/{id}")).await, "enrollment view").await
+    ok(
+        s.get(&format!("/api/v1/ddm/enrollments/{id}")).await,
+        "enrollment view",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -101,10 +114,18 @@ async fn first_sync_delivers_everything_and_status_shows_in_the_api() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         let dev = enrolled(&s).await;
-        let up = ok(put_declaration(&s, passcode("com.example.passcode", 6)).await, "put").await;
+        let up = ok(
+            put_declaration(&s, passcode("com.example.passcode", 6)).await,
+            "put",
+        )
+        .await;
         assert_eq!(up["result"], "created");
         let token = up["server_token"].as_str().unwrap().to_string();
-        ok(put_declaration(&s, activation("com.example.act", &["com.example.passcode"])).await, "put").await;
+        ok(
+            put_declaration(&s, activation("com.example.act", &["com.example.passcode"])).await,
+            "put",
+        )
+        .await;
         put_set(&s, "baseline", &["com.example.passcode", "com.example.act"]).await;
         let before = s.pusher.pushes().len();
         assert_eq!(assign(&s, &dev.udid, "baseline").await["changed"], true);
@@ -115,19 +136,32 @@ async fn first_sync_delivers_everything_and_status_shows_in_the_api() {
         assert!(s.pusher.pushes().len() > before, "the device was pushed");
         let cmd = next_command(&s, &dev).await.expect("a command");
         assert_eq!(cmd.request_type, "DeclarativeManagement");
-        let data = cmd.command.get("Data").and_then(|d| d.as_data()).expect("Data");
+        let data = cmd
+            .command
+            .get("Data")
+            .and_then(|d| d.as_data())
+            .expect("Data");
         let tokens: Value = serde_json::from_slice(data).unwrap();
-        let announced = tokens["SyncTokens"]["DeclarationsToken"].as_str().unwrap().to_string();
+        let announced = tokens["SyncTokens"]["DeclarationsToken"]
+            .as_str()
+            .unwrap()
+            .to_string();
 
         let mut client = DdmClient::default();
         let round = sync(&s, &dev, &mut client).await;
         assert!(round.fetched.contains(&"com.example.passcode".to_string()));
         assert!(round.fetched.contains(&"com.example.act".to_string()));
         assert!(
-            round.fetched.iter().any(|i| i.starts_with("mdm.builtin.server-capabilities")),
+            round
+                .fetched
+                .iter()
+                .any(|i| i.starts_with("mdm.builtin.server-capabilities")),
             "built-in management declarations are in every set: {round:?}"
         );
-        assert_eq!(client.declarations_token.as_deref(), Some(announced.as_str()));
+        assert_eq!(
+            client.declarations_token.as_deref(),
+            Some(announced.as_str())
+        );
         let held = &client.held["com.example.passcode"].declaration;
         assert_eq!(held["Payload"]["MinimumLength"], 6);
         assert_eq!(held["ServerToken"], token.as_str());
@@ -148,9 +182,27 @@ async fn first_sync_delivers_everything_and_status_shows_in_the_api() {
         assert_eq!(passcode["valid"], "valid");
         assert!(view["last_status_at"].is_i64());
 
+        // Answers are JSON, said so.
+        let body = request(&dev.udid, "tokens", None);
+        let res = s
+            .http
+            .put(format!("{}/mdm/checkin", s.base))
+            .header("Mdm-Signature", dev.sign(&body))
+            .header("Content-Type", "application/x-apple-aspen-mdm-checkin")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["content-type"], "application/json");
+
         // Nothing changed: the next sync fetches tokens only.
         assert!(sync(&s, &dev, &mut client).await.up_to_date);
-        let status = ok(s.get("/api/v1/ddm/declarations/com.example.passcode/status?state=active").await, "status").await;
+        let status = ok(
+            s.get("/api/v1/ddm/declarations/com.example.passcode/status?state=active")
+                .await,
+            "status",
+        )
+        .await;
         assert_eq!(status["counts"]["active"], 1);
         assert_eq!(status["enrollments"], json!([dev.udid]));
         s.stop().await;
@@ -183,7 +235,10 @@ async fn an_edit_reaches_only_the_devices_holding_it_and_repeated_edits_coalesce
         let again = ok(put_declaration(&s, passcode("p.a", 8)).await, "same").await;
         assert_eq!(again["result"], "unchanged");
         assert_eq!(pending_syncs(&s, &a.udid).await.len(), 1);
-        assert!(pending_syncs(&s, &b.udid).await.is_empty(), "b does not hold p.a");
+        assert!(
+            pending_syncs(&s, &b.udid).await.is_empty(),
+            "b does not hold p.a"
+        );
 
         // A second edit before the device comes replaces the waiting command.
         ok(put_declaration(&s, passcode("p.a", 10)).await, "edit").await;
@@ -193,7 +248,11 @@ async fn an_edit_reaches_only_the_devices_holding_it_and_repeated_edits_coalesce
         let tokens: Value =
             serde_json::from_slice(cmd.command.get("Data").unwrap().as_data().unwrap()).unwrap();
         let round = sync(&s, &a, &mut ca).await;
-        assert_eq!(round.fetched, vec!["p.a".to_string()], "only what changed is fetched");
+        assert_eq!(
+            round.fetched,
+            vec!["p.a".to_string()],
+            "only what changed is fetched"
+        );
         assert_eq!(ca.held["p.a"].declaration["Payload"]["MinimumLength"], 10);
         assert_eq!(
             ca.declarations_token.as_deref(),
@@ -259,12 +318,26 @@ async fn an_invalid_declaration_reported_by_the_device_is_visible_in_the_api() {
         sync(&s, &bad, &mut refusing).await;
 
         let view = enrollment_view(&s, &bad.udid).await;
-        let p = view["declarations"].as_array().unwrap().iter().find(|d| d["identifier"] == "p").unwrap().clone();
+        let p = view["declarations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["identifier"] == "p")
+            .unwrap()
+            .clone();
         assert_eq!(p["valid"], "invalid");
         assert_eq!(p["active"], false);
-        assert_eq!(p["reasons"][0]["code"], "Error.ConfigurationCannotBeApplied");
+        assert_eq!(
+            p["reasons"][0]["code"],
+            "Error.ConfigurationCannotBeApplied"
+        );
 
-        let status = ok(s.get("/api/v1/ddm/declarations/p/status?state=invalid").await, "status").await;
+        let status = ok(
+            s.get("/api/v1/ddm/declarations/p/status?state=invalid")
+                .await,
+            "status",
+        )
+        .await;
         assert_eq!(status["counts"]["invalid"], 1);
         assert_eq!(status["counts"]["active"], 1);
         assert_eq!(status["enrollments"], json!([bad.udid]));
@@ -311,25 +384,55 @@ async fn a_device_cannot_fetch_another_devices_declaration_or_speak_for_it() {
         put_set(&s, "only-a", &["secret"]).await;
         assign(&s, &a.udid, "only-a").await;
         let fetch = |dev: &Device, endpoint: &str| request(&dev.udid, endpoint, None);
-        let r = s.checkin(&a, fetch(&a, "declaration/configuration/secret")).await;
+        let r = s
+            .checkin(&a, fetch(&a, "declaration/configuration/secret"))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let not_held = s.checkin(&b, fetch(&b, "declaration/configuration/secret")).await;
-        let missing = s.checkin(&b, fetch(&b, "declaration/configuration/nothing")).await;
+        let not_held = s
+            .checkin(&b, fetch(&b, "declaration/configuration/secret"))
+            .await;
+        let missing = s
+            .checkin(&b, fetch(&b, "declaration/configuration/nothing"))
+            .await;
         assert_eq!(not_held.status, 404);
-        assert_eq!((missing.status, missing.body), (404, not_held.body), "the two refusals read the same");
+        assert_eq!(
+            (missing.status, missing.body),
+            (404, not_held.body),
+            "the two refusals read the same"
+        );
         // The wrong category is not found either.
-        assert_eq!(s.checkin(&a, fetch(&a, "declaration/asset/secret")).await.status, 404);
+        assert_eq!(
+            s.checkin(&a, fetch(&a, "declaration/asset/secret"))
+                .await
+                .status,
+            404
+        );
 
         // B's identity speaking for A's UDID is refused before anything is read.
         let body = fetch(&a, "declaration/configuration/secret");
         let sig = b.sign(&body);
         let r = s
-            .put("/mdm/checkin", body, &[("Mdm-Signature", sig), ("Content-Type", "application/x-apple-aspen-mdm-checkin".into())])
+            .put(
+                "/mdm/checkin",
+                body,
+                &[
+                    ("Mdm-Signature", sig),
+                    (
+                        "Content-Type",
+                        "application/x-apple-aspen-mdm-checkin".into(),
+                    ),
+                ],
+            )
             .await;
         assert_eq!(r.status, 403, "{}", r.text());
         // A stranger (an identity from the trusted CA, never enrolled) likewise.
         let stranger = Device::new(Platform::Ios);
-        assert_eq!(s.checkin(&stranger, fetch(&stranger, "tokens")).await.status, 403);
+        assert_eq!(
+            s.checkin(&stranger, fetch(&stranger, "tokens"))
+                .await
+                .status,
+            403
+        );
         s.stop().await;
     })
     .await;
@@ -374,28 +477,75 @@ async fn admin_changes_are_validated_scoped_and_audited() {
         let r = put_declaration(&s, unknown).await;
         assert_eq!(r.status, 400);
         assert!(r.text().contains("Bogus"), "{}", r.text());
-        let r = put_declaration(&s, json!({"Type": "com.example.nope", "Identifier": "x", "Payload": {}})).await;
+        let r = put_declaration(
+            &s,
+            json!({"Type": "com.example.nope", "Identifier": "x", "Payload": {}}),
+        )
+        .await;
         assert_eq!(r.status, 400, "{}", r.text());
         let r = put_declaration(&s, passcode("mdm.builtin.mine", 6)).await;
-        assert_eq!(r.status, 400, "the built-in prefix is reserved: {}", r.text());
+        assert_eq!(
+            r.status,
+            400,
+            "the built-in prefix is reserved: {}",
+            r.text()
+        );
         // A set may only name declarations that exist.
-        let r = s.api(Method::PUT, "/api/v1/ddm/sets/s", Some(&s.admin_key), Some(json!({"declarations": ["ghost"]}))).await;
+        let r = s
+            .api(
+                Method::PUT,
+                "/api/v1/ddm/sets/s",
+                Some(&s.admin_key),
+                Some(json!({"declarations": ["ghost"]})),
+            )
+            .await;
         assert_eq!(r.status, 400, "{}", r.text());
 
         // Reads with devices:read, changes with ddm:write.
         let reader = s.key(&[Scope::DevicesRead]).await;
         let writer = s.key(&[Scope::DdmWrite]).await;
-        let r = s.api(Method::PUT, "/api/v1/ddm/declarations", Some(&reader), Some(passcode("p", 6))).await;
+        let r = s
+            .api(
+                Method::PUT,
+                "/api/v1/ddm/declarations",
+                Some(&reader),
+                Some(passcode("p", 6)),
+            )
+            .await;
         assert_eq!(r.status, 403);
-        let r = s.api(Method::PUT, "/api/v1/ddm/declarations", Some(&writer), Some(passcode("p", 6))).await;
+        let r = s
+            .api(
+                Method::PUT,
+                "/api/v1/ddm/declarations",
+                Some(&writer),
+                Some(passcode("p", 6)),
+            )
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let r = s.api(Method::GET, "/api/v1/ddm/declarations/p", Some(&reader), None).await;
+        let r = s
+            .api(
+                Method::GET,
+                "/api/v1/ddm/declarations/p",
+                Some(&reader),
+                None,
+            )
+            .await;
         assert_eq!(ok(r, "get").await["payload"]["MinimumLength"], 6);
-        let r = s.api(Method::GET, "/api/v1/ddm/declarations", None, None).await;
+        let r = s
+            .api(Method::GET, "/api/v1/ddm/declarations", None, None)
+            .await;
         assert_eq!(r.status, 401);
 
-        let actions: Vec<String> = s.audit_chain().await.into_iter().map(|e| e.action).collect();
-        assert!(actions.contains(&"ddm.declaration_put".to_string()), "{actions:?}");
+        let actions: Vec<String> = s
+            .audit_chain()
+            .await
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert!(
+            actions.contains(&"ddm.declaration_put".to_string()),
+            "{actions:?}"
+        );
         s.stop().await;
     })
     .await;
@@ -412,15 +562,27 @@ async fn real_status_reports_are_accepted_and_stored() {
         async move {
             let s = TestServer::start(db).await;
             let dev = enrolled(&s).await;
-            for name in ["ddm-status.first-report.json", "ddm-status.full-report.iOS16-beta.json", "ddm-status.not-referenced-error.json"] {
+            for name in [
+                "ddm-status.first-report.json",
+                "ddm-status.full-report.iOS16-beta.json",
+                "ddm-status.not-referenced-error.json",
+            ] {
                 let report = std::fs::read(dir.join(name)).unwrap();
-                let r = s.checkin(&dev, request(&dev.udid, "status", Some(report))).await;
+                let r = s
+                    .checkin(&dev, request(&dev.udid, "status", Some(report)))
+                    .await;
                 assert_eq!(r.status, 200, "{name}: {}", r.text());
             }
             let view = enrollment_view(&s, &dev.udid).await;
             let items = view["status_items"].as_object().unwrap();
-            assert!(items.contains_key("management.client-capabilities"), "{items:?}");
-            assert!(items.contains_key("device.operating-system.version"), "{items:?}");
+            assert!(
+                items.contains_key("management.client-capabilities"),
+                "{items:?}"
+            );
+            assert!(
+                items.contains_key("device.operating-system.version"),
+                "{items:?}"
+            );
             s.stop().await;
         }
     })

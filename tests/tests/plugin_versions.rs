@@ -93,10 +93,19 @@ async fn calls(s: &TestServer, plugin: &str, hook: &str) -> u64 {
 async fn a_0_1_component_keeps_running_beside_0_2_ones() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
-        let r = upload(&s, FIXTURE, "v0-1-fixture", json!({"attribute": "v01"}), |_| {}).await;
+        let r = upload(
+            &s,
+            FIXTURE,
+            "v0-1-fixture",
+            json!({"attribute": "v01"}),
+            |_| {},
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
         hostile(&s, "hostile", &["on-checkin"], json!({"mode": "tag"})).await;
-        let r = s.upload_plugin("compliance", json!({"remediation_set": "fix"})).await;
+        let r = s
+            .upload_plugin("compliance", json!({"remediation_set": "fix"}))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let loaded = s.plugins.loaded();
         let ids: Vec<&str> = loaded.iter().map(|p| &*p.id).collect();
@@ -135,7 +144,10 @@ async fn a_0_1_component_keeps_running_beside_0_2_ones() {
             )
             .await;
         assert!(r.status < 300, "{}", r.text());
-        assert_ne!(s.checkin(&refused, refused.authenticate()).await.status, 200);
+        assert_ne!(
+            s.checkin(&refused, refused.authenticate()).await.status,
+            200
+        );
         let rows = audit(&s, "v0-1-fixture", "decide-enrollment").await;
         assert_eq!(rows.last().map(|r| r.1.as_str()), Some("deny"), "{rows:?}");
         s.stop().await;
@@ -209,7 +221,10 @@ async fn the_first_plugin_with_a_token_gives_it() {
         assert_eq!(calls(&s, "c-token", "provide-token").await, 0);
         let rows = audit(&s, "b-token", "provide-token").await;
         assert_eq!(rows.len(), 1, "{rows:?}");
-        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("token", "provided"));
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].1.as_str()),
+            ("token", "provided")
+        );
         assert_eq!(
             rows[0].2,
             json!({"token_service_type": "com.apple.maid", "bytes": 7})
@@ -343,7 +358,10 @@ async fn an_assign_set_without_ddm_assign_is_refused_and_audited() {
         let rows = audit(&s, "hostile", "on-ddm-status").await;
         assert_eq!(rows.len(), 1, "{rows:?}");
         let (kind, outcome, detail) = &rows[0];
-        assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "rejected"));
+        assert_eq!(
+            (kind.as_str(), outcome.as_str()),
+            ("assign-set", "rejected")
+        );
         assert_eq!(detail["reason"], "needs capability ddm-assign", "{detail}");
 
         // A fail-closed plugin that fails refuses the status report, as it would a check-in.
@@ -375,7 +393,10 @@ async fn report_compliance(s: &TestServer, dev: &Device, client: &mut DdmClient,
 
 /// The DeclarativeManagement commands waiting for an enrollment.
 async fn pending_syncs(s: &TestServer, id: &str) -> usize {
-    let q = s.get(&format!("/api/v1/enrollments/{id}/commands")).await.json();
+    let q = s
+        .get(&format!("/api/v1/enrollments/{id}/commands"))
+        .await
+        .json();
     q.as_array()
         .unwrap()
         .iter()
@@ -497,11 +518,77 @@ async fn an_assignment_of_an_unknown_set_is_refused_and_audited() {
         let rows = audit(&s, "compliance", "on-ddm-status").await;
         assert_eq!(rows.len(), 1, "{rows:?}");
         let (kind, outcome, detail) = &rows[0];
-        assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "rejected"));
+        assert_eq!(
+            (kind.as_str(), outcome.as_str()),
+            ("assign-set", "rejected")
+        );
         assert!(
             detail["reason"].as_str().unwrap().contains("no-such-set"),
             "{detail}"
         );
+        s.stop().await;
+    })
+    .await;
+}
+
+/// A GetToken check-in, as a device sends it.
+fn get_token(dev: &Device, service: Option<&str>) -> Vec<u8> {
+    let mut d = plist::Dictionary::new();
+    d.insert("MessageType".into(), "GetToken".into());
+    d.insert("UDID".into(), dev.udid.clone().into());
+    if let Some(s) = service {
+        d.insert("TokenServiceType".into(), s.into());
+    }
+    mdm_tests::device::xml(d)
+}
+
+#[tokio::test]
+async fn a_get_token_check_in_is_answered_with_a_plugins_token() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let dev = Device::new(Platform::MacOs);
+        s.enroll(&dev).await;
+        // Nobody provides tokens: a 400 that says so.
+        let r = s
+            .checkin(&dev, get_token(&dev, Some("com.apple.maid")))
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("GetToken"), "{}", r.text());
+
+        hostile(&s, "giver", &["provide-token"], gives("MAID-TOKEN")).await;
+        let r = s
+            .checkin(&dev, get_token(&dev, Some("com.apple.maid")))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let answer = plist::Value::from_reader(std::io::Cursor::new(&r.body))
+            .unwrap()
+            .into_dictionary()
+            .unwrap();
+        assert_eq!(
+            answer.get("TokenData").and_then(plist::Value::as_data),
+            Some(&b"MAID-TOKEN"[..])
+        );
+        // No TokenServiceType: refused before any plugin is asked.
+        let r = s.checkin(&dev, get_token(&dev, None)).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        // Another device's identity speaking for this one gets nothing.
+        let other = Device::new(Platform::MacOs);
+        s.enroll(&other).await;
+        let body = get_token(&dev, Some("com.apple.maid"));
+        let r = s
+            .put(
+                "/mdm/checkin",
+                body.clone(),
+                &[
+                    ("Mdm-Signature", other.sign(&body)),
+                    (
+                        "Content-Type",
+                        "application/x-apple-aspen-mdm-checkin".into(),
+                    ),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text());
         s.stop().await;
     })
     .await;

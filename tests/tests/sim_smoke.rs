@@ -236,7 +236,11 @@ async fn every_benchmark_scenario_completes_without_protocol_violations() {
         .expect("ddm");
         clean(&r);
         assert_eq!(r.measurements[0].1.requests, 12, "every sync completed");
-        assert_eq!(figure(&r, "edit_syncs_queued"), 6, "the edit reached every device");
+        assert_eq!(
+            figure(&r, "edit_syncs_queued"),
+            6,
+            "the edit reached every device"
+        );
     }
 }
 

@@ -46,7 +46,8 @@ impl CheckinService {
                 .await?
                 .ok_or(CheckinError::NoSuchDeclaration)?,
             Endpoint::Status => {
-                let data = data.ok_or_else(|| DdmError::BadRequest("a status report needs Data".into()))?;
+                let data =
+                    data.ok_or_else(|| DdmError::BadRequest("a status report needs Data".into()))?;
                 let report = StatusReport::parse(data).map_err(DdmError::from)?;
                 self.status_report(e, report, now).await?;
                 return Ok(MdmResponse::Empty);
@@ -72,7 +73,10 @@ impl CheckinService {
                 HookRun::default()
             } else {
                 let event = status_event(e, changes, &event_id);
-                let mut run = self.plugins.on_ddm_status(event, scope_of(e, &event_id)).await;
+                let mut run = self
+                    .plugins
+                    .on_ddm_status(event, scope_of(e, &event_id))
+                    .await;
                 self.refuse_if(&mut run).await?;
                 run
             }
@@ -85,7 +89,9 @@ impl CheckinService {
                 Box::pin(async move {
                     device::record(txn, &e.id, &report, now).await?;
                     let hook = Hook::OnDdmStatus.as_str();
-                    let events = plugins.apply(txn, run, hook, scope_of(&e, &event_id), now).await?;
+                    let events = plugins
+                        .apply(txn, run, hook, scope_of(&e, &event_id), now)
+                        .await?;
                     Ok::<_, CheckinError>(events)
                 })
             })
@@ -103,26 +109,40 @@ impl CheckinService {
     ) -> Result<MdmResponse, CheckinError> {
         let e = &msg.enrollment;
         let found = event_subject::load(&self.storage.read(), &e.device_id, &e.id).await?;
-        authorize::identified(found, |s| s.identity_fingerprint.as_deref(), cert.fingerprint(), e)?;
-        let service = token_service_type.ok_or(CheckinError::NoTokenProvider("no TokenServiceType"))?;
+        authorize::identified(
+            found,
+            |s| s.identity_fingerprint.as_deref(),
+            cert.fingerprint(),
+            e,
+        )?;
+        let service =
+            token_service_type.ok_or(CheckinError::NoTokenProvider("no TokenServiceType"))?;
         let event_id = plugins::new_event_id();
         let token = self
             .plugins
             .provide_token(&convert::enrollment(e), service, scope_of(e, &event_id))
             .await?
-            .ok_or(CheckinError::NoTokenProvider("no plugin provides tokens for this TokenServiceType"))?;
+            .ok_or(CheckinError::NoTokenProvider(
+                "no plugin provides tokens for this TokenServiceType",
+            ))?;
         let mut answer = plist::Dictionary::new();
         answer.insert("TokenData".into(), plist::Value::Data(token));
         let mut body = Vec::new();
         plist::Value::Dictionary(answer)
             .to_writer_xml(&mut body)
-            .map_err(|e| CheckinError::Storage(crate::storage::StorageError::Corrupt(e.to_string())))?;
+            .map_err(|e| {
+                CheckinError::Storage(crate::storage::StorageError::Corrupt(e.to_string()))
+            })?;
         Ok(MdmResponse::Plist(body))
     }
 }
 
 /// What plugins hear of a status report: the declarations and status items whose state changed.
-fn status_event(e: &EnrollmentRef, changes: StatusChanges, event_id: &str) -> event::DdmStatusEvent {
+fn status_event(
+    e: &EnrollmentRef,
+    changes: StatusChanges,
+    event_id: &str,
+) -> event::DdmStatusEvent {
     let state = |s: device::DeclarationState| event::DeclarationState {
         active: s.active,
         valid: s.valid,

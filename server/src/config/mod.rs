@@ -19,9 +19,9 @@ pub use proxies::{ProxyEntryError, TrustedProxies};
 pub use redact::{redact_url, SecretUrl};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
-    ApnsEnvironmentConfig, DdmConfig, EnrollConfig, HttpConfig, IdentityConfig, LogConfig, LogFormat,
-    PluginsConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig, UserAuthenticatePolicy,
-    MAX_SINK_BATCH,
+    ApnsEnvironmentConfig, DdmConfig, EnrollConfig, HttpConfig, IdentityConfig, LogConfig,
+    LogFormat, PluginsConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig,
+    UserAuthenticatePolicy, MAX_SINK_BATCH,
 };
 
 use crate::storage::WriterCpu;

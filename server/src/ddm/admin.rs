@@ -76,7 +76,15 @@ pub async fn delete_declaration(
                 declarations::delete(txn, &identifier).await?;
                 let synced = sync::announce(txn, &holders, false, now).await?;
                 let detail = json!({"force": force, "sets": holding, "synced": synced.queued});
-                audit(txn, now, actor, "ddm.declaration_deleted", &identifier, detail).await?;
+                audit(
+                    txn,
+                    now,
+                    actor,
+                    "ddm.declaration_deleted",
+                    &identifier,
+                    detail,
+                )
+                .await?;
                 Ok(synced)
             })
         })

@@ -36,7 +36,11 @@ pub async fn unassign_set<C: ConnectionTrait>(
     Ok(changed)
 }
 
-async fn known<C: ConnectionTrait>(c: &C, enrollment_id: &str, set_name: &str) -> Result<(), DdmError> {
+async fn known<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    set_name: &str,
+) -> Result<(), DdmError> {
     check_set_name(set_name)?;
     if !sets::exists(c, set_name).await? {
         return Err(DdmError::UnknownSet(set_name.to_string()));

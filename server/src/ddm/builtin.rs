@@ -5,8 +5,8 @@
 use super::{sync, DdmError, BUILTIN_PREFIX};
 use crate::config::DdmConfig;
 use crate::protocol::ddm::Declaration;
-use crate::storage::ddm::{declarations, status};
 use crate::storage::ddm::declarations::Written;
+use crate::storage::ddm::{declarations, status};
 use crate::storage::Storage;
 use serde_json::{json, Value};
 
@@ -33,7 +33,11 @@ pub fn declarations(config: &DdmConfig) -> Result<Vec<Declaration>, DdmError> {
     }
     if !config.properties.is_empty() {
         let payload = Value::Object(config.properties.clone().into_iter().collect());
-        out.push(build("properties", "com.apple.management.properties", payload)?);
+        out.push(build(
+            "properties",
+            "com.apple.management.properties",
+            payload,
+        )?);
     }
     Ok(out)
 }
@@ -59,7 +63,9 @@ pub async fn install(storage: &Storage, config: &DdmConfig, now: i64) -> Result<
                     changed |= declarations::put(txn, d, true, now).await? != Written::Unchanged;
                 }
                 let keep: Vec<String> = wanted.iter().map(|d| d.identifier.clone()).collect();
-                changed |= !declarations::remove_builtins_except(txn, &keep).await?.is_empty();
+                changed |= !declarations::remove_builtins_except(txn, &keep)
+                    .await?
+                    .is_empty();
                 if changed {
                     let everyone = status::enrollments(txn).await?;
                     sync::announce(txn, &everyone, false, now).await?;

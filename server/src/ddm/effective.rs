@@ -60,13 +60,16 @@ pub async fn of_enrollment<C: ConnectionTrait>(
 ) -> StorageResult<Effective> {
     let mut items = builtin_items(c).await?;
     let assigned = assignments::sets_of(c, enrollment_id).await?;
-    items.extend(sets::declarations_of(c, &assigned).await?.into_iter().map(|m| {
-        DeclarationItem {
-            category: m.category,
-            identifier: m.identifier,
-            server_token: m.server_token,
-        }
-    }));
+    items.extend(
+        sets::declarations_of(c, &assigned)
+            .await?
+            .into_iter()
+            .map(|m| DeclarationItem {
+                category: m.category,
+                identifier: m.identifier,
+                server_token: m.server_token,
+            }),
+    );
     Ok(Effective::of(items))
 }
 
@@ -97,7 +100,10 @@ mod tests {
         let base = Effective::of([item("a", "1"), item("b", "2")]).token;
         assert_ne!(base, Effective::of([item("a", "1"), item("b", "3")]).token);
         assert_ne!(base, Effective::of([item("a", "1")]).token);
-        assert_ne!(base, Effective::of([item("a", "1"), item("b", "2"), item("c", "1")]).token);
+        assert_ne!(
+            base,
+            Effective::of([item("a", "1"), item("b", "2"), item("c", "1")]).token
+        );
         assert_eq!(base, Effective::of([item("b", "2"), item("a", "1")]).token);
     }
 }

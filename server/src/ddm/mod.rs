@@ -34,7 +34,9 @@ pub enum DdmError {
         identifier: String,
         sets: Vec<String>,
     },
-    #[error("identifiers starting with {BUILTIN_PREFIX} are reserved for the server's own declarations")]
+    #[error(
+        "identifiers starting with {BUILTIN_PREFIX} are reserved for the server's own declarations"
+    )]
     Reserved,
     #[error("invalid name: {0}")]
     BadName(String),

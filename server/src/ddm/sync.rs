@@ -71,7 +71,11 @@ pub async fn announce<C: ConnectionTrait>(
         synced.queued += ids.len();
     }
     if synced.queued > 0 {
-        tracing::info!(queued = synced.queued, unchanged = synced.unchanged, "DDM sync queued");
+        tracing::info!(
+            queued = synced.queued,
+            unchanged = synced.unchanged,
+            "DDM sync queued"
+        );
     }
     Ok(synced)
 }
@@ -96,11 +100,14 @@ async fn tokens_of<C: ConnectionTrait>(
         .collect();
     let mut members: HashMap<String, Vec<DeclarationItem>> = HashMap::new();
     for m in sets::declarations_of(c, &all_sets).await? {
-        members.entry(m.set_name).or_default().push(DeclarationItem {
-            category: m.category,
-            identifier: m.identifier,
-            server_token: m.server_token,
-        });
+        members
+            .entry(m.set_name)
+            .or_default()
+            .push(DeclarationItem {
+                category: m.category,
+                identifier: m.identifier,
+                server_token: m.server_token,
+            });
     }
     let mut per_combination: HashMap<&BTreeSet<String>, String> = HashMap::new();
     let mut out = Vec::with_capacity(sets_of.len());

@@ -105,7 +105,9 @@ pub async fn enrollment<C: ConnectionTrait>(
 }
 
 /// Where an enrollment holding a declaration stands with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeclarationState {
     /// Reported at the current ServerToken, valid and active.

@@ -254,11 +254,9 @@ fn ddm_code(d: &crate::ddm::DdmError) -> (StatusCode, &'static str) {
         }
         D::InUse { .. } => (StatusCode::CONFLICT, "in_use"),
         D::Declaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
-        D::UnknownMembers(_)
-        | D::Reserved
-        | D::BadName(_)
-        | D::Status(_)
-        | D::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        D::UnknownMembers(_) | D::Reserved | D::BadName(_) | D::Status(_) | D::BadRequest(_) => {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        }
         D::Storage(s) => storage_code(s),
     }
 }

@@ -18,15 +18,21 @@ pub enum CheckinPayload {
     Authenticate(Authenticate),
     TokenUpdate(TokenUpdate),
     CheckOut,
-    UserAuthenticate { digest_response: Option<String> },
-    SetBootstrapToken { bootstrap_token: Option<Vec<u8>> },
+    UserAuthenticate {
+        digest_response: Option<String>,
+    },
+    SetBootstrapToken {
+        bootstrap_token: Option<Vec<u8>>,
+    },
     GetBootstrapToken,
     /// `data` is the status report when `endpoint` is `status` (JSON, see [`super::ddm::StatusReport`]).
     DeclarativeManagement {
         endpoint: Option<String>,
         data: Option<Vec<u8>>,
     },
-    GetToken { token_service_type: Option<String> },
+    GetToken {
+        token_service_type: Option<String>,
+    },
 }
 
 impl CheckinPayload {

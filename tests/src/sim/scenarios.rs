@@ -1364,7 +1364,9 @@ pub struct DdmParams {
 
 /// `n` declarations: n-1 passcode configurations and the activation that refers to them all.
 pub fn ddm_declarations(n: usize, min_length: i64) -> Vec<serde_json::Value> {
-    let configs: Vec<String> = (1..n.max(2)).map(|i| format!("bench.passcode.{i:03}")).collect();
+    let configs: Vec<String> = (1..n.max(2))
+        .map(|i| format!("bench.passcode.{i:03}"))
+        .collect();
     let mut out: Vec<serde_json::Value> = configs
         .iter()
         .map(|id| {
@@ -1372,8 +1374,10 @@ pub fn ddm_declarations(n: usize, min_length: i64) -> Vec<serde_json::Value> {
                    "Payload": {"RequirePasscode": true, "MinimumLength": min_length}})
         })
         .collect();
-    out.push(json!({"Type": "com.apple.activation.simple", "Identifier": "bench.activation",
-                    "Payload": {"StandardConfigurations": configs}}));
+    out.push(
+        json!({"Type": "com.apple.activation.simple", "Identifier": "bench.activation",
+                    "Payload": {"StandardConfigurations": configs}}),
+    );
     out
 }
 
@@ -1440,11 +1444,15 @@ async fn ddm_sync_op(
         Ok(r) if r.fetched.len() >= expected => {}
         Ok(r) => fleet.violations.record(
             super::checker::Violation::HttpStatus,
-            format!("{udid}: synced {} declarations, expected {expected}", r.fetched.len()),
+            format!(
+                "{udid}: synced {} declarations, expected {expected}",
+                r.fetched.len()
+            ),
         ),
-        Err(e) => fleet
-            .violations
-            .record(super::checker::Violation::HttpStatus, format!("{udid}: {e}")),
+        Err(e) => fleet.violations.record(
+            super::checker::Violation::HttpStatus,
+            format!("{udid}: {e}"),
+        ),
     }
     Ok(t.elapsed())
 }
@@ -1464,11 +1472,28 @@ pub async fn ddm(common: &Common, p: &DdmParams) -> Result<Report, BoxError> {
     let http = reqwest::Client::new();
     let put = reqwest::Method::PUT;
     let declarations = ddm_declarations(p.declarations, 6);
-    let ids: Vec<serde_json::Value> = declarations.iter().map(|d| d["Identifier"].clone()).collect();
+    let ids: Vec<serde_json::Value> = declarations
+        .iter()
+        .map(|d| d["Identifier"].clone())
+        .collect();
     for d in &declarations {
-        ddm_admin(&server, &http, put.clone(), "/api/v1/ddm/declarations", d.clone()).await?;
+        ddm_admin(
+            &server,
+            &http,
+            put.clone(),
+            "/api/v1/ddm/declarations",
+            d.clone(),
+        )
+        .await?;
     }
-    ddm_admin(&server, &http, put.clone(), "/api/v1/ddm/sets/bench", json!({"declarations": ids})).await?;
+    ddm_admin(
+        &server,
+        &http,
+        put.clone(),
+        "/api/v1/ddm/sets/bench",
+        json!({"declarations": ids}),
+    )
+    .await?;
     assign_all(&s.storage, &s.fleet.udids(), "bench").await?;
 
     let transport = Transport::new(&server.base, p.connections);
@@ -1492,7 +1517,10 @@ pub async fn ddm(common: &Common, p: &DdmParams) -> Result<Report, BoxError> {
         report.figure("server_cpu_cores_used", (cores * 100.0).round() / 100.0);
     }
     report.measure(
-        &format!("full syncs ({} declarations + built-ins each)", declarations.len()),
+        &format!(
+            "full syncs ({} declarations + built-ins each)",
+            declarations.len()
+        ),
         summary,
     );
 
@@ -1510,7 +1538,10 @@ pub async fn ddm(common: &Common, p: &DdmParams) -> Result<Report, BoxError> {
     if answer["synced"]["queued"] != json!(p.devices) {
         s.fleet.violations.record(
             super::checker::Violation::NotDelivered,
-            format!("the edit queued {} syncs for {} devices", answer["synced"]["queued"], p.devices),
+            format!(
+                "the edit queued {} syncs for {} devices",
+                answer["synced"]["queued"], p.devices
+            ),
         );
     }
     report.violations_of(&s.fleet);

@@ -121,7 +121,11 @@ pub async fn list_declarations(
 }
 
 /// A page fetched with one extra row: the page, and the cursor for the next if there is one.
-fn split_page<T>(mut rows: Vec<T>, limit: u64, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+fn split_page<T>(
+    mut rows: Vec<T>,
+    limit: u64,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next = more.then(|| rows.last().map(&key)).flatten();

@@ -473,9 +473,7 @@ mod tests {
             assert_ne!(d.server_token, base.server_token, "{v}");
         }
         // The Type is covered too (management.properties takes any key).
-        let props = |t: &str| {
-            json!({"Type": t, "Identifier": "x", "Payload": {}})
-        };
+        let props = |t: &str| json!({"Type": t, "Identifier": "x", "Payload": {}});
         assert_ne!(
             upload(props("com.apple.management.properties"))
                 .unwrap()
@@ -501,7 +499,10 @@ mod tests {
 
     #[test]
     fn what_the_device_gets_uploads_again_unchanged() {
-        let d = upload(passcode(json!({"MinimumLength": 8, "RequirePasscode": true}))).unwrap();
+        let d = upload(passcode(
+            json!({"MinimumLength": 8, "RequirePasscode": true}),
+        ))
+        .unwrap();
         let served = d.to_device_json();
         let v: Value = serde_json::from_slice(&served).unwrap();
         assert_eq!(

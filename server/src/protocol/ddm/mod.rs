@@ -18,8 +18,9 @@ pub use declaration::{
 };
 pub use schema::{declaration_types, status_item_names};
 pub use status::{
-    DeclarationStatus, StatusError, StatusItemError, StatusReport, Validity, MAX_STATUS_DECLARATIONS,
-    MAX_STATUS_DEPTH, MAX_STATUS_ERRORS, MAX_STATUS_ITEMS, MAX_STATUS_REPORT_BYTES,
+    DeclarationStatus, StatusError, StatusItemError, StatusReport, Validity,
+    MAX_STATUS_DECLARATIONS, MAX_STATUS_DEPTH, MAX_STATUS_ERRORS, MAX_STATUS_ITEMS,
+    MAX_STATUS_REPORT_BYTES,
 };
 pub use tokens::{
     declaration_items_response, declarations_token, server_token, sync_tokens_data,

@@ -96,8 +96,9 @@ impl Kind {
 }
 
 static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
-    serde_json::from_str(include_str!("schemas.json"))
-        .expect("schemas.json matches schema::Schemas (regenerate it, see tests/tests/ddm_schemas.rs)")
+    serde_json::from_str(include_str!("schemas.json")).expect(
+        "schemas.json matches schema::Schemas (regenerate it, see tests/tests/ddm_schemas.rs)",
+    )
 });
 
 pub(crate) fn schemas() -> &'static Schemas {
@@ -160,7 +161,11 @@ fn check_dictionary(
         let here = at.key(key);
         match node.keys.get(key).or(node.any.as_deref()) {
             Some(child) => check(child, value, &here)?,
-            None => return Err(DeclarationError::UnknownKey { path: here.render() }),
+            None => {
+                return Err(DeclarationError::UnknownKey {
+                    path: here.render(),
+                })
+            }
         }
     }
     Ok(())
@@ -380,7 +385,8 @@ mod tests {
     // Apple's ANY key: any key, its value per ANY's schema.
     #[test]
     fn any_keys_take_their_schema() {
-        let ok = json!({"CustomRegex": {"Regex": "x", "Description": {"default": "d", "en-US": "e"}}});
+        let ok =
+            json!({"CustomRegex": {"Regex": "x", "Description": {"default": "d", "en-US": "e"}}});
         assert!(check_payload("com.apple.configuration.passcode.settings", ok).is_ok());
         assert_eq!(
             check_payload(

@@ -401,7 +401,10 @@ mod tests {
         // An undocumented one is kept at its leaf.
         assert!(r.items["management.push-token"].is_string());
         assert!(!r.items.contains_key("management.declarations"));
-        assert!(!r.items.keys().any(|k| k.starts_with("management.client-capabilities.")));
+        assert!(!r
+            .items
+            .keys()
+            .any(|k| k.starts_with("management.client-capabilities.")));
         assert_eq!(r.items.len(), 9, "{:?}", r.items.keys().collect::<Vec<_>>());
         assert!(r.errors.is_empty());
     }

@@ -9,7 +9,11 @@ use serde_json::{json, Map, Value};
 /// A declaration's ServerToken: SHA-256, lower-case hex, over the canonical JSON of its Type, Identifier and
 /// Payload. Any change to the content changes it; the same content, however written, keeps it. 64
 /// characters, Apple's limit.
-pub fn server_token(declaration_type: &str, identifier: &str, payload: &Map<String, Value>) -> String {
+pub fn server_token(
+    declaration_type: &str,
+    identifier: &str,
+    payload: &Map<String, Value>,
+) -> String {
     let json = canonical::declaration(declaration_type, identifier, payload, None);
     hex::encode(openssl::sha::sha256(&json))
 }

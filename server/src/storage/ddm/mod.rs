@@ -16,7 +16,10 @@ const ROWS_PER_INSERT: usize = 2_000;
 
 /// An enrollment unenrolled (CheckOut, or a device authenticating afresh): its assignments, sync state and
 /// reported status go, so a device that enrolls again starts clean.
-pub async fn forget_enrollments<C: ConnectionTrait>(c: &C, enrollment_ids: &[String]) -> StorageResult<()> {
+pub async fn forget_enrollments<C: ConnectionTrait>(
+    c: &C,
+    enrollment_ids: &[String],
+) -> StorageResult<()> {
     assignments::remove_all(c, enrollment_ids).await?;
     status::remove_all(c, enrollment_ids).await
 }

@@ -9,8 +9,8 @@ use super::ROWS_PER_INSERT;
 use crate::protocol::ddm::Category;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter,
-    QueryOrder, QuerySelect, RelationDef,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QueryOrder,
+    QuerySelect, RelationDef,
 };
 
 pub use super::super::entities::ddm_set::Model as StoredSet;
@@ -146,7 +146,10 @@ pub async fn declarations_of<C: ConnectionTrait>(
             .select_only()
             .column(ddm_set_member::Column::SetName)
             .column(ddm_set_member::Column::Identifier)
-            .column_as(Expr::col((Declarations, ddm_declaration::Column::Category)), "category")
+            .column_as(
+                Expr::col((Declarations, ddm_declaration::Column::Category)),
+                "category",
+            )
             .column_as(
                 Expr::col((Declarations, ddm_declaration::Column::ServerToken)),
                 "server_token",
