@@ -59,6 +59,7 @@ pub enum Validity {
 }
 
 impl Validity {
+    /// Apple's word for it, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
             Validity::Valid => "valid",
