@@ -408,7 +408,7 @@ async fn a_report_answers_with_the_next_command_and_then_with_nothing() {
 fn plist_of(r: MdmResponse) -> Vec<u8> {
     match r {
         MdmResponse::Plist(b) => b,
-        MdmResponse::Empty => panic!("expected a command"),
+        other => panic!("expected a command, got {other:?}"),
     }
 }
 
