@@ -292,7 +292,13 @@ mod tests {
         );
         assert!(is_valid_set_name("com.example.passcode-remediation_2"));
         assert!(is_valid_set_name(&"s".repeat(MAX_SET_NAME)));
-        for bad in ["", "two words", "a/b", "caf\u{e9}", "s".repeat(MAX_SET_NAME + 1).as_str()] {
+        for bad in [
+            "",
+            "two words",
+            "a/b",
+            "caf\u{e9}",
+            "s".repeat(MAX_SET_NAME + 1).as_str(),
+        ] {
             assert!(!is_valid_set_name(bad), "{bad:?}");
         }
     }

@@ -171,7 +171,9 @@ impl DdmStatusEvent {
 
     /// The change to the declaration `identifier`, if this report changed its state.
     pub fn declaration(&self, identifier: &str) -> Option<&DeclarationChange> {
-        self.declarations.iter().find(|d| d.identifier == identifier)
+        self.declarations
+            .iter()
+            .find(|d| d.identifier == identifier)
     }
 
     /// The declarations this report changed, in the order reported.
@@ -210,7 +212,9 @@ impl DeclarationChange {
 
     /// Whether this report changed whether it is active (a first report counts as a change).
     pub fn activation_changed(&self) -> bool {
-        self.old.as_ref().is_none_or(|o| o.active != self.new.active)
+        self.old
+            .as_ref()
+            .is_none_or(|o| o.active != self.new.active)
     }
 }
 
@@ -302,7 +306,9 @@ mod tests {
             ],
         );
         assert_eq!(
-            event.item_turned_as::<bool>("passcode.is-compliant").unwrap(),
+            event
+                .item_turned_as::<bool>("passcode.is-compliant")
+                .unwrap(),
             Some((Some(true), false))
         );
         assert_eq!(
@@ -312,7 +318,9 @@ mod tests {
             Some((None, "17.5".to_owned()))
         );
         assert_eq!(
-            event.item_turned("device.operating-system.version").unwrap(),
+            event
+                .item_turned("device.operating-system.version")
+                .unwrap(),
             Some((None, json!("17.5")))
         );
         assert_eq!(event.item_turned("passcode.is-present").unwrap(), None);
@@ -331,9 +339,11 @@ mod tests {
     fn declarations_turn_valid_invalid_and_active() {
         let valid = fixtures::declaration_state(true, "valid");
         let invalid = fixtures::declaration_state(false, "invalid");
-        let broke = fixtures::declaration_turned("com.example.p", Some(valid.clone()), invalid.clone());
+        let broke =
+            fixtures::declaration_turned("com.example.p", Some(valid.clone()), invalid.clone());
         assert!(broke.turned_invalid() && !broke.turned_valid() && broke.activation_changed());
-        let fixed = fixtures::declaration_turned("com.example.p", Some(invalid.clone()), valid.clone());
+        let fixed =
+            fixtures::declaration_turned("com.example.p", Some(invalid.clone()), valid.clone());
         assert!(fixed.turned_valid() && !fixed.turned_invalid());
         let first = fixtures::declaration_turned("com.example.q", None, invalid.clone());
         assert!(first.turned_invalid() && first.activation_changed());

@@ -106,7 +106,7 @@ pub mod types {
 pub mod prelude {
     pub use crate::types::{
         Action, ChannelKind, CheckinEvent, CheckinKind, CommandResultEvent, CommandSpec,
-        CommandStatus, DdmStatusEvent, DeclarationChange, DeclarationState, Decision,
+        CommandStatus, DdmStatusEvent, Decision, DeclarationChange, DeclarationState,
         DeviceAttribute, DeviceAttributeKey, DeviceFacts, EnqueueCommand, Enrollment,
         EnrollmentRequest, ErrorChainItem, Event, PlistNode, PlistTree, PlistValue, RetryCommand,
         ScheduleEvent, SetAssignment, StatusItemChange, TokenRequest,

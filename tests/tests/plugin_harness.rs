@@ -165,7 +165,11 @@ async fn compliance_assigns_while_the_passcode_is_not_compliant() {
     // The item did not change: another item did, or nothing at all.
     let other = events::ddm_status("D1", &[("passcode.is-present", Some("false"), "true")]);
     assert!(h.on_ddm_status(other).await.unwrap().is_empty());
-    assert!(h.on_ddm_status(events::ddm_status("D1", &[])).await.unwrap().is_empty());
+    assert!(h
+        .on_ddm_status(events::ddm_status("D1", &[]))
+        .await
+        .unwrap()
+        .is_empty());
 
     // The channel that reported gets the set: a user channel's own id.
     let mut user = turned("true", "false");
@@ -180,7 +184,10 @@ async fn compliance_assigns_while_the_passcode_is_not_compliant() {
         h.on_ddm_status(user).await.unwrap(),
         [Action::AssignSet(set("D1:501"))]
     );
-    assert!(h.validate_config(&json!({"remediation_set": ""})).await.is_err());
+    assert!(h
+        .validate_config(&json!({"remediation_set": ""}))
+        .await
+        .is_err());
     // A plugin that does not provide tokens answers "not mine".
     let asked = events::token_request("D1", "com.apple.maid");
     assert_eq!(h.provide_token(asked).await.unwrap(), None);
@@ -214,7 +221,10 @@ async fn a_component_built_against_0_1_runs_with_its_imports() {
             panic!("{actions:?}");
         };
         // config named the attribute; kv counted; inventory found two channels.
-        assert_eq!((a.key.as_str(), a.value.as_str()), ("v01", &*format!("token-update:{n}:2")));
+        assert_eq!(
+            (a.key.as_str(), a.value.as_str()),
+            ("v01", &*format!("token-update:{n}:2"))
+        );
     }
     assert_eq!(h.kv_get("seen:D1").await.as_deref(), Some(&b"2"[..]));
     assert_eq!(h.counter("checkins"), 2);

@@ -93,10 +93,19 @@ async fn calls(s: &TestServer, plugin: &str, hook: &str) -> u64 {
 async fn a_0_1_component_keeps_running_beside_0_2_ones() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
-        let r = upload(&s, FIXTURE, "v0-1-fixture", json!({"attribute": "v01"}), |_| {}).await;
+        let r = upload(
+            &s,
+            FIXTURE,
+            "v0-1-fixture",
+            json!({"attribute": "v01"}),
+            |_| {},
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
         hostile(&s, "hostile", &["on-checkin"], json!({"mode": "tag"})).await;
-        let r = s.upload_plugin("compliance", json!({"remediation_set": "fix"})).await;
+        let r = s
+            .upload_plugin("compliance", json!({"remediation_set": "fix"}))
+            .await;
         assert_eq!(r.status, 200, "{}", r.text());
         let loaded = s.plugins.loaded();
         let ids: Vec<&str> = loaded.iter().map(|p| &*p.id).collect();
@@ -135,7 +144,10 @@ async fn a_0_1_component_keeps_running_beside_0_2_ones() {
             )
             .await;
         assert!(r.status < 300, "{}", r.text());
-        assert_ne!(s.checkin(&refused, refused.authenticate()).await.status, 200);
+        assert_ne!(
+            s.checkin(&refused, refused.authenticate()).await.status,
+            200
+        );
         let rows = audit(&s, "v0-1-fixture", "decide-enrollment").await;
         assert_eq!(rows.last().map(|r| r.1.as_str()), Some("deny"), "{rows:?}");
         s.stop().await;
@@ -209,7 +221,10 @@ async fn the_first_plugin_with_a_token_gives_it() {
         assert_eq!(calls(&s, "c-token", "provide-token").await, 0);
         let rows = audit(&s, "b-token", "provide-token").await;
         assert_eq!(rows.len(), 1, "{rows:?}");
-        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("token", "provided"));
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].1.as_str()),
+            ("token", "provided")
+        );
         assert_eq!(
             rows[0].2,
             json!({"token_service_type": "com.apple.maid", "bytes": 7})
@@ -343,7 +358,10 @@ async fn an_assign_set_without_ddm_assign_is_refused_and_audited() {
         let rows = audit(&s, "hostile", "on-ddm-status").await;
         assert_eq!(rows.len(), 1, "{rows:?}");
         let (kind, outcome, detail) = &rows[0];
-        assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "rejected"));
+        assert_eq!(
+            (kind.as_str(), outcome.as_str()),
+            ("assign-set", "rejected")
+        );
         assert_eq!(detail["reason"], "needs capability ddm-assign", "{detail}");
 
         // A fail-closed plugin that fails refuses the status report, as it would a check-in.
@@ -375,7 +393,10 @@ async fn report_compliance(s: &TestServer, dev: &Device, client: &mut DdmClient,
 
 /// The DeclarativeManagement commands waiting for an enrollment.
 async fn pending_syncs(s: &TestServer, id: &str) -> usize {
-    let q = s.get(&format!("/api/v1/enrollments/{id}/commands")).await.json();
+    let q = s
+        .get(&format!("/api/v1/enrollments/{id}/commands"))
+        .await
+        .json();
     q.as_array()
         .unwrap()
         .iter()
@@ -497,7 +518,10 @@ async fn an_assignment_of_an_unknown_set_is_refused_and_audited() {
         let rows = audit(&s, "compliance", "on-ddm-status").await;
         assert_eq!(rows.len(), 1, "{rows:?}");
         let (kind, outcome, detail) = &rows[0];
-        assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "rejected"));
+        assert_eq!(
+            (kind.as_str(), outcome.as_str()),
+            ("assign-set", "rejected")
+        );
         assert!(
             detail["reason"].as_str().unwrap().contains("no-such-set"),
             "{detail}"

@@ -83,8 +83,8 @@ export_plugin!(Compliance);
 /// Checks a configuration: `remediation_set` a set name the server accepts, `item` (optional) a
 /// non-empty string, nothing else.
 pub fn validate(text: &str) -> Result<(), String> {
-    let config: Config = mdm_plugin_sdk::serde_json::from_str(text)
-        .map_err(|e| format!("configuration: {e}"))?;
+    let config: Config =
+        mdm_plugin_sdk::serde_json::from_str(text).map_err(|e| format!("configuration: {e}"))?;
     if !actions::is_valid_set_name(&config.remediation_set) {
         return Err(format!(
             "remediation_set must be 1 to {} ASCII letters, digits, '.', '_' or '-'",
@@ -148,7 +148,10 @@ mod tests {
     fn turning_true_again_unassigns_it() {
         configured();
         let got = Compliance::on_ddm_status(report(vec![compliant(Some(false), true)]));
-        assert_eq!(got, Ok(vec![actions::unassign_set("UDID-1", "passcode-fix")]));
+        assert_eq!(
+            got,
+            Ok(vec![actions::unassign_set("UDID-1", "passcode-fix")])
+        );
         let logs = mock::logs();
         assert_eq!(logs.len(), 1);
         assert_eq!(
@@ -161,8 +164,14 @@ mod tests {
     fn reports_that_leave_the_item_alone_do_nothing() {
         configured();
         let other = fixtures::item_turned("device.operating-system.version", None, json!("17.5"));
-        assert_eq!(Compliance::on_ddm_status(report(vec![other])), Ok(Vec::new()));
-        assert_eq!(Compliance::on_ddm_status(report(Vec::new())), Ok(Vec::new()));
+        assert_eq!(
+            Compliance::on_ddm_status(report(vec![other])),
+            Ok(Vec::new())
+        );
+        assert_eq!(
+            Compliance::on_ddm_status(report(Vec::new())),
+            Ok(Vec::new())
+        );
         assert_eq!(
             Compliance::on_ddm_status(report(vec![compliant(None, true)])),
             Ok(Vec::new())
@@ -180,7 +189,9 @@ mod tests {
 
     #[test]
     fn the_watched_item_is_configurable() {
-        mock::set_config(&json!({"remediation_set": "set-a-passcode", "item": "passcode.is-present"}));
+        mock::set_config(
+            &json!({"remediation_set": "set-a-passcode", "item": "passcode.is-present"}),
+        );
         let turned = fixtures::item_turned("passcode.is-present", Some(json!(true)), json!(false));
         assert_eq!(
             Compliance::on_ddm_status(report(vec![compliant(Some(true), false), turned])),
@@ -196,7 +207,10 @@ mod tests {
 
     #[test]
     fn validates_configuration() {
-        assert_eq!(validate(r#"{"remediation_set": "passcode-remediation"}"#), Ok(()));
+        assert_eq!(
+            validate(r#"{"remediation_set": "passcode-remediation"}"#),
+            Ok(())
+        );
         assert_eq!(
             validate(r#"{"remediation_set": "s", "item": "passcode.is-present"}"#),
             Ok(())

@@ -424,7 +424,10 @@ mod tests {
     fn an_assignment_names_a_channel_id_and_a_bounded_set_name() {
         for (id, set) in [
             ("00008030-001A2C3E0E38802E", "remediation"),
-            ("A1B2C3D4-0000-1111-2222-333344445555:501", "com.example.passcode-v2_1"),
+            (
+                "A1B2C3D4-0000-1111-2222-333344445555:501",
+                "com.example.passcode-v2_1",
+            ),
             ("ENROLLMENT-ID", "s".repeat(128).as_str()),
         ] {
             let desc = check_assignment(&assignment(id, set)).unwrap();
@@ -453,7 +456,10 @@ mod tests {
     fn assignments_are_their_own_kinds_and_need_ddm_assign() {
         let assign = Action::AssignSet(assignment("D", "s"));
         let unassign = Action::UnassignSet(assignment("D", "s"));
-        assert_eq!((kind(&assign), kind(&unassign)), ("assign-set", "unassign-set"));
+        assert_eq!(
+            (kind(&assign), kind(&unassign)),
+            ("assign-set", "unassign-set")
+        );
         assert_eq!(needs(&assign), Capability::DdmAssign);
         assert_eq!(needs(&unassign), Capability::DdmAssign);
     }

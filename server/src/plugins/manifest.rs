@@ -540,8 +540,14 @@ mod tests {
         assert_eq!(m.policy(Hook::OnDdmStatus), FailurePolicy::FailOpen);
         // Stored and loaded again under the same names.
         let stored = serde_json::to_value(&m).unwrap();
-        assert_eq!(stored["hooks"], serde_json::json!(["on-ddm-status", "provide-token"]));
-        assert_eq!(stored["capabilities"], serde_json::json!(["ddm-assign", "config"]));
+        assert_eq!(
+            stored["hooks"],
+            serde_json::json!(["on-ddm-status", "provide-token"])
+        );
+        assert_eq!(
+            stored["capabilities"],
+            serde_json::json!(["ddm-assign", "config"])
+        );
         assert_eq!(Capability::parse("ddm-assign"), Some(Capability::DdmAssign));
         for h in Hook::ALL {
             let name = serde_json::to_value(h).unwrap();

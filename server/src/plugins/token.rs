@@ -73,7 +73,8 @@ impl PluginHost {
                 continue;
             };
             let v = verdict(&token, p.dry_run);
-            let mut detail = json!({"token_service_type": token_service_type, "bytes": token.len()});
+            let mut detail =
+                json!({"token_service_type": token_service_type, "bytes": token.len()});
             let outcome = match &v {
                 Verdict::Provided => "provided",
                 Verdict::DryRun => "dry-run",

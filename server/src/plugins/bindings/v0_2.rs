@@ -660,7 +660,11 @@ mod tests {
         }
     }
 
-    fn state(active: bool, valid: &str, token: &str) -> (host::DeclarationState, wit::DeclarationState) {
+    fn state(
+        active: bool,
+        valid: &str,
+        token: &str,
+    ) -> (host::DeclarationState, wit::DeclarationState) {
         (
             host::DeclarationState {
                 active,

@@ -9,8 +9,7 @@ wit_bindgen::generate!({
 use exports::mdm::plugin::hooks::Guest;
 use mdm::plugin::types::{
     Action, CheckinEvent, CommandResultEvent, CommandSpec, DdmStatusEvent, Decision,
-    DeviceAttribute, EnqueueCommand, EnrollmentRequest, ScheduleEvent, SetAssignment,
-    TokenRequest,
+    DeviceAttribute, EnqueueCommand, EnrollmentRequest, ScheduleEvent, SetAssignment, TokenRequest,
 };
 
 struct Hostile;

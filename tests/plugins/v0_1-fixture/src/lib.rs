@@ -80,7 +80,8 @@ impl Guest for Fixture {
     fn on_checkin(event: CheckinEvent) -> Result<Vec<Action>, String> {
         let device_id = event.enrollment.device_id;
         let n = count(&device_id)?;
-        let channels = mdm::plugin::inventory::get_device(&device_id).map_or(0, |d| d.channels.len());
+        let channels =
+            mdm::plugin::inventory::get_device(&device_id).map_or(0, |d| d.channels.len());
         mdm::plugin::metrics::counter_add("checkins", 1);
         let kind = checkin_name(event.kind);
         mdm::plugin::log::log(

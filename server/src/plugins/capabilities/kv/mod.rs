@@ -113,7 +113,12 @@ impl HostState {
             .map_err(Into::into))
     }
 
-    async fn kv_set(&mut self, key: &str, value: Vec<u8>, ttl_seconds: Option<u32>) -> KvResult<()> {
+    async fn kv_set(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> KvResult<()> {
         self.require(Capability::Kv)?;
         if !key_ok(key) || value.len() > MAX_VALUE {
             return Ok(Err(KvRefusal::TooLarge));
@@ -169,7 +174,12 @@ impl HostState {
         }
         Ok(self
             .backend
-            .kv_list(&self.call.plugin_id, prefix, start_after, limit.min(MAX_LIST))
+            .kv_list(
+                &self.call.plugin_id,
+                prefix,
+                start_after,
+                limit.min(MAX_LIST),
+            )
             .await
             .map_err(Into::into))
     }
@@ -199,7 +209,10 @@ impl v0_1::Host for HostState {
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), v0_1::KvError>> {
-        Ok(self.kv_set(&key, value, ttl_seconds).await?.map_err(Into::into))
+        Ok(self
+            .kv_set(&key, value, ttl_seconds)
+            .await?
+            .map_err(Into::into))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, v0_1::KvError>> {
@@ -256,7 +269,10 @@ impl v0_2::Host for HostState {
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), v0_2::KvError>> {
-        Ok(self.kv_set(&key, value, ttl_seconds).await?.map_err(Into::into))
+        Ok(self
+            .kv_set(&key, value, ttl_seconds)
+            .await?
+            .map_err(Into::into))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, v0_2::KvError>> {
