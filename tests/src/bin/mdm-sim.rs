@@ -194,8 +194,10 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         sink_batch: usize,
     },
-    /// 7. Declarative Device Management: full syncs per second (tokens, manifest, every declaration,
-    /// status), then the time from editing one declaration every device holds to all their syncs queued.
+    /// 7. Declarative Device Management: full syncs per second, then an edit's fan-out.
+    ///
+    /// A full sync is tokens, manifest, every declaration and a status report; the fan-out is the time
+    /// from editing one declaration every device holds to all their syncs queued.
     Ddm {
         #[arg(long, default_value_t = 10_000)]
         devices: usize,
