@@ -6,7 +6,8 @@
 //!
 //! One call may return at most the manifest's `limits.max_actions` actions (default 100); with
 //! more, none is applied. The server's other limits are the constants below
-//! ([`MAX_ENQUEUE_IDS`], [`MAX_ATTRIBUTE_KEY`], [`MAX_ATTRIBUTE_VALUE`], [`MAX_EVENT_PAYLOAD`]).
+//! ([`MAX_ENQUEUE_IDS`], [`MAX_ATTRIBUTE_KEY`], [`MAX_ATTRIBUTE_VALUE`], [`MAX_EVENT_PAYLOAD`],
+//! [`MAX_SET_NAME`]).
 //!
 //! | Builder | Action | Capability |
 //! |---|---|---|
@@ -15,6 +16,7 @@
 //! | [`push`] | send an MDM push | `push` |
 //! | [`set_attribute`], [`clear_attribute`] | device attributes | `attributes` |
 //! | [`emit`] | deliver an event to a sink | `events` |
+//! | [`assign_set`], [`unassign_set`] | assign a declarative management set to an enrollment, or unassign it | `ddm-assign` |
 //!
 //! ```
 //! use mdm_plugin_sdk::prelude::*;
@@ -31,6 +33,7 @@ use serde::Serialize;
 use crate::error::PluginResult;
 use crate::types::{
     Action, CommandSpec, DeviceAttribute, DeviceAttributeKey, EnqueueCommand, Event, RetryCommand,
+    SetAssignment,
 };
 
 /// The lowest queue priority the server accepts.
@@ -46,6 +49,9 @@ pub const MAX_ATTRIBUTE_KEY: usize = 128;
 pub const MAX_ATTRIBUTE_VALUE: usize = 4096;
 /// The largest event payload (its JSON) the server accepts, in bytes.
 pub const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
+/// The longest set name [`assign_set`] and [`unassign_set`] accept, in bytes: 1 to this many ASCII
+/// letters, digits, `.`, `_` and `-`.
+pub const MAX_SET_NAME: usize = 128;
 
 fn strings<I>(ids: I) -> Vec<String>
 where
@@ -153,6 +159,36 @@ pub fn emit(sink: &str, topic: &str, payload: &impl Serialize) -> PluginResult<A
     }))
 }
 
+/// Assign the declarative management set `set_name` to this enrollment (a queue id:
+/// `Enrollment::id`), so the device gets its declarations at its next sync (the server queues it).
+/// Assigning a set already assigned changes nothing. Needs `ddm-assign`. An unknown set or
+/// enrollment is refused (and audited), not an error of the hook.
+pub fn assign_set(enrollment_id: &str, set_name: &str) -> Action {
+    Action::AssignSet(SetAssignment {
+        enrollment_id: enrollment_id.to_owned(),
+        set_name: set_name.to_owned(),
+    })
+}
+
+/// Unassign the set `set_name` from this enrollment; the device drops its declarations at its next
+/// sync. Unassigning a set that is not assigned changes nothing. Needs `ddm-assign`.
+pub fn unassign_set(enrollment_id: &str, set_name: &str) -> Action {
+    Action::UnassignSet(SetAssignment {
+        enrollment_id: enrollment_id.to_owned(),
+        set_name: set_name.to_owned(),
+    })
+}
+
+/// Whether the server accepts `name` as a set name (see [`MAX_SET_NAME`]): for checking a
+/// configuration in `validate_config`.
+pub fn is_valid_set_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SET_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +272,34 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&event.payload_json).unwrap(),
             json!({"n": 1})
         );
+    }
+
+    #[test]
+    fn set_assignments() {
+        assert_eq!(
+            assign_set("UDID-1", "remediation"),
+            Action::AssignSet(SetAssignment {
+                enrollment_id: "UDID-1".into(),
+                set_name: "remediation".into(),
+            })
+        );
+        assert_eq!(
+            unassign_set("UDID-1:501", "remediation"),
+            Action::UnassignSet(SetAssignment {
+                enrollment_id: "UDID-1:501".into(),
+                set_name: "remediation".into(),
+            })
+        );
+        assert!(is_valid_set_name("com.example.passcode-remediation_2"));
+        assert!(is_valid_set_name(&"s".repeat(MAX_SET_NAME)));
+        for bad in [
+            "",
+            "two words",
+            "a/b",
+            "caf\u{e9}",
+            "s".repeat(MAX_SET_NAME + 1).as_str(),
+        ] {
+            assert!(!is_valid_set_name(bad), "{bad:?}");
+        }
     }
 }

@@ -1,11 +1,12 @@
 //! The SDK for mdm-server plugins.
 //!
 //! A plugin is a WebAssembly component (`wasm32-wasip2`) that the server calls at each enrollment
-//! decision, check-in, command result and scheduled tick. This crate is the only dependency a plugin
-//! needs: it holds the bindings for the WIT contract (`wit/mdm-plugin.wit`, `mdm:plugin@0.1.0`), the
-//! [`Plugin`] trait with a default for every hook, the [`export_plugin!`] macro, typed command and
-//! action builders, a [`Plist`] value rebuilt from the flat `plist-tree`, and thin wrappers over the
-//! host imports (`kv`, `config`, `log`, `metrics`, `inventory`, `http`).
+//! decision, check-in, command result, scheduled tick, declarative management status change and GetToken
+//! check-in. This crate is the only dependency a plugin needs: it holds the bindings for the WIT contract
+//! (`wit/v0.2/mdm-plugin.wit`, `mdm:plugin@0.2.0`), the [`Plugin`] trait with a default for every hook,
+//! the [`export_plugin!`] macro, typed command and action builders, a [`Plist`] value rebuilt from the
+//! flat `plist-tree`, accessors for status reports ([`types::DdmStatusEvent::item_turned`]), and thin
+//! wrappers over the host imports (`kv`, `config`, `log`, `metrics`, `inventory`, `http`).
 //!
 //! ```ignore
 //! use mdm_plugin_sdk::prelude::*;
@@ -31,32 +32,36 @@
 
 #![warn(missing_docs)]
 
-/// The bindings generated from `wit/mdm-plugin.wit` (world `plugin`).
+/// The bindings generated from `wit/v0.2/mdm-plugin.wit` (world `plugin`).
 ///
 /// Everything here is also reachable through friendlier paths ([`prelude`], [`kv`], [`http`], ...);
 /// use these when you need the raw host functions.
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/v0.2",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_hooks",
         default_bindings_module: "::mdm_plugin_sdk::bindings",
         additional_derives: [Clone, PartialEq],
         additional_type_attributes: {
-            "mdm:plugin/types@0.1.0/enrollment": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.1.0/device-facts": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.1.0/error-chain-item": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.1.0/channel-kind": [
+            "mdm:plugin/types@0.2.0/enrollment": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/device-facts": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/error-chain-item": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/declaration-state": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/declaration-change": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/status-item-change": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/ddm-status-event": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.2.0/channel-kind": [
                 #[derive(serde::Serialize)]
                 #[serde(rename_all = "kebab-case")]
             ],
-            "mdm:plugin/types@0.1.0/checkin-kind": [
+            "mdm:plugin/types@0.2.0/checkin-kind": [
                 #[derive(serde::Serialize)]
                 #[serde(rename_all = "kebab-case")]
             ],
-            "mdm:plugin/types@0.1.0/command-status": [
+            "mdm:plugin/types@0.2.0/command-status": [
                 #[derive(serde::Serialize)]
                 #[serde(rename_all = "kebab-case")]
             ],
@@ -87,7 +92,7 @@ pub(crate) use mock::host;
 
 pub use error::{PluginError, PluginResult};
 pub use plist::{Plist, PlistError, MAX_PLIST_DEPTH};
-pub use plugin::Plugin;
+pub use plugin::{Plugin, MAX_TOKEN_BYTES};
 
 /// Re-exported so plugins can use `serde_json::Value` and `json!` without their own dependency.
 pub use serde_json;
@@ -101,9 +106,10 @@ pub mod types {
 pub mod prelude {
     pub use crate::types::{
         Action, ChannelKind, CheckinEvent, CheckinKind, CommandResultEvent, CommandSpec,
-        CommandStatus, Decision, DeviceAttribute, DeviceAttributeKey, DeviceFacts, EnqueueCommand,
-        Enrollment, EnrollmentRequest, ErrorChainItem, Event, PlistNode, PlistTree, PlistValue,
-        RetryCommand, ScheduleEvent,
+        CommandStatus, DdmStatusEvent, Decision, DeclarationChange, DeclarationState,
+        DeviceAttribute, DeviceAttributeKey, DeviceFacts, EnqueueCommand, Enrollment,
+        EnrollmentRequest, ErrorChainItem, Event, PlistNode, PlistTree, PlistValue, RetryCommand,
+        ScheduleEvent, SetAssignment, StatusItemChange, TokenRequest,
     };
     pub use crate::{actions, commands, config, http, inventory, kv, metrics};
     pub use crate::{debug, error, info, trace, warn};

@@ -7,6 +7,11 @@
 //! functions here. Each test runs on its own thread, so tests do not see each other's state; call
 //! [`reset`] to start over within a test.
 //!
+//! [`fixtures`] builds every hook's input, status reports ([`fixtures::ddm_status`] with
+//! [`fixtures::item_turned`] and [`fixtures::declaration_turned`]) and token requests
+//! ([`fixtures::token_request`]) included, so hooks are called directly:
+//! `MyPlugin::on_ddm_status(fixtures::ddm_status(...))`.
+//!
 //! The module exists only on non-WebAssembly targets: in a built component all calls go to the
 //! real host.
 //!
@@ -159,9 +164,12 @@ pub fn http_requests() -> Vec<Request> {
 
 /// Test fixtures: events with sensible defaults, to adjust field by field.
 pub mod fixtures {
+    use serde_json::Value;
+
     use crate::types::{
-        ChannelKind, CheckinEvent, CheckinKind, CommandResultEvent, CommandStatus, DeviceFacts,
-        Enrollment, EnrollmentRequest, ScheduleEvent,
+        ChannelKind, CheckinEvent, CheckinKind, CommandResultEvent, CommandStatus, DdmStatusEvent,
+        DeclarationChange, DeclarationState, DeviceFacts, Enrollment, EnrollmentRequest,
+        ScheduleEvent, StatusItemChange, TokenRequest,
     };
     use crate::Plist;
 
@@ -260,6 +268,61 @@ pub mod fixtures {
             command_uuid: new_command_uuid.to_owned(),
             retry_of: Some(original.original_command_uuid().to_owned()),
             ..original.clone()
+        }
+    }
+
+    /// A declarative management status report from this channel that changed these status items
+    /// (build them with [`item_turned`]) and no declaration (push [`declaration_turned`]s onto
+    /// `declarations` for those).
+    pub fn ddm_status(enrollment: Enrollment, items: Vec<StatusItemChange>) -> DdmStatusEvent {
+        DdmStatusEvent {
+            event_id: format!("evt-ddm-{}", enrollment.id),
+            enrollment,
+            declarations: Vec::new(),
+            items,
+        }
+    }
+
+    /// A status item that went from `old` (`None`: first reported) to `new`, as the host sends it.
+    pub fn item_turned(name: &str, old: Option<Value>, new: Value) -> StatusItemChange {
+        StatusItemChange {
+            name: name.to_owned(),
+            old_json: old.map(|v| v.to_string()),
+            new_json: new.to_string(),
+        }
+    }
+
+    /// A declaration state with server token `t1` and no reasons; `valid` is `valid`, `invalid` or
+    /// `unknown`.
+    pub fn declaration_state(active: bool, valid: &str) -> DeclarationState {
+        DeclarationState {
+            active,
+            valid: valid.to_owned(),
+            server_token: "t1".to_owned(),
+            reasons_json: "[]".to_owned(),
+        }
+    }
+
+    /// A configuration declaration whose state went from `old` (`None`: first reported) to `new`.
+    pub fn declaration_turned(
+        identifier: &str,
+        old: Option<DeclarationState>,
+        new: DeclarationState,
+    ) -> DeclarationChange {
+        DeclarationChange {
+            identifier: identifier.to_owned(),
+            category: "configuration".to_owned(),
+            old,
+            new,
+        }
+    }
+
+    /// A GetToken check-in's question from this channel.
+    pub fn token_request(enrollment: Enrollment, token_service_type: &str) -> TokenRequest {
+        TokenRequest {
+            event_id: format!("evt-token-{}", enrollment.id),
+            enrollment,
+            token_service_type: token_service_type.to_owned(),
         }
     }
 

@@ -21,16 +21,20 @@ pub enum Scope {
     /// Enrollment tokens and SCEP challenges (for a provisioning system).
     #[serde(rename = "enroll")]
     Enroll,
+    /// Declarations, sets and their assignments (Declarative Device Management).
+    #[serde(rename = "ddm:write")]
+    DdmWrite,
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::DevicesRead,
         Scope::CommandsRead,
         Scope::CommandsWrite,
         Scope::Enroll,
+        Scope::DdmWrite,
         Scope::Admin,
     ];
 
@@ -40,6 +44,7 @@ impl Scope {
             Scope::CommandsRead => "commands:read",
             Scope::CommandsWrite => "commands:write",
             Scope::Enroll => "enroll",
+            Scope::DdmWrite => "ddm:write",
             Scope::Admin => "admin",
         }
     }

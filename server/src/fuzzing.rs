@@ -8,7 +8,11 @@ use crate::enroll::machine_info;
 use crate::identity::{parse_client_cert_header, verify_mdm_signature, DeviceCert};
 use crate::pki::{self, KeyPair, Usage};
 use crate::plugins::manifest::{Hook, Manifest};
+use crate::protocol::checkin::CheckinPayload;
 use crate::protocol::commands::{CommandContext, TypedCommand};
+use crate::protocol::ddm::{
+    self, Category, Declaration, DeclarationError, StatusReport, MAX_DECLARATION_BYTES,
+};
 use crate::protocol::report::ReportStatus;
 use crate::protocol::{
     parse_dictionary, plist_json, CheckinMessage, CommandEnvelope, CommandReport,
@@ -30,6 +34,54 @@ pub fn checkin(data: &[u8]) {
         assert_eq!(m.raw, data);
         assert!(!m.enrollment.id.is_empty(), "empty enrollment id");
         let _ = m.payload.message_type();
+        // A DeclarativeManagement's Data is a status report, parsed next.
+        if let CheckinPayload::DeclarativeManagement { data: Some(d), .. } = &m.payload {
+            assert!(d.len() <= ddm::MAX_STATUS_REPORT_BYTES, "unbounded Data");
+            ddm_status(d);
+        }
+    }
+}
+
+/// A DDM status report (the `Data` of a DeclarativeManagement check-in).
+pub fn ddm_status(data: &[u8]) {
+    let Ok(r) = StatusReport::parse(data) else {
+        return;
+    };
+    assert!(r.declarations.len() <= ddm::MAX_STATUS_DECLARATIONS);
+    assert!(r.items.len() <= ddm::MAX_STATUS_ITEMS);
+    assert!(r.errors.len() <= ddm::MAX_STATUS_ERRORS);
+    assert!(
+        !r.items.contains_key("management.declarations"),
+        "declarations kept as an item"
+    );
+    // What is stored of it, as JSON.
+    serde_json::to_string(&r).expect("serialize a status report");
+}
+
+/// An admin's declaration upload (`Declaration::parse`).
+pub fn ddm_declaration(data: &[u8]) {
+    let Ok(d) = Declaration::parse(data) else {
+        return;
+    };
+    ddm::check_identifier(&d.identifier).expect("accepted identifier follows the rule");
+    assert_eq!(Category::of_type(&d.declaration_type), Some(d.category));
+    assert_eq!(d.server_token.len(), 64);
+    // Stored as its parts and read back, it is the same declaration.
+    let stored = Declaration::from_stored(
+        d.identifier.as_str(),
+        d.declaration_type.as_str(),
+        &d.payload_json(),
+        d.server_token.as_str(),
+    )
+    .expect("stored declaration reads back");
+    assert_eq!(stored, d);
+    // What the device is served uploads again as the same declaration, its ServerToken matching (unless
+    // the canonical form outgrew the limit: numbers like 1E2 are written longer, as 100.0).
+    let served = d.to_device_json();
+    match Declaration::parse(&served) {
+        Ok(again) => assert_eq!(again, d),
+        Err(DeclarationError::TooLarge) => assert!(served.len() > MAX_DECLARATION_BYTES),
+        Err(e) => panic!("served declaration refused: {e}"),
     }
 }
 
@@ -170,12 +222,7 @@ pub fn plugin_manifest(data: &[u8]) {
     // The manifest is stored as JSON and parsed again on every load: what was accepted once must load.
     let stored = serde_json::to_string(&m).expect("serialize manifest");
     Manifest::parse(&stored).expect("stored manifest loads");
-    for h in [
-        Hook::DecideEnrollment,
-        Hook::OnCheckin,
-        Hook::OnCommandResult,
-        Hook::OnSchedule,
-    ] {
+    for h in Hook::ALL {
         let _ = (m.subscribes(h), m.policy(h));
     }
     let _ = m.http_allows("api.example.com");

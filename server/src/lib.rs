@@ -8,6 +8,7 @@ pub mod apikeys;
 pub mod checkin;
 pub mod clock;
 pub mod config;
+pub mod ddm;
 pub mod enroll;
 #[doc(hidden)]
 pub mod fuzzing;

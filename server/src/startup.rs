@@ -37,6 +37,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("database: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("declarative management: {0}")]
+    Ddm(#[from] crate::ddm::DdmError),
     #[error("device CA file: {0}")]
     DeviceCa(String),
     #[error("cannot create data dir {0}: {1}")]
@@ -104,6 +106,7 @@ impl Application {
         let secret = seal_secret(&config)?;
         // Escrowed tokens are sealed under this secret; clear ones an earlier version stored are sealed now.
         crate::storage::sealing::install_and_seal(&storage, &secret).await?;
+        crate::ddm::builtin::install(&storage, &config.ddm, clock.now_ms()).await?;
         let scep_ca = crate::scep::load_ca(
             &config.scep,
             &config.data_dir,

@@ -279,10 +279,11 @@ async fn messages_from_strangers_are_refused_and_change_nothing() {
         refused_as(r, |e| matches!(e, CheckinError::UnknownEnrollment(_)));
         let r = checkin(&s, &dev, b"not a plist".to_vec()).await;
         refused_as(r, |e| matches!(e, CheckinError::Protocol(_)));
-        for t in ["DeclarativeManagement", "GetToken"] {
-            let r = checkin(&s, &dev, dev.message(t)).await;
-            refused_as(r, |e| matches!(e, CheckinError::Unsupported(_)));
-        }
+        // Without an Endpoint, or a TokenServiceType any plugin provides for.
+        let r = checkin(&s, &dev, dev.message("DeclarativeManagement")).await;
+        refused_as(r, |e| matches!(e, CheckinError::Ddm(_)));
+        let r = checkin(&s, &dev, dev.message("GetToken")).await;
+        refused_as(r, |e| matches!(e, CheckinError::NoTokenProvider(_)));
         assert_eq!(s.snapshot().await, before);
         s.stop().await;
     })
@@ -407,7 +408,7 @@ async fn a_report_answers_with_the_next_command_and_then_with_nothing() {
 fn plist_of(r: MdmResponse) -> Vec<u8> {
     match r {
         MdmResponse::Plist(b) => b,
-        MdmResponse::Empty => panic!("expected a command"),
+        other => panic!("expected a command, got {other:?}"),
     }
 }
 

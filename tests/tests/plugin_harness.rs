@@ -1,9 +1,11 @@
 //! The harness plugin authors use (`mdm_server::plugins::testing`): a built component against an in-memory
-//! host, no server. Shown on the example plugins.
+//! host, no server. Shown on the example plugins, and on a component built against the frozen 0.1 WIT.
 
-use mdm_server::plugins::event::{CheckinKind, CommandSpec, CommandStatus};
-use mdm_server::plugins::testing::{events, Harness};
-use mdm_server::plugins::{Action, Decision};
+use mdm_server::plugins::event::{
+    ChannelKind, CheckinKind, CommandSpec, CommandStatus, Enrollment, SetAssignment,
+};
+use mdm_server::plugins::testing::{events, Harness, HarnessError};
+use mdm_server::plugins::{Action, Decision, DeviceInfo, Manifest};
 use mdm_tests::plugins;
 use serde_json::json;
 
@@ -140,5 +142,135 @@ async fn a_reused_instance_slot_starts_as_new() {
             })
             .collect();
         assert_eq!(seen, ["fresh"], "call {call}");
+    }
+}
+
+#[tokio::test]
+async fn compliance_assigns_while_the_passcode_is_not_compliant() {
+    let h = load("compliance", json!({"remediation_set": "passcode-fix"})).await;
+    assert_eq!(h.wit_version(), "0.2.0");
+    let turned = |old: &str, new: &str| {
+        events::ddm_status("D1", &[("passcode.is-compliant", Some(old), new)])
+    };
+    let set = |enrollment_id: &str| SetAssignment {
+        enrollment_id: enrollment_id.into(),
+        set_name: "passcode-fix".into(),
+    };
+
+    let false_now = h.on_ddm_status(turned("true", "false")).await.unwrap();
+    assert_eq!(false_now, [Action::AssignSet(set("D1"))]);
+    let true_again = h.on_ddm_status(turned("false", "true")).await.unwrap();
+    assert_eq!(true_again, [Action::UnassignSet(set("D1"))]);
+
+    // The item did not change: another item did, or nothing at all.
+    let other = events::ddm_status("D1", &[("passcode.is-present", Some("false"), "true")]);
+    assert!(h.on_ddm_status(other).await.unwrap().is_empty());
+    assert!(h
+        .on_ddm_status(events::ddm_status("D1", &[]))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The channel that reported gets the set: a user channel's own id.
+    let mut user = turned("true", "false");
+    user.enrollment = Enrollment {
+        id: "D1:501".into(),
+        device_id: "D1".into(),
+        kind: ChannelKind::User,
+        user_id: Some("501".into()),
+        user_short_name: None,
+    };
+    assert_eq!(
+        h.on_ddm_status(user).await.unwrap(),
+        [Action::AssignSet(set("D1:501"))]
+    );
+    assert!(h
+        .validate_config(&json!({"remediation_set": ""}))
+        .await
+        .is_err());
+    // A plugin that does not provide tokens answers "not mine".
+    let asked = events::token_request("D1", "com.apple.maid");
+    assert_eq!(h.provide_token(asked).await.unwrap(), None);
+}
+
+async fn fixture(config: serde_json::Value) -> Harness {
+    let manifest = plugins::workspace_root().join("tests/plugins/v0_1-fixture/plugin.json");
+    Harness::load(plugins::build("v0_1-fixture"), manifest, config)
+        .await
+        .unwrap_or_else(|e| panic!("the 0.1 fixture: {e}"))
+}
+
+#[tokio::test]
+async fn a_component_built_against_0_1_runs_with_its_imports() {
+    let h = fixture(json!({"attribute": "v01", "deny_prefix": "BAD"})).await;
+    assert_eq!(h.wit_version(), "0.1.0");
+    h.add_device(DeviceInfo {
+        id: "D1".into(),
+        facts: events::facts(Some("C02TEST")),
+        enabled: true,
+        channels: vec![events::enrollment("D1"), events::enrollment("D1:501")],
+        attributes: Vec::new(),
+        last_seen_unix_ms: 0,
+    });
+    for n in 1..=2 {
+        let actions = h
+            .on_checkin(events::checkin("D1", CheckinKind::TokenUpdate, Some(n)))
+            .await
+            .unwrap();
+        let [Action::SetAttribute(a)] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        // config named the attribute; kv counted; inventory found two channels.
+        assert_eq!(
+            (a.key.as_str(), a.value.as_str()),
+            ("v01", &*format!("token-update:{n}:2"))
+        );
+    }
+    assert_eq!(h.kv_get("seen:D1").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(h.counter("checkins"), 2);
+    assert!(
+        h.logs().iter().any(|l| l.message == "check-in counted"),
+        "{:?}",
+        h.logs()
+    );
+    let result = h
+        .on_command_result(events::command_result(
+            "D1",
+            "ProfileList",
+            CommandStatus::NotNow,
+            &plist::Value::Dictionary(Default::default()),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(result.as_slice(), [Action::SetAttribute(a)] if a.key == "v01.result" && a.value == "ProfileList:not-now"),
+        "{result:?}"
+    );
+    let denied = h
+        .decide_enrollment(events::enrollment_request("D2", Some("BAD123")))
+        .await
+        .unwrap();
+    assert!(matches!(denied, Decision::Deny(_)), "{denied:?}");
+    let other = h
+        .decide_enrollment(events::enrollment_request("D3", Some("C02")))
+        .await
+        .unwrap();
+    assert_eq!(other, Decision::Abstain);
+    assert!(h.validate_config(&json!([])).await.is_err());
+}
+
+#[tokio::test]
+async fn a_0_1_component_is_refused_hooks_it_does_not_have() {
+    let wasm = std::fs::read(plugins::build("v0_1-fixture")).unwrap();
+    let mut manifest = plugins::manifest("v0_1-fixture");
+    manifest["hooks"] = json!(["on-checkin", "on-ddm-status"]);
+    let manifest = Manifest::parse(&manifest.to_string()).unwrap();
+    match Harness::from_parts(&wasm, manifest, json!({})).await {
+        Err(HarnessError::Refused(why)) => {
+            assert_eq!(why.len(), 1, "{why:?}");
+            assert!(why[0].contains("on-ddm-status"), "{why:?}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a 0.1 component was accepted with on-ddm-status"),
     }
 }

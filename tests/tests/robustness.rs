@@ -82,6 +82,13 @@ fn cases(dev: &Device, seed: u64, n: usize) -> Vec<Case> {
         dev.idle(None),
         dev.report(None, "Acknowledged", "X", Default::default()),
         dev.checkout(),
+        mdm_tests::ddm::request(&dev.udid, "tokens", None),
+        mdm_tests::ddm::request(&dev.udid, "declaration/configuration/com.example.x", None),
+        mdm_tests::ddm::request(
+            &dev.udid,
+            "status",
+            Some(br#"{"StatusItems":{},"Errors":[]}"#.to_vec()),
+        ),
     ];
     let methods = [
         reqwest::Method::PUT,

@@ -219,6 +219,28 @@ async fn every_benchmark_scenario_completes_without_protocol_violations() {
             figure(&r, "plugin_audit_rows") >= 24,
             "the webhook plugin ran on every TokenUpdate"
         );
+
+        // 7. DDM: full syncs, then an edit queued to every device.
+        let r = scenarios::ddm(
+            &c,
+            &scenarios::DdmParams {
+                devices: 6,
+                connections: 2,
+                declarations: 5,
+                warmup_secs: 0.0,
+                seconds: 0.0,
+                requests: Some(12),
+            },
+        )
+        .await
+        .expect("ddm");
+        clean(&r);
+        assert_eq!(r.measurements[0].1.requests, 12, "every sync completed");
+        assert_eq!(
+            figure(&r, "edit_syncs_queued"),
+            6,
+            "the edit reached every device"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Why a check-in or report was refused, and how each refusal is counted.
 
+use crate::ddm::DdmError;
 use crate::identity::IdentityError;
 use crate::protocol::ProtocolError;
 use crate::storage::StorageError;
@@ -37,16 +38,31 @@ pub enum CheckinError {
     AuthenticateOnUserChannel,
     #[error("UserAuthenticate is declined by this server")]
     UserAuthenticateDeclined,
-    #[error("{0} is not supported by this server yet")]
-    Unsupported(&'static str),
     #[error("{0}")]
     EnrollmentDenied(String),
     #[error("the identity certificate has been revoked")]
     CertificateRevoked,
     #[error("{0}")]
     PluginRefused(String),
+    /// GetToken with no plugin providing the service's tokens.
+    #[error("GetToken: {0}")]
+    NoTokenProvider(&'static str),
+    /// A declaration the enrollment does not hold (or that does not exist: the device cannot tell).
+    #[error("no such declaration")]
+    NoSuchDeclaration,
+    #[error(transparent)]
+    Ddm(DdmError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<DdmError> for CheckinError {
+    fn from(e: DdmError) -> Self {
+        match e {
+            DdmError::Storage(s) => Self::Storage(s),
+            other => Self::Ddm(other),
+        }
+    }
 }
 
 /// What a device is told when its identity may not act for the enrollment it names.
@@ -61,7 +77,9 @@ pub(super) fn outcome<T>(r: &Result<T, CheckinError>) -> &'static str {
             CheckinError::UserAuthenticateDeclined => "declined",
             CheckinError::EnrollmentDenied(_) | CheckinError::PluginRefused(_) => "plugin",
             CheckinError::Protocol(_)
-            | CheckinError::Unsupported(_)
+            | CheckinError::Ddm(_)
+            | CheckinError::NoTokenProvider(_)
+            | CheckinError::NoSuchDeclaration
             | CheckinError::AuthenticateOnUserChannel => "invalid",
             _ => "refused",
         },

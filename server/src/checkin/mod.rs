@@ -14,6 +14,7 @@
 mod apply;
 mod authenticate;
 mod authorize;
+mod declarative;
 mod error;
 mod fast_paths;
 mod listeners;
@@ -41,6 +42,8 @@ pub enum MdmResponse {
     Empty,
     /// 200 with a plist body.
     Plist(Vec<u8>),
+    /// 200 with a JSON body (Declarative Device Management).
+    Json(Vec<u8>),
 }
 
 pub struct CheckinService {
@@ -87,10 +90,14 @@ impl CheckinService {
         let kind = msg.payload.message_type();
         let res = match &msg.payload {
             CheckinPayload::Authenticate(a) => self.authenticate(cert, &msg, a).await,
-            CheckinPayload::DeclarativeManagement { .. } => {
-                Err(CheckinError::Unsupported("DeclarativeManagement"))
+            CheckinPayload::DeclarativeManagement { endpoint, data } => {
+                self.declarative(cert, &msg, endpoint.as_deref(), data.as_deref())
+                    .await
             }
-            CheckinPayload::GetToken { .. } => Err(CheckinError::Unsupported("GetToken")),
+            CheckinPayload::GetToken { token_service_type } => {
+                self.get_token(cert, &msg, token_service_type.as_deref())
+                    .await
+            }
             _ => self.message(cert, Arc::new(msg)).await,
         };
         self.metrics.checkin(kind, error::outcome(&res));

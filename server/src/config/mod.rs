@@ -19,9 +19,9 @@ pub use proxies::{ProxyEntryError, TrustedProxies};
 pub use redact::{redact_url, SecretUrl};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
-    ApnsEnvironmentConfig, EnrollConfig, HttpConfig, IdentityConfig, LogConfig, LogFormat,
-    PluginsConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig, UserAuthenticatePolicy,
-    MAX_SINK_BATCH,
+    ApnsEnvironmentConfig, DdmConfig, EnrollConfig, HttpConfig, IdentityConfig, LogConfig,
+    LogFormat, PluginsConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig,
+    UserAuthenticatePolicy, MAX_SINK_BATCH,
 };
 
 use crate::storage::WriterCpu;
@@ -57,6 +57,7 @@ pub struct Config {
     pub enroll: EnrollConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub ddm: DdmConfig,
     /// HTTP worker threads; unset means one per core.
     pub workers: Option<usize>,
     pub http: HttpConfig,
@@ -81,6 +82,7 @@ impl Default for Config {
             enroll: EnrollConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            ddm: DdmConfig::default(),
             workers: None,
             http: HttpConfig::default(),
         }

@@ -329,3 +329,16 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// Declarative Device Management: what the server's own management declarations tell devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DdmConfig {
+    /// The organization devices show as managing them (the organization-info declaration; none if unset).
+    pub organization_name: Option<String>,
+    pub organization_email: Option<String>,
+    pub organization_url: Option<String>,
+    /// Properties set on every device (the properties declaration; none if empty), for predicates in
+    /// activations.
+    pub properties: BTreeMap<String, serde_json::Value>,
+}

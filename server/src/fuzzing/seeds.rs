@@ -571,6 +571,121 @@ fn admin_seeds(dev: &KeyPair) -> Vec<Seed> {
     ]
 }
 
+fn ddm_status_seeds() -> Vec<Seed> {
+    use serde_json::json;
+    let declaration = |id: &str, valid: &str, reasons: serde_json::Value| {
+        json!({"identifier": id, "server-token": format!("{:064x}", id.len()), "active": valid == "valid",
+               "valid": valid, "reasons": reasons})
+    };
+    let reason = json!([{"code": "Error.ConfigurationCannotBeApplied", "description": "d",
+                         "details": {"Error": "e", "Identifier": "c2"}}]);
+    let full = json!({
+        "StatusItems": {
+            "management": {
+                "declarations": {
+                    "activations": [declaration("a1", "valid", json!([]))],
+                    "assets": [declaration("s1", "unknown", json!([]))],
+                    "configurations": [declaration("c1", "valid", json!([])), declaration("c2", "invalid", reason)],
+                    "management": []
+                },
+                "client-capabilities": {
+                    "supported-versions": ["1.0.0"],
+                    "supported-payloads": {"status-items": ["passcode.is-compliant"]},
+                    "supported-features": {}
+                }
+            },
+            "device": {
+                "identifier": {"udid": UDID, "serial-number": "C02FUZZ"},
+                "operating-system": {"version": "17.5", "build-version": "21F79",
+                                     "supplemental": {"extra-version": "(a)"}},
+                "power": {"battery-health": "normal"}
+            },
+            "passcode": {"is-compliant": true, "is-present": true},
+            "test": {"integer-value": 3, "real-value": 2.5, "array-value": [1, "x"]},
+            "vendor": {"new": {"item": [null, {"k": false}]}}
+        },
+        "Errors": [{"StatusItem": "test.error-value", "Reasons": [{"Code": "Error.X", "Description": "d"}]}],
+        "FullReport": true
+    });
+    let incremental = json!({"StatusItems": {"passcode": {"is-compliant": false}}, "Errors": []});
+    [("full", full), ("incremental", incremental)]
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                "ddm_status",
+                format!("{name}.json"),
+                v.to_string().into_bytes(),
+            )
+        })
+        .collect()
+}
+
+fn ddm_declaration_seeds() -> Vec<Seed> {
+    use serde_json::json;
+    let declaration = |t: &str, id: &str, payload: serde_json::Value| json!({"Type": t, "Identifier": id, "Payload": payload});
+    let seeds = [
+        (
+            "passcode",
+            declaration(
+                "com.apple.configuration.passcode.settings",
+                "com.example.passcode",
+                json!({"RequirePasscode": true, "MinimumLength": 8, "MaximumFailedAttempts": 6,
+                       "CustomRegex": {"Regex": "^.{8,}$", "Description": {"default": "8 or more"}}}),
+            ),
+        ),
+        (
+            "activation",
+            declaration(
+                "com.apple.activation.simple",
+                "6B2F2C5E-0D3A-4C52-9E7B-2A1C1C2D3E4F",
+                json!({"StandardConfigurations": ["com.example.passcode"],
+                       "Predicate": "@status(device.model.family) == 'iPhone'"}),
+            ),
+        ),
+        (
+            "properties",
+            declaration(
+                "com.apple.management.properties",
+                "props",
+                json!({"site": "paris", "floor": 3, "ratio": 0.25, "tags": ["a", {"b": null}]}),
+            ),
+        ),
+        (
+            "mail",
+            declaration(
+                "com.apple.configuration.account.mail",
+                "mail@example.com",
+                json!({"IncomingServer": {"ServerType": "IMAP", "HostName": "imap.example.com",
+                                          "AuthenticationMethod": "Password", "Port": 993},
+                       "OutgoingServer": {"HostName": "smtp.example.com", "AuthenticationMethod": "None"}}),
+            ),
+        ),
+        (
+            "data_asset",
+            declaration(
+                "com.apple.asset.data",
+                "asset:1",
+                json!({"Reference": {"DataURL": "https://example.com/a.json", "ContentType": "application/json"},
+                       "Authentication": {"Type": "None"}}),
+            ),
+        ),
+    ];
+    let mut out: Vec<Seed> = seeds
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                "ddm_declaration",
+                format!("{name}.json"),
+                v.to_string().into_bytes(),
+            )
+        })
+        .collect();
+    // As the device is served it (with its ServerToken), which an admin may upload again.
+    let served = Declaration::parse(&out[0].2).unwrap().to_device_json();
+    out.push(("ddm_declaration", "served.json".into(), served));
+    out
+}
+
 /// Every seed this module makes.
 fn all() -> Vec<Seed> {
     let dev = device();
@@ -584,6 +699,8 @@ fn all() -> Vec<Seed> {
         machine_info_seeds(&dev),
         manifest_seeds(),
         admin_seeds(&dev),
+        ddm_status_seeds(),
+        ddm_declaration_seeds(),
     ]
     .concat()
 }
@@ -628,6 +745,7 @@ fn peer_seeds(peers: &Path) -> Vec<Seed> {
     add("admin_api", "micromdm/mdm-command", &|n| {
         n.ends_with(".json")
     });
+    add("ddm_status", "kmfddm", &|n| n.ends_with(".json"));
     // The one real signature whose body we have, as header and body together.
     if let (Ok(h), Ok(b)) = (
         std::fs::read_to_string(peers.join("nanomdm/cms/mdm-signature-2.header.b64")),
@@ -653,6 +771,8 @@ fn run(target: &str, data: &[u8], ca: &KeyPair) {
         "machine_info" => machine_info(data),
         "plugin_manifest" => plugin_manifest(data),
         "admin_api" => admin_api(data),
+        "ddm_status" => ddm_status(data),
+        "ddm_declaration" => ddm_declaration(data),
         other => panic!("no target {other}"),
     }
 }
@@ -689,6 +809,8 @@ fn seeds_reach_past_the_first_check() {
                 name.starts_with("query")
                     || serde_json::from_slice::<serde_json::Value>(&data).is_ok()
             }
+            "ddm_status" => StatusReport::parse(&data).is_ok(),
+            "ddm_declaration" => Declaration::parse(&data).is_ok(),
             _ => false,
         };
         assert!(deep, "seed {target}/{name} is refused early");

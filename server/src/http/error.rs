@@ -34,7 +34,8 @@ impl ResponseError for DeviceError {
             DeviceError::Identity(e) => identity_status(e),
             DeviceError::Checkin(e) => match e {
                 CheckinError::Protocol(_)
-                | CheckinError::Unsupported(_)
+                | CheckinError::Ddm(_)
+                | CheckinError::NoTokenProvider(_)
                 | CheckinError::AuthenticateOnUserChannel => StatusCode::BAD_REQUEST,
                 CheckinError::Identity(e) => identity_status(e),
                 CheckinError::UnknownDevice(_)
@@ -45,6 +46,7 @@ impl ResponseError for DeviceError {
                 | CheckinError::ReenrollmentRefused(_)
                 | CheckinError::IssuedForAnotherDevice(_) => StatusCode::FORBIDDEN,
                 CheckinError::UserAuthenticateDeclined => StatusCode::GONE,
+                CheckinError::NoSuchDeclaration => StatusCode::NOT_FOUND,
                 CheckinError::EnrollmentDenied(_) | CheckinError::CertificateRevoked => {
                     StatusCode::FORBIDDEN
                 }
@@ -195,6 +197,8 @@ pub enum ApiError {
     Plugin(#[from] crate::plugins::admin::PluginError),
     #[error(transparent)]
     Push(#[from] crate::push::service::PushServiceError),
+    #[error(transparent)]
+    Ddm(#[from] crate::ddm::DdmError),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -237,7 +241,23 @@ impl ApiError {
                 crate::plugins::admin::PluginError::NotFound(_) => (S::NOT_FOUND, "not_found"),
                 crate::plugins::admin::PluginError::Storage(s) => storage_code(s),
             },
+            ApiError::Ddm(d) => ddm_code(d),
         }
+    }
+}
+
+fn ddm_code(d: &crate::ddm::DdmError) -> (StatusCode, &'static str) {
+    use crate::ddm::DdmError as D;
+    match d {
+        D::UnknownSet(_) | D::UnknownEnrollment(_) | D::UnknownDeclaration(_) => {
+            (StatusCode::NOT_FOUND, "not_found")
+        }
+        D::InUse { .. } => (StatusCode::CONFLICT, "in_use"),
+        D::Declaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
+        D::UnknownMembers(_) | D::Reserved | D::BadName(_) | D::Status(_) | D::BadRequest(_) => {
+            (StatusCode::BAD_REQUEST, "bad_request")
+        }
+        D::Storage(s) => storage_code(s),
     }
 }
 

@@ -103,5 +103,8 @@ fn render(r: MdmResponse) -> HttpResponse {
         MdmResponse::Plist(body) => HttpResponse::Ok()
             .content_type("application/xml; charset=utf-8")
             .body(body),
+        MdmResponse::Json(body) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body),
     }
 }

@@ -1,12 +1,12 @@
 //! The OpenAPI document, generated from the handlers' annotations and served at `/api/openapi.json`.
 
-use super::api::{commands, devices, enrollment, keys, plugins, push};
+use super::api::{commands, ddm, devices, enrollment, keys, plugins, push};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "mdm-server admin API", description = "Devices, commands and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
+    info(title = "mdm-server admin API", description = "Devices, commands, declarative management and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
     paths(
         devices::list, devices::get, devices::allow_reenrollment,
         commands::enqueue, commands::status, commands::result, commands::queue, commands::clear, commands::cancel,
@@ -15,10 +15,13 @@ use utoipa::{Modify, OpenApi};
         push::push, push::upload_cert, push::certs,
         enrollment::create_token, enrollment::list_tokens, enrollment::revoke_token, enrollment::create_challenge,
         enrollment::list_certificates, enrollment::revoke_certificate, enrollment::expiring,
+        ddm::put_declaration, ddm::list_declarations, ddm::get_declaration, ddm::delete_declaration,
+        ddm::declaration_status, ddm::put_set, ddm::list_sets, ddm::get_set, ddm::delete_set,
+        ddm::assign, ddm::unassign, ddm::enrollment, ddm::sync,
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
-    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"))
+    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"), (name = "ddm"))
 )]
 pub struct ApiDoc;
 

@@ -1,7 +1,7 @@
 //! Applying what plugins asked for: each action checked against the plugin's grants and limits, applied in
 //! the caller's transaction (or only recorded, in dry-run), and audited either way.
 
-use super::event::{Action, CommandSpec};
+use super::event::{Action, CommandSpec, SetAssignment};
 use super::manifest::Capability;
 use super::runtime::LoadedPlugin;
 use super::EventScope;
@@ -66,6 +66,8 @@ fn kind(a: &Action) -> &'static str {
         Action::SetAttribute(_) => "set-attribute",
         Action::ClearAttribute(_) => "clear-attribute",
         Action::Emit(_) => "emit",
+        Action::AssignSet(_) => "assign-set",
+        Action::UnassignSet(_) => "unassign-set",
     }
 }
 
@@ -76,6 +78,7 @@ fn needs(a: &Action) -> Capability {
         Action::Push(_) => Capability::Push,
         Action::SetAttribute(_) | Action::ClearAttribute(_) => Capability::Attributes,
         Action::Emit(_) => Capability::Events,
+        Action::AssignSet(_) | Action::UnassignSet(_) => Capability::DdmAssign,
     }
 }
 
@@ -210,7 +213,19 @@ fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, Strin
             }
             json!({"sink": e.sink, "topic": e.topic})
         }
+        Action::AssignSet(a) | Action::UnassignSet(a) => check_assignment(a)?,
     })
+}
+
+/// An assignment names a channel id as the admin API takes one and a set name as an admin would
+/// (`ddm::check_set_name`); both are checked before the audit row names them, neither against storage
+/// until it is applied.
+fn check_assignment(a: &SetAssignment) -> Result<serde_json::Value, String> {
+    if crate::protocol::enrollment::check_channel_id(&a.enrollment_id).is_err() {
+        return Err("enrollment-id is not an enrollment id".into());
+    }
+    crate::ddm::check_set_name(&a.set_name).map_err(|e| format!("set-name: {e}"))?;
+    Ok(json!({"enrollment_id": a.enrollment_id, "set_name": a.set_name}))
 }
 
 async fn perform<C: ConnectionTrait>(
@@ -326,8 +341,35 @@ async fn perform<C: ConnectionTrait>(
             deferred.events.push(event.stored(0));
             "applied"
         }
+        Action::AssignSet(a) => {
+            let r = crate::ddm::assign_set(c, &a.enrollment_id, &a.set_name, ctx.now).await;
+            assignment_outcome(r, &mut desc)?
+        }
+        Action::UnassignSet(a) => {
+            let r = crate::ddm::unassign_set(c, &a.enrollment_id, &a.set_name, ctx.now).await;
+            assignment_outcome(r, &mut desc)?
+        }
     };
     Ok((outcome, desc))
+}
+
+/// What an (un)assignment came to: `changed` false when it was already so; an unknown set or enrollment is
+/// refused; a storage failure fails the caller's transaction.
+fn assignment_outcome(
+    r: Result<bool, crate::ddm::DdmError>,
+    desc: &mut serde_json::Value,
+) -> Result<&'static str, StorageError> {
+    match r {
+        Ok(changed) => {
+            desc["changed"] = json!(changed);
+            Ok("applied")
+        }
+        Err(crate::ddm::DdmError::Storage(e)) => Err(e),
+        Err(other) => {
+            desc["reason"] = json!(other.to_string());
+            Ok("rejected")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -369,5 +411,56 @@ mod tests {
         }
         let big = format!(r#""{}""#, "x".repeat(MAX_EVENT_PAYLOAD));
         assert!(emit("webhook", &big).is_err());
+    }
+
+    fn assignment(enrollment_id: &str, set_name: &str) -> SetAssignment {
+        SetAssignment {
+            enrollment_id: enrollment_id.into(),
+            set_name: set_name.into(),
+        }
+    }
+
+    #[test]
+    fn an_assignment_names_a_channel_id_and_a_bounded_set_name() {
+        for (id, set) in [
+            ("00008030-001A2C3E0E38802E", "remediation"),
+            (
+                "A1B2C3D4-0000-1111-2222-333344445555:501",
+                "com.example.passcode-v2_1",
+            ),
+            ("ENROLLMENT-ID", "s".repeat(128).as_str()),
+        ] {
+            let desc = check_assignment(&assignment(id, set)).unwrap();
+            assert_eq!(desc, json!({"enrollment_id": id, "set_name": set}));
+        }
+        for (id, set) in [
+            ("", "remediation"),
+            ("has space", "remediation"),
+            ("a/b", "remediation"),
+            ("D:u:v", "remediation"),
+            ("D".repeat(200).as_str(), "remediation"),
+            ("D", ""),
+            ("D", "two words"),
+            ("D", "a/b"),
+            ("D", "caf\u{e9}"),
+            ("D", "s".repeat(129).as_str()),
+        ] {
+            assert!(
+                check_assignment(&assignment(id, set)).is_err(),
+                "{id:?} {set:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn assignments_are_their_own_kinds_and_need_ddm_assign() {
+        let assign = Action::AssignSet(assignment("D", "s"));
+        let unassign = Action::UnassignSet(assignment("D", "s"));
+        assert_eq!(
+            (kind(&assign), kind(&unassign)),
+            ("assign-set", "unassign-set")
+        );
+        assert_eq!(needs(&assign), Capability::DdmAssign);
+        assert_eq!(needs(&unassign), Capability::DdmAssign);
     }
 }

@@ -52,7 +52,8 @@ impl PluginHost {
             .compile(u.wasm.clone(), sha.clone())
             .await
             .map_err(invalid)?;
-        inspect::check_capabilities(&info, &u.manifest, &u.approve)
+        inspect::check_hooks(&info, &u.manifest)
+            .and_then(|()| inspect::check_capabilities(&info, &u.manifest, &u.approve))
             .map_err(|p| bad(format!("refused: {}", p.join("; "))))?;
 
         let existing = repo::find(&self.storage.read(), &u.manifest.id).await?;

@@ -2,9 +2,10 @@
 //! epoch interruption (a ticker thread bumps the epoch; a call's deadline is a number of ticks), and one
 //! linker with WASI (sandboxed by each call's context) and the `mdm:plugin` imports.
 
-use super::bindings::v0_1;
+use super::bindings::{v0_1, v0_2};
 use super::capabilities;
 use super::host::HostState;
+use super::manifest::Hook;
 use super::runtime::Prepared;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
     V0_1,
+    V0_2,
 }
 
 impl Served {
@@ -24,7 +26,16 @@ impl Served {
         let mut parts = wit_version.split('.');
         match (parts.next(), parts.next()) {
             (Some("0"), Some("1")) => Some(Served::V0_1),
+            (Some("0"), Some("2")) => Some(Served::V0_2),
             _ => None,
+        }
+    }
+
+    /// The hooks a component built against this version exports.
+    pub fn hooks(self) -> &'static [Hook] {
+        match self {
+            Served::V0_1 => v0_1::HOOKS,
+            Served::V0_2 => v0_2::HOOKS,
         }
     }
 }
@@ -90,6 +101,7 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         // Every served version's imports, side by side (their names carry the version).
         v0_1::add_types_to_linker(&mut linker)?;
+        v0_2::add_types_to_linker(&mut linker)?;
         capabilities::add_to_linker(&mut linker)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
@@ -145,6 +157,7 @@ impl PluginEngine {
         let pre = self.linker.instantiate_pre(component)?;
         match Served::of(wit_version) {
             Some(Served::V0_1) => Ok(Prepared::V0_1(v0_1::PluginPre::new(pre)?)),
+            Some(Served::V0_2) => Ok(Prepared::V0_2(v0_2::PluginPre::new(pre)?)),
             None => Err(wasmtime::Error::msg(format!(
                 "no bindings for mdm:plugin@{wit_version}"
             ))),
@@ -174,8 +187,18 @@ mod tests {
             let v = format!("{major}.{minor}.3");
             assert!(Served::of(&v).is_some(), "no bindings for {v}");
         }
-        assert_eq!(Served::of("0.2.0"), None);
+        assert_eq!(Served::of("0.1.0"), Some(Served::V0_1));
+        assert_eq!(Served::of("0.2.0"), Some(Served::V0_2));
+        assert_eq!(Served::of("0.3.0"), None);
         assert_eq!(Served::of("1.1.0"), None);
+    }
+
+    #[test]
+    fn each_version_has_the_hooks_its_wit_has() {
+        assert!(!Served::V0_1.hooks().contains(&Hook::OnDdmStatus));
+        assert!(!Served::V0_1.hooks().contains(&Hook::ProvideToken));
+        assert!(Served::V0_1.hooks().contains(&Hook::OnSchedule));
+        assert_eq!(Served::V0_2.hooks(), &Hook::ALL[..]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The host's plugin event model: what the core hands plugins (check-ins, command results, enrollment
-//! requests, schedule ticks) and what it gets back (decisions, actions). The core builds and reads only these
-//! types; each served WIT version converts to and from them where a call crosses into wasm
-//! (`bindings::v0_1`), so serving a new version touches no caller. Names and fields follow the WIT
-//! `types` interface they mirror, which documents each field.
+//! requests, schedule ticks, declarative management status changes, token requests) and what it gets back
+//! (decisions, actions, tokens). The core builds and reads only these types; each served WIT version
+//! converts to and from them where a call crosses into wasm (`bindings::v0_1`, `bindings::v0_2`), so
+//! serving a new version touches no caller. Names and fields follow the newest WIT `types` interface,
+//! which documents each field; an older version is given what it has words for.
 
 /// The kind of command channel a message speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,57 @@ pub struct ScheduleEvent {
     pub name: String,
 }
 
+/// A declaration's state as a device reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclarationState {
+    pub active: bool,
+    /// Apple's `valid`, as reported: `valid`, `invalid` or `unknown`.
+    pub valid: String,
+    pub server_token: String,
+    /// Apple's `reasons`, as JSON (`[]` when none).
+    pub reasons_json: String,
+}
+
+/// A declaration whose reported state changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclarationChange {
+    pub identifier: String,
+    /// `activation`, `configuration`, `asset` or `management`.
+    pub category: String,
+    /// None on the first report of this declaration.
+    pub old: Option<DeclarationState>,
+    pub new: DeclarationState,
+}
+
+/// A status item whose reported value changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusItemChange {
+    /// Dotted, e.g. `passcode.is-compliant`.
+    pub name: String,
+    /// JSON; none on the first report of this item.
+    pub old_json: Option<String>,
+    /// JSON.
+    pub new_json: String,
+}
+
+/// What a declarative management status report changed, for the channel that sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DdmStatusEvent {
+    pub event_id: String,
+    pub enrollment: Enrollment,
+    pub declarations: Vec<DeclarationChange>,
+    pub items: Vec<StatusItemChange>,
+}
+
+/// A GetToken check-in's question: a token for this service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRequest {
+    pub event_id: String,
+    pub enrollment: Enrollment,
+    /// The check-in's `TokenServiceType`, e.g. `com.apple.maid`.
+    pub token_service_type: String,
+}
+
 /// A plugin's answer to an enrollment request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -205,6 +257,14 @@ pub struct Event {
     pub payload_json: String,
 }
 
+/// A named set of declarations and the channel it is assigned to or unassigned from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetAssignment {
+    /// A queue id (`Enrollment::id`).
+    pub enrollment_id: String,
+    pub set_name: String,
+}
+
 /// What a plugin asks the server to do; checked against its grants before anything is applied.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -215,4 +275,6 @@ pub enum Action {
     SetAttribute(DeviceAttribute),
     ClearAttribute(DeviceAttributeKey),
     Emit(Event),
+    AssignSet(SetAssignment),
+    UnassignSet(SetAssignment),
 }

@@ -1,13 +1,15 @@
-//! What a component imports and exports, checked at upload: the WIT version must be one we serve, every
-//! `mdm:plugin` import must be a capability the manifest declares and the admin approved, and WASI imports
-//! are limited to the inert ones (no sockets, no wasi:http: outbound HTTP goes through the `http` capability).
+//! What a component imports and exports, checked at upload: the WIT version must be one we serve and have
+//! every hook the manifest subscribes to, every `mdm:plugin` import must be a capability the manifest
+//! declares and the admin approved, and WASI imports are limited to the inert ones (no sockets, no
+//! wasi:http: outbound HTTP goes through the `http` capability).
 
+use super::engine::Served;
 use super::manifest::{Capability, Manifest};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// WIT package versions (major, minor) this server can run. 0.x versions are compatible within a minor.
-pub const SUPPORTED_VERSIONS: &[(u64, u64)] = &[(0, 1)];
+pub const SUPPORTED_VERSIONS: &[(u64, u64)] = &[(0, 1), (0, 2)];
 
 /// WASI interfaces a plugin may import: each is either inert in our sandbox (no preopened directories, no
 /// environment, no arguments) or harmless (clocks, randomness, captured stdio).
@@ -117,6 +119,29 @@ pub fn wit_version(imports: &[String], exports: &[String]) -> Result<String, Ins
     Ok(version)
 }
 
+/// Refuse a manifest subscribing to a hook the component's WIT version does not have (a 0.1 component has
+/// no `on-ddm-status`): it could never be called.
+pub fn check_hooks(info: &ComponentInfo, manifest: &Manifest) -> Result<(), Vec<String>> {
+    let has = Served::of(&info.wit_version).map_or(&[][..], Served::hooks);
+    let problems: Vec<String> = manifest
+        .hooks
+        .iter()
+        .filter(|h| !has.contains(h))
+        .map(|h| {
+            format!(
+                "subscribes to {}, which a component built against mdm:plugin@{} does not have",
+                h.as_str(),
+                info.wit_version
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
 /// Refuse a component whose imports go beyond what its manifest declares and the admin approved.
 pub fn check_capabilities(
     info: &ComponentInfo,
@@ -214,11 +239,22 @@ mod tests {
             "0.1.7",
             "patch releases are compatible"
         );
-        let err = v(&[], &["mdm:plugin/hooks@0.2.0"]).unwrap_err().to_string();
-        assert!(err.contains("0.2.0") && err.contains("0.1.x"), "{err}");
+        assert_eq!(
+            v(&["mdm:plugin/kv@0.2.0"], &["mdm:plugin/hooks@0.2.0"]).unwrap(),
+            "0.2.0"
+        );
+        let err = v(&[], &["mdm:plugin/hooks@0.3.0"]).unwrap_err().to_string();
+        assert!(
+            err.contains("0.3.0") && err.contains("0.1.x, 0.2.x"),
+            "{err}"
+        );
         assert!(v(&[], &["mdm:plugin/hooks@1.0.0"]).is_err());
         assert!(
             v(&["mdm:plugin/kv@0.2.0"], &["mdm:plugin/hooks@0.1.0"]).is_err(),
+            "mixed versions"
+        );
+        assert!(
+            v(&["mdm:plugin/kv@0.1.0"], &["mdm:plugin/hooks@0.2.0"]).is_err(),
             "mixed versions"
         );
         assert!(v(&[], &["wasi:cli/run@0.2.0"])
@@ -226,6 +262,34 @@ mod tests {
             .to_string()
             .contains("does not export"));
         assert!(v(&[], &["mdm:plugin/hooks"]).is_err());
+    }
+
+    #[test]
+    fn a_hook_needs_a_wit_version_that_has_it() {
+        let hooks = |hooks: &[&str]| {
+            Manifest::parse(
+                &serde_json::json!({"id": "p", "version": "1", "hooks": hooks}).to_string(),
+            )
+            .unwrap()
+        };
+        let v0_1 = info(&[]);
+        let v0_2 = ComponentInfo {
+            wit_version: "0.2.0".into(),
+            imports: Vec::new(),
+            exports: vec!["mdm:plugin/hooks@0.2.0".into()],
+        };
+        let old = hooks(&["decide-enrollment", "on-checkin", "on-command-result"]);
+        assert!(check_hooks(&v0_1, &old).is_ok());
+        assert!(check_hooks(&v0_2, &old).is_ok());
+        let new = hooks(&["on-checkin", "on-ddm-status", "provide-token"]);
+        assert!(check_hooks(&v0_2, &new).is_ok());
+        let err = check_hooks(&v0_1, &new).unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].contains("on-ddm-status") && err[0].contains("0.1.0"),
+            "{err:?}"
+        );
+        assert!(err[1].contains("provide-token"), "{err:?}");
     }
 
     #[test]

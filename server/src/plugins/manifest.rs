@@ -41,25 +41,46 @@ pub enum Hook {
     OnCheckin,
     OnCommandResult,
     OnSchedule,
+    /// A declarative management status report changed something (WIT 0.2 on).
+    OnDdmStatus,
+    /// A GetToken check-in asks for a token (WIT 0.2 on).
+    ProvideToken,
 }
 
 impl Hook {
+    pub const ALL: [Hook; 6] = [
+        Hook::DecideEnrollment,
+        Hook::OnCheckin,
+        Hook::OnCommandResult,
+        Hook::OnSchedule,
+        Hook::OnDdmStatus,
+        Hook::ProvideToken,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Hook::DecideEnrollment => "decide-enrollment",
             Hook::OnCheckin => "on-checkin",
             Hook::OnCommandResult => "on-command-result",
             Hook::OnSchedule => "on-schedule",
+            Hook::OnDdmStatus => "on-ddm-status",
+            Hook::ProvideToken => "provide-token",
         }
     }
 
     /// Enrollment decisions guard who gets in, so by default a failing plugin refuses; notifications should
-    /// not stop devices from checking in, so by default a failure is skipped.
+    /// not stop devices from checking in, so by default a failure is skipped. (`provide-token` has no
+    /// policy: a failing plugin's answer counts as "not mine".)
     pub fn default_policy(self) -> FailurePolicy {
         match self {
             Hook::DecideEnrollment => FailurePolicy::FailClosed,
             _ => FailurePolicy::FailOpen,
         }
+    }
+
+    /// Whether a failure policy means anything for this hook.
+    pub fn has_policy(self) -> bool {
+        self != Hook::ProvideToken
     }
 }
 
@@ -97,10 +118,12 @@ pub enum Capability {
     Attributes,
     /// `emit` actions.
     Events,
+    /// `assign-set` and `unassign-set` actions (declarative management sets).
+    DdmAssign,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 12] = [
+    pub const ALL: [Capability; 13] = [
         Capability::Log,
         Capability::Metrics,
         Capability::Config,
@@ -113,6 +136,7 @@ impl Capability {
         Capability::Push,
         Capability::Attributes,
         Capability::Events,
+        Capability::DdmAssign,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -129,6 +153,7 @@ impl Capability {
             Capability::Push => "push",
             Capability::Attributes => "attributes",
             Capability::Events => "events",
+            Capability::DdmAssign => "ddm-assign",
         }
     }
 
@@ -322,6 +347,12 @@ impl Manifest {
                 ));
             }
         }
+        if let Some(h) = self.failure_policy.keys().find(|h| !h.has_policy()) {
+            return Err(invalid(format!(
+                "{} has no failure policy: a failing plugin's answer counts as none",
+                h.as_str()
+            )));
+        }
         let scheduled = self.hooks.contains(&Hook::OnSchedule);
         if scheduled == self.schedules.is_empty() {
             return Err(invalid("schedules and the on-schedule hook go together"));
@@ -495,6 +526,47 @@ mod tests {
         j["checkins"] = serde_json::json!(["authenticate"]);
         let err = Manifest::parse(&j.to_string()).unwrap_err().to_string();
         assert!(err.contains("on-checkin"), "{err}");
+    }
+
+    #[test]
+    fn ddm_hooks_and_the_ddm_assign_capability_are_accepted() {
+        let mut j = base();
+        j["hooks"] = serde_json::json!(["on-ddm-status", "provide-token"]);
+        j["capabilities"] = serde_json::json!(["ddm-assign", "config"]);
+        let m = Manifest::parse(&j.to_string()).unwrap();
+        assert!(m.subscribes(Hook::OnDdmStatus) && m.subscribes(Hook::ProvideToken));
+        assert!(!m.subscribes(Hook::OnCheckin));
+        assert!(m.has(Capability::DdmAssign));
+        assert_eq!(m.policy(Hook::OnDdmStatus), FailurePolicy::FailOpen);
+        // Stored and loaded again under the same names.
+        let stored = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            stored["hooks"],
+            serde_json::json!(["on-ddm-status", "provide-token"])
+        );
+        assert_eq!(
+            stored["capabilities"],
+            serde_json::json!(["ddm-assign", "config"])
+        );
+        assert_eq!(Capability::parse("ddm-assign"), Some(Capability::DdmAssign));
+        for h in Hook::ALL {
+            let name = serde_json::to_value(h).unwrap();
+            assert_eq!(name, serde_json::json!(h.as_str()));
+        }
+
+        j["failure_policy"] = serde_json::json!({"on-ddm-status": "fail-closed"});
+        let m = Manifest::parse(&j.to_string()).unwrap();
+        assert_eq!(m.policy(Hook::OnDdmStatus), FailurePolicy::FailClosed);
+        // A failing provide-token counts as "not mine": a policy there would promise what is not done.
+        j["failure_policy"] = serde_json::json!({"provide-token": "fail-closed"});
+        let err = Manifest::parse(&j.to_string()).unwrap_err().to_string();
+        assert!(err.contains("provide-token"), "{err}");
+        // Without the grant the manifest still loads: the action is refused when applied.
+        j["failure_policy"] = serde_json::json!({});
+        j["capabilities"] = serde_json::json!([]);
+        assert!(!Manifest::parse(&j.to_string())
+            .unwrap()
+            .has(Capability::DdmAssign));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Plugins are stored in the database (so every replica runs the same set), compiled once per revision
 //! (and cached on disk), and called through `PluginHost` at each check-in, command result, enrollment
-//! decision and schedule tick. Hooks return actions; the caller applies them in its own transaction.
+//! decision, schedule tick, declarative management status change and GetToken check-in. Hooks return
+//! actions; the caller applies them in its own transaction.
 
 pub mod actions;
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod runtime;
 mod store_backend;
 pub mod testing;
+mod token;
 
 pub use bindings::WIT_VERSION;
 pub use capabilities::http::{HttpError, HttpResponse};
@@ -27,6 +29,7 @@ pub use event::{Action, Decision};
 pub use host::LogLine;
 pub use manifest::{Capability, CheckinMessageKind, FailurePolicy, Hook, Manifest};
 pub use runtime::{Fault, HookInput, HookOutput, LoadedPlugin};
+pub use token::MAX_TOKEN_BYTES;
 
 use crate::clock::SharedClock;
 use crate::config::PluginsConfig;
@@ -428,6 +431,21 @@ impl PluginHost {
     pub async fn run_hook(&self, hook: Hook, input: HookInput, scope: EventScope<'_>) -> HookRun {
         let plugins = self.subscribed(hook);
         self.run_on(&plugins, hook, input, scope).await
+    }
+
+    /// Run `on-ddm-status` on every plugin subscribed to it, for what a declarative management status report
+    /// changed. As with a check-in: call it outside any transaction (plugins use the database), stop on
+    /// `refused` (a fail-closed plugin failed), then [`PluginHost::apply`] the run as
+    /// `Hook::OnDdmStatus.as_str()` in the transaction that stores the status, and hand the events it
+    /// returns to [`PluginHost::events_committed`] after commit. `self.subscribed(Hook::OnDdmStatus)`
+    /// empty: nobody listens, no need to build the event.
+    pub async fn on_ddm_status(
+        &self,
+        event: event::DdmStatusEvent,
+        scope: EventScope<'_>,
+    ) -> HookRun {
+        self.run_hook(Hook::OnDdmStatus, HookInput::DdmStatus(event), scope)
+            .await
     }
 
     /// Run a notification hook on these plugins (from [`PluginHost::subscribed`] or

@@ -2,11 +2,12 @@
 //! (epochs for guest code, a tokio timeout for everything, since epochs do not interrupt host calls), a
 //! memory cap, and a semaphore bounding live instances to the pool's size.
 
-use super::bindings::v0_1;
+use super::bindings::{v0_1, v0_2};
 use super::capabilities::HostBackend;
 use super::engine::PluginEngine;
 use super::event::{
-    Action, CheckinEvent, CommandResultEvent, Decision, EnrollmentRequest, ScheduleEvent,
+    Action, CheckinEvent, CommandResultEvent, DdmStatusEvent, Decision, EnrollmentRequest,
+    ScheduleEvent, TokenRequest,
 };
 use super::host::{CallContext, HostState, LogLine};
 use super::manifest::{Capability, Manifest};
@@ -19,6 +20,7 @@ use wasmtime::Store;
 /// variant; `Runtime::call` dispatches on it.
 pub enum Prepared {
     V0_1(v0_1::PluginPre<HostState>),
+    V0_2(v0_2::PluginPre<HostState>),
 }
 
 /// A plugin ready to run: one revision of it, compiled and linked.
@@ -46,6 +48,8 @@ pub enum HookInput {
     Checkin(CheckinEvent),
     CommandResult(CommandResultEvent),
     Schedule(ScheduleEvent),
+    DdmStatus(DdmStatusEvent),
+    Token(TokenRequest),
     ValidateConfig(String),
 }
 
@@ -56,6 +60,8 @@ impl HookInput {
             HookInput::Checkin(_) => "on-checkin",
             HookInput::CommandResult(_) => "on-command-result",
             HookInput::Schedule(_) => "on-schedule",
+            HookInput::DdmStatus(_) => "on-ddm-status",
+            HookInput::Token(_) => "provide-token",
             HookInput::ValidateConfig(_) => "validate-config",
         }
     }
@@ -66,6 +72,8 @@ impl HookInput {
             HookInput::Checkin(e) => e.event_id.clone(),
             HookInput::CommandResult(e) => e.event_id.clone(),
             HookInput::Schedule(e) => e.event_id.clone(),
+            HookInput::DdmStatus(e) => e.event_id.clone(),
+            HookInput::Token(r) => r.event_id.clone(),
             HookInput::ValidateConfig(_) => "validate-config".into(),
         }
     }
@@ -75,6 +83,8 @@ impl HookInput {
 pub enum HookOutput {
     Decision(Decision),
     Actions(Vec<Action>),
+    /// `provide-token`'s answer: a token, or none when it is not the plugin's to give.
+    Token(Option<Vec<u8>>),
     Valid,
 }
 
@@ -161,6 +171,7 @@ impl Runtime {
         let run = async {
             match &p.pre {
                 Prepared::V0_1(pre) => v0_1::call(pre, &mut store, input, raw).await,
+                Prepared::V0_2(pre) => v0_2::call(pre, &mut store, input, raw).await,
             }
         };
         let deadline = Duration::from_millis(u64::from(budget)) + GRACE;

@@ -16,7 +16,8 @@ use super::capabilities::inventory::DeviceInfo;
 use super::capabilities::kv::KvBackend;
 use super::engine::PluginEngine;
 use super::event::{
-    Action, CheckinEvent, CommandResultEvent, Decision, EnrollmentRequest, ScheduleEvent,
+    Action, CheckinEvent, CommandResultEvent, DdmStatusEvent, Decision, EnrollmentRequest,
+    ScheduleEvent, TokenRequest,
 };
 use super::host::LogLine;
 use super::manifest::{Manifest, ManifestError};
@@ -67,6 +68,7 @@ pub enum HarnessError {
 pub struct Harness {
     runtime: Runtime,
     plugin: Arc<LoadedPlugin>,
+    wit_version: String,
     backend: Arc<MemoryBackend>,
     last_logs: Mutex<Vec<LogLine>>,
 }
@@ -98,6 +100,7 @@ impl Harness {
             .compile(wasm, "harness")
             .map_err(LoadError::Compile)?;
         let info = super::inspect::inspect(engine.engine(), &component).map_err(LoadError::from)?;
+        super::inspect::check_hooks(&info, &manifest).map_err(HarnessError::Refused)?;
         super::inspect::check_capabilities(&info, &manifest, &manifest.capabilities)
             .map_err(HarnessError::Refused)?;
         let pre = engine
@@ -118,6 +121,7 @@ impl Harness {
                 quarantined: false,
                 pre,
             }),
+            wit_version: info.wit_version,
             backend,
             last_logs: Mutex::new(Vec::new()),
         })
@@ -150,6 +154,24 @@ impl Harness {
             name: name.to_string(),
         }))
         .await
+    }
+
+    pub async fn on_ddm_status(&self, e: DdmStatusEvent) -> Result<Vec<Action>, Fault> {
+        self.actions(HookInput::DdmStatus(e)).await
+    }
+
+    /// The plugin's own answer (the server's size limit is not applied here: see
+    /// [`MAX_TOKEN_BYTES`](super::MAX_TOKEN_BYTES)).
+    pub async fn provide_token(&self, r: TokenRequest) -> Result<Option<Vec<u8>>, Fault> {
+        match self.call(HookInput::Token(r)).await? {
+            HookOutput::Token(t) => Ok(t),
+            other => Err(Fault::Error(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// The WIT version the component was built against (`0.1.0`, `0.2.0`, ...).
+    pub fn wit_version(&self) -> &str {
+        &self.wit_version
     }
 
     pub async fn validate_config(&self, config: &serde_json::Value) -> Result<(), Fault> {
@@ -257,6 +279,32 @@ pub mod events {
             token_update_count,
             awaiting_configuration: Some(false),
             raw: Some(b"<plist/>".to_vec()),
+        }
+    }
+
+    /// What a status report changed: `items` as (name, old JSON, new JSON), no declarations (push
+    /// [`DeclarationChange`]s onto `declarations` for those).
+    pub fn ddm_status(udid: &str, items: &[(&str, Option<&str>, &str)]) -> DdmStatusEvent {
+        DdmStatusEvent {
+            event_id: super::super::new_event_id(),
+            enrollment: enrollment(udid),
+            declarations: Vec::new(),
+            items: items
+                .iter()
+                .map(|(name, old, new)| StatusItemChange {
+                    name: name.to_string(),
+                    old_json: old.map(str::to_string),
+                    new_json: new.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn token_request(udid: &str, token_service_type: &str) -> TokenRequest {
+        TokenRequest {
+            event_id: super::super::new_event_id(),
+            enrollment: enrollment(udid),
+            token_service_type: token_service_type.to_string(),
         }
     }
 

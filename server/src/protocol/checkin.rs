@@ -18,11 +18,21 @@ pub enum CheckinPayload {
     Authenticate(Authenticate),
     TokenUpdate(TokenUpdate),
     CheckOut,
-    UserAuthenticate { digest_response: Option<String> },
-    SetBootstrapToken { bootstrap_token: Option<Vec<u8>> },
+    UserAuthenticate {
+        digest_response: Option<String>,
+    },
+    SetBootstrapToken {
+        bootstrap_token: Option<Vec<u8>>,
+    },
     GetBootstrapToken,
-    DeclarativeManagement { endpoint: Option<String> },
-    GetToken { token_service_type: Option<String> },
+    /// `data` is the status report when `endpoint` is `status` (JSON, see [`super::ddm::StatusReport`]).
+    DeclarativeManagement {
+        endpoint: Option<String>,
+        data: Option<Vec<u8>>,
+    },
+    GetToken {
+        token_service_type: Option<String>,
+    },
 }
 
 impl CheckinPayload {
@@ -87,6 +97,7 @@ impl CheckinMessage {
             "GetBootstrapToken" => CheckinPayload::GetBootstrapToken,
             "DeclarativeManagement" => CheckinPayload::DeclarativeManagement {
                 endpoint: opt_nonempty_str(&dict, "Endpoint")?,
+                data: declarative_data(&dict)?,
             },
             "GetToken" => CheckinPayload::GetToken {
                 token_service_type: opt_nonempty_str(&dict, "TokenServiceType")?,
@@ -100,6 +111,16 @@ impl CheckinMessage {
             raw: body.to_vec(),
             dict,
         })
+    }
+}
+
+/// A DeclarativeManagement's `Data`, at most the largest status report accepted (the body may be far larger:
+/// the limit is the server's body limit); empty counts as absent.
+fn declarative_data(dict: &Dictionary) -> Result<Option<Vec<u8>>, ProtocolError> {
+    let max = super::ddm::MAX_STATUS_REPORT_BYTES;
+    match opt_data(dict, "Data")? {
+        Some(d) if d.len() > max => Err(ProtocolError::DataTooLarge { key: "Data", max }),
+        data => Ok(data.filter(|d| !d.is_empty())),
     }
 }
 
@@ -134,6 +155,68 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(m.raw, body);
+    }
+
+    #[test]
+    fn decodes_declarative_management_data() {
+        let dm = |extra: &str| {
+            CheckinMessage::decode(&xml(&format!(
+                "<key>MessageType</key><string>DeclarativeManagement</string>\
+                 <key>UDID</key><string>D1</string><key>Endpoint</key><string>status</string>{extra}"
+            )))
+        };
+        let payload = |extra: &str| dm(extra).unwrap().payload;
+        assert_eq!(
+            payload("<key>Data</key><data>eyJTdGF0dXNJdGVtcyI6e319</data>"),
+            CheckinPayload::DeclarativeManagement {
+                endpoint: Some("status".into()),
+                data: Some(br#"{"StatusItems":{}}"#.to_vec()),
+            }
+        );
+        assert_eq!(
+            payload(""),
+            CheckinPayload::DeclarativeManagement {
+                endpoint: Some("status".into()),
+                data: None,
+            }
+        );
+        assert_eq!(
+            payload("<key>Data</key><data></data>"),
+            CheckinPayload::DeclarativeManagement {
+                endpoint: Some("status".into()),
+                data: None,
+            }
+        );
+        assert_eq!(
+            dm("<key>Data</key><string>{}</string>").unwrap_err(),
+            ProtocolError::WrongType {
+                key: "Data",
+                expected: "data"
+            }
+        );
+    }
+
+    #[test]
+    fn declarative_management_data_is_bounded() {
+        use base64::Engine as _;
+        let max = crate::protocol::ddm::MAX_STATUS_REPORT_BYTES;
+        let body = |len: usize| {
+            let data = base64::engine::general_purpose::STANDARD.encode(vec![b' '; len]);
+            xml(&format!(
+                "<key>MessageType</key><string>DeclarativeManagement</string>\
+                 <key>UDID</key><string>D1</string><key>Endpoint</key><string>status</string>\
+                 <key>Data</key><data>{data}</data>"
+            ))
+        };
+        let fits = CheckinMessage::decode(&body(max)).unwrap();
+        assert!(matches!(
+            fits.payload,
+            CheckinPayload::DeclarativeManagement { data: Some(d), .. } if d.len() == max
+        ));
+        assert_eq!(
+            CheckinMessage::decode(&body(max + 1)).unwrap_err(),
+            ProtocolError::DataTooLarge { key: "Data", max }
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod checkin;
 pub mod command;
 pub mod commands;
+pub mod ddm;
 pub mod enrollment;
 pub mod facts;
 mod fields;
@@ -56,6 +57,9 @@ pub enum ProtocolError {
     TooDeep,
     #[error("property list reuses objects and expands far beyond its size")]
     TooLarge,
+    /// A data value over the size its content may have (a DeclarativeManagement status report).
+    #[error("{key} is larger than {max} bytes")]
+    DataTooLarge { key: &'static str, max: usize },
 }
 
 /// Deepest nesting accepted. Apple's messages nest a handful of levels; values are dropped, cloned and

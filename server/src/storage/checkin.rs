@@ -48,6 +48,8 @@ pub async fn authenticate<C: ConnectionTrait>(
             .into_iter()
             .map(|c| c.id)
             .collect();
+        // A device enrolling afresh starts clean: no sets, no reported status.
+        super::ddm::forget_enrollments(c, &channels).await?;
         queue::cancel_pending(c, &channels, None, now).await?
     };
     let detail = serde_json::json!({
@@ -114,12 +116,16 @@ pub async fn token_update<C: ConnectionTrait>(
 /// CheckOut: a user channel is disabled; on the device channel the whole device is, and remembered as
 /// checked out (it may then enroll again with a new identity).
 pub async fn checkout<C: ConnectionTrait>(c: &C, e: &EnrollmentRef, now: i64) -> StorageResult<()> {
-    if e.kind.is_user_channel() {
+    let unenrolled: Vec<String> = if e.kind.is_user_channel() {
         enrollments::disable(c, &e.id, now).await?;
+        vec![e.id.clone()]
     } else {
         enrollments::disable_device(c, &e.device_id, now).await?;
         devices::mark_checked_out(c, &e.device_id, now).await?;
-    }
+        let channels = enrollments::for_device(c, &e.device_id).await?;
+        channels.into_iter().map(|c| c.id).collect()
+    };
+    super::ddm::forget_enrollments(c, &unenrolled).await?;
     let detail = serde_json::json!({});
     audit_device(c, e, "enrollment.checkout", &e.id, detail, now).await
 }

@@ -4,6 +4,8 @@
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
+mod m0009_ddm;
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -17,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006OutboxOrdering),
             Box::new(M0007AuditPending),
             Box::new(M0008Reenrollment),
+            Box::new(m0009_ddm::M0009Ddm),
         ]
     }
 }

@@ -9,6 +9,7 @@ pub mod audit_log;
 pub mod batch;
 pub mod checkin;
 pub mod checkin_state;
+pub mod ddm;
 pub mod devices;
 pub mod enqueue;
 pub mod enrollments;

@@ -518,3 +518,31 @@ pub async fn requeue_copy<C: ConnectionTrait>(
         .await?;
     Ok(true)
 }
+
+/// Withdraw these channels' copies of `source`'s commands that were never delivered: a newer command from
+/// the same source supersedes them (a DDM sync replaces the one still waiting). The commands themselves
+/// go with retention once nothing references them.
+pub async fn withdraw_undelivered<C: ConnectionTrait>(
+    c: &C,
+    enrollment_ids: &[String],
+    source: &str,
+) -> StorageResult<u64> {
+    use sea_orm::sea_query::Query;
+    let from_source = Query::select()
+        .column(command::Column::Uuid)
+        .from(Commands)
+        .and_where(Expr::col(command::Column::Source).eq(source))
+        .to_owned();
+    let mut withdrawn = 0;
+    for chunk in enrollment_ids.chunks(IDS_PER_STATEMENT) {
+        withdrawn += Queue::delete_many()
+            .filter(Column::EnrollmentId.is_in(chunk.iter().map(String::as_str)))
+            .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
+            .filter(Column::DeliveredAt.is_null())
+            .filter(Column::CommandUuid.in_subquery(from_source.clone()))
+            .exec(c)
+            .await?
+            .rows_affected;
+    }
+    Ok(withdrawn)
+}

@@ -194,6 +194,23 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         sink_batch: usize,
     },
+    /// 7. Declarative Device Management: full syncs per second, then an edit's fan-out.
+    ///
+    /// A full sync is tokens, manifest, every declaration and a status report; the fan-out is the time
+    /// from editing one declaration every device holds to all their syncs queued.
+    Ddm {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Declarations in the set each device holds.
+        #[arg(long, default_value_t = 20)]
+        declarations: usize,
+        #[arg(long, default_value_t = 2.0)]
+        warmup_secs: f64,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Args)]
@@ -374,6 +391,26 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
                     sets,
                     rounds,
                     sink_batch,
+                },
+            )
+            .await
+        }
+        Bench::Ddm {
+            devices,
+            connections,
+            declarations,
+            warmup_secs,
+            seconds,
+        } => {
+            scenarios::ddm(
+                &common(g, ServerMode::InProcess),
+                &scenarios::DdmParams {
+                    devices,
+                    connections,
+                    declarations,
+                    warmup_secs,
+                    seconds,
+                    requests: None,
                 },
             )
             .await

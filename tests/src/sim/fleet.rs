@@ -354,6 +354,28 @@ impl Fleet {
         Ok(r.latency)
     }
 
+    /// Device `i`'s signature over `body`, signed live.
+    pub fn sign_body(&self, i: usize, body: &[u8]) -> String {
+        self.sign(&self.devices[i].sim, body)
+    }
+
+    /// One DeclarativeManagement check-in of device `i`, signed live.
+    pub async fn declarative(
+        &self,
+        transport: &Transport,
+        i: usize,
+        endpoint: &str,
+        data: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), BoxError> {
+        let d = &self.devices[i];
+        let body = crate::ddm::request(&d.sim.udid, endpoint, data);
+        let sig = self.sign(&d.sim, &body);
+        let r = transport.checkin(body, &sig).await?;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency.record(r.latency);
+        Ok((r.status, r.body))
+    }
+
     /// One connection of device `i`: Idle, then answer each command until the server returns nothing.
     /// Returns whether the device left NotNow'd commands behind.
     pub async fn connection(&self, transport: &Transport, i: usize) -> Result<bool, BoxError> {

@@ -985,6 +985,10 @@ pub fn example_plugins() -> Vec<(&'static str, serde_json::Value)> {
             json!({"max_attempts": 3, "base_delay_seconds": 60, "alert_sink": "alerts"}),
         ),
         ("serial-allowlist", json!({"prefixes": ["C02"]})),
+        (
+            "compliance",
+            json!({"remediation_set": "passcode-remediation", "item": "passcode.is-compliant"}),
+        ),
     ]
 }
 
@@ -1341,4 +1345,207 @@ fn signature_steps(report: &mut Report, sig: &str, body: &[u8], n: usize) -> Res
     }
     report.figure("breakdown_sig_device_cert_us", per_op(t));
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 7. Declarative Device Management: full syncs per second, and an edit fanned out to every device.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DdmParams {
+    pub devices: usize,
+    pub connections: usize,
+    /// Declarations in the set every device holds (one of them the activation of the others).
+    pub declarations: usize,
+    pub warmup_secs: f64,
+    pub seconds: f64,
+    /// Instead of a timed run: exactly this many syncs.
+    pub requests: Option<u64>,
+}
+
+/// `n` declarations: n-1 passcode configurations and the activation that refers to them all.
+pub fn ddm_declarations(n: usize, min_length: i64) -> Vec<serde_json::Value> {
+    let configs: Vec<String> = (1..n.max(2))
+        .map(|i| format!("bench.passcode.{i:03}"))
+        .collect();
+    let mut out: Vec<serde_json::Value> = configs
+        .iter()
+        .map(|id| {
+            json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": id,
+                   "Payload": {"RequirePasscode": true, "MinimumLength": min_length}})
+        })
+        .collect();
+    out.push(
+        json!({"Type": "com.apple.activation.simple", "Identifier": "bench.activation",
+                    "Payload": {"StandardConfigurations": configs}}),
+    );
+    out
+}
+
+async fn ddm_admin(
+    server: &Server,
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, BoxError> {
+    let (status, json) = server.api(http, method, path, Some(body)).await?;
+    if status != 200 {
+        return Err(format!("{path}: HTTP {status}: {json}").into());
+    }
+    Ok(json)
+}
+
+/// Assign the set to every device through the repository (the admin API assigns one enrollment per
+/// call; this is setup, not what is measured).
+async fn assign_all(
+    storage: &mdm_server::storage::Storage,
+    udids: &[String],
+    set: &str,
+) -> Result<(), BoxError> {
+    use mdm_server::storage::entities::ddm_assignment;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    for chunk in udids.chunks(1000) {
+        let rows = chunk.iter().map(|id| ddm_assignment::ActiveModel {
+            enrollment_id: Set(id.clone()),
+            set_name: Set(set.to_string()),
+            created_at: Set(now),
+        });
+        ddm_assignment::Entity::insert_many(rows)
+            .exec_without_returning(mdm_server::storage::testing::db(storage))
+            .await?;
+    }
+    Ok(())
+}
+
+/// One full sync of device `i` from nothing: tokens, manifest, every declaration, status report.
+async fn ddm_sync_op(
+    fleet: Arc<Fleet>,
+    transport: Transport,
+    i: usize,
+    expected: usize,
+) -> Result<Duration, BoxError> {
+    let t = Instant::now();
+    let mut client = crate::ddm::DdmClient::default();
+    let udid = fleet.devices[i].sim.udid.clone();
+    let round = client
+        .sync(&udid, |body| {
+            let (fleet, transport) = (fleet.clone(), transport.clone());
+            async move {
+                let sig = fleet.sign_body(i, &body);
+                match transport.checkin(body, &sig).await {
+                    Ok(r) => (r.status, r.body),
+                    Err(e) => (0, e.to_string().into_bytes()),
+                }
+            }
+        })
+        .await;
+    match round {
+        Ok(r) if r.fetched.len() >= expected => {}
+        Ok(r) => fleet.violations.record(
+            super::checker::Violation::HttpStatus,
+            format!(
+                "{udid}: synced {} declarations, expected {expected}",
+                r.fetched.len()
+            ),
+        ),
+        Err(e) => fleet.violations.record(
+            super::checker::Violation::HttpStatus,
+            format!("{udid}: {e}"),
+        ),
+    }
+    Ok(t.elapsed())
+}
+
+pub async fn ddm(common: &Common, p: &DdmParams) -> Result<Report, BoxError> {
+    let mut report = Report::new("ddm", common, json!(p));
+    let s = setup(common, p.devices, Behavior::default()).await?;
+    seed(&mut report, &s).await?;
+    let mut server = Server::start(
+        &s.db,
+        &s.storage,
+        &s.device_ca,
+        &common.mode,
+        &server_options(common),
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    let put = reqwest::Method::PUT;
+    let declarations = ddm_declarations(p.declarations, 6);
+    let ids: Vec<serde_json::Value> = declarations
+        .iter()
+        .map(|d| d["Identifier"].clone())
+        .collect();
+    for d in &declarations {
+        ddm_admin(
+            &server,
+            &http,
+            put.clone(),
+            "/api/v1/ddm/declarations",
+            d.clone(),
+        )
+        .await?;
+    }
+    ddm_admin(
+        &server,
+        &http,
+        put.clone(),
+        "/api/v1/ddm/sets/bench",
+        json!({"declarations": ids}),
+    )
+    .await?;
+    assign_all(&s.storage, &s.fleet.udids(), "bench").await?;
+
+    let transport = Transport::new(&server.base, p.connections);
+    let cpu0 = proc_cpu_seconds(server.pid);
+    let wall = Instant::now();
+    let t = transport.clone();
+    let expected = declarations.len();
+    let summary = closed_loop(
+        &s.fleet,
+        p.connections,
+        Budget::new(p.warmup_secs, p.seconds, p.requests),
+        move |f, i| ddm_sync_op(f, t.clone(), i, expected),
+    )
+    .await?;
+    if let (Some(a), Some(b), false) = (cpu0, proc_cpu_seconds(server.pid), server.in_process) {
+        let cores = (b - a) / wall.elapsed().as_secs_f64();
+        report.figure(
+            "server_cpu_ms_per_sync",
+            (cores * 1000.0 / summary.per_second.max(1e-9) * 100.0).round() / 100.0,
+        );
+        report.figure("server_cpu_cores_used", (cores * 100.0).round() / 100.0);
+    }
+    report.measure(
+        &format!(
+            "full syncs ({} declarations + built-ins each)",
+            declarations.len()
+        ),
+        summary,
+    );
+
+    // Edit one declaration every device holds: the API answers after every sync command is queued.
+    let mut edited = declarations[0].clone();
+    edited["Payload"]["MinimumLength"] = json!(8);
+    let t = Instant::now();
+    let answer = ddm_admin(&server, &http, put, "/api/v1/ddm/declarations", edited).await?;
+    let took = t.elapsed();
+    report.figure(
+        "edit_to_all_syncs_queued_seconds",
+        (took.as_secs_f64() * 1000.0).round() / 1000.0,
+    );
+    report.figure("edit_syncs_queued", answer["synced"]["queued"].clone());
+    if answer["synced"]["queued"] != json!(p.devices) {
+        s.fleet.violations.record(
+            super::checker::Violation::NotDelivered,
+            format!(
+                "the edit queued {} syncs for {} devices",
+                answer["synced"]["queued"], p.devices
+            ),
+        );
+    }
+    report.violations_of(&s.fleet);
+    server.stop();
+    s.db.drop_schema().await;
+    Ok(report)
 }

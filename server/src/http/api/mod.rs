@@ -1,6 +1,7 @@
 //! The admin JSON API under `/api/v1`.
 
 pub mod commands;
+pub mod ddm;
 pub mod devices;
 pub mod enrollment;
 pub mod keys;
@@ -68,7 +69,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/identity-certificates/{serial}/revoke",
                 web::post().to(enrollment::revoke_certificate),
             )
-            .route("/identities/expiring", web::get().to(enrollment::expiring)),
+            .route("/identities/expiring", web::get().to(enrollment::expiring))
+            .route("/ddm/declarations", web::put().to(ddm::put_declaration))
+            .route("/ddm/declarations", web::get().to(ddm::list_declarations))
+            .route(
+                "/ddm/declarations/{identifier}",
+                web::get().to(ddm::get_declaration),
+            )
+            .route(
+                "/ddm/declarations/{identifier}",
+                web::delete().to(ddm::delete_declaration),
+            )
+            .route(
+                "/ddm/declarations/{identifier}/status",
+                web::get().to(ddm::declaration_status),
+            )
+            .route("/ddm/sets", web::get().to(ddm::list_sets))
+            .route("/ddm/sets/{name}", web::put().to(ddm::put_set))
+            .route("/ddm/sets/{name}", web::get().to(ddm::get_set))
+            .route("/ddm/sets/{name}", web::delete().to(ddm::delete_set))
+            .route("/ddm/enrollments/{id}", web::get().to(ddm::enrollment))
+            .route(
+                "/ddm/enrollments/{id}/sets/{name}",
+                web::put().to(ddm::assign),
+            )
+            .route(
+                "/ddm/enrollments/{id}/sets/{name}",
+                web::delete().to(ddm::unassign),
+            )
+            .route("/ddm/sync/{ids}", web::put().to(ddm::sync)),
     );
 }
 

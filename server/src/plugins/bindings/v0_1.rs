@@ -1,8 +1,10 @@
-//! `mdm:plugin@0.1`: the generated bindings, the host's events converted to their WIT form (once per call,
-//! leaving out what the plugin may not see) and the plugin's answers converted back.
+//! `mdm:plugin@0.1` (frozen, `wit/v0.1/`): the generated bindings, the host's events converted to their WIT
+//! form (once per call, leaving out what the plugin may not see) and the plugin's answers converted back.
+//! Components built against it keep running unchanged; they have neither the hooks nor the actions 0.2
+//! added.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../wit/v0.1",
     world: "plugin",
     imports: { default: async | trappable },
     exports: { default: async },
@@ -11,10 +13,19 @@ wasmtime::component::bindgen!({
 
 use crate::plugins::event as host;
 use crate::plugins::host::HostState;
+use crate::plugins::manifest::Hook;
 use crate::plugins::runtime::{HookInput, HookOutput};
 use mdm::plugin::types as wit;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Store;
+
+/// The hooks a 0.1 component exports.
+pub const HOOKS: &[Hook] = &[
+    Hook::DecideEnrollment,
+    Hook::OnCheckin,
+    Hook::OnCommandResult,
+    Hook::OnSchedule,
+];
 
 /// The imports every component of this version may use whatever its grants: the `types` interface.
 /// Each capability registers its own interface.
@@ -54,6 +65,13 @@ pub async fn call(
             .call_validate_config(&mut *store, c)
             .await?
             .map(|()| HookOutput::Valid),
+        // The upload check refuses a 0.1 manifest naming these hooks (`HOOKS`).
+        HookInput::DdmStatus(_) | HookInput::Token(_) => {
+            return Err(wasmtime::Error::msg(format!(
+                "mdm:plugin@0.1 has no hook {}",
+                input.hook_name()
+            )))
+        }
     })
 }
 

@@ -1,6 +1,7 @@
 //! Capability `log` (always granted): structured lines to the server log, kept per call for the harness.
 
-use crate::plugins::bindings::v0_1::mdm::plugin::log::{self as v0_1, Host, Level};
+use crate::plugins::bindings::v0_1::mdm::plugin::log as v0_1;
+use crate::plugins::bindings::v0_2::mdm::plugin::log as v0_2;
 use crate::plugins::host::{HostState, LogLine};
 use wasmtime::component::{HasSelf, Linker};
 
@@ -9,17 +10,22 @@ const MAX_KEPT: usize = 1000;
 const MAX_MESSAGE: usize = 8 * 1024;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-impl Host for HostState {
-    async fn log(
-        &mut self,
-        level: Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        let mut message = message;
+/// A line's level, whichever WIT version sent it.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl HostState {
+    fn log_line(&mut self, level: Level, mut message: String, fields: Vec<(String, String)>) {
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {
@@ -45,6 +51,43 @@ impl Host for HostState {
                 fields,
             });
         }
+    }
+}
+
+impl v0_1::Host for HostState {
+    async fn log(
+        &mut self,
+        level: v0_1::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let level = match level {
+            v0_1::Level::Trace => Level::Trace,
+            v0_1::Level::Debug => Level::Debug,
+            v0_1::Level::Info => Level::Info,
+            v0_1::Level::Warn => Level::Warn,
+            v0_1::Level::Error => Level::Error,
+        };
+        self.log_line(level, message, fields);
+        Ok(())
+    }
+}
+
+impl v0_2::Host for HostState {
+    async fn log(
+        &mut self,
+        level: v0_2::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let level = match level {
+            v0_2::Level::Trace => Level::Trace,
+            v0_2::Level::Debug => Level::Debug,
+            v0_2::Level::Info => Level::Info,
+            v0_2::Level::Warn => Level::Warn,
+            v0_2::Level::Error => Level::Error,
+        };
+        self.log_line(level, message, fields);
         Ok(())
     }
 }

@@ -2,14 +2,14 @@
 //! bindings: any component-model toolchain can write plugins, the SDK only makes it shorter.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/v0.2",
     world: "plugin",
 });
 
 use exports::mdm::plugin::hooks::Guest;
 use mdm::plugin::types::{
-    Action, CheckinEvent, CommandResultEvent, CommandSpec, Decision, DeviceAttribute,
-    EnqueueCommand, EnrollmentRequest, ScheduleEvent,
+    Action, CheckinEvent, CommandResultEvent, CommandSpec, DdmStatusEvent, Decision,
+    DeviceAttribute, EnqueueCommand, EnrollmentRequest, ScheduleEvent, SetAssignment, TokenRequest,
 };
 
 struct Hostile;
@@ -41,12 +41,17 @@ fn mode() -> String {
         .unwrap_or_else(|| "ok".into())
 }
 
-fn url() -> String {
+/// A string setting from the configuration (empty when absent).
+fn setting(key: &str) -> String {
     let cfg = mdm::plugin::config::get();
     serde_json::from_str::<serde_json::Value>(&cfg)
         .ok()
-        .and_then(|v| v.get("url").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| v.get(key).and_then(|m| m.as_str()).map(str::to_string))
         .unwrap_or_default()
+}
+
+fn url() -> String {
+    setting("url")
 }
 
 /// The misbehaviour; Ok carries the actions to return.
@@ -114,7 +119,24 @@ fn misbehave(device_id: &str) -> Result<Vec<Action>, String> {
             key: "hostile".into(),
             value: "was here".into(),
         })]),
+        // Whether or not it was granted `ddm-assign`.
+        "assign" => Ok(vec![Action::AssignSet(SetAssignment {
+            enrollment_id: device_id.to_string(),
+            set_name: setting("set"),
+        })]),
         _ => Ok(Vec::new()),
+    }
+}
+
+/// A token as the configuration says: `token` gives the `token` setting's bytes, `token-huge` one byte
+/// more than the server takes, `token-empty` none at all; other modes misbehave as for any hook, then
+/// have no token.
+fn token(device_id: &str) -> Result<Option<Vec<u8>>, String> {
+    match mode().as_str() {
+        "token" => Ok(Some(setting("token").into_bytes())),
+        "token-huge" => Ok(Some(vec![0x5A; 64 * 1024 + 1])),
+        "token-empty" => Ok(Some(Vec::new())),
+        _ => misbehave(device_id).map(|_| None),
     }
 }
 
@@ -136,6 +158,14 @@ impl Guest for Hostile {
 
     fn on_schedule(_: ScheduleEvent) -> Result<Vec<Action>, String> {
         Ok(Vec::new())
+    }
+
+    fn on_ddm_status(event: DdmStatusEvent) -> Result<Vec<Action>, String> {
+        misbehave(&event.enrollment.device_id)
+    }
+
+    fn provide_token(request: TokenRequest) -> Result<Option<Vec<u8>>, String> {
+        token(&request.enrollment.device_id)
     }
 
     fn validate_config(config: String) -> Result<(), String> {

@@ -4,6 +4,7 @@ mod memory;
 mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::http as v0_1;
+use crate::plugins::bindings::v0_2::mdm::plugin::http as v0_2;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
 use std::time::Duration;
@@ -48,28 +49,8 @@ pub trait HttpBackend {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
-}
-
-impl From<HttpResponse> for v0_1::Response {
-    fn from(r: HttpResponse) -> Self {
-        Self {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
-        }
-    }
-}
-
-impl From<HttpError> for v0_1::HttpError {
-    fn from(e: HttpError) -> Self {
-        match e {
-            HttpError::NotAllowed(h) => Self::NotAllowed(h),
-            HttpError::Timeout => Self::Timeout,
-            HttpError::TooLarge => Self::TooLarge,
-            HttpError::Failed(f) => Self::Failed(f),
-        }
-    }
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 impl HostState {
@@ -100,6 +81,42 @@ impl HostState {
             max_response_bytes: MAX_RESPONSE,
         })
     }
+
+    /// A plugin's request, sent once it passes the allow-list.
+    async fn fetch_allowed(
+        &mut self,
+        method: String,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+    ) -> wasmtime::Result<Result<HttpResponse, HttpError>> {
+        self.require(Capability::Http)?;
+        Ok(match self.outbound(method, url, headers, body) {
+            Ok(r) => self.backend.http(r).await,
+            Err(e) => Err(e),
+        })
+    }
+}
+
+impl From<HttpResponse> for v0_1::Response {
+    fn from(r: HttpResponse) -> Self {
+        Self {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+impl From<HttpError> for v0_1::HttpError {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::NotAllowed(h) => Self::NotAllowed(h),
+            HttpError::Timeout => Self::Timeout,
+            HttpError::TooLarge => Self::TooLarge,
+            HttpError::Failed(f) => Self::Failed(f),
+        }
+    }
 }
 
 impl v0_1::Host for HostState {
@@ -107,11 +124,42 @@ impl v0_1::Host for HostState {
         &mut self,
         req: v0_1::Request,
     ) -> wasmtime::Result<Result<v0_1::Response, v0_1::HttpError>> {
-        self.require(Capability::Http)?;
-        let sent = match self.outbound(req.method, &req.url, req.headers, req.body) {
-            Ok(r) => self.backend.http(r).await,
-            Err(e) => Err(e),
-        };
+        let sent = self
+            .fetch_allowed(req.method, &req.url, req.headers, req.body)
+            .await?;
+        Ok(sent.map(Into::into).map_err(Into::into))
+    }
+}
+
+impl From<HttpResponse> for v0_2::Response {
+    fn from(r: HttpResponse) -> Self {
+        Self {
+            status: r.status,
+            headers: r.headers,
+            body: r.body,
+        }
+    }
+}
+
+impl From<HttpError> for v0_2::HttpError {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::NotAllowed(h) => Self::NotAllowed(h),
+            HttpError::Timeout => Self::Timeout,
+            HttpError::TooLarge => Self::TooLarge,
+            HttpError::Failed(f) => Self::Failed(f),
+        }
+    }
+}
+
+impl v0_2::Host for HostState {
+    async fn fetch(
+        &mut self,
+        req: v0_2::Request,
+    ) -> wasmtime::Result<Result<v0_2::Response, v0_2::HttpError>> {
+        let sent = self
+            .fetch_allowed(req.method, &req.url, req.headers, req.body)
+            .await?;
         Ok(sent.map(Into::into).map_err(Into::into))
     }
 }

@@ -4,6 +4,7 @@ mod memory;
 mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::inventory as v0_1;
+use crate::plugins::bindings::v0_2::mdm::plugin::inventory as v0_2;
 use crate::plugins::event::{DeviceFacts, Enrollment};
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
@@ -30,7 +31,22 @@ pub trait InventoryBackend {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+}
+
+impl HostState {
+    async fn inventory_device(&mut self, device_id: &str) -> wasmtime::Result<Option<DeviceInfo>> {
+        self.require(Capability::Inventory)?;
+        // A database failure reads as "unknown device" to the plugin and is logged here; inventory is advisory.
+        match self.backend.device(device_id).await {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::warn!(plugin = %self.call.plugin_id, error = %e, "inventory lookup failed");
+                Ok(None)
+            }
+        }
+    }
 }
 
 impl From<DeviceInfo> for v0_1::DeviceInfo {
@@ -51,14 +67,28 @@ impl v0_1::Host for HostState {
         &mut self,
         device_id: String,
     ) -> wasmtime::Result<Option<v0_1::DeviceInfo>> {
-        self.require(Capability::Inventory)?;
-        // A database failure reads as "unknown device" to the plugin and is logged here; inventory is advisory.
-        match self.backend.device(&device_id).await {
-            Ok(d) => Ok(d.map(Into::into)),
-            Err(e) => {
-                tracing::warn!(plugin = %self.call.plugin_id, error = %e, "inventory lookup failed");
-                Ok(None)
-            }
+        Ok(self.inventory_device(&device_id).await?.map(Into::into))
+    }
+}
+
+impl From<DeviceInfo> for v0_2::DeviceInfo {
+    fn from(d: DeviceInfo) -> Self {
+        Self {
+            id: d.id,
+            facts: d.facts.into(),
+            enabled: d.enabled,
+            channels: d.channels.into_iter().map(Into::into).collect(),
+            attributes: d.attributes,
+            last_seen_unix_ms: d.last_seen_unix_ms,
         }
+    }
+}
+
+impl v0_2::Host for HostState {
+    async fn get_device(
+        &mut self,
+        device_id: String,
+    ) -> wasmtime::Result<Option<v0_2::DeviceInfo>> {
+        Ok(self.inventory_device(&device_id).await?.map(Into::into))
     }
 }

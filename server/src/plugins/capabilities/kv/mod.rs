@@ -5,6 +5,7 @@ mod memory;
 mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::kv as v0_1;
+use crate::plugins::bindings::v0_2::mdm::plugin::kv as v0_2;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
 use crate::storage::StorageError;
@@ -58,22 +59,37 @@ pub trait KvBackend {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
-fn key_ok(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY
+/// Why a call got no answer, as each version's `kv-error` tells the plugin.
+pub(crate) enum KvRefusal {
+    QuotaExceeded,
+    TooLarge,
+    Unavailable(String),
 }
 
-fn fault(f: KvFault) -> v0_1::KvError {
-    match f {
-        KvFault::QuotaExceeded => v0_1::KvError::QuotaExceeded,
-        KvFault::Unavailable(e) => unavailable(e),
+impl From<KvFault> for KvRefusal {
+    fn from(f: KvFault) -> Self {
+        match f {
+            KvFault::QuotaExceeded => KvRefusal::QuotaExceeded,
+            KvFault::Unavailable(e) => e.into(),
+        }
     }
 }
 
-fn unavailable(e: StorageError) -> v0_1::KvError {
-    v0_1::KvError::Unavailable(e.to_string())
+impl From<StorageError> for KvRefusal {
+    fn from(e: StorageError) -> Self {
+        KvRefusal::Unavailable(e.to_string())
+    }
+}
+
+/// What a call answers: a trap (no grant), or the plugin's result.
+type KvResult<T> = wasmtime::Result<Result<T, KvRefusal>>;
+
+fn key_ok(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY
 }
 
 impl HostState {
@@ -84,6 +100,99 @@ impl HostState {
     fn quota(&self) -> u32 {
         self.call.manifest.limits.kv_max_keys
     }
+
+    async fn kv_get(&mut self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        self.require(Capability::Kv)?;
+        if !key_ok(key) {
+            return Ok(Err(KvRefusal::TooLarge));
+        }
+        Ok(self
+            .backend
+            .kv_get(&self.call.plugin_id, key)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn kv_set(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> KvResult<()> {
+        self.require(Capability::Kv)?;
+        if !key_ok(key) || value.len() > MAX_VALUE {
+            return Ok(Err(KvRefusal::TooLarge));
+        }
+        let exp = self.expires_at(ttl_seconds);
+        Ok(self
+            .backend
+            .kv_set(&self.call.plugin_id, key, value, exp, self.quota())
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn kv_delete(&mut self, key: &str) -> KvResult<bool> {
+        self.require(Capability::Kv)?;
+        if !key_ok(key) {
+            return Ok(Err(KvRefusal::TooLarge));
+        }
+        Ok(self
+            .backend
+            .kv_delete(&self.call.plugin_id, key)
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn kv_cas(
+        &mut self,
+        key: &str,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> KvResult<bool> {
+        self.require(Capability::Kv)?;
+        if !key_ok(key) || new.len() > MAX_VALUE {
+            return Ok(Err(KvRefusal::TooLarge));
+        }
+        let exp = self.expires_at(ttl_seconds);
+        Ok(self
+            .backend
+            .kv_cas(&self.call.plugin_id, key, expected, new, exp, self.quota())
+            .await
+            .map_err(Into::into))
+    }
+
+    async fn kv_list(
+        &mut self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> KvResult<Vec<String>> {
+        self.require(Capability::Kv)?;
+        if prefix.len() > MAX_KEY {
+            return Ok(Err(KvRefusal::TooLarge));
+        }
+        Ok(self
+            .backend
+            .kv_list(
+                &self.call.plugin_id,
+                prefix,
+                start_after,
+                limit.min(MAX_LIST),
+            )
+            .await
+            .map_err(Into::into))
+    }
+}
+
+impl From<KvRefusal> for v0_1::KvError {
+    fn from(r: KvRefusal) -> Self {
+        match r {
+            KvRefusal::QuotaExceeded => Self::QuotaExceeded,
+            KvRefusal::TooLarge => Self::TooLarge,
+            KvRefusal::Unavailable(why) => Self::Unavailable(why),
+        }
+    }
 }
 
 impl v0_1::Host for HostState {
@@ -91,15 +200,7 @@ impl v0_1::Host for HostState {
         &mut self,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, v0_1::KvError>> {
-        self.require(Capability::Kv)?;
-        if !key_ok(&key) {
-            return Ok(Err(v0_1::KvError::TooLarge));
-        }
-        Ok(self
-            .backend
-            .kv_get(&self.call.plugin_id, &key)
-            .await
-            .map_err(unavailable))
+        Ok(self.kv_get(&key).await?.map_err(Into::into))
     }
 
     async fn set(
@@ -108,28 +209,14 @@ impl v0_1::Host for HostState {
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<(), v0_1::KvError>> {
-        self.require(Capability::Kv)?;
-        if !key_ok(&key) || value.len() > MAX_VALUE {
-            return Ok(Err(v0_1::KvError::TooLarge));
-        }
-        let exp = self.expires_at(ttl_seconds);
         Ok(self
-            .backend
-            .kv_set(&self.call.plugin_id, &key, value, exp, self.quota())
-            .await
-            .map_err(fault))
+            .kv_set(&key, value, ttl_seconds)
+            .await?
+            .map_err(Into::into))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, v0_1::KvError>> {
-        self.require(Capability::Kv)?;
-        if !key_ok(&key) {
-            return Ok(Err(v0_1::KvError::TooLarge));
-        }
-        Ok(self
-            .backend
-            .kv_delete(&self.call.plugin_id, &key)
-            .await
-            .map_err(unavailable))
+        Ok(self.kv_delete(&key).await?.map_err(Into::into))
     }
 
     async fn compare_and_swap(
@@ -139,16 +226,10 @@ impl v0_1::Host for HostState {
         new: Vec<u8>,
         ttl_seconds: Option<u32>,
     ) -> wasmtime::Result<Result<bool, v0_1::KvError>> {
-        self.require(Capability::Kv)?;
-        if !key_ok(&key) || new.len() > MAX_VALUE {
-            return Ok(Err(v0_1::KvError::TooLarge));
-        }
-        let exp = self.expires_at(ttl_seconds);
         Ok(self
-            .backend
-            .kv_cas(&self.call.plugin_id, &key, expected, new, exp, self.quota())
-            .await
-            .map_err(fault))
+            .kv_cas(&key, expected, new, ttl_seconds)
+            .await?
+            .map_err(Into::into))
     }
 
     async fn list_keys(
@@ -157,19 +238,69 @@ impl v0_1::Host for HostState {
         start_after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Result<Vec<String>, v0_1::KvError>> {
-        self.require(Capability::Kv)?;
-        if prefix.len() > MAX_KEY {
-            return Ok(Err(v0_1::KvError::TooLarge));
-        }
         Ok(self
-            .backend
-            .kv_list(
-                &self.call.plugin_id,
-                &prefix,
-                start_after.as_deref(),
-                limit.min(MAX_LIST),
-            )
-            .await
-            .map_err(unavailable))
+            .kv_list(&prefix, start_after.as_deref(), limit)
+            .await?
+            .map_err(Into::into))
+    }
+}
+
+impl From<KvRefusal> for v0_2::KvError {
+    fn from(r: KvRefusal) -> Self {
+        match r {
+            KvRefusal::QuotaExceeded => Self::QuotaExceeded,
+            KvRefusal::TooLarge => Self::TooLarge,
+            KvRefusal::Unavailable(why) => Self::Unavailable(why),
+        }
+    }
+}
+
+impl v0_2::Host for HostState {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v0_2::KvError>> {
+        Ok(self.kv_get(&key).await?.map_err(Into::into))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<(), v0_2::KvError>> {
+        Ok(self
+            .kv_set(&key, value, ttl_seconds)
+            .await?
+            .map_err(Into::into))
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, v0_2::KvError>> {
+        Ok(self.kv_delete(&key).await?.map_err(Into::into))
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> wasmtime::Result<Result<bool, v0_2::KvError>> {
+        Ok(self
+            .kv_cas(&key, expected, new, ttl_seconds)
+            .await?
+            .map_err(Into::into))
+    }
+
+    async fn list_keys(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Vec<String>, v0_2::KvError>> {
+        Ok(self
+            .kv_list(&prefix, start_after.as_deref(), limit)
+            .await?
+            .map_err(Into::into))
     }
 }

@@ -4,6 +4,7 @@ mod memory;
 mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::metrics as v0_1;
+use crate::plugins::bindings::v0_2::mdm::plugin::metrics as v0_2;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
 use wasmtime::component::{HasSelf, Linker};
@@ -15,7 +16,8 @@ pub trait MetricsBackend {
 }
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 fn valid(name: &str) -> bool {
@@ -24,21 +26,41 @@ fn valid(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-impl v0_1::Host for HostState {
-    async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+impl HostState {
+    fn metric_counter_add(&self, name: &str, delta: u64) -> wasmtime::Result<()> {
         self.require(Capability::Metrics)?;
         // Bad names are dropped rather than trapping: a metric is never worth failing a check-in for.
-        if valid(&name) {
-            self.backend.counter_add(&self.call.plugin_id, &name, delta);
+        if valid(name) {
+            self.backend.counter_add(&self.call.plugin_id, name, delta);
         }
         Ok(())
     }
 
-    async fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+    fn metric_gauge_set(&self, name: &str, value: f64) -> wasmtime::Result<()> {
         self.require(Capability::Metrics)?;
-        if valid(&name) && value.is_finite() {
-            self.backend.gauge_set(&self.call.plugin_id, &name, value);
+        if valid(name) && value.is_finite() {
+            self.backend.gauge_set(&self.call.plugin_id, name, value);
         }
         Ok(())
+    }
+}
+
+impl v0_1::Host for HostState {
+    async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        self.metric_counter_add(&name, delta)
+    }
+
+    async fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+        self.metric_gauge_set(&name, value)
+    }
+}
+
+impl v0_2::Host for HostState {
+    async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+        self.metric_counter_add(&name, delta)
+    }
+
+    async fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+        self.metric_gauge_set(&name, value)
     }
 }
