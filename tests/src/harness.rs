@@ -254,6 +254,35 @@ impl TestServer {
         assert_eq!(r.status, 200, "TokenUpdate: {}", r.text());
     }
 
+    /// The device checks in (Idle), receives its next command and acknowledges it; None when nothing
+    /// was waiting.
+    pub async fn next_command(&self, dev: &Device) -> Option<crate::device::ReceivedCommand> {
+        let r = self.connect(dev, dev.idle(None)).await;
+        assert_eq!(r.status, 200, "idle: {}", r.text());
+        if r.body.is_empty() {
+            return None;
+        }
+        let cmd = crate::device::ReceivedCommand::parse(&r.body).expect("command");
+        let ack = dev.report(None, "Acknowledged", &cmd.uuid, Default::default());
+        assert_eq!(self.connect(dev, ack).await.status, 200);
+        Some(cmd)
+    }
+
+    /// One DDM sync of the device by its simulated client, asserting it completes.
+    pub async fn ddm_sync(
+        &self,
+        dev: &Device,
+        client: &mut crate::ddm::DdmClient,
+    ) -> crate::ddm::SyncRound {
+        client
+            .sync(&dev.udid, |body| async move {
+                let r = self.checkin(dev, body).await;
+                (r.status, r.body)
+            })
+            .await
+            .expect("sync")
+    }
+
     /// An admin API call with the given key (None sends no credentials).
     pub async fn api(
         &self,

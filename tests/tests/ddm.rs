@@ -4,7 +4,7 @@
 
 use mdm_server::apikeys::Scope;
 use mdm_tests::ddm::{request, DdmClient};
-use mdm_tests::device::{Device, Platform, ReceivedCommand};
+use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -72,29 +72,6 @@ async fn pending_syncs(s: &TestServer, id: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The device checks in, receives its next command, acknowledges it; returns what it received.
-async fn next_command(s: &TestServer, dev: &Device) -> Option<ReceivedCommand> {
-    let r = s.connect(dev, dev.idle(None)).await;
-    assert_eq!(r.status, 200, "idle: {}", r.text());
-    if r.body.is_empty() {
-        return None;
-    }
-    let cmd = ReceivedCommand::parse(&r.body).expect("command");
-    let ack = dev.report(None, "Acknowledged", &cmd.uuid, Default::default());
-    assert_eq!(s.connect(dev, ack).await.status, 200);
-    Some(cmd)
-}
-
-async fn sync(s: &TestServer, dev: &Device, client: &mut DdmClient) -> mdm_tests::ddm::SyncRound {
-    client
-        .sync(&dev.udid, |body| async move {
-            let r = s.checkin(dev, body).await;
-            (r.status, r.body)
-        })
-        .await
-        .expect("sync")
-}
-
 async fn enrolled(s: &TestServer) -> Device {
     let dev = Device::new(Platform::Ios);
     s.enroll(&dev).await;
@@ -134,7 +111,7 @@ async fn first_sync_delivers_everything_and_status_shows_in_the_api() {
         assert_eq!(pending_syncs(&s, &dev.udid).await.len(), 1);
         s.push.run_once().await.unwrap();
         assert!(s.pusher.pushes().len() > before, "the device was pushed");
-        let cmd = next_command(&s, &dev).await.expect("a command");
+        let cmd = s.next_command(&dev).await.expect("a command");
         assert_eq!(cmd.request_type, "DeclarativeManagement");
         let data = cmd
             .command
@@ -148,7 +125,7 @@ async fn first_sync_delivers_everything_and_status_shows_in_the_api() {
             .to_string();
 
         let mut client = DdmClient::default();
-        let round = sync(&s, &dev, &mut client).await;
+        let round = s.ddm_sync(&dev, &mut client).await;
         assert!(round.fetched.contains(&"com.example.passcode".to_string()));
         assert!(round.fetched.contains(&"com.example.act".to_string()));
         assert!(
@@ -196,7 +173,7 @@ async fn first_sync_delivers_everything_and_status_shows_in_the_api() {
         assert_eq!(res.headers()["content-type"], "application/json");
 
         // Nothing changed: the next sync fetches tokens only.
-        assert!(sync(&s, &dev, &mut client).await.up_to_date);
+        assert!(s.ddm_sync(&dev, &mut client).await.up_to_date);
         let status = ok(
             s.get("/api/v1/ddm/declarations/com.example.passcode/status?state=active")
                 .await,
@@ -223,8 +200,8 @@ async fn an_edit_reaches_only_the_devices_holding_it_and_repeated_edits_coalesce
         assign(&s, &b.udid, "set-b").await;
         let (mut ca, mut cb) = (DdmClient::default(), DdmClient::default());
         for (dev, client) in [(&a, &mut ca), (&b, &mut cb)] {
-            next_command(&s, dev).await.expect("initial sync command");
-            sync(&s, dev, client).await;
+            s.next_command(dev).await.expect("initial sync command");
+            s.ddm_sync(dev, client).await;
             assert!(pending_syncs(&s, &dev.udid).await.is_empty());
         }
 
@@ -244,10 +221,10 @@ async fn an_edit_reaches_only_the_devices_holding_it_and_repeated_edits_coalesce
         ok(put_declaration(&s, passcode("p.a", 10)).await, "edit").await;
         let waiting = pending_syncs(&s, &a.udid).await;
         assert_eq!(waiting.len(), 1, "{waiting:?}");
-        let cmd = next_command(&s, &a).await.unwrap();
+        let cmd = s.next_command(&a).await.unwrap();
         let tokens: Value =
             serde_json::from_slice(cmd.command.get("Data").unwrap().as_data().unwrap()).unwrap();
-        let round = sync(&s, &a, &mut ca).await;
+        let round = s.ddm_sync(&a, &mut ca).await;
         assert_eq!(
             round.fetched,
             vec!["p.a".to_string()],
@@ -259,7 +236,7 @@ async fn an_edit_reaches_only_the_devices_holding_it_and_repeated_edits_coalesce
             tokens["SyncTokens"]["DeclarationsToken"].as_str(),
             "the command carried the newest tokens"
         );
-        assert!(next_command(&s, &b).await.is_none());
+        assert!(s.next_command(&b).await.is_none());
         s.stop().await;
     })
     .await;
@@ -276,14 +253,14 @@ async fn removal_and_unassignment_take_declarations_away() {
         put_set(&s, "s2", &["su"]).await;
         assign(&s, &dev.udid, "s1").await;
         let mut client = DdmClient::default();
-        sync(&s, &dev, &mut client).await;
+        s.ddm_sync(&dev, &mut client).await;
 
         // A declaration in a set is not deleted without force.
         let r = s.delete("/api/v1/ddm/declarations/p").await;
         assert_eq!(r.status, 409, "{}", r.text());
         let r = s.delete("/api/v1/ddm/declarations/p?force=true").await;
         assert_eq!(ok(r, "force delete").await["queued"], 1);
-        let round = sync(&s, &dev, &mut client).await;
+        let round = s.ddm_sync(&dev, &mut client).await;
         assert_eq!(round.dropped, vec!["p".to_string()]);
         assert!(client.held.contains_key("su"));
 
@@ -291,10 +268,10 @@ async fn removal_and_unassignment_take_declarations_away() {
         assign(&s, &dev.udid, "s2").await;
         let path = format!("/api/v1/ddm/enrollments/{}/sets/s1", dev.udid);
         ok(s.delete(&path).await, "unassign").await;
-        assert!(sync(&s, &dev, &mut client).await.up_to_date);
+        assert!(s.ddm_sync(&dev, &mut client).await.up_to_date);
         let path = format!("/api/v1/ddm/enrollments/{}/sets/s2", dev.udid);
         ok(s.delete(&path).await, "unassign").await;
-        let round = sync(&s, &dev, &mut client).await;
+        let round = s.ddm_sync(&dev, &mut client).await;
         assert_eq!(round.dropped, vec!["su".to_string()]);
         assert!(client.held.keys().all(|k| k.starts_with("mdm.builtin.")));
         s.stop().await;
@@ -312,10 +289,10 @@ async fn an_invalid_declaration_reported_by_the_device_is_visible_in_the_api() {
         put_set(&s, "s", &["p", "act"]).await;
         assign(&s, &good.udid, "s").await;
         assign(&s, &bad.udid, "s").await;
-        sync(&s, &good, &mut DdmClient::default()).await;
+        s.ddm_sync(&good, &mut DdmClient::default()).await;
         let mut refusing = DdmClient::default();
         refusing.refuses.insert("p".into());
-        sync(&s, &bad, &mut refusing).await;
+        s.ddm_sync(&bad, &mut refusing).await;
 
         let view = enrollment_view(&s, &bad.udid).await;
         let p = view["declarations"]
@@ -354,7 +331,7 @@ async fn a_device_enrolling_again_starts_clean() {
         ok(put_declaration(&s, passcode("p", 6)).await, "put").await;
         put_set(&s, "s", &["p"]).await;
         assign(&s, &dev.udid, "s").await;
-        sync(&s, &dev, &mut DdmClient::default()).await;
+        s.ddm_sync(&dev, &mut DdmClient::default()).await;
         assert_eq!(enrollment_view(&s, &dev.udid).await["sets"], json!(["s"]));
 
         s.enroll(&dev).await;
@@ -363,7 +340,7 @@ async fn a_device_enrolling_again_starts_clean() {
         assert!(view["last_status_at"].is_null());
         assert!(view["status_items"].as_object().unwrap().is_empty());
         let mut fresh = DdmClient::default();
-        let round = sync(&s, &dev, &mut fresh).await;
+        let round = s.ddm_sync(&dev, &mut fresh).await;
         assert!(!round.fetched.contains(&"p".to_string()));
 
         // CheckOut forgets too.
@@ -443,7 +420,7 @@ async fn malformed_requests_get_a_400_and_change_nothing() {
     each_database(|db| async move {
         let s = TestServer::start(db).await;
         let dev = enrolled(&s).await;
-        sync(&s, &dev, &mut DdmClient::default()).await;
+        s.ddm_sync(&dev, &mut DdmClient::default()).await;
         let before = s.snapshot().await;
         for (endpoint, data) in [
             ("status", Some(b"not json".to_vec())),
@@ -597,7 +574,7 @@ async fn hostile_status_reports_are_refused_without_a_5xx() {
         let s = TestServer::start(db).await;
         let dev = enrolled(&s).await;
         let mut client = DdmClient::default();
-        sync(&s, &dev, &mut client).await;
+        s.ddm_sync(&dev, &mut client).await;
         let good = client.status_report();
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes();
         let wide = format!(
@@ -618,7 +595,7 @@ async fn hostile_status_reports_are_refused_without_a_5xx() {
             let r = s.checkin(&dev, request(&dev.udid, "status", Some(body))).await;
             assert!(r.status == 200 || r.status == 400, "case {i}: {} {}", r.status, r.text());
         }
-        assert!(sync(&s, &dev, &mut client).await.up_to_date);
+        assert!(s.ddm_sync(&dev, &mut client).await.up_to_date);
         s.stop().await;
     })
     .await;

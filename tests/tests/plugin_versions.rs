@@ -11,7 +11,7 @@ use mdm_server::plugins::{EventScope, Hook, HookRun, MAX_TOKEN_BYTES};
 use mdm_server::storage::plugin_audit::{self, AuditFilter};
 use mdm_server::storage::testing;
 use mdm_tests::ddm::{self, DdmClient};
-use mdm_tests::device::{Device, Platform, ReceivedCommand};
+use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 use serde_json::{json, Value};
 
@@ -125,7 +125,7 @@ async fn a_0_1_component_keeps_running_beside_0_2_ones() {
         s.enqueue(&[&dev.udid], json!({"RequestType": "ProfileList"}))
             .await;
         loop {
-            let cmd = next_command(&s, &dev).await.expect("ProfileList");
+            let cmd = s.next_command(&dev).await.expect("ProfileList");
             if cmd.request_type == "ProfileList" {
                 break;
             }
@@ -408,29 +408,6 @@ async fn assigned_sets(s: &TestServer, id: &str) -> Value {
     s.get(&format!("/api/v1/ddm/enrollments/{id}")).await.json()["sets"].clone()
 }
 
-/// The device checks in, receives its next command and acknowledges it.
-async fn next_command(s: &TestServer, dev: &Device) -> Option<ReceivedCommand> {
-    let r = s.connect(dev, dev.idle(None)).await;
-    assert_eq!(r.status, 200, "idle: {}", r.text());
-    if r.body.is_empty() {
-        return None;
-    }
-    let cmd = ReceivedCommand::parse(&r.body).expect("command");
-    let ack = dev.report(None, "Acknowledged", &cmd.uuid, Default::default());
-    assert_eq!(s.connect(dev, ack).await.status, 200);
-    Some(cmd)
-}
-
-async fn sync(s: &TestServer, dev: &Device, client: &mut DdmClient) -> ddm::SyncRound {
-    client
-        .sync(&dev.udid, |body| async move {
-            let r = s.checkin(dev, body).await;
-            (r.status, r.body)
-        })
-        .await
-        .expect("sync")
-}
-
 #[tokio::test]
 async fn a_device_out_of_compliance_gets_the_remediation_set_until_it_complies() {
     each_database(|db| async move {
@@ -462,8 +439,8 @@ async fn a_device_out_of_compliance_gets_the_remediation_set_until_it_complies()
             status_items: json!({"passcode": {"is-compliant": true}}),
             ..Default::default()
         };
-        sync(&s, &dev, &mut client).await;
-        while next_command(&s, &dev).await.is_some() {}
+        s.ddm_sync(&dev, &mut client).await;
+        while s.next_command(&dev).await.is_some() {}
         // A first report of compliance: nothing to undo.
         assert_eq!(assigned_sets(&s, &dev.udid).await, json!([]));
         assert!(audit(&s, "compliance", "on-ddm-status").await.is_empty());
@@ -479,10 +456,10 @@ async fn a_device_out_of_compliance_gets_the_remediation_set_until_it_complies()
         assert_eq!((kind.as_str(), outcome.as_str()), ("assign-set", "applied"));
         assert_eq!(detail["changed"], true, "{detail}");
         assert_eq!(
-            next_command(&s, &dev).await.map(|c| c.request_type),
+            s.next_command(&dev).await.map(|c| c.request_type),
             Some("DeclarativeManagement".into())
         );
-        let round = sync(&s, &dev, &mut client).await;
+        let round = s.ddm_sync(&dev, &mut client).await;
         assert!(round.fetched.contains(&"com.example.strict".to_string()), "{round:?}");
 
         // The same report again changes nothing and asks nothing of the plugin.
@@ -495,8 +472,8 @@ async fn a_device_out_of_compliance_gets_the_remediation_set_until_it_complies()
         assert_eq!(assigned_sets(&s, &dev.udid).await, json!([]));
         let rows = audit(&s, "compliance", "on-ddm-status").await;
         assert_eq!((rows[1].0.as_str(), rows[1].1.as_str()), ("unassign-set", "applied"));
-        assert!(next_command(&s, &dev).await.is_some());
-        let round = sync(&s, &dev, &mut client).await;
+        assert!(s.next_command(&dev).await.is_some());
+        let round = s.ddm_sync(&dev, &mut client).await;
         assert!(round.dropped.contains(&"com.example.strict".to_string()), "{round:?}");
         s.stop().await;
     })

@@ -6,6 +6,7 @@ use crate::protocol::checkin::Authenticate;
 use crate::protocol::EnrollmentRef;
 use crate::storage::checkin_state::{self, ChannelSeen, ChannelState};
 use crate::storage::devices::{self, Device};
+use crate::storage::event_subject::{self, EventSubject};
 use crate::storage::{issued_certs, PointRead};
 use sea_orm::ConnectionTrait;
 
@@ -113,6 +114,17 @@ pub(super) fn identified<T>(
         return Err(CheckinError::IdentityMismatch(e.device_id.clone()));
     }
     Ok(found)
+}
+
+/// The sender as one point read finds it (device, its facts, the channel's TokenUpdate count), identity
+/// checked: for the event plugins hear and for the DeclarativeManagement and GetToken check-ins.
+pub(super) async fn sender<R: PointRead>(
+    r: &R,
+    fingerprint: &str,
+    e: &EnrollmentRef,
+) -> Result<EventSubject, CheckinError> {
+    let found = event_subject::load(r, &e.device_id, &e.id).await?;
+    identified(found, |s| s.identity_fingerprint.as_deref(), fingerprint, e)
 }
 
 /// The device must exist and present the certificate bound to it at Authenticate.

@@ -10,7 +10,6 @@ use crate::identity::DeviceCert;
 use crate::plugins::{self, convert, event, Hook, HookRun};
 use crate::protocol::ddm::StatusReport;
 use crate::protocol::{CheckinMessage, EnrollmentRef};
-use crate::storage::event_subject;
 
 impl CheckinService {
     pub(super) async fn declarative(
@@ -23,13 +22,7 @@ impl CheckinService {
         let endpoint = endpoint.ok_or_else(|| DdmError::BadRequest("no Endpoint".into()))?;
         let endpoint = Endpoint::parse(endpoint)?;
         let e = &msg.enrollment;
-        let found = event_subject::load(&self.storage.read(), &e.device_id, &e.id).await?;
-        let subject = authorize::identified(
-            found,
-            |s| s.identity_fingerprint.as_deref(),
-            cert.fingerprint(),
-            e,
-        )?;
+        let subject = authorize::sender(&self.storage.read(), cert.fingerprint(), e).await?;
         if subject.token_update_count.is_none() {
             return Err(CheckinError::UnknownEnrollment(e.id.clone()));
         }
@@ -108,13 +101,7 @@ impl CheckinService {
         token_service_type: Option<&str>,
     ) -> Result<MdmResponse, CheckinError> {
         let e = &msg.enrollment;
-        let found = event_subject::load(&self.storage.read(), &e.device_id, &e.id).await?;
-        authorize::identified(
-            found,
-            |s| s.identity_fingerprint.as_deref(),
-            cert.fingerprint(),
-            e,
-        )?;
+        authorize::sender(&self.storage.read(), cert.fingerprint(), e).await?;
         let service =
             token_service_type.ok_or(CheckinError::NoTokenProvider("no TokenServiceType"))?;
         let event_id = plugins::new_event_id();

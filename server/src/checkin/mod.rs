@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{self, Hook, HookRun, PluginHost};
 use crate::protocol::{CheckinMessage, CheckinPayload};
 use crate::storage::checkin::{self as store, TokenUpdateGuard};
-use crate::storage::{event_subject, Storage};
+use crate::storage::Storage;
 use fast_paths::LastSeen;
 use listeners::{scope_of, Hearing, Path};
 use std::sync::Arc;
@@ -131,13 +131,7 @@ impl CheckinService {
         // Plugins hear it: one point read off the writer for their event, identity checked. The commit
         // checks it again (a TokenUpdate's in its one UPDATE).
         let e = &msg.enrollment;
-        let found = event_subject::load(&self.storage.read(), &e.device_id, &e.id).await?;
-        let subject = authorize::identified(
-            found,
-            |s| s.identity_fingerprint.as_deref(),
-            cert.fingerprint(),
-            e,
-        )?;
+        let subject = authorize::sender(&self.storage.read(), cert.fingerprint(), e).await?;
         let seen_at = subject.last_seen_at;
         let listeners = hearing.listeners(listeners::is_first_token_update(&msg.payload, &subject));
         let event = listeners::checkin_event(&msg, subject, &event_id);

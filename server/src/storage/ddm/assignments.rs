@@ -4,7 +4,7 @@ use super::super::entities::ddm_assignment::{ActiveModel, Column, Entity};
 use super::super::entities::ddm_set_member::{self, Entity as Members};
 use super::super::queue::IDS_PER_STATEMENT;
 use super::super::StorageResult;
-use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::sea_query::{OnConflict, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -94,21 +94,25 @@ pub async fn enrollments_with_set<C: ConnectionTrait>(
         .await?)
 }
 
+/// The names of the sets holding a declaration, as a subquery.
+fn sets_holding(identifier: &str) -> SelectStatement {
+    Query::select()
+        .column(ddm_set_member::Column::SetName)
+        .from(Members)
+        .and_where(ddm_set_member::Column::Identifier.eq(identifier))
+        .to_owned()
+}
+
 /// The enrollments holding a declaration through any of their sets.
 pub async fn enrollments_holding<C: ConnectionTrait>(
     c: &C,
     identifier: &str,
 ) -> StorageResult<Vec<String>> {
-    let sets = Query::select()
-        .column(ddm_set_member::Column::SetName)
-        .from(Members)
-        .and_where(ddm_set_member::Column::Identifier.eq(identifier))
-        .to_owned();
     Ok(Entity::find()
         .select_only()
         .column(Column::EnrollmentId)
         .distinct()
-        .filter(Column::SetName.in_subquery(sets))
+        .filter(Column::SetName.in_subquery(sets_holding(identifier)))
         .order_by_asc(Column::EnrollmentId)
         .into_tuple()
         .all(c)
@@ -121,14 +125,9 @@ pub async fn holds<C: ConnectionTrait>(
     enrollment_id: &str,
     identifier: &str,
 ) -> StorageResult<bool> {
-    let sets = Query::select()
-        .column(ddm_set_member::Column::SetName)
-        .from(Members)
-        .and_where(ddm_set_member::Column::Identifier.eq(identifier))
-        .to_owned();
     Ok(Entity::find()
         .filter(Column::EnrollmentId.eq(enrollment_id))
-        .filter(Column::SetName.in_subquery(sets))
+        .filter(Column::SetName.in_subquery(sets_holding(identifier)))
         .one(c)
         .await?
         .is_some())
