@@ -478,6 +478,28 @@ async fn admin_changes_are_validated_scoped_and_audited() {
             .await;
         assert_eq!(r.status, 400, "{}", r.text());
 
+        // Sets and forced syncs are bounded before anything is looked up.
+        let many: Vec<String> = (0..10_001).map(|i| format!("d{i}")).collect();
+        let r = s
+            .api(
+                Method::PUT,
+                "/api/v1/ddm/sets/big",
+                Some(&s.admin_key),
+                Some(json!({"declarations": many})),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        let ids: Vec<String> = (0..1_001).map(|i| format!("D{i}")).collect();
+        let r = s
+            .api(
+                Method::PUT,
+                &format!("/api/v1/ddm/sync/{}", ids.join(",")),
+                Some(&s.admin_key),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+
         // Reads with devices:read, changes with ddm:write.
         let reader = s.key(&[Scope::DevicesRead]).await;
         let writer = s.key(&[Scope::DdmWrite]).await;
