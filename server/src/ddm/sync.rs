@@ -11,8 +11,9 @@ use super::effective::{builtin_items, Effective};
 use super::DdmError;
 use crate::protocol::ddm::{sync_tokens_data, DeclarationItem};
 use crate::protocol::CommandEnvelope;
-use crate::storage::ddm::{assignments, sets, status};
-use crate::storage::{enrollments, push, queue};
+use crate::storage::ddm::audience::{self, Member};
+use crate::storage::ddm::sets;
+use crate::storage::{push, queue};
 use plist::{Dictionary, Value};
 use sea_orm::ConnectionTrait;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,34 +43,18 @@ pub async fn announce<C: ConnectionTrait>(
     let mut ids = enrollment_ids.to_vec();
     ids.sort();
     ids.dedup();
-    let enabled: Vec<String> = enrollments::eligibility(c, &ids)
-        .await?
-        .into_iter()
-        .filter_map(|(id, _, enabled)| enabled.then_some(id))
-        .collect();
+    let members = audience::members(c, &ids).await?;
     let mut synced = Synced {
-        skipped: ids.len() - enabled.len(),
+        skipped: ids.len() - members.len(),
         ..Synced::default()
     };
-    let tokens = tokens_of(c, &enabled).await?;
-    let announced = if force {
-        HashMap::new()
-    } else {
-        status::announced(c, &enabled).await?
-    };
-    let mut by_token: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for (id, token) in &tokens {
-        if announced.get(id).map(String::as_str) == Some(token.as_str()) {
-            synced.unchanged += 1;
-        } else {
-            by_token.entry(token.as_str()).or_default().push(id.clone());
+    for (token, to) in due(c, members, force).await? {
+        if !to.is_empty() {
+            queue_sync(c, &to, &token, now).await?;
+            synced.queued += to.len();
         }
     }
-    for (token, ids) in by_token {
-        queue_sync(c, &ids, token, now).await?;
-        status::set_announced(c, &ids, token, now).await?;
-        synced.queued += ids.len();
-    }
+    synced.unchanged = ids.len() - synced.skipped - synced.queued;
     if synced.queued > 0 {
         tracing::info!(
             queued = synced.queued,
@@ -80,52 +65,45 @@ pub async fn announce<C: ConnectionTrait>(
     Ok(synced)
 }
 
-/// Each enrollment's DeclarationsToken, computed once per combination of assigned sets.
-async fn tokens_of<C: ConnectionTrait>(
+/// The enrollments owed a sync, by the DeclarationsToken to announce to them: each one's token, computed
+/// once per combination of sets, unless it is the token last announced to it (and not `force`).
+async fn due<C: ConnectionTrait>(
     c: &C,
-    ids: &[String],
-) -> Result<Vec<(String, String)>, DdmError> {
+    members: Vec<Member>,
+    force: bool,
+) -> Result<BTreeMap<String, Vec<String>>, DdmError> {
     let builtins = builtin_items(c).await?;
-    let mut sets_of: BTreeMap<String, BTreeSet<String>> =
-        ids.iter().map(|id| (id.clone(), BTreeSet::new())).collect();
-    for (id, set) in assignments::of_enrollments(c, ids).await? {
-        sets_of.entry(id).or_default().insert(set);
-    }
-    let all_sets: Vec<String> = sets_of
-        .values()
-        .flatten()
-        .cloned()
+    let all_sets: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.sets.iter().cloned())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut members: HashMap<String, Vec<DeclarationItem>> = HashMap::new();
+    let mut items: HashMap<String, Vec<DeclarationItem>> = HashMap::new();
     for m in sets::declarations_of(c, &all_sets).await? {
-        members
-            .entry(m.set_name)
-            .or_default()
-            .push(DeclarationItem {
-                category: m.category,
-                identifier: m.identifier,
-                server_token: m.server_token,
-            });
+        items.entry(m.set_name).or_default().push(DeclarationItem {
+            category: m.category,
+            identifier: m.identifier,
+            server_token: m.server_token,
+        });
     }
-    let mut per_combination: HashMap<&BTreeSet<String>, String> = HashMap::new();
-    let mut out = Vec::with_capacity(sets_of.len());
-    for (id, sets) in &sets_of {
-        let token = per_combination
-            .entry(sets)
-            .or_insert_with(|| {
-                let assigned = sets.iter().flat_map(|s| members.get(s)).flatten().cloned();
-                Effective::of(builtins.iter().cloned().chain(assigned)).token
-            })
-            .clone();
-        out.push((id.clone(), token));
+    let mut token_of: HashMap<Vec<String>, String> = HashMap::new();
+    let mut due: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in members {
+        let token = token_of.entry(m.sets).or_insert_with_key(|sets| {
+            let assigned = sets.iter().flat_map(|s| items.get(s)).flatten().cloned();
+            Effective::of(builtins.iter().cloned().chain(assigned)).token
+        });
+        let ids = due.entry(token.clone()).or_default();
+        if force || m.announced_token.as_ref() != Some(token) {
+            ids.push(m.enrollment_id);
+        }
     }
-    Ok(out)
+    Ok(due)
 }
 
 /// One DeclarativeManagement command carrying `token`, queued to `ids` in place of any sync still waiting
-/// for them, with a push owed.
+/// for them, with a push owed and the token recorded as announced to them.
 async fn queue_sync<C: ConnectionTrait>(
     c: &C,
     ids: &[String],
@@ -145,5 +123,6 @@ async fn queue_sync<C: ConnectionTrait>(
     queue::insert_command(c, &env, 0, SOURCE, None, now).await?;
     queue::enqueue(c, &env.uuid, 0, None, ids, now).await?;
     push::due_for_command(c, &env.uuid, now).await?;
+    audience::record_announced(c, &env.uuid, token, now).await?;
     Ok(())
 }

@@ -528,10 +528,15 @@ pub async fn withdraw_undelivered<C: ConnectionTrait>(
     source: &str,
 ) -> StorageResult<u64> {
     use sea_orm::sea_query::Query;
+    // Correlated, so only these channels' few waiting rows are looked up in `commands` (by its key), never
+    // every command the source ever queued.
     let from_source = Query::select()
-        .column(command::Column::Uuid)
+        .expr(Expr::val(1))
         .from(Commands)
-        .and_where(Expr::col(command::Column::Source).eq(source))
+        .and_where(
+            Expr::col((Commands, command::Column::Uuid)).equals((Queue, Column::CommandUuid)),
+        )
+        .and_where(Expr::col((Commands, command::Column::Source)).eq(source))
         .to_owned();
     let mut withdrawn = 0;
     for chunk in enrollment_ids.chunks(IDS_PER_STATEMENT) {
@@ -539,7 +544,7 @@ pub async fn withdraw_undelivered<C: ConnectionTrait>(
             .filter(Column::EnrollmentId.is_in(chunk.iter().map(String::as_str)))
             .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
             .filter(Column::DeliveredAt.is_null())
-            .filter(Column::CommandUuid.in_subquery(from_source.clone()))
+            .filter(Expr::exists(from_source.clone()))
             .exec(c)
             .await?
             .rows_affected;

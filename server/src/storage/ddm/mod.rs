@@ -3,6 +3,7 @@
 //! or a transaction's connection, so a change and the sync it causes commit together (see `crate::ddm`).
 
 pub mod assignments;
+pub mod audience;
 pub mod declarations;
 pub mod sets;
 pub mod status;

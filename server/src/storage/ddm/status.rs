@@ -13,7 +13,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 pub use super::super::entities::ddm_declaration_status::Model as ReportedDeclaration;
 pub use super::super::entities::ddm_enrollment::Model as SyncState;
@@ -29,26 +29,6 @@ pub async fn sync_state<C: ConnectionTrait>(
     enrollment_id: &str,
 ) -> StorageResult<Option<SyncState>> {
     Ok(States::find_by_id(enrollment_id.to_string()).one(c).await?)
-}
-
-/// The DeclarationsToken last announced to each of these enrollments (absent: none yet).
-pub async fn announced<C: ConnectionTrait>(
-    c: &C,
-    enrollment_ids: &[String],
-) -> StorageResult<HashMap<String, String>> {
-    let mut out = HashMap::new();
-    for chunk in enrollment_ids.chunks(IDS_PER_STATEMENT) {
-        let rows: Vec<(String, Option<String>)> = States::find()
-            .select_only()
-            .column(state::Column::EnrollmentId)
-            .column(state::Column::AnnouncedToken)
-            .filter(state::Column::EnrollmentId.is_in(chunk.iter().cloned()))
-            .into_tuple()
-            .all(c)
-            .await?;
-        out.extend(rows.into_iter().filter_map(|(id, t)| Some((id, t?))));
-    }
-    Ok(out)
 }
 
 /// Every enrollment with a sync state: those that take part in DDM.
@@ -71,30 +51,6 @@ fn blank_state(enrollment_id: &str) -> state::ActiveModel {
         synced_at: Set(None),
         status_at: Set(None),
     }
-}
-
-/// Record that `token` was announced (a sync queued) to these enrollments.
-pub async fn set_announced<C: ConnectionTrait>(
-    c: &C,
-    enrollment_ids: &[String],
-    token: &str,
-    now: i64,
-) -> StorageResult<()> {
-    for chunk in enrollment_ids.chunks(ROWS_PER_INSERT) {
-        States::insert_many(chunk.iter().map(|id| state::ActiveModel {
-            announced_token: Set(Some(token.to_string())),
-            announced_at: Set(Some(now)),
-            ..blank_state(id)
-        }))
-        .on_conflict(
-            OnConflict::column(state::Column::EnrollmentId)
-                .update_columns([state::Column::AnnouncedToken, state::Column::AnnouncedAt])
-                .to_owned(),
-        )
-        .exec_without_returning(c)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Record that the device fetched its tokens or manifest at `token`. What it was told is now what was

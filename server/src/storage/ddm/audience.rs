@@ -1,0 +1,225 @@
+//! What a sync reads and writes of many enrollments at once: which of them can be told anything, with
+//! their sets and the DeclarationsToken last announced to them (one joined read per chunk of ids, not one
+//! per question), and the new tokens recorded from the queue rows the sync just wrote (one statement).
+
+use super::super::entities::ddm_assignment::{self as assignment, Entity as Assignments};
+use super::super::entities::ddm_enrollment::{self as state, Entity as States};
+use super::super::entities::enrollment::{self, Entity as Enrollments};
+use super::super::entities::queue_item::{self, Entity as Queue};
+use super::super::queue::IDS_PER_STATEMENT;
+use super::super::{StorageError, StorageResult};
+use sea_orm::sea_query::{Expr, ExprTrait, JoinType, OnConflict, Order, Query};
+use sea_orm::ConnectionTrait;
+use std::collections::BTreeMap;
+
+/// An enabled enrollment a sync may be queued to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub enrollment_id: String,
+    /// Its assigned sets, by name.
+    pub sets: Vec<String>,
+    /// The DeclarationsToken last announced to it (None: never).
+    pub announced_token: Option<String>,
+}
+
+/// The enabled enrollments among `ids`, in id order. Unknown ids, and channels not enabled (checked out,
+/// or not yet through TokenUpdate), are left out.
+pub async fn members<C: ConnectionTrait>(c: &C, ids: &[String]) -> StorageResult<Vec<Member>> {
+    let mut out: BTreeMap<String, Member> = BTreeMap::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let q = Query::select()
+            .column((Enrollments, enrollment::Column::Id))
+            .column((States, state::Column::AnnouncedToken))
+            .column((Assignments, assignment::Column::SetName))
+            .from(Enrollments)
+            .join(
+                JoinType::LeftJoin,
+                States,
+                Expr::col((States, state::Column::EnrollmentId))
+                    .equals((Enrollments, enrollment::Column::Id)),
+            )
+            .join(
+                JoinType::LeftJoin,
+                Assignments,
+                Expr::col((Assignments, assignment::Column::EnrollmentId))
+                    .equals((Enrollments, enrollment::Column::Id)),
+            )
+            .and_where(
+                Expr::col((Enrollments, enrollment::Column::Id))
+                    .is_in(chunk.iter().map(String::as_str)),
+            )
+            .and_where(Expr::col((Enrollments, enrollment::Column::Enabled)).eq(true))
+            .to_owned();
+        for row in c.query_all(&q).await? {
+            let id: String = row.try_get_by_index(0)?;
+            let announced_token: Option<String> = row.try_get_by_index(1)?;
+            let set: Option<String> = row.try_get_by_index(2)?;
+            let m = out.entry(id.clone()).or_insert_with(|| Member {
+                enrollment_id: id,
+                sets: Vec::new(),
+                announced_token,
+            });
+            m.sets.extend(set);
+        }
+    }
+    Ok(out
+        .into_values()
+        .map(|mut m| {
+            m.sets.sort();
+            m
+        })
+        .collect())
+}
+
+/// Record that `token` was announced to every enrollment the command `command_uuid` is queued to: one
+/// `INSERT … SELECT` from its queue rows, whatever their number.
+pub async fn record_announced<C: ConnectionTrait>(
+    c: &C,
+    command_uuid: &str,
+    token: &str,
+    now: i64,
+) -> StorageResult<()> {
+    let rows = Query::select()
+        .column(queue_item::Column::EnrollmentId)
+        .expr(Expr::val(token))
+        .expr(Expr::val(now))
+        .from(Queue)
+        .and_where(Expr::col(queue_item::Column::CommandUuid).eq(command_uuid))
+        .order_by(queue_item::Column::EnrollmentId, Order::Asc)
+        .to_owned();
+    let insert = Query::insert()
+        .into_table(States)
+        .columns([
+            state::Column::EnrollmentId,
+            state::Column::AnnouncedToken,
+            state::Column::AnnouncedAt,
+        ])
+        .select_from(rows)
+        .map_err(|e| StorageError::Corrupt(format!("announced statement: {e}")))?
+        .on_conflict(
+            OnConflict::column(state::Column::EnrollmentId)
+                .update_columns([state::Column::AnnouncedToken, state::Column::AnnouncedAt])
+                .to_owned(),
+        )
+        .to_owned();
+    c.execute(&insert).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::CommandEnvelope;
+    use crate::storage::ddm::{assignments, status};
+    use crate::storage::devices::{self, AuthenticateFacts};
+    use crate::storage::enrollments::{self, TokenUpdateFacts};
+    use crate::storage::queue;
+    use crate::storage::testing::{device_channel, test_databases};
+
+    async fn enrolled<C: ConnectionTrait>(c: &C, id: &str, enabled: bool) {
+        let facts = AuthenticateFacts {
+            identity_fingerprint: format!("fp-{id}"),
+            ..Default::default()
+        };
+        devices::upsert_authenticated(c, id, facts, 10)
+            .await
+            .unwrap();
+        let channel = device_channel(id);
+        enrollments::ensure_device_channel(c, &channel, 10)
+            .await
+            .unwrap();
+        if enabled {
+            let facts = TokenUpdateFacts {
+                topic: "com.apple.mgmt.X".into(),
+                push_magic: "magic".into(),
+                token: id.as_bytes().to_vec(),
+                awaiting_configuration: Some(false),
+                raw: b"<plist/>".to_vec(),
+            };
+            enrollments::apply_token_update(c, &channel, facts, 20, None)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// One read answers, for enabled channels only, each one's sets (sorted) and its announced token;
+    /// unknown and not-yet-enabled ids are left out.
+    #[tokio::test]
+    async fn members_are_the_enabled_channels_with_their_sets_and_announced_token() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            enrolled(db, "A", true).await;
+            enrolled(db, "B", true).await;
+            enrolled(db, "OFF", false).await;
+            for (id, set) in [("A", "s2"), ("A", "s1"), ("OFF", "s1")] {
+                assignments::assign(db, id, set, 30).await.unwrap();
+            }
+            status::set_synced(&s, "B", "tok-b", 40).await.unwrap();
+            let ids = ["A", "B", "OFF", "NOBODY"].map(String::from);
+            let members = members(db, &ids).await.unwrap();
+            assert_eq!(
+                members,
+                vec![
+                    Member {
+                        enrollment_id: "A".into(),
+                        sets: vec!["s1".into(), "s2".into()],
+                        announced_token: None,
+                    },
+                    Member {
+                        enrollment_id: "B".into(),
+                        sets: vec![],
+                        announced_token: Some("tok-b".into()),
+                    },
+                ],
+                "{}",
+                tdb.label
+            );
+        }
+    }
+
+    /// The announced token is recorded for exactly the channels the command is queued to, creating their
+    /// sync state or updating it without touching what the device last synced.
+    #[tokio::test]
+    async fn the_announced_token_is_recorded_from_the_commands_queue_rows() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            for id in ["A", "B", "C"] {
+                enrolled(db, id, true).await;
+            }
+            status::set_synced(&s, "B", "old", 40).await.unwrap();
+            let mut command = plist::Dictionary::new();
+            command.insert("RequestType".into(), "DeclarativeManagement".into());
+            let env = CommandEnvelope::new("CMD-1".into(), command).unwrap();
+            queue::insert_command(db, &env, 0, "ddm", None, 50)
+                .await
+                .unwrap();
+            let to = ["A", "B"].map(String::from);
+            queue::enqueue(db, "CMD-1", 0, None, &to, 50).await.unwrap();
+
+            record_announced(db, "CMD-1", "new", 60).await.unwrap();
+
+            let a = status::sync_state(db, "A").await.unwrap().unwrap();
+            assert_eq!(
+                (a.announced_token.as_deref(), a.announced_at, a.synced_token),
+                (Some("new"), Some(60), None),
+                "{}",
+                tdb.label
+            );
+            let b = status::sync_state(db, "B").await.unwrap().unwrap();
+            assert_eq!(
+                (b.announced_token.as_deref(), b.synced_token.as_deref()),
+                (Some("new"), Some("old")),
+                "{}",
+                tdb.label
+            );
+            assert_eq!(
+                status::sync_state(db, "C").await.unwrap(),
+                None,
+                "{}",
+                tdb.label
+            );
+        }
+    }
+}
