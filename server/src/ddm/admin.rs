@@ -5,6 +5,7 @@ use super::sync::{self, Synced};
 use super::{assignments, check_set_name, DdmError, BUILTIN_PREFIX};
 use crate::protocol::ddm::Declaration;
 use crate::storage::audit_log::{self, NewEntry};
+use crate::storage::ddm::audience::Audience;
 use crate::storage::ddm::declarations::{self, Written};
 use crate::storage::ddm::{assignments as assigned, sets};
 use crate::storage::Storage;
@@ -31,8 +32,8 @@ pub async fn put_declaration(
                 let written = declarations::put(txn, &d, false, now).await?;
                 let synced = match written {
                     Written::Changed => {
-                        let holders = assigned::enrollments_holding(txn, &d.identifier).await?;
-                        sync::announce(txn, &holders, false, now).await?
+                        let holders = Audience::Holding(&d.identifier);
+                        sync::announce(txn, holders, false, now).await?
                     }
                     Written::Created | Written::Unchanged => Synced::default(),
                 };
@@ -74,7 +75,7 @@ pub async fn delete_declaration(
                 }
                 let holders = assigned::enrollments_holding(txn, &identifier).await?;
                 declarations::delete(txn, &identifier).await?;
-                let synced = sync::announce(txn, &holders, false, now).await?;
+                let synced = sync::announce(txn, Audience::Ids(&holders), false, now).await?;
                 let detail = json!({"force": force, "sets": holding, "synced": synced.queued});
                 audit(
                     txn,
@@ -115,8 +116,7 @@ pub async fn put_set(
                 let existed = sets::exists(txn, &name).await?;
                 let changed = sets::put(txn, &name, &wanted, now).await?;
                 let synced = if changed {
-                    let holders = assigned::enrollments_with_set(txn, &name).await?;
-                    sync::announce(txn, &holders, false, now).await?
+                    sync::announce(txn, Audience::WithSet(&name), false, now).await?
                 } else {
                     Synced::default()
                 };
@@ -146,7 +146,7 @@ pub async fn delete_set(
                 if !sets::delete(txn, &name).await? {
                     return Err(DdmError::UnknownSet(name));
                 }
-                let synced = sync::announce(txn, &holders, false, now).await?;
+                let synced = sync::announce(txn, Audience::Ids(&holders), false, now).await?;
                 let detail = json!({"enrollments": holders.len(), "synced": synced.queued});
                 audit(txn, now, actor, "ddm.set_deleted", &name, detail).await?;
                 Ok(synced)
@@ -197,7 +197,7 @@ pub async fn force_sync(
     storage
         .transaction(move |txn| {
             Box::pin(async move {
-                let synced = sync::announce(txn, &enrollment_ids, true, now).await?;
+                let synced = sync::announce(txn, Audience::Ids(&enrollment_ids), true, now).await?;
                 let detail = json!({"ids": enrollment_ids, "queued": synced.queued});
                 audit(txn, now, actor, "ddm.sync_forced", "", detail).await?;
                 Ok(synced)

@@ -2,6 +2,7 @@
 //! sync it causes, in the caller's transaction.
 
 use super::{check_set_name, sync, DdmError};
+use crate::storage::ddm::audience::Audience;
 use crate::storage::ddm::{assignments, sets};
 use crate::storage::enrollments;
 use sea_orm::ConnectionTrait;
@@ -16,7 +17,13 @@ pub async fn assign_set<C: ConnectionTrait>(
     known(c, enrollment_id, set_name).await?;
     let changed = assignments::assign(c, enrollment_id, set_name, now_ms).await?;
     if changed {
-        sync::announce(c, &[enrollment_id.to_string()], false, now_ms).await?;
+        sync::announce(
+            c,
+            Audience::Ids(&[enrollment_id.to_string()]),
+            false,
+            now_ms,
+        )
+        .await?;
     }
     Ok(changed)
 }
@@ -31,7 +38,13 @@ pub async fn unassign_set<C: ConnectionTrait>(
     known(c, enrollment_id, set_name).await?;
     let changed = assignments::unassign(c, enrollment_id, set_name).await?;
     if changed {
-        sync::announce(c, &[enrollment_id.to_string()], false, now_ms).await?;
+        sync::announce(
+            c,
+            Audience::Ids(&[enrollment_id.to_string()]),
+            false,
+            now_ms,
+        )
+        .await?;
     }
     Ok(changed)
 }

@@ -5,6 +5,7 @@
 use super::{sync, DdmError, BUILTIN_PREFIX};
 use crate::config::DdmConfig;
 use crate::protocol::ddm::Declaration;
+use crate::storage::ddm::audience::Audience;
 use crate::storage::ddm::declarations::Written;
 use crate::storage::ddm::{declarations, status};
 use crate::storage::Storage;
@@ -68,7 +69,7 @@ pub async fn install(storage: &Storage, config: &DdmConfig, now: i64) -> Result<
                     .is_empty();
                 if changed {
                     let everyone = status::enrollments(txn).await?;
-                    sync::announce(txn, &everyone, false, now).await?;
+                    sync::announce(txn, Audience::Ids(&everyone), false, now).await?;
                 }
                 Ok::<_, DdmError>(changed)
             })

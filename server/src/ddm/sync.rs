@@ -11,7 +11,7 @@ use super::effective::{builtin_items, Effective};
 use super::DdmError;
 use crate::protocol::ddm::{sync_tokens_data, DeclarationItem};
 use crate::protocol::CommandEnvelope;
-use crate::storage::ddm::audience::{self, Member};
+use crate::storage::ddm::audience::{self, Audience, Member};
 use crate::storage::ddm::sets;
 use crate::storage::{push, queue};
 use plist::{Dictionary, Value};
@@ -32,29 +32,46 @@ pub struct Synced {
     pub skipped: usize,
 }
 
-/// Announce to these enrollments what they should have now, if it changed since it was last announced
-/// (always, with `force`).
+/// Announce to an audience what its enrollments should have now, to each one whose DeclarationsToken
+/// changed since it was last announced (to every one, with `force`).
 pub async fn announce<C: ConnectionTrait>(
     c: &C,
-    enrollment_ids: &[String],
+    who: Audience<'_>,
     force: bool,
     now: i64,
 ) -> Result<Synced, DdmError> {
-    let mut ids = enrollment_ids.to_vec();
-    ids.sort();
-    ids.dedup();
-    let members = audience::members(c, &ids).await?;
+    let sorted: Vec<String>;
+    let who = match who {
+        Audience::Ids(given) => {
+            sorted = given
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            Audience::Ids(&sorted)
+        }
+        other => other,
+    };
+    let (members, not_enabled): (Vec<Member>, Vec<Member>) = audience::members(c, who)
+        .await?
+        .into_iter()
+        .partition(|m| m.enabled);
     let mut synced = Synced {
-        skipped: ids.len() - members.len(),
+        skipped: match who {
+            Audience::Ids(ids) => ids.len() - members.len(),
+            _ => not_enabled.len(),
+        },
         ..Synced::default()
     };
+    let considered = members.len();
     for (token, to) in due(c, members, force).await? {
         if !to.is_empty() {
             queue_sync(c, &to, &token, now).await?;
             synced.queued += to.len();
         }
     }
-    synced.unchanged = ids.len() - synced.skipped - synced.queued;
+    synced.unchanged = considered - synced.queued;
     if synced.queued > 0 {
         tracing::info!(
             queued = synced.queued,

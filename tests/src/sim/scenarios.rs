@@ -1544,33 +1544,31 @@ pub async fn ddm(common: &Common, p: &DdmParams) -> Result<Report, BoxError> {
             ),
         );
     }
-    ddm_fanout_breakdown(&mut report, &s.storage, ids[0].as_str().unwrap_or_default()).await?;
     report.violations_of(&s.fleet);
+    // Stopped first: its push worker, sending the pushes the edit owes, would hold the rows measured here.
     server.stop();
+    ddm_fanout_breakdown(&mut report, &s.storage, ids[0].as_str().unwrap_or_default()).await?;
     s.db.drop_schema().await;
     Ok(report)
 }
 
-/// The database side of that edit's fan-out, step by step on the simulator's own connection, in a
-/// transaction that is rolled back: find the declaration's holders, read what a sync needs of them, then
-/// the whole announcement again, forced (which withdraws the syncs the edit queued, as a second edit would).
+/// The database side of that edit's fan-out, on the simulator's own connection in a transaction that is
+/// rolled back: read the declaration's holders as a sync finds them, then the whole announcement again,
+/// forced (which withdraws the syncs the edit queued, as a second edit would, and queues new ones).
 async fn ddm_fanout_breakdown(
     report: &mut Report,
     storage: &mdm_server::storage::Storage,
     identifier: &str,
 ) -> Result<(), BoxError> {
-    use mdm_server::storage::ddm::{assignments, audience};
+    use mdm_server::storage::ddm::audience::{self, Audience};
     let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
     let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
     let txn = begin_writing(mdm_server::storage::testing::db(storage)).await?;
     let t = Instant::now();
-    let holders = assignments::enrollments_holding(&txn, identifier).await?;
-    report.figure("breakdown_find_holders_ms", ms(t));
+    audience::members(&txn, Audience::Holding(identifier)).await?;
+    report.figure("breakdown_read_holders_ms", ms(t));
     let t = Instant::now();
-    audience::members(&txn, &holders).await?;
-    report.figure("breakdown_read_members_ms", ms(t));
-    let t = Instant::now();
-    mdm_server::ddm::sync::announce(&txn, &holders, true, now).await?;
+    mdm_server::ddm::sync::announce(&txn, Audience::Holding(identifier), true, now).await?;
     report.figure("breakdown_forced_announce_ms", ms(t));
     txn.rollback().await?;
     Ok(())

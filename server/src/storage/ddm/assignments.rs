@@ -4,7 +4,7 @@ use super::super::entities::ddm_assignment::{ActiveModel, Column, Entity};
 use super::super::entities::ddm_set_member::{self, Entity as Members};
 use super::super::queue::IDS_PER_STATEMENT;
 use super::super::StorageResult;
-use sea_orm::sea_query::{OnConflict, Query, SelectStatement};
+use sea_orm::sea_query::{OnConflict, Order, Query, SelectStatement};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -84,14 +84,16 @@ pub async fn enrollments_with_set<C: ConnectionTrait>(
     c: &C,
     set_name: &str,
 ) -> StorageResult<Vec<String>> {
-    Ok(Entity::find()
-        .select_only()
+    enrollment_ids(c, with_set(set_name)).await
+}
+
+/// The enrollments a set is assigned to, as a subquery.
+pub(super) fn with_set(set_name: &str) -> SelectStatement {
+    Query::select()
         .column(Column::EnrollmentId)
-        .filter(Column::SetName.eq(set_name))
-        .order_by_asc(Column::EnrollmentId)
-        .into_tuple()
-        .all(c)
-        .await?)
+        .from(Entity)
+        .and_where(Column::SetName.eq(set_name))
+        .to_owned()
 }
 
 /// The names of the sets holding a declaration, as a subquery.
@@ -108,15 +110,30 @@ pub async fn enrollments_holding<C: ConnectionTrait>(
     c: &C,
     identifier: &str,
 ) -> StorageResult<Vec<String>> {
-    Ok(Entity::find()
-        .select_only()
-        .column(Column::EnrollmentId)
+    enrollment_ids(c, holding(identifier)).await
+}
+
+/// The enrollments holding a declaration through any of their sets, as a subquery.
+pub(super) fn holding(identifier: &str) -> SelectStatement {
+    Query::select()
         .distinct()
-        .filter(Column::SetName.in_subquery(sets_holding(identifier)))
-        .order_by_asc(Column::EnrollmentId)
-        .into_tuple()
-        .all(c)
-        .await?)
+        .column(Column::EnrollmentId)
+        .from(Entity)
+        .and_where(Column::SetName.in_subquery(sets_holding(identifier)))
+        .to_owned()
+}
+
+/// The enrollment ids a subquery of this table selects, in order.
+async fn enrollment_ids<C: ConnectionTrait>(
+    c: &C,
+    mut q: SelectStatement,
+) -> StorageResult<Vec<String>> {
+    q.order_by(Column::EnrollmentId, Order::Asc);
+    let mut ids = Vec::new();
+    for row in c.query_all(&q).await? {
+        ids.push(row.try_get_by_index(0)?);
+    }
+    Ok(ids)
 }
 
 /// Whether an enrollment holds a declaration through any of its sets.

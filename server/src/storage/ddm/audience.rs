@@ -1,6 +1,6 @@
-//! What a sync reads and writes of many enrollments at once: which of them can be told anything, with
-//! their sets and the DeclarationsToken last announced to them (one joined read per chunk of ids, not one
-//! per question), and the new tokens recorded from the queue rows the sync just wrote (one statement).
+//! What a sync reads and writes of many enrollments at once: its audience, each enrollment with whether
+//! it can be told anything, its sets and the DeclarationsToken last announced to it (one joined read, not
+//! one per question), and the new tokens recorded from the queue rows the sync just wrote (one statement).
 
 use super::super::entities::ddm_assignment::{self as assignment, Entity as Assignments};
 use super::super::entities::ddm_enrollment::{self as state, Entity as States};
@@ -8,58 +8,62 @@ use super::super::entities::enrollment::{self, Entity as Enrollments};
 use super::super::entities::queue_item::{self, Entity as Queue};
 use super::super::queue::IDS_PER_STATEMENT;
 use super::super::{StorageError, StorageResult};
-use sea_orm::sea_query::{Expr, ExprTrait, JoinType, OnConflict, Order, Query};
+use super::assignments;
+use sea_orm::sea_query::{
+    Expr, ExprTrait, JoinType, OnConflict, Order, Query, SelectStatement, SimpleExpr,
+};
 use sea_orm::ConnectionTrait;
 use std::collections::BTreeMap;
 
-/// An enabled enrollment a sync may be queued to.
+/// Whom a sync is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Audience<'a> {
+    /// These enrollments (sorted, without repeats).
+    Ids(&'a [String]),
+    /// The enrollments holding this declaration through any of their sets.
+    Holding(&'a str),
+    /// The enrollments this set is assigned to.
+    WithSet(&'a str),
+}
+
+/// An enrollment of an audience as a sync finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub enrollment_id: String,
+    /// A sync can be queued to it only if it is enabled (through TokenUpdate and not checked out).
+    pub enabled: bool,
     /// Its assigned sets, by name.
     pub sets: Vec<String>,
     /// The DeclarationsToken last announced to it (None: never).
     pub announced_token: Option<String>,
 }
 
-/// The enabled enrollments among `ids`, in id order. Unknown ids, and channels not enabled (checked out,
-/// or not yet through TokenUpdate), are left out.
-pub async fn members<C: ConnectionTrait>(c: &C, ids: &[String]) -> StorageResult<Vec<Member>> {
+/// The audience's enrollments that exist, in id order. An audience given by a declaration or a set is
+/// read in one statement, binding no ids; one given by ids, one statement per chunk of them.
+pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageResult<Vec<Member>> {
     let mut out: BTreeMap<String, Member> = BTreeMap::new();
-    for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        let q = Query::select()
-            .column((Enrollments, enrollment::Column::Id))
-            .column((States, state::Column::AnnouncedToken))
-            .column((Assignments, assignment::Column::SetName))
-            .from(Enrollments)
-            .join(
-                JoinType::LeftJoin,
-                States,
-                Expr::col((States, state::Column::EnrollmentId))
-                    .equals((Enrollments, enrollment::Column::Id)),
-            )
-            .join(
-                JoinType::LeftJoin,
-                Assignments,
-                Expr::col((Assignments, assignment::Column::EnrollmentId))
-                    .equals((Enrollments, enrollment::Column::Id)),
-            )
-            .and_where(
-                Expr::col((Enrollments, enrollment::Column::Id))
-                    .is_in(chunk.iter().map(String::as_str)),
-            )
-            .and_where(Expr::col((Enrollments, enrollment::Column::Enabled)).eq(true))
-            .to_owned();
-        for row in c.query_all(&q).await? {
+    let filters = match who {
+        Audience::Ids(ids) => ids
+            .chunks(IDS_PER_STATEMENT)
+            .map(|chunk| Expr::col(ENROLLMENT_ID).is_in(chunk.iter().map(String::as_str)))
+            .collect(),
+        Audience::Holding(identifier) => {
+            vec![Expr::col(ENROLLMENT_ID).in_subquery(assignments::holding(identifier))]
+        }
+        Audience::WithSet(name) => {
+            vec![Expr::col(ENROLLMENT_ID).in_subquery(assignments::with_set(name))]
+        }
+    };
+    for filter in filters {
+        for row in c.query_all(&members_query(filter)).await? {
             let id: String = row.try_get_by_index(0)?;
-            let announced_token: Option<String> = row.try_get_by_index(1)?;
-            let set: Option<String> = row.try_get_by_index(2)?;
-            let m = out.entry(id.clone()).or_insert_with(|| Member {
+            let m = out.entry(id.clone()).or_insert(Member {
                 enrollment_id: id,
+                enabled: row.try_get_by_index(1)?,
                 sets: Vec::new(),
-                announced_token,
+                announced_token: row.try_get_by_index(2)?,
             });
-            m.sets.extend(set);
+            m.sets.extend(row.try_get_by_index::<Option<String>>(3)?);
         }
     }
     Ok(out
@@ -69,6 +73,30 @@ pub async fn members<C: ConnectionTrait>(c: &C, ids: &[String]) -> StorageResult
             m
         })
         .collect())
+}
+
+const ENROLLMENT_ID: (Enrollments, enrollment::Column) = (Enrollments, enrollment::Column::Id);
+
+/// Each enrollment matching `filter` with its sync state and its assignments, one row per set.
+fn members_query(filter: SimpleExpr) -> SelectStatement {
+    Query::select()
+        .column(ENROLLMENT_ID)
+        .column((Enrollments, enrollment::Column::Enabled))
+        .column((States, state::Column::AnnouncedToken))
+        .column((Assignments, assignment::Column::SetName))
+        .from(Enrollments)
+        .join(
+            JoinType::LeftJoin,
+            States,
+            Expr::col((States, state::Column::EnrollmentId)).equals(ENROLLMENT_ID),
+        )
+        .join(
+            JoinType::LeftJoin,
+            Assignments,
+            Expr::col((Assignments, assignment::Column::EnrollmentId)).equals(ENROLLMENT_ID),
+        )
+        .and_where(filter)
+        .to_owned()
 }
 
 /// Record that `token` was announced to every enrollment the command `command_uuid` is queued to: one
@@ -110,7 +138,7 @@ pub async fn record_announced<C: ConnectionTrait>(
 mod tests {
     use super::*;
     use crate::protocol::CommandEnvelope;
-    use crate::storage::ddm::{assignments, status};
+    use crate::storage::ddm::{assignments, sets, status};
     use crate::storage::devices::{self, AuthenticateFacts};
     use crate::storage::enrollments::{self, TokenUpdateFacts};
     use crate::storage::queue;
@@ -142,8 +170,8 @@ mod tests {
         }
     }
 
-    /// One read answers, for enabled channels only, each one's sets (sorted) and its announced token;
-    /// unknown and not-yet-enabled ids are left out.
+    /// One read answers, for each channel that exists, whether it is enabled, its sets (sorted) and its
+    /// announced token; an audience given by a set or a declaration finds the same as one given by ids.
     #[tokio::test]
     async fn members_are_the_enabled_channels_with_their_sets_and_announced_token() {
         for tdb in test_databases().await {
@@ -156,22 +184,43 @@ mod tests {
                 assignments::assign(db, id, set, 30).await.unwrap();
             }
             status::set_synced(&s, "B", "tok-b", 40).await.unwrap();
-            let ids = ["A", "B", "OFF", "NOBODY"].map(String::from);
-            let members = members(db, &ids).await.unwrap();
+            let ids = ["A", "B", "NOBODY", "OFF"].map(String::from);
+            let found = members(db, Audience::Ids(&ids)).await.unwrap();
             assert_eq!(
-                members,
+                found,
                 vec![
                     Member {
                         enrollment_id: "A".into(),
+                        enabled: true,
                         sets: vec!["s1".into(), "s2".into()],
                         announced_token: None,
                     },
                     Member {
                         enrollment_id: "B".into(),
+                        enabled: true,
                         sets: vec![],
                         announced_token: Some("tok-b".into()),
                     },
+                    Member {
+                        enrollment_id: "OFF".into(),
+                        enabled: false,
+                        sets: vec!["s1".into()],
+                        announced_token: None,
+                    },
                 ],
+                "{}",
+                tdb.label
+            );
+            sets::put(db, "s1", &["d1".to_string()], 30).await.unwrap();
+            let ids = |who| async move {
+                let m = members(db, who).await.unwrap();
+                m.into_iter().map(|m| m.enrollment_id).collect::<Vec<_>>()
+            };
+            let s1 = vec!["A".to_string(), "OFF".to_string()];
+            assert_eq!(ids(Audience::WithSet("s1")).await, s1, "{}", tdb.label);
+            assert_eq!(ids(Audience::Holding("d1")).await, s1, "{}", tdb.label);
+            assert!(
+                ids(Audience::Holding("d2")).await.is_empty(),
                 "{}",
                 tdb.label
             );
