@@ -404,6 +404,39 @@ mod tests {
         }
     }
 
+    /// Rules on times change with nothing reported: the periodic evaluation moves devices as time passes.
+    #[tokio::test]
+    async fn time_rules_follow_the_clock_on_evaluation() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = db_for_tests(&s);
+            authenticated_device(db, "D1", "fp1", phone("17.0"), 1_000)
+                .await
+                .unwrap();
+            let recent = dynamic(
+                &s,
+                "recent",
+                json!({"fact": "last_seen_at", "op": "within", "value": 60}),
+            )
+            .await;
+            let changes = crate::groups::evaluate(&s, None, 61_000).await.unwrap();
+            assert_eq!(changes.len(), 1, "{}", tdb.label);
+            assert_eq!(in_group(&s, recent).await, ["D1"]);
+            let changes = crate::groups::evaluate(&s, None, 61_001).await.unwrap();
+            assert_eq!(
+                changes,
+                [Change {
+                    group_id: recent,
+                    device_id: "D1".into(),
+                    joined: false
+                }],
+                "{}",
+                tdb.label
+            );
+            tdb.cleanup().await;
+        }
+    }
+
     /// A rule on DDM status items reads the device channel's latest reported values.
     #[tokio::test]
     async fn status_items_are_facts() {
