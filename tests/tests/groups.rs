@@ -94,13 +94,13 @@ async fn groups_are_created_read_changed_and_deleted_and_bad_input_changes_nothi
         let macs = create(&s, json!({"name": "Macs", "rule": {"fact": "platform", "op": "eq", "value": "macOS"}})).await;
         let macs_id = macs["id"].as_i64().unwrap();
         assert_eq!(macs["changes"]["joined"], 1);
-        assert_eq!(members(&s, macs_id).await, [b.udid.clone()]);
+        assert_eq!(members(&s, macs_id).await, std::slice::from_ref(&b.udid));
 
         let r = patch(&s, id, json!({"name": "Lab 2", "add": [b.udid], "remove": [a.udid]})).await;
         let g = ok(r, 200, "patch");
         assert_eq!((g["name"].as_str(), g["members"].as_u64()), (Some("Lab 2"), Some(1)));
         assert_eq!((g["changes"]["joined"].as_u64(), g["changes"]["left"].as_u64()), (Some(1), Some(1)));
-        assert_eq!(members(&s, id).await, [b.udid.clone()]);
+        assert_eq!(members(&s, id).await, std::slice::from_ref(&b.udid));
         let list = ok(s.get("/api/v1/groups?limit=1").await, 200, "list");
         assert_eq!(list["groups"].as_array().unwrap().len(), 1);
         assert_eq!(list["next_cursor"], id);
@@ -195,7 +195,7 @@ async fn a_device_moves_between_dynamic_groups_as_its_os_version_changes() {
 
         // No admin action: the device's own answer moves it (17.10 is newer than 17.9, as a version).
         report_os(&s, &phone, "17.10").await;
-        assert_eq!(members(&s, current).await, [phone.udid.clone()]);
+        assert_eq!(members(&s, current).await, std::slice::from_ref(&phone.udid));
         assert!(!members(&s, old).await.contains(&phone.udid));
         report_os(&s, &phone, "17.9").await;
         assert!(members(&s, current).await.is_empty());
@@ -225,7 +225,7 @@ async fn attributes_and_ddm_status_items_are_facts_too() {
             .await["id"].as_i64().unwrap();
         // The plugin tags the device as it enrolls: it joins in that check-in.
         let dev = enrolled(&s, Platform::Ios).await;
-        assert_eq!(members(&s, tagged).await, [dev.udid.clone()]);
+        assert_eq!(members(&s, tagged).await, std::slice::from_ref(&dev.udid));
         let list = ok(s.get("/api/v1/devices?attribute=hostile=was%20here").await, 200, "by attribute");
         assert_eq!(list["devices"].as_array().unwrap().len(), 1);
         let list = ok(s.get("/api/v1/devices?attribute=hostile=other").await, 200, "by attribute");
