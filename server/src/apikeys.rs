@@ -24,17 +24,21 @@ pub enum Scope {
     /// Declarations, sets and their assignments (Declarative Device Management).
     #[serde(rename = "ddm:write")]
     DdmWrite,
+    /// Device groups and their static members.
+    #[serde(rename = "groups:write")]
+    GroupsWrite,
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::DevicesRead,
         Scope::CommandsRead,
         Scope::CommandsWrite,
         Scope::Enroll,
         Scope::DdmWrite,
+        Scope::GroupsWrite,
         Scope::Admin,
     ];
 
@@ -45,6 +49,7 @@ impl Scope {
             Scope::CommandsWrite => "commands:write",
             Scope::Enroll => "enroll",
             Scope::DdmWrite => "ddm:write",
+            Scope::GroupsWrite => "groups:write",
             Scope::Admin => "admin",
         }
     }

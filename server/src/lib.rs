@@ -12,6 +12,7 @@ pub mod ddm;
 pub mod enroll;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod groups;
 pub mod http;
 pub mod identity;
 pub mod jobs;

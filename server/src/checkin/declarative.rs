@@ -81,6 +81,11 @@ impl CheckinService {
             .transaction(move |txn| {
                 Box::pin(async move {
                     device::record(txn, &e.id, &report, now).await?;
+                    // Status items are facts of the device (on its device channel) that rules read.
+                    let items_changed = report.full || !report.items.is_empty();
+                    if items_changed && !e.kind.is_user_channel() {
+                        crate::storage::groups::refresh_device(txn, &e.device_id, now).await?;
+                    }
                     let hook = Hook::OnDdmStatus.as_str();
                     let events = plugins
                         .apply(txn, run, hook, scope_of(&e, &event_id), now)

@@ -310,6 +310,7 @@ impl EnrollService {
             let outcome = queue
                 .enqueue(EnqueueRequest {
                     ids: vec![d.id.clone()],
+                    groups: Vec::new(),
                     command: CommandSpec::Typed(TypedCommand::InstallProfile {
                         payload: base64::engine::general_purpose::STANDARD.encode(&signed),
                     }),

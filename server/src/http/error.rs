@@ -199,6 +199,8 @@ pub enum ApiError {
     Push(#[from] crate::push::service::PushServiceError),
     #[error(transparent)]
     Ddm(#[from] crate::ddm::DdmError),
+    #[error(transparent)]
+    Group(#[from] crate::groups::admin::GroupError),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -220,6 +222,9 @@ impl ApiError {
             ApiError::Queue(q) => match q {
                 QueueError::NotFound(_) => (S::NOT_FOUND, "not_found"),
                 QueueError::Storage(s) => storage_code(s),
+                QueueError::UnknownGroups(_) | QueueError::TooManyGroups(_) => {
+                    (S::BAD_REQUEST, "bad_request")
+                }
                 QueueError::NoIds
                 | QueueError::TooManyIds(_)
                 | QueueError::RawCommand(_)
@@ -242,6 +247,7 @@ impl ApiError {
                 crate::plugins::admin::PluginError::Storage(s) => storage_code(s),
             },
             ApiError::Ddm(d) => ddm_code(d),
+            ApiError::Group(g) => group_code(g),
         }
     }
 }
@@ -258,6 +264,17 @@ fn ddm_code(d: &crate::ddm::DdmError) -> (StatusCode, &'static str) {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         D::Storage(s) => storage_code(s),
+    }
+}
+
+fn group_code(g: &crate::groups::admin::GroupError) -> (StatusCode, &'static str) {
+    use crate::groups::admin::GroupError as G;
+    match g {
+        G::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        G::Rule(_) => (StatusCode::BAD_REQUEST, "invalid_rule"),
+        G::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        G::TooManyGroups => (StatusCode::CONFLICT, "too_many_groups"),
+        G::Storage(s) => storage_code(s),
     }
 }
 

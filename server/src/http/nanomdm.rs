@@ -164,6 +164,7 @@ async fn enqueue(
         .queue
         .enqueue(EnqueueRequest {
             ids,
+            groups: Vec::new(),
             command: CommandSpec::Raw(body.to_vec()),
             priority: 0,
             ttl_seconds: None,

@@ -1,14 +1,15 @@
 //! The OpenAPI document, generated from the handlers' annotations and served at `/api/openapi.json`.
 
-use super::api::{commands, ddm, devices, enrollment, keys, plugins, push};
+use super::api::{commands, ddm, devices, enrollment, groups, keys, plugins, push};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "mdm-server admin API", description = "Devices, commands, declarative management and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
+    info(title = "mdm-server admin API", description = "Devices, groups, commands, declarative management and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
     paths(
         devices::list, devices::get, devices::allow_reenrollment,
+        groups::create, groups::list, groups::get, groups::update, groups::delete, groups::devices,
         commands::enqueue, commands::status, commands::result, commands::queue, commands::clear, commands::cancel,
         keys::create, keys::list, keys::revoke,
         plugins::upload, plugins::list, plugins::get, plugins::update, plugins::set_config, plugins::delete, plugins::audit,
@@ -21,7 +22,7 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
-    tags((name = "devices"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"), (name = "ddm"))
+    tags((name = "devices"), (name = "groups"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"), (name = "ddm"))
 )]
 pub struct ApiDoc;
 

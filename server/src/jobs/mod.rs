@@ -4,6 +4,7 @@
 //! A new background job is a file here with a `spawn` taking its services, started from [`spawn_all`].
 
 mod audit_sealer;
+mod groups;
 pub mod housekeeping;
 mod identity_renewal;
 mod plugins;
@@ -38,10 +39,12 @@ pub fn spawn_all(s: Services, config: &Config) {
     let housekeeping_every = Duration::from_secs(config.housekeeping_interval_secs);
     housekeeping::spawn(
         s.storage.clone(),
-        s.clock,
+        s.clock.clone(),
         config.retention_days,
         housekeeping_every,
     );
+    // Rules on times are as current as this period (housekeeping's: 5 minutes by default).
+    groups::spawn(s.storage.clone(), s.clock.clone(), housekeeping_every);
     identity_renewal::spawn(s.enroll, s.queue, housekeeping_every);
     audit_sealer::spawn(s.storage);
     if config.push.worker {

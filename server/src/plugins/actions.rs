@@ -250,6 +250,7 @@ async fn perform<C: ConnectionTrait>(
             };
             let req = EnqueueRequest {
                 ids: e.enrollment_ids,
+                groups: Vec::new(),
                 command,
                 priority: e.priority,
                 ttl_seconds: e.ttl_seconds.map(u64::from),
@@ -318,11 +319,16 @@ async fn perform<C: ConnectionTrait>(
                 "rejected"
             } else {
                 attributes::set(c, &s.device_id, &s.key, &s.value, plugin, ctx.now).await?;
+                crate::storage::groups::refresh_device(c, &s.device_id, ctx.now).await?;
                 "applied"
             }
         }
         Action::ClearAttribute(k) => {
-            desc["existed"] = json!(attributes::clear(c, &k.device_id, &k.key).await?);
+            let existed = attributes::clear(c, &k.device_id, &k.key).await?;
+            if existed {
+                crate::storage::groups::refresh_device(c, &k.device_id, ctx.now).await?;
+            }
+            desc["existed"] = json!(existed);
             "applied"
         }
         Action::Emit(e) => {

@@ -52,6 +52,8 @@ pub async fn authenticate<C: ConnectionTrait>(
         super::ddm::forget_enrollments(c, &channels).await?;
         queue::cancel_pending(c, &channels, None, now).await?
     };
+    // After the facts are stored and any reported status forgotten: the groups see what is now known.
+    super::groups::refresh_device(c, &e.device_id, now).await?;
     let detail = serde_json::json!({
         "serial_number": serial_number,
         "identity_fingerprint": fingerprint,
@@ -141,7 +143,7 @@ pub struct CommandResult<'a> {
 }
 
 /// Record a result against its pending command. An acknowledged DeviceInformation refreshes what is known
-/// of the device. Unknown and repeated results change nothing (the outcome says which).
+/// of the device, and so its dynamic groups. Unknown and repeated results change nothing (the outcome says which).
 pub async fn command_result<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
@@ -158,6 +160,7 @@ pub async fn command_result<C: ConnectionTrait>(
             .is_some_and(|cmd| cmd.request_type == "DeviceInformation");
         if is_device_information {
             devices::update_facts(c, &e.device_id, facts, now).await?;
+            super::groups::refresh_device(c, &e.device_id, now).await?;
         }
     }
     Ok(outcome)

@@ -265,6 +265,25 @@ pub async fn update_facts<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Which of `ids` are stored devices.
+pub async fn existing<C: ConnectionTrait>(
+    c: &C,
+    ids: &[String],
+) -> StorageResult<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in ids.chunks(super::queue::IDS_PER_STATEMENT) {
+        let found: Vec<String> = Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::Id.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple()
+            .all(c)
+            .await?;
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 pub async fn touch<C: ConnectionTrait>(c: &C, id: &str, now: i64) -> StorageResult<()> {
     Entity::update_many()
         .col_expr(Column::LastSeenAt, Expr::value(now))
@@ -327,6 +346,10 @@ pub struct DeviceFilter {
     pub seen_before: Option<i64>,
     /// Only devices whose device channel is (true) or is not (false) enabled.
     pub enabled: Option<bool>,
+    /// Only members of this group.
+    pub group: Option<i64>,
+    /// Only devices with this plugin attribute: the key, and the value it must have (None: any value).
+    pub attribute: Option<(String, Option<String>)>,
     pub after: Option<String>,
     pub limit: u64,
 }
@@ -361,6 +384,26 @@ pub async fn list<C: ConnectionTrait>(c: &C, f: &DeviceFilter) -> StorageResult<
         } else {
             Column::Id.not_in_subquery(sub)
         });
+    }
+    if let Some(group) = f.group {
+        use super::entities::device_group_member as member;
+        let sub = sea_orm::sea_query::Query::select()
+            .column(member::Column::DeviceId)
+            .from(member::Entity)
+            .and_where(member::Column::GroupId.eq(group))
+            .to_owned();
+        cond = cond.add(Column::Id.in_subquery(sub));
+    }
+    if let Some((key, value)) = &f.attribute {
+        use super::entities::device_attribute as attribute;
+        let mut sub = sea_orm::sea_query::Query::select();
+        sub.column(attribute::Column::DeviceId)
+            .from(attribute::Entity)
+            .and_where(attribute::Column::Key.eq(key.as_str()));
+        if let Some(v) = value {
+            sub.and_where(attribute::Column::Value.eq(v.as_str()));
+        }
+        cond = cond.add(Column::Id.in_subquery(sub.to_owned()));
     }
     Ok(Entity::find()
         .filter(cond)

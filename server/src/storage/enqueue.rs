@@ -10,8 +10,10 @@ use sea_orm::ConnectionTrait;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-/// The most channels one enqueue call may name.
+/// The most channels one enqueue call may name (after its groups are expanded).
 pub const MAX_IDS_PER_ENQUEUE: usize = 100_000;
+/// The most groups one enqueue call may name.
+pub const MAX_GROUPS_PER_ENQUEUE: usize = 100;
 
 #[derive(Debug, Clone)]
 pub enum CommandSpec {
@@ -23,6 +25,8 @@ pub enum CommandSpec {
 #[derive(Debug, Clone)]
 pub struct EnqueueRequest {
     pub ids: Vec<String>,
+    /// Groups whose devices (their device channels) are targets too, beside `ids`.
+    pub groups: Vec<i64>,
     pub command: CommandSpec,
     /// Higher goes first; ties go in enqueue order.
     pub priority: i32,
@@ -78,6 +82,10 @@ pub enum QueueError {
     NoIds,
     #[error("too many ids ({0}); at most {MAX_IDS_PER_ENQUEUE} per call")]
     TooManyIds(usize),
+    #[error("too many groups ({0}); at most {MAX_GROUPS_PER_ENQUEUE} per call")]
+    TooManyGroups(usize),
+    #[error("unknown groups: {}", .0.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))]
+    UnknownGroups(Vec<i64>),
     #[error("invalid raw command: {0}")]
     RawCommand(#[from] RawCommandError),
     #[error(transparent)]
@@ -102,13 +110,39 @@ fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string().to_uppercase()
 }
 
+/// The device channels of `groups`' devices (a device channel's id is its device's), read in the caller's
+/// transaction so the targets are the members as of the enqueue. Every group must exist.
+pub async fn group_targets<C: ConnectionTrait>(
+    c: &C,
+    groups: &[i64],
+) -> Result<Vec<String>, QueueError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    if groups.len() > MAX_GROUPS_PER_ENQUEUE {
+        return Err(QueueError::TooManyGroups(groups.len()));
+    }
+    let found = super::groups::find_many(c, groups).await?;
+    let mut unknown: Vec<i64> = groups
+        .iter()
+        .copied()
+        .filter(|g| !found.iter().any(|f| f.id == *g))
+        .collect();
+    if !unknown.is_empty() {
+        unknown.sort();
+        unknown.dedup();
+        return Err(QueueError::UnknownGroups(unknown));
+    }
+    Ok(super::groups::members::devices_of(c, groups).await?)
+}
+
 /// Queue a command within the caller's transaction (the admin API's own, or a check-in's for plugin actions).
 pub async fn enqueue_in<C: ConnectionTrait>(
     c: &C,
     req: EnqueueRequest,
     now: i64,
 ) -> Result<EnqueueOutcome, QueueError> {
-    if req.ids.is_empty() {
+    if req.ids.is_empty() && req.groups.is_empty() {
         return Err(QueueError::NoIds);
     }
     if req.ids.len() > MAX_IDS_PER_ENQUEUE {
@@ -122,8 +156,12 @@ pub async fn enqueue_in<C: ConnectionTrait>(
     }
     let expires_at = req.ttl_seconds.map(|t| now + (t as i64) * 1000);
     let mut ids = req.ids.clone();
+    ids.extend(group_targets(c, &req.groups).await?);
     ids.sort();
     ids.dedup();
+    if ids.len() > MAX_IDS_PER_ENQUEUE {
+        return Err(QueueError::TooManyIds(ids.len()));
+    }
 
     // Build once up front, so a bad command fails before any lookup or write.
     let shared = match &req.command {

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
 mod m0009_ddm;
+mod m0010_groups;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0007AuditPending),
             Box::new(M0008Reenrollment),
             Box::new(m0009_ddm::M0009Ddm),
+            Box::new(m0010_groups::M0010Groups),
         ]
     }
 }

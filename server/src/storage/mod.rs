@@ -15,6 +15,7 @@ pub mod enqueue;
 pub mod enrollments;
 pub mod entities;
 pub mod event_subject;
+pub mod groups;
 pub mod housekeeping;
 pub mod issued_certs;
 pub mod locks;

@@ -18,7 +18,11 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct EnqueueBody {
     /// Enrollment ids (UDID, EnrollmentID, or `UDID:UserID` for a user channel).
+    #[serde(default)]
     ids: Vec<String>,
+    /// Group ids: their devices' device channels are targets too (each id once, whichever way it is named).
+    #[serde(default)]
+    groups: Vec<i64>,
     /// A typed command, with Apple's key names: `{"RequestType": "DeviceLock", "PIN": "123456"}`.
     command: Option<TypedCommand>,
     /// Or a raw command plist (XML text): a whole envelope, or just the Command dictionary. Any RequestType.
@@ -35,7 +39,7 @@ pub struct EnqueueBody {
 
 /// Queue a command to devices.
 #[utoipa::path(post, path = "/api/v1/commands", tag = "commands", request_body = EnqueueBody,
-    responses((status = 200, body = EnqueueOutcome, description = "Per-id results; unknown and disabled ids are reported, the rest queued"),
+    responses((status = 200, body = EnqueueOutcome, description = "Per-id results (groups' devices by their ids); unknown and disabled ids are reported, the rest queued"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn enqueue(
@@ -58,6 +62,7 @@ pub async fn enqueue(
         .queue
         .enqueue(EnqueueRequest {
             ids: b.ids,
+            groups: b.groups,
             command,
             priority: b.priority,
             ttl_seconds: b.ttl_seconds,

@@ -21,6 +21,10 @@ pub struct ListQuery {
     platform: Option<String>,
     /// Only devices whose device channel is enabled (true) or not (false).
     enabled: Option<bool>,
+    /// Only members of this group (its id).
+    group: Option<i64>,
+    /// Only devices with this plugin attribute: `key=value`, or `key` for any value.
+    attribute: Option<String>,
     /// Last seen at or after this RFC 3339 time.
     seen_after: Option<String>,
     /// Last seen before this RFC 3339 time.
@@ -129,6 +133,20 @@ fn channel(e: &Enrollment) -> ChannelInfo {
     }
 }
 
+/// `key=value` (the value may hold `=`) or `key`: an attribute key as plugins set them (1 to 128 bytes).
+fn attribute_filter(s: &str) -> Result<(String, Option<String>), ApiError> {
+    let (key, value) = match s.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (s, None),
+    };
+    if key.is_empty() || key.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "attribute: `key=value` or `key`, the key 1 to 128 bytes".into(),
+        ));
+    }
+    Ok((key.to_string(), value))
+}
+
 /// List devices.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListQuery),
     responses((status = 200, body = DeviceList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -144,6 +162,8 @@ pub async fn list(
         serial_number: q.serial_number,
         platform: q.platform,
         enabled: q.enabled,
+        group: q.group,
+        attribute: q.attribute.as_deref().map(attribute_filter).transpose()?,
         seen_after: q
             .seen_after
             .as_deref()

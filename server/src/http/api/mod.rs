@@ -4,6 +4,7 @@ pub mod commands;
 pub mod ddm;
 pub mod devices;
 pub mod enrollment;
+pub mod groups;
 pub mod keys;
 pub mod plugins;
 pub mod push;
@@ -20,6 +21,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/devices/{id}/reenrollment",
                 web::post().to(devices::allow_reenrollment),
             )
+            .route("/groups", web::post().to(groups::create))
+            .route("/groups", web::get().to(groups::list))
+            .route("/groups/{id}", web::get().to(groups::get))
+            .route("/groups/{id}", web::patch().to(groups::update))
+            .route("/groups/{id}", web::delete().to(groups::delete))
+            .route("/groups/{id}/devices", web::get().to(groups::devices))
             .route("/enrollments/{id}/commands", web::get().to(commands::queue))
             .route(
                 "/enrollments/{id}/commands",

@@ -6,6 +6,7 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::push::cert::PushCertificate;
 use crate::push::service::{CertInfo, PushResult};
+use crate::storage::enqueue::group_targets;
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -13,11 +14,18 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+/// The most channels one explicit push wakes: it is sent while the caller waits.
+const MAX_PUSH_IDS: usize = 10_000;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushBody {
     /// Enrollment ids to wake.
+    #[serde(default)]
     ids: Vec<String>,
+    /// Group ids: their devices' device channels are woken too.
+    #[serde(default)]
+    groups: Vec<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -35,11 +43,20 @@ pub async fn push(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
-    if b.ids.is_empty() || b.ids.len() > 10_000 {
-        return Err(ApiError::BadRequest("give 1 to 10000 ids".into()));
-    }
     super::channel_ids(b.ids.iter().map(String::as_str))?;
-    let results = state.push.push_now(&b.ids).await?;
+    let mut ids = b.ids;
+    let members = group_targets(&state.storage.read(), &b.groups).await?;
+    ids.extend(members);
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() || ids.len() > MAX_PUSH_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "give 1 to {MAX_PUSH_IDS} ids, groups' devices included ({} given); \
+             a command to a larger target pushes through the push worker",
+            ids.len()
+        )));
+    }
+    let results = state.push.push_now(&ids).await?;
     Ok(HttpResponse::Ok().json(PushResults { results }))
 }
 

@@ -115,6 +115,16 @@ pub fn status_item_names() -> impl Iterator<Item = &'static str> {
     schemas().status_items.keys().map(String::as_str)
 }
 
+/// Whether a documented status item's value is a single value (a string, number or boolean) rather than
+/// an array or dictionary; None for an undocumented name.
+pub fn status_item_is_scalar(name: &str) -> Option<bool> {
+    let kind = *schemas().status_items.get(name)?;
+    Some(matches!(
+        kind,
+        Kind::String | Kind::Integer | Kind::Real | Kind::Boolean
+    ))
+}
+
 /// The payload schema of a declaration Type.
 pub(crate) fn payload_schema(declaration_type: &str) -> Option<&'static Node> {
     schemas().declarations.get(declaration_type)

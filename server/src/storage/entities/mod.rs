@@ -14,6 +14,8 @@ pub mod ddm_set_member;
 pub mod ddm_status_item;
 pub mod device;
 pub mod device_attribute;
+pub mod device_group;
+pub mod device_group_member;
 pub mod enrollment;
 pub mod event_outbox;
 pub mod issued_certificate;
