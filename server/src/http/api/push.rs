@@ -13,10 +13,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+/// The most ids one explicit push may name.
+pub const MAX_PUSH_IDS: usize = 10_000;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushBody {
-    /// Enrollment ids to wake.
+    /// Enrollment ids to wake, 1 to 10000.
+    #[schema(schema_with = crate::http::openapi::push_ids)]
     ids: Vec<String>,
 }
 
@@ -26,17 +30,19 @@ pub struct PushResults {
 }
 
 /// Push enrollments now (an MDM push wakes the device; it then fetches its queue).
-#[utoipa::path(post, path = "/api/v1/push", tag = "push", request_body = PushBody,
+#[utoipa::path(post, path = "/api/v1/push", tag = "push", operation_id = "push", request_body = PushBody,
     responses((status = 200, body = PushResults), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn push(
     _auth: Auth<CommandsWrite>,
-    body: Result<web::Json<PushBody>, actix_web::Error>,
+    body: super::Body<PushBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
-    if b.ids.is_empty() || b.ids.len() > 10_000 {
-        return Err(ApiError::BadRequest("give 1 to 10000 ids".into()));
+    if b.ids.is_empty() || b.ids.len() > MAX_PUSH_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "give 1 to {MAX_PUSH_IDS} ids"
+        )));
     }
     super::channel_ids(b.ids.iter().map(String::as_str))?;
     let results = state.push.push_now(&b.ids).await?;
@@ -62,7 +68,7 @@ pub struct CertUpload {
     security(("api_key" = ["admin"])))]
 pub async fn upload_cert(
     _auth: Auth<Admin>,
-    body: Result<web::Json<CertUpload>, actix_web::Error>,
+    body: super::Body<CertUpload>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
