@@ -171,8 +171,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 ],
             ))
             .service(resource("/ddm/sync/{ids}", [(put, web::to(ddm::sync))]))
-        // A nested scope falls back to the app's default, not its parent's: say it again.
-        .default_service(web::to(not_found));
+            // A nested scope falls back to the app's default, not its parent's: say it again.
+            .default_service(web::to(not_found));
     cfg.service(
         web::scope("/api")
             .service(resource(
