@@ -195,7 +195,10 @@ async fn a_device_moves_between_dynamic_groups_as_its_os_version_changes() {
 
         // No admin action: the device's own answer moves it (17.10 is newer than 17.9, as a version).
         report_os(&s, &phone, "17.10").await;
-        assert_eq!(members(&s, current).await, std::slice::from_ref(&phone.udid));
+        assert_eq!(
+            members(&s, current).await,
+            std::slice::from_ref(&phone.udid)
+        );
         assert!(!members(&s, old).await.contains(&phone.udid));
         report_os(&s, &phone, "17.9").await;
         assert!(members(&s, current).await.is_empty());

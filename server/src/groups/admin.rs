@@ -16,7 +16,7 @@ pub const MAX_GROUPS: u64 = 1_000;
 pub const MAX_DEVICES_PER_REQUEST: usize = 10_000;
 /// The most devices a static group holds (the most one command may target).
 pub const MAX_STATIC_MEMBERS: u64 = 100_000;
-/// Group names: 1 to 128 bytes.
+/// Group names: 1 to 128 characters.
 pub const MAX_NAME: usize = 128;
 
 /// Who made a change, for the audit log (`api-key:<name>`).
@@ -46,10 +46,10 @@ fn invalid<T>(why: impl Into<String>) -> Result<T, GroupError> {
     Err(GroupError::Invalid(why.into()))
 }
 
-/// A name people type: 1 to 128 bytes, no control characters, no space at either end.
+/// A name people type: 1 to 128 characters, no control characters, no space at either end.
 pub fn check_name(name: &str) -> Result<(), GroupError> {
-    if name.is_empty() || name.len() > MAX_NAME {
-        return invalid(format!("name: 1 to {MAX_NAME} bytes"));
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return invalid(format!("name: 1 to {MAX_NAME} characters"));
     }
     if name.chars().any(char::is_control) || name.trim() != name {
         return invalid("name: no control characters, and no space at either end");
@@ -267,4 +267,26 @@ async fn audit<C: ConnectionTrait>(
     let entry = NewEntry::new(now, actor, action, Some(&target), detail);
     audit_log::append(c, vec![entry]).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_count_characters_and_refuse_control_characters_and_edge_spaces() {
+        assert!(check_name("Lab Macs").is_ok());
+        // 128 characters of two bytes each: the documented maxLength, so accepted.
+        assert!(check_name(&"é".repeat(MAX_NAME)).is_ok());
+        for bad in [
+            String::new(),
+            "x".repeat(MAX_NAME + 1),
+            " Lab".into(),
+            "Lab\u{a0}".into(),
+            "La\nb".into(),
+            "Lab\u{85}x".into(),
+        ] {
+            assert!(check_name(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -189,6 +189,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A method the path does not answer; the methods it does go in `Allow`.
+    #[error("this path answers only {}", .0.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "))]
+    MethodNotAllowed(Vec<actix_web::http::Method>),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -219,6 +222,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
             ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (S::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Queue(q) => match q {
                 QueueError::NotFound(_) => (S::NOT_FOUND, "not_found"),
                 QueueError::Storage(s) => storage_code(s),
@@ -302,6 +306,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {
             res.insert_header(("WWW-Authenticate", "Bearer, Basic realm=\"mdm-server\""));
+        }
+        if let ApiError::MethodNotAllowed(allow) = self {
+            res.insert_header(actix_web::http::header::Allow(allow.clone()));
         }
         res.json(ErrorBody { error, code })
     }

@@ -1,15 +1,15 @@
 //! Operations: liveness, readiness, Prometheus metrics, the OpenAPI document.
 
-use super::openapi::ApiDoc;
+use super::openapi::document;
 use super::AppState;
 use actix_web::{web, HttpResponse};
-use utoipa::OpenApi;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/openapi.json", web::get().to(openapi));
+        .route("/metrics", web::get().to(metrics));
+    // `/api/openapi.json` is routed with the rest of `/api` (`api::routes`), whose unknown paths and
+    // wrong methods are answered in the API's error shape.
 }
 
 /// The process is up.
@@ -43,6 +43,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.encode())
 }
 
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// The OpenAPI document of the admin API.
+pub(super) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(document())
 }

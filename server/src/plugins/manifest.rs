@@ -233,7 +233,9 @@ pub enum FailurePolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
+    #[schema(minimum = 60)]
     pub every_seconds: u64,
 }
 
@@ -241,12 +243,16 @@ pub struct Schedule {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-clock budget of one hook call (instantiation included).
+    #[schema(minimum = 1, maximum = 5000)]
     pub timeout_ms: u32,
     /// Linear memory cap.
+    #[schema(minimum = 1, maximum = 256)]
     pub memory_mib: u32,
     /// Live keys in the plugin's key-value store.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub kv_max_keys: u32,
     /// Actions one call may return.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_actions: u32,
 }
 
@@ -265,10 +271,14 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// `[a-z0-9-]{1,64}`.
+    #[schema(pattern = r"^[a-z0-9-]{1,64}$")]
     pub id: String,
+    /// 1 to 64 bytes.
+    #[schema(min_length = 1, max_length = 64)]
     pub version: String,
     #[serde(default)]
     pub description: String,
+    #[schema(min_items = 1)]
     pub hooks: Vec<Hook>,
     /// With `on-checkin`: the check-in messages this plugin hears (absent: all of them). The server reads
     /// nothing and calls nothing for a message no plugin hears, so naming only what a plugin acts on

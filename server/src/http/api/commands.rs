@@ -17,20 +17,26 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueBody {
-    /// Enrollment ids (UDID, EnrollmentID, or `UDID:UserID` for a user channel).
+    /// Enrollment ids (UDID, EnrollmentID, or `UDID:UserID` for a user channel): with `groups`' devices,
+    /// 1 to 100000 targets.
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::enqueue_ids)]
     ids: Vec<String>,
     /// Group ids: their devices' device channels are targets too (each id once, whichever way it is named).
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::group_ids)]
     groups: Vec<i64>,
     /// A typed command, with Apple's key names: `{"RequestType": "DeviceLock", "PIN": "123456"}`.
     command: Option<TypedCommand>,
     /// Or a raw command plist (XML text): a whole envelope, or just the Command dictionary. Any RequestType.
     raw_plist: Option<String>,
     /// Higher is delivered first (-1000 to 1000, default 0); equal priorities go in enqueue order.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::required")]
+    #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
-    /// Expire the command if not finished within this many seconds.
+    /// Expire the command if not finished within this many seconds (1 to 31536000, a year).
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    #[schema(minimum = 1, maximum = 31536000)]
     ttl_seconds: Option<u64>,
     /// Do not push: the devices get the command at their next check-in.
     #[serde(default)]
@@ -38,13 +44,13 @@ pub struct EnqueueBody {
 }
 
 /// Queue a command to devices.
-#[utoipa::path(post, path = "/api/v1/commands", tag = "commands", request_body = EnqueueBody,
+#[utoipa::path(post, path = "/api/v1/commands", tag = "commands", operation_id = "enqueue_command", request_body = EnqueueBody,
     responses((status = 200, body = EnqueueOutcome, description = "Per-id results (groups' devices by their ids); unknown and disabled ids are reported, the rest queued"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn enqueue(
     auth: Auth<CommandsWrite>,
-    body: Result<web::Json<EnqueueBody>, actix_web::Error>,
+    body: super::Body<EnqueueBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
@@ -83,6 +89,7 @@ pub struct StatusQuery {
     /// `next_cursor` from the previous page.
     cursor: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -118,7 +125,7 @@ fn delivery(i: &QueueItem) -> Result<Delivery, ApiError> {
 }
 
 /// A command and where it stands on each device it was queued to.
-#[utoipa::path(get, path = "/api/v1/commands/{uuid}", tag = "commands",
+#[utoipa::path(get, path = "/api/v1/commands/{uuid}", tag = "commands", operation_id = "command_status",
     params(("uuid" = String, Path, description = "CommandUUID"), StatusQuery),
     responses((status = 200, body = CommandStatus), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
@@ -164,7 +171,7 @@ pub struct CommandResult {
 }
 
 /// One device's result for a command.
-#[utoipa::path(get, path = "/api/v1/commands/{uuid}/results/{enrollment_id}", tag = "commands",
+#[utoipa::path(get, path = "/api/v1/commands/{uuid}/results/{enrollment_id}", tag = "commands", operation_id = "command_result",
     params(("uuid" = String, Path, description = "CommandUUID"), ("enrollment_id" = String, Path, description = "Enrollment id")),
     responses((status = 200, body = CommandResult), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
@@ -203,6 +210,7 @@ pub struct QueueQuery {
     /// Show only commands still pending (queued or NotNow). Default true.
     pending_only: Option<bool>,
     /// At most this many, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -222,7 +230,7 @@ pub struct QueueEntry {
 }
 
 /// An enrollment's queue, in delivery order.
-#[utoipa::path(get, path = "/api/v1/enrollments/{id}/commands", tag = "commands",
+#[utoipa::path(get, path = "/api/v1/enrollments/{id}/commands", tag = "commands", operation_id = "command_queue",
     params(("id" = String, Path, description = "Enrollment id"), QueueQuery),
     responses((status = 200, body = Vec<QueueEntry>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:read"])))]
@@ -267,7 +275,7 @@ pub struct Cleared {
 }
 
 /// Cancel every pending command of an enrollment.
-#[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands", tag = "commands",
+#[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands", tag = "commands", operation_id = "clear_command_queue",
     params(("id" = String, Path, description = "Enrollment id")),
     responses((status = 200, body = Cleared), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
@@ -282,7 +290,7 @@ pub async fn clear(
 }
 
 /// Cancel one pending command of an enrollment.
-#[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands/{uuid}", tag = "commands",
+#[utoipa::path(delete, path = "/api/v1/enrollments/{id}/commands/{uuid}", tag = "commands", operation_id = "cancel_command",
     params(("id" = String, Path, description = "Enrollment id"), ("uuid" = String, Path, description = "CommandUUID")),
     responses((status = 204, description = "Canceled"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]

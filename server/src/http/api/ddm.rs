@@ -33,11 +33,33 @@ pub struct DeclarationPut {
     synced: Synced,
 }
 
+/// A declaration as `PUT /api/v1/ddm/declarations` takes it. Only for the document: the handler reads the
+/// bytes itself (`Declaration::parse`), and checks the Payload against Apple's schema for the Type.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct DeclarationBody {
+    /// An Apple declaration type, e.g. `com.apple.configuration.passcode.settings`.
+    #[serde(rename = "Type")]
+    declaration_type: String,
+    /// Letters, digits, `.`, `-`, `_`, `:` and `@`, starting with a letter or digit; at most 64. Those
+    /// starting `mdm.builtin.` are the server's own.
+    #[serde(rename = "Identifier")]
+    #[schema(pattern = r"^(?!mdm\.builtin\.)[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")]
+    identifier: String,
+    #[serde(rename = "Payload")]
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// Computed by the server; one sent must be the one it computes.
+    #[serde(rename = "ServerToken")]
+    server_token: Option<String>,
+}
+
 /// Create or replace a declaration (`{"Type", "Identifier", "Payload"}`; a `ServerToken`, if given, must
 /// be the one the server computes). Validated against Apple's schema for its Type. Enrollments holding
 /// it are synced if it changed.
 #[utoipa::path(put, path = "/api/v1/ddm/declarations", tag = "ddm",
-    request_body(content = Object, content_type = "application/json"),
+    request_body(content = DeclarationBody, content_type = "application/json"),
     responses((status = 200, body = DeclarationPut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["ddm:write"])))]
 pub async fn put_declaration(
@@ -69,6 +91,7 @@ pub struct PageQuery {
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -197,6 +220,7 @@ pub struct StatusQuery {
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -229,7 +253,8 @@ pub async fn declaration_status(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetBody {
-    /// Declaration identifiers; each must exist.
+    /// Declaration identifiers (at most 10000); each must exist.
+    #[schema(max_items = 10000)]
     declarations: Vec<String>,
 }
 
@@ -244,7 +269,7 @@ const MAX_SET_MEMBERS: usize = 10_000;
 pub async fn put_set(
     auth: Auth<DdmWrite>,
     name: web::Path<String>,
-    b: Result<web::Json<SetBody>, actix_web::Error>,
+    b: super::Body<SetBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let members = body(b)?.declarations;

@@ -26,12 +26,15 @@ pub struct ListQuery {
     /// Only devices with this plugin attribute: `key=value`, or `key` for any value.
     attribute: Option<String>,
     /// Last seen at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     seen_after: Option<String>,
     /// Last seen before this RFC 3339 time.
+    #[param(format = DateTime)]
     seen_before: Option<String>,
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -148,7 +151,7 @@ fn attribute_filter(s: &str) -> Result<(String, Option<String>), ApiError> {
 }
 
 /// List devices.
-#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", operation_id = "list_devices", params(ListQuery),
     responses((status = 200, body = DeviceList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn list(
@@ -198,7 +201,7 @@ pub async fn list(
 }
 
 /// One device with its identity and channels.
-#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", operation_id = "get_device",
     params(("id" = String, Path, description = "UDID or EnrollmentID")),
     responses((status = 200, body = DeviceDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
@@ -246,6 +249,7 @@ const MAX_REENROLLMENT_WINDOW_SECS: u32 = 30 * 86_400;
 #[serde(deny_unknown_fields)]
 pub struct ReenrollmentRequest {
     /// How long the allowance stays open, in seconds (default a day, at most 30 days).
+    #[serde(default, deserialize_with = "super::whole::optional")]
     #[schema(minimum = 1, maximum = 2592000)]
     ttl_seconds: Option<u32>,
 }
@@ -268,7 +272,7 @@ pub struct ReenrollmentAllowed {
 pub async fn allow_reenrollment(
     auth: Auth<Admin>,
     id: web::Path<String>,
-    b: Result<web::Json<ReenrollmentRequest>, actix_web::Error>,
+    b: super::Body<ReenrollmentRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let ttl = body(b)?.ttl_seconds.unwrap_or(86_400);

@@ -18,8 +18,11 @@ use utoipa::{IntoParams, ToSchema};
 pub struct TokenRequest {
     /// Only the device with this serial number may use the token (it must send its signed device
     /// information, as Automated Device Enrollment does), and only it may authenticate with the identity.
+    #[schema(pattern = r"\S")]
     serial_number: Option<String>,
     /// Lifetime in seconds (default `enroll.token_ttl_secs`, 300), at most 30 days.
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    #[schema(minimum = 1, maximum = 2592000)]
     ttl_seconds: Option<u64>,
     /// A note to recognise the token by.
     label: Option<String>,
@@ -58,13 +61,26 @@ fn token_info(t: OneTimeSecret) -> TokenInfo {
 
 const MAX_TTL_SECS: u64 = 30 * 86_400;
 
+/// The longest expiry window a listing looks ahead: a hundred years is longer than any certificate, and
+/// a bound keeps a mistyped number a 400 rather than a silent "everything".
+const MAX_WINDOW_DAYS: u32 = 36_500;
+
+fn window_days(name: &str, days: u32) -> Result<u32, ApiError> {
+    if days > MAX_WINDOW_DAYS {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be 0 to {MAX_WINDOW_DAYS}"
+        )));
+    }
+    Ok(days)
+}
+
 /// Create a one-time enrollment token (`/enroll?token=...`).
 #[utoipa::path(post, path = "/api/v1/enrollment-tokens", tag = "enrollment", request_body = TokenRequest,
     responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["enroll"])))]
 pub async fn create_token(
     _auth: Auth<Enroll>,
-    body: Result<web::Json<TokenRequest>, actix_web::Error>,
+    body: super::Body<TokenRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
@@ -98,6 +114,7 @@ pub struct TokenListQuery {
     /// Include used and expired tokens.
     all: Option<bool>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -161,7 +178,7 @@ pub struct CreatedChallenge {
     security(("api_key" = ["enroll"])))]
 pub async fn create_challenge(
     _auth: Auth<Enroll>,
-    body: Result<web::Json<ChallengeRequest>, actix_web::Error>,
+    body: super::Body<ChallengeRequest>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
@@ -179,9 +196,11 @@ pub async fn create_challenge(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CertListQuery {
-    /// Only unrevoked certificates expiring within this many days.
+    /// Only unrevoked certificates expiring within this many days (0 to 36500).
+    #[param(maximum = 36500)]
     expiring_within_days: Option<u32>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -228,9 +247,11 @@ pub async fn list_certificates(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
-    let before = q
+    let days = q
         .expiring_within_days
-        .map(|d| state.clock.now_ms() + i64::from(d) * 86_400_000);
+        .map(|d| window_days("expiring_within_days", d))
+        .transpose()?;
+    let before = days.map(|d| state.clock.now_ms() + i64::from(d) * 86_400_000);
     let certs = issued_certs::list(&state.storage.read(), before, page_limit(q.limit)?).await?;
     Ok(HttpResponse::Ok().json(certs.into_iter().map(cert_info).collect::<Vec<_>>()))
 }
@@ -258,9 +279,11 @@ pub async fn revoke_certificate(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExpiringQuery {
-    /// Window in days (default 30).
+    /// Window in days, 0 to 36500 (default 30).
+    #[param(maximum = 36500)]
     days: Option<u32>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -285,7 +308,8 @@ pub async fn expiring(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
-    let before = state.clock.now_ms() + i64::from(q.days.unwrap_or(30)) * 86_400_000;
+    let days = window_days("days", q.days.unwrap_or(30))?;
+    let before = state.clock.now_ms() + i64::from(days) * 86_400_000;
     // i64::MAX as the retry cut-off: every device in the window, renewal queued or not.
     let list = devices::renewal_candidates(
         &state.storage.read(),

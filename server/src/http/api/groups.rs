@@ -17,9 +17,11 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
-    /// 1 to 128 bytes, unique.
+    /// 1 to 128 characters, unique; no control characters, no space at either end.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
     /// A static group: its devices (ids of stored devices, at most 10,000 per request).
+    #[schema(schema_with = crate::http::openapi::group_devices)]
     devices: Option<Vec<String>>,
     /// A dynamic group: its rule (see docs/GROUPS.md), e.g.
     /// `{"all": [{"fact": "platform", "op": "eq", "value": "iOS"}, {"fact": "os_version", "op": "gte", "value": "17.2"}]}`.
@@ -30,15 +32,19 @@ pub struct CreateGroup {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchGroup {
+    /// A new name: 1 to 128 characters, unique.
+    #[schema(min_length = 1, max_length = 128)]
     name: Option<String>,
     /// A dynamic group's new rule; every device is evaluated against it.
     #[schema(value_type = Object)]
     rule: Option<Value>,
-    /// Devices to add to a static group.
+    /// Devices to add to a static group (at most 10,000 per request).
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::group_devices)]
     add: Vec<String>,
-    /// Devices to remove from a static group.
+    /// Devices to remove from a static group (at most 10,000 per request).
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::group_devices)]
     remove: Vec<String>,
 }
 
@@ -101,6 +107,7 @@ pub struct GroupsQuery {
     /// `next_cursor` from the previous page.
     cursor: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -110,6 +117,7 @@ pub struct MembersQuery {
     /// `next_cursor` from the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -164,13 +172,13 @@ async fn written(
 }
 
 /// Create a group: static (`devices`) or dynamic (`rule`, evaluated over every device before this answers).
-#[utoipa::path(post, path = "/api/v1/groups", tag = "groups", request_body = CreateGroup,
+#[utoipa::path(post, path = "/api/v1/groups", tag = "groups", operation_id = "create_group", request_body = CreateGroup,
     responses((status = 201, body = GroupWritten), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "The name is taken, or the server holds the most groups it takes")),
     security(("api_key" = ["groups:write"])))]
 pub async fn create(
     auth: Auth<GroupsWrite>,
-    b: Result<web::Json<CreateGroup>, actix_web::Error>,
+    b: super::Body<CreateGroup>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(b)?;
@@ -191,7 +199,7 @@ pub async fn create(
 }
 
 /// List groups with their member counts.
-#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", params(GroupsQuery),
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", operation_id = "list_groups", params(GroupsQuery),
     responses((status = 200, body = GroupList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn list(
@@ -222,8 +230,8 @@ pub async fn list(
 }
 
 /// One group.
-#[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "groups",
-    params(("id" = i64, Path, description = "Group id")),
+#[utoipa::path(get, path = "/api/v1/groups/{id}", tag = "groups", operation_id = "get_group",
+    params(("id" = String, Path, description = "Group id (a positive integer)")),
     responses((status = 200, body = GroupView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn get(
@@ -242,15 +250,15 @@ pub async fn get(
 
 /// Change a group: rename it; replace a dynamic group's rule (every device is evaluated against it before
 /// this answers); add or remove a static group's devices.
-#[utoipa::path(patch, path = "/api/v1/groups/{id}", tag = "groups", request_body = PatchGroup,
-    params(("id" = i64, Path, description = "Group id")),
+#[utoipa::path(patch, path = "/api/v1/groups/{id}", tag = "groups", operation_id = "update_group", request_body = PatchGroup,
+    params(("id" = String, Path, description = "Group id (a positive integer)")),
     responses((status = 200, body = GroupWritten), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["groups:write"])))]
 pub async fn update(
     auth: Auth<GroupsWrite>,
     id: web::Path<String>,
-    b: Result<web::Json<PatchGroup>, actix_web::Error>,
+    b: super::Body<PatchGroup>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = group_id(&id)?;
@@ -267,8 +275,8 @@ pub async fn update(
 }
 
 /// Delete a group (its devices stay; only the memberships go).
-#[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "groups",
-    params(("id" = i64, Path, description = "Group id")),
+#[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "groups", operation_id = "delete_group",
+    params(("id" = String, Path, description = "Group id (a positive integer)")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["groups:write"])))]
 pub async fn delete(
@@ -283,8 +291,8 @@ pub async fn delete(
 }
 
 /// A group's devices, by id.
-#[utoipa::path(get, path = "/api/v1/groups/{id}/devices", tag = "groups",
-    params(("id" = i64, Path, description = "Group id"), MembersQuery),
+#[utoipa::path(get, path = "/api/v1/groups/{id}/devices", tag = "groups", operation_id = "group_devices",
+    params(("id" = String, Path, description = "Group id (a positive integer)"), MembersQuery),
     responses((status = 200, body = MemberList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn devices(

@@ -13,7 +13,10 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// 1 to 200 characters, not all blank (surrounding blanks are trimmed).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     name: String,
+    #[schema(min_items = 1)]
     scopes: Vec<Scope>,
 }
 
@@ -50,16 +53,17 @@ fn info(k: &ApiKey) -> KeyInfo {
 }
 
 /// Create an API key.
-#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", request_body = CreateKey,
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api-keys", operation_id = "create_api_key", request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn create(
     _auth: Auth<Admin>,
-    body: Result<web::Json<CreateKey>, actix_web::Error>,
+    body: super::Body<CreateKey>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = super::body(body)?;
-    if b.name.trim().is_empty() || b.name.len() > 200 {
+    // Characters, as the message and the document say (not bytes).
+    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
         return Err(ApiError::BadRequest(
             "name must be 1 to 200 characters".into(),
         ));
@@ -81,7 +85,7 @@ pub async fn create(
 }
 
 /// List API keys (never their secrets).
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys",
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", operation_id = "list_api_keys",
     responses((status = 200, body = Vec<KeyInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn list(
@@ -93,7 +97,7 @@ pub async fn list(
 }
 
 /// Revoke an API key.
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys",
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api-keys", operation_id = "revoke_api_key",
     params(("id" = String, Path, description = "Key id")),
     responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]

@@ -10,102 +10,219 @@ pub mod plugins;
 pub mod push;
 
 use super::error::ApiError;
+use actix_web::http::Method;
 use actix_web::web;
+use actix_web::HttpResponse;
+use actix_web::{Resource, Route};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use std::marker::PhantomData;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1")
-            .route("/devices", web::get().to(devices::list))
-            .route("/devices/{id}", web::get().to(devices::get))
-            .route(
+    use actix_web::http::Method as M;
+    let (get, post, put, patch, delete) = (M::GET, M::POST, M::PUT, M::PATCH, M::DELETE);
+    let v1 =
+        web::scope("/v1")
+            // A path segment that is not UTF-8 is the caller's mistake, answered like every other API error.
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::BadRequest(format!("invalid path: {err}")).into()
+            }))
+            .service(resource(
+                "/devices",
+                [(get.clone(), web::to(devices::list))],
+            ))
+            .service(resource(
+                "/devices/{id}",
+                [(get.clone(), web::to(devices::get))],
+            ))
+            .service(resource(
                 "/devices/{id}/reenrollment",
-                web::post().to(devices::allow_reenrollment),
-            )
-            .route("/groups", web::post().to(groups::create))
-            .route("/groups", web::get().to(groups::list))
-            .route("/groups/{id}", web::get().to(groups::get))
-            .route("/groups/{id}", web::patch().to(groups::update))
-            .route("/groups/{id}", web::delete().to(groups::delete))
-            .route("/groups/{id}/devices", web::get().to(groups::devices))
-            .route("/enrollments/{id}/commands", web::get().to(commands::queue))
-            .route(
+                [(post.clone(), web::to(devices::allow_reenrollment))],
+            ))
+            .service(resource(
+                "/groups",
+                [
+                    (post.clone(), web::to(groups::create)),
+                    (get.clone(), web::to(groups::list)),
+                ],
+            ))
+            .service(resource(
+                "/groups/{id}",
+                [
+                    (get.clone(), web::to(groups::get)),
+                    (patch.clone(), web::to(groups::update)),
+                    (delete.clone(), web::to(groups::delete)),
+                ],
+            ))
+            .service(resource(
+                "/groups/{id}/devices",
+                [(get.clone(), web::to(groups::devices))],
+            ))
+            .service(resource(
                 "/enrollments/{id}/commands",
-                web::delete().to(commands::clear),
-            )
-            .route(
+                [
+                    (get.clone(), web::to(commands::queue)),
+                    (delete.clone(), web::to(commands::clear)),
+                ],
+            ))
+            .service(resource(
                 "/enrollments/{id}/commands/{uuid}",
-                web::delete().to(commands::cancel),
-            )
-            .route("/commands", web::post().to(commands::enqueue))
-            .route("/commands/{uuid}", web::get().to(commands::status))
-            .route(
+                [(delete.clone(), web::to(commands::cancel))],
+            ))
+            .service(resource(
+                "/commands",
+                [(post.clone(), web::to(commands::enqueue))],
+            ))
+            .service(resource(
+                "/commands/{uuid}",
+                [(get.clone(), web::to(commands::status))],
+            ))
+            .service(resource(
                 "/commands/{uuid}/results/{enrollment_id}",
-                web::get().to(commands::result),
-            )
-            .route("/api-keys", web::get().to(keys::list))
-            .route("/api-keys", web::post().to(keys::create))
-            .route("/api-keys/{id}", web::delete().to(keys::revoke))
-            .route("/plugins", web::get().to(plugins::list))
-            .route("/plugins", web::post().to(plugins::upload))
-            .route("/plugins/{id}", web::get().to(plugins::get))
-            .route("/plugins/{id}", web::patch().to(plugins::update))
-            .route("/plugins/{id}", web::delete().to(plugins::delete))
-            .route("/plugins/{id}/config", web::put().to(plugins::set_config))
-            .route("/plugin-audit", web::get().to(plugins::audit))
-            .route("/push", web::post().to(push::push))
-            .route("/push-certs", web::get().to(push::certs))
-            .route("/push-certs", web::post().to(push::upload_cert))
-            .route("/enrollment-tokens", web::get().to(enrollment::list_tokens))
-            .route(
+                [(get.clone(), web::to(commands::result))],
+            ))
+            .service(resource(
+                "/api-keys",
+                [
+                    (get.clone(), web::to(keys::list)),
+                    (post.clone(), web::to(keys::create)),
+                ],
+            ))
+            .service(resource(
+                "/api-keys/{id}",
+                [(delete.clone(), web::to(keys::revoke))],
+            ))
+            .service(resource(
+                "/plugins",
+                [
+                    (get.clone(), web::to(plugins::list)),
+                    (post.clone(), web::to(plugins::upload)),
+                ],
+            ))
+            .service(resource(
+                "/plugins/{id}",
+                [
+                    (get.clone(), web::to(plugins::get)),
+                    (patch.clone(), web::to(plugins::update)),
+                    (delete.clone(), web::to(plugins::delete)),
+                ],
+            ))
+            .service(resource(
+                "/plugins/{id}/config",
+                [(put.clone(), web::to(plugins::set_config))],
+            ))
+            .service(resource(
+                "/plugin-audit",
+                [(get.clone(), web::to(plugins::audit))],
+            ))
+            .service(resource("/push", [(post.clone(), web::to(push::push))]))
+            .service(resource(
+                "/push-certs",
+                [
+                    (get.clone(), web::to(push::certs)),
+                    (post.clone(), web::to(push::upload_cert)),
+                ],
+            ))
+            .service(resource(
                 "/enrollment-tokens",
-                web::post().to(enrollment::create_token),
-            )
-            .route(
+                [
+                    (get.clone(), web::to(enrollment::list_tokens)),
+                    (post.clone(), web::to(enrollment::create_token)),
+                ],
+            ))
+            .service(resource(
                 "/enrollment-tokens/{id}",
-                web::delete().to(enrollment::revoke_token),
-            )
-            .route(
+                [(delete.clone(), web::to(enrollment::revoke_token))],
+            ))
+            .service(resource(
                 "/scep-challenges",
-                web::post().to(enrollment::create_challenge),
-            )
-            .route(
+                [(post.clone(), web::to(enrollment::create_challenge))],
+            ))
+            .service(resource(
                 "/identity-certificates",
-                web::get().to(enrollment::list_certificates),
-            )
-            .route(
+                [(get.clone(), web::to(enrollment::list_certificates))],
+            ))
+            .service(resource(
                 "/identity-certificates/{serial}/revoke",
-                web::post().to(enrollment::revoke_certificate),
-            )
-            .route("/identities/expiring", web::get().to(enrollment::expiring))
-            .route("/ddm/declarations", web::put().to(ddm::put_declaration))
-            .route("/ddm/declarations", web::get().to(ddm::list_declarations))
-            .route(
+                [(post.clone(), web::to(enrollment::revoke_certificate))],
+            ))
+            .service(resource(
+                "/identities/expiring",
+                [(get.clone(), web::to(enrollment::expiring))],
+            ))
+            .service(resource(
+                "/ddm/declarations",
+                [
+                    (put.clone(), web::to(ddm::put_declaration)),
+                    (get.clone(), web::to(ddm::list_declarations)),
+                ],
+            ))
+            .service(resource(
                 "/ddm/declarations/{identifier}",
-                web::get().to(ddm::get_declaration),
-            )
-            .route(
-                "/ddm/declarations/{identifier}",
-                web::delete().to(ddm::delete_declaration),
-            )
-            .route(
+                [
+                    (get.clone(), web::to(ddm::get_declaration)),
+                    (delete.clone(), web::to(ddm::delete_declaration)),
+                ],
+            ))
+            .service(resource(
                 "/ddm/declarations/{identifier}/status",
-                web::get().to(ddm::declaration_status),
-            )
-            .route("/ddm/sets", web::get().to(ddm::list_sets))
-            .route("/ddm/sets/{name}", web::put().to(ddm::put_set))
-            .route("/ddm/sets/{name}", web::get().to(ddm::get_set))
-            .route("/ddm/sets/{name}", web::delete().to(ddm::delete_set))
-            .route("/ddm/enrollments/{id}", web::get().to(ddm::enrollment))
-            .route(
+                [(get.clone(), web::to(ddm::declaration_status))],
+            ))
+            .service(resource(
+                "/ddm/sets",
+                [(get.clone(), web::to(ddm::list_sets))],
+            ))
+            .service(resource(
+                "/ddm/sets/{name}",
+                [
+                    (put.clone(), web::to(ddm::put_set)),
+                    (get.clone(), web::to(ddm::get_set)),
+                    (delete.clone(), web::to(ddm::delete_set)),
+                ],
+            ))
+            .service(resource(
+                "/ddm/enrollments/{id}",
+                [(get.clone(), web::to(ddm::enrollment))],
+            ))
+            .service(resource(
                 "/ddm/enrollments/{id}/sets/{name}",
-                web::put().to(ddm::assign),
-            )
-            .route(
-                "/ddm/enrollments/{id}/sets/{name}",
-                web::delete().to(ddm::unassign),
-            )
-            .route("/ddm/sync/{ids}", web::put().to(ddm::sync)),
+                [
+                    (put.clone(), web::to(ddm::assign)),
+                    (delete.clone(), web::to(ddm::unassign)),
+                ],
+            ))
+            .service(resource("/ddm/sync/{ids}", [(put, web::to(ddm::sync))]))
+            // A nested scope falls back to the app's default, not its parent's: say it again.
+            .default_service(web::to(not_found));
+    cfg.service(
+        web::scope("/api")
+            .service(resource(
+                "/openapi.json",
+                [(get, web::to(super::ops::openapi))],
+            ))
+            .service(v1)
+            .default_service(web::to(not_found)),
     );
+}
+
+/// A path and the handler for each method it answers. Any other method gets 405 with `Allow` naming
+/// these (RFC 9110), in the API's error shape: one resource per path, so a wrong method is not mistaken
+/// for an unknown path.
+fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+    let allow: Vec<Method> = routes.iter().map(|(m, _)| m.clone()).collect();
+    let resource = routes
+        .into_iter()
+        .fold(web::resource(path), |r, (m, route)| {
+            r.route(route.method(m))
+        });
+    resource.default_service(web::to(move || {
+        let allow = allow.clone();
+        async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) }
+    }))
+}
+
+/// Any path under `/api` that names no endpoint: a JSON 404 like every other API error, not an empty one.
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no API endpoint at this path".into()))
 }
 
 /// JSON bodies: size-capped, and malformed ones answered in our error format.
@@ -115,11 +232,35 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
         .error_handler(|err, _| ApiError::BadRequest(format!("invalid JSON body: {err}")).into())
 }
 
+/// A JSON body as handlers take it: extracted infallibly, and read with [`body`].
+pub type Body<T> = Result<web::Json<Object<T>>, actix_web::Error>;
+
 /// Bodies and queries are extracted infallibly and checked inside the handler, after `Auth`: actix polls
 /// all extractors together, and a caller without a valid key must learn nothing from validation errors.
-pub fn body<T>(b: Result<web::Json<T>, actix_web::Error>) -> Result<T, ApiError> {
-    b.map(web::Json::into_inner)
+pub fn body<T>(b: Body<T>) -> Result<T, ApiError> {
+    b.map(|j| j.into_inner().0)
         .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// A request body that must be a JSON object. serde's derived structs also accept an array of their
+/// fields in order (`[null]` is a `ChallengeRequest`); the API documents objects, and an array is
+/// refused rather than read as one.
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectOnly(PhantomData)).map(Object)
+    }
 }
 
 pub fn query<T>(q: Result<web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
@@ -159,4 +300,42 @@ pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.timestamp_millis())
         .map_err(|e| ApiError::BadRequest(format!("{name}: not an RFC 3339 time ({e})")))
+}
+
+/// Integer fields of request bodies. JSON has one number type and JSON Schema counts `30.0` as the
+/// integer 30, so a whole number is taken in either spelling; a fraction, or a number out of the field's
+/// range, is still refused.
+pub mod whole {
+    use serde::de::{Deserialize, Deserializer, Error, Unexpected};
+
+    fn integer<T: TryFrom<i128>, E: Error>(n: serde_json::Number) -> Result<T, E> {
+        // Beyond 2^53 a float is not an exact integer any more.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        let value = match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i128::from(i),
+            (_, Some(u), _) => i128::from(u),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() <= EXACT => f as i128,
+            (_, _, f) => {
+                return Err(E::invalid_type(
+                    Unexpected::Float(f.unwrap_or(f64::NAN)),
+                    &"an integer",
+                ))
+            }
+        };
+        T::try_from(value).map_err(|_| {
+            E::invalid_value(Unexpected::Other(&n.to_string()), &"an integer in range")
+        })
+    }
+
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<T, D::Error> {
+        integer(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(integer)
+            .transpose()
+    }
 }

@@ -79,12 +79,12 @@ async fn find(state: &AppState, id: &str) -> Result<repo::Listed, ApiError> {
 }
 
 /// Upload a plugin, or a new version of one (swapped in atomically; calls in flight finish on the old one).
-#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", request_body = UploadBody,
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins", operation_id = "upload_plugin", request_body = UploadBody,
     responses((status = 200, body = PluginInfo), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn upload(
     _auth: Auth<Admin>,
-    body: Result<web::Json<UploadBody>, actix_web::Error>,
+    body: super::Body<UploadBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
@@ -104,7 +104,7 @@ pub async fn upload(
 }
 
 /// List plugins in run order.
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", operation_id = "list_plugins",
     responses((status = 200, body = Vec<PluginInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn list(
@@ -116,7 +116,7 @@ pub async fn list(
 }
 
 /// One plugin.
-#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins",
+#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins", operation_id = "get_plugin",
     params(("id" = String, Path, description = "Plugin id")),
     responses((status = 200, body = PluginInfo), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
@@ -133,21 +133,23 @@ pub async fn get(
 pub struct SettingsBody {
     /// Enabling also lifts a quarantine.
     enabled: Option<bool>,
-    /// Lower runs first (ties by id).
+    /// Lower runs first (ties by id), -10000 to 10000.
+    #[serde(default, deserialize_with = "super::whole::optional")]
+    #[schema(minimum = -10000, maximum = 10000)]
     priority: Option<i32>,
     /// Compute and audit actions without applying them; decisions are not enforced.
     dry_run: Option<bool>,
 }
 
 /// Enable, disable, reorder, or switch dry-run.
-#[utoipa::path(patch, path = "/api/v1/plugins/{id}", tag = "plugins", request_body = SettingsBody,
+#[utoipa::path(patch, path = "/api/v1/plugins/{id}", tag = "plugins", operation_id = "update_plugin", request_body = SettingsBody,
     params(("id" = String, Path, description = "Plugin id")),
     responses((status = 200, body = PluginInfo), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn update(
     _auth: Auth<Admin>,
     id: web::Path<String>,
-    body: Result<web::Json<SettingsBody>, actix_web::Error>,
+    body: super::Body<SettingsBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
@@ -172,14 +174,14 @@ pub async fn update(
 }
 
 /// Set a plugin's configuration; the plugin's validate-config must accept it.
-#[utoipa::path(put, path = "/api/v1/plugins/{id}/config", tag = "plugins", request_body = Object,
+#[utoipa::path(put, path = "/api/v1/plugins/{id}/config", tag = "plugins", operation_id = "set_plugin_config", request_body = Object,
     params(("id" = String, Path, description = "Plugin id")),
     responses((status = 200, body = PluginInfo), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn set_config(
     _auth: Auth<Admin>,
     id: web::Path<String>,
-    body: Result<web::Json<serde_json::Value>, actix_web::Error>,
+    body: super::Body<serde_json::Value>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let config = json_body(body)?;
@@ -188,7 +190,7 @@ pub async fn set_config(
 }
 
 /// Delete a plugin.
-#[utoipa::path(delete, path = "/api/v1/plugins/{id}", tag = "plugins",
+#[utoipa::path(delete, path = "/api/v1/plugins/{id}", tag = "plugins", operation_id = "delete_plugin",
     params(("id" = String, Path, description = "Plugin id")),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
@@ -210,6 +212,8 @@ pub struct AuditQuery {
     hook: Option<String>,
     /// `next_cursor` of the previous page (newest first).
     cursor: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
@@ -250,7 +254,7 @@ fn entry(r: AuditRow) -> AuditEntry {
 }
 
 /// The plugin audit log, newest first, filtered by plugin, device and hook.
-#[utoipa::path(get, path = "/api/v1/plugin-audit", tag = "plugins", params(AuditQuery),
+#[utoipa::path(get, path = "/api/v1/plugin-audit", tag = "plugins", operation_id = "plugin_audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["admin"])))]
 pub async fn audit(

@@ -15,16 +15,18 @@ use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// The most channels one explicit push wakes: it is sent while the caller waits.
-const MAX_PUSH_IDS: usize = 10_000;
+pub const MAX_PUSH_IDS: usize = 10_000;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PushBody {
-    /// Enrollment ids to wake.
+    /// Enrollment ids to wake: with `groups`' devices, 1 to 10000 channels.
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::push_ids)]
     ids: Vec<String>,
     /// Group ids: their devices' device channels are woken too.
     #[serde(default)]
+    #[schema(schema_with = crate::http::openapi::group_ids)]
     groups: Vec<i64>,
 }
 
@@ -34,12 +36,12 @@ pub struct PushResults {
 }
 
 /// Push enrollments now (an MDM push wakes the device; it then fetches its queue).
-#[utoipa::path(post, path = "/api/v1/push", tag = "push", request_body = PushBody,
+#[utoipa::path(post, path = "/api/v1/push", tag = "push", operation_id = "push", request_body = PushBody,
     responses((status = 200, body = PushResults), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["commands:write"])))]
 pub async fn push(
     _auth: Auth<CommandsWrite>,
-    body: Result<web::Json<PushBody>, actix_web::Error>,
+    body: super::Body<PushBody>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
@@ -79,7 +81,7 @@ pub struct CertUpload {
     security(("api_key" = ["admin"])))]
 pub async fn upload_cert(
     _auth: Auth<Admin>,
-    body: Result<web::Json<CertUpload>, actix_web::Error>,
+    body: super::Body<CertUpload>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
