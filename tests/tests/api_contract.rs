@@ -100,8 +100,14 @@ async fn the_document_names_each_operation_once_and_declares_its_security() {
             let required: Vec<&Value> = any.iter().map(|f| &f["required"][0]).collect();
             assert_eq!(required, [&json!("ids"), &json!("groups")], "{body}");
         }
-        assert!(schemas["CreateGroup"]["oneOf"].is_array(), "devices or rule");
-        assert_eq!(schemas["CreateGroup"]["properties"]["name"]["maxLength"], 128);
+        assert!(
+            schemas["CreateGroup"]["oneOf"].is_array(),
+            "devices or rule"
+        );
+        assert_eq!(
+            schemas["CreateGroup"]["properties"]["name"]["maxLength"],
+            128
+        );
         assert!(
             schemas["EnqueueBody"]["oneOf"].is_array(),
             "command or raw_plist"

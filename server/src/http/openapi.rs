@@ -8,7 +8,9 @@
 use super::api::{commands, ddm, devices, enrollment, groups, keys, plugins, push};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
-use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Type};
+use utoipa::openapi::schema::{
+    Array, ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -82,53 +84,40 @@ impl Modify for Security {
     }
 }
 
-/// The ids a command is queued to (`storage::enqueue::MAX_IDS_PER_ENQUEUE` at most).
+/// The ids a command is queued to (`storage::enqueue::MAX_IDS_PER_ENQUEUE` at most), beside `groups`:
+/// either may be empty, not both (see [`targets`]).
 pub fn enqueue_ids() -> Array {
-    channel_ids(crate::storage::enqueue::MAX_IDS_PER_ENQUEUE)
+    strings(CHANNEL_ID, crate::storage::enqueue::MAX_IDS_PER_ENQUEUE)
 }
 
-/// The ids an explicit push wakes.
+/// The ids an explicit push wakes, beside `groups` as for [`enqueue_ids`].
 pub fn push_ids() -> Array {
-    channel_ids(push::MAX_PUSH_IDS)
-}
-
-/// Groups named as targets: positive ids (an unknown one is refused with 400).
-pub fn group_ids() -> Array {
-    ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Int64,
-                )))
-                .minimum(Some(1)),
-        )
-        .max_items(Some(crate::storage::enqueue::MAX_GROUPS_PER_ENQUEUE))
-        .build()
+    strings(CHANNEL_ID, push::MAX_PUSH_IDS)
 }
 
 /// A static group's devices in one request.
 pub fn group_devices() -> Array {
+    strings(DEVICE_ID, crate::groups::admin::MAX_DEVICES_PER_REQUEST)
+}
+
+/// Groups named as targets: positive ids (an unknown one is refused with 400).
+pub fn group_ids() -> Array {
+    let id = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1));
     ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(DEVICE_ID)),
-        )
-        .max_items(Some(crate::groups::admin::MAX_DEVICES_PER_REQUEST))
+        .items(id)
+        .max_items(Some(crate::storage::enqueue::MAX_GROUPS_PER_ENQUEUE))
         .build()
 }
 
-/// Enrollment ids beside `groups`: either may be empty, not both (see [`targets`]).
-fn channel_ids(max: usize) -> Array {
-    ArrayBuilder::new()
-        .items(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(CHANNEL_ID)),
-        )
-        .max_items(Some(max))
-        .build()
+/// Up to `max` strings, each matching `pattern`.
+fn strings(pattern: &str, max: usize) -> Array {
+    let item = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern));
+    ArrayBuilder::new().items(item).max_items(Some(max)).build()
 }
 
 /// Path parameters the server checks before looking anything up, with the rule they are checked by:
