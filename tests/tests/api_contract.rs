@@ -203,6 +203,12 @@ async fn invalid_input_the_document_refuses_is_refused_and_changes_nothing() {
             "/api/v1/identity-certificates?expiring_within_days=2147483648",
             "/api/v1/devices?limit=0",
             "/api/v1/devices?limit=1001",
+            // Filters the document bounds (schemathesis found these): a group id is positive, an
+            // attribute key 1 to 128 characters.
+            "/api/v1/devices?group=0",
+            "/api/v1/devices?group=-9223372036854775808",
+            "/api/v1/devices?attribute=",
+            "/api/v1/devices?attribute==x",
         ] {
             let r = s.get(path).await;
             assert_eq!(r.status, 400, "{path}: {}", r.text());
@@ -223,9 +229,18 @@ async fn invalid_input_the_document_refuses_is_refused_and_changes_nothing() {
             "/api/v1/identities/expiring?days=36500",
             "/api/v1/identity-certificates?expiring_within_days=0",
             "/api/v1/devices?limit=1000",
+            "/api/v1/devices?group=1",
+            "/api/v1/devices?attribute=k=",
+            "/api/v1/devices?attribute=k=a%0Ab",
         ] {
             assert_eq!(s.get(path).await.status, 200, "{path}");
         }
+        // 128 two-byte characters: the document's maxLength, so accepted (and matching nothing).
+        let key = "%C3%A9".repeat(128);
+        let r = s.get(&format!("/api/v1/devices?attribute={key}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = s.get(&format!("/api/v1/devices?attribute={key}e")).await;
+        assert_eq!(r.status, 400, "{}", r.text());
     })
     .await;
 }

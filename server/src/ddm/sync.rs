@@ -127,7 +127,6 @@ async fn queue_sync<C: ConnectionTrait>(
     token: &str,
     now: i64,
 ) -> Result<(), DdmError> {
-    queue::withdraw_undelivered(c, ids, SOURCE).await?;
     let mut command = Dictionary::new();
     command.insert(
         "RequestType".into(),
@@ -139,6 +138,7 @@ async fn queue_sync<C: ConnectionTrait>(
         .map_err(|e| DdmError::BadRequest(format!("building the sync command: {e}")))?;
     queue::insert_command(c, &env, 0, SOURCE, None, now).await?;
     queue::enqueue(c, &env.uuid, 0, None, ids, now).await?;
+    queue::withdraw_superseded(c, &env.uuid, SOURCE).await?;
     push::due_for_command(c, &env.uuid, now).await?;
     audience::record_announced(c, &env.uuid, token, now).await?;
     Ok(())

@@ -519,17 +519,24 @@ pub async fn requeue_copy<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// Withdraw these channels' copies of `source`'s commands that were never delivered: a newer command from
-/// the same source supersedes them (a DDM sync replaces the one still waiting). The commands themselves
-/// go with retention once nothing references them.
-pub async fn withdraw_undelivered<C: ConnectionTrait>(
+/// Withdraw the copies of `source`'s older commands still waiting, undelivered, on the channels `newer`
+/// (a command of that source) was just queued to: it supersedes them (a DDM sync replaces the one still
+/// waiting). The channels are read from `newer`'s own queue rows, so nothing is bound per channel and the
+/// statement stays one semi-join however large the audience (a generic plan over thousands of bound ids
+/// searches them row by row). The older commands go with retention once nothing references them.
+pub async fn withdraw_superseded<C: ConnectionTrait>(
     c: &C,
-    enrollment_ids: &[String],
+    newer: &str,
     source: &str,
 ) -> StorageResult<u64> {
     use sea_orm::sea_query::Query;
-    // Correlated, so only these channels' few waiting rows are looked up in `commands` (by its key), never
-    // every command the source ever queued.
+    let channels = Query::select()
+        .column(Column::EnrollmentId)
+        .from(Queue)
+        .and_where(Expr::col(Column::CommandUuid).eq(newer))
+        .to_owned();
+    // Correlated, so each waiting row's command is looked up by its key, never every command the source
+    // ever queued.
     let from_source = Query::select()
         .expr(Expr::val(1))
         .from(Commands)
@@ -538,16 +545,14 @@ pub async fn withdraw_undelivered<C: ConnectionTrait>(
         )
         .and_where(Expr::col((Commands, command::Column::Source)).eq(source))
         .to_owned();
-    let mut withdrawn = 0;
-    for chunk in enrollment_ids.chunks(IDS_PER_STATEMENT) {
-        withdrawn += Queue::delete_many()
-            .filter(Column::EnrollmentId.is_in(chunk.iter().map(String::as_str)))
-            .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
-            .filter(Column::DeliveredAt.is_null())
-            .filter(Expr::exists(from_source.clone()))
-            .exec(c)
-            .await?
-            .rows_affected;
-    }
+    let withdrawn = Queue::delete_many()
+        .filter(Column::EnrollmentId.in_subquery(channels))
+        .filter(Column::CommandUuid.ne(newer))
+        .filter(Column::Status.eq(QueueStatus::Queued.as_str()))
+        .filter(Column::DeliveredAt.is_null())
+        .filter(Expr::exists(from_source))
+        .exec(c)
+        .await?
+        .rows_affected;
     Ok(withdrawn)
 }

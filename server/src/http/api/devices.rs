@@ -22,8 +22,11 @@ pub struct ListQuery {
     /// Only devices whose device channel is enabled (true) or not (false).
     enabled: Option<bool>,
     /// Only members of this group (its id).
+    #[param(minimum = 1)]
     group: Option<i64>,
-    /// Only devices with this plugin attribute: `key=value`, or `key` for any value.
+    /// Only devices with this plugin attribute: `key=value`, or `key` for any value; the key 1 to 128
+    /// characters.
+    #[param(pattern = r"^[^=]{1,128}(=[\s\S]*)?$")]
     attribute: Option<String>,
     /// Last seen at or after this RFC 3339 time.
     #[param(format = DateTime)]
@@ -136,18 +139,28 @@ fn channel(e: &Enrollment) -> ChannelInfo {
     }
 }
 
-/// `key=value` (the value may hold `=`) or `key`: an attribute key as plugins set them (1 to 128 bytes).
+/// `key=value` (the value may hold `=`) or `key`. Plugins set keys of 1 to 128 bytes; the filter counts
+/// characters, as the document does, and a longer key simply matches nothing.
 fn attribute_filter(s: &str) -> Result<(String, Option<String>), ApiError> {
     let (key, value) = match s.split_once('=') {
         Some((k, v)) => (k, Some(v.to_string())),
         None => (s, None),
     };
-    if key.is_empty() || key.len() > 128 {
+    if key.is_empty() || key.chars().count() > 128 {
         return Err(ApiError::BadRequest(
-            "attribute: `key=value` or `key`, the key 1 to 128 bytes".into(),
+            "attribute: `key=value` or `key`, the key 1 to 128 characters".into(),
         ));
     }
     Ok((key.to_string(), value))
+}
+
+fn positive_group(id: i64) -> Result<i64, ApiError> {
+    if id < 1 {
+        return Err(ApiError::BadRequest(
+            "group: a group id is 1 or more".into(),
+        ));
+    }
+    Ok(id)
 }
 
 /// List devices.
@@ -165,7 +178,7 @@ pub async fn list(
         serial_number: q.serial_number,
         platform: q.platform,
         enabled: q.enabled,
-        group: q.group,
+        group: q.group.map(positive_group).transpose()?,
         attribute: q.attribute.as_deref().map(attribute_filter).transpose()?,
         seen_after: q
             .seen_after

@@ -271,4 +271,46 @@ mod tests {
             );
         }
     }
+
+    /// A newer command of a source withdraws that source's older copies still waiting on its own channels,
+    /// and nothing else: not another source's, not one already delivered, not on other channels.
+    #[tokio::test]
+    async fn a_newer_sync_withdraws_only_the_waiting_older_ones_on_its_channels() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            for id in ["A", "B", "C"] {
+                enrolled(db, id, true).await;
+            }
+            let queued = |uuid: &'static str, source: &'static str, to: &'static [&'static str]| async move {
+                let mut command = plist::Dictionary::new();
+                command.insert("RequestType".into(), "DeclarativeManagement".into());
+                let env = CommandEnvelope::new(uuid.into(), command).unwrap();
+                queue::insert_command(db, &env, 0, source, None, 50)
+                    .await
+                    .unwrap();
+                let to: Vec<String> = to.iter().map(|s| s.to_string()).collect();
+                queue::enqueue(db, uuid, 0, None, &to, 50).await.unwrap();
+            };
+            queued("SENT", "ddm", &["B"]).await;
+            let (sent, _) = queue::next(db, "B", 55).await.unwrap().unwrap();
+            assert_eq!(sent.command_uuid, "SENT");
+            queued("OLD", "ddm", &["A", "B", "C"]).await;
+            queued("API", "api", &["A"]).await;
+            queued("NEW", "ddm", &["A", "B"]).await;
+
+            let withdrawn = queue::withdraw_superseded(db, "NEW", "ddm").await.unwrap();
+
+            assert_eq!(withdrawn, 2, "{}", tdb.label);
+            let pending = |id: &'static str| async move {
+                let rows = queue::for_enrollment(db, id, true, 10).await.unwrap();
+                rows.into_iter()
+                    .map(|(i, _)| i.command_uuid)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(pending("A").await, ["API", "NEW"], "{}", tdb.label);
+            assert_eq!(pending("B").await, ["SENT", "NEW"], "{}", tdb.label);
+            assert_eq!(pending("C").await, ["OLD"], "{}", tdb.label);
+        }
+    }
 }
