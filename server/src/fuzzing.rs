@@ -231,7 +231,7 @@ pub fn plugin_manifest(data: &[u8]) {
 /// An admin API request: the input as each JSON body type (and its checks that need no database), and as
 /// each query string.
 pub fn admin_api(data: &[u8]) {
-    use crate::http::api::{commands, devices, enrollment, keys, plugins, push};
+    use crate::http::api::{commands, devices, enrollment, groups, keys, plugins, push};
     use actix_web::web::Query;
 
     fn json<T: serde::de::DeserializeOwned>(data: &[u8]) -> bool {
@@ -247,6 +247,11 @@ pub fn admin_api(data: &[u8]) {
     }
     if json::<push::CertUpload>(data) {
         push_cert(data);
+    }
+    if json::<groups::CreateGroup>(data) || json::<groups::PatchGroup>(data) {
+        if let Some(rule) = field(data, "rule") {
+            group_rule(&rule);
+        }
     }
     json::<push::PushBody>(data);
     json::<enrollment::TokenRequest>(data);
@@ -265,6 +270,41 @@ pub fn admin_api(data: &[u8]) {
     let _ = Query::<enrollment::CertListQuery>::from_query(q);
     let _ = Query::<enrollment::ExpiringQuery>::from_query(q);
     let _ = Query::<plugins::AuditQuery>::from_query(q);
+    let _ = Query::<groups::GroupsQuery>::from_query(q);
+    let _ = Query::<groups::MembersQuery>::from_query(q);
+}
+
+/// A dynamic group's rule, as an admin sends it: one that is accepted keeps its meaning in its canonical
+/// form (what is stored) and evaluates, for any facts, without failing.
+pub fn group_rule(v: &serde_json::Value) {
+    use crate::groups::{Facts, Rule};
+    let Ok(rule) = Rule::from_json(v) else {
+        return;
+    };
+    let canonical = rule.to_json();
+    let again = Rule::from_json(&canonical).expect("a rule's canonical form is accepted");
+    assert_eq!(again.to_json(), canonical, "the canonical form is stable");
+    // Facts made of the rule's own values, so tests can hold, and empty ones.
+    let mut facts = Facts::default();
+    for t in rule.tests() {
+        let text = t.value.as_str().map(str::to_string);
+        facts.os_version = facts.os_version.or(text.clone());
+        facts.serial_number = facts.serial_number.or(text.clone());
+        let name = t.fact.name();
+        if let Some(key) = name.strip_prefix("ddm:") {
+            facts.ddm.insert(key.to_string(), t.value.clone());
+        }
+        if let (Some(key), Some(text)) = (name.strip_prefix("attribute:"), text) {
+            facts.attributes.insert(key.to_string(), text);
+        }
+    }
+    for (f, now) in [
+        (&Facts::default(), 0),
+        (&facts, i64::MAX),
+        (&facts, i64::MIN),
+    ] {
+        rule.matches(f, now);
+    }
 }
 
 fn field(data: &[u8], name: &str) -> Option<serde_json::Value> {

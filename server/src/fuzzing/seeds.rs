@@ -536,6 +536,26 @@ fn admin_seeds(dev: &KeyPair) -> Vec<Seed> {
         ),
         json("enqueue_raw", json!({"ids": [UDID], "raw_plist": raw_cmd})),
         json("push", json!({"ids": [UDID]})),
+        json("push_groups", json!({"ids": [], "groups": [1, 2]})),
+        json("group_static", json!({"name": "Lab", "devices": [UDID]})),
+        json(
+            "group_dynamic",
+            json!({"name": "Current iPhones", "rule": {"all": [
+                {"fact": "platform", "op": "in", "value": ["iOS", "iPadOS"]},
+                {"fact": "os_version", "op": "gte", "value": "17.10"},
+                {"not": {"fact": "serial_number", "op": "prefix", "value": "C02"}},
+                {"any": [
+                    {"fact": "last_seen_at", "op": "within", "value": 86400},
+                    {"fact": "attribute:ring", "op": "eq", "value": "pilot"},
+                    {"fact": "ddm:passcode.is-compliant", "op": "eq", "value": false}
+                ]}
+            ]}}),
+        ),
+        json(
+            "group_patch",
+            json!({"name": "Lab 2", "add": [UDID], "remove": ["U:1"]}),
+        ),
+        q("query_groups_page", "cursor=3&limit=50"),
         json(
             "token",
             json!({"serial_number": "C02FUZZ", "ttl_seconds": 300, "label": "x"}),
@@ -805,6 +825,10 @@ fn seeds_reach_past_the_first_check() {
             }),
             "machine_info" => machine_info::decode(&data).is_ok(),
             "plugin_manifest" => Manifest::parse(std::str::from_utf8(&data).unwrap()).is_ok(),
+            // A rule seed is one the rule language accepts, so it reaches the evaluator.
+            "admin_api" if name.starts_with("group_dynamic") => {
+                field(&data, "rule").is_some_and(|r| crate::groups::Rule::from_json(&r).is_ok())
+            }
             "admin_api" => {
                 name.starts_with("query")
                     || serde_json::from_slice::<serde_json::Value>(&data).is_ok()
