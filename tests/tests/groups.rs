@@ -136,6 +136,8 @@ async fn groups_are_created_read_changed_and_deleted_and_bad_input_changes_nothi
         assert_eq!(patch(&s, id, json!({"rule": {"fact": "model", "op": "exists"}})).await.status, 400);
         assert_eq!(patch(&s, 9999, json!({"name": "Y"})).await.status, 404);
         assert_eq!(s.get("/api/v1/groups/abc").await.status, 400);
+        assert_eq!(s.get("/api/v1/groups/0").await.status, 400);
+        assert_eq!(s.get("/api/v1/groups/-1/devices").await.status, 400);
         assert_eq!(s.get("/api/v1/groups/9999/devices").await.status, 404);
         assert_eq!(s.snapshot().await, before, "refusals changed nothing");
 
@@ -300,6 +302,14 @@ async fn a_command_or_push_to_a_group_reaches_exactly_its_members() {
             .await;
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains("424242"), "{}", r.text());
+        let too_many: Vec<i64> = (1..=101).collect();
+        let r = s
+            .post(
+                "/api/v1/commands",
+                json!({"groups": too_many, "command": {"RequestType": "ProfileList"}}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
         let r = s
             .post(
                 "/api/v1/commands",

@@ -20,7 +20,8 @@ use std::sync::Arc;
 /// calls (schedules), not in one flood.
 pub const MAX_IDS_PER_ACTION: usize = 1000;
 pub const MAX_IDS_PER_CALL: usize = 1000;
-const MAX_ATTRIBUTE_KEY: usize = 128;
+/// Attribute keys plugins set: 1 to this many bytes.
+pub const MAX_ATTRIBUTE_KEY: usize = 128;
 const MAX_ATTRIBUTE_VALUE: usize = 4096;
 const MAX_EVENT_PAYLOAD: usize = 256 * 1024;
 

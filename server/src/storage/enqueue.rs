@@ -110,15 +110,26 @@ fn new_uuid() -> String {
     uuid::Uuid::new_v4().to_string().to_uppercase()
 }
 
-/// The device channels of `groups`' devices (a device channel's id is its device's), read in the caller's
-/// transaction so the targets are the members as of the enqueue. Every group must exist.
-pub async fn group_targets<C: ConnectionTrait>(
+/// The channels a call names: `ids` and the device channels of `groups`' devices (a device channel's id is
+/// its device's), sorted, each once. Read in the caller's transaction so the targets are the members as of
+/// the call. Every group must exist.
+pub async fn targets<C: ConnectionTrait>(
+    c: &C,
+    mut ids: Vec<String>,
+    groups: &[i64],
+) -> Result<Vec<String>, QueueError> {
+    if !groups.is_empty() {
+        ids.extend(group_devices(c, groups).await?);
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+async fn group_devices<C: ConnectionTrait>(
     c: &C,
     groups: &[i64],
 ) -> Result<Vec<String>, QueueError> {
-    if groups.is_empty() {
-        return Ok(Vec::new());
-    }
     if groups.len() > MAX_GROUPS_PER_ENQUEUE {
         return Err(QueueError::TooManyGroups(groups.len()));
     }
@@ -155,10 +166,7 @@ pub async fn enqueue_in<C: ConnectionTrait>(
         return Err(QueueError::BadTtl);
     }
     let expires_at = req.ttl_seconds.map(|t| now + (t as i64) * 1000);
-    let mut ids = req.ids.clone();
-    ids.extend(group_targets(c, &req.groups).await?);
-    ids.sort();
-    ids.dedup();
+    let ids = targets(c, req.ids.clone(), &req.groups).await?;
     if ids.len() > MAX_IDS_PER_ENQUEUE {
         return Err(QueueError::TooManyIds(ids.len()));
     }

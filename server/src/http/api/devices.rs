@@ -5,6 +5,7 @@ use crate::clock::to_rfc3339;
 use crate::http::auth::{Admin, Auth, DevicesRead};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
+use crate::plugins::actions::MAX_ATTRIBUTE_KEY;
 use crate::storage::devices::{self, Device, DeviceFilter};
 use crate::storage::enrollments::{self, Enrollment};
 use actix_web::{web, HttpResponse};
@@ -146,21 +147,12 @@ fn attribute_filter(s: &str) -> Result<(String, Option<String>), ApiError> {
         Some((k, v)) => (k, Some(v.to_string())),
         None => (s, None),
     };
-    if key.is_empty() || key.chars().count() > 128 {
-        return Err(ApiError::BadRequest(
-            "attribute: `key=value` or `key`, the key 1 to 128 characters".into(),
-        ));
+    if key.is_empty() || key.chars().count() > MAX_ATTRIBUTE_KEY {
+        return Err(ApiError::BadRequest(format!(
+            "attribute: `key=value` or `key`, the key 1 to {MAX_ATTRIBUTE_KEY} characters"
+        )));
     }
     Ok((key.to_string(), value))
-}
-
-fn positive_group(id: i64) -> Result<i64, ApiError> {
-    if id < 1 {
-        return Err(ApiError::BadRequest(
-            "group: a group id is 1 or more".into(),
-        ));
-    }
-    Ok(id)
 }
 
 /// List devices.
@@ -178,7 +170,7 @@ pub async fn list(
         serial_number: q.serial_number,
         platform: q.platform,
         enabled: q.enabled,
-        group: q.group.map(positive_group).transpose()?,
+        group: q.group.map(super::groups::positive_group_id).transpose()?,
         attribute: q.attribute.as_deref().map(attribute_filter).transpose()?,
         seen_after: q
             .seen_after

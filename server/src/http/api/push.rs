@@ -6,7 +6,7 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::push::cert::PushCertificate;
 use crate::push::service::{CertInfo, PushResult};
-use crate::storage::enqueue::group_targets;
+use crate::storage::enqueue::targets;
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -46,11 +46,7 @@ pub async fn push(
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
     super::channel_ids(b.ids.iter().map(String::as_str))?;
-    let mut ids = b.ids;
-    let members = group_targets(&state.storage.read(), &b.groups).await?;
-    ids.extend(members);
-    ids.sort();
-    ids.dedup();
+    let ids = targets(&state.storage.read(), b.ids, &b.groups).await?;
     if ids.is_empty() || ids.len() > MAX_PUSH_IDS {
         return Err(ApiError::BadRequest(format!(
             "give 1 to {MAX_PUSH_IDS} ids, groups' devices included ({} given); \
