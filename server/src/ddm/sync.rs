@@ -66,10 +66,8 @@ pub async fn announce<C: ConnectionTrait>(
     };
     let considered = members.len();
     for (token, to) in due(c, members, force).await? {
-        if !to.is_empty() {
-            queue_sync(c, &to, &token, now).await?;
-            synced.queued += to.len();
-        }
+        queue_sync(c, &to, &token, now).await?;
+        synced.queued += to.len();
     }
     synced.unchanged = considered - synced.queued;
     if synced.queued > 0 {
@@ -111,9 +109,8 @@ async fn due<C: ConnectionTrait>(
             let assigned = sets.iter().flat_map(|s| items.get(s)).flatten().cloned();
             Effective::of(builtins.iter().cloned().chain(assigned)).token
         });
-        let ids = due.entry(token.clone()).or_default();
         if force || m.announced_token.as_ref() != Some(token) {
-            ids.push(m.enrollment_id);
+            due.entry(token.clone()).or_default().push(m.enrollment_id);
         }
     }
     Ok(due)

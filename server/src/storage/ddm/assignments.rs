@@ -59,26 +59,6 @@ pub async fn sets_of<C: ConnectionTrait>(c: &C, enrollment_id: &str) -> StorageR
         .await?)
 }
 
-/// (enrollment, set) for every assignment of these enrollments.
-pub async fn of_enrollments<C: ConnectionTrait>(
-    c: &C,
-    enrollment_ids: &[String],
-) -> StorageResult<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for chunk in enrollment_ids.chunks(IDS_PER_STATEMENT) {
-        let rows: Vec<(String, String)> = Entity::find()
-            .select_only()
-            .column(Column::EnrollmentId)
-            .column(Column::SetName)
-            .filter(Column::EnrollmentId.is_in(chunk.iter().cloned()))
-            .into_tuple()
-            .all(c)
-            .await?;
-        out.extend(rows);
-    }
-    Ok(out)
-}
-
 /// The enrollments a set is assigned to.
 pub async fn enrollments_with_set<C: ConnectionTrait>(
     c: &C,
