@@ -192,6 +192,8 @@ async fn invalid_input_the_document_refuses_is_refused_and_changes_nothing() {
                 "/api/v1/commands",
                 json!([["X"], {"RequestType": "ProfileList"}]),
             ),
+            // More ids than the document's maxItems, even if they are one id repeated.
+            ("/api/v1/push", json!({"ids": vec!["X"; 10_001]})),
         ] {
             let r = s.post(path, body.clone()).await;
             assert_eq!(r.status, 400, "{path} {body}: {}", r.text());

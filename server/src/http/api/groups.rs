@@ -25,7 +25,7 @@ pub struct CreateGroup {
     devices: Option<Vec<String>>,
     /// A dynamic group: its rule (see docs/GROUPS.md), e.g.
     /// `{"all": [{"fact": "platform", "op": "eq", "value": "iOS"}, {"fact": "os_version", "op": "gte", "value": "17.2"}]}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     rule: Option<Value>,
 }
 
@@ -36,7 +36,7 @@ pub struct PatchGroup {
     #[schema(min_length = 1, max_length = 128)]
     name: Option<String>,
     /// A dynamic group's new rule; every device is evaluated against it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     rule: Option<Value>,
     /// Devices to add to a static group (at most 10,000 per request).
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct GroupView {
     #[schema(example = "dynamic")]
     kind: String,
     /// A dynamic group's rule, in canonical form.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     rule: Option<Value>,
     /// How many devices are members.
     members: u64,

@@ -45,6 +45,13 @@ pub async fn push(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let b = json_body(body)?;
+    // Bounded as given, before any lookup; and again once the groups' devices are added.
+    if b.ids.len() > MAX_PUSH_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "give at most {MAX_PUSH_IDS} ids ({} given)",
+            b.ids.len()
+        )));
+    }
     super::channel_ids(b.ids.iter().map(String::as_str))?;
     let ids = targets(&state.storage.read(), b.ids, &b.groups).await?;
     if ids.is_empty() || ids.len() > MAX_PUSH_IDS {
