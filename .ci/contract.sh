@@ -65,7 +65,9 @@ echo "== openapi-spec-validator"
 # Both headers carry the key: the server reads X-API-Key first, and schemathesis would otherwise fill it in.
 echo "== schemathesis (--checks all, $MAX_EXAMPLES examples per operation, ${MAX_SECONDS}s at most)"
 status=0
-timeout --signal=INT --kill-after=30 $((MAX_SECONDS + 60)) \
+# The hooks (.ci/schemathesis_hooks.py) drop one schemathesis false positive, said there.
+SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH=.ci \
+  timeout --signal=INT --kill-after=30 $((MAX_SECONDS + 60)) \
   "$venv/bin/schemathesis" --config-file .ci/schemathesis.toml run "$base/api/openapi.json" \
   --checks all \
   --max-examples "$MAX_EXAMPLES" \
