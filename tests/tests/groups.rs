@@ -3,7 +3,7 @@
 //! admin action; commands and pushes target groups; the device list filters by group and attribute.
 
 use mdm_server::apikeys::Scope;
-use mdm_tests::ddm::request;
+use mdm_tests::ddm::{request, DdmClient};
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 use mdm_tests::plugins;
@@ -329,6 +329,147 @@ async fn a_command_or_push_to_a_group_reaches_exactly_its_members() {
                 .status,
             400
         );
+        s.stop().await;
+    })
+    .await;
+}
+
+/// The DeclarativeManagement commands waiting for an enrollment.
+async fn pending_syncs(s: &TestServer, id: &str) -> usize {
+    let all = ok(
+        s.get(&format!("/api/v1/enrollments/{id}/commands")).await,
+        200,
+        "queue",
+    );
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["request_type"] == "DeclarativeManagement")
+        .count()
+}
+
+async fn group_set(s: &TestServer, method: Method, group: i64, set: &str) -> Resp {
+    let path = format!("/api/v1/ddm/groups/{group}/sets/{set}");
+    s.api(method, &path, Some(&s.admin_key), None).await
+}
+
+/// The device takes its waiting sync command and syncs; returns the declarations it then holds (but the
+/// server's built-in ones).
+async fn synced(s: &TestServer, dev: &Device, client: &mut DdmClient) -> Vec<String> {
+    let cmd = s.next_command(dev).await.expect("a sync command");
+    assert_eq!(cmd.request_type, "DeclarativeManagement");
+    s.ddm_sync(dev, client).await;
+    assert_eq!(pending_syncs(s, &dev.udid).await, 0);
+    client
+        .held
+        .keys()
+        .filter(|k| !k.starts_with("mdm.builtin."))
+        .cloned()
+        .collect()
+}
+
+/// A DDM set assigned to a group reaches its members and follows membership with no one assigning
+/// anything: a device that joins (a static group's edit, a dynamic group's rule after an OS update, a new
+/// enrollment matching a rule) is synced and gets the declarations; one that leaves, or whose group is
+/// deleted, is synced and drops them; devices whose declarations do not change are sent nothing.
+#[tokio::test]
+async fn a_set_assigned_to_a_group_follows_its_membership() {
+    each_database(|db| async move {
+        let s = TestServer::start(db).await;
+        let phone = enrolled(&s, Platform::Ios).await; // 17.5
+        let mac = enrolled(&s, Platform::MacOs).await;
+        let decl = json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": "p.group",
+                          "Payload": {"RequirePasscode": true}});
+        let r = s
+            .api(Method::PUT, "/api/v1/ddm/declarations", Some(&s.admin_key), Some(decl))
+            .await;
+        ok(r, 200, "declaration");
+        let set = json!({"declarations": ["p.group"]});
+        let r = s
+            .api(Method::PUT, "/api/v1/ddm/sets/baseline", Some(&s.admin_key), Some(set))
+            .await;
+        ok(r, 200, "set");
+        let lab = create(&s, json!({"name": "lab", "devices": [mac.udid]})).await["id"]
+            .as_i64()
+            .unwrap();
+        let current = create(
+            &s,
+            json!({"name": "current", "rule": {"fact": "os_version", "op": "gte", "value": "17.10"}}),
+        )
+        .await["id"]
+            .as_i64()
+            .unwrap();
+
+        // Assigned to the static group: its member is synced, no one else.
+        let r = ok(group_set(&s, Method::PUT, lab, "baseline").await, 200, "assign");
+        assert_eq!(r["changed"], true);
+        let again = ok(group_set(&s, Method::PUT, lab, "baseline").await, 200, "again");
+        assert_eq!(again["changed"], false);
+        assert_eq!((pending_syncs(&s, &mac.udid).await, pending_syncs(&s, &phone.udid).await), (1, 0));
+        let view = ok(s.get(&format!("/api/v1/ddm/groups/{lab}")).await, 200, "group sets");
+        assert_eq!(view["sets"], json!(["baseline"]));
+        let mut mac_client = DdmClient::default();
+        assert_eq!(synced(&s, &mac, &mut mac_client).await, ["p.group"]);
+        let enrollment = ok(s.get(&format!("/api/v1/ddm/enrollments/{}", mac.udid)).await, 200, "view");
+        assert_eq!(enrollment["sets"], json!(["baseline"]));
+
+        // Assigned to a dynamic group with no members: nothing is sent. The phone's OS update moves it in,
+        // and it is synced; its downgrade moves it out, and it drops the declaration.
+        ok(group_set(&s, Method::PUT, current, "baseline").await, 200, "assign dynamic");
+        assert_eq!(pending_syncs(&s, &phone.udid).await, 0);
+        let mut phone_client = DdmClient::default();
+        report_os(&s, &phone, "17.10").await;
+        assert_eq!(pending_syncs(&s, &phone.udid).await, 1, "joined: synced");
+        assert_eq!(synced(&s, &phone, &mut phone_client).await, ["p.group"]);
+        report_os(&s, &phone, "17.11").await;
+        assert_eq!(pending_syncs(&s, &phone.udid).await, 0, "still a member: nothing changed");
+        report_os(&s, &phone, "17.9").await;
+        assert_eq!(pending_syncs(&s, &phone.udid).await, 1, "left: synced");
+        assert!(synced(&s, &phone, &mut phone_client).await.is_empty());
+
+        // A static group's edit: removed, synced, dropped; added back, synced, held again.
+        assert_eq!(patch(&s, lab, json!({"remove": [mac.udid]})).await.status, 200);
+        assert!(synced(&s, &mac, &mut mac_client).await.is_empty());
+        assert_eq!(patch(&s, lab, json!({"add": [mac.udid]})).await.status, 200);
+        assert_eq!(synced(&s, &mac, &mut mac_client).await, ["p.group"]);
+
+        // A device enrolling into a group that carries sets is told of them at its first TokenUpdate.
+        let rule = json!({"fact": "platform", "op": "eq", "value": "macOS"});
+        let macs = create(&s, json!({"name": "macs", "rule": rule})).await["id"].as_i64().unwrap();
+        ok(group_set(&s, Method::PUT, macs, "baseline").await, 200, "assign macs");
+        assert_eq!(pending_syncs(&s, &mac.udid).await, 0, "the set reaches mac through lab already");
+        let new_mac = enrolled(&s, Platform::MacOs).await;
+        let mut new_client = DdmClient::default();
+        assert_eq!(synced(&s, &new_mac, &mut new_client).await, ["p.group"]);
+        // A new device with no sets is sent no DeclarativeManagement command.
+        let new_phone = enrolled(&s, Platform::Ios).await;
+        assert_eq!(pending_syncs(&s, &new_phone.udid).await, 0);
+
+        // Unassigned from lab: mac still holds it through macs, so nothing is sent.
+        let r = ok(group_set(&s, Method::DELETE, lab, "baseline").await, 200, "unassign");
+        assert_eq!(r["changed"], true);
+        assert_eq!(pending_syncs(&s, &mac.udid).await, 0);
+        // The group deleted: its members lose its sets and are synced.
+        assert_eq!(s.delete(&format!("/api/v1/groups/{macs}")).await.status, 204);
+        assert!(synced(&s, &mac, &mut mac_client).await.is_empty());
+        assert!(synced(&s, &new_mac, &mut new_client).await.is_empty());
+
+        // Bad input changes nothing: a bad group id, an unknown group or set, a key without ddm:write.
+        let reader = s.key(&[Scope::DevicesRead, Scope::GroupsWrite]).await;
+        let before = s.snapshot().await;
+        assert_eq!(group_set(&s, Method::PUT, 0, "baseline").await.status, 400);
+        assert_eq!(group_set(&s, Method::PUT, 99_999, "baseline").await.status, 404);
+        assert_eq!(group_set(&s, Method::PUT, lab, "nope").await.status, 404);
+        let r = s.api(Method::PUT, "/api/v1/ddm/groups/x/sets/baseline", Some(&s.admin_key), None).await;
+        assert_eq!(r.status, 400);
+        let r = s.api(Method::PUT, &format!("/api/v1/ddm/groups/{lab}/sets/bad%20name"), Some(&s.admin_key), None).await;
+        assert_eq!(r.status, 400);
+        let r = s.api(Method::PUT, &format!("/api/v1/ddm/groups/{lab}/sets/baseline"), Some(&reader), None).await;
+        assert_eq!(r.status, 403);
+        assert_eq!(s.get(&format!("/api/v1/ddm/groups/{}", 99_999)).await.status, 404);
+        let view = ok(s.get(&format!("/api/v1/ddm/groups/{lab}")).await, 200, "group sets");
+        assert_eq!(view["sets"], json!([]));
+        assert_eq!(s.snapshot().await, before, "refused requests changed nothing");
         s.stop().await;
     })
     .await;

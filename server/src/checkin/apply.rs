@@ -90,6 +90,9 @@ pub(super) async fn token_update<C: ConnectionTrait>(
         Err(other) => return Err(other.into()),
     };
     tracing::info!(enrollment = %e.id, kind = e.kind.as_str(), count, "token update");
+    if count == 1 {
+        crate::ddm::sync::on_enabled(c, &e.id, now).await?;
+    }
     Ok(true)
 }
 

@@ -84,7 +84,7 @@ impl CheckinService {
                     // Status items are facts of the device (on its device channel) that rules read.
                     let items_changed = report.full || !report.items.is_empty();
                     if items_changed && !e.kind.is_user_channel() {
-                        crate::storage::groups::refresh_device(txn, &e.device_id, now).await?;
+                        crate::groups::follow_facts(txn, &e.device_id, now).await?;
                     }
                     let hook = Hook::OnDdmStatus.as_str();
                     let events = plugins

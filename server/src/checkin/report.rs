@@ -175,7 +175,9 @@ async fn record<C: ConnectionTrait>(
         json: plist_json::plist_to_json(&Value::Dictionary(report.dict.clone())).to_string(),
         facts: learnt_facts(report),
     };
-    match store::command_result(txn, e, result, now).await? {
+    let (outcome, memberships) = store::command_result(txn, e, result, now).await?;
+    crate::groups::sync_members(txn, &memberships, now).await?;
+    match outcome {
         ReportOutcome::Recorded if status == ReportStatus::Error => {
             tracing::info!(enrollment = %e.id, command = uuid, chain = ?report.error_chain, "command failed on device")
         }

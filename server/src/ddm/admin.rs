@@ -155,31 +155,48 @@ pub async fn delete_set(
         .await
 }
 
-/// Assign (`assign`) or unassign a set to an enrollment. Ok(true) if that changed anything.
+/// What a set is assigned to.
+#[derive(Debug, Clone)]
+pub enum Holder {
+    /// An enrollment (device or user channel).
+    Enrollment(String),
+    /// A device group: its members' device channels hold the set.
+    Group(i64),
+}
+
+/// Assign (`assign`) or unassign a set to an enrollment or a group. Ok(true) if that changed anything.
 pub async fn set_assignment(
     storage: &Storage,
-    enrollment_id: &str,
+    holder: Holder,
     set_name: &str,
     assign: bool,
     actor: Actor,
     now: i64,
 ) -> Result<bool, DdmError> {
-    let (id, set) = (enrollment_id.to_string(), set_name.to_string());
+    let set = set_name.to_string();
     storage
         .transaction(move |txn| {
             Box::pin(async move {
-                let changed = if assign {
-                    assignments::assign_set(txn, &id, &set, now).await?
-                } else {
-                    assignments::unassign_set(txn, &id, &set, now).await?
+                let (changed, target, kind) = match &holder {
+                    Holder::Enrollment(id) if assign => (
+                        assignments::assign_set(txn, id, &set, now).await?,
+                        id.clone(),
+                        "",
+                    ),
+                    Holder::Enrollment(id) => (
+                        assignments::unassign_set(txn, id, &set, now).await?,
+                        id.clone(),
+                        "",
+                    ),
+                    Holder::Group(id) => {
+                        let changed = assignments::group_set(txn, *id, &set, assign, now).await?;
+                        (changed, id.to_string(), "group_")
+                    }
                 };
                 if changed {
-                    let action = if assign {
-                        "ddm.set_assigned"
-                    } else {
-                        "ddm.set_unassigned"
-                    };
-                    audit(txn, now, actor, action, &id, json!({"set": set})).await?;
+                    let verb = if assign { "assigned" } else { "unassigned" };
+                    let action = format!("ddm.{kind}set_{verb}");
+                    audit(txn, now, actor, &action, &target, json!({"set": set})).await?;
                 }
                 Ok(changed)
             })

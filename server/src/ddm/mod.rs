@@ -10,7 +10,7 @@ pub mod effective;
 pub mod sync;
 pub mod views;
 
-pub use assignments::{assign_set, unassign_set};
+pub use assignments::{assign_set, group_set, unassign_set};
 
 use crate::protocol::ddm::{DeclarationError, StatusError};
 use crate::storage::enqueue::QueueError;
@@ -25,6 +25,8 @@ pub enum DdmError {
     UnknownSet(String),
     #[error("no enrollment {0}")]
     UnknownEnrollment(String),
+    #[error("no group {0}")]
+    UnknownGroup(i64),
     #[error("no declaration {0}")]
     UnknownDeclaration(String),
     #[error("unknown declarations in the set: {}", .0.join(", "))]

@@ -12,7 +12,8 @@ use super::DdmError;
 use crate::protocol::ddm::{sync_tokens_data, DeclarationItem};
 use crate::protocol::CommandEnvelope;
 use crate::storage::ddm::audience::{self, Audience, Member};
-use crate::storage::ddm::sets;
+use crate::storage::ddm::{assignments, sets};
+use crate::storage::groups::Change;
 use crate::storage::{push, queue};
 use plist::{Dictionary, Value};
 use sea_orm::ConnectionTrait;
@@ -78,6 +79,46 @@ pub async fn announce<C: ConnectionTrait>(
         );
     }
     Ok(synced)
+}
+
+/// Devices joined or left groups: those of them in groups that carry sets are synced (their sets changed
+/// with their membership). Changes in groups without sets cost one read.
+pub async fn after_membership<C: ConnectionTrait>(
+    c: &C,
+    changes: &[Change],
+    now: i64,
+) -> Result<Synced, DdmError> {
+    let mut groups: Vec<i64> = changes.iter().map(|ch| ch.group_id).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.is_empty() {
+        return Ok(Synced::default());
+    }
+    let carrying = assignments::groups_with_sets(c, &groups).await?;
+    let devices: Vec<String> = changes
+        .iter()
+        .filter(|ch| carrying.binary_search(&ch.group_id).is_ok())
+        .map(|ch| ch.device_id.clone())
+        .collect();
+    if devices.is_empty() {
+        return Ok(Synced::default());
+    }
+    announce(c, Audience::Ids(&devices), false, now).await
+}
+
+/// An enrollment was just enabled (its first TokenUpdate since Authenticate): if it holds sets already
+/// (through its device's groups, or assigned before its TokenUpdate), it is told of them now. One that
+/// holds none is left alone: it has only the built-in declarations, and a device that takes no part in DDM
+/// must not be sent a DeclarativeManagement command it cannot run.
+pub async fn on_enabled<C: ConnectionTrait>(
+    c: &C,
+    enrollment_id: &str,
+    now: i64,
+) -> Result<Synced, DdmError> {
+    if assignments::sets_of(c, enrollment_id).await?.is_empty() {
+        return Ok(Synced::default());
+    }
+    announce(c, Audience::Ids(&[enrollment_id.to_string()]), false, now).await
 }
 
 /// The enrollments owed a sync, by the DeclarationsToken to announce to them: each one's token, computed

@@ -5,6 +5,7 @@
 use super::rule::{Rule, RuleError};
 use crate::protocol::enrollment::DEVICE_ID;
 use crate::storage::audit_log::{self, NewEntry};
+use crate::storage::ddm::assignments;
 use crate::storage::groups::{self, members, Group, GroupKind};
 use crate::storage::{devices, Storage, StorageError};
 use sea_orm::ConnectionTrait;
@@ -214,6 +215,7 @@ async fn apply_update<C: ConnectionTrait>(
     let mut changes: Vec<_> = joined.into_iter().map(change(true)).collect();
     changes.extend(left.into_iter().map(change(false)));
     changes.sort();
+    super::sync_members(txn, &changes, now).await?;
     Ok((group, changes))
 }
 
@@ -226,8 +228,15 @@ pub async fn delete(storage: &Storage, id: i64, actor: Actor, now: i64) -> Resul
                     .await?
                     .ok_or(GroupError::NotFound(id))?;
                 let had = members::count(txn, id).await?;
+                // Its members lose the sets it carries: they are synced once it is gone.
+                let lost = if assignments::sets_of_group(txn, id).await?.is_empty() {
+                    Vec::new()
+                } else {
+                    members::devices_of(txn, &[id]).await?
+                };
                 groups::delete(txn, id).await?;
-                let detail = json!({"name": group.name, "kind": group.kind, "members": had});
+                let synced = super::sync_devices(txn, &lost, now).await?;
+                let detail = json!({"name": group.name, "kind": group.kind, "members": had, "synced": synced.queued});
                 audit(txn, now, actor, "group.deleted", id, detail).await
             })
         })

@@ -259,9 +259,10 @@ impl ApiError {
 fn ddm_code(d: &crate::ddm::DdmError) -> (StatusCode, &'static str) {
     use crate::ddm::DdmError as D;
     match d {
-        D::UnknownSet(_) | D::UnknownEnrollment(_) | D::UnknownDeclaration(_) => {
-            (StatusCode::NOT_FOUND, "not_found")
-        }
+        D::UnknownSet(_)
+        | D::UnknownEnrollment(_)
+        | D::UnknownDeclaration(_)
+        | D::UnknownGroup(_) => (StatusCode::NOT_FOUND, "not_found"),
         D::InUse { .. } => (StatusCode::CONFLICT, "in_use"),
         D::Declaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
         D::UnknownMembers(_) | D::Reserved | D::BadName(_) | D::Status(_) | D::BadRequest(_) => {

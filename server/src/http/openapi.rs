@@ -61,6 +61,7 @@ const GROUP_ID: &str = r"^[1-9][0-9]{0,17}$";
         ddm::put_declaration, ddm::list_declarations, ddm::get_declaration, ddm::delete_declaration,
         ddm::declaration_status, ddm::put_set, ddm::list_sets, ddm::get_set, ddm::delete_set,
         ddm::assign, ddm::unassign, ddm::enrollment, ddm::sync,
+        ddm::group_sets, ddm::assign_group, ddm::unassign_group,
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
@@ -171,6 +172,9 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
     ),
     ("/api/v1/ddm/sync/{ids}", "*", "ids", CHANNEL_IDS),
     ("/api/v1/groups/{id}", "*", "id", GROUP_ID),
+    ("/api/v1/ddm/groups/{id}", "*", "id", GROUP_ID),
+    ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "id", GROUP_ID),
+    ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "name", SET_NAME),
     ("/api/v1/groups/{id}/devices", "*", "id", GROUP_ID),
 ];
 

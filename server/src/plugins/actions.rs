@@ -320,14 +320,14 @@ async fn perform<C: ConnectionTrait>(
                 "rejected"
             } else {
                 attributes::set(c, &s.device_id, &s.key, &s.value, plugin, ctx.now).await?;
-                crate::storage::groups::refresh_device(c, &s.device_id, ctx.now).await?;
+                crate::groups::follow_facts(c, &s.device_id, ctx.now).await?;
                 "applied"
             }
         }
         Action::ClearAttribute(k) => {
             let existed = attributes::clear(c, &k.device_id, &k.key).await?;
             if existed {
-                crate::storage::groups::refresh_device(c, &k.device_id, ctx.now).await?;
+                crate::groups::follow_facts(c, &k.device_id, ctx.now).await?;
             }
             desc["existed"] = json!(existed);
             "applied"

@@ -143,13 +143,14 @@ pub struct CommandResult<'a> {
 }
 
 /// Record a result against its pending command. An acknowledged DeviceInformation refreshes what is known
-/// of the device, and so its dynamic groups. Unknown and repeated results change nothing (the outcome says which).
+/// of the device, and so its dynamic groups: the membership changes are returned with the outcome (the
+/// caller syncs what they change). Unknown and repeated results change nothing (the outcome says which).
 pub async fn command_result<C: ConnectionTrait>(
     c: &C,
     e: &EnrollmentRef,
     r: CommandResult<'_>,
     now: i64,
-) -> StorageResult<ReportOutcome> {
+) -> StorageResult<(ReportOutcome, Vec<super::groups::Change>)> {
     let outcome =
         queue::record_report(c, &e.id, r.command_uuid, r.status, r.raw, &r.json, now).await?;
     if let (ReportOutcome::Recorded, QueueStatus::Acknowledged, Some(facts)) =
@@ -160,10 +161,11 @@ pub async fn command_result<C: ConnectionTrait>(
             .is_some_and(|cmd| cmd.request_type == "DeviceInformation");
         if is_device_information {
             devices::update_facts(c, &e.device_id, facts, now).await?;
-            super::groups::refresh_device(c, &e.device_id, now).await?;
+            let changes = super::groups::refresh_device(c, &e.device_id, now).await?;
+            return Ok((outcome, changes));
         }
     }
-    Ok(outcome)
+    Ok((outcome, Vec::new()))
 }
 
 /// Which last-seen times a message rewrites (each one a statement; see `checkin::fast_paths`).

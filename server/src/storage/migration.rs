@@ -6,6 +6,7 @@ use sea_orm_migration::schema::*;
 
 mod m0009_ddm;
 mod m0010_groups;
+mod m0011_ddm_group_sets;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0008Reenrollment),
             Box::new(m0009_ddm::M0009Ddm),
             Box::new(m0010_groups::M0010Groups),
+            Box::new(m0011_ddm_group_sets::M0011DdmGroupSets),
         ]
     }
 }

@@ -1,16 +1,18 @@
 //! Declarative Device Management: declarations, sets, their assignment to enrollments, and what devices
 //! report. Reads need `devices:read`; changes `ddm:write`.
 
+use super::groups::group_id;
 use super::{body, channel_id, channel_ids, page_limit, query};
 use crate::clock::to_rfc3339;
+use crate::ddm::admin::{self, Holder};
+use crate::ddm::check_set_name;
 use crate::ddm::sync::Synced;
 use crate::ddm::views::{self, DeclarationState, DeclarationStatusView, EnrollmentView};
-use crate::ddm::{admin, check_set_name};
 use crate::http::auth::{Auth, DdmWrite, DevicesRead};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::storage::ddm::declarations::{self, StoredDeclaration, Written};
-use crate::storage::ddm::sets;
+use crate::storage::ddm::{assignments, sets};
 use crate::storage::enrollments;
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
@@ -363,9 +365,19 @@ async fn assignment(
     let (id, set) = path.into_inner();
     channel_id(&id)?;
     check_set_name(&set)?;
+    assigned(auth, Holder::Enrollment(id), set, state, assign).await
+}
+
+async fn assigned(
+    auth: Auth<DdmWrite>,
+    holder: Holder,
+    set: String,
+    state: web::Data<AppState>,
+    assign: bool,
+) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now_ms();
     let changed =
-        admin::set_assignment(&state.storage, &id, &set, assign, actor(&auth), now).await?;
+        admin::set_assignment(&state.storage, holder, &set, assign, actor(&auth), now).await?;
     Ok(HttpResponse::Ok().json(AssignmentChanged { changed }))
 }
 
@@ -393,6 +405,72 @@ pub async fn unassign(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     assignment(auth, path, state, false).await
+}
+
+async fn group_assignment(
+    auth: Auth<DdmWrite>,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    assign: bool,
+) -> Result<HttpResponse, ApiError> {
+    let (id, set) = path.into_inner();
+    let id = group_id(&id)?;
+    check_set_name(&set)?;
+    assigned(auth, Holder::Group(id), set, state, assign).await
+}
+
+/// Assign a set to a device group: the device channel of every member holds it, and a device that joins
+/// or leaves the group (a static group's edit, or a dynamic group following its rule) gains or loses it
+/// with nothing else to do. The members whose declarations change are synced.
+#[utoipa::path(put, path = "/api/v1/ddm/groups/{id}/sets/{name}", tag = "ddm", operation_id = "assign_group_set",
+    params(("id" = String, Path, description = "Group id (a positive integer)"), ("name" = String, Path, description = "Set name")),
+    responses((status = 200, body = AssignmentChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = ["ddm:write"])))]
+pub async fn assign_group(
+    auth: Auth<DdmWrite>,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    group_assignment(auth, path, state, true).await
+}
+
+/// Remove a set from a device group. The members whose declarations change are synced.
+#[utoipa::path(delete, path = "/api/v1/ddm/groups/{id}/sets/{name}", tag = "ddm", operation_id = "unassign_group_set",
+    params(("id" = String, Path, description = "Group id (a positive integer)"), ("name" = String, Path, description = "Set name")),
+    responses((status = 200, body = AssignmentChanged), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = ["ddm:write"])))]
+pub async fn unassign_group(
+    auth: Auth<DdmWrite>,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    group_assignment(auth, path, state, false).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupSets {
+    id: i64,
+    /// The sets assigned to the group, by name.
+    sets: Vec<String>,
+}
+
+/// The sets assigned to a device group.
+#[utoipa::path(get, path = "/api/v1/ddm/groups/{id}", tag = "ddm", operation_id = "get_group_sets",
+    params(("id" = String, Path, description = "Group id (a positive integer)")),
+    responses((status = 200, body = GroupSets), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("api_key" = ["devices:read"])))]
+pub async fn group_sets(
+    _auth: Auth<DevicesRead>,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = group_id(&id)?;
+    let read = state.storage.read();
+    if crate::storage::groups::find(&read, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no group {id}")));
+    }
+    let sets = assignments::sets_of_group(&read, id).await?;
+    Ok(HttpResponse::Ok().json(GroupSets { id, sets }))
 }
 
 /// An enrollment's sets, effective declarations with what its device last reported of each, its

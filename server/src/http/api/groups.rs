@@ -142,7 +142,7 @@ fn changes(c: &[Change]) -> MembershipChanges {
 }
 
 /// A group id from a path: a positive integer.
-fn group_id(s: &str) -> Result<i64, ApiError> {
+pub fn group_id(s: &str) -> Result<i64, ApiError> {
     s.parse::<i64>()
         .map_or_else(|_| Err(not_a_group_id()), positive_group_id)
 }

@@ -190,6 +190,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     (delete.clone(), web::to(ddm::unassign)),
                 ],
             ))
+            .service(resource(
+                "/ddm/groups/{id}",
+                [(get.clone(), web::to(ddm::group_sets))],
+            ))
+            .service(resource(
+                "/ddm/groups/{id}/sets/{name}",
+                [
+                    (put.clone(), web::to(ddm::assign_group)),
+                    (delete.clone(), web::to(ddm::unassign_group)),
+                ],
+            ))
             .service(resource("/ddm/sync/{ids}", [(put, web::to(ddm::sync))]))
             // A nested scope falls back to the app's default, not its parent's: say it again.
             .default_service(web::to(not_found));

@@ -1,10 +1,17 @@
-//! Sets assigned to enrollments (device or user channels).
+//! Sets assigned to enrollments (device or user channels) and to device groups. An enrollment holds the
+//! sets assigned to it and, if it is a device channel (whose id is the device's), those of every group its
+//! device is in: every read here answers for both, so a device that joins or leaves a group gains or loses
+//! the group's sets with nothing written but its membership.
 
 use super::super::entities::ddm_assignment::{ActiveModel, Column, Entity};
+use super::super::entities::ddm_group_assignment::{
+    self as group_assignment, Entity as GroupAssignments,
+};
 use super::super::entities::ddm_set_member::{self, Entity as Members};
+use super::super::entities::device_group_member::{self as member, Entity as GroupMembers};
 use super::super::queue::IDS_PER_STATEMENT;
 use super::super::StorageResult;
-use sea_orm::sea_query::{OnConflict, Order, Query, SelectStatement};
+use sea_orm::sea_query::{OnConflict, Query, SelectStatement, SimpleExpr, UnionType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -47,19 +54,84 @@ pub async fn unassign<C: ConnectionTrait>(
         > 0)
 }
 
-/// The sets assigned to one enrollment, by name.
+/// The sets one enrollment holds, directly or through its device's groups, by name, each once.
 pub async fn sets_of<C: ConnectionTrait>(c: &C, enrollment_id: &str) -> StorageResult<Vec<String>> {
-    Ok(Entity::find()
-        .select_only()
+    let mut q = Query::select()
         .column(Column::SetName)
-        .filter(Column::EnrollmentId.eq(enrollment_id))
-        .order_by_asc(Column::SetName)
-        .into_tuple()
-        .all(c)
-        .await?)
+        .from(Entity)
+        .and_where(Column::EnrollmentId.eq(enrollment_id))
+        .to_owned();
+    q.union(
+        UnionType::Distinct,
+        Query::select()
+            .column(group_assignment::Column::SetName)
+            .from(GroupAssignments)
+            .and_where(
+                group_assignment::Column::GroupId.in_subquery(groups_of_device(enrollment_id)),
+            )
+            .to_owned(),
+    );
+    let mut names: Vec<String> = Vec::new();
+    for row in c.query_all(&q).await? {
+        names.push(row.try_get_by_index(0)?);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
-/// The enrollments a set is assigned to.
+/// The groups a device is in, as a subquery.
+fn groups_of_device(device_id: &str) -> SelectStatement {
+    Query::select()
+        .column(member::Column::GroupId)
+        .from(GroupMembers)
+        .and_where(member::Column::DeviceId.eq(device_id))
+        .to_owned()
+}
+
+/// Which sets a read is about.
+#[derive(Clone, Copy)]
+enum Sets<'a> {
+    Named(&'a str),
+    /// Those holding this declaration.
+    Holding(&'a str),
+}
+
+impl Sets<'_> {
+    /// The condition on a `set_name` column.
+    fn on<Col: ColumnTrait>(self, set_name: Col) -> SimpleExpr {
+        match self {
+            Sets::Named(name) => set_name.eq(name),
+            Sets::Holding(identifier) => set_name.in_subquery(sets_holding(identifier)),
+        }
+    }
+}
+
+/// The enrollments holding `sets`, directly or as the device channel of a member of a group they are
+/// assigned to, as a subquery.
+fn enrollments_with(sets: Sets<'_>) -> SelectStatement {
+    let groups = Query::select()
+        .column(group_assignment::Column::GroupId)
+        .from(GroupAssignments)
+        .and_where(sets.on(group_assignment::Column::SetName))
+        .to_owned();
+    let mut q = Query::select()
+        .column(Column::EnrollmentId)
+        .from(Entity)
+        .and_where(sets.on(Column::SetName))
+        .to_owned();
+    q.union(
+        UnionType::Distinct,
+        Query::select()
+            .column(member::Column::DeviceId)
+            .from(GroupMembers)
+            .and_where(member::Column::GroupId.in_subquery(groups))
+            .to_owned(),
+    );
+    q
+}
+
+/// The enrollments holding a set, directly or through a group.
 pub async fn enrollments_with_set<C: ConnectionTrait>(
     c: &C,
     set_name: &str,
@@ -67,13 +139,9 @@ pub async fn enrollments_with_set<C: ConnectionTrait>(
     enrollment_ids(c, with_set(set_name)).await
 }
 
-/// The enrollments a set is assigned to, as a subquery.
+/// The enrollments holding a set, directly or through a group, as a subquery.
 pub(super) fn with_set(set_name: &str) -> SelectStatement {
-    Query::select()
-        .column(Column::EnrollmentId)
-        .from(Entity)
-        .and_where(Column::SetName.eq(set_name))
-        .to_owned()
+    enrollments_with(Sets::Named(set_name))
 }
 
 /// The names of the sets holding a declaration, as a subquery.
@@ -95,39 +163,123 @@ pub async fn enrollments_holding<C: ConnectionTrait>(
 
 /// The enrollments holding a declaration through any of their sets, as a subquery.
 pub(super) fn holding(identifier: &str) -> SelectStatement {
-    Query::select()
-        .distinct()
-        .column(Column::EnrollmentId)
-        .from(Entity)
-        .and_where(Column::SetName.in_subquery(sets_holding(identifier)))
-        .to_owned()
+    enrollments_with(Sets::Holding(identifier))
 }
 
-/// The enrollment ids a subquery of this table selects, in order.
+/// The enrollment ids a subquery selects, in order.
 async fn enrollment_ids<C: ConnectionTrait>(
     c: &C,
-    mut q: SelectStatement,
+    q: SelectStatement,
 ) -> StorageResult<Vec<String>> {
-    q.order_by(Column::EnrollmentId, Order::Asc);
     let mut ids = Vec::new();
     for row in c.query_all(&q).await? {
         ids.push(row.try_get_by_index(0)?);
     }
+    ids.sort();
+    ids.dedup();
     Ok(ids)
 }
 
-/// Whether an enrollment holds a declaration through any of its sets.
+/// Whether an enrollment holds a declaration through any of its sets (its own or its groups').
 pub async fn holds<C: ConnectionTrait>(
     c: &C,
     enrollment_id: &str,
     identifier: &str,
 ) -> StorageResult<bool> {
-    Ok(Entity::find()
-        .filter(Column::EnrollmentId.eq(enrollment_id))
-        .filter(Column::SetName.in_subquery(sets_holding(identifier)))
+    let held = sets_of(c, enrollment_id).await?;
+    if held.is_empty() {
+        return Ok(false);
+    }
+    Ok(Members::find()
+        .filter(ddm_set_member::Column::Identifier.eq(identifier))
+        .filter(ddm_set_member::Column::SetName.is_in(held))
         .one(c)
         .await?
         .is_some())
+}
+
+/// Assign a set to a group. True if it was not assigned already.
+pub async fn assign_group<C: ConnectionTrait>(
+    c: &C,
+    group_id: i64,
+    set_name: &str,
+    now: i64,
+) -> StorageResult<bool> {
+    let inserted = GroupAssignments::insert(group_assignment::ActiveModel {
+        group_id: Set(group_id),
+        set_name: Set(set_name.to_string()),
+        created_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            group_assignment::Column::GroupId,
+            group_assignment::Column::SetName,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await?;
+    Ok(inserted > 0)
+}
+
+/// True if it was assigned.
+pub async fn unassign_group<C: ConnectionTrait>(
+    c: &C,
+    group_id: i64,
+    set_name: &str,
+) -> StorageResult<bool> {
+    Ok(GroupAssignments::delete_many()
+        .filter(group_assignment::Column::GroupId.eq(group_id))
+        .filter(group_assignment::Column::SetName.eq(set_name))
+        .exec(c)
+        .await?
+        .rows_affected
+        > 0)
+}
+
+/// The sets assigned to a group, by name.
+pub async fn sets_of_group<C: ConnectionTrait>(c: &C, group_id: i64) -> StorageResult<Vec<String>> {
+    Ok(GroupAssignments::find()
+        .select_only()
+        .column(group_assignment::Column::SetName)
+        .filter(group_assignment::Column::GroupId.eq(group_id))
+        .order_by_asc(group_assignment::Column::SetName)
+        .into_tuple()
+        .all(c)
+        .await?)
+}
+
+/// Which of `group_ids` have sets assigned (sorted): a membership change in the others changes no one's
+/// declarations.
+pub async fn groups_with_sets<C: ConnectionTrait>(
+    c: &C,
+    group_ids: &[i64],
+) -> StorageResult<Vec<i64>> {
+    let mut out: Vec<i64> = Vec::new();
+    for chunk in group_ids.chunks(IDS_PER_STATEMENT) {
+        let rows: Vec<i64> = GroupAssignments::find()
+            .select_only()
+            .column(group_assignment::Column::GroupId)
+            .distinct()
+            .filter(group_assignment::Column::GroupId.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(c)
+            .await?;
+        out.extend(rows);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The device channels of a group's members, as a subquery (the audience of a set assigned to it).
+pub(super) fn in_group(group_id: i64) -> SelectStatement {
+    Query::select()
+        .column(member::Column::DeviceId)
+        .from(GroupMembers)
+        .and_where(member::Column::GroupId.eq(group_id))
+        .to_owned()
 }
 
 pub(super) async fn remove_all<C: ConnectionTrait>(

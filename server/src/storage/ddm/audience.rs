@@ -4,6 +4,10 @@
 
 use super::super::entities::ddm_assignment::{self as assignment, Entity as Assignments};
 use super::super::entities::ddm_enrollment::{self as state, Entity as States};
+use super::super::entities::ddm_group_assignment::{
+    self as group_assignment, Entity as GroupAssignments,
+};
+use super::super::entities::device_group_member::{self as member, Entity as GroupMembers};
 use super::super::entities::enrollment::{self, Entity as Enrollments};
 use super::super::entities::queue_item::{self, Entity as Queue};
 use super::super::queue::IDS_PER_STATEMENT;
@@ -22,8 +26,10 @@ pub enum Audience<'a> {
     Ids(&'a [String]),
     /// The enrollments holding this declaration through any of their sets.
     Holding(&'a str),
-    /// The enrollments this set is assigned to.
+    /// The enrollments holding this set, directly or through a group.
     WithSet(&'a str),
+    /// The device channels of this group's members.
+    InGroup(i64),
 }
 
 /// An enrollment of an audience as a sync finds it.
@@ -32,7 +38,7 @@ pub struct Member {
     pub enrollment_id: String,
     /// A sync can be queued to it only if it is enabled (through TokenUpdate and not checked out).
     pub enabled: bool,
-    /// Its assigned sets, by name.
+    /// The sets it holds (its own and its device's groups'), by name, each once.
     pub sets: Vec<String>,
     /// The DeclarationsToken last announced to it (None: never).
     pub announced_token: Option<String>,
@@ -53,6 +59,9 @@ pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageRes
         Audience::WithSet(name) => {
             vec![Expr::col(ENROLLMENT_ID).in_subquery(assignments::with_set(name))]
         }
+        Audience::InGroup(id) => {
+            vec![Expr::col(ENROLLMENT_ID).in_subquery(assignments::in_group(id))]
+        }
     };
     for filter in filters {
         for row in c.query_all(&members_query(filter)).await? {
@@ -64,12 +73,14 @@ pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageRes
                 announced_token: row.try_get_by_index(2)?,
             });
             m.sets.extend(row.try_get_by_index::<Option<String>>(3)?);
+            m.sets.extend(row.try_get_by_index::<Option<String>>(4)?);
         }
     }
     Ok(out
         .into_values()
         .map(|mut m| {
             m.sets.sort();
+            m.sets.dedup();
             m
         })
         .collect())
@@ -77,13 +88,16 @@ pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageRes
 
 const ENROLLMENT_ID: (Enrollments, enrollment::Column) = (Enrollments, enrollment::Column::Id);
 
-/// Each enrollment matching `filter` with its sync state and its assignments, one row per set.
+/// Each enrollment matching `filter` with its sync state, its own sets and those of its device's groups:
+/// one row per pair of those (a device channel's id is its device's, so the group join finds nothing for
+/// a user channel). Rows multiply, but each join is an index lookup and an enrollment has few of either.
 fn members_query(filter: SimpleExpr) -> SelectStatement {
     Query::select()
         .column(ENROLLMENT_ID)
         .column((Enrollments, enrollment::Column::Enabled))
         .column((States, state::Column::AnnouncedToken))
         .column((Assignments, assignment::Column::SetName))
+        .column((GroupAssignments, group_assignment::Column::SetName))
         .from(Enrollments)
         .join(
             JoinType::LeftJoin,
@@ -94,6 +108,17 @@ fn members_query(filter: SimpleExpr) -> SelectStatement {
             JoinType::LeftJoin,
             Assignments,
             Expr::col((Assignments, assignment::Column::EnrollmentId)).equals(ENROLLMENT_ID),
+        )
+        .join(
+            JoinType::LeftJoin,
+            GroupMembers,
+            Expr::col((GroupMembers, member::Column::DeviceId)).equals(ENROLLMENT_ID),
+        )
+        .join(
+            JoinType::LeftJoin,
+            GroupAssignments,
+            Expr::col((GroupAssignments, group_assignment::Column::GroupId))
+                .equals((GroupMembers, member::Column::GroupId)),
         )
         .and_where(filter)
         .to_owned()
@@ -224,6 +249,103 @@ mod tests {
                 "{}",
                 tdb.label
             );
+        }
+    }
+
+    /// A set assigned to a group is held by its members' device channels (not their user channels), beside
+    /// their own sets, each once; every audience and read finds them, and membership alone decides it.
+    #[tokio::test]
+    async fn a_groups_sets_are_held_by_its_members_device_channels() {
+        use crate::storage::groups::{self, members as group_members, GroupKind};
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            for id in ["A", "B", "C"] {
+                enrolled(db, id, true).await;
+            }
+            sets::put(db, "g", &["d1".to_string()], 30).await.unwrap();
+            sets::put(db, "own", &["d2".to_string()], 30).await.unwrap();
+            let lab = groups::insert(db, "lab", GroupKind::Static, None, 30)
+                .await
+                .unwrap()
+                .id;
+            let two = ["A", "B"].map(String::from);
+            group_members::add(db, lab, &two, 30).await.unwrap();
+            assert!(assignments::assign_group(db, lab, "g", 30).await.unwrap());
+            assert!(!assignments::assign_group(db, lab, "g", 31).await.unwrap());
+            // A holds "g" both ways: once.
+            assignments::assign(db, "A", "g", 30).await.unwrap();
+            assignments::assign(db, "A", "own", 30).await.unwrap();
+            assignments::assign(db, "A:user", "g", 30).await.unwrap();
+
+            let ids = ["A", "B", "C"].map(String::from);
+            let found = members(db, Audience::Ids(&ids)).await.unwrap();
+            let sets_of: Vec<(String, Vec<String>)> = found
+                .into_iter()
+                .map(|m| (m.enrollment_id, m.sets))
+                .collect();
+            let expected = vec![
+                ("A".to_string(), vec!["g".to_string(), "own".to_string()]),
+                ("B".to_string(), vec!["g".to_string()]),
+                ("C".to_string(), vec![]),
+            ];
+            assert_eq!(sets_of, expected, "{}", tdb.label);
+            assert_eq!(
+                assignments::sets_of(db, "B").await.unwrap(),
+                ["g"],
+                "{}",
+                tdb.label
+            );
+            let audience = |who| async move {
+                let m = members(db, who).await.unwrap();
+                m.into_iter().map(|m| m.enrollment_id).collect::<Vec<_>>()
+            };
+            let ab = vec!["A".to_string(), "B".to_string()];
+            assert_eq!(audience(Audience::WithSet("g")).await, ab, "{}", tdb.label);
+            assert_eq!(audience(Audience::Holding("d1")).await, ab, "{}", tdb.label);
+            assert_eq!(audience(Audience::InGroup(lab)).await, ab, "{}", tdb.label);
+            assert_eq!(
+                assignments::enrollments_holding(db, "d1").await.unwrap(),
+                ["A", "A:user", "B"],
+                "{}",
+                tdb.label
+            );
+            assert!(assignments::holds(db, "B", "d1").await.unwrap());
+            assert!(!assignments::holds(db, "B", "d2").await.unwrap());
+            assert_eq!(
+                assignments::groups_with_sets(db, &[lab, lab + 1])
+                    .await
+                    .unwrap(),
+                [lab],
+                "{}",
+                tdb.label
+            );
+
+            // B leaves the group: it holds nothing; the set deleted: no group carries it.
+            group_members::remove(db, lab, &["B".to_string()])
+                .await
+                .unwrap();
+            assert!(assignments::sets_of(db, "B").await.unwrap().is_empty());
+            assert!(!assignments::holds(db, "B", "d1").await.unwrap());
+            assert!(sets::delete(db, "g").await.unwrap());
+            assert!(assignments::sets_of_group(db, lab)
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                assignments::sets_of(db, "A").await.unwrap(),
+                ["own"],
+                "{}",
+                tdb.label
+            );
+            // Deleting a group takes its assignments with it (the foreign key).
+            assignments::assign_group(db, lab, "own", 40).await.unwrap();
+            assert!(groups::delete(db, lab).await.unwrap());
+            assert!(assignments::groups_with_sets(db, &[lab])
+                .await
+                .unwrap()
+                .is_empty());
+            tdb.cleanup().await;
         }
     }
 

@@ -1,9 +1,9 @@
 //! Sets: named lists of declarations, the unit assigned to enrollments.
 
-use super::super::entities::ddm_assignment;
 use super::super::entities::ddm_declaration::{self, Entity as Declarations};
 use super::super::entities::ddm_set::{ActiveModel, Column, Entity};
 use super::super::entities::ddm_set_member::{self, Entity as Members};
+use super::super::entities::{ddm_assignment, ddm_group_assignment};
 use super::super::StorageResult;
 use super::ROWS_PER_INSERT;
 use crate::protocol::ddm::Category;
@@ -111,7 +111,7 @@ pub async fn holding<C: ConnectionTrait>(c: &C, identifier: &str) -> StorageResu
         .await?)
 }
 
-/// Remove a set, its members and its assignments. True if it existed.
+/// Remove a set, its members and its assignments (to enrollments and groups). True if it existed.
 pub async fn delete<C: ConnectionTrait>(c: &C, name: &str) -> StorageResult<bool> {
     Members::delete_many()
         .filter(ddm_set_member::Column::SetName.eq(name))
@@ -119,6 +119,10 @@ pub async fn delete<C: ConnectionTrait>(c: &C, name: &str) -> StorageResult<bool
         .await?;
     ddm_assignment::Entity::delete_many()
         .filter(ddm_assignment::Column::SetName.eq(name))
+        .exec(c)
+        .await?;
+    ddm_group_assignment::Entity::delete_many()
+        .filter(ddm_group_assignment::Column::SetName.eq(name))
         .exec(c)
         .await?;
     Ok(Entity::delete_by_id(name.to_string())

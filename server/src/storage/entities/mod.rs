@@ -9,6 +9,7 @@ pub mod ddm_assignment;
 pub mod ddm_declaration;
 pub mod ddm_declaration_status;
 pub mod ddm_enrollment;
+pub mod ddm_group_assignment;
 pub mod ddm_set;
 pub mod ddm_set_member;
 pub mod ddm_status_item;
