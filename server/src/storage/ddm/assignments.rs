@@ -56,6 +56,17 @@ pub async fn unassign<C: ConnectionTrait>(
 
 /// The sets one enrollment holds, directly or through its device's groups, by name, each once.
 pub async fn sets_of<C: ConnectionTrait>(c: &C, enrollment_id: &str) -> StorageResult<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for row in c.query_all(&held_by(enrollment_id)).await? {
+        names.push(row.try_get_by_index(0)?);
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The names of the sets one enrollment holds (its own and its device's groups'), as a subquery.
+fn held_by(enrollment_id: &str) -> SelectStatement {
     let mut q = Query::select()
         .column(Column::SetName)
         .from(Entity)
@@ -71,13 +82,7 @@ pub async fn sets_of<C: ConnectionTrait>(c: &C, enrollment_id: &str) -> StorageR
             )
             .to_owned(),
     );
-    let mut names: Vec<String> = Vec::new();
-    for row in c.query_all(&q).await? {
-        names.push(row.try_get_by_index(0)?);
-    }
-    names.sort();
-    names.dedup();
-    Ok(names)
+    q
 }
 
 /// The groups a device is in, as a subquery.
@@ -180,22 +185,25 @@ async fn enrollment_ids<C: ConnectionTrait>(
     Ok(ids)
 }
 
-/// Whether an enrollment holds a declaration through any of its sets (its own or its groups').
+/// Whether an enrollment holds a declaration through any of its sets (its own or its groups'): one
+/// statement, asked for every declaration a device fetches.
 pub async fn holds<C: ConnectionTrait>(
     c: &C,
     enrollment_id: &str,
     identifier: &str,
 ) -> StorageResult<bool> {
-    let held = sets_of(c, enrollment_id).await?;
-    if held.is_empty() {
-        return Ok(false);
-    }
     Ok(Members::find()
         .filter(ddm_set_member::Column::Identifier.eq(identifier))
-        .filter(ddm_set_member::Column::SetName.is_in(held))
+        .filter(ddm_set_member::Column::SetName.in_subquery(held_by(enrollment_id)))
         .one(c)
         .await?
         .is_some())
+}
+
+/// Whether any set is assigned to any group: when none is, a read of many enrollments' sets skips the
+/// group tables (a lookup per enrollment for nothing).
+pub async fn any_group_assignment<C: ConnectionTrait>(c: &C) -> StorageResult<bool> {
+    Ok(GroupAssignments::find().one(c).await?.is_some())
 }
 
 /// Assign a set to a group. True if it was not assigned already.

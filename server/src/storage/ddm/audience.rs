@@ -48,6 +48,7 @@ pub struct Member {
 /// read in one statement, binding no ids; one given by ids, one statement per chunk of them.
 pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageResult<Vec<Member>> {
     let mut out: BTreeMap<String, Member> = BTreeMap::new();
+    let groups = assignments::any_group_assignment(c).await?;
     let filters = match who {
         Audience::Ids(ids) => ids
             .chunks(IDS_PER_STATEMENT)
@@ -64,7 +65,7 @@ pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageRes
         }
     };
     for filter in filters {
-        for row in c.query_all(&members_query(filter)).await? {
+        for row in c.query_all(&members_query(filter, groups)).await? {
             let id: String = row.try_get_by_index(0)?;
             let m = out.entry(id.clone()).or_insert(Member {
                 enrollment_id: id,
@@ -73,7 +74,9 @@ pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageRes
                 announced_token: row.try_get_by_index(2)?,
             });
             m.sets.extend(row.try_get_by_index::<Option<String>>(3)?);
-            m.sets.extend(row.try_get_by_index::<Option<String>>(4)?);
+            if groups {
+                m.sets.extend(row.try_get_by_index::<Option<String>>(4)?);
+            }
         }
     }
     Ok(out
@@ -88,16 +91,16 @@ pub async fn members<C: ConnectionTrait>(c: &C, who: Audience<'_>) -> StorageRes
 
 const ENROLLMENT_ID: (Enrollments, enrollment::Column) = (Enrollments, enrollment::Column::Id);
 
-/// Each enrollment matching `filter` with its sync state, its own sets and those of its device's groups:
-/// one row per pair of those (a device channel's id is its device's, so the group join finds nothing for
-/// a user channel). Rows multiply, but each join is an index lookup and an enrollment has few of either.
-fn members_query(filter: SimpleExpr) -> SelectStatement {
-    Query::select()
+/// Each enrollment matching `filter` with its sync state, its own sets and (with `groups`) those of its
+/// device's groups: one row per pair of those (a device channel's id is its device's, so the group join
+/// finds nothing for a user channel). Rows multiply, but each join is an index lookup and an enrollment
+/// has few of either.
+fn members_query(filter: SimpleExpr, groups: bool) -> SelectStatement {
+    let mut q = Query::select()
         .column(ENROLLMENT_ID)
         .column((Enrollments, enrollment::Column::Enabled))
         .column((States, state::Column::AnnouncedToken))
         .column((Assignments, assignment::Column::SetName))
-        .column((GroupAssignments, group_assignment::Column::SetName))
         .from(Enrollments)
         .join(
             JoinType::LeftJoin,
@@ -109,19 +112,23 @@ fn members_query(filter: SimpleExpr) -> SelectStatement {
             Assignments,
             Expr::col((Assignments, assignment::Column::EnrollmentId)).equals(ENROLLMENT_ID),
         )
-        .join(
-            JoinType::LeftJoin,
-            GroupMembers,
-            Expr::col((GroupMembers, member::Column::DeviceId)).equals(ENROLLMENT_ID),
-        )
-        .join(
-            JoinType::LeftJoin,
-            GroupAssignments,
-            Expr::col((GroupAssignments, group_assignment::Column::GroupId))
-                .equals((GroupMembers, member::Column::GroupId)),
-        )
         .and_where(filter)
-        .to_owned()
+        .to_owned();
+    if groups {
+        q.column((GroupAssignments, group_assignment::Column::SetName))
+            .join(
+                JoinType::LeftJoin,
+                GroupMembers,
+                Expr::col((GroupMembers, member::Column::DeviceId)).equals(ENROLLMENT_ID),
+            )
+            .join(
+                JoinType::LeftJoin,
+                GroupAssignments,
+                Expr::col((GroupAssignments, group_assignment::Column::GroupId))
+                    .equals((GroupMembers, member::Column::GroupId)),
+            );
+    }
+    q
 }
 
 /// Record that `token` was announced to every enrollment the command `command_uuid` is queued to: one
