@@ -15,7 +15,7 @@ for a in "$@"; do
 done
 case "$name" in
   mdm_server | plist | quick_xml | serde_json | base64 | percent_encoding | openssl | serde_urlencoded | \
-    form_urlencoded | hex | chrono) bin=1 ;;
+    form_urlencoded | hex | chrono | zip | flate2 | zlib_rs) bin=1 ;;
 esac
 if ((bin)); then
   exec "$rustc" "$@"

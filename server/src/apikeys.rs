@@ -27,18 +27,22 @@ pub enum Scope {
     /// Device groups and their static members.
     #[serde(rename = "groups:write")]
     GroupsWrite,
+    /// Policies and their versions.
+    #[serde(rename = "policies:write")]
+    PoliciesWrite,
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::DevicesRead,
         Scope::CommandsRead,
         Scope::CommandsWrite,
         Scope::Enroll,
         Scope::DdmWrite,
         Scope::GroupsWrite,
+        Scope::PoliciesWrite,
         Scope::Admin,
     ];
 
@@ -50,6 +54,7 @@ impl Scope {
             Scope::Enroll => "enroll",
             Scope::DdmWrite => "ddm:write",
             Scope::GroupsWrite => "groups:write",
+            Scope::PoliciesWrite => "policies:write",
             Scope::Admin => "admin",
         }
     }

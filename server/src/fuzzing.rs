@@ -58,6 +58,27 @@ pub fn ddm_status(data: &[u8]) {
     serde_json::to_string(&r).expect("serialize a status report");
 }
 
+/// A policy version's bundle as uploaded (`policies::bundle::read`): a zip from outside.
+pub fn policy_bundle(data: &[u8]) {
+    use crate::policies::bundle;
+    let Ok(b) = bundle::read(data) else {
+        return;
+    };
+    for path in b.files.keys() {
+        bundle::check_path(path).expect("accepted paths follow the rule");
+    }
+    let total: u64 = b.files.values().map(|f| f.len() as u64).sum();
+    assert!(total <= bundle::MAX_CONTENT_BYTES);
+    assert_eq!(
+        b.digest,
+        bundle::sha256_hex(bundle::canonical_form(&b.files).as_bytes())
+    );
+    // The same files check again to the same bundle, whatever archive carried them.
+    let again = bundle::from_files(b.files.clone(), b.signature.clone())
+        .expect("accepted files check again");
+    assert_eq!(again.digest, b.digest);
+}
+
 /// An admin's declaration upload (`Declaration::parse`).
 pub fn ddm_declaration(data: &[u8]) {
     let Ok(d) = Declaration::parse(data) else {
@@ -270,7 +291,7 @@ pub fn admin_api(data: &[u8]) {
     let _ = Query::<enrollment::CertListQuery>::from_query(q);
     let _ = Query::<enrollment::ExpiringQuery>::from_query(q);
     let _ = Query::<plugins::AuditQuery>::from_query(q);
-    let _ = Query::<groups::GroupsQuery>::from_query(q);
+    let _ = Query::<groups::IdPageQuery>::from_query(q);
     let _ = Query::<groups::MembersQuery>::from_query(q);
 }
 

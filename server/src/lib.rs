@@ -20,6 +20,7 @@ pub mod metrics;
 pub(crate) mod openssl_ffi;
 pub mod pki;
 pub mod plugins;
+pub mod policies;
 pub mod protocol;
 pub mod push;
 pub mod queue;

@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Policy bundles: pack a folder into one (for a CI job), or check one.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Print the effective configuration (defaults, file and environment merged), secrets hidden.
     Config {
         /// Only validate the file and the environment, starting nothing: unknown keys, values, and the
@@ -69,6 +74,27 @@ enum AuditAction {
         /// The head hash recorded earlier (e.g. by a previous verify): also detects a truncated tail.
         #[arg(long)]
         expect_head: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Pack DIR (its policy.json and the files it names) into a bundle; prints the bundle's SHA-256.
+    Pack {
+        dir: PathBuf,
+        /// Sign with this private key (PEM, Ed25519 or ECDSA P-256).
+        #[arg(long)]
+        sign: Option<PathBuf>,
+        /// Where to write the bundle.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Check a bundle as the server would; with --signer, its signature too. Prints version and SHA-256.
+    Verify {
+        bundle: PathBuf,
+        /// A trusted signer (PEM public key or certificate); repeat for several.
+        #[arg(long)]
+        signer: Vec<PathBuf>,
     },
 }
 
@@ -92,8 +118,11 @@ enum KeyAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Config { check: true } = cli.command {
-        return check_config(cli.config.as_deref());
+    match cli.command {
+        Command::Config { check: true } => return check_config(cli.config.as_deref()),
+        // Files in, files out: no configuration, no database.
+        Command::Policy { action } => return exit(policy(action)),
+        _ => {}
     }
     let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -103,13 +132,57 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log);
-    match run(cli.command, &mut config).await {
+    exit(run(cli.command, &mut config).await)
+}
+
+fn exit(r: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn policy(action: PolicyAction) -> Result<(), Box<dyn std::error::Error>> {
+    use mdm_server::policies::{bundle, pack, signature::TrustedSigners};
+    match action {
+        PolicyAction::Pack { dir, sign, output } => {
+            let key = sign.map(std::fs::read).transpose()?;
+            let packed = pack::pack(&dir, key.as_deref())?;
+            std::fs::write(&output, &packed.zip)?;
+            let signed = if key.is_some() { ", signed" } else { "" };
+            eprintln!(
+                "packed version {} into {}{signed}",
+                packed.bundle.manifest.version,
+                output.display()
+            );
+            println!("{}", packed.bundle.digest);
+        }
+        PolicyAction::Verify {
+            bundle: path,
+            signer,
+        } => {
+            let bytes = std::fs::read(&path)?;
+            let b = bundle::read(&bytes)?;
+            if !signer.is_empty() {
+                let sig = b.signature.as_deref().ok_or("the bundle is not signed")?;
+                let by = TrustedSigners::load(&signer)?
+                    .verify(&b.digest, sig)?
+                    .to_string();
+                eprintln!("signed by {by}");
+            }
+            eprintln!(
+                "version {}: {} declarations, {} profiles",
+                b.manifest.version,
+                b.manifest.declarations.len(),
+                b.manifest.profiles.len()
+            );
+            println!("{}", b.digest);
+        }
+    }
+    Ok(())
 }
 
 /// `config --check`: what the server would say about this configuration at start, without starting.
@@ -219,6 +292,7 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
         }
         // `Debug` hides every secret (see `config`).
         Command::Config { .. } => println!("{config:#?}"),
+        Command::Policy { action } => policy(action)?,
     }
     Ok(())
 }

@@ -51,6 +51,8 @@ pub enum StartError {
     Push(String),
     #[error("certificates: {0}")]
     Pki(#[from] crate::pki::PkiError),
+    #[error("policies.trusted_signers: {0}")]
+    Policies(String),
 }
 
 /// A built server, bound to its port but not yet running.
@@ -144,6 +146,8 @@ impl Application {
             base_url(&config, local),
         ));
         let queue = QueueService::new(storage.clone(), clock.clone(), metrics.clone());
+        let policy_trust = crate::policies::trust::Trust::load(&config.policies)
+            .map_err(|e| StartError::Policies(e.to_string()))?;
         let state = Arc::new(AppState {
             checkin: CheckinService::new(
                 storage.clone(),
@@ -176,6 +180,7 @@ impl Application {
             enroll_rate: http::enroll::ClientRate::new(
                 config.enroll.anonymous_per_client_per_minute,
             ),
+            policy_trust,
         });
         let tls = if config.tls.enabled() {
             let client_cas = [&scep_ca.cert];
@@ -250,6 +255,14 @@ fn setup_warnings(config: &Config) -> Result<Vec<String>, StartError> {
     let mut warnings = config.production_check()?;
     for w in &warnings {
         tracing::warn!(listen = %config.listen, "DEVELOPMENT ONLY (loopback): {w}");
+    }
+    if !config.policies.require_signature {
+        tracing::warn!("DEVELOPMENT ONLY: policies.require_signature is off: unsigned policy versions are accepted");
+        warnings.push(
+            "policies.require_signature is off: policy versions are accepted unsigned; set \
+             policies.trusted_signers and turn it on"
+                .to_string(),
+        );
     }
     if config.identity.accept_any_issuer {
         // Allowed anywhere (migrations need it), but never quietly: logged by `device_trust`, and here

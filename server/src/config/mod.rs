@@ -20,7 +20,7 @@ pub use redact::{redact_url, SecretUrl};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApnsEnvironmentConfig, DdmConfig, EnrollConfig, HttpConfig, IdentityConfig, LogConfig,
-    LogFormat, PluginsConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig,
+    LogFormat, PluginsConfig, PoliciesConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig,
     UserAuthenticatePolicy, MAX_SINK_BATCH,
 };
 
@@ -58,6 +58,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub log: LogConfig,
     pub ddm: DdmConfig,
+    pub policies: PoliciesConfig,
     /// HTTP worker threads; unset means one per core.
     pub workers: Option<usize>,
     pub http: HttpConfig,
@@ -83,6 +84,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             ddm: DdmConfig::default(),
+            policies: PoliciesConfig::default(),
             workers: None,
             http: HttpConfig::default(),
         }

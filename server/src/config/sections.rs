@@ -342,3 +342,24 @@ pub struct DdmConfig {
     /// activations.
     pub properties: BTreeMap<String, serde_json::Value>,
 }
+
+/// Policies: which signatures a version's bundle must carry (docs/POLICIES.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// PEM files, each an Ed25519 or ECDSA P-256 public key or an X.509 certificate holding one: the
+    /// keys a bundle's `policy.sig` may be made by. Read at start; a file that holds no such key stops it.
+    pub trusted_signers: Vec<PathBuf>,
+    /// Refuse a version whose bundle is not signed by a trusted signer. On by default; turning it off is
+    /// a development shortcut, shown by `/readyz`. A signature that is present is always checked.
+    pub require_signature: bool,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        Self {
+            trusted_signers: Vec::new(),
+            require_signature: true,
+        }
+    }
+}

@@ -640,6 +640,32 @@ fn ddm_status_seeds() -> Vec<Seed> {
         .collect()
 }
 
+/// Bundles as `mdm-server policy pack` makes them, unsigned and signed.
+fn policy_bundle_seeds() -> Vec<Seed> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = serde_json::json!({"version": "2026.05",
+        "declarations": ["declarations/passcode.json"], "profiles": ["profiles/wifi.mobileconfig"]});
+    let declaration = serde_json::json!({"Type": "com.apple.configuration.passcode.settings",
+        "Identifier": "com.example.passcode", "Payload": {"RequirePasscode": true}});
+    for sub in ["declarations", "profiles"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    std::fs::write(dir.path().join("policy.json"), manifest.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("declarations/passcode.json"),
+        declaration.to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("profiles/wifi.mobileconfig"), "<plist/>").unwrap();
+    let key = PKey::generate_ed25519().unwrap();
+    let key = key.private_key_to_pem_pkcs8().unwrap();
+    let pack = |key| crate::policies::pack::pack(dir.path(), key).unwrap().zip;
+    vec![
+        ("policy_bundle", "unsigned.zip".into(), pack(None)),
+        ("policy_bundle", "signed.zip".into(), pack(Some(&key[..]))),
+    ]
+}
+
 fn ddm_declaration_seeds() -> Vec<Seed> {
     use serde_json::json;
     let declaration = |t: &str, id: &str, payload: serde_json::Value| json!({"Type": t, "Identifier": id, "Payload": payload});
@@ -721,6 +747,7 @@ fn all() -> Vec<Seed> {
         admin_seeds(&dev),
         ddm_status_seeds(),
         ddm_declaration_seeds(),
+        policy_bundle_seeds(),
     ]
     .concat()
 }
@@ -793,6 +820,7 @@ fn run(target: &str, data: &[u8], ca: &KeyPair) {
         "admin_api" => admin_api(data),
         "ddm_status" => ddm_status(data),
         "ddm_declaration" => ddm_declaration(data),
+        "policy_bundle" => policy_bundle(data),
         other => panic!("no target {other}"),
     }
 }
@@ -835,6 +863,7 @@ fn seeds_reach_past_the_first_check() {
             }
             "ddm_status" => StatusReport::parse(&data).is_ok(),
             "ddm_declaration" => Declaration::parse(&data).is_ok(),
+            "policy_bundle" => crate::policies::bundle::read(&data).is_ok(),
             _ => false,
         };
         assert!(deep, "seed {target}/{name} is refused early");

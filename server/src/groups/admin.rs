@@ -227,6 +227,13 @@ pub async fn delete(storage: &Storage, id: i64, actor: Actor, now: i64) -> Resul
                 let group = groups::find(txn, id)
                     .await?
                     .ok_or(GroupError::NotFound(id))?;
+                let targeted_by = crate::storage::policies::targeting(txn, id).await?;
+                if !targeted_by.is_empty() {
+                    return Err(GroupError::Storage(StorageError::Conflict(format!(
+                        "group {id} is the target of policies {}",
+                        targeted_by.join(", ")
+                    ))));
+                }
                 let had = members::count(txn, id).await?;
                 // Its members lose the sets it carries: they are synced once it is gone.
                 let lost = if assignments::sets_of_group(txn, id).await?.is_empty() {

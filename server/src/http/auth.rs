@@ -32,6 +32,7 @@ scope_marker!(CommandsWrite, Scope::CommandsWrite);
 scope_marker!(Enroll, Scope::Enroll);
 scope_marker!(DdmWrite, Scope::DdmWrite);
 scope_marker!(GroupsWrite, Scope::GroupsWrite);
+scope_marker!(PoliciesWrite, Scope::PoliciesWrite);
 scope_marker!(Admin, Scope::Admin);
 
 /// A request authenticated with a key holding scope `S`.

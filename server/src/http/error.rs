@@ -204,6 +204,8 @@ pub enum ApiError {
     Ddm(#[from] crate::ddm::DdmError),
     #[error(transparent)]
     Group(#[from] crate::groups::admin::GroupError),
+    #[error(transparent)]
+    Policy(#[from] crate::policies::admin::PolicyError),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -252,6 +254,7 @@ impl ApiError {
             },
             ApiError::Ddm(d) => ddm_code(d),
             ApiError::Group(g) => group_code(g),
+            ApiError::Policy(p) => policy_code(p),
         }
     }
 }
@@ -280,6 +283,18 @@ fn group_code(g: &crate::groups::admin::GroupError) -> (StatusCode, &'static str
         G::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
         G::TooManyGroups => (StatusCode::CONFLICT, "too_many_groups"),
         G::Storage(s) => storage_code(s),
+    }
+}
+
+fn policy_code(p: &crate::policies::admin::PolicyError) -> (StatusCode, &'static str) {
+    use crate::policies::admin::PolicyError as P;
+    match p {
+        P::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        P::UnknownGroup(_) | P::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        P::Bundle(_) => (StatusCode::BAD_REQUEST, "invalid_bundle"),
+        P::Untrusted(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
+        P::VersionTaken(_) => (StatusCode::CONFLICT, "version_exists"),
+        P::Storage(s) => storage_code(s),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct AppState {
     pub enroll_rate: enroll::ClientRate,
     /// `Mdm-Signature` verification, with its cache of verified signatures.
     pub signatures: SignatureVerifier,
+    /// Which policy bundles are accepted (`policies.trusted_signers`, `policies.require_signature`).
+    pub policy_trust: crate::policies::trust::Trust,
 }
 
 /// The actix server for `state` on `listener`, serving once awaited: every route, the middleware, the

@@ -5,7 +5,7 @@
 //! The document is a contract checked in CI (`.ci/contract.sh`: openapi-spec-validator and schemathesis):
 //! every constraint the server enforces on input is in it, and every status it answers.
 
-use super::api::{commands, ddm, devices, enrollment, groups, keys, plugins, push};
+use super::api::{commands, ddm, devices, enrollment, groups, keys, plugins, policies, push};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 use utoipa::openapi::schema::{
@@ -43,8 +43,10 @@ const DECLARATION_ID: &str = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$";
 pub const WRITABLE_DECLARATION_ID: &str = r"^(?!mdm\.builtin\.)[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$";
 /// A set name (`ddm::check_set_name`).
 const SET_NAME: &str = r"^[A-Za-z0-9._-]{1,128}$";
-/// A group id (`http::api::groups::group_id`): a positive integer.
+/// A group id (`http::api::groups::group_id`), and a policy id: a positive integer.
 const GROUP_ID: &str = r"^[1-9][0-9]{0,17}$";
+/// A policy version's label (`policies::bundle::check_label`).
+const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,10 +64,11 @@ const GROUP_ID: &str = r"^[1-9][0-9]{0,17}$";
         ddm::declaration_status, ddm::put_set, ddm::list_sets, ddm::get_set, ddm::delete_set,
         ddm::assign, ddm::unassign, ddm::enrollment, ddm::sync,
         ddm::group_sets, ddm::assign_group, ddm::unassign_group,
+        policies::create, policies::list, policies::get, policies::upload_version, policies::versions, policies::version,
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
-    tags((name = "devices"), (name = "groups"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"), (name = "ddm"))
+    tags((name = "devices"), (name = "groups"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"), (name = "ddm"), (name = "policies"))
 )]
 pub struct ApiDoc;
 
@@ -173,6 +176,20 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
     ("/api/v1/ddm/sync/{ids}", "*", "ids", CHANNEL_IDS),
     ("/api/v1/groups/{id}", "*", "id", GROUP_ID),
     ("/api/v1/ddm/groups/{id}", "*", "id", GROUP_ID),
+    ("/api/v1/policies/{id}", "*", "id", GROUP_ID),
+    ("/api/v1/policies/{id}/versions", "*", "id", GROUP_ID),
+    (
+        "/api/v1/policies/{id}/versions/{version}",
+        "*",
+        "id",
+        GROUP_ID,
+    ),
+    (
+        "/api/v1/policies/{id}/versions/{version}",
+        "*",
+        "version",
+        VERSION_LABEL,
+    ),
     ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "id", GROUP_ID),
     ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "name", SET_NAME),
     ("/api/v1/groups/{id}/devices", "*", "id", GROUP_ID),

@@ -7,6 +7,7 @@ use sea_orm_migration::schema::*;
 mod m0009_ddm;
 mod m0010_groups;
 mod m0011_ddm_group_sets;
+pub mod m0012_policies;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_ddm::M0009Ddm),
             Box::new(m0010_groups::M0010Groups),
             Box::new(m0011_ddm_group_sets::M0011DdmGroupSets),
+            Box::new(m0012_policies::M0012Policies),
         ]
     }
 }

@@ -25,6 +25,7 @@ pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugins;
 pub mod point_reads;
+pub mod policies;
 pub mod private_files;
 pub mod push;
 pub mod queue;

@@ -142,9 +142,7 @@ pub async fn status(
         .ok_or_else(|| ApiError::NotFound(format!("command {uuid} not found")))?;
     let limit = page_limit(q.limit)?;
     let items = queue::for_command(db, &uuid, q.cursor, limit).await?;
-    let next_cursor = (items.len() as u64 == limit)
-        .then(|| items.last().map(|i| i.id))
-        .flatten();
+    let next_cursor = super::next_cursor(&items, limit, |i| i.id);
     Ok(HttpResponse::Ok().json(CommandStatus {
         command_uuid: cmd.uuid,
         request_type: cmd.request_type,

@@ -193,9 +193,7 @@ pub async fn list(
         .into_iter()
         .map(|e| (e.id, e.enabled))
         .collect();
-    let next_cursor = (found.len() as u64 == limit)
-        .then(|| found.last().map(|d| d.id.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&found, limit, |d| d.id.clone());
     Ok(HttpResponse::Ok().json(DeviceList {
         devices: found
             .iter()

@@ -103,12 +103,12 @@ pub struct MemberList {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct GroupsQuery {
+pub struct IdPageQuery {
     /// `next_cursor` from the previous page.
-    cursor: Option<i64>,
+    pub cursor: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u64>,
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -207,12 +207,12 @@ pub async fn create(
 }
 
 /// List groups with their member counts.
-#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", operation_id = "list_groups", params(GroupsQuery),
+#[utoipa::path(get, path = "/api/v1/groups", tag = "groups", operation_id = "list_groups", params(IdPageQuery),
     responses((status = 200, body = GroupList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("api_key" = ["devices:read"])))]
 pub async fn list(
     _auth: Auth<DevicesRead>,
-    q: Result<web::Query<GroupsQuery>, actix_web::Error>,
+    q: Result<web::Query<IdPageQuery>, actix_web::Error>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query(q)?;
@@ -221,9 +221,7 @@ pub async fn list(
     let found = groups::list(db, q.cursor, limit).await?;
     let ids: Vec<i64> = found.iter().map(|g| g.id).collect();
     let counts = members::counts(db, &ids).await?;
-    let next_cursor = (found.len() as u64 == limit)
-        .then(|| found.last().map(|g| g.id))
-        .flatten();
+    let next_cursor = super::next_cursor(&found, limit, |g| g.id);
     let groups = found
         .into_iter()
         .map(|g| {
@@ -317,9 +315,7 @@ pub async fn devices(
         return Err(ApiError::NotFound(format!("no group {id}")));
     }
     let page = members::page(db, id, q.cursor.as_deref(), limit).await?;
-    let next_cursor = (page.len() as u64 == limit)
-        .then(|| page.last().map(|(d, _)| d.clone()))
-        .flatten();
+    let next_cursor = super::next_cursor(&page, limit, |(d, _)| d.clone());
     Ok(HttpResponse::Ok().json(MemberList {
         devices: page
             .into_iter()

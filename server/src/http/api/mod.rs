@@ -7,6 +7,7 @@ pub mod enrollment;
 pub mod groups;
 pub mod keys;
 pub mod plugins;
+pub mod policies;
 pub mod push;
 
 use super::error::ApiError;
@@ -201,7 +202,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     (delete.clone(), web::to(ddm::unassign_group)),
                 ],
             ))
-            .service(resource("/ddm/sync/{ids}", [(put, web::to(ddm::sync))]))
+            .service(resource(
+                "/ddm/sync/{ids}",
+                [(put.clone(), web::to(ddm::sync))],
+            ))
+            .service(resource(
+                "/policies",
+                [
+                    (post.clone(), web::to(policies::create)),
+                    (get.clone(), web::to(policies::list)),
+                ],
+            ))
+            .service(resource(
+                "/policies/{id}",
+                [(get.clone(), web::to(policies::get))],
+            ))
+            .service(resource(
+                "/policies/{id}/versions",
+                [
+                    (post.clone(), web::to(policies::upload_version)),
+                    (get.clone(), web::to(policies::versions)),
+                ],
+            ))
+            .service(resource(
+                "/policies/{id}/versions/{version}",
+                [(get.clone(), web::to(policies::version))],
+            ))
             // A nested scope falls back to the app's default, not its parent's: say it again.
             .default_service(web::to(not_found));
     cfg.service(
@@ -305,6 +331,14 @@ pub fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
             "limit {n} is out of range (1 to 1000)"
         ))),
     }
+}
+
+/// The cursor of the page after `page`: the last row's key if the page is full (there may be more),
+/// none if it is the last.
+pub fn next_cursor<T, K>(page: &[T], limit: u64, key: impl Fn(&T) -> K) -> Option<K> {
+    (page.len() as u64 == limit)
+        .then(|| page.last().map(key))
+        .flatten()
 }
 
 pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {

@@ -275,9 +275,7 @@ pub async fn audit(
         },
     )
     .await?;
-    let next_cursor = (rows.len() as u64 == limit)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
+    let next_cursor = super::next_cursor(&rows, limit, |r| r.id);
     Ok(HttpResponse::Ok().json(AuditPage {
         entries: rows.into_iter().map(entry).collect(),
         next_cursor,

@@ -25,5 +25,7 @@ pub mod plugin;
 pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugin_schedule;
+pub mod policy;
+pub mod policy_version;
 pub mod push_cert;
 pub mod queue_item;

@@ -1,0 +1,10 @@
+//! Policies: what a group of devices should have, shipped as immutable, hashed, signed versions. Built so
+//! far: the version's artifact, a bundle ([`bundle`]), its signatures ([`signature`]) and which the server
+//! trusts ([`trust`]), the tool that packs a folder into one ([`pack`]), and storing policies and their
+//! versions ([`admin`]).
+
+pub mod admin;
+pub mod bundle;
+pub mod pack;
+pub mod signature;
+pub mod trust;
