@@ -228,10 +228,10 @@ pub async fn delete(storage: &Storage, id: i64, actor: Actor, now: i64) -> Resul
                     .await?
                     .ok_or(GroupError::NotFound(id))?;
                 let targeted_by = crate::storage::policies::targeting(txn, id).await?;
-                if !targeted_by.is_empty() {
+                if let Some(first) = targeted_by.first() {
                     return Err(GroupError::Storage(StorageError::Conflict(format!(
-                        "group {id} is the target of policies {}",
-                        targeted_by.join(", ")
+                        "group {id} is the target of {} policies, {first:?} first",
+                        targeted_by.len()
                     ))));
                 }
                 let had = members::count(txn, id).await?;

@@ -280,10 +280,11 @@ pub async fn update(
     Ok(HttpResponse::Ok().json(written(&state, group, &made).await?))
 }
 
-/// Delete a group (its devices stay; only the memberships go).
+/// Delete a group (its devices stay; only the memberships go). Refused while a policy targets it.
 #[utoipa::path(delete, path = "/api/v1/groups/{id}", tag = "groups", operation_id = "delete_group",
     params(("id" = String, Path, description = "Group id (a positive integer)")),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "A policy targets the group")),
     security(("api_key" = ["groups:write"])))]
 pub async fn delete(
     auth: Auth<GroupsWrite>,
