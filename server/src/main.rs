@@ -185,9 +185,19 @@ fn policy(action: PolicyAction) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `config --check`: what the server would say about this configuration at start, without starting.
+/// `config --check`: what the server would say about this configuration at start, without starting: the
+/// settings, and the files they name that start-up reads (the policy signers).
 fn check_config(file: Option<&Path>) -> ExitCode {
-    match Config::check(file) {
+    use mdm_server::policies::trust::{self, Trust};
+    let checked = Config::check(file).and_then(|warnings| Ok((warnings, Config::load(file)?)));
+    let checked = checked
+        .map_err(|e| e.to_string())
+        .and_then(|(mut warnings, config)| {
+            Trust::load(&config.policies).map_err(|e| format!("policies.trusted_signers: {e}"))?;
+            warnings.extend(trust::warning(&config.policies));
+            Ok(warnings)
+        });
+    match checked {
         Ok(warnings) => {
             println!("OK");
             for w in warnings {

@@ -256,13 +256,9 @@ fn setup_warnings(config: &Config) -> Result<Vec<String>, StartError> {
     for w in &warnings {
         tracing::warn!(listen = %config.listen, "DEVELOPMENT ONLY (loopback): {w}");
     }
-    if !config.policies.require_signature {
-        tracing::warn!("DEVELOPMENT ONLY: policies.require_signature is off: unsigned policy versions are accepted");
-        warnings.push(
-            "policies.require_signature is off: policy versions are accepted unsigned; set \
-             policies.trusted_signers and turn it on"
-                .to_string(),
-        );
+    if let Some(w) = crate::policies::trust::warning(&config.policies) {
+        tracing::warn!("DEVELOPMENT ONLY: {w}");
+        warnings.push(w);
     }
     if config.identity.accept_any_issuer {
         // Allowed anywhere (migrations need it), but never quietly: logged by `device_trust`, and here

@@ -248,3 +248,40 @@ fn the_cli_packs_signs_and_verifies() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not verify"));
 }
+
+/// `config --check` reads the files start-up would: a trusted signer that holds no usable key fails it
+/// naming the file, and turning signatures off is a warning.
+#[test]
+fn config_check_reads_the_trusted_signers() {
+    let bin = env!("CARGO_BIN_EXE_mdm-server-under-test");
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("signer.pem");
+    std::fs::write(&not_a_key, "not a key").unwrap();
+    let check = |toml: String| {
+        let file = dir.path().join("mdm.toml");
+        std::fs::write(&file, toml).unwrap();
+        std::process::Command::new(bin)
+            .args(["config", "--check", "-c"])
+            .arg(&file)
+            .env("MDM_DATA_DIR", dir.path().join("data"))
+            .output()
+            .unwrap()
+    };
+    let bad = check(format!(
+        "[policies]\ntrusted_signers = [{:?}]\n",
+        not_a_key.display().to_string()
+    ));
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("signer.pem"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let off = check("[policies]\nrequire_signature = false\n".into());
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    assert!(String::from_utf8_lossy(&off.stdout).contains("policies.require_signature is off"));
+}

@@ -20,6 +20,15 @@ pub enum Untrusted {
     Signature(#[from] SignatureError),
 }
 
+/// What `/readyz` and `config --check` say of `[policies]` when it is a development setting.
+pub fn warning(config: &PoliciesConfig) -> Option<String> {
+    (!config.require_signature).then(|| {
+        "policies.require_signature is off: policy versions are accepted unsigned; set \
+         policies.trusted_signers and turn it on"
+            .to_string()
+    })
+}
+
 impl Trust {
     /// Read the trusted signers' files.
     pub fn load(config: &PoliciesConfig) -> Result<Self, SignatureError> {
