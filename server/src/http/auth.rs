@@ -41,6 +41,13 @@ pub struct Auth<S: RequiredScope> {
     _scope: PhantomData<S>,
 }
 
+impl<S: RequiredScope> Auth<S> {
+    /// Who made a change, as the audit log names an admin: `api-key:<name>`.
+    pub fn actor(&self) -> String {
+        format!("api-key:{}", self.principal.name)
+    }
+}
+
 fn presented_key(req: &HttpRequest) -> Option<String> {
     if let Some(v) = req.headers().get("X-API-Key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_string());

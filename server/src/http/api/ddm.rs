@@ -19,10 +19,6 @@ use actix_web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-fn actor<S: crate::http::auth::RequiredScope>(auth: &Auth<S>) -> String {
-    format!("api-key:{}", auth.principal.name)
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeclarationPut {
     identifier: String,
@@ -72,7 +68,7 @@ pub async fn put_declaration(
     let b = b.map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let now = state.clock.now_ms();
     let (d, written, synced) =
-        admin::put_declaration(&state.storage, &b, actor(&auth), now).await?;
+        admin::put_declaration(&state.storage, &b, auth.actor(), now).await?;
     let result = match written {
         Written::Created => "created",
         Written::Changed => "changed",
@@ -210,7 +206,7 @@ pub async fn delete_declaration(
     let force = query(q)?.force.unwrap_or(false);
     let now = state.clock.now_ms();
     let synced =
-        admin::delete_declaration(&state.storage, &identifier, force, actor(&auth), now).await?;
+        admin::delete_declaration(&state.storage, &identifier, force, auth.actor(), now).await?;
     Ok(HttpResponse::Ok().json(synced))
 }
 
@@ -281,7 +277,7 @@ pub async fn put_set(
         )));
     }
     let now = state.clock.now_ms();
-    let synced = admin::put_set(&state.storage, &name, members, actor(&auth), now).await?;
+    let synced = admin::put_set(&state.storage, &name, members, auth.actor(), now).await?;
     Ok(HttpResponse::Ok().json(synced))
 }
 
@@ -346,7 +342,7 @@ pub async fn delete_set(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now_ms();
-    let synced = admin::delete_set(&state.storage, &name, actor(&auth), now).await?;
+    let synced = admin::delete_set(&state.storage, &name, auth.actor(), now).await?;
     Ok(HttpResponse::Ok().json(synced))
 }
 
@@ -377,7 +373,7 @@ async fn assigned(
 ) -> Result<HttpResponse, ApiError> {
     let now = state.clock.now_ms();
     let changed =
-        admin::set_assignment(&state.storage, holder, &set, assign, actor(&auth), now).await?;
+        admin::set_assignment(&state.storage, holder, &set, assign, auth.actor(), now).await?;
     Ok(HttpResponse::Ok().json(AssignmentChanged { changed }))
 }
 
@@ -515,6 +511,6 @@ pub async fn sync(
     }
     channel_ids(ids.iter().map(String::as_str))?;
     let now = state.clock.now_ms();
-    let synced = admin::force_sync(&state.storage, ids, actor(&auth), now).await?;
+    let synced = admin::force_sync(&state.storage, ids, auth.actor(), now).await?;
     Ok(HttpResponse::Ok().json(synced))
 }

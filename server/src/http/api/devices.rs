@@ -287,7 +287,7 @@ pub async fn allow_reenrollment(
     let id = id.into_inner();
     let now = state.clock.now_ms();
     let until = now + i64::from(ttl) * 1000;
-    let actor = format!("api-key:{}", auth.principal.name);
+    let actor = auth.actor();
     let device_id = id.clone();
     let found = state
         .storage

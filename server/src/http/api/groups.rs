@@ -163,10 +163,6 @@ fn rule(v: &Value) -> Result<Rule, ApiError> {
     Ok(Rule::from_json(v).map_err(GroupError::from)?)
 }
 
-fn actor(a: &crate::apikeys::Principal) -> String {
-    format!("api-key:{}", a.name)
-}
-
 async fn written(
     state: &AppState,
     group: Group,
@@ -201,8 +197,7 @@ pub async fn create(
         }
     };
     let now = state.clock.now_ms();
-    let (group, made) =
-        admin::create(&state.storage, b.name, new, actor(&auth.principal), now).await?;
+    let (group, made) = admin::create(&state.storage, b.name, new, auth.actor(), now).await?;
     Ok(HttpResponse::Created().json(written(&state, group, &made).await?))
 }
 
@@ -276,7 +271,7 @@ pub async fn update(
         remove: b.remove,
     };
     let now = state.clock.now_ms();
-    let (group, made) = admin::update(&state.storage, id, u, actor(&auth.principal), now).await?;
+    let (group, made) = admin::update(&state.storage, id, u, auth.actor(), now).await?;
     Ok(HttpResponse::Ok().json(written(&state, group, &made).await?))
 }
 
@@ -293,7 +288,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let id = group_id(&id)?;
     let now = state.clock.now_ms();
-    admin::delete(&state.storage, id, actor(&auth.principal), now).await?;
+    admin::delete(&state.storage, id, auth.actor(), now).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

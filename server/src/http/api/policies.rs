@@ -93,10 +93,6 @@ fn version_view(v: VersionSummary) -> VersionView {
     }
 }
 
-fn actor(a: &crate::apikeys::Principal) -> String {
-    format!("api-key:{}", a.name)
-}
-
 async fn find(state: &AppState, id: &str) -> Result<Policy, ApiError> {
     let id = group_id(id)
         .map_err(|_| ApiError::BadRequest("a policy id is a positive integer".into()))?;
@@ -118,7 +114,7 @@ pub async fn create(
     let b = json_body(b)?;
     let target = positive_group_id(b.target_group)?;
     let now = state.clock.now_ms();
-    let p = admin::create(&state.storage, b.name, target, actor(&auth.principal), now).await?;
+    let p = admin::create(&state.storage, b.name, target, auth.actor(), now).await?;
     Ok(HttpResponse::Created().json(view(p)))
 }
 
@@ -179,7 +175,7 @@ pub async fn upload_version(
         p.id,
         body.to_vec(),
         &state.policy_trust,
-        actor(&auth.principal),
+        auth.actor(),
         now,
     )
     .await?;
