@@ -43,8 +43,8 @@ const DECLARATION_ID: &str = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$";
 pub const WRITABLE_DECLARATION_ID: &str = r"^(?!mdm\.builtin\.)[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$";
 /// A set name (`ddm::check_set_name`).
 const SET_NAME: &str = r"^[A-Za-z0-9._-]{1,128}$";
-/// A group id (`http::api::groups::group_id`), and a policy id: a positive integer.
-const GROUP_ID: &str = r"^[1-9][0-9]{0,17}$";
+/// An id the server numbers, a group's or a policy's (`http::api::positive_id`): a positive integer.
+const POSITIVE_ID: &str = r"^[1-9][0-9]{0,17}$";
 /// A policy version's label (`policies::bundle::check_label`).
 const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
 
@@ -174,15 +174,15 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
         SET_NAME,
     ),
     ("/api/v1/ddm/sync/{ids}", "*", "ids", CHANNEL_IDS),
-    ("/api/v1/groups/{id}", "*", "id", GROUP_ID),
-    ("/api/v1/ddm/groups/{id}", "*", "id", GROUP_ID),
-    ("/api/v1/policies/{id}", "*", "id", GROUP_ID),
-    ("/api/v1/policies/{id}/versions", "*", "id", GROUP_ID),
+    ("/api/v1/groups/{id}", "*", "id", POSITIVE_ID),
+    ("/api/v1/ddm/groups/{id}", "*", "id", POSITIVE_ID),
+    ("/api/v1/policies/{id}", "*", "id", POSITIVE_ID),
+    ("/api/v1/policies/{id}/versions", "*", "id", POSITIVE_ID),
     (
         "/api/v1/policies/{id}/versions/{version}",
         "*",
         "id",
-        GROUP_ID,
+        POSITIVE_ID,
     ),
     (
         "/api/v1/policies/{id}/versions/{version}",
@@ -190,9 +190,14 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
         "version",
         VERSION_LABEL,
     ),
-    ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "id", GROUP_ID),
+    (
+        "/api/v1/ddm/groups/{id}/sets/{name}",
+        "*",
+        "id",
+        POSITIVE_ID,
+    ),
     ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "name", SET_NAME),
-    ("/api/v1/groups/{id}/devices", "*", "id", GROUP_ID),
+    ("/api/v1/groups/{id}/devices", "*", "id", POSITIVE_ID),
 ];
 
 /// Bodies that name their targets by enrollment ids, groups or both: at least one of either.

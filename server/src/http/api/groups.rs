@@ -141,22 +141,14 @@ fn changes(c: &[Change]) -> MembershipChanges {
     }
 }
 
-/// A group id from a path: a positive integer.
+/// A group id from a path.
 pub fn group_id(s: &str) -> Result<i64, ApiError> {
-    s.parse::<i64>()
-        .map_or_else(|_| Err(not_a_group_id()), positive_group_id)
+    super::positive_id(s, "group")
 }
 
-/// A group id given as a number (a filter): ids start at 1.
+/// A group id given as a number (a filter, a policy's target): ids start at 1.
 pub fn positive_group_id(id: i64) -> Result<i64, ApiError> {
-    if id < 1 {
-        return Err(not_a_group_id());
-    }
-    Ok(id)
-}
-
-fn not_a_group_id() -> ApiError {
-    ApiError::BadRequest("a group id is a positive integer".into())
+    super::positive(id, "group")
 }
 
 fn rule(v: &Value) -> Result<Rule, ApiError> {

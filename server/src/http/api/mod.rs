@@ -333,6 +333,25 @@ pub fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
     }
 }
 
+/// An id the server numbers (a group's, a policy's) from a path: a positive integer, else a 400 naming
+/// `what` it should have been.
+pub fn positive_id(s: &str, what: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .map_or_else(|_| Err(not_an_id(what)), |id| positive(id, what))
+}
+
+/// Such an id given as a number: ids start at 1.
+pub fn positive(id: i64, what: &str) -> Result<i64, ApiError> {
+    if id < 1 {
+        return Err(not_an_id(what));
+    }
+    Ok(id)
+}
+
+fn not_an_id(what: &str) -> ApiError {
+    ApiError::BadRequest(format!("a {what} id is a positive integer"))
+}
+
 /// The cursor of the page after `page`: the last row's key if the page is full (there may be more),
 /// none if it is the last.
 pub fn next_cursor<T, K>(page: &[T], limit: u64, key: impl Fn(&T) -> K) -> Option<K> {

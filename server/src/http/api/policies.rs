@@ -1,7 +1,7 @@
 //! Policies and their versions: create and read policies, upload a version's bundle (a zip, as
 //! `mdm-server policy pack` makes it), read versions. Reads need `devices:read`, changes `policies:write`.
 
-use super::groups::{group_id, positive_group_id, IdPageQuery};
+use super::groups::{positive_group_id, IdPageQuery};
 use super::{body as json_body, page_limit, query};
 use crate::clock::to_rfc3339;
 use crate::http::auth::{Auth, DevicesRead, PoliciesWrite};
@@ -94,8 +94,7 @@ fn version_view(v: VersionSummary) -> VersionView {
 }
 
 async fn find(state: &AppState, id: &str) -> Result<Policy, ApiError> {
-    let id = group_id(id)
-        .map_err(|_| ApiError::BadRequest("a policy id is a positive integer".into()))?;
+    let id = super::positive_id(id, "policy")?;
     policies::find(&state.storage.read(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no policy {id}")))
