@@ -186,11 +186,13 @@ fn policy(action: PolicyAction) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// `config --check`: what the server would say about this configuration at start, without starting: the
-/// settings, and the files they name that start-up reads (the policy signers).
+/// settings (loaded and validated once), the production settings (the warnings a loopback-only server
+/// would start with, or why it would not start), and the files they name that start-up reads (the policy
+/// signers).
 fn check_config(file: Option<&Path>) -> ExitCode {
     use mdm_server::policies::trust::{self, Trust};
-    let checked = Config::check(file).and_then(|warnings| Ok((warnings, Config::load(file)?)));
-    let checked = checked
+    let checked = Config::load(file)
+        .and_then(|config| Ok((config.production_check()?, config)))
         .map_err(|e| e.to_string())
         .and_then(|(mut warnings, config)| {
             Trust::load(&config.policies).map_err(|e| format!("policies.trusted_signers: {e}"))?;

@@ -35,12 +35,6 @@ impl Config {
         cfg.validate()?;
         Ok(cfg)
     }
-
-    /// What `mdm-server config --check` does: load and validate, then the production settings; the
-    /// warnings a loopback-only server would start with, or why it would not start.
-    pub fn check(file: Option<&Path>) -> Result<Vec<String>, ConfigError> {
-        Self::load(file)?.production_check()
-    }
 }
 
 fn environment() -> Env {
