@@ -469,6 +469,10 @@ async fn a_set_assigned_to_a_group_follows_its_membership() {
         assert_eq!(s.get(&format!("/api/v1/ddm/groups/{}", 99_999)).await.status, 404);
         let view = ok(s.get(&format!("/api/v1/ddm/groups/{lab}")).await, 200, "group sets");
         assert_eq!(view["sets"], json!([]));
+        let actions: Vec<String> = s.audit_chain().await.into_iter().map(|e| e.action).collect();
+        for action in ["ddm.group_set_assigned", "ddm.group_set_unassigned"] {
+            assert!(actions.iter().any(|a| a == action), "{action} is audited");
+        }
         assert_eq!(s.snapshot().await, before, "refused requests changed nothing");
         s.stop().await;
     })

@@ -177,26 +177,27 @@ pub async fn set_assignment(
     storage
         .transaction(move |txn| {
             Box::pin(async move {
-                let (changed, target, kind) = match &holder {
-                    Holder::Enrollment(id) if assign => (
-                        assignments::assign_set(txn, id, &set, now).await?,
-                        id.clone(),
-                        "",
-                    ),
-                    Holder::Enrollment(id) => (
-                        assignments::unassign_set(txn, id, &set, now).await?,
-                        id.clone(),
-                        "",
-                    ),
-                    Holder::Group(id) => {
+                let (changed, target, action) = match (&holder, assign) {
+                    (Holder::Enrollment(id), true) => {
+                        let changed = assignments::assign_set(txn, id, &set, now).await?;
+                        (changed, id.clone(), "ddm.set_assigned")
+                    }
+                    (Holder::Enrollment(id), false) => {
+                        let changed = assignments::unassign_set(txn, id, &set, now).await?;
+                        (changed, id.clone(), "ddm.set_unassigned")
+                    }
+                    (Holder::Group(id), _) => {
                         let changed = assignments::group_set(txn, *id, &set, assign, now).await?;
-                        (changed, id.to_string(), "group_")
+                        let action = if assign {
+                            "ddm.group_set_assigned"
+                        } else {
+                            "ddm.group_set_unassigned"
+                        };
+                        (changed, id.to_string(), action)
                     }
                 };
                 if changed {
-                    let verb = if assign { "assigned" } else { "unassigned" };
-                    let action = format!("ddm.{kind}set_{verb}");
-                    audit(txn, now, actor, &action, &target, json!({"set": set})).await?;
+                    audit(txn, now, actor, action, &target, json!({"set": set})).await?;
                 }
                 Ok(changed)
             })

@@ -127,13 +127,18 @@ fn enrollments_with(sets: Sets<'_>) -> SelectStatement {
         .to_owned();
     q.union(
         UnionType::Distinct,
-        Query::select()
-            .column(member::Column::DeviceId)
-            .from(GroupMembers)
-            .and_where(member::Column::GroupId.in_subquery(groups))
-            .to_owned(),
+        member_devices(member::Column::GroupId.in_subquery(groups)),
     );
     q
+}
+
+/// The device channels (device ids) of the members of the groups `which` selects, as a subquery.
+fn member_devices(which: SimpleExpr) -> SelectStatement {
+    Query::select()
+        .column(member::Column::DeviceId)
+        .from(GroupMembers)
+        .and_where(which)
+        .to_owned()
 }
 
 /// The enrollments holding a set, directly or through a group.
@@ -283,11 +288,7 @@ pub async fn groups_with_sets<C: ConnectionTrait>(
 
 /// The device channels of a group's members, as a subquery (the audience of a set assigned to it).
 pub(super) fn in_group(group_id: i64) -> SelectStatement {
-    Query::select()
-        .column(member::Column::DeviceId)
-        .from(GroupMembers)
-        .and_where(member::Column::GroupId.eq(group_id))
-        .to_owned()
+    member_devices(member::Column::GroupId.eq(group_id))
 }
 
 pub(super) async fn remove_all<C: ConnectionTrait>(
