@@ -98,6 +98,8 @@ pub struct Metrics {
     pub identities_expiring: Gauge,
     pub identity_renewals: Counter,
     pub identity_cache: Family<CacheLabels, Counter>,
+    /// Stored policy versions found not to match their digest (at activation or a rollout step).
+    pub policy_versions_tampered: Counter,
 }
 
 impl Metrics {
@@ -219,8 +221,15 @@ impl Metrics {
             "Identity renewals queued (a fresh enrollment profile sent to the device)",
             identity_renewals.clone(),
         );
+        let policy_versions_tampered = Counter::default();
+        registry.register(
+            "policy_versions_tampered",
+            "Stored policy versions found not to match their digest at activation or a rollout step",
+            policy_versions_tampered.clone(),
+        );
         Self {
             registry,
+            policy_versions_tampered,
             scep_requests,
             enrollment_profiles,
             identities_expiring,

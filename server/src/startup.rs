@@ -148,7 +148,13 @@ impl Application {
         let queue = QueueService::new(storage.clone(), clock.clone(), metrics.clone());
         let policy_trust = crate::policies::trust::Trust::load(&config.policies)
             .map_err(|e| StartError::Policies(e.to_string()))?;
+        let rollouts = Arc::new(crate::policies::rollout::Rollouts::new(
+            storage.clone(),
+            config.policies.clone(),
+            metrics.clone(),
+        ));
         let state = Arc::new(AppState {
+            rollouts: rollouts.clone(),
             checkin: CheckinService::new(
                 storage.clone(),
                 clock.clone(),
@@ -209,6 +215,7 @@ impl Application {
                 push,
                 plugins,
                 delivery,
+                rollouts,
             },
             &config,
         );

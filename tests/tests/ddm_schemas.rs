@@ -187,14 +187,22 @@ fn schema(key: &Yaml, file: &Path, at: &str, member: bool) -> Value {
             }
         }
     }
+    let refers = refers_to_declarations(key);
+    if refers && ty == "string" {
+        obj.insert("reference".into(), json!(true));
+    }
     if ty == "array" {
         match keys(&key["subkeys"], file) {
             [] => {}
             [item] => {
-                obj.insert(
-                    "items".into(),
-                    schema(item, file, &format!("{at}[]"), false),
-                );
+                let mut items = schema(item, file, &format!("{at}[]"), false);
+                if refers {
+                    items
+                        .as_object_mut()
+                        .unwrap()
+                        .insert("reference".into(), json!(true));
+                }
+                obj.insert("items".into(), items);
             }
             more => panic!(
                 "{}: {at}: an array with {} item schemas",
@@ -204,6 +212,12 @@ fn schema(key: &Yaml, file: &Path, at: &str, member: bool) -> Value {
         }
     }
     node
+}
+
+/// Whether a key's strings are identifiers of other declarations: an asset reference (Apple marks those
+/// with the asset types they take) or an activation's configurations.
+fn refers_to_declarations(key: &Yaml) -> bool {
+    key["assettypes"].is_sequence() || key["key"].as_str() == Some("StandardConfigurations")
 }
 
 /// A rangelist the server can check: values all of the node's own type (strings or integers).

@@ -91,6 +91,7 @@ pub(super) async fn token_update<C: ConnectionTrait>(
     };
     tracing::info!(enrollment = %e.id, kind = e.kind.as_str(), count, "token update");
     if count == 1 {
+        crate::policies::holdings::on_enabled(c, &e.device_id, now).await?;
         crate::ddm::sync::on_enabled(c, &e.id, now).await?;
     }
     Ok(true)

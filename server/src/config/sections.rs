@@ -343,7 +343,7 @@ pub struct DdmConfig {
     pub properties: BTreeMap<String, serde_json::Value>,
 }
 
-/// Policies: which signatures a version's bundle must carry (docs/POLICIES.md).
+/// Policies: which signatures a version's bundle must carry, and how versions roll out (docs/POLICIES.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoliciesConfig {
@@ -353,6 +353,18 @@ pub struct PoliciesConfig {
     /// Refuse a version whose bundle is not signed by a trusted signer. On by default; turning it off is
     /// a development shortcut, shown by `/readyz`. A signature that is present is always checked.
     pub require_signature: bool,
+    /// How long each stage of a rollout runs before it may be promoted (an activation may set its own).
+    pub default_soak_secs: u64,
+    /// A rollout halts, and takes its version back, when this share of the devices that reported failed.
+    pub max_failure_ratio: f64,
+    /// A stage is promoted only once this share of its devices reported.
+    pub min_reported_ratio: f64,
+    /// The pilot's share of the target group, in percent (an activation may set its own, or groups).
+    pub pilot_percent: u32,
+    /// The pilot's and the canary's share together, in percent.
+    pub canary_percent: u32,
+    /// How often running rollouts are looked at (gates checked, stages promoted).
+    pub rollout_interval_secs: u64,
 }
 
 impl Default for PoliciesConfig {
@@ -360,6 +372,12 @@ impl Default for PoliciesConfig {
         Self {
             trusted_signers: Vec::new(),
             require_signature: true,
+            default_soak_secs: 3_600,
+            max_failure_ratio: 0.005,
+            min_reported_ratio: 0.9,
+            pilot_percent: 10,
+            canary_percent: 25,
+            rollout_interval_secs: 60,
         }
     }
 }

@@ -99,6 +99,7 @@ impl Config {
             }
         }
         self.check_renewal_window()?;
+        self.validate_policies()?;
         self.validate_http()
     }
 
@@ -112,6 +113,26 @@ impl Config {
         );
         if renew != 0 && validity <= renew {
             return Err(ConfigError::RenewalLoop { validity, renew });
+        }
+        Ok(())
+    }
+
+    /// The rollout defaults: ratios between 0 and 1, shares in order, a round at least every second.
+    fn validate_policies(&self) -> Result<(), ConfigError> {
+        let p = &self.policies;
+        let ratio = |r: f64| (0.0..=1.0).contains(&r);
+        if !ratio(p.max_failure_ratio) || !ratio(p.min_reported_ratio) {
+            return Err(ConfigError::Invalid(
+                "policies.max_failure_ratio and policies.min_reported_ratio must be between 0 and 1"
+                    .into(),
+            ));
+        }
+        crate::policies::stages::check_shares(p.pilot_percent, p.canary_percent)
+            .map_err(|e| ConfigError::Invalid(format!("policies: {e}")))?;
+        if p.rollout_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "policies.rollout_interval_secs must be at least 1".into(),
+            ));
         }
         Ok(())
     }

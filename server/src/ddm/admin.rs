@@ -6,7 +6,7 @@ use super::{assignments, check_set_name, DdmError, BUILTIN_PREFIX};
 use crate::protocol::ddm::Declaration;
 use crate::storage::audit_log::{self, NewEntry};
 use crate::storage::ddm::audience::Audience;
-use crate::storage::ddm::declarations::{self, Written};
+use crate::storage::ddm::declarations::{self, Owner, Written};
 use crate::storage::ddm::{assignments as assigned, sets};
 use crate::storage::Storage;
 use sea_orm::ConnectionTrait;
@@ -24,12 +24,13 @@ pub async fn put_declaration(
 ) -> Result<(Declaration, Written, Synced), DdmError> {
     let d = Declaration::parse(body)?;
     if d.identifier.starts_with(BUILTIN_PREFIX) {
-        return Err(DdmError::Reserved);
+        return Err(DdmError::builtin_reserved());
     }
     storage
         .transaction(move |txn| {
             Box::pin(async move {
-                let written = declarations::put(txn, &d, false, now).await?;
+                admins(txn, &d.identifier).await?;
+                let written = declarations::put(txn, &d, Owner::Admin, now).await?;
                 let synced = match written {
                     Written::Changed => {
                         let holders = Audience::Holding(&d.identifier);
@@ -57,13 +58,13 @@ pub async fn delete_declaration(
     now: i64,
 ) -> Result<Synced, DdmError> {
     if identifier.starts_with(BUILTIN_PREFIX) {
-        return Err(DdmError::Reserved);
+        return Err(DdmError::builtin_reserved());
     }
     let identifier = identifier.to_string();
     storage
         .transaction(move |txn| {
             Box::pin(async move {
-                if declarations::get(txn, &identifier).await?.is_none() {
+                if !admins(txn, &identifier).await? {
                     return Err(DdmError::UnknownDeclaration(identifier));
                 }
                 let holding = sets::holding(txn, &identifier).await?;
@@ -222,6 +223,20 @@ pub async fn force_sync(
             })
         })
         .await
+}
+
+/// Whether a declaration exists for an admin to replace or delete: Ok(false) if there is none, refused
+/// if it is a policy's.
+async fn admins<C: ConnectionTrait>(c: &C, identifier: &str) -> Result<bool, DdmError> {
+    match declarations::get(c, identifier)
+        .await?
+        .as_ref()
+        .map(Owner::of)
+    {
+        None => Ok(false),
+        Some(Owner::Policy(p)) => Err(DdmError::OwnedByPolicy(identifier.to_string(), p)),
+        Some(Owner::Admin | Owner::Builtin) => Ok(true),
+    }
 }
 
 async fn audit<C: ConnectionTrait>(

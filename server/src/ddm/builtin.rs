@@ -6,7 +6,7 @@ use super::{sync, DdmError, BUILTIN_PREFIX};
 use crate::config::DdmConfig;
 use crate::protocol::ddm::Declaration;
 use crate::storage::ddm::audience::Audience;
-use crate::storage::ddm::declarations::Written;
+use crate::storage::ddm::declarations::{Owner, Written};
 use crate::storage::ddm::{declarations, status};
 use crate::storage::Storage;
 use serde_json::{json, Value};
@@ -61,7 +61,8 @@ pub async fn install(storage: &Storage, config: &DdmConfig, now: i64) -> Result<
             Box::pin(async move {
                 let mut changed = false;
                 for d in &wanted {
-                    changed |= declarations::put(txn, d, true, now).await? != Written::Unchanged;
+                    changed |=
+                        declarations::put(txn, d, Owner::Builtin, now).await? != Written::Unchanged;
                 }
                 let keep: Vec<String> = wanted.iter().map(|d| d.identifier.clone()).collect();
                 changed |= !declarations::remove_builtins_except(txn, &keep)

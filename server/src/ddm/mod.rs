@@ -19,6 +19,22 @@ use crate::storage::StorageError;
 /// Identifiers starting with this are the server's own (built-in) declarations; uploads may not use it.
 pub const BUILTIN_PREFIX: &str = "mdm.builtin.";
 
+/// Set names starting with this are policies' own (`policies::materialize`); admins and plugins may not
+/// write or assign them.
+pub const POLICY_SET_PREFIX: &str = "mdm.policy.";
+
+const BUILTIN_RESERVED: &str =
+    "identifiers starting with mdm.builtin. are reserved for the server's own declarations";
+const POLICY_SET_RESERVED: &str =
+    "set names starting with mdm.policy. are policies' own: they change only through policy versions";
+
+impl DdmError {
+    /// An upload or deletion naming a built-in declaration.
+    pub fn builtin_reserved() -> Self {
+        Self::Reserved(BUILTIN_RESERVED)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DdmError {
     #[error("no set named {0}")]
@@ -36,10 +52,14 @@ pub enum DdmError {
         identifier: String,
         sets: Vec<String>,
     },
+    /// A name or identifier the server keeps for its own declarations or a policy's.
+    #[error("{0}")]
+    Reserved(&'static str),
+    /// A declaration a policy's versions own: it changes only with a new version.
     #[error(
-        "identifiers starting with {BUILTIN_PREFIX} are reserved for the server's own declarations"
+        "declaration {0} belongs to policy {1}: it changes only with a new version of the policy"
     )]
-    Reserved,
+    OwnedByPolicy(String, i64),
     #[error("invalid name: {0}")]
     BadName(String),
     #[error(transparent)]
@@ -68,8 +88,11 @@ impl From<QueueError> for DdmError {
 }
 
 /// Set names: what an admin or a plugin types and an API path carries. 1 to 128 characters of letters,
-/// digits and `.`, `_`, `-`.
+/// digits and `.`, `_`, `-`, not starting with [`POLICY_SET_PREFIX`].
 pub fn check_set_name(name: &str) -> Result<(), DdmError> {
+    if name.starts_with(POLICY_SET_PREFIX) {
+        return Err(DdmError::Reserved(POLICY_SET_RESERVED));
+    }
     let ok = (1..=128).contains(&name.len())
         && name
             .bytes()

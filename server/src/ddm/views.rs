@@ -120,10 +120,40 @@ pub enum DeclarationState {
     NotSynced,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReasonCount {
     pub code: String,
     pub count: u64,
+}
+
+/// Counts of the reason codes devices gave for invalid declarations.
+#[derive(Debug, Default)]
+pub struct ReasonTally(HashMap<String, u64>);
+
+impl ReasonTally {
+    /// Count each reason of a stored list (the JSON array a status report gave); one without a `Code` is
+    /// `unknown`.
+    pub fn add(&mut self, stored_reasons: &str) {
+        for reason in reasons(stored_reasons) {
+            self.count(reason["Code"].as_str().unwrap_or("unknown"));
+        }
+    }
+
+    pub fn count(&mut self, code: &str) {
+        *self.0.entry(code.to_string()).or_default() += 1;
+    }
+
+    /// The `n` most frequent, most frequent first (ties by code).
+    pub fn top(self, n: usize) -> Vec<ReasonCount> {
+        let mut top: Vec<ReasonCount> = self
+            .0
+            .into_iter()
+            .map(|(code, count)| ReasonCount { code, count })
+            .collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
+        top.truncate(n);
+        top
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -176,18 +206,15 @@ pub async fn declaration_status<C: ConnectionTrait>(
             .map(|r| (r.enrollment_id.clone(), r))
             .collect();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut reason_counts: HashMap<String, u64> = HashMap::new();
+    let mut tally = ReasonTally::default();
     let mut page = Vec::new();
     let mut next_cursor = None;
     for id in &holders {
         let r = reported.get(id);
         let s = state_of(r, &d.server_token);
         *counts.entry(state_name(s).to_string()).or_default() += 1;
-        if s == DeclarationState::Invalid {
-            for reason in r.map(|r| reasons(&r.reasons)).unwrap_or_default() {
-                let code = reason["Code"].as_str().unwrap_or("unknown").to_string();
-                *reason_counts.entry(code).or_default() += 1;
-            }
+        if let (DeclarationState::Invalid, Some(r)) = (s, r) {
+            tally.add(&r.reasons);
         }
         if s == state && cursor.is_none_or(|after| id.as_str() > after) {
             if page.len() as u64 == limit {
@@ -197,17 +224,11 @@ pub async fn declaration_status<C: ConnectionTrait>(
             }
         }
     }
-    let mut top_reasons: Vec<ReasonCount> = reason_counts
-        .into_iter()
-        .map(|(code, count)| ReasonCount { code, count })
-        .collect();
-    top_reasons.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
-    top_reasons.truncate(10);
     Ok(DeclarationStatusView {
         identifier: d.identifier,
         server_token: d.server_token,
         counts,
-        top_reasons,
+        top_reasons: tally.top(10),
         state,
         enrollments: page,
         next_cursor,

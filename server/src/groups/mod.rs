@@ -11,7 +11,8 @@
 //!
 //! A group may carry DDM sets (`crate::ddm::group_set`): every membership change, whatever made
 //! it, is followed in its own transaction by the sync of the devices whose sets it changed
-//! ([`crate::ddm::sync::after_membership`]).
+//! ([`crate::ddm::sync::after_membership`]); so is a group a policy rollout uses
+//! ([`crate::policies::holdings::follow_membership`]).
 
 pub mod admin;
 mod eval;
@@ -78,12 +79,16 @@ pub async fn follow_facts<C: ConnectionTrait>(
     Ok(changes)
 }
 
-/// The DDM sync membership changes cause, in the caller's transaction.
+/// The DDM sync membership changes cause, in the caller's transaction: the versions of policies whose
+/// rollouts use the groups are given or taken, then the groups' own sets followed.
 pub async fn sync_members<C: ConnectionTrait>(
     c: &C,
     changes: &[Change],
     now: i64,
 ) -> StorageResult<Synced> {
+    crate::policies::holdings::follow_membership(c, changes, now)
+        .await
+        .map_err(storage_only)?;
     after_membership(c, changes, now)
         .await
         .map_err(storage_only)

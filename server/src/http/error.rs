@@ -267,8 +267,9 @@ fn ddm_code(d: &crate::ddm::DdmError) -> (StatusCode, &'static str) {
         | D::UnknownDeclaration(_)
         | D::UnknownGroup(_) => (StatusCode::NOT_FOUND, "not_found"),
         D::InUse { .. } => (StatusCode::CONFLICT, "in_use"),
+        D::OwnedByPolicy(..) => (StatusCode::CONFLICT, "owned_by_policy"),
         D::Declaration(_) => (StatusCode::BAD_REQUEST, "invalid_declaration"),
-        D::UnknownMembers(_) | D::Reserved | D::BadName(_) | D::Status(_) | D::BadRequest(_) => {
+        D::UnknownMembers(_) | D::Reserved(_) | D::BadName(_) | D::Status(_) | D::BadRequest(_) => {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         D::Storage(s) => storage_code(s),
@@ -294,6 +295,10 @@ fn policy_code(p: &crate::policies::admin::PolicyError) -> (StatusCode, &'static
         P::Bundle(_) => (StatusCode::BAD_REQUEST, "invalid_bundle"),
         P::Untrusted(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
         P::VersionTaken(_) => (StatusCode::CONFLICT, "version_exists"),
+        P::UnknownVersion(_) | P::NoRollout(_) => (StatusCode::NOT_FOUND, "not_found"),
+        P::Busy(_) => (StatusCode::CONFLICT, "conflict"),
+        P::Tampered(_) => (StatusCode::CONFLICT, "tampered"),
+        P::Ddm(d) => ddm_code(d),
         P::Storage(s) => storage_code(s),
     }
 }

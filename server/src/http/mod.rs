@@ -60,6 +60,8 @@ pub struct AppState {
     pub signatures: SignatureVerifier,
     /// Which policy bundles are accepted (`policies.trusted_signers`, `policies.require_signature`).
     pub policy_trust: crate::policies::trust::Trust,
+    /// Policy rollouts: activation, their state, an admin's controls.
+    pub rollouts: Arc<crate::policies::rollout::Rollouts>,
 }
 
 /// The actix server for `state` on `listener`, serving once awaited: every route, the middleware, the

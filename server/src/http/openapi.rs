@@ -41,8 +41,13 @@ const CHANNEL_IDS: &str = concat!(
 const DECLARATION_ID: &str = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$";
 /// One an admin may write or delete: the server's own (`ddm::BUILTIN_PREFIX`) are reserved.
 pub const WRITABLE_DECLARATION_ID: &str = r"^(?!mdm\.builtin\.)[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$";
-/// A set name (`ddm::check_set_name`).
+/// A set name as read.
 const SET_NAME: &str = r"^[A-Za-z0-9._-]{1,128}$";
+/// One an admin may write or assign (`ddm::check_set_name`): policies' own (`ddm::POLICY_SET_PREFIX`) are
+/// reserved.
+const WRITABLE_SET_NAME: &str = r"^(?!mdm\.policy\.)[A-Za-z0-9._-]{1,128}$";
+/// What an admin may do to a rollout (`policies::rollout::Control`).
+const ROLLOUT_ACTION: &str = r"^(pause|resume|promote|rollback)$";
 /// An id the server numbers, a group's or a policy's (`http::api::positive_id`): a positive integer.
 const POSITIVE_ID: &str = r"^[1-9][0-9]{0,17}$";
 /// A policy version's label (`policies::bundle::check_label`).
@@ -65,6 +70,7 @@ const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
         ddm::assign, ddm::unassign, ddm::enrollment, ddm::sync,
         ddm::group_sets, ddm::assign_group, ddm::unassign_group,
         policies::create, policies::list, policies::get, policies::upload_version, policies::versions, policies::version,
+        policies::activate, policies::rollout, policies::control,
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
@@ -159,7 +165,14 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
         "identifier",
         DECLARATION_ID,
     ),
-    ("/api/v1/ddm/sets/{name}", "*", "name", SET_NAME),
+    ("/api/v1/ddm/sets/{name}", "get", "name", SET_NAME),
+    ("/api/v1/ddm/sets/{name}", "put", "name", WRITABLE_SET_NAME),
+    (
+        "/api/v1/ddm/sets/{name}",
+        "delete",
+        "name",
+        WRITABLE_SET_NAME,
+    ),
     ("/api/v1/ddm/enrollments/{id}", "*", "id", CHANNEL_ID),
     (
         "/api/v1/ddm/enrollments/{id}/sets/{name}",
@@ -171,7 +184,7 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
         "/api/v1/ddm/enrollments/{id}/sets/{name}",
         "*",
         "name",
-        SET_NAME,
+        WRITABLE_SET_NAME,
     ),
     ("/api/v1/ddm/sync/{ids}", "*", "ids", CHANNEL_IDS),
     ("/api/v1/groups/{id}", "*", "id", POSITIVE_ID),
@@ -196,7 +209,26 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
         "id",
         POSITIVE_ID,
     ),
-    ("/api/v1/ddm/groups/{id}/sets/{name}", "*", "name", SET_NAME),
+    (
+        "/api/v1/ddm/groups/{id}/sets/{name}",
+        "*",
+        "name",
+        WRITABLE_SET_NAME,
+    ),
+    ("/api/v1/policies/{id}/activate", "*", "id", POSITIVE_ID),
+    ("/api/v1/policies/{id}/rollout", "*", "id", POSITIVE_ID),
+    (
+        "/api/v1/policies/{id}/rollout/{action}",
+        "*",
+        "id",
+        POSITIVE_ID,
+    ),
+    (
+        "/api/v1/policies/{id}/rollout/{action}",
+        "*",
+        "action",
+        ROLLOUT_ACTION,
+    ),
     ("/api/v1/groups/{id}/devices", "*", "id", POSITIVE_ID),
 ];
 

@@ -9,6 +9,7 @@ pub mod housekeeping;
 mod identity_renewal;
 mod plugins;
 mod push;
+mod rollouts;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -32,6 +33,7 @@ pub struct Services {
     pub push: Arc<PushService>,
     pub plugins: Arc<PluginHost>,
     pub delivery: Delivery,
+    pub rollouts: Arc<crate::policies::rollout::Rollouts>,
 }
 
 /// Start every background job `config` turns on.
@@ -47,6 +49,11 @@ pub fn spawn_all(s: Services, config: &Config) {
     groups::spawn(s.storage.clone(), s.clock.clone(), housekeeping_every);
     identity_renewal::spawn(s.enroll, s.queue, housekeeping_every);
     audit_sealer::spawn(s.storage);
+    rollouts::spawn(
+        s.rollouts,
+        s.clock.clone(),
+        Duration::from_secs(config.policies.rollout_interval_secs),
+    );
     if config.push.worker {
         push::spawn(
             s.push,

@@ -28,6 +28,18 @@ pub enum PolicyError {
     Untrusted(#[from] Untrusted),
     #[error("version {0} exists with other content (a version never changes: give the new one another label)")]
     VersionTaken(String),
+    #[error("no version {0}")]
+    UnknownVersion(String),
+    #[error("no rollout of policy {0}: activate a version first")]
+    NoRollout(i64),
+    /// The rollout is not in a state the request can act on.
+    #[error("{0}")]
+    Busy(String),
+    /// A stored version no longer matches its digest: nothing was rolled out.
+    #[error("{0}")]
+    Tampered(String),
+    #[error(transparent)]
+    Ddm(#[from] crate::ddm::DdmError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -151,7 +163,7 @@ pub async fn verify_stored(
     Ok((v, b))
 }
 
-async fn audit<C: ConnectionTrait>(
+pub(super) async fn audit<C: ConnectionTrait>(
     c: &C,
     now: i64,
     actor: Actor,

@@ -30,6 +30,9 @@ pub const MAX_CONTENT_BYTES: u64 = 32 << 20;
 pub const MAX_FILE_BYTES: u64 = 8 << 20;
 /// The most entries (files and folders) an archive may hold.
 pub const MAX_ENTRIES: usize = 1_000;
+/// The longest Identifier of a declaration in a bundle: devices see it with `@` and a digest appended
+/// ([`super::materialize`]), within the 64 characters an identifier may have.
+pub const MAX_POLICY_IDENTIFIER: usize = 64 - 1 - super::materialize::DIGEST_CHARS;
 /// The most characters of a path.
 pub const MAX_PATH: usize = 255;
 
@@ -92,6 +95,10 @@ pub enum BundleError {
     },
     #[error("two declarations have the identifier {0}")]
     DuplicateIdentifier(String),
+    #[error("{path}: a policy's declaration Identifier is at most {MAX_POLICY_IDENTIFIER} characters, without '@' (devices see it with @ and a digest appended)")]
+    PolicyIdentifier { path: String },
+    #[error("{0}")]
+    References(#[from] super::materialize::ReferenceCycle),
 }
 
 /// Read and check a bundle.
@@ -129,6 +136,9 @@ pub fn from_files(
             path: path.clone(),
             error,
         })?;
+        if d.identifier.len() > MAX_POLICY_IDENTIFIER || d.identifier.contains('@') {
+            return Err(BundleError::PolicyIdentifier { path: path.clone() });
+        }
         if declarations
             .iter()
             .any(|o: &Declaration| o.identifier == d.identifier)
@@ -137,6 +147,7 @@ pub fn from_files(
         }
         declarations.push(d);
     }
+    super::materialize::check_references(&declarations)?;
     files.retain(|p, _| p != SIGNATURE);
     let digest = sha256_hex(canonical_form(&files).as_bytes());
     Ok(Bundle {

@@ -5,6 +5,11 @@
 
 pub mod admin;
 pub mod bundle;
+pub mod gates;
+pub mod holdings;
+pub mod materialize;
 pub mod pack;
+pub mod rollout;
 pub mod signature;
+pub mod stages;
 pub mod trust;

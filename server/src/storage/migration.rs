@@ -8,6 +8,7 @@ mod m0009_ddm;
 mod m0010_groups;
 mod m0011_ddm_group_sets;
 pub mod m0012_policies;
+mod m0013_policy_rollouts;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_groups::M0010Groups),
             Box::new(m0011_ddm_group_sets::M0011DdmGroupSets),
             Box::new(m0012_policies::M0012Policies),
+            Box::new(m0013_policy_rollouts::M0013PolicyRollouts),
         ]
     }
 }

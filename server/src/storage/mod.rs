@@ -30,6 +30,7 @@ pub mod private_files;
 pub mod push;
 pub mod queue;
 mod read;
+pub mod rollouts;
 pub mod sealing;
 pub mod secrets;
 mod sqlite_plans;

@@ -228,6 +228,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/policies/{id}/versions/{version}",
                 [(get.clone(), web::to(policies::version))],
             ))
+            .service(resource(
+                "/policies/{id}/activate",
+                [(post.clone(), web::to(policies::activate))],
+            ))
+            .service(resource(
+                "/policies/{id}/rollout",
+                [(get.clone(), web::to(policies::rollout))],
+            ))
+            .service(resource(
+                "/policies/{id}/rollout/{action}",
+                [(post.clone(), web::to(policies::control))],
+            ))
             // A nested scope falls back to the app's default, not its parent's: say it again.
             .default_service(web::to(not_found));
     cfg.service(

@@ -8,6 +8,7 @@ use crate::http::auth::{Auth, DevicesRead, PoliciesWrite};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::policies::admin;
+use crate::policies::rollout::{Activation, Control, Report};
 use crate::storage::policies::{self, Policy, VersionSummary};
 use actix_web::web::{self, Bytes};
 use actix_web::HttpResponse;
@@ -229,4 +230,78 @@ pub async fn version(
         version: version_view(VersionSummary::of(v)),
         manifest,
     }))
+}
+
+/// Roll a version out: its declarations reach the pilot now, and the rollout is promoted stage by stage
+/// (pilot, canary, full) while its gates hold (docs/POLICIES.md). 201 with the rollout; activating the
+/// version already rolling out (or rolled out) changes nothing and answers 200 with it. The version's
+/// stored bundle is checked against its digest first.
+#[utoipa::path(post, path = "/api/v1/policies/{id}/activate", tag = "policies", operation_id = "activate_policy_version",
+    params(("id" = String, Path, description = "Policy id (a positive integer)")), request_body = Activation,
+    responses((status = 201, body = Report, description = "The rollout started"), (status = 200, body = Report, description = "This version was active already: nothing changed"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such policy or version"),
+        (status = 409, body = ErrorBody, description = "Another version is rolling out, or the stored version failed its digest check")),
+    security(("api_key" = ["policies:write"])))]
+pub async fn activate(
+    auth: Auth<PoliciesWrite>,
+    id: web::Path<String>,
+    b: super::Body<Activation>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let p = find(&state, &id).await?;
+    let a = json_body(b)?;
+    crate::policies::bundle::check_label(&a.version)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let now = state.clock.now_ms();
+    let done = state.rollouts.activate(p.id, a, auth.actor(), now).await?;
+    let report = state.rollouts.report(p.id, now).await?;
+    Ok(if done.started {
+        HttpResponse::Created().json(report)
+    } else {
+        HttpResponse::Ok().json(report)
+    })
+}
+
+/// A policy's rollout: its state and stage, each stage's devices by how they stand, the gates against
+/// their thresholds, the most frequent failure reasons and the earliest next promotion.
+#[utoipa::path(get, path = "/api/v1/policies/{id}/rollout", tag = "policies", operation_id = "get_policy_rollout",
+    params(("id" = String, Path, description = "Policy id (a positive integer)")),
+    responses((status = 200, body = Report), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such policy, or no version was activated")),
+    security(("api_key" = ["devices:read"])))]
+pub async fn rollout(
+    _auth: Auth<DevicesRead>,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let p = find(&state, &id).await?;
+    let now = state.clock.now_ms();
+    Ok(HttpResponse::Ok().json(state.rollouts.report(p.id, now).await?))
+}
+
+/// Act on a rollout: `pause` (no promotion until resumed), `resume`, `promote` (the next stage now,
+/// whatever the gates say), `rollback` (every device gets the previous version back). Answers the rollout.
+#[utoipa::path(post, path = "/api/v1/policies/{id}/rollout/{action}", tag = "policies", operation_id = "control_policy_rollout",
+    params(("id" = String, Path, description = "Policy id (a positive integer)"), ("action" = String, Path, description = "pause, resume, promote or rollback")),
+    responses((status = 200, body = Report), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No such policy, or no version was activated"),
+        (status = 409, body = ErrorBody, description = "The rollout's state does not allow it, or its version failed its digest check")),
+    security(("api_key" = ["policies:write"])))]
+pub async fn control(
+    auth: Auth<PoliciesWrite>,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, action) = path.into_inner();
+    let what = Control::parse(&action).ok_or_else(|| {
+        ApiError::BadRequest("the action is pause, resume, promote or rollback".into())
+    })?;
+    let p = find(&state, &id).await?;
+    let now = state.clock.now_ms();
+    state
+        .rollouts
+        .control(p.id, what, auth.actor(), now)
+        .await?;
+    Ok(HttpResponse::Ok().json(state.rollouts.report(p.id, now).await?))
 }

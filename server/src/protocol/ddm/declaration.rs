@@ -136,6 +136,19 @@ impl Declaration {
         )
     }
 
+    /// This declaration under another identifier, with another payload (a policy's copy of it, see
+    /// `policies::materialize`); its ServerToken is computed afresh.
+    pub fn renamed(&self, identifier: String, payload: Map<String, Value>) -> Declaration {
+        let server_token = server_token(&self.declaration_type, &identifier, &payload);
+        Declaration {
+            identifier,
+            declaration_type: self.declaration_type.clone(),
+            category: self.category,
+            payload,
+            server_token,
+        }
+    }
+
     /// A declaration read back from storage, as it was stored: nothing is checked against the schemas (a
     /// Type this build no longer lists is still served) and the ServerToken is kept, not recomputed. The
     /// category still comes from the Type, and the payload must be a JSON object.

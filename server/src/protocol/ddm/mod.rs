@@ -16,7 +16,7 @@ pub use declaration::{
     check_identifier, Declaration, DeclarationError, IDENTIFIER_RULE, MAX_DECLARATION_BYTES,
     MAX_IDENTIFIER_LEN,
 };
-pub use schema::{declaration_types, status_item_is_scalar, status_item_names};
+pub use schema::{declaration_types, references_mut, status_item_is_scalar, status_item_names};
 pub use status::{
     DeclarationStatus, StatusError, StatusItemError, StatusReport, Validity,
     MAX_STATUS_DECLARATIONS, MAX_STATUS_DEPTH, MAX_STATUS_ERRORS, MAX_STATUS_ITEMS,

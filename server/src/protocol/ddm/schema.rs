@@ -6,7 +6,7 @@
 //! What a node holds: its type; for a dictionary member, whether it is required; for a string or integer,
 //! the values allowed (Apple's `rangelist`) and for an integer its bounds (`range`); for a dictionary, its
 //! declared keys, the schema of any other key (Apple's `ANY` key) or that it takes anything (`open`: no
-//! keys declared); for an array, its items' schema.
+//! keys declared); for an array, its items' schema; for a string, whether it names another declaration.
 
 use super::declaration::DeclarationError;
 use super::path::Path;
@@ -45,6 +45,10 @@ pub(crate) struct Node {
     #[serde(default)]
     open: bool,
     items: Option<Box<Node>>,
+    /// A string naming another declaration by its Identifier (an asset reference, an activation's
+    /// configurations).
+    #[serde(default)]
+    reference: bool,
 }
 
 /// A value's type, as Apple's schemas write it (`<string>`, ...).
@@ -128,6 +132,38 @@ pub fn status_item_is_scalar(name: &str) -> Option<bool> {
 /// The payload schema of a declaration Type.
 pub(crate) fn payload_schema(declaration_type: &str) -> Option<&'static Node> {
     schemas().declarations.get(declaration_type)
+}
+
+/// Every string in a payload of `declaration_type` that names another declaration (see
+/// [`Node::reference`]), for `visit` to read or rewrite. A payload is checked before this is asked, so a
+/// value of the wrong shape is simply not visited.
+pub fn references_mut(
+    declaration_type: &str,
+    payload: &mut Value,
+    visit: &mut impl FnMut(&mut String),
+) {
+    if let Some(node) = payload_schema(declaration_type) {
+        walk_references(node, payload, visit);
+    }
+}
+
+fn walk_references(node: &Node, value: &mut Value, visit: &mut impl FnMut(&mut String)) {
+    match value {
+        Value::String(s) if node.reference => visit(s),
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if let Some(n) = node.keys.get(key).or(node.any.as_deref()) {
+                    walk_references(n, child, visit);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(n) = node.items.as_deref() {
+                items.iter_mut().for_each(|v| walk_references(n, v, visit));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Check `value` against `node`; the first failure, in key order, names its path.

@@ -22,24 +22,49 @@ pub enum Written {
     Unchanged,
 }
 
+/// Whose a declaration is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// Uploaded by an admin (or a plugin): theirs to change.
+    Admin,
+    /// The server's own (`ddm::builtin`).
+    Builtin,
+    /// A policy's versions' (`policies::materialize`): it changes only with a new version.
+    Policy(i64),
+}
+
+impl Owner {
+    pub fn of(d: &StoredDeclaration) -> Self {
+        match (d.builtin, d.policy_id) {
+            (true, _) => Owner::Builtin,
+            (false, Some(p)) => Owner::Policy(p),
+            (false, None) => Owner::Admin,
+        }
+    }
+}
+
 /// Create or replace the declaration with `d`'s identifier.
 pub async fn put<C: ConnectionTrait>(
     c: &C,
     d: &Declaration,
-    builtin: bool,
+    owner: Owner,
     now: i64,
 ) -> StorageResult<Written> {
     let before = get(c, &d.identifier).await?;
     let written = match &before {
         None => Written::Created,
-        Some(b) if b.server_token == d.server_token && b.builtin == builtin => {
+        Some(b) if b.server_token == d.server_token && Owner::of(b) == owner => {
             return Ok(Written::Unchanged)
         }
         Some(_) => Written::Changed,
     };
     Entity::insert(ActiveModel {
         identifier: Set(d.identifier.clone()),
-        builtin: Set(builtin),
+        builtin: Set(owner == Owner::Builtin),
+        policy_id: Set(match owner {
+            Owner::Policy(p) => Some(p),
+            Owner::Admin | Owner::Builtin => None,
+        }),
         declaration_type: Set(d.declaration_type.clone()),
         category: Set(d.category.as_str().to_string()),
         payload: Set(d.payload_json()),
@@ -56,6 +81,7 @@ pub async fn put<C: ConnectionTrait>(
                 Column::Payload,
                 Column::ServerToken,
                 Column::UpdatedAt,
+                Column::PolicyId,
             ])
             .to_owned(),
     )
@@ -93,7 +119,8 @@ pub async fn builtins<C: ConnectionTrait>(c: &C) -> StorageResult<Vec<StoredDecl
         .await?)
 }
 
-/// Which of `identifiers` exist (and are not built in: sets hold only uploaded declarations).
+/// Which of `identifiers` exist as an admin's (sets hold only those: the built-in are everyone's, and a
+/// policy's reach devices only through its versions).
 pub async fn uploaded_among<C: ConnectionTrait>(
     c: &C,
     identifiers: &[String],
@@ -103,6 +130,7 @@ pub async fn uploaded_among<C: ConnectionTrait>(
         .column(Column::Identifier)
         .filter(Column::Identifier.is_in(identifiers.iter().cloned()))
         .filter(Column::Builtin.eq(false))
+        .filter(Column::PolicyId.is_null())
         .into_tuple()
         .all(c)
         .await?)

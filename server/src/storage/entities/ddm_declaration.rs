@@ -13,6 +13,8 @@ pub struct Model {
     pub server_token: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The policy whose versions it belongs to (None: an admin's or the server's own).
+    pub policy_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

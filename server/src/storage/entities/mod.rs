@@ -26,6 +26,8 @@ pub mod plugin_audit;
 pub mod plugin_kv;
 pub mod plugin_schedule;
 pub mod policy;
+pub mod policy_rollout;
+pub mod policy_rollout_device;
 pub mod policy_version;
 pub mod push_cert;
 pub mod queue_item;

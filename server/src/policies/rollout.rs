@@ -1,0 +1,722 @@
+//! Rolling a policy's version out in stages: activation, the promotions a round makes while the gates
+//! hold, the halt and rollback when one breaks, and what admins do by hand (pause, resume, promote, roll
+//! back). Every step checks the version's stored bundle against its digest first, and is audited; the
+//! devices it gives or takes the version are settled ([`super::holdings`]) in the step's transaction.
+
+use super::admin::{audit, verify_stored, Actor, PolicyError};
+use super::gates::{self, Counts, Decision, Figures, Gates};
+use super::holdings::{plan_of, settle, stage_of, state_of, State};
+use super::materialize::{self, set_name, set_prefix};
+use super::stages::{check_shares, Plan, Stage};
+use crate::clock::to_rfc3339;
+use crate::config::PoliciesConfig;
+use crate::ddm::views::{ReasonCount, ReasonTally};
+use crate::metrics::Metrics;
+use crate::protocol::ddm::Category;
+use crate::storage::ddm::declarations::{self, Owner};
+use crate::storage::ddm::sets;
+use crate::storage::rollouts::{self, Rollout};
+use crate::storage::{groups, policies, Storage, StorageError};
+use sea_orm::ConnectionTrait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Who acts when a round moves a rollout on by itself, in the audit log.
+pub const ROUND_ACTOR: &str = "rollout";
+
+/// What `POST /api/v1/policies/{id}/activate` takes.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Activation {
+    /// The version to roll out (a label uploaded before).
+    #[schema(min_length = 1, max_length = 64)]
+    pub version: String,
+    /// How long each stage runs before it may be promoted (default `policies.default_soak_secs`).
+    #[schema(minimum = 0, maximum = 31_536_000)]
+    pub soak_secs: Option<u64>,
+    /// The pilot's share of the target group in percent (default `policies.pilot_percent`).
+    #[schema(minimum = 1, maximum = 100)]
+    pub pilot_percent: Option<u32>,
+    /// The pilot's and canary's share together (default `policies.canary_percent`).
+    #[schema(minimum = 1, maximum = 100)]
+    pub canary_percent: Option<u32>,
+    /// Explicit stages instead of shares: this group's members are the pilot (with `canary_group`).
+    #[schema(minimum = 1)]
+    pub pilot_group: Option<i64>,
+    /// This group's members are the canary (with `pilot_group`).
+    #[schema(minimum = 1)]
+    pub canary_group: Option<i64>,
+}
+
+/// The longest soak an activation may ask for: a year.
+const MAX_SOAK_SECS: u64 = 31_536_000;
+
+/// What an admin does to a rollout by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// No promotion until resumed (a broken gate still halts it).
+    Pause,
+    Resume,
+    /// Enter the next stage now, whatever the gates and soak say.
+    Promote,
+    /// Give every device the version before this one back.
+    Rollback,
+}
+
+impl Control {
+    pub fn parse(s: &str) -> Option<Control> {
+        match s {
+            "pause" => Some(Control::Pause),
+            "resume" => Some(Control::Resume),
+            "promote" => Some(Control::Promote),
+            "rollback" => Some(Control::Rollback),
+            _ => None,
+        }
+    }
+}
+
+/// Rollouts, as the API and the background round drive them.
+pub struct Rollouts {
+    storage: Storage,
+    config: PoliciesConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// What an activation did.
+#[derive(Debug, Clone)]
+pub struct Activated {
+    pub rollout: Rollout,
+    /// False: the version was the one already rolling out (or rolled out); nothing changed.
+    pub started: bool,
+}
+
+impl Rollouts {
+    pub fn new(storage: Storage, config: PoliciesConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            storage,
+            config,
+            metrics,
+        }
+    }
+
+    /// Start rolling a version out: its declarations stored as the policy's, its pilot reached. Activating
+    /// the version already rolling out, or rolled out, changes nothing; another while one is under way
+    /// is refused.
+    pub async fn activate(
+        &self,
+        policy_id: i64,
+        a: Activation,
+        actor: Actor,
+        now: i64,
+    ) -> Result<Activated, PolicyError> {
+        let read = self.storage.read();
+        let policy = policies::find(&read, policy_id)
+            .await?
+            .ok_or(PolicyError::NotFound(policy_id))?;
+        let current = rollouts::find(&read, policy_id).await?;
+        if let Some(c) = &current {
+            let state = state_of(c);
+            if c.version == a.version && state != State::RolledBack {
+                return Ok(Activated {
+                    rollout: c.clone(),
+                    started: false,
+                });
+            }
+            if !state.is_over() {
+                return Err(PolicyError::Busy(format!(
+                    "version {} is rolling out ({}): roll it back or let it complete first",
+                    c.version,
+                    state.as_str()
+                )));
+            }
+        }
+        let row = self.new_rollout(policy_id, &a, &current, &actor, now)?;
+        let bundle = self.checked(policy_id, &a.version, None, now).await?;
+        let decls = materialize::declarations(policy_id, &bundle.declarations)
+            .map_err(|e| PolicyError::Invalid(e.to_string()))?;
+        let target = policy.target_group;
+        let digest = bundle.digest.clone();
+        self.storage
+            .transaction(move |txn| {
+                Box::pin(async move {
+                    for g in [row.pilot_group, row.canary_group].into_iter().flatten() {
+                        if groups::find(txn, g).await?.is_none() {
+                            return Err(PolicyError::UnknownGroup(g));
+                        }
+                    }
+                    let mut ids = Vec::with_capacity(decls.len());
+                    for m in &decls {
+                        own(txn, policy_id, &m.declaration, now).await?;
+                        ids.push(m.declaration.identifier.clone());
+                    }
+                    let new_set = set_name(policy_id, &row.version);
+                    sets::put(txn, &new_set, &ids, now).await?;
+                    let mut keep = vec![new_set];
+                    keep.extend(row.previous.as_deref().map(|v| set_name(policy_id, v)));
+                    rollouts::prune(txn, policy_id, &set_prefix(policy_id), &keep).await?;
+                    rollouts::start(txn, row.clone()).await?;
+                    let synced = settle(txn, &row, target, None, now).await?;
+                    let detail = json!({"version": row.version, "previous": row.previous, "sha256": digest,
+                        "soak_secs": row.soak_secs, "plan": plan_json(&row), "synced": synced.queued});
+                    audit(txn, now, actor, "policy.activated", policy_id, detail).await?;
+                    Ok(Activated {
+                        rollout: row,
+                        started: true,
+                    })
+                })
+            })
+            .await
+    }
+
+    /// The rollout an activation starts, checked.
+    fn new_rollout(
+        &self,
+        policy_id: i64,
+        a: &Activation,
+        current: &Option<Rollout>,
+        actor: &str,
+        now: i64,
+    ) -> Result<Rollout, PolicyError> {
+        let cfg = &self.config;
+        let soak_secs = a.soak_secs.unwrap_or(cfg.default_soak_secs);
+        if soak_secs > MAX_SOAK_SECS {
+            return Err(PolicyError::Invalid(format!(
+                "soak_secs is at most {MAX_SOAK_SECS}"
+            )));
+        }
+        let pilot_percent = a.pilot_percent.unwrap_or(cfg.pilot_percent);
+        let canary_percent = a.canary_percent.unwrap_or(cfg.canary_percent);
+        check_shares(pilot_percent, canary_percent).map_err(PolicyError::Invalid)?;
+        let (pilot_group, canary_group) = match (a.pilot_group, a.canary_group) {
+            (Some(p), Some(c)) if p > 0 && c > 0 => (Some(p), Some(c)),
+            (None, None) => (None, None),
+            _ => {
+                return Err(PolicyError::Invalid(
+                    "pilot_group and canary_group are given together (positive group ids)".into(),
+                ))
+            }
+        };
+        let previous = current.as_ref().and_then(|c| match state_of(c) {
+            State::Completed => Some(c.version.clone()),
+            _ => c.previous.clone(),
+        });
+        Ok(Rollout {
+            policy_id,
+            version: a.version.clone(),
+            previous,
+            stage: Stage::Pilot.index(),
+            state: State::Running.as_str().into(),
+            reason: None,
+            stage_started_at: now,
+            soak_secs: soak_secs as i64,
+            max_failure_ratio: cfg.max_failure_ratio,
+            min_reported_ratio: cfg.min_reported_ratio,
+            pilot_percent: pilot_percent as i32,
+            canary_percent: canary_percent as i32,
+            pilot_group,
+            canary_group,
+            started_by: actor.to_string(),
+            started_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// A version's bundle, read back and checked against its digest. A mismatch (the stored bytes
+    /// changed under the database's refusal) is counted, audited and halts `halting` if given.
+    async fn checked(
+        &self,
+        policy_id: i64,
+        version: &str,
+        halting: Option<&Rollout>,
+        now: i64,
+    ) -> Result<super::bundle::Bundle, PolicyError> {
+        let v = policies::find_version(&self.storage.read(), policy_id, version)
+            .await?
+            .ok_or_else(|| PolicyError::UnknownVersion(version.to_string()))?;
+        let why = match verify_stored(v).await {
+            Ok((_, bundle)) => return Ok(bundle),
+            Err(PolicyError::Storage(StorageError::Corrupt(why))) => why,
+            Err(PolicyError::Bundle(e)) => format!("the stored bundle no longer reads: {e}"),
+            Err(other) => return Err(other),
+        };
+        self.metrics.policy_versions_tampered.inc();
+        tracing::error!(policy_id, version, error = %why, "policy version does not match its digest");
+        let version = version.to_string();
+        let halting = halting.cloned();
+        let reason = format!("version {version} failed its digest check: {why}");
+        let detail = json!({"version": version, "error": why});
+        let stopped = reason.clone();
+        self.storage
+            .transaction(move |txn| {
+                Box::pin(async move {
+                    if let Some(from) = halting {
+                        let to = Rollout {
+                            state: State::Halted.as_str().into(),
+                            reason: Some(stopped),
+                            updated_at: now,
+                            ..from.clone()
+                        };
+                        rollouts::move_on(txn, &from, &to).await?;
+                    }
+                    let actor = ROUND_ACTOR.to_string();
+                    audit(
+                        txn,
+                        now,
+                        actor,
+                        "policy.version_tampered",
+                        policy_id,
+                        detail,
+                    )
+                    .await
+                })
+            })
+            .await?;
+        Err(PolicyError::Tampered(reason))
+    }
+
+    /// One look at every running rollout: each is promoted, halted or left as its gates say. Returns
+    /// the steps taken, by policy.
+    pub async fn round(&self, now: i64) -> Result<Vec<(i64, Step)>, PolicyError> {
+        let running = rollouts::in_state(&self.storage.read(), State::Running.as_str()).await?;
+        let mut steps = Vec::new();
+        for r in running {
+            match self.advance(r, now).await {
+                Ok(Some(step)) => steps.push((step.policy_id, step)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "a rollout round failed for one policy");
+                }
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Move one running rollout on if its gates say so.
+    async fn advance(&self, r: Rollout, now: i64) -> Result<Option<Step>, PolicyError> {
+        let figures = self.figures(&r).await?.0;
+        match gates::decide(
+            &gates_of(&r),
+            &figures,
+            stage_of(&r),
+            r.stage_started_at,
+            now,
+        ) {
+            Decision::Wait(_) => Ok(None),
+            Decision::Halt(why) => self
+                .roll_back(&r, Some(why), ROUND_ACTOR.into(), now)
+                .await
+                .map(Some),
+            Decision::Promote => self.promote(&r, ROUND_ACTOR.into(), now).await.map(Some),
+        }
+    }
+
+    /// An admin's action on a policy's rollout.
+    pub async fn control(
+        &self,
+        policy_id: i64,
+        what: Control,
+        actor: Actor,
+        now: i64,
+    ) -> Result<Step, PolicyError> {
+        let r = rollouts::find(&self.storage.read(), policy_id)
+            .await?
+            .ok_or(PolicyError::NoRollout(policy_id))?;
+        let state = state_of(&r);
+        let refuse = |why: &str| {
+            Err(PolicyError::Busy(format!(
+                "the rollout of version {} is {}: {why}",
+                r.version,
+                state.as_str()
+            )))
+        };
+        match what {
+            Control::Pause if state == State::Running => {
+                self.set_state(&r, State::Paused, "policy.rollout_paused", actor, now)
+                    .await
+            }
+            Control::Pause => refuse("only a running rollout can be paused"),
+            Control::Resume if state == State::Paused => {
+                self.set_state(&r, State::Running, "policy.rollout_resumed", actor, now)
+                    .await
+            }
+            Control::Resume => refuse("only a paused rollout can be resumed"),
+            Control::Promote if !state.is_over() => self.promote(&r, actor, now).await,
+            Control::Promote => refuse("it is over"),
+            Control::Rollback if state != State::RolledBack => {
+                self.roll_back(&r, None, actor, now).await
+            }
+            Control::Rollback => refuse("it was rolled back already"),
+        }
+    }
+
+    async fn set_state(
+        &self,
+        from: &Rollout,
+        state: State,
+        action: &'static str,
+        actor: Actor,
+        now: i64,
+    ) -> Result<Step, PolicyError> {
+        let to = Rollout {
+            state: state.as_str().into(),
+            reason: None,
+            updated_at: now,
+            ..from.clone()
+        };
+        self.step(from, to, action, json!({}), actor, None, now)
+            .await
+    }
+
+    /// Enter the next stage (or, at the full stage, complete), the version checked first.
+    async fn promote(&self, from: &Rollout, actor: Actor, now: i64) -> Result<Step, PolicyError> {
+        self.checked(from.policy_id, &from.version, Some(from), now)
+            .await?;
+        let (to, action) = match stage_of(from).next() {
+            Some(next) => (
+                Rollout {
+                    stage: next.index(),
+                    stage_started_at: now,
+                    reason: None,
+                    updated_at: now,
+                    ..from.clone()
+                },
+                "policy.rollout_promoted",
+            ),
+            None => (
+                Rollout {
+                    state: State::Completed.as_str().into(),
+                    reason: None,
+                    updated_at: now,
+                    ..from.clone()
+                },
+                "policy.rollout_completed",
+            ),
+        };
+        let detail = json!({"version": from.version, "from": stage_of(from), "to": stage_of(&to)});
+        let target = self.target_of(from.policy_id).await?;
+        self.step(from, to, action, detail, actor, Some(target), now)
+            .await
+    }
+
+    /// Give every device the previous version back (none, if this was the first), the previous version
+    /// checked first. `why`: the gate that broke, when a round does it.
+    async fn roll_back(
+        &self,
+        from: &Rollout,
+        why: Option<String>,
+        actor: Actor,
+        now: i64,
+    ) -> Result<Step, PolicyError> {
+        if let Some(previous) = &from.previous {
+            self.checked(from.policy_id, previous, Some(from), now)
+                .await?;
+        }
+        if let Some(why) = &why {
+            tracing::warn!(policy_id = from.policy_id, version = %from.version, reason = %why, "rollout halted and rolled back");
+        }
+        let to = Rollout {
+            state: State::RolledBack.as_str().into(),
+            reason: why.clone(),
+            updated_at: now,
+            ..from.clone()
+        };
+        let detail = json!({"version": from.version, "previous": from.previous, "stage": stage_of(from), "reason": why});
+        let target = self.target_of(from.policy_id).await?;
+        self.step(
+            from,
+            to,
+            "policy.rollout_rolled_back",
+            detail,
+            actor,
+            Some(target),
+            now,
+        )
+        .await
+    }
+
+    async fn target_of(&self, policy_id: i64) -> Result<i64, PolicyError> {
+        Ok(policies::find(&self.storage.read(), policy_id)
+            .await?
+            .ok_or(PolicyError::NotFound(policy_id))?
+            .target_group)
+    }
+
+    /// Write a rollout's move from `from` to `to` if no one moved it first, settle the target group's
+    /// devices (`settling`: the target group, when the move changes who holds what), and audit it.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        from: &Rollout,
+        to: Rollout,
+        action: &'static str,
+        mut detail: serde_json::Value,
+        actor: Actor,
+        settling: Option<i64>,
+        now: i64,
+    ) -> Result<Step, PolicyError> {
+        let from = from.clone();
+        self.storage
+            .transaction(move |txn| {
+                Box::pin(async move {
+                    if !rollouts::move_on(txn, &from, &to).await? {
+                        return Err(PolicyError::Busy(
+                            "the rollout moved on meanwhile: read it again".into(),
+                        ));
+                    }
+                    let queued = match settling {
+                        Some(target) => settle(txn, &to, target, None, now).await?.queued,
+                        None => 0,
+                    };
+                    detail["synced"] = json!(queued);
+                    audit(txn, now, actor, action, to.policy_id, detail).await?;
+                    Ok(Step {
+                        policy_id: to.policy_id,
+                        action,
+                        state: state_of(&to),
+                        stage: stage_of(&to),
+                        synced: queued,
+                    })
+                })
+            })
+            .await
+    }
+
+    /// Where the devices a rollout reached stand, by stage, and the most frequent reasons of failures.
+    async fn figures(&self, r: &Rollout) -> Result<(Figures, Vec<ReasonCount>), PolicyError> {
+        figures(&self.storage.read(), r).await
+    }
+
+    /// A policy's rollout as the API shows it.
+    pub async fn report(&self, policy_id: i64, now: i64) -> Result<Report, PolicyError> {
+        let read = self.storage.read();
+        let r = rollouts::find(&read, policy_id)
+            .await?
+            .ok_or(PolicyError::NoRollout(policy_id))?;
+        let (figures, top_failure_reasons) = figures(&read, &r).await?;
+        Ok(report(&r, &figures, top_failure_reasons, now))
+    }
+}
+
+/// A declaration of a policy's version stored as the policy's. An identifier an admin (or another
+/// policy) holds is a conflict: the digest in it makes that all but impossible except on purpose.
+async fn own<C: ConnectionTrait>(
+    c: &C,
+    policy_id: i64,
+    d: &crate::protocol::ddm::Declaration,
+    now: i64,
+) -> Result<(), PolicyError> {
+    if let Some(existing) = declarations::get(c, &d.identifier).await? {
+        if Owner::of(&existing) != Owner::Policy(policy_id) {
+            return Err(PolicyError::Busy(format!(
+                "declaration identifier {} is taken by another owner",
+                d.identifier
+            )));
+        }
+    }
+    declarations::put(c, d, Owner::Policy(policy_id), now).await?;
+    Ok(())
+}
+
+fn gates_of(r: &Rollout) -> Gates {
+    Gates {
+        max_failure_ratio: r.max_failure_ratio,
+        min_reported_ratio: r.min_reported_ratio,
+        soak_ms: r.soak_secs.saturating_mul(1000),
+    }
+}
+
+fn plan_json(r: &Rollout) -> serde_json::Value {
+    match plan_of(r) {
+        Plan::Shares {
+            pilot_percent,
+            canary_percent,
+        } => json!({"pilot_percent": pilot_percent, "canary_percent": canary_percent}),
+        Plan::Groups { pilot, canary } => json!({"pilot_group": pilot, "canary_group": canary}),
+    }
+}
+
+/// A step a rollout took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Step {
+    pub policy_id: i64,
+    /// The audit action: `policy.rollout_promoted`, `policy.rollout_completed`,
+    /// `policy.rollout_rolled_back`, `policy.rollout_paused`, `policy.rollout_resumed`.
+    pub action: &'static str,
+    pub state: State,
+    pub stage: Stage,
+    /// Devices queued a DDM sync by the step.
+    pub synced: usize,
+}
+
+/// How a device stands with a version: every declaration verified (`valid`, the current ServerToken,
+/// and active where a device activates it), any reported invalid, or neither yet.
+fn classify(
+    items: &[(String, Category, String)],
+    reported: &HashMap<&str, &rollouts::Reported>,
+) -> (Counts, Option<String>) {
+    let mut failed_with = None;
+    let mut verified = true;
+    for (identifier, category, token) in items {
+        match reported.get(identifier.as_str()) {
+            Some(r) if r.server_token == *token && r.valid == "invalid" => {
+                failed_with.get_or_insert(r.reasons.clone());
+            }
+            Some(r) if r.server_token == *token && r.valid == "valid" => {
+                let activated = matches!(category, Category::Activation | Category::Configuration);
+                verified &= r.active || !activated;
+            }
+            _ => verified = false,
+        }
+    }
+    let one = |f: fn(&mut Counts)| {
+        let mut c = Counts {
+            devices: 1,
+            ..Counts::default()
+        };
+        f(&mut c);
+        c
+    };
+    match failed_with {
+        Some(reasons) => (one(|c| c.failed = 1), Some(reasons)),
+        None if verified => (one(|c| c.succeeded = 1), None),
+        None => (one(|c| c.pending = 1), None),
+    }
+}
+
+async fn figures<C: ConnectionTrait>(
+    c: &C,
+    r: &Rollout,
+) -> Result<(Figures, Vec<ReasonCount>), PolicyError> {
+    let items: Vec<(String, Category, String)> =
+        sets::declarations_of(c, &[set_name(r.policy_id, &r.version)])
+            .await?
+            .into_iter()
+            .map(|m| (m.identifier, m.category, m.server_token))
+            .collect();
+    let identifiers: Vec<String> = items.iter().map(|i| i.0.clone()).collect();
+    let reports = rollouts::reports(c, r.policy_id, &identifiers).await?;
+    let mut by_device: HashMap<&str, HashMap<&str, &rollouts::Reported>> = HashMap::new();
+    for rep in &reports {
+        by_device
+            .entry(rep.device_id.as_str())
+            .or_default()
+            .insert(rep.identifier.as_str(), rep);
+    }
+    let mut figures = Figures::default();
+    let mut tally = ReasonTally::default();
+    let none = HashMap::new();
+    for (device, stage) in rollouts::reached(c, r.policy_id).await? {
+        let stage = Stage::from_index(stage).unwrap_or(Stage::Full);
+        let (counts, failed) = classify(&items, by_device.get(device.as_str()).unwrap_or(&none));
+        figures.stages.entry(stage).or_default().add(counts);
+        match failed.as_deref() {
+            Some("[]") => tally.count("unknown"),
+            Some(reasons) => tally.add(reasons),
+            None => {}
+        }
+    }
+    Ok((figures, tally.top(10)))
+}
+
+/// A rollout as `GET /api/v1/policies/{id}/rollout` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Report {
+    pub policy_id: i64,
+    pub version: String,
+    /// What the devices not reached hold (and get back on rollback); null for a first version.
+    pub previous: Option<String>,
+    pub state: State,
+    /// The stage entered last.
+    pub stage: Stage,
+    /// Why it halted or was rolled back by a round (a broken gate, a failed digest check).
+    pub reason: Option<String>,
+    /// While running: what a promotion waits for now, if anything.
+    pub waiting_for: Option<String>,
+    /// While running or paused, before completion: when the current stage's soak ends (the earliest
+    /// promotion).
+    pub next_promotion_at: Option<String>,
+    /// The stages: devices reached by each, and how they stand.
+    pub stages: Vec<StageReport>,
+    pub gates: GateReport,
+    /// The most frequent reason codes among failed devices, most frequent first (at most 10).
+    pub top_failure_reasons: Vec<ReasonCount>,
+    /// `{"pilot_percent", "canary_percent"}` or `{"pilot_group", "canary_group"}`.
+    #[schema(value_type = Object)]
+    pub plan: serde_json::Value,
+    pub soak_secs: i64,
+    pub started_by: String,
+    pub started_at: String,
+    pub stage_started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StageReport {
+    pub stage: Stage,
+    /// Whether the rollout entered it.
+    pub entered: bool,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GateReport {
+    /// Failed among reporting devices, over every stage reached.
+    pub failure_ratio: f64,
+    /// It halts the rollout when reached.
+    pub max_failure_ratio: f64,
+    /// Reporting among the current stage's devices.
+    pub reported_ratio: f64,
+    /// Promotion waits for it.
+    pub min_reported_ratio: f64,
+}
+
+fn report(r: &Rollout, figures: &Figures, top: Vec<ReasonCount>, now: i64) -> Report {
+    let state = state_of(r);
+    let stage = stage_of(r);
+    let total = figures.total();
+    let waiting_for = match state {
+        State::Running => {
+            match gates::decide(&gates_of(r), figures, stage, r.stage_started_at, now) {
+                Decision::Wait(w) => Some(w),
+                Decision::Halt(_) | Decision::Promote => None,
+            }
+        }
+        _ => None,
+    };
+    let next_promotion_at = matches!(state, State::Running | State::Paused)
+        .then(|| to_rfc3339(r.stage_started_at.saturating_add(r.soak_secs * 1000)));
+    let by_stage: BTreeMap<Stage, Counts> = figures.stages.clone();
+    Report {
+        policy_id: r.policy_id,
+        version: r.version.clone(),
+        previous: r.previous.clone(),
+        state,
+        stage,
+        reason: r.reason.clone(),
+        waiting_for,
+        next_promotion_at,
+        stages: Stage::ALL
+            .iter()
+            .map(|s| StageReport {
+                stage: *s,
+                entered: *s <= stage,
+                counts: by_stage.get(s).copied().unwrap_or_default(),
+            })
+            .collect(),
+        gates: GateReport {
+            failure_ratio: total.failure_ratio(),
+            max_failure_ratio: r.max_failure_ratio,
+            reported_ratio: figures.of(stage).reported_ratio(),
+            min_reported_ratio: r.min_reported_ratio,
+        },
+        top_failure_reasons: top,
+        plan: plan_json(r),
+        soak_secs: r.soak_secs,
+        started_by: r.started_by.clone(),
+        started_at: to_rfc3339(r.started_at),
+        stage_started_at: to_rfc3339(r.stage_started_at),
+    }
+}

@@ -1,0 +1,477 @@
+//! Policy rollouts end to end, on SQLite and PostgreSQL, over a simulated fleet of 200 devices (iPhones and
+//! Macs, each with the DDM client of `mdm_tests::ddm`): a version reaches the pilot, then the canary, then
+//! everyone, promoted by the rollout round as time passes (the manual clock, no sleeping); a canary whose
+//! devices report the version invalid halts the rollout and takes the version back before anyone else
+//! gets it; a stored version changed behind the database's refusal stops its rollout; activating the
+//! active version changes nothing.
+
+use mdm_server::policies::pack;
+use mdm_server::policies::stages::{Plan, Stage};
+use mdm_tests::ddm::DdmClient;
+use mdm_tests::device::{Device, Platform};
+use mdm_tests::harness::{each_database, Resp, TestServer};
+use openssl::pkey::PKey;
+use sea_orm::ConnectionTrait;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FLEET_SIZE: usize = 200;
+const SOAK_SECS: i64 = 600;
+
+/// The fleet, made once for every test and database (an identity's RSA key is the slow part).
+fn fleet() -> &'static [Device] {
+    static FLEET: OnceLock<Vec<Device>> = OnceLock::new();
+    FLEET.get_or_init(|| {
+        std::thread::scope(|sc| {
+            let parts: Vec<_> = (0..4)
+                .map(|t| {
+                    sc.spawn(move || {
+                        (0..FLEET_SIZE / 4)
+                            .map(|i| {
+                                let platform = if (t + i) % 2 == 0 {
+                                    Platform::Ios
+                                } else {
+                                    Platform::MacOs
+                                };
+                                Device::new(platform)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+        })
+    })
+}
+
+fn ok(r: Resp, status: u16, what: &str) -> Value {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    r.json()
+}
+
+/// A policy folder: a passcode configuration and the activation that applies it.
+fn folder(dir: &Path, version: &str, minimum_length: i64) {
+    let manifest = json!({"version": version,
+        "declarations": ["declarations/passcode.json", "declarations/activation.json"]});
+    let passcode = json!({"Type": "com.apple.configuration.passcode.settings",
+        "Identifier": "com.example.passcode",
+        "Payload": {"RequirePasscode": true, "MinimumLength": minimum_length}});
+    let activation = json!({"Type": "com.apple.activation.simple", "Identifier": "com.example.activation",
+        "Payload": {"StandardConfigurations": ["com.example.passcode"]}});
+    std::fs::create_dir_all(dir.join("declarations")).unwrap();
+    std::fs::write(dir.join("policy.json"), manifest.to_string()).unwrap();
+    std::fs::write(dir.join("declarations/passcode.json"), passcode.to_string()).unwrap();
+    std::fs::write(
+        dir.join("declarations/activation.json"),
+        activation.to_string(),
+    )
+    .unwrap();
+}
+
+/// A test server with a trusted signer, the fleet enrolled, a static group of it and a policy for it.
+struct Rig {
+    s: TestServer,
+    signing_key: Vec<u8>,
+    policy: i64,
+    clients: Vec<DdmClient>,
+    /// Every identifier each device ever fetched.
+    ever: Vec<BTreeSet<String>>,
+}
+
+impl Rig {
+    async fn start(db: mdm_server::storage::testing::TestDatabase) -> Rig {
+        let keys = tempfile::tempdir().unwrap();
+        let signer = PKey::generate_ed25519().unwrap();
+        let signer_file = keys.path().join("ci.pem");
+        std::fs::write(&signer_file, signer.public_key_to_pem().unwrap()).unwrap();
+        let s = TestServer::start_with(db, move |c| c.policies.trusted_signers = vec![signer_file])
+            .await;
+        for dev in fleet() {
+            s.enroll(dev).await;
+        }
+        let ids: Vec<&str> = fleet().iter().map(|d| d.udid.as_str()).collect();
+        let group = ok(
+            s.post("/api/v1/groups", json!({"name": "fleet", "devices": ids}))
+                .await,
+            201,
+            "group",
+        );
+        let policy = ok(
+            s.post(
+                "/api/v1/policies",
+                json!({"name": "baseline", "target_group": group["id"]}),
+            )
+            .await,
+            201,
+            "policy",
+        )["id"]
+            .as_i64()
+            .unwrap();
+        Rig {
+            s,
+            signing_key: signer.private_key_to_pem_pkcs8().unwrap(),
+            policy,
+            clients: vec![DdmClient::default(); FLEET_SIZE],
+            ever: vec![BTreeSet::new(); FLEET_SIZE],
+        }
+    }
+
+    /// Pack, sign and upload a version.
+    async fn upload(&self, version: &str, minimum_length: i64) {
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path(), version, minimum_length);
+        let packed = pack::pack(dir.path(), Some(&self.signing_key)).unwrap();
+        let res = self
+            .s
+            .http
+            .post(format!(
+                "{}/api/v1/policies/{}/versions",
+                self.s.base, self.policy
+            ))
+            .bearer_auth(&self.s.admin_key)
+            .header("Content-Type", "application/zip")
+            .body(packed.zip)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 201, "upload {version}");
+    }
+
+    async fn activate(&self, body: Value) -> Resp {
+        self.s
+            .post(&format!("/api/v1/policies/{}/activate", self.policy), body)
+            .await
+    }
+
+    async fn rollout(&self) -> Value {
+        ok(
+            self.s
+                .get(&format!("/api/v1/policies/{}/rollout", self.policy))
+                .await,
+            200,
+            "rollout",
+        )
+    }
+
+    /// One rollout round at the server's current time; the actions it took.
+    async fn round(&self) -> Vec<String> {
+        let steps = self
+            .s
+            .state
+            .rollouts
+            .round(self.s.clock_now())
+            .await
+            .expect("round");
+        steps
+            .into_iter()
+            .map(|(_, s)| s.action.to_string())
+            .collect()
+    }
+
+    fn soak(&self) {
+        self.s.clock.advance_ms(SOAK_SECS * 1000);
+    }
+
+    /// Every device syncs its declarations, as it would on the DeclarativeManagement command.
+    async fn sync_all(&mut self) {
+        for (i, dev) in fleet().iter().enumerate() {
+            let round = self.s.ddm_sync(dev, &mut self.clients[i]).await;
+            self.ever[i].extend(round.fetched);
+        }
+    }
+
+    /// The policy's declarations device `i` holds (identifiers as it knows them).
+    fn holds(&self, i: usize) -> Vec<String> {
+        self.clients[i]
+            .held
+            .keys()
+            .filter(|id| id.starts_with("com.example."))
+            .cloned()
+            .collect()
+    }
+
+    /// The stage that reaches each device, by the shares the server uses by default.
+    fn stages(&self) -> Vec<Stage> {
+        let plan = Plan::Shares {
+            pilot_percent: 10,
+            canary_percent: 25,
+        };
+        fleet()
+            .iter()
+            .map(|d| plan.stage_of(self.policy, &d.udid, |_| false))
+            .collect()
+    }
+}
+
+fn count(stages: &[Stage], upto: Stage) -> usize {
+    stages.iter().filter(|s| **s <= upto).count()
+}
+
+#[tokio::test]
+async fn a_version_reaches_pilot_canary_and_everyone_promoted_by_its_gates() {
+    each_database(|db| async move {
+        let mut rig = Rig::start(db).await;
+        let stages = rig.stages();
+        assert!(
+            count(&stages, Stage::Pilot) > 5 && count(&stages, Stage::Canary) < 80,
+            "{stages:?}"
+        );
+        rig.upload("1", 6).await;
+        assert_eq!(
+            rig.activate(json!({"version": "2"})).await.status,
+            404,
+            "an unknown version"
+        );
+        let r = ok(
+            rig.activate(json!({"version": "1", "soak_secs": SOAK_SECS}))
+                .await,
+            201,
+            "activate",
+        );
+        assert_eq!(
+            (r["state"].as_str(), r["stage"].as_str()),
+            (Some("running"), Some("pilot"))
+        );
+
+        // Exactly the pilot was told to sync.
+        for (i, dev) in fleet().iter().enumerate().take(40) {
+            let cmd = rig.s.next_command(dev).await;
+            let told = cmd.is_some_and(|c| c.request_type == "DeclarativeManagement");
+            assert_eq!(
+                told,
+                stages[i] == Stage::Pilot,
+                "device {i} ({:?})",
+                stages[i]
+            );
+        }
+        for (stage, next) in [(Stage::Pilot, "canary"), (Stage::Canary, "full")] {
+            rig.sync_all().await;
+            for (i, reached_by) in stages.iter().enumerate() {
+                let expected = if *reached_by <= stage { 2 } else { 0 };
+                assert_eq!(
+                    rig.holds(i).len(),
+                    expected,
+                    "device {i} ({reached_by:?}) at {stage:?}"
+                );
+            }
+            let r = rig.rollout().await;
+            let here = &r["stages"][stage as usize];
+            assert_eq!(
+                here["devices"],
+                stages.iter().filter(|s| **s == stage).count()
+            );
+            assert_eq!(here["failed"], 0);
+            assert_eq!(here["pending"], 0, "{r}");
+            assert!(
+                r["waiting_for"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("soaking until"),
+                "{r}"
+            );
+            assert!(
+                rig.round().await.is_empty(),
+                "nothing moves before the soak is over"
+            );
+            rig.soak();
+            assert_eq!(rig.round().await, ["policy.rollout_promoted"]);
+            assert_eq!(rig.rollout().await["stage"], next);
+        }
+        rig.sync_all().await;
+        assert!(
+            (0..FLEET_SIZE).all(|i| rig.holds(i).len() == 2),
+            "everyone holds the version"
+        );
+        rig.soak();
+        assert_eq!(rig.round().await, ["policy.rollout_completed"]);
+        let r = rig.rollout().await;
+        assert_eq!(r["state"], "completed");
+        let succeeded: u64 = r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["succeeded"].as_u64().unwrap())
+            .sum();
+        assert_eq!(succeeded, FLEET_SIZE as u64);
+        assert_eq!(r["gates"]["failure_ratio"], 0.0);
+
+        // The same version again: nothing changes.
+        let again = ok(
+            rig.activate(json!({"version": "1"})).await,
+            200,
+            "activate again",
+        );
+        assert_eq!(again["state"], "completed");
+        assert!(rig.round().await.is_empty());
+
+        // A second version reaches the pilot; everyone else keeps the first.
+        rig.upload("2", 8).await;
+        let before: Vec<Vec<String>> = (0..FLEET_SIZE).map(|i| rig.holds(i)).collect();
+        ok(
+            rig.activate(json!({"version": "2", "soak_secs": SOAK_SECS}))
+                .await,
+            201,
+            "activate 2",
+        );
+        rig.sync_all().await;
+        for i in 0..FLEET_SIZE {
+            let changed = rig.holds(i) != before[i];
+            assert_eq!(changed, stages[i] == Stage::Pilot, "device {i}");
+            assert_eq!(rig.holds(i).len(), 2);
+        }
+        assert_eq!(
+            rig.activate(json!({"version": "1"})).await.status,
+            409,
+            "another version while one rolls out"
+        );
+        let actions: Vec<String> = rig
+            .s
+            .audit_chain()
+            .await
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        for a in [
+            "policy.activated",
+            "policy.rollout_promoted",
+            "policy.rollout_completed",
+        ] {
+            assert!(actions.iter().any(|x| x == a), "{a} audited");
+        }
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_canary_halts_the_rollout_and_takes_the_version_back() {
+    each_database(|db| async move {
+        let mut rig = Rig::start(db).await;
+        let stages = rig.stages();
+        rig.upload("1", 6).await;
+        rig.upload("2", 8).await;
+        ok(
+            rig.activate(json!({"version": "1", "soak_secs": 0})).await,
+            201,
+            "activate 1",
+        );
+        for _ in 0..3 {
+            rig.sync_all().await;
+            rig.round().await;
+        }
+        assert_eq!(rig.rollout().await["state"], "completed");
+        let v1: Vec<Vec<String>> = (0..FLEET_SIZE).map(|i| rig.holds(i)).collect();
+        assert!(v1.iter().all(|h| h == &v1[0]));
+
+        ok(
+            rig.activate(json!({"version": "2", "soak_secs": SOAK_SECS}))
+                .await,
+            201,
+            "activate 2",
+        );
+        rig.sync_all().await;
+        let pilot = stages.iter().position(|s| *s == Stage::Pilot).unwrap();
+        let v2_passcode = rig
+            .holds(pilot)
+            .into_iter()
+            .find(|id| id.starts_with("com.example.passcode@"))
+            .unwrap();
+        assert!(
+            !v1[0].contains(&v2_passcode),
+            "a changed declaration has a new identifier"
+        );
+        rig.soak();
+        assert_eq!(rig.round().await, ["policy.rollout_promoted"]);
+
+        // A third of the canary cannot apply the new passcode rule.
+        let canary: Vec<usize> = (0..FLEET_SIZE)
+            .filter(|i| stages[*i] == Stage::Canary)
+            .collect();
+        for i in canary.iter().step_by(3) {
+            rig.clients[*i].refuses.insert(v2_passcode.clone());
+        }
+        rig.sync_all().await;
+        assert_eq!(
+            rig.round().await,
+            ["policy.rollout_rolled_back"],
+            "halted without waiting for the soak"
+        );
+        let r = rig.rollout().await;
+        assert_eq!(r["state"], "rolled_back");
+        assert!(
+            r["reason"].as_str().unwrap().contains("failure ratio"),
+            "{r}"
+        );
+        assert_eq!(r["stages"][1]["failed"], canary.iter().step_by(3).count());
+        assert!(
+            !r["top_failure_reasons"].as_array().unwrap().is_empty(),
+            "{r}"
+        );
+
+        // Everyone is back on the first version; no one past the canary ever saw the second.
+        rig.sync_all().await;
+        for i in 0..FLEET_SIZE {
+            assert_eq!(rig.holds(i), v1[i], "device {i}");
+            assert_eq!(
+                rig.ever[i].contains(&v2_passcode),
+                stages[i] <= Stage::Canary,
+                "device {i} ({:?})",
+                stages[i]
+            );
+        }
+        rig.soak();
+        assert!(rig.round().await.is_empty(), "a rolled back rollout stays");
+        assert_eq!(
+            rig.s
+                .post(
+                    &format!("/api/v1/policies/{}/rollout/promote", rig.policy),
+                    json!({})
+                )
+                .await
+                .status,
+            409
+        );
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_version_changed_behind_the_database_stops_its_rollout() {
+    each_database(|db| async move {
+        let mut rig = Rig::start(db).await;
+        rig.upload("1", 6).await;
+        rig.upload("2", 8).await;
+        ok(rig.activate(json!({"version": "1", "soak_secs": SOAK_SECS})).await, 201, "activate");
+        rig.sync_all().await;
+
+        let db = mdm_server::storage::testing::db(&rig.s.storage);
+        let swap = "UPDATE policy_versions SET bundle = (SELECT bundle FROM policy_versions WHERE version = '2') \
+                    WHERE version = '1'";
+        let refused = db.execute_unprepared(swap).await.expect_err("the trigger refuses");
+        assert!(refused.to_string().contains("policy versions are immutable"));
+        let drop = if rig.s.storage.backend() == sea_orm::DbBackend::Postgres {
+            "DROP TRIGGER policy_versions_immutable ON policy_versions"
+        } else {
+            "DROP TRIGGER policy_versions_no_update"
+        };
+        db.execute_unprepared(drop).await.unwrap();
+        db.execute_unprepared(swap).await.unwrap();
+
+        rig.soak();
+        assert!(rig.round().await.is_empty(), "the promotion did not happen");
+        let r = rig.rollout().await;
+        assert_eq!((r["state"].as_str(), r["stage"].as_str()), (Some("halted"), Some("pilot")), "{r}");
+        assert!(r["reason"].as_str().unwrap().contains("digest"), "{r}");
+        let manual = rig.s.post(&format!("/api/v1/policies/{}/rollout/promote", rig.policy), json!({})).await;
+        assert_eq!(manual.status, 409, "{}", manual.text());
+        let actions: Vec<String> = rig.s.audit_chain().await.into_iter().map(|e| e.action).collect();
+        assert!(actions.iter().any(|a| a == "policy.version_tampered"));
+        let metrics = rig.s.api(reqwest::Method::GET, "/metrics", None, None).await.text();
+        assert!(metrics.contains("mdm_policy_versions_tampered_total 2"), "{metrics}");
+        rig.s.stop().await;
+    })
+    .await;
+}
