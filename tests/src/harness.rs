@@ -268,6 +268,38 @@ impl TestServer {
         Some(cmd)
     }
 
+    /// The device answers a DeviceInformation command with this OSVersion (a device that updated).
+    pub async fn report_os(&self, dev: &Device, os: &str) {
+        let out = self
+            .enqueue(
+                &[&dev.udid],
+                serde_json::json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}),
+            )
+            .await;
+        let uuid = out["results"][&dev.udid]["command_uuid"]
+            .as_str()
+            .expect("queued")
+            .to_string();
+        let mut pending = self.connect(dev, dev.idle(None)).await;
+        // Commands queued before (a DDM sync) come first: acknowledge them until ours arrives.
+        while let Ok(cmd) = crate::device::ReceivedCommand::parse(&pending.body) {
+            if cmd.uuid == uuid {
+                break;
+            }
+            let ack = dev.report(None, "Acknowledged", &cmd.uuid, Default::default());
+            pending = self.connect(dev, ack).await;
+        }
+        assert_eq!(pending.status, 200);
+        let mut q = plist::Dictionary::new();
+        q.insert("OSVersion".into(), os.into());
+        let mut extra = plist::Dictionary::new();
+        extra.insert("QueryResponses".into(), plist::Value::Dictionary(q));
+        let r = self
+            .connect(dev, dev.report(None, "Acknowledged", &uuid, extra))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
     /// One DDM sync of the device by its simulated client, asserting it completes.
     pub async fn ddm_sync(
         &self,

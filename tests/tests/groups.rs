@@ -7,7 +7,6 @@ use mdm_tests::ddm::{request, DdmClient};
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 use mdm_tests::plugins;
-use plist::{Dictionary, Value as Plist};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -56,30 +55,6 @@ async fn members(s: &TestServer, id: i64) -> Vec<String> {
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
     ids
-}
-
-/// The device answers its pending DeviceInformation with this OSVersion.
-async fn report_os(s: &TestServer, dev: &Device, os: &str) {
-    let out = s
-        .enqueue(
-            &[&dev.udid],
-            json!({"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}),
-        )
-        .await;
-    let uuid = out["results"][&dev.udid]["command_uuid"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = s.connect(dev, dev.idle(None)).await;
-    assert_eq!(r.status, 200);
-    let mut q = Dictionary::new();
-    q.insert("OSVersion".into(), os.into());
-    let mut extra = Dictionary::new();
-    extra.insert("QueryResponses".into(), Plist::Dictionary(q));
-    let r = s
-        .connect(dev, dev.report(None, "Acknowledged", &uuid, extra))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test]
@@ -196,13 +171,13 @@ async fn a_device_moves_between_dynamic_groups_as_its_os_version_changes() {
         );
 
         // No admin action: the device's own answer moves it (17.10 is newer than 17.9, as a version).
-        report_os(&s, &phone, "17.10").await;
+        s.report_os(&phone, "17.10").await;
         assert_eq!(
             members(&s, current).await,
             std::slice::from_ref(&phone.udid)
         );
         assert!(!members(&s, old).await.contains(&phone.udid));
-        report_os(&s, &phone, "17.9").await;
+        s.report_os(&phone, "17.9").await;
         assert!(members(&s, current).await.is_empty());
         assert!(members(&s, old).await.contains(&phone.udid));
         assert!(members(&s, old).await.contains(&mac.udid));
@@ -418,12 +393,12 @@ async fn a_set_assigned_to_a_group_follows_its_membership() {
         ok(group_set(&s, Method::PUT, current, "baseline").await, 200, "assign dynamic");
         assert_eq!(pending_syncs(&s, &phone.udid).await, 0);
         let mut phone_client = DdmClient::default();
-        report_os(&s, &phone, "17.10").await;
+        s.report_os(&phone, "17.10").await;
         assert_eq!(pending_syncs(&s, &phone.udid).await, 1, "joined: synced");
         assert_eq!(synced(&s, &phone, &mut phone_client).await, ["p.group"]);
-        report_os(&s, &phone, "17.11").await;
+        s.report_os(&phone, "17.11").await;
         assert_eq!(pending_syncs(&s, &phone.udid).await, 0, "still a member: nothing changed");
-        report_os(&s, &phone, "17.9").await;
+        s.report_os(&phone, "17.9").await;
         assert_eq!(pending_syncs(&s, &phone.udid).await, 1, "left: synced");
         assert!(synced(&s, &phone, &mut phone_client).await.is_empty());
 

@@ -7,6 +7,7 @@
 
 use mdm_server::policies::pack;
 use mdm_server::policies::stages::{Plan, Stage};
+use mdm_server::storage::testing::TestDatabase;
 use mdm_tests::ddm::DdmClient;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
@@ -70,10 +71,13 @@ fn folder(dir: &Path, version: &str, minimum_length: i64) {
     .unwrap();
 }
 
-/// A test server with a trusted signer, the fleet enrolled, a static group of it and a policy for it.
+/// A test server with a trusted signer, the first `n` devices of the fleet enrolled, a target group (a
+/// static group of them, unless given) and a policy for it.
 struct Rig {
     s: TestServer,
     signing_key: Vec<u8>,
+    n: usize,
+    group: i64,
     policy: i64,
     clients: Vec<DdmClient>,
     /// Every identifier each device ever fetched.
@@ -81,27 +85,29 @@ struct Rig {
 }
 
 impl Rig {
-    async fn start(db: mdm_server::storage::testing::TestDatabase) -> Rig {
+    async fn start(db: TestDatabase) -> Rig {
+        Self::with(db, FLEET_SIZE, None).await
+    }
+
+    async fn with(db: TestDatabase, n: usize, target: Option<Value>) -> Rig {
         let keys = tempfile::tempdir().unwrap();
         let signer = PKey::generate_ed25519().unwrap();
         let signer_file = keys.path().join("ci.pem");
         std::fs::write(&signer_file, signer.public_key_to_pem().unwrap()).unwrap();
         let s = TestServer::start_with(db, move |c| c.policies.trusted_signers = vec![signer_file])
             .await;
-        for dev in fleet() {
+        for dev in &fleet()[..n] {
             s.enroll(dev).await;
         }
-        let ids: Vec<&str> = fleet().iter().map(|d| d.udid.as_str()).collect();
-        let group = ok(
-            s.post("/api/v1/groups", json!({"name": "fleet", "devices": ids}))
-                .await,
-            201,
-            "group",
-        );
+        let ids: Vec<&str> = fleet()[..n].iter().map(|d| d.udid.as_str()).collect();
+        let target = target.unwrap_or_else(|| json!({"name": "fleet", "devices": ids}));
+        let group = ok(s.post("/api/v1/groups", target).await, 201, "group")["id"]
+            .as_i64()
+            .unwrap();
         let policy = ok(
             s.post(
                 "/api/v1/policies",
-                json!({"name": "baseline", "target_group": group["id"]}),
+                json!({"name": "baseline", "target_group": group}),
             )
             .await,
             201,
@@ -112,9 +118,11 @@ impl Rig {
         Rig {
             s,
             signing_key: signer.private_key_to_pem_pkcs8().unwrap(),
+            n,
+            group,
             policy,
-            clients: vec![DdmClient::default(); FLEET_SIZE],
-            ever: vec![BTreeSet::new(); FLEET_SIZE],
+            clients: vec![DdmClient::default(); n],
+            ever: vec![BTreeSet::new(); n],
         }
     }
 
@@ -176,7 +184,7 @@ impl Rig {
 
     /// Every device syncs its declarations, as it would on the DeclarativeManagement command.
     async fn sync_all(&mut self) {
-        for (i, dev) in fleet().iter().enumerate() {
+        for (i, dev) in fleet()[..self.n].iter().enumerate() {
             let round = self.s.ddm_sync(dev, &mut self.clients[i]).await;
             self.ever[i].extend(round.fetched);
         }
@@ -471,6 +479,148 @@ async fn a_version_changed_behind_the_database_stops_its_rollout() {
         assert!(actions.iter().any(|a| a == "policy.version_tampered"));
         let metrics = rig.s.api(reqwest::Method::GET, "/metrics", None, None).await.text();
         assert!(metrics.contains("mdm_policy_versions_tampered_total 2"), "{metrics}");
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+async fn control(rig: &Rig, action: &str) -> Resp {
+    let path = format!("/api/v1/policies/{}/rollout/{action}", rig.policy);
+    rig.s.post(&path, json!({})).await
+}
+
+#[tokio::test]
+async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
+    each_database(|db| async move {
+        let mut rig = Rig::with(db, 4, None).await;
+        let s = &rig.s;
+        let policy = rig.policy;
+        rig.upload("1", 6).await;
+        assert_eq!(s.get(&format!("/api/v1/policies/{policy}/rollout")).await.status, 404, "nothing activated");
+
+        // Refused activations change nothing.
+        let reader = s.key(&[mdm_server::apikeys::Scope::DevicesRead]).await;
+        let activate = format!("/api/v1/policies/{policy}/activate");
+        let r = s.api(reqwest::Method::POST, &activate, Some(&reader), Some(json!({"version": "1"}))).await;
+        assert_eq!(r.status, 403, "activating needs policies:write");
+        for (body, status) in [
+            (json!({}), 400),
+            (json!({"version": "a b"}), 400),
+            (json!({"version": "1", "extra": 1}), 400),
+            (json!({"version": "1", "pilot_percent": 0}), 400),
+            (json!({"version": "1", "pilot_percent": 50, "canary_percent": 20}), 400),
+            (json!({"version": "1", "canary_percent": 101}), 400),
+            (json!({"version": "1", "pilot_group": rig.group}), 400),
+            (json!({"version": "1", "pilot_group": 9999, "canary_group": 9998}), 400),
+            (json!({"version": "1", "soak_secs": 40_000_000}), 400),
+            (json!({"version": "9"}), 404),
+        ] {
+            let r = rig.activate(body.clone()).await;
+            assert_eq!(r.status, status, "{body}: {}", r.text());
+        }
+        assert_eq!(s.post("/api/v1/policies/77/activate", json!({"version": "1"})).await.status, 404);
+        assert_eq!(s.post("/api/v1/policies/x/activate", json!({"version": "1"})).await.status, 400);
+        assert_eq!(s.get(&format!("/api/v1/policies/{policy}/rollout")).await.status, 404);
+
+        let r = rig
+            .activate(json!({"version": "1", "pilot_percent": 100, "canary_percent": 100, "soak_secs": 60}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        rig.sync_all().await;
+        assert!((0..4).all(|i| rig.holds(i).len() == 2), "a pilot of 100% is everyone");
+        let s = &rig.s;
+        let r = s.api(reqwest::Method::GET, &format!("/api/v1/policies/{policy}/rollout"), Some(&reader), None).await;
+        assert_eq!(r.status, 200, "reading needs devices:read only");
+
+        // What the policy owns is not an admin's to change.
+        let owned = rig.holds(0).into_iter().find(|i| i.starts_with("com.example.passcode@")).unwrap();
+        let set = format!("mdm.policy.{policy}.1");
+        let edit = json!({"Type": "com.apple.configuration.passcode.settings", "Identifier": owned,
+                          "Payload": {"MinimumLength": 1}});
+        let r = s.api(reqwest::Method::PUT, "/api/v1/ddm/declarations", Some(&s.admin_key), Some(edit)).await;
+        assert_eq!(r.status, 409, "{}", r.text());
+        assert_eq!(s.delete(&format!("/api/v1/ddm/declarations/{owned}")).await.status, 409);
+        let udid = &fleet()[0].udid;
+        for (method, path, body) in [
+            (reqwest::Method::PUT, format!("/api/v1/ddm/sets/{set}"), Some(json!({"declarations": []}))),
+            (reqwest::Method::DELETE, format!("/api/v1/ddm/sets/{set}"), None),
+            (reqwest::Method::DELETE, format!("/api/v1/ddm/enrollments/{udid}/sets/{set}"), None),
+            (reqwest::Method::PUT, format!("/api/v1/ddm/enrollments/{udid}/sets/{set}"), None),
+            (reqwest::Method::PUT, format!("/api/v1/ddm/groups/{}/sets/{set}", rig.group), None),
+            (reqwest::Method::PUT, "/api/v1/ddm/sets/mine".into(), Some(json!({"declarations": [owned]}))),
+        ] {
+            let r = s.api(method.clone(), &path, Some(&s.admin_key), body).await;
+            assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        }
+        assert_eq!(s.get(&format!("/api/v1/ddm/sets/{set}")).await.status, 200, "reading one is fine");
+        rig.sync_all().await;
+        assert!((0..4).all(|i| rig.holds(i).len() == 2), "nothing was taken");
+
+        // Pause holds promotion past the soak; resume lets it go; promote and rollback act at once.
+        assert_eq!(control(&rig, "sideways").await.status, 400);
+        assert_eq!(control(&rig, "resume").await.status, 409, "not paused");
+        assert_eq!(ok(control(&rig, "pause").await, 200, "pause")["state"], "paused");
+        assert_eq!(control(&rig, "pause").await.status, 409);
+        rig.soak();
+        assert!(rig.round().await.is_empty(), "paused");
+        assert_eq!(ok(control(&rig, "resume").await, 200, "resume")["state"], "running");
+        assert_eq!(rig.round().await, ["policy.rollout_promoted"]);
+        let r = ok(control(&rig, "promote").await, 200, "promote");
+        assert_eq!((r["state"].as_str(), r["stage"].as_str()), (Some("running"), Some("full")));
+        let r = ok(control(&rig, "rollback").await, 200, "rollback");
+        assert_eq!(r["state"], "rolled_back");
+        rig.sync_all().await;
+        assert!((0..4).all(|i| rig.holds(i).is_empty()), "a first version rolled back leaves nothing");
+        assert_eq!(control(&rig, "rollback").await.status, 409);
+        // Rolled back, the same version may start again.
+        assert_eq!(rig.activate(json!({"version": "1", "soak_secs": 0})).await.status, 201);
+        let actions: Vec<String> = rig.s.audit_chain().await.into_iter().map(|e| e.action).collect();
+        for a in ["policy.rollout_paused", "policy.rollout_resumed", "policy.rollout_rolled_back"] {
+            assert!(actions.iter().any(|x| x == a), "{a} audited");
+        }
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn explicit_stage_groups_and_a_dynamic_target_that_follows_os_updates() {
+    each_database(|db| async move {
+        let target = json!({"name": "current", "rule": {"fact": "os_version", "op": "gte", "value": "17.10"}});
+        let mut rig = Rig::with(db, 6, Some(target)).await;
+        let dev = |i: usize| &fleet()[i];
+        for i in 0..4 {
+            rig.s.report_os(dev(i), "17.10").await;
+        }
+        let group = |name: &str, i: usize| json!({"name": name, "devices": [dev(i).udid]});
+        let pilot = ok(rig.s.post("/api/v1/groups", group("pilots", 0)).await, 201, "pilots")["id"].clone();
+        let canary = ok(rig.s.post("/api/v1/groups", group("canaries", 1)).await, 201, "canaries")["id"].clone();
+        rig.upload("1", 6).await;
+        let r = rig
+            .activate(json!({"version": "1", "pilot_group": pilot, "canary_group": canary, "soak_secs": 0}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        assert_eq!(rig.s.delete(&format!("/api/v1/groups/{pilot}")).await.status, 409, "in use by the rollout");
+
+        let holding = |rig: &Rig| (0..6).filter(|i| !rig.holds(*i).is_empty()).collect::<Vec<_>>();
+        rig.sync_all().await;
+        assert_eq!(holding(&rig), [0]);
+        ok(control(&rig, "promote").await, 200, "to canary");
+        rig.sync_all().await;
+        assert_eq!(holding(&rig), [0, 1]);
+        ok(control(&rig, "promote").await, 200, "to full");
+        rig.sync_all().await;
+        assert_eq!(holding(&rig), [0, 1, 2, 3], "devices 4 and 5 run an older OS: not targeted");
+
+        // Device 4 updates: it joins the target and gets the version with no one acting; device 2
+        // goes back and loses it.
+        rig.s.report_os(dev(4), "17.11").await;
+        rig.s.report_os(dev(2), "17.9").await;
+        rig.sync_all().await;
+        assert_eq!(holding(&rig), [0, 1, 3, 4]);
+        let r = rig.rollout().await;
+        let reached: u64 = r["stages"].as_array().unwrap().iter().map(|s| s["devices"].as_u64().unwrap()).sum();
+        assert_eq!(reached, 4, "{r}");
         rig.s.stop().await;
     })
     .await;

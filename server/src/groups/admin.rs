@@ -227,11 +227,11 @@ pub async fn delete(storage: &Storage, id: i64, actor: Actor, now: i64) -> Resul
                 let group = groups::find(txn, id)
                     .await?
                     .ok_or(GroupError::NotFound(id))?;
-                let targeted_by = crate::storage::policies::targeting(txn, id).await?;
-                if let Some(first) = targeted_by.first() {
+                let used_by = crate::storage::policies::using(txn, id).await?;
+                if let Some(first) = used_by.first() {
                     return Err(GroupError::Storage(StorageError::Conflict(format!(
-                        "group {id} is the target of {} policies, {first:?} first",
-                        targeted_by.len()
+                        "group {id} is used by {} policies (as their target or a stage of their rollout), {first:?} first",
+                        used_by.len()
                     ))));
                 }
                 let had = members::count(txn, id).await?;

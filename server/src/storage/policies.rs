@@ -67,12 +67,27 @@ pub async fn list<C: ConnectionTrait>(
         .await?)
 }
 
-/// The names of the policies targeting a group (which may then not be deleted).
-pub async fn targeting<C: ConnectionTrait>(c: &C, group_id: i64) -> StorageResult<Vec<String>> {
+/// The names of the policies using a group, as their target or as a stage of their rollout (which may
+/// then not be deleted).
+pub async fn using<C: ConnectionTrait>(c: &C, group_id: i64) -> StorageResult<Vec<String>> {
+    use super::entities::policy_rollout as rollout;
+    let staged = sea_orm::sea_query::Query::select()
+        .column(rollout::Column::PolicyId)
+        .from(rollout::Entity)
+        .cond_where(
+            sea_orm::Condition::any()
+                .add(rollout::Column::PilotGroup.eq(group_id))
+                .add(rollout::Column::CanaryGroup.eq(group_id)),
+        )
+        .to_owned();
     Ok(Entity::find()
         .select_only()
         .column(Column::Name)
-        .filter(Column::TargetGroup.eq(group_id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(Column::TargetGroup.eq(group_id))
+                .add(Column::Id.in_subquery(staged)),
+        )
         .order_by_asc(Column::Name)
         .into_tuple()
         .all(c)
