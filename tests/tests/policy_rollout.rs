@@ -5,12 +5,14 @@
 //! gets it; a stored version changed behind the database's refusal stops its rollout; activating the
 //! active version changes nothing.
 
+use mdm_server::config::SinkConfig;
 use mdm_server::policies::pack;
 use mdm_server::policies::stages::{Plan, Stage};
 use mdm_server::storage::testing::TestDatabase;
 use mdm_tests::ddm::DdmClient;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
+use mdm_tests::sink::Sink;
 use openssl::pkey::PKey;
 use sea_orm::ConnectionTrait;
 use serde_json::{json, Value};
@@ -86,16 +88,24 @@ struct Rig {
 
 impl Rig {
     async fn start(db: TestDatabase) -> Rig {
-        Self::with(db, FLEET_SIZE, None).await
+        Self::with(db, FLEET_SIZE, None, |_| {}).await
     }
 
-    async fn with(db: TestDatabase, n: usize, target: Option<Value>) -> Rig {
+    async fn with(
+        db: TestDatabase,
+        n: usize,
+        target: Option<Value>,
+        tweak: impl FnOnce(&mut mdm_server::Config) + Send + 'static,
+    ) -> Rig {
         let keys = tempfile::tempdir().unwrap();
         let signer = PKey::generate_ed25519().unwrap();
         let signer_file = keys.path().join("ci.pem");
         std::fs::write(&signer_file, signer.public_key_to_pem().unwrap()).unwrap();
-        let s = TestServer::start_with(db, move |c| c.policies.trusted_signers = vec![signer_file])
-            .await;
+        let s = TestServer::start_with(db, move |c| {
+            c.policies.trusted_signers = vec![signer_file];
+            tweak(c);
+        })
+        .await;
         for dev in &fleet()[..n] {
             s.enroll(dev).await;
         }
@@ -492,7 +502,19 @@ async fn control(rig: &Rig, action: &str) -> Resp {
 #[tokio::test]
 async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
     each_database(|db| async move {
-        let mut rig = Rig::with(db, 4, None).await;
+        let sink = Sink::start(200).await;
+        let url = sink.url.clone();
+        let mut rig = Rig::with(db, 4, None, move |c| {
+            let to = SinkConfig {
+                url: url.into(),
+                headers: Default::default(),
+                timeout_secs: 5,
+                batch_max_events: 1,
+            };
+            c.plugins.sinks.insert("changes".into(), to);
+            c.policies.event_sinks = vec!["changes".into()];
+        })
+        .await;
         let s = &rig.s;
         let policy = rig.policy;
         rig.upload("1", 6).await;
@@ -578,6 +600,26 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
         for a in ["policy.rollout_paused", "policy.rollout_resumed", "policy.rollout_rolled_back"] {
             assert!(actions.iter().any(|x| x == a), "{a} audited");
         }
+        // Each step went to the configured sink too, in order.
+        rig.s.deliver_events().await;
+        let got: Vec<(String, Value)> = sink.received().into_iter().map(|e| (e.topic, e.body)).collect();
+        let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            topics,
+            [
+                "policy.activated",
+                "policy.rollout_paused",
+                "policy.rollout_resumed",
+                "policy.rollout_promoted",
+                "policy.rollout_promoted",
+                "policy.rollout_rolled_back",
+                "policy.activated"
+            ]
+        );
+        let promoted = &got[4].1;
+        assert_eq!((promoted["policy_id"].as_i64(), promoted["stage"].as_str()), (Some(policy), Some("full")));
+        assert_eq!(promoted["actor"], "api-key:test-admin", "{promoted}");
+        assert_eq!(got[3].1["actor"], "rollout", "the round promoted the pilot");
         rig.s.stop().await;
     })
     .await;
@@ -587,7 +629,7 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
 async fn explicit_stage_groups_and_a_dynamic_target_that_follows_os_updates() {
     each_database(|db| async move {
         let target = json!({"name": "current", "rule": {"fact": "os_version", "op": "gte", "value": "17.10"}});
-        let mut rig = Rig::with(db, 6, Some(target)).await;
+        let mut rig = Rig::with(db, 6, Some(target), |_| {}).await;
         let dev = |i: usize| &fleet()[i];
         for i in 0..4 {
             rig.s.report_os(dev(i), "17.10").await;

@@ -365,6 +365,9 @@ pub struct PoliciesConfig {
     pub canary_percent: u32,
     /// How often running rollouts are looked at (gates checked, stages promoted).
     pub rollout_interval_secs: u64,
+    /// Names of `plugins.sinks` every rollout step (activation, promotion, completion, pause, resume,
+    /// rollback, a failed digest check) is sent to as an event.
+    pub event_sinks: Vec<String>,
 }
 
 impl Default for PoliciesConfig {
@@ -378,6 +381,7 @@ impl Default for PoliciesConfig {
             pilot_percent: 10,
             canary_percent: 25,
             rollout_interval_secs: 60,
+            event_sinks: Vec::new(),
         }
     }
 }

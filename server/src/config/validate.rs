@@ -129,6 +129,15 @@ impl Config {
         }
         crate::policies::stages::check_shares(p.pilot_percent, p.canary_percent)
             .map_err(|e| ConfigError::Invalid(format!("policies: {e}")))?;
+        if let Some(unknown) = p
+            .event_sinks
+            .iter()
+            .find(|s| !self.plugins.sinks.contains_key(*s))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "policies.event_sinks names {unknown:?}, which is not one of plugins.sinks"
+            )));
+        }
         if p.rollout_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "policies.rollout_interval_secs must be at least 1".into(),
@@ -213,6 +222,52 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::Invalid(_))));
+    }
+
+    /// Rollout defaults: ratios are shares, stage shares in order, event sinks configured ones.
+    #[test]
+    fn rollout_settings_are_checked() {
+        let with = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        Config::default().validate().unwrap();
+        for (f, says) in [
+            (
+                (|c: &mut Config| c.policies.max_failure_ratio = 1.5) as fn(&mut Config),
+                "max_failure_ratio",
+            ),
+            (
+                |c| c.policies.min_reported_ratio = -0.1,
+                "min_reported_ratio",
+            ),
+            (|c| c.policies.pilot_percent = 0, "pilot"),
+            (|c| c.policies.canary_percent = 5, "canary"),
+            (
+                |c| c.policies.rollout_interval_secs = 0,
+                "rollout_interval_secs",
+            ),
+            (
+                |c| c.policies.event_sinks = vec!["nowhere".into()],
+                "\"nowhere\"",
+            ),
+        ] {
+            let err = with(f).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+        let mut c = Config::default();
+        c.plugins.sinks.insert(
+            "changes".into(),
+            SinkConfig {
+                url: "https://example.invalid/hook".to_string().into(),
+                headers: Default::default(),
+                timeout_secs: 5,
+                batch_max_events: 1,
+            },
+        );
+        c.policies.event_sinks = vec!["changes".into()];
+        c.validate().unwrap();
     }
 
     /// Issued identities must outlive the renewal window, or each renewal schedules the next at once;

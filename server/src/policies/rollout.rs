@@ -16,7 +16,7 @@ use crate::protocol::ddm::Category;
 use crate::storage::ddm::declarations::{self, Owner};
 use crate::storage::ddm::sets;
 use crate::storage::rollouts::{self, Rollout};
-use crate::storage::{groups, policies, Storage, StorageError};
+use crate::storage::{groups, outbox, policies, Storage, StorageError};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -139,6 +139,7 @@ impl Rollouts {
             .map_err(|e| PolicyError::Invalid(e.to_string()))?;
         let target = policy.target_group;
         let digest = bundle.digest.clone();
+        let sinks = self.config.event_sinks.clone();
         self.storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -161,7 +162,7 @@ impl Rollouts {
                     let synced = settle(txn, &row, target, None, now).await?;
                     let detail = json!({"version": row.version, "previous": row.previous, "sha256": digest,
                         "soak_secs": row.soak_secs, "plan": plan_json(&row), "synced": synced.queued});
-                    audit(txn, now, actor, "policy.activated", policy_id, detail).await?;
+                    record(txn, &sinks, now, actor, "policy.activated", policy_id, detail).await?;
                     Ok(Activated {
                         rollout: row,
                         started: true,
@@ -249,6 +250,7 @@ impl Rollouts {
         let reason = format!("version {version} failed its digest check: {why}");
         let detail = json!({"version": version, "error": why});
         let stopped = reason.clone();
+        let sinks = self.config.event_sinks.clone();
         self.storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -262,15 +264,8 @@ impl Rollouts {
                         rollouts::move_on(txn, &from, &to).await?;
                     }
                     let actor = ROUND_ACTOR.to_string();
-                    audit(
-                        txn,
-                        now,
-                        actor,
-                        "policy.version_tampered",
-                        policy_id,
-                        detail,
-                    )
-                    .await
+                    let action = "policy.version_tampered";
+                    record(txn, &sinks, now, actor, action, policy_id, detail).await
                 })
             })
             .await?;
@@ -458,6 +453,7 @@ impl Rollouts {
         now: i64,
     ) -> Result<Step, PolicyError> {
         let from = from.clone();
+        let sinks = self.config.event_sinks.clone();
         self.storage
             .transaction(move |txn| {
                 Box::pin(async move {
@@ -471,7 +467,9 @@ impl Rollouts {
                         None => 0,
                     };
                     detail["synced"] = json!(queued);
-                    audit(txn, now, actor, action, to.policy_id, detail).await?;
+                    detail["state"] = json!(state_of(&to));
+                    detail["stage"] = json!(stage_of(&to));
+                    record(txn, &sinks, now, actor, action, to.policy_id, detail).await?;
                     Ok(Step {
                         policy_id: to.policy_id,
                         action,
@@ -498,6 +496,47 @@ impl Rollouts {
         let (figures, top_failure_reasons) = figures(&read, &r).await?;
         Ok(report(&r, &figures, top_failure_reasons, now))
     }
+}
+
+/// The `X-MDM-Plugin` of the events the server emits itself: no plugin can have it (plugin ids are
+/// `[a-z0-9-]`).
+pub const SERVER_EMITTER: &str = "mdm.server";
+
+/// A rollout's step, in the audit log and, as an event whose topic is the audit action, to each of
+/// `policies.event_sinks` (delivered after the step commits, like plugins' events). The event carries
+/// the audit detail with the policy, the actor and the time.
+#[allow(clippy::too_many_arguments)]
+async fn record<C: ConnectionTrait>(
+    c: &C,
+    sinks: &[String],
+    now: i64,
+    actor: Actor,
+    action: &str,
+    policy_id: i64,
+    detail: serde_json::Value,
+) -> Result<(), PolicyError> {
+    if !sinks.is_empty() {
+        let mut payload = detail.clone();
+        payload["policy_id"] = json!(policy_id);
+        payload["actor"] = json!(actor);
+        payload["at"] = json!(to_rfc3339(now));
+        let payload = payload.to_string();
+        let ordering = format!("policy:{policy_id}");
+        for sink in sinks {
+            let event = outbox::NewEvent {
+                plugin_id: SERVER_EMITTER,
+                sink,
+                topic: action,
+                payload: &payload,
+                ordering_key: Some(&ordering),
+                now,
+                due_at: now,
+            };
+            c.execute_raw(event.insert_statement(c.get_database_backend()))
+                .await?;
+        }
+    }
+    audit(c, now, actor, action, policy_id, detail).await
 }
 
 /// A declaration of a policy's version stored as the policy's. An identifier an admin (or another
