@@ -305,3 +305,83 @@ pub async fn prune<C: ConnectionTrait>(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testing::test_databases;
+
+    fn rollout(policy_id: i64) -> Rollout {
+        Rollout {
+            policy_id,
+            version: "1".into(),
+            previous: None,
+            stage: 0,
+            state: "running".into(),
+            reason: None,
+            stage_started_at: 0,
+            soak_secs: 60,
+            max_failure_ratio: 0.005,
+            min_reported_ratio: 0.9,
+            pilot_percent: 10,
+            canary_percent: 25,
+            pilot_group: None,
+            canary_group: None,
+            started_by: "test".into(),
+            started_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    /// Two rounds (two replicas, or a round and an admin) that read the rollout at the same stage: only
+    /// the first move lands, so a stage is never entered twice or skipped.
+    #[tokio::test]
+    async fn a_step_lands_only_from_where_it_was_read() {
+        for tdb in test_databases().await {
+            let s = tdb.storage().await.unwrap();
+            let db = s.db();
+            let group = crate::storage::groups::insert(
+                db,
+                "g",
+                crate::storage::groups::GroupKind::Static,
+                None,
+                0,
+            )
+            .await
+            .unwrap();
+            let policy = crate::storage::policies::insert(db, "p", group.id, 0)
+                .await
+                .unwrap();
+            let read = rollout(policy.id);
+            start(db, read.clone()).await.unwrap();
+            let promoted = Rollout {
+                stage: 1,
+                stage_started_at: 5,
+                ..read.clone()
+            };
+            assert!(move_on(db, &read, &promoted).await.unwrap());
+            assert!(
+                !move_on(db, &read, &promoted).await.unwrap(),
+                "read before the first step"
+            );
+            let halted = Rollout {
+                state: "halted".into(),
+                ..read.clone()
+            };
+            assert!(!move_on(db, &read, &halted).await.unwrap());
+            assert_eq!(find(db, policy.id).await.unwrap().unwrap(), promoted);
+            // A new rollout of the policy is not the one read either.
+            start(
+                db,
+                Rollout {
+                    started_at: 9,
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+            assert!(!move_on(db, &read, &promoted).await.unwrap());
+            tdb.cleanup().await;
+        }
+    }
+}
