@@ -18,7 +18,15 @@ use tracing_subscriber::EnvFilter;
 pub fn init(cfg: &LogConfig) {
     use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.filter));
+    let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| cfg.filter.clone());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(&cfg.filter));
+    // The migrator logs each step at INFO, on every command that opens the database: the server logs
+    // one line naming what it applied instead (`Storage::migrate`). A filter naming it still wins.
+    let filter = if spec.contains("sea_orm_migration") {
+        filter
+    } else {
+        filter.add_directive("sea_orm_migration=warn".parse().expect("a valid directive"))
+    };
     // Colours only for a person at a terminal: in a file or a journal they are noise.
     let ansi = std::io::stderr().is_terminal();
     // try_init: a second call (tests) keeps the first subscriber instead of panicking.

@@ -209,6 +209,17 @@ async fn push_certificates_are_validated_sealed_and_watched() {
         .await;
         s.clock
             .advance_ms(chrono::Utc::now().timestamp_millis() - s.clock_now());
+        let ready = s
+            .api(reqwest::Method::GET, "/readyz", None, None)
+            .await
+            .json();
+        assert!(
+            ready["warnings"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("no APNs push certificate"),
+            "a first run is told what it lacks: {ready}"
+        );
         let topic = "com.apple.mgmt.External.0b6e5c1e-1111-2222-3333-444455556666";
         let (cert, key) = push_cert(Some(topic), 365);
         let r = s

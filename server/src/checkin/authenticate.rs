@@ -64,7 +64,7 @@ impl CheckinService {
         let (canceled, renewal) = (self)
             .commit_authenticate(cert, msg, a, plugins_said, now, &event_id)
             .await?;
-        tracing::info!(device = %e.device_id, serial = ?a.facts.serial_number, canceled, renewal, "device authenticated");
+        tracing::info!(device = %e.device_id, serial = %a.facts.serial_number.as_deref().unwrap_or("-"), canceled, renewal, "device authenticated");
         Ok(MdmResponse::Empty)
     }
 

@@ -54,7 +54,7 @@ pub(super) async fn enrollment_checks<C: ConnectionTrait>(
         }
         if let Some(pinned) = &issued.pinned_serial_number {
             if a.facts.serial_number.as_deref() != Some(pinned.as_str()) {
-                tracing::warn!(device = %e.device_id, pinned, presented = ?a.facts.serial_number, "Authenticate refused: identity issued for another serial number");
+                tracing::warn!(device = %e.device_id, pinned, presented = %a.facts.serial_number.as_deref().unwrap_or("-"), "Authenticate refused: identity issued for another serial number");
                 return Err(CheckinError::IssuedForAnotherDevice(e.device_id.clone()));
             }
         }

@@ -212,7 +212,7 @@ impl EnrollService {
                 Ok(t)
             }
             Err(r) => {
-                tracing::warn!(reason = %r, ?serial, "enrollment token refused");
+                tracing::warn!(reason = %r, serial = %serial.unwrap_or("-"), "enrollment token refused");
                 Err(EnrollError::Token(r))
             }
         }
@@ -332,7 +332,7 @@ impl EnrollService {
                 audit_log::append(storage, vec![entry]).await?;
                 queued += 1;
                 self.metrics.identity_renewals.inc();
-                tracing::info!(device = %d.id, not_after = ?d.identity_not_after, "identity renewal queued");
+                tracing::info!(device = %d.id, not_after = %d.identity_not_after.map(crate::clock::to_rfc3339).unwrap_or_default(), "identity renewal queued");
             }
         }
         Ok(queued)

@@ -1,4 +1,5 @@
-//! Per-request tracing span with a request id, echoed in `X-Request-Id`, and latency metrics by route.
+//! Per-request tracing span with a request id, echoed in `X-Request-Id`, the access log line, and latency
+//! metrics by route.
 
 use super::AppState;
 use crate::apikeys::Principal;
@@ -54,12 +55,15 @@ pub async fn observe(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    // The access log: every admin request and every refusal at INFO (a failed upload leaves a trace);
+    // a device's successful check-ins, the bulk of the traffic, at DEBUG.
     span.in_scope(|| {
-        tracing::debug!(
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "done"
-        )
+        if status >= 400 || route.starts_with("/api") {
+            tracing::info!(status, elapsed_ms, "request")
+        } else {
+            tracing::debug!(status, elapsed_ms, "request")
+        }
     });
     if let Some(state) = &state {
         state

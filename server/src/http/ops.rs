@@ -18,12 +18,18 @@ async fn healthz() -> HttpResponse {
 }
 
 /// The process can serve: the database answers.
+/// The first-run hint a server without a push certificate shows.
+const NO_PUSH_CERTIFICATE: &str = "no APNs push certificate: devices cannot be woken to fetch their commands; upload one with POST /api/v1/push-certs (README, Push)";
+
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.storage.ping().await {
         Ok(()) => {
             // Ready, with warnings an operator must act on (a push certificate about to expire stops every
             // device from being woken).
             let mut warnings = state.push.expiring(30).await.unwrap_or_default();
+            if state.push.certificates().await.is_ok_and(|c| c.is_empty()) {
+                warnings.push(NO_PUSH_CERTIFICATE.to_string());
+            }
             // A development server (loopback only) says what production would refuse to start without.
             warnings.extend(state.setup_warnings.iter().cloned());
             HttpResponse::Ok().json(serde_json::json!({"status": "ready", "warnings": warnings}))

@@ -372,7 +372,7 @@ impl Pusher for ApnsPusher {
                 };
                 match &outcome {
                     PushOutcome::Sent { apns_id } => {
-                        tracing::debug!(enrollment = %target.id, topic = %topic, apns_id = ?apns_id, "push sent")
+                        tracing::debug!(enrollment = %target.id, topic = %topic, apns_id = %apns_id.as_deref().unwrap_or("-"), "push sent")
                     }
                     other => {
                         tracing::warn!(enrollment = %target.id, topic = %topic, outcome = ?other, "push not sent")

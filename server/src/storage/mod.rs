@@ -249,8 +249,18 @@ impl Storage {
         })
     }
 
+    /// Apply the pending migrations, logging one line naming them (none when there were none; the
+    /// migrator's own line per step is at DEBUG, see `telemetry`).
     pub async fn migrate(&self) -> StorageResult<()> {
+        let pending: Vec<String> = migration::Migrator::get_pending_migrations(&self.db)
+            .await?
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
         migration::Migrator::up(&self.db, None).await?;
+        if !pending.is_empty() {
+            tracing::info!(applied = %pending.join(", "), "database migrated");
+        }
         Ok(())
     }
 
