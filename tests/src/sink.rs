@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 /// One event as the sink received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// `X-MDM-Event-Id`, or a batched event's `id`.
+    pub id: String,
     pub topic: String,
     pub body: serde_json::Value,
 }
@@ -19,14 +21,12 @@ pub struct Sink {
 /// (in the measured process) costs little more than the HTTP exchange.
 enum Arrival {
     One {
+        id: String,
         topic: String,
         body: Vec<u8>,
     },
     /// A POST of several events (`X-MDM-Batch`), `{"events": [{"topic", "payload", ...}]}`.
-    Batch {
-        events: usize,
-        body: Vec<u8>,
-    },
+    Batch { events: usize, body: Vec<u8> },
 }
 
 impl Arrival {
@@ -39,13 +39,15 @@ impl Arrival {
 
     fn received(&self) -> Vec<Received> {
         match self {
-            Arrival::One { topic, body } => vec![Received {
+            Arrival::One { id, topic, body } => vec![Received {
+                id: id.clone(),
                 topic: topic.clone(),
                 body: serde_json::from_slice(body).unwrap_or_default(),
             }],
             Arrival::Batch { body, .. } => batch_events(body)
                 .into_iter()
                 .map(|mut e| Received {
+                    id: e["id"].as_str().unwrap_or_default().to_string(),
                     topic: e["topic"].as_str().unwrap_or_default().to_string(),
                     body: e["payload"].take(),
                 })
@@ -181,6 +183,9 @@ async fn serve(
         let arrival = match header(&head, "x-mdm-batch").and_then(|n| n.parse().ok()) {
             Some(events) => Arrival::Batch { events, body },
             None => Arrival::One {
+                id: header(&head, "x-mdm-event-id")
+                    .unwrap_or_default()
+                    .to_string(),
                 topic: header(&head, "x-mdm-topic").unwrap_or_default().to_string(),
                 body,
             },

@@ -522,7 +522,9 @@ async fn queue_event(
     device: Option<&str>,
     now: i64,
 ) {
+    let event_id = outbox::new_event_id();
     let insert = outbox::NewEvent {
+        event_id: &event_id,
         plugin_id: "p",
         sink,
         topic,

@@ -602,6 +602,9 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
         }
         // Each step went to the configured sink too, in order.
         rig.s.deliver_events().await;
+        let ids: BTreeSet<String> = sink.received().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), sink.count(), "every event has its own id");
+        assert!(ids.iter().all(|id| uuid::Uuid::parse_str(id).is_ok()), "{ids:?}");
         let got: Vec<(String, Value)> = sink.received().into_iter().map(|e| (e.topic, e.body)).collect();
         let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(

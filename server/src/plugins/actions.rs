@@ -333,7 +333,9 @@ async fn perform<C: ConnectionTrait>(
             "applied"
         }
         Action::Emit(e) => {
+            let event_id = outbox::new_event_id();
             let event = outbox::NewEvent {
+                event_id: &event_id,
                 plugin_id: plugin,
                 sink: &e.sink,
                 topic: &e.topic,

@@ -361,7 +361,7 @@ impl Delivery {
         let req = self
             .request(sink, e.payload.clone())
             .header("X-MDM-Topic", &e.topic)
-            .header("X-MDM-Event-Id", e.id.to_string())
+            .header("X-MDM-Event-Id", e.public_id())
             .header("X-MDM-Plugin", &e.plugin_id);
         send(req).await
     }
@@ -411,7 +411,7 @@ fn batch_body<'e>(events: impl Iterator<Item = &'e outbox::OutboxEvent>) -> Stri
         }
         body.push_str(&format!(
             r#"{{"id":{},"topic":{},"plugin":{},"payload":{}}}"#,
-            e.id,
+            serde_json::Value::from(e.public_id()),
             serde_json::Value::from(e.topic.as_str()),
             serde_json::Value::from(e.plugin_id.as_str()),
             e.payload
@@ -460,6 +460,7 @@ mod tests {
             last_error: None,
             created_at: 0,
             ordering_key: key.map(str::to_string),
+            event_id: None,
         }
     }
 
@@ -487,6 +488,7 @@ mod tests {
     fn a_batch_body_is_json_with_each_event_s_headers() {
         let mut a = event(7, "s", Some("D1"));
         a.payload = r#"{"n": [1, "x"]}"#.into();
+        a.event_id = Some("5f0c7c1e-0000-4000-8000-000000000007".into());
         let mut b = event(9, "s", None);
         b.topic = "quote\"and\\slash".into();
         let body: serde_json::Value =
@@ -495,8 +497,8 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({"events": [
-                {"id": 7, "topic": "t", "plugin": "p", "payload": {"n": [1, "x"]}},
-                {"id": 9, "topic": "quote\"and\\slash", "plugin": "p", "payload": {}},
+                {"id": "5f0c7c1e-0000-4000-8000-000000000007", "topic": "t", "plugin": "p", "payload": {"n": [1, "x"]}},
+                {"id": "9", "topic": "quote\"and\\slash", "plugin": "p", "payload": {}},
             ]})
         );
     }

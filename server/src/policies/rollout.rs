@@ -523,7 +523,9 @@ async fn record<C: ConnectionTrait>(
         let payload = payload.to_string();
         let ordering = format!("policy:{policy_id}");
         for sink in sinks {
+            let event_id = outbox::new_event_id();
             let event = outbox::NewEvent {
+                event_id: &event_id,
                 plugin_id: SERVER_EMITTER,
                 sink,
                 topic: action,

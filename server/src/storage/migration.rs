@@ -9,6 +9,7 @@ mod m0010_groups;
 mod m0011_ddm_group_sets;
 pub mod m0012_policies;
 mod m0013_policy_rollouts;
+mod m0014_event_ids;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_ddm_group_sets::M0011DdmGroupSets),
             Box::new(m0012_policies::M0012Policies),
             Box::new(m0013_policy_rollouts::M0013PolicyRollouts),
+            Box::new(m0014_event_ids::M0014EventIds),
         ]
     }
 }

@@ -16,6 +16,8 @@ pub use super::entities::event_outbox::Model as OutboxEvent;
 /// A new event, as a plugin run writes it. Events with the same `ordering_key` are delivered in the
 /// order written.
 pub struct NewEvent<'a> {
+    /// Globally unique: [`new_event_id`].
+    pub event_id: &'a str,
     pub plugin_id: &'a str,
     pub sink: &'a str,
     pub topic: &'a str,
@@ -52,7 +54,21 @@ impl NewEvent<'_> {
             last_error: None,
             created_at: self.now,
             ordering_key: self.ordering_key.map(str::to_string),
+            event_id: Some(self.event_id.to_string()),
         }
+    }
+}
+
+/// A new event's id: a random UUID, unique across databases and their resets.
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Model {
+    /// What receivers know the event by (`X-MDM-Event-Id`): its UUID, or for a row written before events
+    /// had one, its row id.
+    pub fn public_id(&self) -> String {
+        self.event_id.clone().unwrap_or_else(|| self.id.to_string())
     }
 }
 
@@ -158,6 +174,7 @@ mod tests {
     /// An event of plugin `p` for `sink`, written at 10 and due at `due_at`.
     fn event(ordering_key: Option<&str>, due_at: i64) -> NewEvent<'_> {
         NewEvent {
+            event_id: "e",
             plugin_id: "p",
             sink: "sink",
             topic: "t",

@@ -18,6 +18,8 @@ pub struct Model {
     pub created_at: i64,
     /// Events with the same key (the device they are about) are delivered in id order.
     pub ordering_key: Option<String>,
+    /// Globally unique (a UUID); None for rows written before ids were (their row id serves).
+    pub event_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
