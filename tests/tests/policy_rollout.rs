@@ -210,6 +210,20 @@ impl Rig {
             .collect()
     }
 
+    /// Each of `actions` is in the audit log.
+    async fn assert_audited(&self, actions: &[&str]) {
+        let logged: Vec<String> = self
+            .s
+            .audit_chain()
+            .await
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        for a in actions {
+            assert!(logged.iter().any(|x| x == a), "{a} audited: {logged:?}");
+        }
+    }
+
     /// The stage that reaches each device, by the shares the server uses by default.
     fn stages(&self) -> Vec<Stage> {
         let plan = Plan::Shares {
@@ -344,20 +358,12 @@ async fn a_version_reaches_pilot_canary_and_everyone_promoted_by_its_gates() {
             409,
             "another version while one rolls out"
         );
-        let actions: Vec<String> = rig
-            .s
-            .audit_chain()
-            .await
-            .into_iter()
-            .map(|e| e.action)
-            .collect();
-        for a in [
+        rig.assert_audited(&[
             "policy.activated",
             "policy.rollout_promoted",
             "policy.rollout_completed",
-        ] {
-            assert!(actions.iter().any(|x| x == a), "{a} audited");
-        }
+        ])
+        .await;
         rig.s.stop().await;
     })
     .await;
@@ -485,8 +491,7 @@ async fn a_version_changed_behind_the_database_stops_its_rollout() {
         assert!(r["reason"].as_str().unwrap().contains("digest"), "{r}");
         let manual = rig.s.post(&format!("/api/v1/policies/{}/rollout/promote", rig.policy), json!({})).await;
         assert_eq!(manual.status, 409, "{}", manual.text());
-        let actions: Vec<String> = rig.s.audit_chain().await.into_iter().map(|e| e.action).collect();
-        assert!(actions.iter().any(|a| a == "policy.version_tampered"));
+        rig.assert_audited(&["policy.version_tampered"]).await;
         let metrics = rig.s.api(reqwest::Method::GET, "/metrics", None, None).await.text();
         assert!(metrics.contains("mdm_policy_versions_tampered_total 2"), "{metrics}");
         rig.s.stop().await;
@@ -550,6 +555,14 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
         assert_eq!(r.status, 201, "{}", r.text());
         rig.sync_all().await;
         assert!((0..4).all(|i| rig.holds(i).len() == 2), "a pilot of 100% is everyone");
+        // A device that unenrolls loses its assignments; enrolling again, its first TokenUpdate gives the
+        // version back (its membership of the target group is the device's, and stayed).
+        let r = rig.s.checkin(&fleet()[0], fleet()[0].checkout()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        rig.clients[0] = DdmClient::default();
+        rig.s.enroll(&fleet()[0]).await;
+        rig.sync_all().await;
+        assert_eq!(rig.holds(0).len(), 2, "restored at enrollment");
         let s = &rig.s;
         let r = s.api(reqwest::Method::GET, &format!("/api/v1/policies/{policy}/rollout"), Some(&reader), None).await;
         assert_eq!(r.status, 200, "reading needs devices:read only");
@@ -596,10 +609,8 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
         assert_eq!(control(&rig, "rollback").await.status, 409);
         // Rolled back, the same version may start again.
         assert_eq!(rig.activate(json!({"version": "1", "soak_secs": 0})).await.status, 201);
-        let actions: Vec<String> = rig.s.audit_chain().await.into_iter().map(|e| e.action).collect();
-        for a in ["policy.rollout_paused", "policy.rollout_resumed", "policy.rollout_rolled_back"] {
-            assert!(actions.iter().any(|x| x == a), "{a} audited");
-        }
+        rig.assert_audited(&["policy.rollout_paused", "policy.rollout_resumed", "policy.rollout_rolled_back"])
+            .await;
         // Each step went to the configured sink too, in order.
         rig.s.deliver_events().await;
         let ids: BTreeSet<String> = sink.received().into_iter().map(|e| e.id).collect();
@@ -666,6 +677,7 @@ async fn explicit_stage_groups_and_a_dynamic_target_that_follows_os_updates() {
         let r = rig.rollout().await;
         let reached: u64 = r["stages"].as_array().unwrap().iter().map(|s| s["devices"].as_u64().unwrap()).sum();
         assert_eq!(reached, 4, "{r}");
+
         rig.s.stop().await;
     })
     .await;
