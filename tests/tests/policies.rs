@@ -18,6 +18,15 @@ fn ok(r: Resp, status: u16, what: &str) -> Value {
     r.json()
 }
 
+/// A configuration profile (plain XML) with one payload.
+const PROFILE: &str = concat!(
+    r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>"#,
+    r#"<key>PayloadType</key><string>Configuration</string><key>PayloadIdentifier</key><string>com.example.wifi</string>"#,
+    r#"<key>PayloadUUID</key><string>9E0F6C4A-2B1D-4E3F-A5B6-C7D8E9F0A1B2</string><key>PayloadContent</key><array><dict>"#,
+    r#"<key>PayloadType</key><string>com.apple.wifi.managed</string><key>PayloadIdentifier</key><string>com.example.wifi.1</string>"#,
+    r#"</dict></array></dict></plist>"#
+);
+
 /// A policy folder as a CI job would check it out: one declaration, one profile.
 fn folder(dir: &Path, version: &str, minimum_length: i64) {
     let manifest = json!({"version": version, "declarations": ["declarations/passcode.json"],
@@ -33,7 +42,7 @@ fn folder(dir: &Path, version: &str, minimum_length: i64) {
         declaration.to_string(),
     )
     .unwrap();
-    std::fs::write(dir.join("profiles/wifi.mobileconfig"), "<plist/>").unwrap();
+    std::fs::write(dir.join("profiles/wifi.mobileconfig"), PROFILE).unwrap();
 }
 
 fn bundle(version: &str, minimum_length: i64, key: Option<&[u8]>) -> (Vec<u8>, String) {
@@ -113,6 +122,13 @@ async fn versions_are_checked_whole_stored_once_and_never_changed() {
         assert!(r.text().contains("does not verify"), "{}", r.text());
         let r = upload(&s, policy, b"not a zip".to_vec(), &writer).await;
         assert_eq!(r.status, 400);
+        // A profile no device could install (not a Configuration dictionary) is refused at upload.
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path(), "2026.07", 6);
+        std::fs::write(dir.path().join("profiles/wifi.mobileconfig"), "<plist/>").unwrap();
+        let bad_profile = pack::pack(dir.path(), Some(&private)).map(|p| p.zip);
+        let e = bad_profile.expect_err("pack checks the bundle too").to_string();
+        assert!(e.contains("profiles/wifi.mobileconfig"), "{e}");
         let (signed, _) = bundle("2026.06", 8, Some(&private));
         assert_eq!(upload(&s, policy, signed.clone(), &reader).await.status, 403);
         assert_eq!(upload(&s, 9_999, signed.clone(), &writer).await.status, 404);
@@ -138,6 +154,8 @@ async fn versions_are_checked_whole_stored_once_and_never_changed() {
         let one = ok(s.get(&format!("/api/v1/policies/{policy}/versions/2026.05")).await, 200, "version");
         assert_eq!(one["manifest"]["declarations"], json!(["declarations/passcode.json"]));
         assert_eq!(one["sha256"], digest.as_str());
+        assert_eq!(one["profiles"][0]["identifier"], "com.example.wifi", "{one}");
+        assert_eq!(one["profiles"][0]["payload_types"], json!(["com.apple.wifi.managed"]));
         assert_eq!(s.get(&format!("/api/v1/policies/{policy}/versions/nope")).await.status, 404);
         assert_eq!(s.get(&format!("/api/v1/policies/{policy}/versions/a%20b")).await.status, 400);
         let all = ok(s.get("/api/v1/policies").await, 200, "policies");

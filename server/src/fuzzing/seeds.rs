@@ -656,7 +656,11 @@ fn policy_bundle_seeds() -> Vec<Seed> {
         declaration.to_string(),
     )
     .unwrap();
-    std::fs::write(dir.path().join("profiles/wifi.mobileconfig"), "<plist/>").unwrap();
+    std::fs::write(
+        dir.path().join("profiles/wifi.mobileconfig"),
+        crate::policies::profile::tests::wifi("com.example.wifi"),
+    )
+    .unwrap();
     let key = PKey::generate_ed25519().unwrap();
     let key = key.private_key_to_pem_pkcs8().unwrap();
     let pack = |key| crate::policies::pack::pack(dir.path(), key).unwrap().zip;

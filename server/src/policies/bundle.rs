@@ -56,6 +56,8 @@ pub struct Bundle {
     pub manifest: Manifest,
     /// The declarations, in the manifest's order.
     pub declarations: Vec<Declaration>,
+    /// The profiles, in the manifest's order.
+    pub profiles: Vec<super::profile::Profile>,
     /// Every file the digest covers, the manifest included, by path.
     pub files: BTreeMap<String, Vec<u8>>,
     /// The detached signature's bytes as found (base64 text), if any.
@@ -99,6 +101,13 @@ pub enum BundleError {
     PolicyIdentifier { path: String },
     #[error("{0}")]
     References(#[from] super::materialize::ReferenceCycle),
+    #[error("{path}: {error}")]
+    BadProfile {
+        path: String,
+        error: super::profile::ProfileError,
+    },
+    #[error("two profiles have the PayloadIdentifier {0}")]
+    DuplicateProfile(String),
 }
 
 /// Read and check a bundle.
@@ -148,11 +157,24 @@ pub fn from_files(
         declarations.push(d);
     }
     super::materialize::check_references(&declarations)?;
+    let mut profiles: Vec<super::profile::Profile> = Vec::with_capacity(manifest.profiles.len());
+    for path in &manifest.profiles {
+        let p =
+            super::profile::read(path, &files[path]).map_err(|error| BundleError::BadProfile {
+                path: path.clone(),
+                error,
+            })?;
+        if profiles.iter().any(|o| o.identifier == p.identifier) {
+            return Err(BundleError::DuplicateProfile(p.identifier));
+        }
+        profiles.push(p);
+    }
     files.retain(|p, _| p != SIGNATURE);
     let digest = sha256_hex(canonical_form(&files).as_bytes());
     Ok(Bundle {
         manifest,
         declarations,
+        profiles,
         files,
         signature,
         digest,
@@ -310,7 +332,10 @@ pub(crate) mod tests {
                 "declarations/passcode.json".into(),
                 passcode("com.example.passcode"),
             ),
-            ("profiles/wifi.mobileconfig".into(), b"<plist/>".to_vec()),
+            (
+                "profiles/wifi.mobileconfig".into(),
+                super::super::profile::tests::wifi("com.example.wifi"),
+            ),
         ])
     }
 
@@ -364,7 +389,10 @@ pub(crate) mod tests {
             (a.digest.as_str(), Some(&b"c2ln"[..]))
         );
         let mut edited = files.clone();
-        edited.insert("profiles/wifi.mobileconfig".into(), b"<plist />".to_vec());
+        edited.insert(
+            "profiles/wifi.mobileconfig".into(),
+            super::super::profile::tests::wifi("com.example.other"),
+        );
         assert_ne!(
             read(&zipped(&edited, false, true)).unwrap().digest,
             a.digest

@@ -9,6 +9,7 @@ pub mod gates;
 pub mod holdings;
 pub mod materialize;
 pub mod pack;
+pub mod profile;
 pub mod rollout;
 pub mod signature;
 pub mod stages;

@@ -132,7 +132,7 @@ mod tests {
         let mut files = read.files.clone();
         files.insert(
             "profiles/wifi.mobileconfig".into(),
-            b"<plist></plist>".to_vec(),
+            crate::policies::profile::tests::wifi("com.example.tampered"),
         );
         let tampered = bundle::from_files(files, Some(sig.clone())).unwrap();
         assert!(trusted.verify(&tampered.digest, &sig).is_err());

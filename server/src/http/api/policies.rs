@@ -72,6 +72,8 @@ pub struct VersionDetail {
     /// The bundle's policy.json.
     #[schema(value_type = Object)]
     manifest: serde_json::Value,
+    /// Its configuration profiles as read at upload.
+    profiles: Vec<crate::policies::profile::Profile>,
 }
 
 fn view(p: Policy) -> PolicyView {
@@ -229,6 +231,7 @@ pub async fn version(
     Ok(HttpResponse::Ok().json(VersionDetail {
         version: version_view(VersionSummary::of(v)),
         manifest,
+        profiles: b.profiles,
     }))
 }
 
