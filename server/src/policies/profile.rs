@@ -193,7 +193,10 @@ pub(crate) mod tests {
     fn what_no_device_could_install_is_refused() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"<plist/>".to_vec(), "not a plist"),
-            (b"<plist version=\"1.0\"><array/></plist>".to_vec(), "dictionary"),
+            (
+                b"<plist version=\"1.0\"><array/></plist>".to_vec(),
+                "dictionary",
+            ),
             (b"\x01\x02garbage".to_vec(), "neither"),
             (
                 String::from_utf8(wifi("x"))

@@ -158,7 +158,11 @@ impl Rollouts {
                     let mut keep = vec![new_set];
                     keep.extend(row.previous.as_deref().map(|v| set_name(policy_id, v)));
                     rollouts::prune(txn, policy_id, &set_prefix(policy_id), &keep).await?;
-                    rollouts::start(txn, row.clone()).await?;
+                    if !rollouts::start(txn, row.clone(), current.as_ref()).await? {
+                        return Err(PolicyError::Busy(
+                            "the policy's rollout changed meanwhile: read it again".into(),
+                        ));
+                    }
                     let synced = settle(txn, &row, target, None, now).await?;
                     let detail = json!({"version": row.version, "previous": row.previous, "sha256": digest,
                         "soak_secs": row.soak_secs, "plan": plan_json(&row), "synced": synced.queued});

@@ -34,17 +34,35 @@ pub async fn in_state<C: ConnectionTrait>(c: &C, state: &str) -> StorageResult<V
         .await?)
 }
 
-/// Start a policy's rollout afresh: the row replaced, the devices the previous one reached forgotten.
-pub async fn start<C: ConnectionTrait>(c: &C, r: Rollout) -> StorageResult<()> {
+/// Start a policy's rollout afresh in place of `replacing` (the rollout as read; None: there was none):
+/// the row replaced, the devices the previous one reached forgotten. False, with nothing written, when
+/// the policy's rollout is no longer what was read (another activation got there first).
+pub async fn start<C: ConnectionTrait>(
+    c: &C,
+    r: Rollout,
+    replacing: Option<&Rollout>,
+) -> StorageResult<bool> {
+    if let Some(old) = replacing {
+        let gone = Entity::delete_many()
+            .filter(Column::PolicyId.eq(old.policy_id))
+            .filter(Column::StartedAt.eq(old.started_at))
+            .filter(Column::Version.eq(old.version.clone()))
+            .filter(Column::State.eq(old.state.clone()))
+            .exec(c)
+            .await?;
+        if gone.rows_affected != 1 {
+            return Ok(false);
+        }
+    }
     Reached::delete_many()
         .filter(reached::Column::PolicyId.eq(r.policy_id))
         .exec(c)
         .await?;
-    Entity::delete_by_id(r.policy_id).exec(c).await?;
-    Entity::insert(r.into_active_model())
+    let inserted = Entity::insert(r.into_active_model())
+        .on_conflict(OnConflict::column(Column::PolicyId).do_nothing().to_owned())
         .exec_without_returning(c)
         .await?;
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// Move a rollout on (its stage, state, reason, stage start), only if it is still at `stage` in `state`
@@ -353,7 +371,11 @@ mod tests {
                 .await
                 .unwrap();
             let read = rollout(policy.id);
-            start(db, read.clone()).await.unwrap();
+            assert!(start(db, read.clone(), None).await.unwrap());
+            assert!(
+                !start(db, read.clone(), None).await.unwrap(),
+                "one was started meanwhile"
+            );
             let promoted = Rollout {
                 stage: 1,
                 stage_started_at: 5,
@@ -370,16 +392,21 @@ mod tests {
             };
             assert!(!move_on(db, &read, &halted).await.unwrap());
             assert_eq!(find(db, policy.id).await.unwrap().unwrap(), promoted);
+            // Activations replace the rollout they read, once.
+            let again = Rollout {
+                started_at: 9,
+                ..read.clone()
+            };
+            assert!(
+                !start(db, again.clone(), Some(&halted)).await.unwrap(),
+                "not what is stored"
+            );
+            assert!(start(db, again.clone(), Some(&promoted)).await.unwrap());
+            assert!(
+                !start(db, again.clone(), Some(&promoted)).await.unwrap(),
+                "replaced already"
+            );
             // A new rollout of the policy is not the one read either.
-            start(
-                db,
-                Rollout {
-                    started_at: 9,
-                    ..read.clone()
-                },
-            )
-            .await
-            .unwrap();
             assert!(!move_on(db, &read, &promoted).await.unwrap());
             tdb.cleanup().await;
         }
