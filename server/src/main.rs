@@ -6,7 +6,7 @@ use mdm_server::clock::{Clock, SystemClock};
 use mdm_server::storage::audit_log::{self, Verification};
 use mdm_server::storage::{api_keys, Storage};
 use mdm_server::{telemetry, Application, Config};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -19,6 +19,9 @@ struct Cli {
     /// TOML configuration file (settings can also come from MDM_* environment variables).
     #[arg(long, short, global = true, env = "MDM_CONFIG")]
     config: Option<PathBuf>,
+    /// Override `data_dir` (the database, keys and certificates the server generates).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,12 +122,12 @@ enum KeyAction {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Config { check: true } => return check_config(cli.config.as_deref()),
+        Command::Config { check: true } => return check_config(&cli),
         // Files in, files out: no configuration, no database.
         Command::Policy { action } => return exit(policy(action)),
         _ => {}
     }
-    let mut config = match Config::load(cli.config.as_deref()) {
+    let mut config = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -189,9 +192,18 @@ fn policy(action: PolicyAction) -> Result<(), Box<dyn std::error::Error>> {
 /// settings (loaded and validated once), the production settings (the warnings a loopback-only server
 /// would start with, or why it would not start), and the files they name that start-up reads (the policy
 /// signers).
-fn check_config(file: Option<&Path>) -> ExitCode {
+/// The configuration (defaults, file, `MDM_*` variables) with the command line's overrides.
+fn load(cli: &Cli) -> Result<Config, mdm_server::config::ConfigError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn check_config(cli: &Cli) -> ExitCode {
     use mdm_server::policies::trust::{self, Trust};
-    let checked = Config::load(file)
+    let checked = load(cli)
         .and_then(|config| Ok((config.production_check()?, config)))
         .map_err(|e| e.to_string())
         .and_then(|(mut warnings, config)| {

@@ -1,6 +1,6 @@
-//! What the server's own process logs, as an operator reads it: one line for the migrations it applied
-//! (not the migrator's line per step, on every command that opens the database), and an access line for
-//! every admin request and every refusal.
+//! The `mdm-server` process as an operator runs it: what it logs (one line for the migrations it
+//! applied, not the migrator's line per step on every command; an access line for every admin request and
+//! every refusal; fields as themselves), and the command line's overrides.
 
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::process::ServerProcess;
@@ -90,4 +90,45 @@ async fn migrations_are_one_line_and_requests_leave_an_access_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("migrat"), "{stderr}");
+}
+
+/// `--data-dir` places the database where it says, whatever the configuration holds, for every command.
+#[test]
+fn the_data_dir_can_be_given_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let given = dir.path().join("given");
+    let configured = dir.path().join("configured");
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&given)
+            .env_remove("MDM_CONFIG")
+            .env("MDM_DATA_DIR", &configured)
+            .env(
+                "MDM_PUSH__KEY_SECRET",
+                "process-test-secret-of-sufficient-length",
+            )
+            .output()
+            .unwrap()
+    };
+    let created = run(&["apikey", "create", "--name", "ci", "--scope", "admin"]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let listed = run(&["apikey", "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("ci"),
+        "the same database"
+    );
+    assert!(
+        given.join("mdm.db").exists(),
+        "{:?}",
+        std::fs::read_dir(&given).map(|d| d.count())
+    );
+    assert!(!configured.exists(), "the configured data_dir was not used");
+    let printed = run(&["config"]);
+    assert!(String::from_utf8_lossy(&printed.stdout).contains(&given.display().to_string()));
 }
