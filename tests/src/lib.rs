@@ -6,6 +6,7 @@ pub mod device;
 pub mod enrollment;
 pub mod harness;
 pub mod plugins;
+pub mod policy;
 pub mod process;
 pub mod shared;
 pub mod sim;

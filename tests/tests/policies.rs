@@ -7,47 +7,20 @@ use mdm_server::apikeys::Scope;
 use mdm_server::policies::pack;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
+use mdm_tests::policy::folder;
 use openssl::pkey::PKey;
 use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::{json, Value};
-use std::path::Path;
 
 fn ok(r: Resp, status: u16, what: &str) -> Value {
     assert_eq!(r.status, status, "{what}: {}", r.text());
     r.json()
 }
 
-/// A configuration profile (plain XML) with one payload.
-const PROFILE: &str = concat!(
-    r#"<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict>"#,
-    r#"<key>PayloadType</key><string>Configuration</string><key>PayloadIdentifier</key><string>com.example.wifi</string>"#,
-    r#"<key>PayloadUUID</key><string>9E0F6C4A-2B1D-4E3F-A5B6-C7D8E9F0A1B2</string><key>PayloadContent</key><array><dict>"#,
-    r#"<key>PayloadType</key><string>com.apple.wifi.managed</string><key>PayloadIdentifier</key><string>com.example.wifi.1</string>"#,
-    r#"</dict></array></dict></plist>"#
-);
-
-/// A policy folder as a CI job would check it out: one declaration, one profile.
-fn folder(dir: &Path, version: &str, minimum_length: i64) {
-    let manifest = json!({"version": version, "declarations": ["declarations/passcode.json"],
-                          "profiles": ["profiles/wifi.mobileconfig"]});
-    let declaration = json!({"Type": "com.apple.configuration.passcode.settings",
-        "Identifier": "com.example.passcode",
-        "Payload": {"RequirePasscode": true, "MinimumLength": minimum_length}});
-    std::fs::create_dir_all(dir.join("declarations")).unwrap();
-    std::fs::create_dir_all(dir.join("profiles")).unwrap();
-    std::fs::write(dir.join("policy.json"), manifest.to_string()).unwrap();
-    std::fs::write(
-        dir.join("declarations/passcode.json"),
-        declaration.to_string(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("profiles/wifi.mobileconfig"), PROFILE).unwrap();
-}
-
 fn bundle(version: &str, minimum_length: i64, key: Option<&[u8]>) -> (Vec<u8>, String) {
     let dir = tempfile::tempdir().unwrap();
-    folder(dir.path(), version, minimum_length);
+    folder(dir.path(), version, minimum_length, true);
     let packed = pack::pack(dir.path(), key).unwrap();
     (packed.zip, packed.bundle.digest)
 }
@@ -124,7 +97,7 @@ async fn versions_are_checked_whole_stored_once_and_never_changed() {
         assert_eq!(r.status, 400);
         // A profile no device could install (not a Configuration dictionary) is refused at upload.
         let dir = tempfile::tempdir().unwrap();
-        folder(dir.path(), "2026.07", 6);
+        folder(dir.path(), "2026.07", 6, true);
         std::fs::write(dir.path().join("profiles/wifi.mobileconfig"), "<plist/>").unwrap();
         let bad_profile = pack::pack(dir.path(), Some(&private)).map(|p| p.zip);
         let e = bad_profile.expect_err("pack checks the bundle too").to_string();
@@ -152,7 +125,7 @@ async fn versions_are_checked_whole_stored_once_and_never_changed() {
         let labels: Vec<&str> = listed.as_array().unwrap().iter().map(|v| v["version"].as_str().unwrap()).collect();
         assert_eq!(labels, ["2026.06", "2026.05"], "newest first");
         let one = ok(s.get(&format!("/api/v1/policies/{policy}/versions/2026.05")).await, 200, "version");
-        assert_eq!(one["manifest"]["declarations"], json!(["declarations/passcode.json"]));
+        assert_eq!(one["manifest"]["declarations"], json!(["declarations/passcode.json", "declarations/activation.json"]));
         assert_eq!(one["sha256"], digest.as_str());
         assert_eq!(one["profiles"][0]["identifier"], "com.example.wifi", "{one}");
         assert_eq!(one["profiles"][0]["payload_types"], json!(["com.apple.wifi.managed"]));
@@ -205,7 +178,7 @@ fn the_cli_packs_signs_and_verifies() {
     let bin = env!("CARGO_BIN_EXE_mdm-server-under-test");
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("baseline");
-    folder(&src, "2026.05", 6);
+    folder(&src, "2026.05", 6, true);
     let key = PKey::generate_ed25519().unwrap();
     let (private, public, other) = (
         dir.path().join("ci-key.pem"),

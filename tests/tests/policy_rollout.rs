@@ -12,12 +12,12 @@ use mdm_server::storage::testing::TestDatabase;
 use mdm_tests::ddm::DdmClient;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
+use mdm_tests::policy::folder;
 use mdm_tests::sink::Sink;
 use openssl::pkey::PKey;
 use sea_orm::ConnectionTrait;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::OnceLock;
 
 const FLEET_SIZE: usize = 200;
@@ -52,25 +52,6 @@ fn fleet() -> &'static [Device] {
 fn ok(r: Resp, status: u16, what: &str) -> Value {
     assert_eq!(r.status, status, "{what}: {}", r.text());
     r.json()
-}
-
-/// A policy folder: a passcode configuration and the activation that applies it.
-fn folder(dir: &Path, version: &str, minimum_length: i64) {
-    let manifest = json!({"version": version,
-        "declarations": ["declarations/passcode.json", "declarations/activation.json"]});
-    let passcode = json!({"Type": "com.apple.configuration.passcode.settings",
-        "Identifier": "com.example.passcode",
-        "Payload": {"RequirePasscode": true, "MinimumLength": minimum_length}});
-    let activation = json!({"Type": "com.apple.activation.simple", "Identifier": "com.example.activation",
-        "Payload": {"StandardConfigurations": ["com.example.passcode"]}});
-    std::fs::create_dir_all(dir.join("declarations")).unwrap();
-    std::fs::write(dir.join("policy.json"), manifest.to_string()).unwrap();
-    std::fs::write(dir.join("declarations/passcode.json"), passcode.to_string()).unwrap();
-    std::fs::write(
-        dir.join("declarations/activation.json"),
-        activation.to_string(),
-    )
-    .unwrap();
 }
 
 /// A test server with a trusted signer, the first `n` devices of the fleet enrolled, a target group (a
@@ -136,10 +117,15 @@ impl Rig {
         }
     }
 
-    /// Pack, sign and upload a version.
+    /// Pack, sign and upload a version of declarations.
     async fn upload(&self, version: &str, minimum_length: i64) {
+        self.upload_folder(version, minimum_length, false).await
+    }
+
+    /// Pack, sign and upload a version, with a profile or not.
+    async fn upload_folder(&self, version: &str, minimum_length: i64, profile: bool) {
         let dir = tempfile::tempdir().unwrap();
-        folder(dir.path(), version, minimum_length);
+        folder(dir.path(), version, minimum_length, profile);
         let packed = pack::pack(dir.path(), Some(&self.signing_key)).unwrap();
         let res = self
             .s
@@ -524,6 +510,9 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
         let policy = rig.policy;
         rig.upload("1", 6).await;
         assert_eq!(s.get(&format!("/api/v1/policies/{policy}/rollout")).await.status, 404, "nothing activated");
+        rig.upload_folder("with-profile", 6, true).await;
+        let r = rig.activate(json!({"version": "with-profile"})).await;
+        assert!(r.text().contains("does not install yet"), "{}", r.text());
 
         // Refused activations change nothing.
         let reader = s.key(&[mdm_server::apikeys::Scope::DevicesRead]).await;
@@ -541,6 +530,7 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
             (json!({"version": "1", "pilot_group": 9999, "canary_group": 9998}), 400),
             (json!({"version": "1", "soak_secs": 40_000_000}), 400),
             (json!({"version": "9"}), 404),
+            (json!({"version": "with-profile"}), 400),
         ] {
             let r = rig.activate(body.clone()).await;
             assert_eq!(r.status, status, "{body}: {}", r.text());

@@ -135,6 +135,22 @@ impl Rollouts {
         }
         let row = self.new_rollout(policy_id, &a, &current, &actor, now)?;
         let bundle = self.checked(policy_id, &a.version, None, now).await?;
+        if let Some(p) = bundle.profiles.first() {
+            // Until profiles are installed and verified, a rollout of one would report success it never had.
+            return Err(PolicyError::Invalid(format!(
+                "version {} holds profiles ({} first), which this server does not install yet: only a \
+                 version of declarations can be activated",
+                a.version, p.path
+            )));
+        }
+        if let Some(p) = bundle.profiles.first() {
+            // Until profiles are installed and verified, a rollout of one would report success it never had.
+            return Err(PolicyError::Invalid(format!(
+                "version {} holds profiles ({} first), which this server does not install yet: only a \
+                 version of declarations can be activated",
+                a.version, p.path
+            )));
+        }
         let decls = materialize::declarations(policy_id, &bundle.declarations)
             .map_err(|e| PolicyError::Invalid(e.to_string()))?;
         let target = policy.target_group;
