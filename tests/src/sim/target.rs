@@ -139,6 +139,8 @@ pub struct ServerOptions {
     pub sink_batch: usize,
     /// `log.filter`.
     pub log_filter: String,
+    /// `policies.trusted_signers`: public keys (PEM files) a policy version's signature may be made by.
+    pub trusted_signers: Vec<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -150,6 +152,7 @@ impl Default for ServerOptions {
             sinks: Vec::new(),
             sink_batch: 1,
             log_filter: "warn".into(),
+            trusted_signers: Vec::new(),
         }
     }
 }
@@ -228,6 +231,7 @@ impl Server {
                 config.push.worker = opts.push_worker;
                 config.push.max_per_second = opts.push_max_per_second;
                 config.push.key_secret = Some("mdm-sim-secret-of-sufficient-length".into());
+                config.policies.trusted_signers = opts.trusted_signers.clone();
                 for (name, url) in &opts.sinks {
                     config.plugins.sinks.insert(
                         name.clone(),
@@ -294,10 +298,12 @@ impl Server {
                 if let Some(w) = opts.workers {
                     cmd.env("MDM_WORKERS", w.to_string());
                 }
-                if !opts.sinks.is_empty() {
-                    // Sinks are configured only in a file.
-                    let file = data.path().join("sinks.toml");
-                    std::fs::write(&file, sinks_toml(&opts.sinks, opts.sink_batch))?;
+                if !opts.sinks.is_empty() || !opts.trusted_signers.is_empty() {
+                    // Sinks and policy signers are set in a configuration file (a table and a list).
+                    let file = data.path().join("server.toml");
+                    let text = sinks_toml(&opts.sinks, opts.sink_batch)
+                        + &policies_toml(&opts.trusted_signers);
+                    std::fs::write(&file, text)?;
                     cmd.arg("--config").arg(file);
                 }
                 let child = cmd.spawn()?;
@@ -407,6 +413,18 @@ fn sinks_toml(sinks: &[(String, String)], batch: usize) -> String {
         .collect()
 }
 
+/// `policies.trusted_signers` as a configuration file's section (empty when there are none).
+fn policies_toml(signers: &[PathBuf]) -> String {
+    if signers.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = signers
+        .iter()
+        .map(|p| serde_json::Value::from(p.display().to_string()).to_string())
+        .collect();
+    format!("[policies]\ntrusted_signers = [{}]\n", quoted.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use mdm_server::config::ExposeSecret;
@@ -436,5 +454,23 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// Policy signers written beside sinks read back as the server's trusted signers.
+    #[test]
+    fn policy_signers_reach_a_server_process_through_its_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        let signers = vec![
+            dir.path().join("ci.pem"),
+            dir.path().join("other \"key\".pem"),
+        ];
+        let sinks = [("webhook".to_string(), "http://127.0.0.1:9/e".to_string())];
+        let text = super::sinks_toml(&sinks, 1) + &super::policies_toml(&signers);
+        std::fs::write(&file, text).unwrap();
+        let config = mdm_server::Config::load(Some(&file)).unwrap();
+        assert_eq!(config.policies.trusted_signers, signers);
+        assert!(config.plugins.sinks.contains_key("webhook"));
+        assert_eq!(super::policies_toml(&[]), "");
     }
 }
