@@ -211,6 +211,14 @@ enum Bench {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// 8. Policy rollouts: a signed version activated for a group of every device, then promoted.
+    ///
+    /// Times the activation (to the pilot's syncs queued and pushes owed) and each promotion (canary,
+    /// full); the server's peak RSS when it runs as a process (--server-bin).
+    Rollout {
+        #[arg(long, default_value_t = 100_000)]
+        devices: usize,
+    },
 }
 
 #[derive(Args)]
@@ -412,6 +420,13 @@ async fn bench(g: &Global, b: Bench) -> Result<Report, Box<dyn std::error::Error
                     seconds,
                     requests: None,
                 },
+            )
+            .await
+        }
+        Bench::Rollout { devices } => {
+            scenarios::rollout(
+                &common(g, ServerMode::InProcess),
+                &scenarios::RolloutParams { devices },
             )
             .await
         }

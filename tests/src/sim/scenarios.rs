@@ -1573,3 +1573,353 @@ async fn ddm_fanout_breakdown(
     txn.rollback().await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------------
+// 8. Policy rollouts: a signed version activated for a group of every device, promoted stage by stage.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutParams {
+    pub devices: usize,
+}
+
+/// Long enough that no rollout round promotes a stage by itself while the run lasts: every promotion
+/// here is the admin's call being measured.
+const ROLLOUT_SOAK_SECS: u64 = 3_600;
+
+/// A policy folder as a CI job checks it out: a passcode configuration and the activation applying it.
+fn policy_folder(dir: &std::path::Path) -> Result<(), BoxError> {
+    let manifest = json!({"version": "1",
+        "declarations": ["declarations/passcode.json", "declarations/activation.json"]});
+    let passcode = json!({"Type": "com.apple.configuration.passcode.settings",
+        "Identifier": "com.example.passcode",
+        "Payload": {"RequirePasscode": true, "MinimumLength": 6}});
+    let activation = json!({"Type": "com.apple.activation.simple", "Identifier": "com.example.activation",
+        "Payload": {"StandardConfigurations": ["com.example.passcode"]}});
+    std::fs::create_dir_all(dir.join("declarations"))?;
+    std::fs::write(dir.join("policy.json"), manifest.to_string())?;
+    std::fs::write(dir.join("declarations/passcode.json"), passcode.to_string())?;
+    std::fs::write(
+        dir.join("declarations/activation.json"),
+        activation.to_string(),
+    )?;
+    Ok(())
+}
+
+/// Put every device in one new static group through the repositories (setup: the admin API takes a
+/// group's devices in one body). Returns the group's id.
+async fn group_of_all(
+    storage: &mdm_server::storage::Storage,
+    udids: &[String],
+) -> Result<i64, BoxError> {
+    use mdm_server::storage::groups::{self, members, GroupKind};
+    use sea_orm::TransactionTrait;
+    let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    let txn = mdm_server::storage::testing::db(storage).begin().await?;
+    let group = groups::insert(&txn, "bench-rollout", GroupKind::Static, None, now).await?;
+    members::add(&txn, group.id, udids, now).await?;
+    txn.commit().await?;
+    Ok(group.id)
+}
+
+/// A `SELECT COUNT(*) AS n ...` on the simulator's own connection.
+async fn count_rows(storage: &mdm_server::storage::Storage, sql: &str) -> Result<u64, BoxError> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = mdm_server::storage::testing::db(storage)
+        .query_one_raw(Statement::from_string(storage.backend(), sql.to_string()))
+        .await?
+        .ok_or("no count row")?;
+    Ok(row.try_get::<i64>("", "n")? as u64)
+}
+
+/// DeclarativeManagement syncs waiting in the queue, and the channels holding one that are owed a push
+/// (or were pushed already: the push worker moves `next_push_at` on, never back to unset).
+async fn syncs_waiting(storage: &mdm_server::storage::Storage) -> Result<(u64, u64), BoxError> {
+    let queued = count_rows(
+        storage,
+        "SELECT COUNT(*) AS n FROM command_queue q JOIN commands c ON c.uuid = q.command_uuid \
+         WHERE q.status = 'queued' AND c.request_type = 'DeclarativeManagement'",
+    )
+    .await?;
+    let owed = count_rows(
+        storage,
+        "SELECT COUNT(*) AS n FROM enrollments e WHERE e.next_push_at IS NOT NULL AND EXISTS \
+         (SELECT 1 FROM command_queue q WHERE q.enrollment_id = e.id AND q.status = 'queued')",
+    )
+    .await?;
+    Ok((queued, owed))
+}
+
+pub async fn rollout(common: &Common, p: &RolloutParams) -> Result<Report, BoxError> {
+    use mdm_server::policies::stages::{Plan, Stage};
+    let mut report = Report::new("rollout", common, json!(p));
+    let s = setup(common, p.devices, Behavior::default()).await?;
+    seed(&mut report, &s).await?;
+    let udids = s.fleet.udids();
+    let t = Phase::start();
+    let group = group_of_all(&s.storage, &udids).await?;
+    report.figure(
+        "setup_group_seconds",
+        (t.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+    );
+
+    // A CI signing key; the server trusts its public half.
+    let keys = tempfile::tempdir()?;
+    let signer = openssl::pkey::PKey::generate_ed25519()?;
+    let signer_file = keys.path().join("ci.pem");
+    std::fs::write(&signer_file, signer.public_key_to_pem()?)?;
+    let mut opts = server_options(common);
+    opts.trusted_signers = vec![signer_file];
+    let mut server = Server::start(&s.db, &s.storage, &s.device_ca, &common.mode, &opts).await?;
+    let http = admin_http();
+    let post = reqwest::Method::POST;
+    let call = |path: String, body: serde_json::Value, want: u16| {
+        let (server, http, post) = (&server, &http, post.clone());
+        async move {
+            let t = Instant::now();
+            let (status, json) = server.api(http, post, &path, Some(body)).await?;
+            let took = t.elapsed();
+            if status != want {
+                return Err::<_, BoxError>(format!("{path}: HTTP {status}: {json}").into());
+            }
+            Ok((json, took))
+        }
+    };
+    let (policy, _) = call(
+        "/api/v1/policies".into(),
+        json!({"name": "bench", "target_group": group}),
+        201,
+    )
+    .await?;
+    let policy = policy["id"].as_i64().ok_or("no policy id")?;
+    let dir = tempfile::tempdir()?;
+    policy_folder(dir.path())?;
+    let packed =
+        mdm_server::policies::pack::pack(dir.path(), Some(&signer.private_key_to_pem_pkcs8()?))?;
+    let res = http
+        .post(format!("{}/api/v1/policies/{policy}/versions", server.base))
+        .bearer_auth(&server.admin_key)
+        .header(reqwest::header::CONTENT_TYPE, "application/zip")
+        .body(packed.zip)
+        .send()
+        .await?;
+    if res.status().as_u16() != 201 {
+        let status = res.status();
+        return Err(format!("upload: HTTP {status}: {}", res.text().await?).into());
+    }
+    let mem = |server: &Server, report: &mut Report, phase: &str| {
+        if let Some((rss, _)) = server.memory_kib() {
+            report.figure(&format!("rss_mib_after_{phase}"), rss / 1024);
+        }
+    };
+    mem(&server, &mut report, "upload");
+
+    // Each step answers once every device it newly reaches has its sync queued and a push owed.
+    let rollout_path = format!("/api/v1/policies/{policy}/rollout");
+    let steps = [
+        (
+            Stage::Pilot,
+            format!("/api/v1/policies/{policy}/activate"),
+            json!({"version": "1", "soak_secs": ROLLOUT_SOAK_SECS}),
+            201,
+            "activate_to_pilot_queued_seconds",
+        ),
+        (
+            Stage::Canary,
+            format!("{rollout_path}/promote"),
+            json!({}),
+            200,
+            "promote_to_canary_queued_seconds",
+        ),
+        (
+            Stage::Full,
+            format!("{rollout_path}/promote"),
+            json!({}),
+            200,
+            "promote_to_full_queued_seconds",
+        ),
+    ];
+    // The stage that reaches each device, by the plan the rollout says it uses.
+    let mut stage_of: Vec<Stage> = Vec::new();
+    let mut cumulative = 0u64;
+    for (stage, path, body, want, name) in steps {
+        let (answer, took) = call(path, body, want).await?;
+        report.figure(name, (took.as_secs_f64() * 1000.0).round() / 1000.0);
+        mem(&server, &mut report, stage.as_str());
+        if stage_of.is_empty() {
+            let plan = Plan::Shares {
+                pilot_percent: answer["plan"]["pilot_percent"]
+                    .as_u64()
+                    .ok_or("no pilot_percent in the plan")? as u32,
+                canary_percent: answer["plan"]["canary_percent"]
+                    .as_u64()
+                    .ok_or("no canary_percent in the plan")? as u32,
+            };
+            stage_of = udids
+                .iter()
+                .map(|d| plan.stage_of(policy, d, |_| false))
+                .collect();
+        }
+        // The same report every step's answer carries, read on its own.
+        let t = Instant::now();
+        let (status, r) = server
+            .api(&http, reqwest::Method::GET, &rollout_path, None)
+            .await?;
+        report.figure(
+            &format!("get_rollout_after_{}_seconds", stage.as_str()),
+            (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        );
+        if status != 200 {
+            return Err(format!("{rollout_path}: HTTP {status}: {r}").into());
+        }
+        let reached = r["stages"][stage.index() as usize]["devices"]
+            .as_u64()
+            .unwrap_or(0);
+        let want_reached = stage_of.iter().filter(|s| **s == stage).count() as u64;
+        cumulative += want_reached;
+        report.figure(&format!("{}_devices", stage.as_str()), reached);
+        let (queued, owed) = syncs_waiting(&s.storage).await?;
+        report.figure(&format!("syncs_queued_after_{}", stage.as_str()), queued);
+        report.figure(&format!("owed_push_after_{}", stage.as_str()), owed);
+        let problems = [
+            (r["stage"] != stage.as_str() || r["state"] != "running").then(|| {
+                format!(
+                    "the rollout is {} at {}, expected running at {}",
+                    r["state"],
+                    r["stage"],
+                    stage.as_str()
+                )
+            }),
+            (reached != want_reached).then(|| {
+                format!(
+                    "the {} stage reached {reached} devices, its share of the fleet is {want_reached}",
+                    stage.as_str()
+                )
+            }),
+            (queued != cumulative || owed != cumulative).then(|| {
+                format!(
+                    "at {}: {queued} syncs queued, {owed} channels owed a push, {cumulative} devices reached",
+                    stage.as_str()
+                )
+            }),
+        ];
+        for p in problems.into_iter().flatten() {
+            s.fleet
+                .violations
+                .record(super::checker::Violation::NotDelivered, p);
+        }
+    }
+    let total: u64 = ["pilot", "canary", "full"]
+        .iter()
+        .filter_map(|st| report.figures.get(&format!("{st}_devices"))?.as_u64())
+        .sum();
+    report.figure("devices_reached_total", total);
+    if total != p.devices as u64 {
+        s.fleet.violations.record(
+            super::checker::Violation::NotDelivered,
+            format!("the stages reached {total} devices of {}", p.devices),
+        );
+    }
+    if let Some((_, hwm)) = server.memory_kib() {
+        report.figure("server_peak_rss_mib", hwm / 1024);
+    }
+    if server.in_process {
+        report.figure(
+            "note",
+            "in-process: the RSS is the simulator's and the server's together",
+        );
+    }
+    report.violations_of(&s.fleet);
+    // Stopped first: the rows measured next are the ones it wrote.
+    server.stop();
+    let full: Vec<String> = udids
+        .iter()
+        .zip(&stage_of)
+        .filter(|(_, st)| **st == Stage::Full)
+        .map(|(d, _)| d.clone())
+        .collect();
+    rollout_breakdown(&mut report, &s.storage, policy, group, &full).await?;
+    s.db.drop_schema().await;
+    Ok(report)
+}
+
+/// The database side of the promotion to the full stage, step by step on the simulator's own connection
+/// in a transaction that is rolled back: the reads it makes of the whole target (its members, the
+/// devices reached so far), the full stage's set assignments and reached rows written again (taken away
+/// first, untimed), the sync's read of their enrollments, and that sync forced (which withdraws the syncs
+/// the promotion queued and queues new ones, so it does more than the promotion did).
+async fn rollout_breakdown(
+    report: &mut Report,
+    storage: &mdm_server::storage::Storage,
+    policy: i64,
+    group: i64,
+    full: &[String],
+) -> Result<(), BoxError> {
+    use mdm_server::policies::materialize::set_name;
+    use mdm_server::policies::stages::Stage;
+    use mdm_server::storage::ddm::audience::{self, Audience};
+    use mdm_server::storage::{groups::members, rollouts};
+    let now = mdm_server::clock::Clock::now_ms(&mdm_server::clock::SystemClock);
+    let ms = |t: Instant| (t.elapsed().as_secs_f64() * 1000.0).round();
+    let mut full = full.to_vec();
+    full.sort();
+    let set = set_name(policy, "1");
+    let held: Vec<(String, String)> = full.iter().map(|d| (d.clone(), set.clone())).collect();
+    let reached: Vec<(String, i32)> = full
+        .iter()
+        .map(|d| (d.clone(), Stage::Full.index()))
+        .collect();
+    let txn = begin_writing(mdm_server::storage::testing::db(storage)).await?;
+    let t = Instant::now();
+    members::devices_of(&txn, &[group]).await?;
+    report.figure("breakdown_read_target_ms", ms(t));
+    let t = Instant::now();
+    rollouts::reached(&txn, policy).await?;
+    report.figure("breakdown_read_reached_ms", ms(t));
+    rollouts::change_holdings(&txn, &held, &[], now).await?;
+    rollouts::remove_reached(&txn, policy, &full).await?;
+    let t = Instant::now();
+    rollouts::change_holdings(&txn, &[], &held, now).await?;
+    rollouts::add_reached(&txn, policy, &reached, now).await?;
+    report.figure("breakdown_write_full_stage_rows_ms", ms(t));
+    let t = Instant::now();
+    audience::members(&txn, Audience::Ids(&full)).await?;
+    report.figure("breakdown_read_full_stage_audience_ms", ms(t));
+    let t = Instant::now();
+    mdm_server::ddm::sync::announce(&txn, Audience::Ids(&full), true, now).await?;
+    report.figure("breakdown_forced_announce_full_stage_ms", ms(t));
+    txn.rollback().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdm_server::storage::testing::TEST_DATABASE_ENV;
+
+    /// The rollout scenario at toy scale, as `tests/tests/sim_smoke.rs` runs the others: each stage reaches
+    /// its share of the fleet, all of it in the end, with every sync queued and owed a push.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_rollout_scenario_reaches_every_device_stage_by_stage() {
+        let mut dbs = vec![DbChoice::Sqlite];
+        dbs.extend(
+            std::env::var(TEST_DATABASE_ENV)
+                .ok()
+                .filter(|u| !u.is_empty())
+                .map(DbChoice::Postgres),
+        );
+        for db in dbs {
+            let c = Common {
+                db,
+                key_pool: 4,
+                ..Common::default()
+            };
+            let r = rollout(&c, &RolloutParams { devices: 40 })
+                .await
+                .expect("rollout");
+            eprintln!("{}", r.text());
+            assert_eq!(r.total_violations(), 0, "{}", r.text());
+            assert_eq!(r.figures["devices_reached_total"], 40);
+            assert_eq!(r.figures["syncs_queued_after_full"], 40);
+        }
+    }
+}
