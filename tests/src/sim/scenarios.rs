@@ -1586,25 +1586,6 @@ pub struct RolloutParams {
 /// here is the admin's call being measured.
 const ROLLOUT_SOAK_SECS: u64 = 3_600;
 
-/// A policy folder as a CI job checks it out: a passcode configuration and the activation applying it.
-fn policy_folder(dir: &std::path::Path) -> Result<(), BoxError> {
-    let manifest = json!({"version": "1",
-        "declarations": ["declarations/passcode.json", "declarations/activation.json"]});
-    let passcode = json!({"Type": "com.apple.configuration.passcode.settings",
-        "Identifier": "com.example.passcode",
-        "Payload": {"RequirePasscode": true, "MinimumLength": 6}});
-    let activation = json!({"Type": "com.apple.activation.simple", "Identifier": "com.example.activation",
-        "Payload": {"StandardConfigurations": ["com.example.passcode"]}});
-    std::fs::create_dir_all(dir.join("declarations"))?;
-    std::fs::write(dir.join("policy.json"), manifest.to_string())?;
-    std::fs::write(dir.join("declarations/passcode.json"), passcode.to_string())?;
-    std::fs::write(
-        dir.join("declarations/activation.json"),
-        activation.to_string(),
-    )?;
-    Ok(())
-}
-
 /// Put every device in one new static group through the repositories (setup: the admin API takes a
 /// group's devices in one body). Returns the group's id.
 async fn group_of_all(
@@ -1692,7 +1673,7 @@ pub async fn rollout(common: &Common, p: &RolloutParams) -> Result<Report, BoxEr
     .await?;
     let policy = policy["id"].as_i64().ok_or("no policy id")?;
     let dir = tempfile::tempdir()?;
-    policy_folder(dir.path())?;
+    crate::policy::folder(dir.path(), "1", 6, false);
     let packed =
         mdm_server::policies::pack::pack(dir.path(), Some(&signer.private_key_to_pem_pkcs8()?))?;
     let res = http
