@@ -1825,9 +1825,9 @@ pub async fn rollout(common: &Common, p: &RolloutParams) -> Result<Report, BoxEr
 
 /// The database side of the promotion to the full stage, step by step on the simulator's own connection
 /// in a transaction that is rolled back: the reads it makes of the whole target (its members, the
-/// devices reached so far), the full stage's set assignments and reached rows written again (taken away
-/// first, untimed), the sync's read of their enrollments, and that sync forced (which withdraws the syncs
-/// the promotion queued and queues new ones, so it does more than the promotion did).
+/// devices reached so far), then, each undone first (untimed), what it wrote for the full stage's
+/// devices: their set assignments, their reached rows, and their sync (its read of their enrollments
+/// timed apart too) with no sync waiting, no token announced and no push owed, as the promotion found them.
 async fn rollout_breakdown(
     report: &mut Report,
     storage: &mdm_server::storage::Storage,
@@ -1860,14 +1860,30 @@ async fn rollout_breakdown(
     rollouts::remove_reached(&txn, policy, &full).await?;
     let t = Instant::now();
     rollouts::change_holdings(&txn, &[], &held, now).await?;
+    report.figure("breakdown_write_full_stage_assignments_ms", ms(t));
+    let t = Instant::now();
     rollouts::add_reached(&txn, policy, &reached, now).await?;
-    report.figure("breakdown_write_full_stage_rows_ms", ms(t));
+    report.figure("breakdown_write_full_stage_reached_ms", ms(t));
     let t = Instant::now();
     audience::members(&txn, Audience::Ids(&full)).await?;
     report.figure("breakdown_read_full_stage_audience_ms", ms(t));
+    let stage_full = format!(
+        "SELECT device_id FROM policy_rollout_devices WHERE policy_id = {policy} AND stage = {}",
+        Stage::Full.index()
+    );
+    for undo in [
+        format!("DELETE FROM command_queue WHERE enrollment_id IN ({stage_full})"),
+        format!("DELETE FROM ddm_enrollments WHERE enrollment_id IN ({stage_full})"),
+        format!("UPDATE enrollments SET next_push_at = NULL WHERE id IN ({stage_full})"),
+    ] {
+        sea_orm::ConnectionTrait::execute_unprepared(&txn, &undo).await?;
+    }
     let t = Instant::now();
-    mdm_server::ddm::sync::announce(&txn, Audience::Ids(&full), true, now).await?;
-    report.figure("breakdown_forced_announce_full_stage_ms", ms(t));
+    let synced = mdm_server::ddm::sync::announce(&txn, Audience::Ids(&full), false, now).await?;
+    report.figure("breakdown_sync_full_stage_ms", ms(t));
+    if synced.queued != full.len() {
+        report.figure("breakdown_sync_full_stage_queued", synced.queued);
+    }
     txn.rollback().await?;
     Ok(())
 }
