@@ -20,7 +20,7 @@ use crate::storage::{groups, outbox, policies, Storage, StorageError};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -311,7 +311,7 @@ impl Rollouts {
 
     /// Move one running rollout on if its gates say so.
     async fn advance(&self, r: Rollout, now: i64) -> Result<Option<Step>, PolicyError> {
-        let figures = self.figures(&r).await?.0;
+        let figures = figures(&self.storage.read(), &r).await?.0;
         match gates::decide(
             &gates_of(&r),
             &figures,
@@ -502,11 +502,6 @@ impl Rollouts {
             .await
     }
 
-    /// Where the devices a rollout reached stand, by stage, and the most frequent reasons of failures.
-    async fn figures(&self, r: &Rollout) -> Result<(Figures, Vec<ReasonCount>), PolicyError> {
-        figures(&self.storage.read(), r).await
-    }
-
     /// A policy's rollout as the API shows it.
     pub async fn report(&self, policy_id: i64, now: i64) -> Result<Report, PolicyError> {
         let read = self.storage.read();
@@ -632,21 +627,19 @@ fn classify(
             _ => verified = false,
         }
     }
-    let one = |f: fn(&mut Counts)| {
-        let mut c = Counts {
-            devices: 1,
-            ..Counts::default()
-        };
-        f(&mut c);
-        c
+    let mut c = Counts {
+        devices: 1,
+        ..Counts::default()
     };
-    match failed_with {
-        Some(reasons) => (one(|c| c.failed = 1), Some(reasons)),
-        None if verified => (one(|c| c.succeeded = 1), None),
-        None => (one(|c| c.pending = 1), None),
+    match (&failed_with, verified) {
+        (Some(_), _) => c.failed = 1,
+        (None, true) => c.succeeded = 1,
+        (None, false) => c.pending = 1,
     }
+    (c, failed_with)
 }
 
+/// Where the devices a rollout reached stand, by stage, and the most frequent reasons of failures.
 async fn figures<C: ConnectionTrait>(
     c: &C,
     r: &Rollout,
@@ -749,7 +742,6 @@ fn report(r: &Rollout, figures: &Figures, top: Vec<ReasonCount>, now: i64) -> Re
     };
     let next_promotion_at = matches!(state, State::Running | State::Paused)
         .then(|| to_rfc3339(r.stage_started_at.saturating_add(r.soak_secs * 1000)));
-    let by_stage: BTreeMap<Stage, Counts> = figures.stages.clone();
     Report {
         policy_id: r.policy_id,
         version: r.version.clone(),
@@ -764,7 +756,7 @@ fn report(r: &Rollout, figures: &Figures, top: Vec<ReasonCount>, now: i64) -> Re
             .map(|s| StageReport {
                 stage: *s,
                 entered: *s <= stage,
-                counts: by_stage.get(s).copied().unwrap_or_default(),
+                counts: figures.of(*s),
             })
             .collect(),
         gates: GateReport {

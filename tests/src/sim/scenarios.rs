@@ -193,6 +193,27 @@ fn server_options(common: &Common) -> ServerOptions {
     }
 }
 
+/// The server's memory after a phase of a run: its RSS and high-water mark so far.
+fn memory_after(server: &Server, report: &mut Report, phase: &str) {
+    if let Some((rss, hwm)) = server.memory_kib() {
+        report.figure(&format!("rss_mib_after_{phase}"), rss / 1024);
+        report.figure(&format!("hwm_mib_after_{phase}"), hwm / 1024);
+    }
+}
+
+/// The server's peak RSS over the run (in process, the simulator's too, as the report says).
+fn peak_memory(server: &Server, report: &mut Report) {
+    if let Some((_, hwm)) = server.memory_kib() {
+        report.figure("server_peak_rss_mib", hwm / 1024);
+    }
+    if server.in_process {
+        report.figure(
+            "note",
+            "in-process: the RSS is the simulator's and the server's together",
+        );
+    }
+}
+
 /// Seed the fleet through the storage repositories, recording how long it took.
 async fn seed(report: &mut Report, s: &Setup) -> Result<(), BoxError> {
     let t = Phase::start();
@@ -899,13 +920,7 @@ pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxErro
         &server_options(common),
     )
     .await?;
-    let mem = |server: &Server, report: &mut Report, phase: &str| {
-        if let Some((rss, hwm)) = server.memory_kib() {
-            report.figure(&format!("rss_mib_after_{phase}"), rss / 1024);
-            report.figure(&format!("hwm_mib_after_{phase}"), hwm / 1024);
-        }
-    };
-    mem(&server, &mut report, "start");
+    memory_after(&server, &mut report, "start");
     let t = Phase::start();
     s.fleet.presign(false);
     eprintln!(
@@ -928,7 +943,7 @@ pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxErro
         "idle check-in from every device",
         s.fleet.latency.summary(t.elapsed()),
     );
-    mem(&server, &mut report, "idle_sweep");
+    memory_after(&server, &mut report, "idle_sweep");
     let enq = Enqueuer::new(&server, &s.fleet);
     let took = enq
         .enqueue(json!({"RequestType": "ProfileList"}), 0, true)
@@ -937,7 +952,7 @@ pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxErro
         "fanout_seconds",
         (took.as_secs_f64() * 1000.0).round() / 1000.0,
     );
-    mem(&server, &mut report, "fanout");
+    memory_after(&server, &mut report, "fanout");
     let drain: Vec<usize> = (0..p.drain_devices.min(s.fleet.len())).collect();
     let t = Phase::start();
     let before = s.fleet.command_latency.len();
@@ -954,17 +969,9 @@ pub async fn memory(common: &Common, p: &MemoryParams) -> Result<Report, BoxErro
         "drain_seconds",
         (t.elapsed().as_secs_f64() * 100.0).round() / 100.0,
     );
-    mem(&server, &mut report, "drain");
-    if let Some((_, hwm)) = server.memory_kib() {
-        report.figure("server_peak_rss_mib", hwm / 1024);
-    }
+    memory_after(&server, &mut report, "drain");
+    peak_memory(&server, &mut report);
     report.counters(&s.fleet.counters);
-    if server.in_process {
-        report.figure(
-            "note",
-            "in-process: the RSS is the simulator's and the server's together",
-        );
-    }
     report.violations_of(&s.fleet);
     server.stop();
     s.db.drop_schema().await;
@@ -1687,12 +1694,7 @@ pub async fn rollout(common: &Common, p: &RolloutParams) -> Result<Report, BoxEr
         let status = res.status();
         return Err(format!("upload: HTTP {status}: {}", res.text().await?).into());
     }
-    let mem = |server: &Server, report: &mut Report, phase: &str| {
-        if let Some((rss, _)) = server.memory_kib() {
-            report.figure(&format!("rss_mib_after_{phase}"), rss / 1024);
-        }
-    };
-    mem(&server, &mut report, "upload");
+    memory_after(&server, &mut report, "upload");
 
     // Each step answers once every device it newly reaches has its sync queued and a push owed.
     let rollout_path = format!("/api/v1/policies/{policy}/rollout");
@@ -1725,7 +1727,7 @@ pub async fn rollout(common: &Common, p: &RolloutParams) -> Result<Report, BoxEr
     for (stage, path, body, want, name) in steps {
         let (answer, took) = call(path, body, want).await?;
         report.figure(name, (took.as_secs_f64() * 1000.0).round() / 1000.0);
-        mem(&server, &mut report, stage.as_str());
+        memory_after(&server, &mut report, stage.as_str());
         if stage_of.is_empty() {
             let plan = Plan::Shares {
                 pilot_percent: answer["plan"]["pilot_percent"]
@@ -1800,15 +1802,7 @@ pub async fn rollout(common: &Common, p: &RolloutParams) -> Result<Report, BoxEr
             format!("the stages reached {total} devices of {}", p.devices),
         );
     }
-    if let Some((_, hwm)) = server.memory_kib() {
-        report.figure("server_peak_rss_mib", hwm / 1024);
-    }
-    if server.in_process {
-        report.figure(
-            "note",
-            "in-process: the RSS is the simulator's and the server's together",
-        );
-    }
+    peak_memory(&server, &mut report);
     report.violations_of(&s.fleet);
     // Stopped first: the rows measured next are the ones it wrote.
     server.stop();
