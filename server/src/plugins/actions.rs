@@ -453,6 +453,8 @@ mod tests {
             ("D", "a/b"),
             ("D", "caf\u{e9}"),
             ("D", "s".repeat(129).as_str()),
+            // A policy version's set is the policy's to assign, never a plugin's.
+            ("D", "mdm.policy.1.2026.05"),
         ] {
             assert!(
                 check_assignment(&assignment(id, set)).is_err(),
