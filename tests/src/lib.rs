@@ -8,6 +8,7 @@ pub mod harness;
 pub mod plugins;
 pub mod policy;
 pub mod process;
+pub mod profiles;
 pub mod shared;
 pub mod sim;
 pub mod sink;

@@ -14,7 +14,7 @@
 //! item schema (its one subkey).
 
 use mdm_server::protocol::ddm::{Declaration, DeclarationError};
-use mdm_tests::shared::shared_path;
+use mdm_tests::shared::{check_generated, shared_path, yaml_files};
 use serde_json::{json, Map, Value};
 use serde_yaml::Value as Yaml;
 use std::collections::BTreeMap;
@@ -38,31 +38,8 @@ fn the_committed_schemas_are_generated_from_the_spec() {
     let Some(spec) = shared_path(SPEC) else {
         return;
     };
-    let generated = generate(&spec);
-    let path = committed_path();
-    if std::env::var_os(REGENERATE).is_some_and(|v| v == "1") {
-        // Written whole, then renamed: the other tests here read the file meanwhile.
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, &generated).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-        eprintln!("wrote {}", path.display());
-        return;
-    }
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    if current != generated {
-        // The first line that differs, or the line after the shorter text ends.
-        let line = current
-            .lines()
-            .zip(generated.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| current.lines().count().min(generated.lines().count()))
-            + 1;
-        panic!(
-            "server/src/protocol/ddm/schemas.json is not what ../shared/{SPEC} generates (first difference at \
-             line {line}). Regenerate it with `{REGENERATE}=1 cargo test --workspace --test ddm_schemas` and \
-             review the diff."
-        );
-    }
+    let how = "cargo test --workspace --test ddm_schemas";
+    check_generated(&committed_path(), &generate(&spec), REGENERATE, how);
 }
 
 /// The file's text: `base` (Apple's `declarationtype: any`), `declarations` (each Type's Payload) and
@@ -109,23 +86,6 @@ fn generate(spec: &Path) -> String {
         "status_items": status_items,
     });
     serde_json::to_string_pretty(&out).unwrap() + "\n"
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn read_yaml(file: &Path) -> Yaml {

@@ -18,6 +18,18 @@ fn ok(r: Resp, status: u16, what: &str) -> Value {
     r.json()
 }
 
+/// A zip of these files, made without `policy pack`'s checks.
+fn hand_zip(files: &[(&str, String)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, text) in files {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(text.as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
 fn bundle(version: &str, minimum_length: i64, key: Option<&[u8]>) -> (Vec<u8>, String) {
     let dir = tempfile::tempdir().unwrap();
     folder(dir.path(), version, minimum_length, true);
@@ -102,6 +114,20 @@ async fn versions_are_checked_whole_stored_once_and_never_changed() {
         let bad_profile = pack::pack(dir.path(), Some(&private)).map(|p| p.zip);
         let e = bad_profile.expect_err("pack checks the bundle too").to_string();
         assert!(e.contains("profiles/wifi.mobileconfig"), "{e}");
+        // A bundle built by another tool: the server refuses it the same way, naming the file and why
+        // (a profile whose payloads no one platform installs: a Mac-only one beside an iOS-only one).
+        let mixed = mdm_tests::policy::PROFILE
+            .replace("com.apple.wifi.managed", "com.apple.systempolicy.control")
+            .replace(
+                "</array></dict></plist>",
+                "<dict><key>PayloadType</key><string>com.apple.app.lock</string><key>PayloadIdentifier</key>\
+                 <string>com.example.lock</string></dict></array></dict></plist>",
+            );
+        let manifest = json!({"version": "2026.07", "profiles": ["profiles/mixed.mobileconfig"]});
+        let zip = hand_zip(&[("policy.json", manifest.to_string()), ("profiles/mixed.mobileconfig", mixed)]);
+        let r = upload(&s, policy, zip, &writer).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("profiles/mixed.mobileconfig") && r.text().contains("no platform installs"), "{}", r.text());
         let (signed, _) = bundle("2026.06", 8, Some(&private));
         assert_eq!(upload(&s, policy, signed.clone(), &reader).await.status, 403);
         assert_eq!(upload(&s, 9_999, signed.clone(), &writer).await.status, 404);
@@ -129,6 +155,7 @@ async fn versions_are_checked_whole_stored_once_and_never_changed() {
         assert_eq!(one["sha256"], digest.as_str());
         assert_eq!(one["profiles"][0]["identifier"], "com.example.wifi", "{one}");
         assert_eq!(one["profiles"][0]["payload_types"], json!(["com.apple.wifi.managed"]));
+        assert_eq!(one["profiles"][0]["platforms"], json!(["iOS", "macOS", "tvOS", "visionOS", "watchOS"]));
         assert_eq!(s.get(&format!("/api/v1/policies/{policy}/versions/nope")).await.status, 404);
         assert_eq!(s.get(&format!("/api/v1/policies/{policy}/versions/a%20b")).await.status, 400);
         let all = ok(s.get("/api/v1/policies").await, 200, "policies");

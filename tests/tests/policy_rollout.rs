@@ -13,6 +13,7 @@ use mdm_tests::ddm::DdmClient;
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::{each_database, Resp, TestServer};
 use mdm_tests::policy::folder;
+use mdm_tests::profiles::ProfileStore;
 use mdm_tests::sink::Sink;
 use openssl::pkey::PKey;
 use sea_orm::ConnectionTrait;
@@ -510,9 +511,6 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
         let policy = rig.policy;
         rig.upload("1", 6).await;
         assert_eq!(s.get(&format!("/api/v1/policies/{policy}/rollout")).await.status, 404, "nothing activated");
-        rig.upload_folder("with-profile", 6, true).await;
-        let r = rig.activate(json!({"version": "with-profile"})).await;
-        assert!(r.text().contains("does not install yet"), "{}", r.text());
 
         // Refused activations change nothing.
         let reader = s.key(&[mdm_server::apikeys::Scope::DevicesRead]).await;
@@ -530,7 +528,6 @@ async fn admins_steer_a_rollout_and_cannot_touch_what_a_policy_owns() {
             (json!({"version": "1", "pilot_group": 9999, "canary_group": 9998}), 400),
             (json!({"version": "1", "soak_secs": 40_000_000}), 400),
             (json!({"version": "9"}), 404),
-            (json!({"version": "with-profile"}), 400),
         ] {
             let r = rig.activate(body.clone()).await;
             assert_eq!(r.status, status, "{body}: {}", r.text());
@@ -668,6 +665,328 @@ async fn explicit_stage_groups_and_a_dynamic_target_that_follows_os_updates() {
         let reached: u64 = r["stages"].as_array().unwrap().iter().map(|s| s["devices"].as_u64().unwrap()).sum();
         assert_eq!(reached, 4, "{r}");
 
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+/// The profile of `mdm_tests::policy::PROFILE` as devices are sent it: the PayloadUUID a device lists.
+fn delivered_wifi_uuid() -> String {
+    use mdm_server::policies::profile;
+    let bytes = mdm_tests::policy::PROFILE.as_bytes();
+    let p = profile::read("wifi", bytes).unwrap();
+    profile::delivered(bytes, &p).unwrap().payload_uuid
+}
+
+/// The profile commands among those a device received.
+fn profile_commands(received: Vec<String>) -> Vec<String> {
+    received
+        .into_iter()
+        .filter(|t| t.contains("Profile"))
+        .collect()
+}
+
+/// Explicit stages over 12 devices: pilots 0–3, canaries 4–7, the rest at full.
+async fn twelve_with_stages(db: TestDatabase) -> (Rig, Value, Value) {
+    let rig = Rig::with(db, 12, None, |_| {}).await;
+    let udids = |r: std::ops::Range<usize>| -> Vec<String> {
+        fleet()[r].iter().map(|d| d.udid.clone()).collect()
+    };
+    let pilot = ok(
+        rig.s
+            .post(
+                "/api/v1/groups",
+                json!({"name": "pilots", "devices": udids(0..4)}),
+            )
+            .await,
+        201,
+        "pilots",
+    )["id"]
+        .clone();
+    let canary = ok(
+        rig.s
+            .post(
+                "/api/v1/groups",
+                json!({"name": "canaries", "devices": udids(4..8)}),
+            )
+            .await,
+        201,
+        "canaries",
+    )["id"]
+        .clone();
+    (rig, pilot, canary)
+}
+
+async fn device_profiles(rig: &Rig, i: usize) -> Value {
+    let path = format!("/api/v1/devices/{}/profiles", fleet()[i].udid);
+    ok(rig.s.get(&path).await, 200, "device profiles")["profiles"].clone()
+}
+
+#[tokio::test]
+async fn profiles_are_installed_only_where_missing_verified_by_a_list_and_gate_the_rollout() {
+    each_database(|db| async move {
+        let (mut rig, pilot, canary) = twelve_with_stages(db).await;
+        let mut stores = vec![ProfileStore::default(); 12];
+        // Device 1 has the profile already; device 2's acknowledgement of its install is lost.
+        stores[1].preinstall("com.example.wifi", &delivered_wifi_uuid());
+        stores[2].drop_next_install_ack = true;
+        rig.upload_folder("1", 6, true).await;
+        let r = rig
+            .activate(json!({"version": "1", "pilot_group": pilot, "canary_group": canary, "soak_secs": SOAK_SECS}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+
+        let mut got = Vec::new();
+        for (i, store) in stores.iter_mut().enumerate() {
+            got.push(profile_commands(store.run(&rig.s, &fleet()[i]).await));
+        }
+        let install = ["ProfileList", "InstallProfile", "ProfileList"];
+        assert_eq!(got[0], install, "listed, installed, confirmed");
+        assert_eq!(got[1], ["ProfileList"], "already there: nothing installed");
+        assert_eq!(got[2], ["ProfileList", "InstallProfile"], "the answer was lost");
+        assert!(got[4..].iter().all(Vec::is_empty), "not reached: asked nothing");
+        assert_eq!(device_profiles(&rig, 2).await[0]["state"], "pending");
+        // Device 2 checks in again: the install is offered again, answered, and confirmed.
+        let again = profile_commands(stores[2].run(&rig.s, &fleet()[2]).await);
+        assert_eq!(again, ["InstallProfile", "ProfileList"]);
+        for i in 0..4 {
+            let p = device_profiles(&rig, i).await;
+            assert_eq!(p.as_array().unwrap().len(), 1, "{p}");
+            assert_eq!(p[0]["state"], "verified", "device {i}: {p}");
+            assert_eq!(p[0]["payload_uuid"], delivered_wifi_uuid());
+            assert_eq!(p[0]["version"], "1");
+        }
+
+        // The declarations are verified too: the pilot succeeded and the rollout moves on by itself.
+        rig.sync_all().await;
+        let r = rig.rollout().await;
+        assert_eq!(r["stages"][0]["succeeded"], 4, "{r}");
+        for stage in ["canary", "full"] {
+            rig.soak();
+            assert_eq!(rig.round().await, ["policy.rollout_promoted"], "to {stage}");
+            for (i, store) in stores.iter_mut().enumerate() {
+                store.run(&rig.s, &fleet()[i]).await;
+            }
+            rig.sync_all().await;
+        }
+        rig.soak();
+        assert_eq!(rig.round().await, ["policy.rollout_completed"]);
+        assert!(stores.iter().all(|s| s.installed.len() == 1));
+        let installs: usize = stores
+            .iter()
+            .map(|s| s.received.iter().filter(|t| *t == "InstallProfile").count())
+            .sum();
+        assert_eq!(installs, 11 + 1, "one each but device 1, and device 2's offered twice");
+        // Device 5 unenrolls (its profiles go with the MDM profile) and enrolls again: nothing tracked of
+        // it is trusted, it is listed and installed afresh.
+        let r = rig.s.checkin(&fleet()[5], fleet()[5].checkout()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(device_profiles(&rig, 5).await, json!([]));
+        stores[5].installed.clear();
+        rig.s.enroll(&fleet()[5]).await;
+        assert_eq!(profile_commands(stores[5].run(&rig.s, &fleet()[5]).await), install);
+
+        // A version without the profile: its pilots have it removed, confirmed by their lists.
+        rig.upload_folder("2", 6, false).await;
+        let r = rig
+            .activate(json!({"version": "2", "pilot_group": pilot, "canary_group": canary, "soak_secs": SOAK_SECS}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        for (i, store) in stores.iter_mut().enumerate() {
+            let got = profile_commands(store.run(&rig.s, &fleet()[i]).await);
+            if i < 4 {
+                assert_eq!(got, ["ProfileList", "RemoveProfile", "ProfileList"], "device {i}");
+                assert!(store.installed.is_empty());
+                assert_eq!(device_profiles(&rig, i).await[0]["state"], "removed");
+            } else {
+                assert!(got.is_empty(), "device {i} keeps version 1: {got:?}");
+                assert_eq!(store.installed.len(), 1);
+            }
+        }
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_profile_a_device_refuses_is_retried_with_backoff_then_fails_and_halts_the_rollout() {
+    use mdm_server::policies::reconciler::{backoff_ms, retry_due, MAX_ATTEMPTS};
+    each_database(|db| async move {
+        let (rig, pilot, canary) = twelve_with_stages(db).await;
+        let mut stores = vec![ProfileStore::default(); 12];
+        stores[3].refuses.insert("com.example.wifi".into());
+        rig.upload_folder("1", 6, true).await;
+        let r = rig
+            .activate(json!({"version": "1", "pilot_group": pilot, "canary_group": canary, "soak_secs": SOAK_SECS}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        for (i, store) in stores.iter_mut().enumerate().take(4) {
+            store.run(&rig.s, &fleet()[i]).await;
+        }
+        let retry = || async { retry_due(&rig.s.storage, rig.s.clock_now()).await.unwrap() };
+        for attempt in 1..MAX_ATTEMPTS {
+            let p = device_profiles(&rig, 3).await;
+            assert_eq!((p[0]["state"].as_str(), p[0]["attempts"].as_i64()), (Some("pending"), Some(attempt as i64)), "{p}");
+            assert_eq!(p[0]["error"][0]["ErrorCode"], 4001);
+            assert!(rig.round().await.is_empty(), "pending is not failed");
+            // Not before the backoff is over.
+            rig.s.clock.advance_ms(backoff_ms(attempt) - 1_000);
+            assert_eq!(retry().await, 0);
+            rig.s.clock.advance_ms(1_000);
+            assert_eq!(retry().await, 1, "attempt {attempt} backed off");
+            let got = profile_commands(stores[3].run(&rig.s, &fleet()[3]).await);
+            assert_eq!(got, ["ProfileList", "InstallProfile"]);
+        }
+        let p = device_profiles(&rig, 3).await;
+        assert_eq!((p[0]["state"].as_str(), p[0]["attempts"].as_i64()), (Some("failed"), Some(MAX_ATTEMPTS as i64)), "{p}");
+        rig.s.clock.advance_ms(backoff_ms(MAX_ATTEMPTS) * 2);
+        assert_eq!(retry().await, 0, "failed for good");
+
+        let r = rig.rollout().await;
+        assert_eq!(r["stages"][0]["failed"], 1, "{r}");
+        assert_eq!(r["top_failure_reasons"][0]["code"], "profile:MCProfileErrorDomain:4001", "{r}");
+        assert_eq!(rig.round().await, ["policy.rollout_rolled_back"]);
+        // Rolled back (there was no version before): the pilots that have it get it removed; device 3,
+        // which never installed it, is only asked for its list.
+        for (i, store) in stores.iter_mut().enumerate() {
+            let got = profile_commands(store.run(&rig.s, &fleet()[i]).await);
+            match i {
+                0..=2 => assert_eq!(got, ["ProfileList", "RemoveProfile", "ProfileList"], "device {i}"),
+                3 => assert_eq!(got, ["ProfileList"]),
+                _ => assert!(got.is_empty(), "device {i}: {got:?}"),
+            }
+            assert!(store.installed.is_empty(), "device {i}");
+        }
+        assert_eq!(device_profiles(&rig, 3).await[0]["state"], "removed");
+        let unknown = rig.s.get("/api/v1/devices/nobody/profiles").await;
+        assert_eq!(unknown.status, 404);
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+/// Device `i` acknowledges what it is sent until its ProfileList, which it answers with `items`; the
+/// server's response to that answer.
+async fn answer_profile_list(rig: &Rig, i: usize, items: Vec<plist::Value>) -> Resp {
+    use mdm_tests::device::ReceivedCommand;
+    let dev = &fleet()[i];
+    let mut r = rig.s.connect(dev, dev.idle(None)).await;
+    loop {
+        let cmd = ReceivedCommand::parse(&r.body).expect("a ProfileList is waiting");
+        let mut extra = plist::Dictionary::new();
+        if cmd.request_type == "ProfileList" {
+            extra.insert("ProfileList".into(), plist::Value::Array(items));
+            return rig
+                .s
+                .connect(dev, dev.report(None, "Acknowledged", &cmd.uuid, extra))
+                .await;
+        }
+        r = rig
+            .s
+            .connect(dev, dev.report(None, "Acknowledged", &cmd.uuid, extra))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_list_concludes_nothing_and_silent_devices_or_lost_commands_are_asked_again() {
+    use mdm_server::policies::reconciler::{retry_due, RELIST_MS, STALE_COMMAND_MS};
+    use mdm_tests::device::ReceivedCommand;
+    each_database(|db| async move {
+        let rig = Rig::with(db, 2, None, |_| {}).await;
+        rig.upload_folder("1", 6, true).await;
+        let r = rig
+            .activate(json!({"version": "1", "pilot_percent": 100, "canary_percent": 100}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        // Device 0 answers its ProfileList with an item that is not a profile: nothing is sent.
+        let r = answer_profile_list(&rig, 0, vec![7.into()]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        if let Ok(next) = ReceivedCommand::parse(&r.body) {
+            assert!(
+                !next.request_type.contains("Profile"),
+                "nothing sent on a malformed list: {next:?}"
+            );
+        }
+        let p = device_profiles(&rig, 0).await;
+        assert_eq!(
+            (p[0]["state"].as_str(), p[0]["in_flight"].as_bool()),
+            (Some("pending"), Some(false)),
+            "{p}"
+        );
+        // Device 1 lists nothing, so an InstallProfile is queued; an admin clears its queue before it
+        // is delivered.
+        assert_eq!(answer_profile_list(&rig, 1, vec![]).await.status, 200);
+        assert_eq!(device_profiles(&rig, 1).await[0]["in_flight"], true);
+        let clear = format!("/api/v1/enrollments/{}/commands", fleet()[1].udid);
+        assert_eq!(rig.s.delete(&clear).await.status, 200);
+
+        // Device 0 is asked again once an hour has passed; device 1 once its command is a day old.
+        let retry = || async { retry_due(&rig.s.storage, rig.s.clock_now()).await.unwrap() };
+        assert_eq!(retry().await, 0);
+        rig.s.clock.advance_ms(RELIST_MS);
+        assert_eq!(retry().await, 1);
+        assert_eq!(retry().await, 0, "asked already");
+        let mut stores = vec![ProfileStore::default(); 2];
+        let install = ["ProfileList", "InstallProfile", "ProfileList"];
+        assert_eq!(
+            profile_commands(stores[0].run(&rig.s, &fleet()[0]).await),
+            install
+        );
+        rig.s.clock.advance_ms(STALE_COMMAND_MS);
+        assert_eq!(retry().await, 1);
+        assert_eq!(
+            profile_commands(stores[1].run(&rig.s, &fleet()[1]).await),
+            install,
+            "the canceled install is sent again"
+        );
+        for i in 0..2 {
+            assert_eq!(device_profiles(&rig, i).await[0]["state"], "verified");
+        }
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_profile_for_macs_is_skipped_on_iphones_which_still_succeed() {
+    each_database(|db| async move {
+        let mut rig = Rig::with(db, 2, None, |_| {}).await;
+        assert_eq!(
+            (fleet()[0].platform, fleet()[1].platform),
+            (Platform::Ios, Platform::MacOs)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        folder(dir.path(), "1", 6, true);
+        let mac_only = mdm_tests::policy::PROFILE
+            .replace("com.apple.wifi.managed", "com.apple.systempolicy.control");
+        std::fs::write(dir.path().join("profiles/wifi.mobileconfig"), mac_only).unwrap();
+        let packed = pack::pack(dir.path(), Some(&rig.signing_key)).unwrap();
+        let url = format!("{}/api/v1/policies/{}/versions", rig.s.base, rig.policy);
+        let res = rig
+            .s
+            .http
+            .post(url)
+            .bearer_auth(&rig.s.admin_key)
+            .body(packed.zip)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 201);
+        let r = rig
+            .activate(json!({"version": "1", "pilot_percent": 100, "canary_percent": 100}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        let mut stores = vec![ProfileStore::default(); 2];
+        let iphone = profile_commands(stores[0].run(&rig.s, &fleet()[0]).await);
+        assert!(iphone.is_empty(), "nothing to ask an iPhone: {iphone:?}");
+        let mac = profile_commands(stores[1].run(&rig.s, &fleet()[1]).await);
+        assert_eq!(mac, ["ProfileList", "InstallProfile", "ProfileList"]);
+        assert_eq!(device_profiles(&rig, 0).await[0]["state"], "skipped");
+        assert_eq!(device_profiles(&rig, 1).await[0]["state"], "verified");
+        rig.sync_all().await;
+        let r = rig.rollout().await;
+        assert_eq!(r["stages"][0]["succeeded"], 2, "{r}");
         rig.s.stop().await;
     })
     .await;

@@ -177,6 +177,11 @@ async fn record<C: ConnectionTrait>(
     };
     let (outcome, memberships) = store::command_result(txn, e, result, now).await?;
     crate::groups::sync_members(txn, &memberships, now).await?;
+    if outcome == ReportOutcome::Recorded {
+        let (status, chain) = (queue_status(status), &report.error_chain);
+        crate::policies::reconciler::on_report(txn, e, uuid, status, &report.dict, chain, now)
+            .await?;
+    }
     match outcome {
         ReportOutcome::Recorded if status == ReportStatus::Error => {
             tracing::info!(enrollment = %e.id, command = uuid, chain = ?report.error_chain, "command failed on device")

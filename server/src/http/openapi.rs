@@ -57,7 +57,7 @@ const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
 #[openapi(
     info(title = "mdm-server admin API", description = "Devices, groups, commands, declarative management and API keys. Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`)."),
     paths(
-        devices::list, devices::get, devices::allow_reenrollment,
+        devices::list, devices::get, devices::profiles, devices::allow_reenrollment,
         groups::create, groups::list, groups::get, groups::update, groups::delete, groups::devices,
         commands::enqueue, commands::status, commands::result, commands::queue, commands::clear, commands::cancel,
         keys::create, keys::list, keys::revoke,

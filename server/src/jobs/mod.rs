@@ -8,6 +8,7 @@ mod groups;
 pub mod housekeeping;
 mod identity_renewal;
 mod plugins;
+mod profiles;
 mod push;
 mod rollouts;
 
@@ -48,12 +49,10 @@ pub fn spawn_all(s: Services, config: &Config) {
     // Rules on times are as current as this period (housekeeping's: 5 minutes by default).
     groups::spawn(s.storage.clone(), s.clock.clone(), housekeeping_every);
     identity_renewal::spawn(s.enroll, s.queue, housekeeping_every);
-    audit_sealer::spawn(s.storage);
-    rollouts::spawn(
-        s.rollouts,
-        s.clock.clone(),
-        Duration::from_secs(config.policies.rollout_interval_secs),
-    );
+    audit_sealer::spawn(s.storage.clone());
+    let rollout_every = Duration::from_secs(config.policies.rollout_interval_secs);
+    rollouts::spawn(s.rollouts, s.clock.clone(), rollout_every);
+    profiles::spawn(s.storage.clone(), s.clock.clone(), rollout_every);
     if config.push.worker {
         push::spawn(
             s.push,

@@ -1,7 +1,8 @@
 //! Which version of a policy each device holds. A device of the target group holds the rollout's version
 //! once the stage that reaches it has been entered (and the rollout was not rolled back), and otherwise
 //! the version before it, if there was one; a device outside the target group holds none. Holding is an
-//! assignment of the version's set to the device channel, so every DDM read already answers for it.
+//! assignment of the version's set to the device channel, so every DDM read already answers for it, and
+//! the reconciler installs the version's profiles from it.
 //!
 //! [`settle`] makes the assignments say so, for some devices or the whole target group, and syncs the
 //! devices whose holdings changed, in the caller's transaction: rollout steps, target or stage group
@@ -185,6 +186,7 @@ pub async fn settle<C: ConnectionTrait>(
     if changed.is_empty() {
         return Ok(Synced::default());
     }
+    super::reconciler::follow_holdings(c, &changed, now).await?;
     announce(c, Audience::Ids(&changed), false, now).await
 }
 

@@ -27,6 +27,9 @@ pub struct Profile {
     pub signed: bool,
     /// The `PayloadType` of each of its payloads, in order.
     pub payload_types: Vec<String>,
+    /// The platforms every one of its payloads installs on, by Apple's schemas (iOS, which covers
+    /// iPadOS, macOS, tvOS, visionOS, watchOS): devices of other platforms are not sent it.
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +44,51 @@ pub enum ProfileError {
     BadKey(String),
     #[error("PayloadContent must be an array of payload dictionaries")]
     BadContent,
+    #[error("no platform installs every payload of the profile ({0})")]
+    NoPlatform(String),
+}
+
+/// Apple's platform names, as its schemas' `supportedOS` spell them.
+const PLATFORMS: [&str; 5] = ["iOS", "macOS", "tvOS", "visionOS", "watchOS"];
+
+/// Each payload type's platforms, generated from Apple's schemas by `tests/tests/profile_platforms.rs`.
+fn platform_table() -> &'static std::collections::BTreeMap<String, Vec<String>> {
+    static TABLE: std::sync::OnceLock<std::collections::BTreeMap<String, Vec<String>>> =
+        std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        serde_json::from_str(include_str!("profile_platforms.json"))
+            .expect("profile_platforms.json is a map of payload type to platforms")
+    })
+}
+
+/// The platforms every one of `payload_types` installs on; a type Apple's schemas do not list (a
+/// vendor's own payload, say) constrains nothing. An error names each type's platforms when none is left.
+pub fn platforms_of(payload_types: &[String]) -> Result<Vec<String>, ProfileError> {
+    let table = platform_table();
+    let mut left: Vec<String> = PLATFORMS.iter().map(|p| p.to_string()).collect();
+    for t in payload_types {
+        if let Some(theirs) = table.get(t) {
+            left.retain(|p| theirs.contains(p));
+        }
+    }
+    if left.is_empty() {
+        let each: Vec<String> = payload_types
+            .iter()
+            .filter_map(|t| table.get(t).map(|p| format!("{t}: {}", p.join(", "))))
+            .collect();
+        return Err(ProfileError::NoPlatform(each.join("; ")));
+    }
+    Ok(left)
+}
+
+/// Whether a profile for `platforms` is for a device of `device_platform` (the server's names: iPadOS
+/// is Apple's iOS in the schemas). A device whose platform is not known yet gets it.
+pub fn applies_to(platforms: &[String], device_platform: Option<&str>) -> bool {
+    match device_platform {
+        None => true,
+        Some("iPadOS") => platforms.iter().any(|p| p == "iOS"),
+        Some(d) => platforms.iter().any(|p| p == d),
+    }
 }
 
 /// The longest identifier or type accepted.
@@ -85,6 +133,7 @@ pub fn read(path: &str, bytes: &[u8]) -> Result<Profile, ProfileError> {
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(ProfileError::BadContent),
     };
+    let platforms = platforms_of(&payload_types)?;
     Ok(Profile {
         path: path.to_string(),
         identifier,
@@ -92,7 +141,58 @@ pub fn read(path: &str, bytes: &[u8]) -> Result<Profile, ProfileError> {
         sha256: sha256_hex(bytes),
         signed,
         payload_types,
+        platforms,
     })
+}
+
+/// A profile as devices are sent it, and the `PayloadUUID` a device that installed it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub payload_uuid: String,
+    pub content: Vec<u8>,
+}
+
+/// What devices are sent of a profile read by [`read`]. A plain profile's `PayloadUUID` is replaced by one
+/// derived from its content, so that seeing it in a device's ProfileList proves these exact bytes were
+/// installed (two versions of a profile that differ always list differently). A signed profile cannot be
+/// changed without breaking its signature: it is sent as uploaded and known by its own `PayloadUUID`, so
+/// its authors must give each changed content a new one.
+pub fn delivered(bytes: &[u8], p: &Profile) -> Result<Delivered, ProfileError> {
+    if p.signed {
+        return Ok(Delivered {
+            payload_uuid: p.uuid.clone(),
+            content: bytes.to_vec(),
+        });
+    }
+    let mut value =
+        crate::protocol::parse_value(bytes).map_err(|e| ProfileError::NotAPlist(e.to_string()))?;
+    let top = value
+        .as_dictionary_mut()
+        .ok_or(ProfileError::NotConfiguration)?;
+    let payload_uuid = content_uuid(bytes);
+    top.insert("PayloadUUID".into(), Value::String(payload_uuid.clone()));
+    let mut content = Vec::with_capacity(bytes.len() + 64);
+    value
+        .to_writer_xml(&mut content)
+        .map_err(|e| ProfileError::NotAPlist(e.to_string()))?;
+    Ok(Delivered {
+        payload_uuid,
+        content,
+    })
+}
+
+/// A UUID (version 8, uppercase) made of the first 16 bytes of SHA-256 over the profile as uploaded.
+fn content_uuid(bytes: &[u8]) -> String {
+    let mut h = openssl::sha::Sha256::new();
+    h.update(b"mdm-profile-uuid/1\n");
+    h.update(bytes);
+    let digest = h.finish();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(first)
+        .into_uuid()
+        .to_string()
+        .to_uppercase()
 }
 
 /// An XML or binary plist (after an optional byte-order mark and whitespace), rather than DER.
@@ -187,6 +287,74 @@ pub(crate) mod tests {
             read("p.mobileconfig", &tampered),
             Err(ProfileError::BadSignature(_) | ProfileError::NotAPlist(_))
         ));
+    }
+
+    #[test]
+    fn a_plain_profile_is_sent_with_a_payload_uuid_of_its_content() {
+        let bytes = wifi("com.example.wifi");
+        let p = read("p", &bytes).unwrap();
+        let d = delivered(&bytes, &p).unwrap();
+        let again = read("p", &d.content).unwrap();
+        assert_eq!(
+            again.uuid, d.payload_uuid,
+            "the device lists what it was sent"
+        );
+        assert_eq!(again.identifier, p.identifier);
+        assert_ne!(d.payload_uuid, p.uuid);
+        assert_eq!(
+            delivered(&bytes, &p).unwrap(),
+            d,
+            "the same bytes, the same UUID"
+        );
+        let changed = String::from_utf8(bytes)
+            .unwrap()
+            .replace("Example", "Other")
+            .into_bytes();
+        let other = delivered(&changed, &read("p", &changed).unwrap()).unwrap();
+        assert_ne!(
+            other.payload_uuid, d.payload_uuid,
+            "other content, another UUID"
+        );
+        // A signed profile is sent untouched.
+        let signed = sign(&wifi("com.example.signed"));
+        let s = read("s", &signed).unwrap();
+        let sd = delivered(&signed, &s).unwrap();
+        assert_eq!(
+            (sd.payload_uuid.as_str(), sd.content.as_slice()),
+            (s.uuid.as_str(), signed.as_slice())
+        );
+    }
+
+    #[test]
+    fn a_profile_is_for_the_platforms_all_its_payloads_install_on() {
+        let types = |t: &[&str]| t.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let wifi = platforms_of(&types(&["com.apple.wifi.managed"])).unwrap();
+        assert!(wifi.contains(&"iOS".to_string()) && wifi.contains(&"macOS".to_string()));
+        let mac_only = platforms_of(&types(&[
+            "com.apple.wifi.managed",
+            "com.apple.systempolicy.control",
+        ]))
+        .unwrap();
+        assert_eq!(mac_only, ["macOS"]);
+        assert_eq!(
+            platforms_of(&types(&["com.example.vendor"])).unwrap(),
+            PLATFORMS,
+            "unknown types constrain nothing"
+        );
+        let e = platforms_of(&types(&[
+            "com.apple.systempolicy.control",
+            "com.apple.app.lock",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("com.apple.app.lock: iOS"), "{e}");
+        assert!(applies_to(&mac_only, None), "an unknown platform gets it");
+        assert!(applies_to(&mac_only, Some("macOS")));
+        assert!(!applies_to(&mac_only, Some("iPadOS")));
+        assert!(
+            applies_to(&wifi, Some("iPadOS")),
+            "iPadOS is iOS in Apple's schemas"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use super::admin::{audit, verify_stored, Actor, PolicyError};
 use super::gates::{self, Counts, Decision, Figures, Gates};
 use super::holdings::{plan_of, settle, stage_of, state_of, State};
 use super::materialize::{self, set_name, set_prefix};
+use super::reconciler;
 use super::stages::{check_shares, Plan, Stage};
 use crate::clock::to_rfc3339;
 use crate::config::PoliciesConfig;
@@ -15,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::protocol::ddm::Category;
 use crate::storage::ddm::declarations::{self, Owner};
 use crate::storage::ddm::sets;
+use crate::storage::profiles::{self as store_profiles, DeviceProfile, VersionProfile};
 use crate::storage::rollouts::{self, Rollout};
 use crate::storage::{groups, outbox, policies, Storage, StorageError};
 use sea_orm::ConnectionTrait;
@@ -135,22 +137,7 @@ impl Rollouts {
         }
         let row = self.new_rollout(policy_id, &a, &current, &actor, now)?;
         let bundle = self.checked(policy_id, &a.version, None, now).await?;
-        if let Some(p) = bundle.profiles.first() {
-            // Until profiles are installed and verified, a rollout of one would report success it never had.
-            return Err(PolicyError::Invalid(format!(
-                "version {} holds profiles ({} first), which this server does not install yet: only a \
-                 version of declarations can be activated",
-                a.version, p.path
-            )));
-        }
-        if let Some(p) = bundle.profiles.first() {
-            // Until profiles are installed and verified, a rollout of one would report success it never had.
-            return Err(PolicyError::Invalid(format!(
-                "version {} holds profiles ({} first), which this server does not install yet: only a \
-                 version of declarations can be activated",
-                a.version, p.path
-            )));
-        }
+        let profiles = version_profiles(policy_id, &a.version, &bundle, now)?;
         let decls = materialize::declarations(policy_id, &bundle.declarations)
             .map_err(|e| PolicyError::Invalid(e.to_string()))?;
         let target = policy.target_group;
@@ -174,6 +161,8 @@ impl Rollouts {
                     let mut keep = vec![new_set];
                     keep.extend(row.previous.as_deref().map(|v| set_name(policy_id, v)));
                     rollouts::prune(txn, policy_id, &set_prefix(policy_id), &keep).await?;
+                    store_profiles::prune_versions(txn, policy_id, &keep).await?;
+                    store_profiles::put_version(txn, profiles).await?;
                     if !rollouts::start(txn, row.clone(), current.as_ref()).await? {
                         return Err(PolicyError::Busy(
                             "the policy's rollout changed meanwhile: read it again".into(),
@@ -556,6 +545,37 @@ async fn record<C: ConnectionTrait>(
     audit(c, now, actor, action, policy_id, detail).await
 }
 
+/// A version's profiles as its devices are sent them ([`super::profile::delivered`]).
+fn version_profiles(
+    policy_id: i64,
+    version: &str,
+    bundle: &super::bundle::Bundle,
+    now: i64,
+) -> Result<Vec<VersionProfile>, PolicyError> {
+    let set_name = set_name(policy_id, version);
+    bundle
+        .profiles
+        .iter()
+        .map(|p| {
+            let bytes = bundle.files.get(&p.path).ok_or_else(|| {
+                PolicyError::Invalid(format!("the bundle lost its profile {}", p.path))
+            })?;
+            let d = super::profile::delivered(bytes, p)
+                .map_err(|e| PolicyError::Invalid(format!("profile {}: {e}", p.path)))?;
+            Ok(VersionProfile {
+                set_name: set_name.clone(),
+                identifier: p.identifier.clone(),
+                policy_id,
+                payload_uuid: d.payload_uuid,
+                sha256: p.sha256.clone(),
+                platforms: p.platforms.join(","),
+                content: d.content,
+                created_at: now,
+            })
+        })
+        .collect()
+}
+
 /// A declaration of a policy's version stored as the policy's. An identifier an admin (or another
 /// policy) holds is a conflict: the digest in it makes that all but impossible except on purpose.
 async fn own<C: ConnectionTrait>(
@@ -607,24 +627,50 @@ pub struct Step {
     pub synced: usize,
 }
 
+/// Why a device failed a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// A declaration reported invalid, with its reasons (the JSON array the device gave).
+    Declaration(String),
+    /// A profile failed, with its reason code.
+    Profile(String),
+}
+
 /// How a device stands with a version: every declaration verified (`valid`, the current ServerToken,
-/// and active where a device activates it), any reported invalid, or neither yet.
+/// and active where a device activates it) and every profile verified, any declaration reported invalid
+/// or any profile failed, or neither yet.
 fn classify(
     items: &[(String, Category, String)],
     reported: &HashMap<&str, &rollouts::Reported>,
-) -> (Counts, Option<String>) {
+    profiles: &[(String, String)],
+    tracked: &HashMap<&str, &DeviceProfile>,
+) -> (Counts, Option<Failure>) {
     let mut failed_with = None;
     let mut verified = true;
     for (identifier, category, token) in items {
         match reported.get(identifier.as_str()) {
             Some(r) if r.server_token == *token && r.valid == "invalid" => {
-                failed_with.get_or_insert(r.reasons.clone());
+                failed_with.get_or_insert(Failure::Declaration(r.reasons.clone()));
             }
             Some(r) if r.server_token == *token && r.valid == "valid" => {
                 let activated = matches!(category, Category::Activation | Category::Configuration);
                 verified &= r.active || !activated;
             }
             _ => verified = false,
+        }
+    }
+    for (identifier, payload_uuid) in profiles {
+        match tracked.get(identifier.as_str()) {
+            Some(t) if t.payload_uuid != *payload_uuid => verified = false,
+            Some(t) => match reconciler::State::of(t) {
+                reconciler::State::Verified | reconciler::State::Skipped => {}
+                reconciler::State::Failed => {
+                    let code = reconciler::reason_code(t.error.as_deref());
+                    failed_with.get_or_insert(Failure::Profile(code));
+                }
+                _ => verified = false,
+            },
+            None => verified = false,
         }
     }
     let mut c = Counts {
@@ -644,8 +690,9 @@ async fn figures<C: ConnectionTrait>(
     c: &C,
     r: &Rollout,
 ) -> Result<(Figures, Vec<ReasonCount>), PolicyError> {
+    let set = set_name(r.policy_id, &r.version);
     let items: Vec<(String, Category, String)> =
-        sets::declarations_of(c, &[set_name(r.policy_id, &r.version)])
+        sets::declarations_of(c, std::slice::from_ref(&set))
             .await?
             .into_iter()
             .map(|m| (m.identifier, m.category, m.server_token))
@@ -659,16 +706,35 @@ async fn figures<C: ConnectionTrait>(
             .or_default()
             .insert(rep.identifier.as_str(), rep);
     }
+    let profiles = store_profiles::of_version(c, &set).await?;
+    let tracked = if profiles.is_empty() {
+        Vec::new()
+    } else {
+        store_profiles::of_set(c, &set).await?
+    };
+    let mut tracked_by: HashMap<&str, HashMap<&str, &DeviceProfile>> = HashMap::new();
+    for t in &tracked {
+        tracked_by
+            .entry(t.device_id.as_str())
+            .or_default()
+            .insert(t.identifier.as_str(), t);
+    }
     let mut figures = Figures::default();
     let mut tally = ReasonTally::default();
-    let none = HashMap::new();
+    let (none, untracked) = (HashMap::new(), HashMap::new());
     for (device, stage) in rollouts::reached(c, r.policy_id).await? {
         let stage = Stage::from_index(stage).unwrap_or(Stage::Full);
-        let (counts, failed) = classify(&items, by_device.get(device.as_str()).unwrap_or(&none));
+        let (counts, failed) = classify(
+            &items,
+            by_device.get(device.as_str()).unwrap_or(&none),
+            &profiles,
+            tracked_by.get(device.as_str()).unwrap_or(&untracked),
+        );
         figures.stages.entry(stage).or_default().add(counts);
-        match failed.as_deref() {
-            Some("[]") => tally.count("unknown"),
-            Some(reasons) => tally.add(reasons),
+        match failed {
+            Some(Failure::Declaration(reasons)) if reasons == "[]" => tally.count("unknown"),
+            Some(Failure::Declaration(reasons)) => tally.add(&reasons),
+            Some(Failure::Profile(code)) => tally.count(&code),
             None => {}
         }
     }

@@ -10,6 +10,7 @@ pub mod facts;
 mod fields;
 pub mod platform;
 pub mod plist_json;
+pub mod profile_list;
 pub mod report;
 mod shape;
 

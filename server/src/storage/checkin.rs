@@ -50,6 +50,7 @@ pub async fn authenticate<C: ConnectionTrait>(
             .collect();
         // A device enrolling afresh starts clean: no sets, no reported status.
         super::ddm::forget_enrollments(c, &channels).await?;
+        super::profiles::forget(c, std::slice::from_ref(&e.device_id)).await?;
         queue::cancel_pending(c, &channels, None, now).await?
     };
     // After the facts are stored and any reported status forgotten: the groups see what is now known.
@@ -124,6 +125,7 @@ pub async fn checkout<C: ConnectionTrait>(c: &C, e: &EnrollmentRef, now: i64) ->
     } else {
         enrollments::disable_device(c, &e.device_id, now).await?;
         devices::mark_checked_out(c, &e.device_id, now).await?;
+        super::profiles::forget(c, std::slice::from_ref(&e.device_id)).await?;
         let channels = enrollments::for_device(c, &e.device_id).await?;
         channels.into_iter().map(|c| c.id).collect()
     };

@@ -10,6 +10,7 @@ mod m0011_ddm_group_sets;
 pub mod m0012_policies;
 mod m0013_policy_rollouts;
 mod m0014_event_ids;
+mod m0015_device_profiles;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_policies::M0012Policies),
             Box::new(m0013_policy_rollouts::M0013PolicyRollouts),
             Box::new(m0014_event_ids::M0014EventIds),
+            Box::new(m0015_device_profiles::M0015DeviceProfiles),
         ]
     }
 }

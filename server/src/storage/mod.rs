@@ -27,6 +27,7 @@ pub mod plugins;
 pub mod point_reads;
 pub mod policies;
 pub mod private_files;
+pub mod profiles;
 pub mod push;
 pub mod queue;
 mod read;

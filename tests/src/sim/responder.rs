@@ -116,13 +116,27 @@ pub fn answer(
     match cmd.request_type.as_str() {
         "DeviceInformation" => ack(device_information(dev, &cmd.command)),
         "SecurityInfo" => ack(security_info(dev, profiles)),
-        "ProfileList" => ack(profile_list(profiles)),
-        "InstallProfile" => install_profile(profiles, &cmd.command),
-        "RemoveProfile" => remove_profile(profiles, &cmd.command),
+        "ProfileList" | "InstallProfile" | "RemoveProfile" => {
+            answer_profile_command(profiles, cmd).expect("a profile command")
+        }
         "InstalledApplicationList" => ack(installed_apps(&cmd.command)),
         "CertificateList" => ack(certificate_list(dev)),
         _ => unreachable!("checked against KNOWN"),
     }
+}
+
+/// Answer a profile command (ProfileList, InstallProfile, RemoveProfile) against the device's profiles;
+/// None for any other command.
+pub fn answer_profile_command(
+    profiles: &mut Vec<InstalledProfile>,
+    cmd: &ReceivedCommand,
+) -> Option<Answer> {
+    Some(match cmd.request_type.as_str() {
+        "ProfileList" => ack(profile_list(profiles)),
+        "InstallProfile" => install_profile(profiles, &cmd.command),
+        "RemoveProfile" => remove_profile(profiles, &cmd.command),
+        _ => return None,
+    })
 }
 
 /// The value a device reports for one DeviceInformation query; None for queries it does not answer

@@ -245,6 +245,41 @@ pub async fn get(
     }))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceProfiles {
+    device_id: String,
+    /// Every configuration profile a policy wants (or wanted) on the device, and where it stands.
+    profiles: Vec<crate::policies::reconciler::ProfileView>,
+}
+
+/// The configuration profiles policies install on a device: pending, verified (listed by the device
+/// with the wanted content), failed (with the device's error chain), removing or removed.
+#[utoipa::path(get, path = "/api/v1/devices/{id}/profiles", tag = "devices", operation_id = "get_device_profiles",
+    params(("id" = String, Path, description = "UDID or EnrollmentID")),
+    responses((status = 200, body = DeviceProfiles), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("api_key" = ["devices:read"])))]
+pub async fn profiles(
+    _auth: Auth<DevicesRead>,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    crate::protocol::enrollment::DEVICE_ID
+        .check(&id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let db = &state.storage.read();
+    let d = devices::find(db, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))?;
+    let rows = crate::storage::profiles::of_devices(db, std::slice::from_ref(&d.id)).await?;
+    Ok(HttpResponse::Ok().json(DeviceProfiles {
+        profiles: rows
+            .iter()
+            .map(crate::policies::reconciler::ProfileView::of)
+            .collect(),
+        device_id: d.id,
+    }))
+}
+
 /// The longest an allowance to re-enroll may stay open.
 const MAX_REENROLLMENT_WINDOW_SECS: u32 = 30 * 86_400;
 

@@ -36,6 +36,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 [(get.clone(), web::to(devices::get))],
             ))
             .service(resource(
+                "/devices/{id}/profiles",
+                [(get.clone(), web::to(devices::profiles))],
+            ))
+            .service(resource(
                 "/devices/{id}/reenrollment",
                 [(post.clone(), web::to(devices::allow_reenrollment))],
             ))
