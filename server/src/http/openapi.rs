@@ -134,6 +134,7 @@ fn strings(pattern: &str, max: usize) -> Array {
 /// (path, method or `*` for every method of the path, parameter, pattern).
 const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
     ("/api/v1/devices/{id}", "*", "id", DEVICE_ID),
+    ("/api/v1/devices/{id}/profiles", "*", "id", DEVICE_ID),
     ("/api/v1/enrollments/{id}/commands", "*", "id", CHANNEL_ID),
     (
         "/api/v1/enrollments/{id}/commands/{uuid}",

@@ -203,6 +203,17 @@ pub async fn list(
     }))
 }
 
+/// The device a path names. A device id is a UDID or EnrollmentID: refused before the lookup, and never
+/// echoed when huge.
+async fn known_device<C: sea_orm::ConnectionTrait>(db: &C, id: &str) -> Result<Device, ApiError> {
+    crate::protocol::enrollment::DEVICE_ID
+        .check(id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    devices::find(db, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))
+}
+
 /// One device with its identity and channels.
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", operation_id = "get_device",
     params(("id" = String, Path, description = "UDID or EnrollmentID")),
@@ -213,14 +224,8 @@ pub async fn get(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    // A device id is a UDID or EnrollmentID: refused before the lookup, and never echoed when huge.
-    crate::protocol::enrollment::DEVICE_ID
-        .check(&id)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let db = &state.storage.read();
-    let d = devices::find(db, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))?;
+    let d = known_device(db, &id).await?;
     let channels = enrollments::for_device(db, &d.id).await?;
     let attributes = crate::storage::attributes::for_device(db, &d.id)
         .await?
@@ -263,13 +268,8 @@ pub async fn profiles(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    crate::protocol::enrollment::DEVICE_ID
-        .check(&id)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let db = &state.storage.read();
-    let d = devices::find(db, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))?;
+    let d = known_device(db, &id).await?;
     let rows = crate::storage::profiles::of_devices(db, std::slice::from_ref(&d.id)).await?;
     Ok(HttpResponse::Ok().json(DeviceProfiles {
         profiles: rows
