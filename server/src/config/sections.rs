@@ -347,8 +347,9 @@ pub struct DdmConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoliciesConfig {
-    /// PEM files, each an Ed25519 or ECDSA P-256 public key or an X.509 certificate holding one: the
-    /// keys a bundle's `policy.sig` may be made by. Read at start; a file that holds no such key stops it.
+    /// PEM files, each an Ed25519 or ECDSA P-256 public key, or an X.509 certificate (its key's raw
+    /// signatures, when Ed25519 or P-256, and CMS signatures made with it): whom a bundle's `policy.sig`
+    /// may be made by. Read at start; a file that holds neither stops it.
     pub trusted_signers: Vec<PathBuf>,
     /// Refuse a version whose bundle is not signed by a trusted signer. On by default; turning it off is
     /// a development shortcut, shown by `/readyz`. A signature that is present is always checked.

@@ -4,8 +4,13 @@
 //! (DER, over SHA-256 of the message): what `openssl pkeyutl -sign -rawin` and `openssl dgst -sha256 -sign`
 //! make, so a CI job can sign without this server's tools.
 //!
-//! Trusted signers are PEM files, each a public key or an X.509 certificate whose key signs. Any other key
-//! type is refused when the signers are loaded, not when a bundle arrives.
+//! `policy.sig` may instead be a detached CMS SignedData over the same message (base64 DER, or PEM), as
+//! `openssl cms -sign -binary -noattr`-style tooling or an enterprise signing service makes it, with the
+//! signer's certificate inside; it verifies when that certificate is one of the trusted signers' (any key
+//! type: CMS signers are often RSA).
+//!
+//! Trusted signers are PEM files, each a public key or an X.509 certificate. A public key that is not
+//! Ed25519 or P-256 is refused when the signers are loaded, not when a bundle arrives.
 
 use super::bundle::FORMAT;
 use base64::Engine;
@@ -17,14 +22,17 @@ use openssl::sign::{Signer, Verifier};
 use openssl::x509::X509;
 use std::path::Path;
 
-/// The most bytes of `policy.sig` (base64 of a DER P-256 signature is about 100).
-pub const MAX_SIGNATURE: usize = 1_024;
+/// The most bytes of `policy.sig` (base64 of a DER P-256 signature is about 100; a CMS one carries its
+/// signer's certificate, and perhaps its chain).
+pub const MAX_SIGNATURE: usize = 32 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     #[error("{0}: not a PEM public key or certificate")]
     NotAKey(String),
-    #[error("{0}: only Ed25519 and ECDSA P-256 keys sign bundles")]
+    #[error(
+        "{0}: only Ed25519 and ECDSA P-256 keys sign bundles (or any certificate's, with CMS)"
+    )]
     UnsupportedKey(String),
     #[error("policy.sig is not base64 of at most {MAX_SIGNATURE} bytes")]
     Malformed,
@@ -45,7 +53,10 @@ pub fn message(digest: &str) -> Vec<u8> {
 #[derive(Clone)]
 pub struct TrustedSigner {
     pub name: String,
-    key: PKey<Public>,
+    /// What verifies a raw signature (an Ed25519 or P-256 key).
+    key: Option<PKey<Public>>,
+    /// SHA-256 of the certificate a CMS signature must be made with (a file holding a certificate).
+    certificate: Option<String>,
 }
 
 /// The trusted signers (`policies.trusted_signers`).
@@ -76,15 +87,28 @@ impl TrustedSigners {
         Ok(Self { signers })
     }
 
-    /// One signer from PEM text: a public key, or a certificate's key.
+    /// One signer from PEM text: a public key, or a certificate (its key signs raw signatures when it
+    /// is Ed25519 or P-256; the certificate itself makes CMS signatures).
     pub fn signer(name: String, pem: &[u8]) -> Result<TrustedSigner, SignatureError> {
-        let key = PKey::public_key_from_pem(pem)
-            .or_else(|_| X509::from_pem(pem).and_then(|c| c.public_key()))
-            .map_err(|_| SignatureError::NotAKey(name.clone()))?;
-        if !supported(&key) {
-            return Err(SignatureError::UnsupportedKey(name));
+        if let Ok(key) = PKey::public_key_from_pem(pem) {
+            if !supported(&key) {
+                return Err(SignatureError::UnsupportedKey(name));
+            }
+            return Ok(TrustedSigner {
+                name,
+                key: Some(key),
+                certificate: None,
+            });
         }
-        Ok(TrustedSigner { name, key })
+        let cert = X509::from_pem(pem).map_err(|_| SignatureError::NotAKey(name.clone()))?;
+        let certificate =
+            crate::pki::fingerprint(&cert).map_err(|_| SignatureError::NotAKey(name.clone()))?;
+        let key = cert.public_key().ok().filter(|k| supported(k));
+        Ok(TrustedSigner {
+            name,
+            key,
+            certificate: Some(certificate),
+        })
     }
 
     pub fn with(mut self, s: TrustedSigner) -> Self {
@@ -102,11 +126,24 @@ impl TrustedSigners {
         if self.signers.is_empty() {
             return Err(SignatureError::NoSigners);
         }
-        let raw = decode(signature)?;
+        let text = base64_text(signature)?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&text)
+            .map_err(|_| SignatureError::Malformed)?;
         let msg = message(digest);
-        self.signers
-            .iter()
-            .find(|s| verifies(&s.key, &msg, &raw))
+        let found = if openssl::pkcs7::Pkcs7::from_der(&raw).is_ok() {
+            // Only the signer's certificate is taken from the signature; it must be a trusted one.
+            let signer = crate::identity::verify_mdm_signature(&text, &msg)
+                .map_err(|_| SignatureError::NoTrustedSigner)?;
+            self.signers
+                .iter()
+                .find(|s| s.certificate.as_deref() == Some(signer.fingerprint()))
+        } else {
+            self.signers
+                .iter()
+                .find(|s| s.key.as_ref().is_some_and(|k| verifies(k, &msg, &raw)))
+        };
+        found
             .map(|s| s.name.as_str())
             .ok_or(SignatureError::NoTrustedSigner)
     }
@@ -125,18 +162,18 @@ fn supported<T: HasPublic>(key: &PKeyRef<T>) -> bool {
     }
 }
 
-fn decode(signature: &[u8]) -> Result<Vec<u8>, SignatureError> {
+/// `policy.sig`'s base64, without whitespace and without PEM armour (`-----BEGIN ...-----` lines).
+fn base64_text(signature: &[u8]) -> Result<String, SignatureError> {
     if signature.len() > MAX_SIGNATURE {
         return Err(SignatureError::Malformed);
     }
-    let text: Vec<u8> = signature
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| SignatureError::Malformed)
+    let text = std::str::from_utf8(signature).map_err(|_| SignatureError::Malformed)?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("-----"))
+        .flat_map(str::chars)
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect())
 }
 
 fn verifies(key: &PKey<Public>, msg: &[u8], raw: &[u8]) -> bool {
@@ -317,6 +354,63 @@ mod tests {
         assert_eq!(
             TrustedSigners::signer("junk".into(), b"junk").err(),
             Some(SignatureError::NotAKey("junk".into()))
+        );
+    }
+
+    /// A detached CMS signature over the message, made by openssl's `cms -sign` with an RSA certificate
+    /// (the signer's certificate inside), verifies when that certificate is trusted, and only then.
+    #[test]
+    fn cms_signatures_verify_with_a_trusted_certificate_of_any_key_type() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::identity::test_support::self_signed("ci signing service");
+        let (cert_file, key_file, msg) = (
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+            dir.path().join("msg"),
+        );
+        std::fs::write(&cert_file, cert.to_pem().unwrap()).unwrap();
+        std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(&msg, message(DIGEST)).unwrap();
+        let out = Command::new("openssl")
+            .args(["cms", "-sign", "-binary", "-outform", "PEM", "-in"])
+            .arg(&msg)
+            .arg("-signer")
+            .arg(&cert_file)
+            .arg("-inkey")
+            .arg(&key_file)
+            .output()
+            .expect("the openssl command line (Debian package openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pem_sig = out.stdout;
+        assert!(pem_sig.starts_with(b"-----BEGIN CMS-----"));
+        let trusted = TrustedSigners::default()
+            .with(TrustedSigners::signer("service".into(), &cert.to_pem().unwrap()).unwrap());
+        assert_eq!(trusted.verify(DIGEST, &pem_sig), Ok("service"));
+        assert_eq!(
+            trusted.verify("ab13", &pem_sig),
+            Err(SignatureError::NoTrustedSigner),
+            "over another bundle"
+        );
+        let (other, _) = crate::identity::test_support::self_signed("someone else");
+        let untrusted = TrustedSigners::default()
+            .with(TrustedSigners::signer("other".into(), &other.to_pem().unwrap()).unwrap());
+        assert_eq!(
+            untrusted.verify(DIGEST, &pem_sig),
+            Err(SignatureError::NoTrustedSigner),
+            "signed, but not by a trusted certificate"
+        );
+        // A raw-key signer never accepts a CMS signature, whatever key made it.
+        let (_, ed_public) = ed25519();
+        let raw_only = TrustedSigners::default()
+            .with(TrustedSigners::signer("ed".into(), &ed_public).unwrap());
+        assert_eq!(
+            raw_only.verify(DIGEST, &pem_sig),
+            Err(SignatureError::NoTrustedSigner)
         );
     }
 }
