@@ -258,7 +258,8 @@ pub struct DeviceProfiles {
 }
 
 /// The configuration profiles policies install on a device: pending, verified (listed by the device
-/// with the wanted content), failed (with the device's error chain), removing or removed.
+/// with the wanted content), failed (with the device's error chain), removing, removed, or skipped (not
+/// for the device's platform).
 #[utoipa::path(get, path = "/api/v1/devices/{id}/profiles", tag = "devices", operation_id = "get_device_profiles",
     params(("id" = String, Path, description = "UDID or EnrollmentID")),
     responses((status = 200, body = DeviceProfiles), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
