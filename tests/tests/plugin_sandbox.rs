@@ -391,6 +391,60 @@ async fn dry_run_audits_actions_without_applying_them() {
 }
 
 #[tokio::test]
+async fn a_calls_actions_apply_all_or_nothing() {
+    each_database(|db| async move {
+        let s = server(db).await;
+        for (mode, refused, why) in [
+            ("half-applied", "enqueue", "invalid typed command"),
+            ("half-checked", "push", "a push names 1 to"),
+        ] {
+            let r = upload(&s, &notifier(), json!({"mode": mode})).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let dev = Device::new(Platform::Ios);
+            let before = s.snapshot().await;
+            assert_eq!(s.checkin(&dev, dev.authenticate()).await.status, 200);
+            let d = s.get(&format!("/api/v1/devices/{}", dev.udid)).await.json();
+            assert!(
+                d["attributes"].as_object().unwrap().is_empty(),
+                "{mode}: the tag was taken back"
+            );
+            let after = s.snapshot().await;
+            assert_eq!(
+                before.lines().nth(2),
+                after.lines().nth(2),
+                "{mode}: no commands"
+            );
+            // Newest first: the refused action, then the tag, refused for its sake.
+            let rows = audit(&s).await;
+            assert_eq!(
+                (rows[0]["kind"].as_str(), rows[0]["outcome"].as_str()),
+                (Some(refused), Some("rejected")),
+                "{mode}"
+            );
+            assert!(
+                rows[0]["detail"]["reason"].as_str().unwrap().contains(why),
+                "{mode}: {}",
+                rows[0]
+            );
+            assert_eq!(
+                (rows[1]["kind"].as_str(), rows[1]["outcome"].as_str()),
+                (Some("set-attribute"), Some("rejected"))
+            );
+            assert!(
+                rows[1]["detail"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("all or nothing"),
+                "{}",
+                rows[1]
+            );
+        }
+        s.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn plugins_run_in_priority_order_with_ties_by_id() {
     each_database(|db| async move {
         let s = server(db).await;

@@ -1,5 +1,7 @@
 //! Applying what plugins asked for: each action checked against the plugin's grants and limits, applied in
-//! the caller's transaction (or only recorded, in dry-run), and audited either way.
+//! the caller's transaction (or only recorded, in dry-run), and audited either way. A call's actions apply
+//! all or nothing: one refused, and none of them is (an event must never tell a sink of a change that was
+//! not made).
 
 use super::event::{Action, CommandSpec, SetAssignment};
 use super::manifest::Capability;
@@ -11,7 +13,7 @@ use crate::storage::enqueue::{self, CommandSpec as QueueCommand, EnqueueRequest,
 use crate::storage::plugin_audit::AuditRow;
 use crate::storage::queue::{self as q, QueueStatus};
 use crate::storage::{attributes, devices, outbox, StorageError};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, Statement, TransactionSession, TransactionTrait};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -83,11 +85,13 @@ fn needs(a: &Action) -> Capability {
     }
 }
 
-/// Apply one plugin's actions. Refused actions are audited, not fatal; only a storage failure is an error
-/// (and then the caller's whole transaction rolls back). Writes nothing later in the call reads (an
-/// event for the outbox) are left in `deferred`, for the caller to send with its audit rows; the events
-/// are stored there with id 0 until the batch returns theirs.
-pub async fn apply<C: ConnectionTrait>(
+/// Apply one plugin's actions, all or nothing: each is checked first, then all are applied inside a
+/// savepoint; one refused at either step (an unknown sink, an unknown device, a command the queue refuses)
+/// and none is applied. Every action is audited with its outcome, and a refusal logged at WARN. Only a
+/// storage failure is an error (and then the caller's whole transaction rolls back). Writes nothing later
+/// in the call reads (an event for the outbox) are left in `deferred`, for the caller to send with its
+/// audit rows; the events are stored there with id 0 until the batch returns theirs.
+pub async fn apply<C: ConnectionTrait + TransactionTrait>(
     c: &C,
     plugin: &Arc<LoadedPlugin>,
     actions: Vec<Action>,
@@ -95,51 +99,137 @@ pub async fn apply<C: ConnectionTrait>(
     deferred: &mut Deferred,
 ) -> Result<Vec<AuditRow>, StorageError> {
     let id = &*plugin.id;
-    let max = plugin.manifest.limits.max_actions as usize;
-    if actions.len() > max {
-        count(ctx, id, "all", "rejected");
-        return Ok(vec![ctx.audit(
-            id,
-            "actions",
-            "rejected",
-            json!({"reason": format!("{} actions exceed the limit of {max}; none applied", actions.len())}),
-        )]);
+    if let Some(row) = over_limits(plugin, &actions, ctx) {
+        return Ok(vec![row]);
     }
-    let total_ids: usize = actions
-        .iter()
-        .map(|a| match a {
-            Action::Enqueue(e) => e.enrollment_ids.len(),
-            _ => 0,
+    let checked: Vec<(Action, Result<serde_json::Value, String>)> = actions
+        .into_iter()
+        .map(|a| {
+            let checked = if plugin.manifest.has(needs(&a)) {
+                check(&a, ctx)
+            } else {
+                Err(format!("needs capability {}", needs(&a).as_str()))
+            };
+            (a, checked)
         })
-        .sum();
-    if total_ids > MAX_IDS_PER_CALL {
-        count(ctx, id, "enqueue", "rejected");
-        return Ok(vec![ctx.audit(
-            id,
-            "actions",
-            "rejected",
-            json!({"reason": format!("the enqueues of one call name {total_ids} enrollments, more than {MAX_IDS_PER_CALL}; none applied")}),
-        )]);
-    }
-    let mut rows = Vec::with_capacity(actions.len());
-    for a in actions {
+        .collect();
+    let mut outcomes = Vec::with_capacity(checked.len());
+    let mut applying = Vec::with_capacity(checked.len());
+    for (a, checked) in checked {
         let k = kind(&a);
-        let (outcome, detail) = if !plugin.manifest.has(needs(&a)) {
-            (
-                "rejected",
-                json!({"reason": format!("needs capability {}", needs(&a).as_str())}),
-            )
-        } else {
-            match check(&a, ctx) {
-                Err(reason) => ("rejected", json!({"reason": reason})),
-                Ok(desc) if plugin.dry_run => ("dry-run", desc),
-                Ok(desc) => perform(c, id, a, desc, ctx, deferred).await?,
+        match checked {
+            Err(reason) => outcomes.push((k, "rejected", json!({"reason": reason}))),
+            Ok(desc) => {
+                outcomes.push((k, "checked", desc.clone()));
+                applying.push((a, desc));
             }
-        };
-        count(ctx, id, k, outcome);
-        rows.push(ctx.audit(id, k, outcome, detail));
+        }
     }
-    Ok(rows)
+    if !outcomes.iter().any(|o| o.1 == "rejected") {
+        outcomes = if plugin.dry_run {
+            outcomes
+                .into_iter()
+                .map(|(k, _, d)| (k, "dry-run", d))
+                .collect()
+        } else {
+            perform_all(c, id, applying, ctx, deferred).await?
+        };
+    }
+    Ok(audit_all(ctx, id, outcomes))
+}
+
+/// A call over the plugin's limits (too many actions, too many enrollments across its enqueues) is
+/// refused whole, in one audit row.
+fn over_limits(
+    plugin: &LoadedPlugin,
+    actions: &[Action],
+    ctx: &ActionContext<'_>,
+) -> Option<AuditRow> {
+    let id = &*plugin.id;
+    let max = plugin.manifest.limits.max_actions as usize;
+    let reason = if actions.len() > max {
+        count(ctx, id, "all", "rejected");
+        format!(
+            "{} actions exceed the limit of {max}; none applied",
+            actions.len()
+        )
+    } else {
+        let total_ids: usize = actions
+            .iter()
+            .map(|a| match a {
+                Action::Enqueue(e) => e.enrollment_ids.len(),
+                _ => 0,
+            })
+            .sum();
+        if total_ids <= MAX_IDS_PER_CALL {
+            return None;
+        }
+        count(ctx, id, "enqueue", "rejected");
+        format!("the enqueues of one call name {total_ids} enrollments, more than {MAX_IDS_PER_CALL}; none applied")
+    };
+    tracing::warn!(plugin = id, hook = ctx.hook, event_id = ctx.scope.event_id, %reason, "plugin actions refused");
+    Some(ctx.audit(id, "actions", "rejected", json!({"reason": reason})))
+}
+
+/// Apply checked actions inside a savepoint: every outcome, or, when one was refused, the savepoint
+/// rolled back and that refusal with the others not applied.
+async fn perform_all<C: ConnectionTrait + TransactionTrait>(
+    c: &C,
+    plugin: &str,
+    applying: Vec<(Action, serde_json::Value)>,
+    ctx: &ActionContext<'_>,
+    deferred: &mut Deferred,
+) -> Result<Vec<(&'static str, &'static str, serde_json::Value)>, StorageError> {
+    let savepoint = c.begin().await?;
+    let mut local = Deferred::default();
+    let mut outcomes = Vec::with_capacity(applying.len());
+    for (a, desc) in applying {
+        let k = kind(&a);
+        let (outcome, detail) = perform(&savepoint, plugin, a, desc, ctx, &mut local).await?;
+        outcomes.push((k, outcome, detail));
+    }
+    if outcomes.iter().any(|o| o.1 == "rejected") {
+        savepoint.rollback().await?;
+    } else {
+        savepoint.commit().await?;
+        deferred.statements.extend(local.statements);
+        deferred.events.extend(local.events);
+    }
+    Ok(outcomes)
+}
+
+/// The audit rows (and metrics) of a call's outcomes. When one was refused, the others were not applied:
+/// they are audited refused too, naming the one that was, and each refusal is logged.
+fn audit_all(
+    ctx: &ActionContext<'_>,
+    plugin: &str,
+    outcomes: Vec<(&'static str, &'static str, serde_json::Value)>,
+) -> Vec<AuditRow> {
+    let refused = outcomes.iter().position(|o| o.1 == "rejected");
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, outcome, mut detail))| {
+            let outcome = match refused {
+                Some(r) if r == i => {
+                    let reason = detail["reason"].as_str().unwrap_or_default().to_string();
+                    tracing::warn!(plugin, hook = ctx.hook, event_id = ctx.scope.event_id, action = k, %reason,
+                        "plugin action refused; none of the call's actions applied");
+                    "rejected"
+                }
+                Some(r) => {
+                    detail["reason"] = json!(format!(
+                        "not applied: action {r} of the same call was refused, and a call's actions apply \
+                         all or nothing"
+                    ));
+                    "rejected"
+                }
+                None => outcome,
+            };
+            count(ctx, plugin, k, outcome);
+            ctx.audit(plugin, k, outcome, detail)
+        })
+        .collect()
 }
 
 fn count(ctx: &ActionContext<'_>, plugin: &str, kind: &str, outcome: &str) {

@@ -50,6 +50,14 @@ fn setting(key: &str) -> String {
         .unwrap_or_default()
 }
 
+fn tag(device_id: &str) -> Action {
+    Action::SetAttribute(DeviceAttribute {
+        device_id: device_id.to_string(),
+        key: "hostile".into(),
+        value: "was here".into(),
+    })
+}
+
 fn url() -> String {
     setting("url")
 }
@@ -109,16 +117,24 @@ fn misbehave(device_id: &str) -> Result<Vec<Action>, String> {
             }
         }
         "push" => Ok(vec![Action::Push(vec![device_id.to_string()])]),
+        // A valid action, then one refused only when applied (a command the queue does not know), or
+        // one refused when checked (a push to no one): neither call may leave the attribute set.
+        "half-applied" => Ok(vec![
+            tag(device_id),
+            Action::Enqueue(EnqueueCommand {
+                enrollment_ids: vec![device_id.to_string()],
+                command: CommandSpec::TypedJson(r#"{"RequestType":"NoSuchCommand"}"#.into()),
+                priority: 0,
+                ttl_seconds: None,
+            }),
+        ]),
+        "half-checked" => Ok(vec![tag(device_id), Action::Push(Vec::new())]),
         "remember" => Ok(vec![Action::SetAttribute(DeviceAttribute {
             device_id: device_id.to_string(),
             key: "instance".into(),
             value: remember(),
         })]),
-        "tag" => Ok(vec![Action::SetAttribute(DeviceAttribute {
-            device_id: device_id.to_string(),
-            key: "hostile".into(),
-            value: "was here".into(),
-        })]),
+        "tag" => Ok(vec![tag(device_id)]),
         // Whether or not it was granted `ddm-assign`.
         "assign" => Ok(vec![Action::AssignSet(SetAssignment {
             enrollment_id: device_id.to_string(),
