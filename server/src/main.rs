@@ -315,7 +315,7 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
             }
         }
         // `Debug` hides every secret (see `config`).
-        Command::Config { .. } => println!("{config:#?}"),
+        Command::Config { .. } => print!("{}", config.to_toml()?),
         Command::Policy { action } => policy(action)?,
     }
     Ok(())

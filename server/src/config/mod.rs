@@ -3,12 +3,13 @@
 //!
 //! The rules: every section refuses keys it does not know, and start-up fails naming the key, its section and
 //! the file or variable it came from ([`ConfigError::UnknownKey`]); secrets are [`SecretString`]s and URLs
-//! [`SecretUrl`]s, so `Debug` (what `mdm-server config` prints, and any log) never shows them, and the
-//! code reads one with `expose_secret()` only where it uses it. Values are parsed once, here
+//! [`SecretUrl`]s, so neither `Debug` (any log) nor `mdm-server config`'s TOML ([`Config::to_toml`]) shows
+//! them, and the code reads one with `expose_secret()` only where it uses it. Values are parsed once, here
 //! (`http.trusted_proxies` into [`TrustedProxies`]); nothing in this module knows about HTTP.
 
 mod error;
 mod load;
+mod print;
 mod proxies;
 mod redact;
 mod sections;
@@ -25,10 +26,10 @@ pub use sections::{
 };
 
 use crate::storage::WriterCpu;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server binds (`host:port`; port 0 picks a free one).

@@ -46,6 +46,20 @@ impl TrustedProxies {
     }
 }
 
+/// As it is written: an address, or a CIDR block when the prefix is shorter than the address.
+impl serde::Serialize for TrustedProxies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(ip, len)| {
+            let full = if ip.is_ipv4() { 32 } else { 128 };
+            if *len == full {
+                ip.to_string()
+            } else {
+                format!("{ip}/{len}")
+            }
+        }))
+    }
+}
+
 fn parse_entry(entry: &str) -> Result<(IpAddr, u8), ProxyEntryError> {
     let bad = || ProxyEntryError(entry.to_string());
     let (addr, len) = match entry.trim().split_once('/') {

@@ -32,6 +32,13 @@ impl fmt::Debug for SecretUrl {
     }
 }
 
+/// Written as [`SecretUrl::redacted`]: where it points, never its credentials.
+impl serde::Serialize for SecretUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
 impl From<String> for SecretUrl {
     fn from(url: String) -> Self {
         Self(url.into())

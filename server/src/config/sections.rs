@@ -4,13 +4,13 @@
 
 use super::{SecretUrl, TrustedProxies};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Connection and request limits, and which peers are proxies. Every deadline and bound here exists because a
 /// client that never finishes (or opens thousands of connections) must not take the server from devices.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// IPs or CIDRs (`10.0.0.5`, `10.0.0.0/8`, `fd00::/8`) of reverse proxies in front of this server. Only
@@ -45,7 +45,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Header in which a trusted TLS-terminating proxy passes the device's client certificate
@@ -82,7 +82,7 @@ impl Default for IdentityConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
     /// Load every `<dir>/<name>/` (plugin.json, one .wasm, optional config.json) at start.
@@ -104,13 +104,14 @@ pub struct PluginsConfig {
     pub sinks: BTreeMap<String, SinkConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     /// Where events are POSTed; may carry credentials (printed redacted).
     pub url: SecretUrl,
     /// Extra headers sent with each event (e.g. an authorization token): their values are secrets.
     #[serde(default)]
+    #[serde(skip_serializing)]
     pub headers: BTreeMap<String, SecretString>,
     #[serde(default = "default_sink_timeout")]
     pub timeout_secs: u64,
@@ -146,7 +147,7 @@ impl Default for PluginsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
     /// APNs endpoint: `production` or `sandbox` (development builds of Apple's MDM client).
@@ -163,6 +164,7 @@ pub struct PushConfig {
     pub max_concurrent: usize,
     /// Secret that seals push certificate private keys at rest (16+ bytes). Unset: one is generated into
     /// `<data_dir>/push-seal.key` on first start (fine for a single dev server; set it in production).
+    #[serde(skip_serializing)]
     pub key_secret: Option<SecretString>,
     /// How often the push worker looks for owed pushes, in milliseconds.
     pub worker_interval_ms: u64,
@@ -170,7 +172,7 @@ pub struct PushConfig {
     pub worker: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApnsEnvironmentConfig {
     Production,
@@ -193,7 +195,7 @@ impl Default for PushConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScepConfig {
     /// The CA that issues device identities. Unset: one is generated into the data dir on first start
@@ -201,6 +203,7 @@ pub struct ScepConfig {
     pub ca_cert_file: Option<PathBuf>,
     pub ca_key_file: Option<PathBuf>,
     /// Passphrase of `ca_key_file`, if it is encrypted.
+    #[serde(skip_serializing)]
     pub ca_key_passphrase: Option<SecretString>,
     /// Subject of a generated CA.
     pub ca_common_name: String,
@@ -227,7 +230,7 @@ impl Default for ScepConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnrollConfig {
     /// The URL devices reach this server at (`https://mdm.example.com`), used in enrollment profiles.
@@ -248,6 +251,7 @@ pub struct EnrollConfig {
     /// generated into the data dir (`profile-signing.pem`/`.key`).
     pub signing_cert_file: Option<PathBuf>,
     pub signing_key_file: Option<PathBuf>,
+    #[serde(skip_serializing)]
     pub signing_key_passphrase: Option<SecretString>,
     /// Queue a fresh enrollment profile (a new identity) this many days before a device's identity
     /// certificate expires; 0 turns automatic renewal off.
@@ -280,7 +284,7 @@ impl Default for EnrollConfig {
 
 /// TLS served by the server itself. MDM endpoints then require a client certificate issued by the SCEP CA
 /// (or by `identity.device_ca_file`); `/enroll`, `/scep` and the admin API do not.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// Server certificate chain and key (PEM, key unencrypted).
@@ -298,7 +302,7 @@ impl TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `pretty` or `json`.
@@ -307,14 +311,14 @@ pub struct LogConfig {
     pub filter: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Pretty,
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UserAuthenticatePolicy {
     Decline,
@@ -331,7 +335,7 @@ impl Default for LogConfig {
 }
 
 /// Declarative Device Management: what the server's own management declarations tell devices.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DdmConfig {
     /// The organization devices show as managing them (the organization-info declaration; none if unset).
@@ -344,7 +348,7 @@ pub struct DdmConfig {
 }
 
 /// Policies: which signatures a version's bundle must carry, and how versions roll out (docs/POLICIES.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoliciesConfig {
     /// PEM files, each an Ed25519 or ECDSA P-256 public key, or an X.509 certificate (its key's raw
