@@ -60,7 +60,12 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
-    /// Print the effective configuration (defaults, file and environment merged), secrets hidden.
+    /// Plugins: run one hook of a built plugin against an in-memory host (no server or database).
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+    /// Print the effective configuration (defaults, file and environment merged) as TOML, secrets left out.
     Config {
         /// Only validate the file and the environment, starting nothing: unknown keys, values, and the
         /// settings a server reachable from other hosts needs. Prints OK (with any warnings) or the
@@ -102,6 +107,36 @@ enum PolicyAction {
 }
 
 #[derive(Subcommand)]
+enum PluginAction {
+    /// Run HOOK of PLUGIN (a built .wasm) on an event made from a device's message, against an in-memory
+    /// host; prints the answer, logs, key-value store and HTTP requests as JSON. Exit status 1 on a
+    /// fault.
+    Run {
+        plugin: PathBuf,
+        /// The plugin's manifest.
+        #[arg(long, default_value = "plugin.json")]
+        manifest: PathBuf,
+        /// decide-enrollment, on-checkin, on-command-result, on-schedule, provide-token or
+        /// validate-config.
+        #[arg(long)]
+        hook: String,
+        /// The device's message (plist): a check-in (an Authenticate for decide-enrollment, a GetToken
+        /// for provide-token) or a command report (on-command-result).
+        #[arg(long)]
+        event: Option<PathBuf>,
+        /// on-command-result: the RequestType of the command the report answers.
+        #[arg(long)]
+        request_type: Option<String>,
+        /// on-schedule: the schedule's name.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// The plugin's configuration (a JSON file); `{}` when not given.
+        #[arg(long = "plugin-config")]
+        plugin_config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum KeyAction {
     /// Create a key and print it once.
     Create {
@@ -125,6 +160,7 @@ async fn main() -> ExitCode {
         Command::Config { check: true } => return check_config(&cli),
         // Files in, files out: no configuration, no database.
         Command::Policy { action } => return exit(policy(action)),
+        Command::Plugin { action } => return exit(plugin(action).await),
         _ => {}
     }
     let mut config = match load(&cli) {
@@ -146,6 +182,40 @@ fn exit(r: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn plugin(action: PluginAction) -> Result<(), Box<dyn std::error::Error>> {
+    use mdm_server::plugins::try_hook::{run, TryHook};
+    let PluginAction::Run {
+        plugin,
+        manifest,
+        hook,
+        event,
+        request_type,
+        schedule,
+        plugin_config,
+    } = action;
+    let config = match plugin_config {
+        Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))?,
+        None => serde_json::json!({}),
+    };
+    let event = event.map(std::fs::read).transpose()?;
+    let out = run(TryHook {
+        wasm: plugin,
+        manifest,
+        config,
+        hook,
+        event,
+        request_type,
+        schedule,
+    })
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if out.get("fault").is_some() {
+        return Err("the plugin faulted (see \"fault\")".into());
+    }
+    Ok(())
 }
 
 fn policy(action: PolicyAction) -> Result<(), Box<dyn std::error::Error>> {
@@ -314,9 +384,10 @@ async fn run(command: Command, config: &mut Config) -> Result<(), Box<dyn std::e
                 }
             }
         }
-        // `Debug` hides every secret (see `config`).
+        // Secrets are left out (see `Config::to_toml`).
         Command::Config { .. } => print!("{}", config.to_toml()?),
         Command::Policy { action } => policy(action)?,
+        Command::Plugin { action } => plugin(action).await?,
     }
     Ok(())
 }

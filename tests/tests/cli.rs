@@ -132,3 +132,98 @@ fn the_data_dir_can_be_given_on_the_command_line() {
     let printed = run(&["config"]);
     assert!(String::from_utf8_lossy(&printed.stdout).contains(&given.display().to_string()));
 }
+
+/// `mdm-server plugin run`: a built plugin's hook on a device's message, with no server or database, as
+/// a plugin author tries one.
+#[test]
+fn plugin_run_calls_a_hook_on_a_device_message_and_prints_what_came_of_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("plugin")
+            .arg("run")
+            .args(args)
+            .output()
+            .unwrap();
+        let json = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok();
+        (
+            out.status.success(),
+            json,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    // decide-enrollment on an Authenticate: the allow-list's prefixes from the plugin's configuration.
+    let allowlist = mdm_tests::plugins::build("serial-allowlist");
+    let manifest = root.join("plugins/serial-allowlist/plugin.json");
+    let dev = Device::new(Platform::Ios);
+    let authenticate = file("authenticate.plist", &dev.authenticate());
+    let config = file("config.json", br#"{"prefixes": ["NOPE"]}"#);
+    let (ok, out, err) = run(&[
+        allowlist.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--hook",
+        "decide-enrollment",
+        "--event",
+        &authenticate,
+        "--plugin-config",
+        &config,
+    ]);
+    assert!(ok, "{err}");
+    let out = out.expect("JSON");
+    assert_eq!(out["answer"]["decision"], "deny", "{out}");
+    assert_eq!(out["wit_version"], "0.2.0");
+    // on-command-result on a NotNow report: a retry, and the attempt counted in the plugin's store.
+    let retry = mdm_tests::plugins::build("retry-notnow");
+    let manifest = root.join("plugins/retry-notnow/plugin.json");
+    let report = file(
+        "notnow.plist",
+        &dev.report(None, "NotNow", "CMD-1", Default::default()),
+    );
+    let (ok, out, err) = run(&[
+        retry.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--hook",
+        "on-command-result",
+        "--event",
+        &report,
+        "--request-type",
+        "InstalledApplicationList",
+    ]);
+    assert!(ok, "{err}");
+    let out = out.expect("JSON");
+    assert_eq!(out["answer"][0]["kind"], "retry", "{out}");
+    assert_eq!(out["answer"][0]["command_uuid"], "CMD-1");
+    assert!(!out["kv"].as_object().unwrap().is_empty(), "{out}");
+    // Mistakes are said plainly: no event, a hook that cannot run from a file, a report that is not one.
+    let base = [
+        retry.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ];
+    let (ok, _, err) = run(&[&base[..], &["--hook", "on-command-result"]].concat());
+    assert!(!ok && err.contains("needs --event"), "{err}");
+    let (ok, _, err) = run(&[&base[..], &["--hook", "on-ddm-status"]].concat());
+    assert!(!ok && err.contains("cannot run hook"), "{err}");
+    let junk = file("junk.plist", b"not a plist");
+    let (ok, _, err) = run(&[
+        &base[..],
+        &[
+            "--hook",
+            "on-command-result",
+            "--event",
+            &junk,
+            "--request-type",
+            "X",
+        ],
+    ]
+    .concat());
+    assert!(!ok && err.contains("the event file"), "{err}");
+}

@@ -21,6 +21,7 @@ pub mod runtime;
 mod store_backend;
 pub mod testing;
 mod token;
+pub mod try_hook;
 
 pub use bindings::WIT_VERSION;
 pub use capabilities::http::{HttpError, HttpResponse};
