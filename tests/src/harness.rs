@@ -428,9 +428,20 @@ impl TestServer {
 
     /// Upload a plugin crate's component with its manifest, approving what it declares.
     pub async fn upload_plugin(&self, package: &str, config: serde_json::Value) -> Resp {
+        self.upload_plugin_with(package, crate::plugins::manifest(package), config)
+            .await
+    }
+
+    /// Upload a plugin crate's component with this manifest (its own, changed), approving what it
+    /// declares.
+    pub async fn upload_plugin_with(
+        &self,
+        package: &str,
+        manifest: serde_json::Value,
+        config: serde_json::Value,
+    ) -> Resp {
         use base64::Engine;
         let wasm = std::fs::read(crate::plugins::build(package)).expect("wasm");
-        let manifest = crate::plugins::manifest(package);
         let approve = manifest["capabilities"].clone();
         self.post(
             "/api/v1/plugins",

@@ -384,7 +384,17 @@ async fn webhook_events_are_delivered_durably_with_raw_payloads() {
         let (hook, broken) = (&hook, &broken);
         async move {
             let s = with_sinks(db, &[("webhook", hook), ("broken", broken)]).await;
-            let r = s.upload_plugin("webhook", json!({"sink": "webhook"})).await;
+            let mut manifest = mdm_tests::plugins::manifest("webhook");
+            // A sink the server does not have is refused at upload, not found out at the first event.
+            manifest["sinks"] = json!(["webhook", "nowhere"]);
+            let config = json!({"sink": "webhook"});
+            let r = s
+                .upload_plugin_with("webhook", manifest.clone(), config.clone())
+                .await;
+            assert_eq!(r.status, 400, "{}", r.text());
+            assert!(r.text().contains("nowhere"), "{}", r.text());
+            manifest["sinks"] = json!(["webhook", "broken"]);
+            let r = s.upload_plugin_with("webhook", manifest, config).await;
             assert_eq!(r.status, 200, "{}", r.text());
             let dev = Device::new(Platform::Ios);
             let before = hook.received().len();
@@ -494,7 +504,11 @@ async fn a_failed_handed_over_event_holds_back_its_device_s_later_ones() {
         let broken = &broken;
         async move {
             let s = with_worker(db, &[("broken", broken)]).await;
-            let r = s.upload_plugin("webhook", json!({"sink": "broken"})).await;
+            let mut manifest = mdm_tests::plugins::manifest("webhook");
+            manifest["sinks"] = json!(["broken"]);
+            let r = s
+                .upload_plugin_with("webhook", manifest, json!({"sink": "broken"}))
+                .await;
             assert_eq!(r.status, 200, "{}", r.text());
             let before = broken.count();
             s.enroll(&Device::new(Platform::Ios)).await;

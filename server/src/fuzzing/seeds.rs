@@ -460,6 +460,7 @@ const MANIFEST: &str = r#"{
   "hooks": ["on-checkin", "on-schedule", "decide-enrollment", "on-command-result"],
   "capabilities": ["kv", "http", "inventory", "commands", "events"],
   "http_allow": ["api.example.com", "*.example.org"],
+  "sinks": ["webhook"],
   "schedules": [{"name": "hourly", "every_seconds": 3600}],
   "limits": {"timeout_ms": 200, "memory_mib": 32, "kv_max_keys": 100, "max_actions": 10},
   "failure_policy": {"decide-enrollment": "fail-closed", "on-checkin": "fail-open"},

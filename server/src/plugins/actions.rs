@@ -106,7 +106,7 @@ pub async fn apply<C: ConnectionTrait + TransactionTrait>(
         .into_iter()
         .map(|a| {
             let checked = if plugin.manifest.has(needs(&a)) {
-                check(&a, ctx)
+                check(&a, &plugin.manifest.sinks, ctx)
             } else {
                 Err(format!("needs capability {}", needs(&a).as_str()))
             };
@@ -243,8 +243,12 @@ fn count(ctx: &ActionContext<'_>, plugin: &str, kind: &str, outcome: &str) {
         .inc();
 }
 
-/// Validate without touching storage; returns the audit description.
-fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, String> {
+/// Validate without touching storage; returns the audit description. `declared_sinks`: the manifest's.
+fn check(
+    a: &Action,
+    declared_sinks: &[String],
+    ctx: &ActionContext<'_>,
+) -> Result<serde_json::Value, String> {
     Ok(match a {
         Action::Enqueue(e) => {
             if e.enrollment_ids.is_empty() || e.enrollment_ids.len() > MAX_IDS_PER_ACTION {
@@ -290,6 +294,13 @@ fn check(a: &Action, ctx: &ActionContext<'_>) -> Result<serde_json::Value, Strin
         }
         Action::ClearAttribute(k) => json!({"device_id": k.device_id, "key": k.key}),
         Action::Emit(e) => {
+            if !declared_sinks.contains(&e.sink) {
+                return Err(format!(
+                    "{:?} is not one of the sinks the manifest names ({})",
+                    e.sink,
+                    declared_sinks.join(", ")
+                ));
+            }
             if !ctx.sinks.contains(&e.sink) {
                 return Err(format!("no event sink named {:?} is configured", e.sink));
             }
@@ -476,8 +487,11 @@ mod tests {
     use super::*;
     use crate::plugins::event::Event;
 
+    /// An emit checked for a plugin whose manifest names `webhook` and `audit`, on a server with the
+    /// sinks `webhook` and `other`.
     fn emit(sink: &str, payload: &str) -> Result<serde_json::Value, String> {
-        let sinks = BTreeSet::from(["webhook".to_string()]);
+        let sinks = BTreeSet::from(["webhook".to_string(), "other".to_string()]);
+        let declared = ["webhook".to_string(), "audit".to_string()];
         let metrics = Metrics::new();
         let ctx = ActionContext {
             hook: "on-checkin",
@@ -497,6 +511,7 @@ mod tests {
                 topic: "t".into(),
                 payload_json: payload.into(),
             }),
+            &declared,
             &ctx,
         )
     }
@@ -505,6 +520,16 @@ mod tests {
     fn an_event_needs_a_configured_sink_and_one_json_value_within_the_size_limit() {
         assert!(emit("webhook", r#"{"a": [1, "x", null]}"#).is_ok());
         assert!(emit("elsewhere", "{}").is_err());
+        let undeclared = emit("other", "{}").unwrap_err();
+        assert!(
+            undeclared.contains("not one of the sinks the manifest names"),
+            "{undeclared}"
+        );
+        let unconfigured = emit("audit", "{}").unwrap_err();
+        assert!(
+            unconfigured.contains("no event sink named"),
+            "{unconfigured}"
+        );
         for bad in ["", "{", r#"{"a": 1} {"b": 2}"#, "{} trailing", "not json"] {
             assert!(emit("webhook", bad).is_err(), "{bad:?}");
         }

@@ -42,6 +42,15 @@ impl PluginHost {
     pub async fn upload(&self, u: Upload) -> Result<repo::Listed, PluginError> {
         let bad = |m: String| PluginError::Invalid(m);
         u.manifest.validate().map_err(invalid)?;
+        let unknown: Vec<&str> = (u.manifest.sinks.iter())
+            .filter(|s| !self.sinks.contains(*s))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(bad(format!(
+                "the manifest's sinks {unknown:?} are not configured on this server (plugins.sinks)"
+            )));
+        }
         if u.wasm.len() > MAX_WASM_BYTES {
             return Err(bad(format!(
                 "the component is larger than {MAX_WASM_BYTES} bytes"

@@ -290,6 +290,12 @@ pub struct Manifest {
     /// Host names the `http` capability may reach (exact, or `*.example.com`).
     #[serde(default)]
     pub http_allow: Vec<String>,
+    /// The event sinks (`plugins.sinks` names) the plugin emits to, with the `events` capability (which
+    /// needs at least one): an emit to any other is refused, and upload refuses a name the server has no
+    /// sink for, so the mistake shows then rather than at the first event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub sinks: Vec<String>,
     #[serde(default)]
     pub schedules: Vec<Schedule>,
     #[serde(default)]
@@ -307,6 +313,29 @@ impl Manifest {
         let m: Manifest = serde_json::from_str(json)?;
         m.validate()?;
         Ok(m)
+    }
+
+    /// `sinks` goes with the `events` capability, both or neither; each name 1 to 64 printable
+    /// characters, at most 32, no repeats.
+    fn check_sinks(&self) -> Result<(), ManifestError> {
+        match (self.has(Capability::Events), self.sinks.is_empty()) {
+            (true, true) => {
+                return Err(invalid(
+                    "the events capability needs sinks: the sinks it emits to",
+                ))
+            }
+            (false, false) => return Err(invalid("sinks needs the events capability")),
+            _ => {}
+        }
+        let well_formed =
+            |s: &String| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
+        let mut seen = std::collections::BTreeSet::new();
+        if self.sinks.len() > 32 || !self.sinks.iter().all(|s| well_formed(s) && seen.insert(s)) {
+            return Err(invalid(
+                "sinks: at most 32 different names, each 1 to 64 printable characters",
+            ));
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ManifestError> {
@@ -340,6 +369,7 @@ impl Manifest {
                 "http_allow entries are host names (e.g. api.example.com or *.example.com)",
             ));
         }
+        self.check_sinks()?;
         if let Some(checkins) = &self.checkins {
             if !self.hooks.contains(&Hook::OnCheckin) {
                 return Err(invalid("checkins needs the on-checkin hook"));
@@ -448,6 +478,29 @@ mod tests {
     }
 
     #[test]
+    fn an_emitting_plugin_names_its_sinks() {
+        let with = |sinks: serde_json::Value| {
+            let mut j = base();
+            j["capabilities"] = serde_json::json!(["events"]);
+            j["sinks"] = sinks;
+            Manifest::parse(&j.to_string())
+        };
+        assert_eq!(
+            with(serde_json::json!(["alerts", "audit"])).unwrap().sinks,
+            ["alerts", "audit"]
+        );
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!([""]),
+            serde_json::json!(["a b"]),
+            serde_json::json!(["a", "a"]),
+            serde_json::json!(["x".repeat(65)]),
+        ] {
+            assert!(with(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn minimal_manifest_gets_defaults() {
         let m = Manifest::parse(&base().to_string()).unwrap();
         assert_eq!(m.limits.timeout_ms, 200);
@@ -465,6 +518,8 @@ mod tests {
             ("hooks", serde_json::json!(["on-everything"])),
             ("capabilities", serde_json::json!(["root"])),
             ("http_allow", serde_json::json!(["example.com"])),
+            ("sinks", serde_json::json!(["alerts"])),
+            ("capabilities", serde_json::json!(["events"])),
             (
                 "schedules",
                 serde_json::json!([{"name": "n", "every_seconds": 3600}]),
