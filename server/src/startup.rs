@@ -267,6 +267,14 @@ fn setup_warnings(config: &Config) -> Result<Vec<String>, StartError> {
         tracing::warn!("DEVELOPMENT ONLY: {w}");
         warnings.push(w);
     }
+    if config.plugins.watch_dir {
+        let w =
+            "plugins.watch_dir is on: plugins.dir is loaded again whenever it changes, over any \
+                 change made through the API to its plugins"
+                .to_string();
+        tracing::warn!("DEVELOPMENT ONLY: {w}");
+        warnings.push(w);
+    }
     if config.identity.accept_any_issuer {
         // Allowed anywhere (migrations need it), but never quietly: logged by `device_trust`, and here
         // for `/readyz`.

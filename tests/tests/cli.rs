@@ -227,3 +227,73 @@ fn plugin_run_calls_a_hook_on_a_device_message_and_prints_what_came_of_it() {
     .concat());
     assert!(!ok && err.contains("the event file"), "{err}");
 }
+
+/// `plugins.watch_dir` (development): a plugin's config.json edited in the directory reaches the running
+/// server, with no restart and no API call.
+#[tokio::test]
+async fn a_watched_plugins_directory_is_loaded_again_when_it_changes() {
+    let plugins = tempfile::tempdir().unwrap();
+    let sub = plugins.path().join("serial-allowlist");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::fs::copy(
+        mdm_tests::plugins::build("serial-allowlist"),
+        sub.join("allowlist.wasm"),
+    )
+    .unwrap();
+    let manifest = mdm_tests::plugins::manifest("serial-allowlist").to_string();
+    std::fs::write(sub.join("plugin.json"), manifest).unwrap();
+    std::fs::write(sub.join("config.json"), r#"{"prefixes": ["NOPE"]}"#).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let env = [
+        ("MDM_PLUGINS__DIR", plugins.path().display().to_string()),
+        ("MDM_PLUGINS__WATCH_DIR", "true".to_string()),
+        ("MDM_PLUGINS__RELOAD_INTERVAL_SECS", "1".to_string()),
+    ];
+    let mut server = ServerProcess::spawn("watch", bin(), data.path(), &env)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let dev = Device::new(Platform::Ios);
+    let authenticate = || async {
+        let body = dev.authenticate();
+        let res = http
+            .put(format!("{}/mdm/checkin", server.base))
+            .header("Mdm-Signature", dev.sign(&body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        res.status().as_u16()
+    };
+    assert_eq!(authenticate().await, 403, "not on the allow-list");
+    let ready = http
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        ready.text().await.unwrap().contains("plugins.watch_dir"),
+        "never quietly"
+    );
+    let prefix = &dev.serial[..3];
+    std::fs::write(
+        sub.join("config.json"),
+        format!(r#"{{"prefixes": ["{prefix}"]}}"#),
+    )
+    .unwrap();
+    let mut status = 0;
+    for _ in 0..100 {
+        status = authenticate().await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        200,
+        "the edited config.json was loaded: {}",
+        server.log()
+    );
+    server.stop();
+}

@@ -87,6 +87,10 @@ impl Default for IdentityConfig {
 pub struct PluginsConfig {
     /// Load every `<dir>/<name>/` (plugin.json, one .wasm, optional config.json) at start.
     pub dir: Option<PathBuf>,
+    /// Development: look at `dir` again every `reload_interval_secs` and load what changed (a rebuilt
+    /// component, an edited manifest or config.json); the directory then wins over API changes to its
+    /// plugins. Needs `dir`; reported by `/readyz`.
+    pub watch_dir: bool,
     /// Plugin instances that may run at once (the size of the instance pool).
     pub max_concurrent: u32,
     /// A plugin that faults this many times within `quarantine_window_secs` is quarantined.
@@ -136,6 +140,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             dir: None,
+            watch_dir: false,
             max_concurrent: 64,
             quarantine_after_faults: 5,
             quarantine_window_secs: 60,

@@ -52,6 +52,9 @@ impl Config {
         {
             return bad("plugins: max_concurrent 1-10000, quarantine_after_faults, reload_interval_secs and worker_interval_ms at least 1".into());
         }
+        if p.watch_dir && p.dir.is_none() {
+            return bad("plugins.watch_dir needs plugins.dir".into());
+        }
         for (name, sink) in &p.sinks {
             if url_scheme_ok(sink.url.expose_secret()).is_none() {
                 return bad(format!(

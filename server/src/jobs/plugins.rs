@@ -6,15 +6,28 @@ use crate::plugins::PluginHost;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Reload always; schedules and event delivery only where `plugins.worker` is on.
+/// Reload always (and, with `plugins.watch_dir`, load what changed in `plugins.dir`); schedules and
+/// event delivery only where `plugins.worker` is on.
 pub fn spawn(plugins: Arc<PluginHost>, delivery: Delivery, cfg: &PluginsConfig) {
     let p = plugins.clone();
+    let watched = cfg.dir.clone().filter(|_| cfg.watch_dir);
     super::every(
         Duration::from_secs(cfg.reload_interval_secs),
         None,
         move || {
-            let p = p.clone();
+            let (p, watched) = (p.clone(), watched.clone());
             async move {
+                if let Some(dir) = &watched {
+                    match p.load_dir(dir).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(dir = %dir.display(), loaded = n, "changed plugins loaded from the watched directory")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "watched plugin directory not loaded")
+                        }
+                    }
+                }
                 if let Err(e) = p.reload().await {
                     tracing::error!(error = %e, "plugin reload failed");
                 }
