@@ -32,14 +32,15 @@
 
 #![warn(missing_docs)]
 
-/// The bindings generated from `wit/v0.2/mdm-plugin.wit` (world `plugin`).
+/// The bindings generated from `wit/mdm-plugin.wit` (world `plugin`): the repository's `wit/v0.2`, linked into
+/// the crate so it travels with it when packaged.
 ///
 /// Everything here is also reachable through friendlier paths ([`prelude`], [`kv`], [`http`], ...);
 /// use these when you need the raw host functions.
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.2",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_hooks",
