@@ -11,6 +11,19 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mdm-server-under-test"))
 }
 
+/// The device's signed Authenticate to the server process; the HTTP status.
+async fn authenticate(http: &reqwest::Client, server: &ServerProcess, dev: &Device) -> u16 {
+    let body = dev.authenticate();
+    let res = http
+        .put(format!("{}/mdm/checkin", server.base))
+        .header("Mdm-Signature", dev.sign(&body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    res.status().as_u16()
+}
+
 #[tokio::test]
 async fn migrations_are_one_line_and_requests_leave_an_access_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,15 +47,7 @@ async fn migrations_are_one_line_and_requests_leave_an_access_line() {
     assert_eq!(health.status().as_u16(), 200);
     // A device authenticates: its serial number is logged as itself, not as a Rust Option.
     let dev = Device::new(Platform::Ios);
-    let body = dev.authenticate();
-    let res = http
-        .put(format!("{}/mdm/checkin", server.base))
-        .header("Mdm-Signature", dev.sign(&body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(authenticate(&http, &server, &dev).await, 200);
     server.stop();
     let log = server.log();
     assert_eq!(log.matches("database migrated").count(), 1, "{log}");
@@ -254,17 +259,7 @@ async fn a_watched_plugins_directory_is_loaded_again_when_it_changes() {
         .unwrap();
     let http = reqwest::Client::new();
     let dev = Device::new(Platform::Ios);
-    let authenticate = || async {
-        let body = dev.authenticate();
-        let res = http
-            .put(format!("{}/mdm/checkin", server.base))
-            .header("Mdm-Signature", dev.sign(&body))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        res.status().as_u16()
-    };
+    let authenticate = || authenticate(&http, &server, &dev);
     assert_eq!(authenticate().await, 403, "not on the allow-list");
     let ready = http
         .get(format!("{}/readyz", server.base))
