@@ -18,19 +18,26 @@
 //! | [`emit`] | deliver an event to a sink | `events` |
 //! | [`assign_set`], [`unassign_set`] | assign a declarative management set to an enrollment, or unassign it | `ddm-assign` |
 //!
+//! Every builder returns an [`Action`]:
+//!
 //! ```
 //! use mdm_plugin_sdk::prelude::*;
+//! use mdm_plugin_sdk::actions::EnqueueOptions;
 //! let actions: Vec<Action> = vec![
-//!     actions::enqueue(["UDID-1"], commands::security_info()).into(),
-//!     actions::enqueue(["UDID-1"], commands::restart_device()).priority(10).ttl_seconds(3600).into(),
+//!     actions::enqueue(["UDID-1"], commands::security_info()),
+//!     actions::enqueue_with(
+//!         ["UDID-1"],
+//!         commands::restart_device(),
+//!         EnqueueOptions { priority: 10, ttl_seconds: Some(3600) },
+//!     ),
 //!     actions::push(["UDID-1"]),
+//!     actions::emit("alerts", "device.restarted", json!({"udid": "UDID-1"})),
 //! ];
 //! # let _ = actions;
 //! ```
 
-use serde::Serialize;
+use serde_json::Value;
 
-use crate::error::PluginResult;
 use crate::types::{
     Action, CommandSpec, DeviceAttribute, DeviceAttributeKey, EnqueueCommand, Event, RetryCommand,
     SetAssignment,
@@ -61,49 +68,36 @@ where
     ids.into_iter().map(|id| id.as_ref().to_owned()).collect()
 }
 
-/// An enqueue action being built; turn it into an [`Action`] with `.into()` (or
-/// `Action::from`). Created by [`enqueue`].
-#[derive(Debug, Clone, PartialEq)]
-#[must_use = "an Enqueue does nothing until it is returned as an Action (`.into()`)"]
-pub struct Enqueue(EnqueueCommand);
-
-impl Enqueue {
+/// How an [`enqueue_with`] action is queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnqueueOptions {
     /// Queue priority, higher first; clamped to [`MIN_PRIORITY`]..=[`MAX_PRIORITY`]. Default 0.
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.0.priority = priority.clamp(MIN_PRIORITY, MAX_PRIORITY);
-        self
-    }
-
+    pub priority: i32,
     /// Drop the command if it has not been delivered within this many seconds. Default: no limit.
-    pub fn ttl_seconds(mut self, seconds: u32) -> Self {
-        self.0.ttl_seconds = Some(seconds);
-        self
-    }
-
-    /// The finished action.
-    pub fn build(self) -> Action {
-        Action::Enqueue(self.0)
-    }
-}
-
-impl From<Enqueue> for Action {
-    fn from(e: Enqueue) -> Self {
-        e.build()
-    }
+    pub ttl_seconds: Option<u32>,
 }
 
 /// Queue `command` to these enrollments (queue ids: `Enrollment::id`), priority 0, no TTL. Needs
 /// `commands`. All enqueues of one call together may name at most [`MAX_ENQUEUE_IDS`] enrollments.
-pub fn enqueue<I>(enrollment_ids: I, command: CommandSpec) -> Enqueue
+pub fn enqueue<I>(enrollment_ids: I, command: CommandSpec) -> Action
 where
     I: IntoIterator,
     I::Item: AsRef<str>,
 {
-    Enqueue(EnqueueCommand {
+    enqueue_with(enrollment_ids, command, EnqueueOptions::default())
+}
+
+/// [`enqueue`] with a priority or a time to live.
+pub fn enqueue_with<I>(enrollment_ids: I, command: CommandSpec, options: EnqueueOptions) -> Action
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    Action::Enqueue(EnqueueCommand {
         enrollment_ids: strings(enrollment_ids),
         command,
-        priority: 0,
-        ttl_seconds: None,
+        priority: options.priority.clamp(MIN_PRIORITY, MAX_PRIORITY),
+        ttl_seconds: options.ttl_seconds,
     })
 }
 
@@ -148,15 +142,16 @@ pub fn clear_attribute(device_id: &str, key: &str) -> Action {
     })
 }
 
-/// Deliver `payload` (serialized as JSON) under `topic` to the sink the admin configured as `sink`.
-/// Delivery is durable, with retries. Needs `events`. The JSON may be at most
-/// [`MAX_EVENT_PAYLOAD`] bytes.
-pub fn emit(sink: &str, topic: &str, payload: &impl Serialize) -> PluginResult<Action> {
-    Ok(Action::Emit(Event {
+/// Deliver `payload` under `topic` to the sink the admin configured as `sink` (one of the manifest's
+/// `sinks`). Delivery is durable, with retries. Needs `events`. The JSON may be at most
+/// [`MAX_EVENT_PAYLOAD`] bytes. Build the payload with `json!`, or from your own type with
+/// `serde_json::to_value`.
+pub fn emit(sink: &str, topic: &str, payload: Value) -> Action {
+    Action::Emit(Event {
         sink: sink.to_owned(),
         topic: topic.to_owned(),
-        payload_json: serde_json::to_string(payload)?,
-    }))
+        payload_json: payload.to_string(),
+    })
 }
 
 /// Assign the declarative management set `set_name` to this enrollment (a queue id:
@@ -196,10 +191,10 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn enqueue_defaults_and_builder() {
+    fn enqueue_defaults_and_options() {
         let ids = vec!["a".to_owned(), "b".to_owned()];
         assert_eq!(
-            Action::from(enqueue(&ids, commands::security_info())),
+            enqueue(&ids, commands::security_info()),
             Action::Enqueue(EnqueueCommand {
                 enrollment_ids: ids.clone(),
                 command: commands::security_info(),
@@ -208,10 +203,14 @@ mod tests {
             })
         );
         assert_eq!(
-            enqueue(["a"], commands::restart_device())
-                .priority(5000)
-                .ttl_seconds(600)
-                .build(),
+            enqueue_with(
+                ["a"],
+                commands::restart_device(),
+                EnqueueOptions {
+                    priority: 5000,
+                    ttl_seconds: Some(600)
+                }
+            ),
             Action::Enqueue(EnqueueCommand {
                 enrollment_ids: vec!["a".into()],
                 command: commands::restart_device(),
@@ -220,9 +219,14 @@ mod tests {
             })
         );
         assert_eq!(
-            enqueue(vec!["x"], commands::profile_list())
-                .priority(-5)
-                .build(),
+            enqueue_with(
+                vec!["x"],
+                commands::profile_list(),
+                EnqueueOptions {
+                    priority: -5,
+                    ..Default::default()
+                }
+            ),
             Action::Enqueue(EnqueueCommand {
                 enrollment_ids: vec!["x".into()],
                 command: commands::profile_list(),
@@ -261,7 +265,7 @@ mod tests {
                 key: "inv.battery".into(),
             })
         );
-        let Action::Emit(event) = emit("alerts", "t.x", &json!({"n": 1})).unwrap() else {
+        let Action::Emit(event) = emit("alerts", "t.x", json!({"n": 1})) else {
             panic!("not an emit");
         };
         assert_eq!(

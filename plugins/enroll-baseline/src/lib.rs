@@ -70,7 +70,7 @@ pub fn baseline_actions(enrollment_id: &str, profiles: &[Vec<u8>]) -> Vec<Action
     specs.extend(profiles.iter().map(commands::install_profile));
     specs
         .into_iter()
-        .map(|spec| actions::enqueue([enrollment_id], spec).into())
+        .map(|spec| actions::enqueue([enrollment_id], spec))
         .collect()
 }
 
@@ -173,7 +173,7 @@ mod tests {
             commands::install_profile(b"two"),
         ]
         .into_iter()
-        .map(|spec| actions::enqueue(["UDID-1"], spec).into())
+        .map(|spec| actions::enqueue(["UDID-1"], spec))
         .collect();
         assert_eq!(actions, expected);
     }

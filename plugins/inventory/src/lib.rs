@@ -272,8 +272,8 @@ pub fn refresh_actions(ids: &[String]) -> Vec<Action> {
         return Vec::new();
     }
     vec![
-        actions::enqueue(ids, commands::device_information(&[])).into(),
-        actions::enqueue(ids, commands::security_info()).into(),
+        actions::enqueue(ids, commands::device_information(&[])),
+        actions::enqueue(ids, commands::security_info()),
     ]
 }
 

@@ -167,11 +167,9 @@ impl Plugin for RetryNotNow {
                         warn!("{} gave up after {attempts} attempts", event.request_type;
                             enrollment_id = enrollment_id, command_uuid = event.command_uuid,
                             original_command_uuid = event.original_command_uuid());
-                        Ok(vec![actions::emit(
-                            &config.alert_sink,
-                            TOPIC,
-                            &alert(&event, attempts),
-                        )?])
+                        let payload =
+                            mdm_plugin_sdk::serde_json::to_value(alert(&event, attempts))?;
+                        Ok(vec![actions::emit(&config.alert_sink, TOPIC, payload)])
                     }
                     Step::Done => Ok(Vec::new()),
                 }

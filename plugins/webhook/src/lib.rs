@@ -181,7 +181,7 @@ fn emit(topic: &str, body: &Value, raw_len: Option<usize>) -> PluginResult<Vec<A
         );
     }
     let config: Config = config::get()?;
-    Ok(vec![actions::emit(&config.sink, topic, body)?])
+    Ok(vec![actions::emit(&config.sink, topic, body.clone())])
 }
 
 struct Webhook;
