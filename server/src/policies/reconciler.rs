@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap};
 pub const SOURCE: &str = "profiles";
 /// The `source` of its ProfileList commands (one waits per device: a newer replaces it).
 pub const LIST_SOURCE: &str = "profiles.list";
-/// Failed attempts after which a profile is left failed until what the device holds changes again.
+/// Failed attempts after which a profile is left failed, until another version wants it.
 pub const MAX_ATTEMPTS: i32 = 5;
 /// The first retry waits this long; each further one twice as long as the one before.
 const RETRY_BASE_MS: i64 = 5 * 60 * 1000;
@@ -207,10 +207,14 @@ pub fn want(
             State::Skipped
         };
         match had.get(identifier) {
-            // The same content, still wanted the same way: where it stands holds (a failure is not
-            // retried for a version that wants exactly what failed); only which version wants it may
-            // change.
-            Some(r) if r.payload_uuid == w.payload_uuid && same_way(State::of(r), target) => {
+            // The same content, still wanted the same way: where it stands holds, and only which
+            // version wants it may change — except a failure, which another version tries afresh (the
+            // same version does not retry what failed).
+            Some(r)
+                if r.payload_uuid == w.payload_uuid
+                    && same_way(State::of(r), target)
+                    && !(State::of(r) == State::Failed && r.set_name != w.set_name) =>
+            {
                 if r.set_name != w.set_name || r.policy_id != w.policy_id {
                     changed.push(owner(DeviceProfile {
                         updated_at: now,
@@ -675,6 +679,18 @@ mod tests {
         assert_eq!(state(&gone, "a"), State::Removing);
         let removed = vec![fresh(&verified[0], State::Removed, 5)];
         assert!(want("D", &removed, &[], 6).is_empty());
+        // A failure stays failed for the version that failed, and is tried afresh by another.
+        let failed = vec![fresh(&verified[0], State::Failed, 6)];
+        assert!(want("D", &failed, &[&a_other_policy], 7).is_empty());
+        let next_version = Wanted {
+            set_name: "mdm.policy.1.2".into(),
+            ..wanted("a", 1, "U9")
+        };
+        let retried = want("D", &failed, &[&next_version], 7);
+        assert_eq!(
+            (state(&retried, "a"), retried[0].attempts),
+            (State::Pending, 0)
+        );
         // A profile whose payloads do not install on the device's platform is skipped, never sent.
         let tv = Wanted {
             device_platform: Some("tvOS".into()),
