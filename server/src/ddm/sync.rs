@@ -171,13 +171,26 @@ async fn queue_sync<C: ConnectionTrait>(
         Value::String("DeclarativeManagement".into()),
     );
     command.insert("Data".into(), Value::Data(sync_tokens_data(token, now)));
+    let uuid = queue_command(c, command, SOURCE, ids, now).await?;
+    queue::withdraw_superseded(c, &uuid, SOURCE).await?;
+    audience::record_announced(c, &uuid, token, now).await?;
+    Ok(())
+}
+
+/// A command the server itself sends (a DDM sync, the profile reconciler's): stored under a new
+/// CommandUUID with `source`, queued to `to` (existing channels), a push owed them. Returns the UUID.
+pub(crate) async fn queue_command<C: ConnectionTrait>(
+    c: &C,
+    command: Dictionary,
+    source: &str,
+    to: &[String],
+    now: i64,
+) -> Result<String, DdmError> {
     let uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
     let env = CommandEnvelope::new(uuid, command)
-        .map_err(|e| DdmError::BadRequest(format!("building the sync command: {e}")))?;
-    queue::insert_command(c, &env, 0, SOURCE, None, now).await?;
-    queue::enqueue(c, &env.uuid, 0, None, ids, now).await?;
-    queue::withdraw_superseded(c, &env.uuid, SOURCE).await?;
+        .map_err(|e| DdmError::BadRequest(format!("building a {source} command: {e}")))?;
+    queue::insert_command(c, &env, 0, source, None, now).await?;
+    queue::enqueue(c, &env.uuid, 0, None, to, now).await?;
     push::due_for_command(c, &env.uuid, now).await?;
-    audience::record_announced(c, &env.uuid, token, now).await?;
-    Ok(())
+    Ok(env.uuid)
 }

@@ -20,12 +20,13 @@
 //! are due. Two policies a device holds that want the same identifier: the lower policy id's wins, and the
 //! other's rollout counts the device pending.
 
+use crate::ddm::sync::queue_command;
 use crate::ddm::DdmError;
 use crate::protocol::profile_list::InstalledProfile;
-use crate::protocol::{CommandEnvelope, EnrollmentRef, ErrorChainItem};
+use crate::protocol::{EnrollmentRef, ErrorChainItem};
 use crate::storage::profiles::{self as store, DeviceProfile, Wanted};
 use crate::storage::queue::{self, QueueStatus};
-use crate::storage::{push, Storage};
+use crate::storage::{enrollments, Storage};
 use plist::{Dictionary, Value};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
@@ -446,7 +447,13 @@ async fn ask_for_lists<C: ConnectionTrait>(
     devices: &[String],
     now: i64,
 ) -> Result<(), DdmError> {
-    let reachable = store::reachable(c, devices).await?;
+    // A device's channel is the one whose id is the device's: those enabled can be sent commands.
+    let mut reachable: Vec<String> = enrollments::eligibility(c, devices)
+        .await?
+        .into_iter()
+        .filter_map(|(id, _, enabled)| enabled.then_some(id))
+        .collect();
+    reachable.sort();
     if reachable.is_empty() {
         return Ok(());
     }
@@ -457,23 +464,6 @@ async fn ask_for_lists<C: ConnectionTrait>(
     queue::withdraw_superseded(c, &uuid, LIST_SOURCE).await?;
     store::mark_listed(c, &reachable, &UNSETTLED, now).await?;
     Ok(())
-}
-
-/// Store a command, queue it to `to` and owe them a push. Returns its CommandUUID.
-async fn queue_command<C: ConnectionTrait>(
-    c: &C,
-    command: Dictionary,
-    source: &str,
-    to: &[String],
-    now: i64,
-) -> Result<String, DdmError> {
-    let uuid = uuid::Uuid::new_v4().to_string().to_uppercase();
-    let env = CommandEnvelope::new(uuid, command)
-        .map_err(|e| DdmError::BadRequest(format!("building a profile command: {e}")))?;
-    queue::insert_command(c, &env, 0, source, None, now).await?;
-    queue::enqueue(c, &env.uuid, 0, None, to, now).await?;
-    push::due_for_command(c, &env.uuid, now).await?;
-    Ok(env.uuid)
 }
 
 /// A device channel's recorded command result, in its transaction: a ProfileList answer settles its

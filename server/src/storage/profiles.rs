@@ -6,7 +6,6 @@
 use super::entities::ddm_assignment::{self as assignment, Entity as Assignments};
 use super::entities::device::{self, Entity as Devices};
 use super::entities::device_profile::{self as row, Entity as Rows};
-use super::entities::enrollment::{self, Entity as Enrollments};
 use super::entities::policy_profile::{self as version, Entity as Versions};
 use super::queue::IDS_PER_STATEMENT;
 use super::StorageResult;
@@ -18,9 +17,6 @@ use sea_orm::{
 
 pub use super::entities::device_profile::Model as DeviceProfile;
 pub use super::entities::policy_profile::Model as VersionProfile;
-
-/// The kinds of device channel, where a device's profiles are installed.
-const DEVICE_CHANNELS: [&str; 2] = ["device", "user_enrollment_device"];
 
 /// Rows per multi-row upsert (thirteen values each).
 const ROWS_PER_UPSERT: usize = 1_000;
@@ -334,26 +330,4 @@ pub async fn forget<C: ConnectionTrait>(c: &C, devices: &[String]) -> StorageRes
             .await?;
     }
     Ok(())
-}
-
-/// Of `devices`, the enabled device channels (what a command can be queued to), sorted.
-pub async fn reachable<C: ConnectionTrait>(
-    c: &C,
-    devices: &[String],
-) -> StorageResult<Vec<String>> {
-    let mut out = Vec::new();
-    for chunk in devices.chunks(IDS_PER_STATEMENT) {
-        let ids: Vec<String> = Enrollments::find()
-            .select_only()
-            .column(enrollment::Column::Id)
-            .filter(enrollment::Column::Id.is_in(chunk.iter().cloned()))
-            .filter(enrollment::Column::Kind.is_in(DEVICE_CHANNELS))
-            .filter(enrollment::Column::Enabled.eq(true))
-            .into_tuple()
-            .all(c)
-            .await?;
-        out.extend(ids);
-    }
-    out.sort();
-    Ok(out)
 }
