@@ -1,9 +1,9 @@
 //! The SDK for mdm-server plugins.
 //!
 //! A plugin is a WebAssembly component (`wasm32-wasip2`) that the server calls at each enrollment
-//! decision, check-in, command result, scheduled tick, declarative management status change and GetToken
-//! check-in. This crate is the only dependency a plugin needs: it holds the bindings for the WIT contract
-//! (`wit/v0.2/mdm-plugin.wit`, `mdm:plugin@0.2.0`), the [`Plugin`] trait with a default for every hook,
+//! decision, check-in, command result, scheduled tick, declarative management status change, GetToken
+//! check-in, policy rollout promotion and rollout step. This crate is the only dependency a plugin needs: it
+//! holds the bindings for the WIT contract (`wit/v0.3/mdm-plugin.wit`, `mdm:plugin@0.3.0`), the [`Plugin`] trait with a default for every hook,
 //! the [`export_plugin!`] macro, typed command and action builders, a [`Plist`] value rebuilt from the
 //! flat `plist-tree`, accessors for status reports ([`types::DdmStatusEvent::item_turned`]), and thin
 //! wrappers over the host imports (`kv`, `config`, `log`, `metrics`, `inventory`, `http`).
@@ -32,7 +32,7 @@
 
 #![warn(missing_docs)]
 
-/// The bindings generated from `wit/mdm-plugin.wit` (world `plugin`): the repository's `wit/v0.2`, linked into
+/// The bindings generated from `wit/mdm-plugin.wit` (world `plugin`): the repository's `wit/v0.3`, linked into
 /// the crate so it travels with it when packaged.
 ///
 /// Everything here is also reachable through friendlier paths ([`prelude`], [`kv`], [`http`], ...);
@@ -47,22 +47,22 @@ pub mod bindings {
         default_bindings_module: "::mdm_plugin_sdk::bindings",
         additional_derives: [Clone, PartialEq],
         additional_type_attributes: {
-            "mdm:plugin/types@0.2.0/enrollment": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/device-facts": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/error-chain-item": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/declaration-state": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/declaration-change": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/status-item-change": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/ddm-status-event": [#[derive(serde::Serialize)]],
-            "mdm:plugin/types@0.2.0/channel-kind": [
+            "mdm:plugin/types@0.3.0/enrollment": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/device-facts": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/error-chain-item": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/declaration-state": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/declaration-change": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/status-item-change": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/ddm-status-event": [#[derive(serde::Serialize)]],
+            "mdm:plugin/types@0.3.0/channel-kind": [
                 #[derive(serde::Serialize)]
                 #[serde(rename_all = "kebab-case")]
             ],
-            "mdm:plugin/types@0.2.0/checkin-kind": [
+            "mdm:plugin/types@0.3.0/checkin-kind": [
                 #[derive(serde::Serialize)]
                 #[serde(rename_all = "kebab-case")]
             ],
-            "mdm:plugin/types@0.2.0/command-status": [
+            "mdm:plugin/types@0.3.0/command-status": [
                 #[derive(serde::Serialize)]
                 #[serde(rename_all = "kebab-case")]
             ],
@@ -103,8 +103,17 @@ pub mod types {
     pub use crate::bindings::mdm::plugin::types::*;
 }
 
+/// The rollout types (`mdm:plugin/rollout`, since 0.3) at a short path: what `decide-promotion` and
+/// `on-rollout` are given and answer.
+pub mod rollout {
+    pub use crate::bindings::mdm::plugin::rollout::*;
+}
+
 /// Everything a plugin usually needs: `use mdm_plugin_sdk::prelude::*;`.
 pub mod prelude {
+    pub use crate::rollout::{
+        PromotionDecision, PromotionRequest, RolloutEvent, RolloutInfo, Stage, StageCounts,
+    };
     pub use crate::types::{
         Action, ChannelKind, CheckinEvent, CheckinKind, CommandResultEvent, CommandSpec,
         CommandStatus, DdmStatusEvent, Decision, DeclarationChange, DeclarationState,

@@ -166,6 +166,9 @@ pub fn http_requests() -> Vec<Request> {
 pub mod fixtures {
     use serde_json::Value;
 
+    use crate::rollout::{
+        GateValues, PromotionRequest, RolloutEvent, RolloutInfo, Stage, StageCounts,
+    };
     use crate::types::{
         ChannelKind, CheckinEvent, CheckinKind, CommandResultEvent, CommandStatus, DdmStatusEvent,
         DeclarationChange, DeclarationState, DeviceFacts, Enrollment, EnrollmentRequest,
@@ -331,6 +334,64 @@ pub mod fixtures {
         ScheduleEvent {
             event_id: format!("evt-schedule-{name}"),
             name: name.to_owned(),
+        }
+    }
+
+    /// A running rollout of `version` of policy `policy_id` (named `baseline`, started by `ci`),
+    /// in `stage`.
+    pub fn rollout(policy_id: i64, version: &str, stage: Stage) -> RolloutInfo {
+        RolloutInfo {
+            policy_id,
+            policy_name: "baseline".into(),
+            version: version.to_owned(),
+            previous: None,
+            stage,
+            state: "running".into(),
+            started_by: "ci".into(),
+            started_unix_ms: 0,
+            stage_started_unix_ms: 0,
+        }
+    }
+
+    /// The question before a round promotes `rollout` out of its stage at `now_unix_ms`: every stage
+    /// reached so far has 10 devices, all succeeded.
+    pub fn promotion(rollout: RolloutInfo, now_unix_ms: i64) -> PromotionRequest {
+        let order = [Stage::Pilot, Stage::Canary, Stage::Full];
+        let at = order.iter().position(|s| *s == rollout.stage).unwrap_or(0);
+        PromotionRequest {
+            event_id: format!("evt-promotion-{}", rollout.policy_id),
+            next_stage: order.get(at + 1).copied(),
+            stages: order[..=at]
+                .iter()
+                .map(|s| StageCounts {
+                    stage: *s,
+                    devices: 10,
+                    succeeded: 10,
+                    failed: 0,
+                    pending: 0,
+                })
+                .collect(),
+            gates: GateValues {
+                failure_ratio: 0.0,
+                max_failure_ratio: 0.005,
+                reported_ratio: 1.0,
+                min_reported_ratio: 0.9,
+            },
+            rollout,
+            now_unix_ms,
+        }
+    }
+
+    /// The step `action` (`policy.rollout_promoted`, ...) that left the rollout as `rollout` is,
+    /// taken by the server's round.
+    pub fn rollout_step(action: &str, rollout: RolloutInfo) -> RolloutEvent {
+        RolloutEvent {
+            event_id: format!("evt-rollout-{}", rollout.policy_id),
+            action: action.to_owned(),
+            rollout,
+            reason: None,
+            actor: "rollout".into(),
+            at_unix_ms: 0,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::mdm::plugin::hooks::Guest;
 use crate::error::PluginResult;
+use crate::rollout::{PromotionDecision, PromotionRequest, RolloutEvent};
 use crate::types::{
     Action, CheckinEvent, CommandResultEvent, DdmStatusEvent, Decision, EnrollmentRequest,
     ScheduleEvent, TokenRequest,
@@ -62,6 +63,24 @@ pub trait Plugin {
         Ok(None)
     }
 
+    /// Before the server's round promotes a policy rollout whose soak is over and whose gates hold
+    /// (never before an admin's own promote): [`PromotionDecision::Hold`] keeps it in its stage, with
+    /// the reason shown in the rollout; the next round asks again. Decide on
+    /// `request.now_unix_ms`, the server's time. An error holds too, unless the manifest makes this
+    /// hook `fail-open`. Default: [`PromotionDecision::Abstain`].
+    fn decide_promotion(request: PromotionRequest) -> PluginResult<PromotionDecision> {
+        let _ = request;
+        Ok(PromotionDecision::Abstain)
+    }
+
+    /// After each step a policy rollout took has committed: activated, promoted, completed, held,
+    /// paused, resumed, rolled back, or halted by a failed digest check (`event.action`). Default: no
+    /// actions.
+    fn on_rollout(event: RolloutEvent) -> PluginResult<Vec<Action>> {
+        let _ = event;
+        Ok(Vec::new())
+    }
+
     /// Checks an admin's configuration (JSON text) before it is saved; an error refuses it, and
     /// its message is shown to the admin. Default: accept anything.
     fn validate_config(config: &str) -> PluginResult<()> {
@@ -97,6 +116,14 @@ impl<P: Plugin> Guest for Exports<P> {
 
     fn provide_token(request: TokenRequest) -> Result<Option<Vec<u8>>, String> {
         P::provide_token(request).map_err(String::from)
+    }
+
+    fn decide_promotion(request: PromotionRequest) -> Result<PromotionDecision, String> {
+        P::decide_promotion(request).map_err(String::from)
+    }
+
+    fn on_rollout(event: RolloutEvent) -> Result<Vec<Action>, String> {
+        P::on_rollout(event).map_err(String::from)
     }
 
     fn validate_config(config: String) -> Result<(), String> {
@@ -144,6 +171,19 @@ mod tests {
         );
         let asked = fixtures::token_request(fixtures::device_enrollment("U1"), "com.apple.maid");
         assert_eq!(<Exports<Defaults> as Guest>::provide_token(asked), Ok(None));
+        let canary = fixtures::rollout(1, "2026.05", crate::rollout::Stage::Canary);
+        let promotion = fixtures::promotion(canary.clone(), 0);
+        assert_eq!(promotion.next_stage, Some(crate::rollout::Stage::Full));
+        assert_eq!(promotion.stages.len(), 2);
+        assert_eq!(
+            <Exports<Defaults> as Guest>::decide_promotion(promotion),
+            Ok(PromotionDecision::Abstain)
+        );
+        let step = fixtures::rollout_step("policy.rollout_promoted", canary);
+        assert_eq!(
+            <Exports<Defaults> as Guest>::on_rollout(step),
+            Ok(Vec::new())
+        );
         assert_eq!(
             <Exports<Defaults> as Guest>::validate_config("{}".into()),
             Ok(())

@@ -183,7 +183,7 @@ fn plugin_run_calls_a_hook_on_a_device_message_and_prints_what_came_of_it() {
     assert!(ok, "{err}");
     let out = out.expect("JSON");
     assert_eq!(out["answer"]["decision"], "deny", "{out}");
-    assert_eq!(out["wit_version"], "0.2.0");
+    assert_eq!(out["wit_version"], mdm_server::plugins::WIT_VERSION);
     // on-command-result on a NotNow report: a retry, and the attempt counted in the plugin's store.
     let retry = mdm_tests::plugins::build("retry-notnow");
     let manifest = root.join("plugins/retry-notnow/plugin.json");

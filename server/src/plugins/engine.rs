@@ -2,7 +2,7 @@
 //! epoch interruption (a ticker thread bumps the epoch; a call's deadline is a number of ticks), and one
 //! linker with WASI (sandboxed by each call's context) and the `mdm:plugin` imports.
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::capabilities;
 use super::host::HostState;
 use super::manifest::Hook;
@@ -18,6 +18,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub enum Served {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl Served {
@@ -27,6 +28,7 @@ impl Served {
         match (parts.next(), parts.next()) {
             (Some("0"), Some("1")) => Some(Served::V0_1),
             (Some("0"), Some("2")) => Some(Served::V0_2),
+            (Some("0"), Some("3")) => Some(Served::V0_3),
             _ => None,
         }
     }
@@ -36,6 +38,7 @@ impl Served {
         match self {
             Served::V0_1 => v0_1::HOOKS,
             Served::V0_2 => v0_2::HOOKS,
+            Served::V0_3 => v0_3::HOOKS,
         }
     }
 }
@@ -102,6 +105,7 @@ impl PluginEngine {
         // Every served version's imports, side by side (their names carry the version).
         v0_1::add_types_to_linker(&mut linker)?;
         v0_2::add_types_to_linker(&mut linker)?;
+        v0_3::add_types_to_linker(&mut linker)?;
         capabilities::add_to_linker(&mut linker)?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)?;
@@ -158,6 +162,7 @@ impl PluginEngine {
         match Served::of(wit_version) {
             Some(Served::V0_1) => Ok(Prepared::V0_1(v0_1::PluginPre::new(pre)?)),
             Some(Served::V0_2) => Ok(Prepared::V0_2(v0_2::PluginPre::new(pre)?)),
+            Some(Served::V0_3) => Ok(Prepared::V0_3(v0_3::PluginPre::new(pre)?)),
             None => Err(wasmtime::Error::msg(format!(
                 "no bindings for mdm:plugin@{wit_version}"
             ))),
@@ -189,7 +194,8 @@ mod tests {
         }
         assert_eq!(Served::of("0.1.0"), Some(Served::V0_1));
         assert_eq!(Served::of("0.2.0"), Some(Served::V0_2));
-        assert_eq!(Served::of("0.3.0"), None);
+        assert_eq!(Served::of("0.3.1"), Some(Served::V0_3));
+        assert_eq!(Served::of("0.4.0"), None);
         assert_eq!(Served::of("1.1.0"), None);
     }
 
@@ -198,7 +204,10 @@ mod tests {
         assert!(!Served::V0_1.hooks().contains(&Hook::OnDdmStatus));
         assert!(!Served::V0_1.hooks().contains(&Hook::ProvideToken));
         assert!(Served::V0_1.hooks().contains(&Hook::OnSchedule));
-        assert_eq!(Served::V0_2.hooks(), &Hook::ALL[..]);
+        assert!(Served::V0_2.hooks().contains(&Hook::ProvideToken));
+        assert!(!Served::V0_2.hooks().contains(&Hook::DecidePromotion));
+        assert!(!Served::V0_2.hooks().contains(&Hook::OnRollout));
+        assert_eq!(Served::V0_3.hooks(), &Hook::ALL[..]);
     }
 
     #[test]

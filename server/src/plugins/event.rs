@@ -1,9 +1,9 @@
 //! The host's plugin event model: what the core hands plugins (check-ins, command results, enrollment
-//! requests, schedule ticks, declarative management status changes, token requests) and what it gets back
-//! (decisions, actions, tokens). The core builds and reads only these types; each served WIT version
-//! converts to and from them where a call crosses into wasm (`bindings::v0_1`, `bindings::v0_2`), so
-//! serving a new version touches no caller. Names and fields follow the newest WIT `types` interface,
-//! which documents each field; an older version is given what it has words for.
+//! requests, schedule ticks, declarative management status changes, token requests, rollout promotions and
+//! steps) and what it gets back (decisions, actions, tokens). The core builds and reads only these types;
+//! each served WIT version converts to and from them where a call crosses into wasm (`bindings::v0_N`), so
+//! serving a new version touches no caller. Names and fields follow the newest WIT `types` and `rollout`
+//! interfaces, which document each field; an older version is given what it has words for.
 
 /// The kind of command channel a message speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum ChannelKind {
     /// The user channel of a User Enrollment (`EnrollmentID:EnrollmentUserID`).
     UserEnrollmentUser,
 }
+
+pub use crate::policies::stages::Stage;
 
 /// A command channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,4 +279,70 @@ pub enum Action {
     Emit(Event),
     AssignSet(SetAssignment),
     UnassignSet(SetAssignment),
+}
+
+/// A policy rollout as plugins see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutInfo {
+    pub policy_id: i64,
+    pub policy_name: String,
+    pub version: String,
+    pub previous: Option<String>,
+    pub stage: Stage,
+    /// `running`, `paused`, `halted`, `completed` or `rolled-back`.
+    pub state: String,
+    pub started_by: String,
+    pub started_unix_ms: i64,
+    pub stage_started_unix_ms: i64,
+}
+
+/// Where the devices one stage reached stand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageCounts {
+    pub stage: Stage,
+    pub devices: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub pending: u64,
+}
+
+/// A rollout's gate values against their thresholds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateValues {
+    pub failure_ratio: f64,
+    pub max_failure_ratio: f64,
+    pub reported_ratio: f64,
+    pub min_reported_ratio: f64,
+}
+
+/// Asked before a round promotes a rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromotionRequest {
+    pub event_id: String,
+    pub rollout: RolloutInfo,
+    /// None: the promotion completes the rollout.
+    pub next_stage: Option<Stage>,
+    pub stages: Vec<StageCounts>,
+    pub gates: GateValues,
+    pub now_unix_ms: i64,
+}
+
+/// A plugin's answer to a [`PromotionRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromotionDecision {
+    Allow,
+    Hold(String),
+    Abstain,
+}
+
+/// A step a rollout took, after it committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutEvent {
+    pub event_id: String,
+    /// The audit action (`policy.rollout_promoted`, ...).
+    pub action: String,
+    pub rollout: RolloutInfo,
+    pub reason: Option<String>,
+    pub actor: String,
+    pub at_unix_ms: i64,
 }

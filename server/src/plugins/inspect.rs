@@ -9,7 +9,7 @@ use wasmtime::component::Component;
 use wasmtime::Engine;
 
 /// WIT package versions (major, minor) this server can run. 0.x versions are compatible within a minor.
-pub const SUPPORTED_VERSIONS: &[(u64, u64)] = &[(0, 1), (0, 2)];
+pub const SUPPORTED_VERSIONS: &[(u64, u64)] = &[(0, 1), (0, 2), (0, 3)];
 
 /// WASI interfaces a plugin may import: each is either inert in our sandbox (no preopened directories, no
 /// environment, no arguments) or harmless (clocks, randomness, captured stdio).
@@ -243,9 +243,13 @@ mod tests {
             v(&["mdm:plugin/kv@0.2.0"], &["mdm:plugin/hooks@0.2.0"]).unwrap(),
             "0.2.0"
         );
-        let err = v(&[], &["mdm:plugin/hooks@0.3.0"]).unwrap_err().to_string();
+        assert_eq!(
+            v(&["mdm:plugin/rollout@0.3.1"], &["mdm:plugin/hooks@0.3.1"]).unwrap(),
+            "0.3.1"
+        );
+        let err = v(&[], &["mdm:plugin/hooks@0.4.0"]).unwrap_err().to_string();
         assert!(
-            err.contains("0.3.0") && err.contains("0.1.x, 0.2.x"),
+            err.contains("0.4.0") && err.contains("0.1.x, 0.2.x, 0.3.x"),
             "{err}"
         );
         assert!(v(&[], &["mdm:plugin/hooks@1.0.0"]).is_err());
@@ -290,6 +294,20 @@ mod tests {
             "{err:?}"
         );
         assert!(err[1].contains("provide-token"), "{err:?}");
+        let rollout = hooks(&["decide-promotion", "on-rollout"]);
+        let err = check_hooks(&v0_2, &rollout).unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert!(
+            err[0].contains("decide-promotion") && err[0].contains("0.2.0"),
+            "{err:?}"
+        );
+        let v0_3 = ComponentInfo {
+            wit_version: "0.3.0".into(),
+            imports: Vec::new(),
+            exports: vec!["mdm:plugin/hooks@0.3.0".into()],
+        };
+        assert!(check_hooks(&v0_3, &rollout).is_ok());
+        assert!(check_hooks(&v0_3, &new).is_ok());
     }
 
     #[test]

@@ -45,16 +45,22 @@ pub enum Hook {
     OnDdmStatus,
     /// A GetToken check-in asks for a token (WIT 0.2 on).
     ProvideToken,
+    /// A round is about to promote a policy rollout (WIT 0.3 on).
+    DecidePromotion,
+    /// A policy rollout took a step (WIT 0.3 on).
+    OnRollout,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 6] = [
+    pub const ALL: [Hook; 8] = [
         Hook::DecideEnrollment,
         Hook::OnCheckin,
         Hook::OnCommandResult,
         Hook::OnSchedule,
         Hook::OnDdmStatus,
         Hook::ProvideToken,
+        Hook::DecidePromotion,
+        Hook::OnRollout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,15 +71,18 @@ impl Hook {
             Hook::OnSchedule => "on-schedule",
             Hook::OnDdmStatus => "on-ddm-status",
             Hook::ProvideToken => "provide-token",
+            Hook::DecidePromotion => "decide-promotion",
+            Hook::OnRollout => "on-rollout",
         }
     }
 
-    /// Enrollment decisions guard who gets in, so by default a failing plugin refuses; notifications should
-    /// not stop devices from checking in, so by default a failure is skipped. (`provide-token` has no
-    /// policy: a failing plugin's answer counts as "not mine".)
+    /// Enrollment and promotion decisions guard who gets in and what spreads, so by default a failing
+    /// plugin refuses (a promotion is held); notifications should not stop devices from checking in, so by
+    /// default a failure is skipped. (`provide-token` has no policy: a failing plugin's answer counts as
+    /// "not mine".)
     pub fn default_policy(self) -> FailurePolicy {
         match self {
-            Hook::DecideEnrollment => FailurePolicy::FailClosed,
+            Hook::DecideEnrollment | Hook::DecidePromotion => FailurePolicy::FailClosed,
             _ => FailurePolicy::FailOpen,
         }
     }
@@ -165,7 +174,7 @@ impl Capability {
     /// the name for an interface this server does not know.
     pub fn for_interface(iface: &str) -> Result<Option<Capability>, UnknownInterface> {
         Ok(Some(match iface {
-            "types" => return Ok(None),
+            "types" | "rollout" => return Ok(None),
             "log" => Capability::Log,
             "metrics" => Capability::Metrics,
             "config" => Capability::Config,

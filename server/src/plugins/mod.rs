@@ -2,8 +2,8 @@
 //!
 //! Plugins are stored in the database (so every replica runs the same set), compiled once per revision
 //! (and cached on disk), and called through `PluginHost` at each check-in, command result, enrollment
-//! decision, schedule tick, declarative management status change and GetToken check-in. Hooks return
-//! actions; the caller applies them in its own transaction.
+//! decision, schedule tick, declarative management status change, GetToken check-in, rollout promotion
+//! and rollout step. Hooks return actions; the caller applies them in its own transaction.
 
 pub mod actions;
 pub mod admin;
@@ -17,6 +17,7 @@ pub mod event;
 mod host;
 pub mod inspect;
 pub mod manifest;
+mod rollouts;
 pub mod runtime;
 mod store_backend;
 pub mod testing;
@@ -565,20 +566,7 @@ impl PluginHost {
             let run = self
                 .run_on(std::slice::from_ref(p), Hook::OnSchedule, input, scope)
                 .await;
-            let host = self.clone();
-            let events = storage
-                .transaction(move |txn| {
-                    Box::pin(async move {
-                        let scope = EventScope {
-                            event_id: &event_id,
-                            device_id: None,
-                            enrollment_id: None,
-                        };
-                        host.apply(txn, run, "on-schedule", scope, now).await
-                    })
-                })
-                .await?;
-            self.events_committed(events);
+            self.commit(run, Hook::OnSchedule, &event_id).await?;
             ran += 1;
         }
         Ok(ran)

@@ -2,12 +2,12 @@
 //! (epochs for guest code, a tokio timeout for everything, since epochs do not interrupt host calls), a
 //! memory cap, and a semaphore bounding live instances to the pool's size.
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::capabilities::HostBackend;
 use super::engine::PluginEngine;
 use super::event::{
     Action, CheckinEvent, CommandResultEvent, DdmStatusEvent, Decision, EnrollmentRequest,
-    ScheduleEvent, TokenRequest,
+    PromotionDecision, PromotionRequest, RolloutEvent, ScheduleEvent, TokenRequest,
 };
 use super::host::{CallContext, HostState, LogLine};
 use super::manifest::{Capability, Manifest};
@@ -21,6 +21,7 @@ use wasmtime::Store;
 pub enum Prepared {
     V0_1(v0_1::PluginPre<HostState>),
     V0_2(v0_2::PluginPre<HostState>),
+    V0_3(v0_3::PluginPre<HostState>),
 }
 
 /// A plugin ready to run: one revision of it, compiled and linked.
@@ -50,6 +51,8 @@ pub enum HookInput {
     Schedule(ScheduleEvent),
     DdmStatus(DdmStatusEvent),
     Token(TokenRequest),
+    Promotion(PromotionRequest),
+    Rollout(RolloutEvent),
     ValidateConfig(String),
 }
 
@@ -62,6 +65,8 @@ impl HookInput {
             HookInput::Schedule(_) => "on-schedule",
             HookInput::DdmStatus(_) => "on-ddm-status",
             HookInput::Token(_) => "provide-token",
+            HookInput::Promotion(_) => "decide-promotion",
+            HookInput::Rollout(_) => "on-rollout",
             HookInput::ValidateConfig(_) => "validate-config",
         }
     }
@@ -74,6 +79,8 @@ impl HookInput {
             HookInput::Schedule(e) => e.event_id.clone(),
             HookInput::DdmStatus(e) => e.event_id.clone(),
             HookInput::Token(r) => r.event_id.clone(),
+            HookInput::Promotion(r) => r.event_id.clone(),
+            HookInput::Rollout(e) => e.event_id.clone(),
             HookInput::ValidateConfig(_) => "validate-config".into(),
         }
     }
@@ -85,6 +92,8 @@ pub enum HookOutput {
     Actions(Vec<Action>),
     /// `provide-token`'s answer: a token, or none when it is not the plugin's to give.
     Token(Option<Vec<u8>>),
+    /// `decide-promotion`'s answer.
+    Promotion(PromotionDecision),
     Valid,
 }
 
@@ -172,6 +181,7 @@ impl Runtime {
             match &p.pre {
                 Prepared::V0_1(pre) => v0_1::call(pre, &mut store, input, raw).await,
                 Prepared::V0_2(pre) => v0_2::call(pre, &mut store, input, raw).await,
+                Prepared::V0_3(pre) => v0_3::call(pre, &mut store, input, raw).await,
             }
         };
         let deadline = Duration::from_millis(u64::from(budget)) + GRACE;

@@ -17,7 +17,7 @@ use super::capabilities::kv::KvBackend;
 use super::engine::PluginEngine;
 use super::event::{
     Action, CheckinEvent, CommandResultEvent, DdmStatusEvent, Decision, EnrollmentRequest,
-    ScheduleEvent, TokenRequest,
+    PromotionDecision, PromotionRequest, RolloutEvent, ScheduleEvent, TokenRequest,
 };
 use super::host::LogLine;
 use super::manifest::{Manifest, ManifestError};
@@ -169,6 +169,17 @@ impl Harness {
         }
     }
 
+    pub async fn decide_promotion(&self, r: PromotionRequest) -> Result<PromotionDecision, Fault> {
+        match self.call(HookInput::Promotion(r)).await? {
+            HookOutput::Promotion(d) => Ok(d),
+            other => Err(Fault::Error(format!("unexpected {other:?}"))),
+        }
+    }
+
+    pub async fn on_rollout(&self, e: RolloutEvent) -> Result<Vec<Action>, Fault> {
+        self.actions(HookInput::Rollout(e)).await
+    }
+
     /// The WIT version the component was built against (`0.1.0`, `0.2.0`, ...).
     pub fn wit_version(&self) -> &str {
         &self.wit_version
@@ -305,6 +316,62 @@ pub mod events {
             event_id: super::super::new_event_id(),
             enrollment: enrollment(udid),
             token_service_type: token_service_type.to_string(),
+        }
+    }
+
+    /// A running rollout of `version` of policy `policy_id` (named `baseline`) in `stage`.
+    pub fn rollout(policy_id: i64, version: &str, stage: Stage) -> RolloutInfo {
+        RolloutInfo {
+            policy_id,
+            policy_name: "baseline".into(),
+            version: version.to_string(),
+            previous: None,
+            stage,
+            state: "running".into(),
+            started_by: "ci".into(),
+            started_unix_ms: 0,
+            stage_started_unix_ms: 0,
+        }
+    }
+
+    /// The question before promoting `rollout` out of its stage at `now_unix_ms`, every device of
+    /// the stages reached (10 each) succeeded.
+    pub fn promotion(rollout: RolloutInfo, now_unix_ms: i64) -> PromotionRequest {
+        let stages = Stage::ALL
+            .iter()
+            .filter(|s| **s <= rollout.stage)
+            .map(|s| StageCounts {
+                stage: *s,
+                devices: 10,
+                succeeded: 10,
+                failed: 0,
+                pending: 0,
+            })
+            .collect();
+        PromotionRequest {
+            event_id: super::super::new_event_id(),
+            next_stage: rollout.stage.next(),
+            stages,
+            gates: GateValues {
+                failure_ratio: 0.0,
+                max_failure_ratio: 0.005,
+                reported_ratio: 1.0,
+                min_reported_ratio: 0.9,
+            },
+            rollout,
+            now_unix_ms,
+        }
+    }
+
+    /// The step `action` (`policy.rollout_promoted`, ...) that left the rollout as `rollout` is.
+    pub fn rollout_step(action: &str, rollout: RolloutInfo) -> RolloutEvent {
+        RolloutEvent {
+            event_id: super::super::new_event_id(),
+            action: action.to_string(),
+            rollout,
+            reason: None,
+            actor: "rollout".into(),
+            at_unix_ms: 0,
         }
     }
 

@@ -94,7 +94,7 @@ pub async fn run(t: TryHook) -> Result<Value, TryError> {
             let served: Vec<&str> = Hook::ALL
                 .iter()
                 .map(|h| h.as_str())
-                .filter(|h| *h != "on-ddm-status")
+                .filter(|h| !matches!(*h, "on-ddm-status" | "decide-promotion" | "on-rollout"))
                 .chain(["validate-config"])
                 .collect();
             return Err(usage(&format!(

@@ -66,7 +66,10 @@ pub async fn call(
             .await?
             .map(|()| HookOutput::Valid),
         // The upload check refuses a 0.1 manifest naming these hooks (`HOOKS`).
-        HookInput::DdmStatus(_) | HookInput::Token(_) => {
+        HookInput::DdmStatus(_)
+        | HookInput::Token(_)
+        | HookInput::Promotion(_)
+        | HookInput::Rollout(_) => {
             return Err(wasmtime::Error::msg(format!(
                 "mdm:plugin@0.1 has no hook {}",
                 input.hook_name()

@@ -1,5 +1,6 @@
-//! `mdm:plugin@0.2` (current, `wit/v0.2/`): the generated bindings, the host's events converted to their WIT
-//! form (once per call, leaving out what the plugin may not see) and the plugin's answers converted back.
+//! `mdm:plugin@0.2` (`wit/v0.2/`): the generated bindings, the host's events converted to their WIT form
+//! (once per call, leaving out what the plugin may not see) and the plugin's answers converted back. 0.3's
+//! `types` interface is this one's, so its bindings reuse these types and conversions.
 
 wasmtime::component::bindgen!({
     path: "../wit/v0.2",
@@ -17,8 +18,15 @@ use mdm::plugin::types as wit;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::Store;
 
-/// The hooks a 0.2 component exports: all of them.
-pub const HOOKS: &[Hook] = &Hook::ALL;
+/// The hooks a 0.2 component exports: all but the rollout ones (0.3).
+pub const HOOKS: &[Hook] = &[
+    Hook::DecideEnrollment,
+    Hook::OnCheckin,
+    Hook::OnCommandResult,
+    Hook::OnSchedule,
+    Hook::OnDdmStatus,
+    Hook::ProvideToken,
+];
 
 /// The imports every component of this version may use whatever its grants: the `types` interface.
 /// Each capability registers its own interface.
@@ -66,10 +74,17 @@ pub async fn call(
             .call_provide_token(&mut *store, &token_request(r))
             .await?
             .map(HookOutput::Token),
+        // The upload check refuses a 0.2 manifest naming these hooks (`HOOKS`).
+        HookInput::Promotion(_) | HookInput::Rollout(_) => {
+            return Err(wasmtime::Error::msg(format!(
+                "mdm:plugin@0.2 has no hook {}",
+                input.hook_name()
+            )))
+        }
     })
 }
 
-fn actions(a: Vec<wit::Action>) -> HookOutput {
+pub(super) fn actions(a: Vec<wit::Action>) -> HookOutput {
     HookOutput::Actions(a.into_iter().map(host::Action::from).collect())
 }
 

@@ -2,6 +2,7 @@
 
 use crate::plugins::bindings::v0_1::mdm::plugin::log as v0_1;
 use crate::plugins::bindings::v0_2::mdm::plugin::log as v0_2;
+use crate::plugins::bindings::v0_3::mdm::plugin::log as v0_3;
 use crate::plugins::host::{HostState, LogLine};
 use wasmtime::component::{HasSelf, Linker};
 
@@ -11,7 +12,8 @@ const MAX_MESSAGE: usize = 8 * 1024;
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 /// A line's level, whichever WIT version sent it.
@@ -54,40 +56,28 @@ impl HostState {
     }
 }
 
-impl v0_1::Host for HostState {
-    async fn log(
-        &mut self,
-        level: v0_1::Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        let level = match level {
-            v0_1::Level::Trace => Level::Trace,
-            v0_1::Level::Debug => Level::Debug,
-            v0_1::Level::Info => Level::Info,
-            v0_1::Level::Warn => Level::Warn,
-            v0_1::Level::Error => Level::Error,
-        };
-        self.log_line(level, message, fields);
-        Ok(())
-    }
+/// The host imports of each served WIT version: the interface is the same in each.
+macro_rules! host_imports {
+    ($($v:ident),+) => {$(
+        impl $v::Host for HostState {
+            async fn log(
+                &mut self,
+                level: $v::Level,
+                message: String,
+                fields: Vec<(String, String)>,
+            ) -> wasmtime::Result<()> {
+                let level = match level {
+                    $v::Level::Trace => Level::Trace,
+                    $v::Level::Debug => Level::Debug,
+                    $v::Level::Info => Level::Info,
+                    $v::Level::Warn => Level::Warn,
+                    $v::Level::Error => Level::Error,
+                };
+                self.log_line(level, message, fields);
+                Ok(())
+            }
+        }
+    )+};
 }
 
-impl v0_2::Host for HostState {
-    async fn log(
-        &mut self,
-        level: v0_2::Level,
-        message: String,
-        fields: Vec<(String, String)>,
-    ) -> wasmtime::Result<()> {
-        let level = match level {
-            v0_2::Level::Trace => Level::Trace,
-            v0_2::Level::Debug => Level::Debug,
-            v0_2::Level::Info => Level::Info,
-            v0_2::Level::Warn => Level::Warn,
-            v0_2::Level::Error => Level::Error,
-        };
-        self.log_line(level, message, fields);
-        Ok(())
-    }
-}
+host_imports!(v0_1, v0_2, v0_3);

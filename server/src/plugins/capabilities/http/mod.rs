@@ -5,6 +5,7 @@ mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::http as v0_1;
 use crate::plugins::bindings::v0_2::mdm::plugin::http as v0_2;
+use crate::plugins::bindings::v0_3::mdm::plugin::http as v0_3;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
 use std::time::Duration;
@@ -50,7 +51,8 @@ pub trait HttpBackend {
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 impl HostState {
@@ -98,68 +100,42 @@ impl HostState {
     }
 }
 
-impl From<HttpResponse> for v0_1::Response {
-    fn from(r: HttpResponse) -> Self {
-        Self {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
+/// The host imports of each served WIT version: the interface is the same in each.
+macro_rules! host_imports {
+    ($($v:ident),+) => {$(
+        impl From<HttpResponse> for $v::Response {
+            fn from(r: HttpResponse) -> Self {
+                Self {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                }
+            }
         }
-    }
-}
 
-impl From<HttpError> for v0_1::HttpError {
-    fn from(e: HttpError) -> Self {
-        match e {
-            HttpError::NotAllowed(h) => Self::NotAllowed(h),
-            HttpError::Timeout => Self::Timeout,
-            HttpError::TooLarge => Self::TooLarge,
-            HttpError::Failed(f) => Self::Failed(f),
+        impl From<HttpError> for $v::HttpError {
+            fn from(e: HttpError) -> Self {
+                match e {
+                    HttpError::NotAllowed(h) => Self::NotAllowed(h),
+                    HttpError::Timeout => Self::Timeout,
+                    HttpError::TooLarge => Self::TooLarge,
+                    HttpError::Failed(f) => Self::Failed(f),
+                }
+            }
         }
-    }
-}
 
-impl v0_1::Host for HostState {
-    async fn fetch(
-        &mut self,
-        req: v0_1::Request,
-    ) -> wasmtime::Result<Result<v0_1::Response, v0_1::HttpError>> {
-        let sent = self
-            .fetch_allowed(req.method, &req.url, req.headers, req.body)
-            .await?;
-        Ok(sent.map(Into::into).map_err(Into::into))
-    }
-}
-
-impl From<HttpResponse> for v0_2::Response {
-    fn from(r: HttpResponse) -> Self {
-        Self {
-            status: r.status,
-            headers: r.headers,
-            body: r.body,
+        impl $v::Host for HostState {
+            async fn fetch(
+                &mut self,
+                req: $v::Request,
+            ) -> wasmtime::Result<Result<$v::Response, $v::HttpError>> {
+                let sent = self
+                    .fetch_allowed(req.method, &req.url, req.headers, req.body)
+                    .await?;
+                Ok(sent.map(Into::into).map_err(Into::into))
+            }
         }
-    }
+    )+};
 }
 
-impl From<HttpError> for v0_2::HttpError {
-    fn from(e: HttpError) -> Self {
-        match e {
-            HttpError::NotAllowed(h) => Self::NotAllowed(h),
-            HttpError::Timeout => Self::Timeout,
-            HttpError::TooLarge => Self::TooLarge,
-            HttpError::Failed(f) => Self::Failed(f),
-        }
-    }
-}
-
-impl v0_2::Host for HostState {
-    async fn fetch(
-        &mut self,
-        req: v0_2::Request,
-    ) -> wasmtime::Result<Result<v0_2::Response, v0_2::HttpError>> {
-        let sent = self
-            .fetch_allowed(req.method, &req.url, req.headers, req.body)
-            .await?;
-        Ok(sent.map(Into::into).map_err(Into::into))
-    }
-}
+host_imports!(v0_1, v0_2, v0_3);

@@ -5,6 +5,7 @@ mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::inventory as v0_1;
 use crate::plugins::bindings::v0_2::mdm::plugin::inventory as v0_2;
+use crate::plugins::bindings::v0_3::mdm::plugin::inventory as v0_3;
 use crate::plugins::event::{DeviceFacts, Enrollment};
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
@@ -32,7 +33,8 @@ pub trait InventoryBackend {
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 impl HostState {
@@ -49,46 +51,31 @@ impl HostState {
     }
 }
 
-impl From<DeviceInfo> for v0_1::DeviceInfo {
-    fn from(d: DeviceInfo) -> Self {
-        Self {
-            id: d.id,
-            facts: d.facts.into(),
-            enabled: d.enabled,
-            channels: d.channels.into_iter().map(Into::into).collect(),
-            attributes: d.attributes,
-            last_seen_unix_ms: d.last_seen_unix_ms,
+/// The host imports of each served WIT version: the interface is the same in each.
+macro_rules! host_imports {
+    ($($v:ident),+) => {$(
+        impl From<DeviceInfo> for $v::DeviceInfo {
+            fn from(d: DeviceInfo) -> Self {
+                Self {
+                    id: d.id,
+                    facts: d.facts.into(),
+                    enabled: d.enabled,
+                    channels: d.channels.into_iter().map(Into::into).collect(),
+                    attributes: d.attributes,
+                    last_seen_unix_ms: d.last_seen_unix_ms,
+                }
+            }
         }
-    }
-}
 
-impl v0_1::Host for HostState {
-    async fn get_device(
-        &mut self,
-        device_id: String,
-    ) -> wasmtime::Result<Option<v0_1::DeviceInfo>> {
-        Ok(self.inventory_device(&device_id).await?.map(Into::into))
-    }
-}
-
-impl From<DeviceInfo> for v0_2::DeviceInfo {
-    fn from(d: DeviceInfo) -> Self {
-        Self {
-            id: d.id,
-            facts: d.facts.into(),
-            enabled: d.enabled,
-            channels: d.channels.into_iter().map(Into::into).collect(),
-            attributes: d.attributes,
-            last_seen_unix_ms: d.last_seen_unix_ms,
+        impl $v::Host for HostState {
+            async fn get_device(
+                &mut self,
+                device_id: String,
+            ) -> wasmtime::Result<Option<$v::DeviceInfo>> {
+                Ok(self.inventory_device(&device_id).await?.map(Into::into))
+            }
         }
-    }
+    )+};
 }
 
-impl v0_2::Host for HostState {
-    async fn get_device(
-        &mut self,
-        device_id: String,
-    ) -> wasmtime::Result<Option<v0_2::DeviceInfo>> {
-        Ok(self.inventory_device(&device_id).await?.map(Into::into))
-    }
-}
+host_imports!(v0_1, v0_2, v0_3);

@@ -6,6 +6,7 @@ mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::kv as v0_1;
 use crate::plugins::bindings::v0_2::mdm::plugin::kv as v0_2;
+use crate::plugins::bindings::v0_3::mdm::plugin::kv as v0_3;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
 use crate::storage::StorageError;
@@ -60,7 +61,8 @@ pub trait KvBackend {
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 /// Why a call got no answer, as each version's `kv-error` tells the plugin.
@@ -185,122 +187,69 @@ impl HostState {
     }
 }
 
-impl From<KvRefusal> for v0_1::KvError {
-    fn from(r: KvRefusal) -> Self {
-        match r {
-            KvRefusal::QuotaExceeded => Self::QuotaExceeded,
-            KvRefusal::TooLarge => Self::TooLarge,
-            KvRefusal::Unavailable(why) => Self::Unavailable(why),
+/// The host imports of each served WIT version: the interface is the same in each.
+macro_rules! host_imports {
+    ($($v:ident),+) => {$(
+        impl From<KvRefusal> for $v::KvError {
+            fn from(r: KvRefusal) -> Self {
+                match r {
+                    KvRefusal::QuotaExceeded => Self::QuotaExceeded,
+                    KvRefusal::TooLarge => Self::TooLarge,
+                    KvRefusal::Unavailable(why) => Self::Unavailable(why),
+                }
+            }
         }
-    }
-}
 
-impl v0_1::Host for HostState {
-    async fn get(
-        &mut self,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v0_1::KvError>> {
-        Ok(self.kv_get(&key).await?.map_err(Into::into))
-    }
+        impl $v::Host for HostState {
+            async fn get(
+                &mut self,
+                key: String,
+            ) -> wasmtime::Result<Result<Option<Vec<u8>>, $v::KvError>> {
+                Ok(self.kv_get(&key).await?.map_err(Into::into))
+            }
 
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<(), v0_1::KvError>> {
-        Ok(self
-            .kv_set(&key, value, ttl_seconds)
-            .await?
-            .map_err(Into::into))
-    }
+            async fn set(
+                &mut self,
+                key: String,
+                value: Vec<u8>,
+                ttl_seconds: Option<u32>,
+            ) -> wasmtime::Result<Result<(), $v::KvError>> {
+                Ok(self
+                    .kv_set(&key, value, ttl_seconds)
+                    .await?
+                    .map_err(Into::into))
+            }
 
-    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, v0_1::KvError>> {
-        Ok(self.kv_delete(&key).await?.map_err(Into::into))
-    }
+            async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, $v::KvError>> {
+                Ok(self.kv_delete(&key).await?.map_err(Into::into))
+            }
 
-    async fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<bool, v0_1::KvError>> {
-        Ok(self
-            .kv_cas(&key, expected, new, ttl_seconds)
-            .await?
-            .map_err(Into::into))
-    }
+            async fn compare_and_swap(
+                &mut self,
+                key: String,
+                expected: Option<Vec<u8>>,
+                new: Vec<u8>,
+                ttl_seconds: Option<u32>,
+            ) -> wasmtime::Result<Result<bool, $v::KvError>> {
+                Ok(self
+                    .kv_cas(&key, expected, new, ttl_seconds)
+                    .await?
+                    .map_err(Into::into))
+            }
 
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-        start_after: Option<String>,
-        limit: u32,
-    ) -> wasmtime::Result<Result<Vec<String>, v0_1::KvError>> {
-        Ok(self
-            .kv_list(&prefix, start_after.as_deref(), limit)
-            .await?
-            .map_err(Into::into))
-    }
-}
-
-impl From<KvRefusal> for v0_2::KvError {
-    fn from(r: KvRefusal) -> Self {
-        match r {
-            KvRefusal::QuotaExceeded => Self::QuotaExceeded,
-            KvRefusal::TooLarge => Self::TooLarge,
-            KvRefusal::Unavailable(why) => Self::Unavailable(why),
+            async fn list_keys(
+                &mut self,
+                prefix: String,
+                start_after: Option<String>,
+                limit: u32,
+            ) -> wasmtime::Result<Result<Vec<String>, $v::KvError>> {
+                Ok(self
+                    .kv_list(&prefix, start_after.as_deref(), limit)
+                    .await?
+                    .map_err(Into::into))
+            }
         }
-    }
+    )+};
 }
 
-impl v0_2::Host for HostState {
-    async fn get(
-        &mut self,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, v0_2::KvError>> {
-        Ok(self.kv_get(&key).await?.map_err(Into::into))
-    }
-
-    async fn set(
-        &mut self,
-        key: String,
-        value: Vec<u8>,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<(), v0_2::KvError>> {
-        Ok(self
-            .kv_set(&key, value, ttl_seconds)
-            .await?
-            .map_err(Into::into))
-    }
-
-    async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, v0_2::KvError>> {
-        Ok(self.kv_delete(&key).await?.map_err(Into::into))
-    }
-
-    async fn compare_and_swap(
-        &mut self,
-        key: String,
-        expected: Option<Vec<u8>>,
-        new: Vec<u8>,
-        ttl_seconds: Option<u32>,
-    ) -> wasmtime::Result<Result<bool, v0_2::KvError>> {
-        Ok(self
-            .kv_cas(&key, expected, new, ttl_seconds)
-            .await?
-            .map_err(Into::into))
-    }
-
-    async fn list_keys(
-        &mut self,
-        prefix: String,
-        start_after: Option<String>,
-        limit: u32,
-    ) -> wasmtime::Result<Result<Vec<String>, v0_2::KvError>> {
-        Ok(self
-            .kv_list(&prefix, start_after.as_deref(), limit)
-            .await?
-            .map_err(Into::into))
-    }
-}
+host_imports!(v0_1, v0_2, v0_3);

@@ -5,6 +5,7 @@ mod store;
 
 use crate::plugins::bindings::v0_1::mdm::plugin::metrics as v0_1;
 use crate::plugins::bindings::v0_2::mdm::plugin::metrics as v0_2;
+use crate::plugins::bindings::v0_3::mdm::plugin::metrics as v0_3;
 use crate::plugins::host::HostState;
 use crate::plugins::manifest::Capability;
 use wasmtime::component::{HasSelf, Linker};
@@ -17,7 +18,8 @@ pub trait MetricsBackend {
 
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
-    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+    v0_2::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_3::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
 }
 
 fn valid(name: &str) -> bool {
@@ -45,22 +47,19 @@ impl HostState {
     }
 }
 
-impl v0_1::Host for HostState {
-    async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
-        self.metric_counter_add(&name, delta)
-    }
+/// The host imports of each served WIT version: the interface is the same in each.
+macro_rules! host_imports {
+    ($($v:ident),+) => {$(
+        impl $v::Host for HostState {
+            async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
+                self.metric_counter_add(&name, delta)
+            }
 
-    async fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
-        self.metric_gauge_set(&name, value)
-    }
+            async fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+                self.metric_gauge_set(&name, value)
+            }
+        }
+    )+};
 }
 
-impl v0_2::Host for HostState {
-    async fn counter_add(&mut self, name: String, delta: u64) -> wasmtime::Result<()> {
-        self.metric_counter_add(&name, delta)
-    }
-
-    async fn gauge_set(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
-        self.metric_gauge_set(&name, value)
-    }
-}
+host_imports!(v0_1, v0_2, v0_3);
