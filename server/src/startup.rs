@@ -152,6 +152,7 @@ impl Application {
             storage.clone(),
             config.policies.clone(),
             metrics.clone(),
+            plugins.clone(),
         ));
         let state = Arc::new(AppState {
             rollouts: rollouts.clone(),

@@ -148,7 +148,7 @@ async fn a_reused_instance_slot_starts_as_new() {
 #[tokio::test]
 async fn compliance_assigns_while_the_passcode_is_not_compliant() {
     let h = load("compliance", json!({"remediation_set": "passcode-fix"})).await;
-    assert_eq!(h.wit_version(), "0.2.0");
+    assert_eq!(h.wit_version(), mdm_server::plugins::WIT_VERSION);
     let turned = |old: &str, new: &str| {
         events::ddm_status("D1", &[("passcode.is-compliant", Some(old), new)])
     };
@@ -273,4 +273,53 @@ async fn a_0_1_component_is_refused_hooks_it_does_not_have() {
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("a 0.1 component was accepted with on-ddm-status"),
     }
+}
+
+#[tokio::test]
+async fn change_freeze_holds_in_the_harness_and_keeps_the_steps_it_hears() {
+    use mdm_server::plugins::event::{PromotionDecision, Stage};
+    // 2026-12-20T00:00:00Z, the freeze's start.
+    let start = 1_797_724_800_000;
+    let config = json!({"freezes": [{"from": "2026-12-20T00:00:00Z",
+        "until": "2027-01-04T00:00:00Z", "reason": "year-end freeze"}]});
+    let h = load("change-freeze", config).await;
+    assert_eq!(h.wit_version(), mdm_server::plugins::WIT_VERSION);
+    let canary = events::rollout(3, "2026.05", Stage::Canary);
+    let asked = |now| events::promotion(canary.clone(), now);
+    assert_eq!(
+        h.decide_promotion(asked(start - 1)).await.unwrap(),
+        PromotionDecision::Abstain
+    );
+    let held = h.decide_promotion(asked(start)).await.unwrap();
+    assert!(
+        matches!(&held, PromotionDecision::Hold(r) if r.starts_with("year-end freeze until 2027-01-04")),
+        "{held:?}"
+    );
+    let step = events::rollout_step("policy.rollout_promoted", canary.clone());
+    assert_eq!(h.on_rollout(step).await.unwrap(), []);
+    let kept: serde_json::Value =
+        serde_json::from_slice(&h.kv_get("steps:3").await.expect("steps kept")).unwrap();
+    assert_eq!(kept[0]["action"], "policy.rollout_promoted");
+    assert_eq!(kept[0]["stage"], "canary");
+}
+
+#[tokio::test]
+async fn a_component_built_against_0_2_still_runs_beside_0_3_ones() {
+    let manifest = plugins::workspace_root().join("tests/plugins/hostile/plugin.json");
+    let h = Harness::load(
+        plugins::build("hostile-plugin"),
+        manifest,
+        json!({"mode": "tag"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(h.wit_version(), "0.2.0");
+    let a = h
+        .on_checkin(events::checkin("U1", CheckinKind::TokenUpdate, Some(1)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&a[..], [Action::SetAttribute(s)] if s.key == "hostile" && s.device_id == "U1"),
+        "{a:?}"
+    );
 }

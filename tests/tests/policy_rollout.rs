@@ -5,6 +5,7 @@
 //! gets it; a stored version changed behind the database's refusal stops its rollout; activating the
 //! active version changes nothing.
 
+use mdm_server::clock::to_rfc3339;
 use mdm_server::config::SinkConfig;
 use mdm_server::policies::pack;
 use mdm_server::policies::stages::{Plan, Stage};
@@ -987,6 +988,90 @@ async fn a_profile_for_macs_is_skipped_on_iphones_which_still_succeed() {
         rig.sync_all().await;
         let r = rig.rollout().await;
         assert_eq!(r["stages"][0]["succeeded"], 2, "{r}");
+        rig.s.stop().await;
+    })
+    .await;
+}
+
+/// The steps the change-freeze plugin kept for the rig's policy (its `on-rollout` hook), as
+/// `action@stage`.
+async fn steps_heard(rig: &Rig) -> Vec<String> {
+    let key = format!("steps:{}", rig.policy);
+    let read = rig.s.storage.read();
+    let kept = mdm_server::storage::plugin_kv::get(&read, "change-freeze", &key, rig.s.clock_now())
+        .await
+        .unwrap()
+        .unwrap_or_else(|| b"[]".to_vec());
+    let steps: Vec<Value> = serde_json::from_slice(&kept).unwrap();
+    steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{}@{}",
+                s["action"].as_str().unwrap(),
+                s["stage"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plugin_holds_promotions_during_a_freeze_and_hears_every_step() {
+    each_database(|db| async move {
+        let mut rig = Rig::with(db, 12, None, |_| {}).await;
+        let now = rig.s.clock_now();
+        let until = now + 3 * SOAK_SECS * 1000;
+        let freeze = json!({"freezes": [{"from": to_rfc3339(now - 1000),
+            "until": to_rfc3339(until), "reason": "year-end freeze"}]});
+        ok(
+            rig.s.upload_plugin("change-freeze", freeze).await,
+            200,
+            "upload change-freeze",
+        );
+        rig.upload("1", 6).await;
+        let r = rig
+            .activate(json!({"version": "1", "soak_secs": SOAK_SECS, "pilot_percent": 25, "canary_percent": 50}))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        rig.sync_all().await;
+        rig.soak();
+
+        // The gates hold; the plugin does not: the rollout stays, saying why, and is audited once.
+        assert_eq!(rig.round().await, ["policy.rollout_held"]);
+        let r = rig.rollout().await;
+        assert_eq!((r["state"].as_str(), r["stage"].as_str()), (Some("running"), Some("pilot")));
+        let reason = r["reason"].as_str().unwrap().to_string();
+        assert!(
+            reason.starts_with("held by plugin change-freeze: year-end freeze until"),
+            "{r}"
+        );
+        assert_eq!(r["waiting_for"], reason.as_str(), "{r}");
+        assert!(rig.round().await.is_empty(), "the same hold is not a new step");
+        rig.assert_audited(&["policy.rollout_held"]).await;
+
+        // An admin's promote is not the plugins' to hold; the next stage's promotion is.
+        let r = control(&rig, "promote").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(rig.rollout().await["reason"], Value::Null);
+        rig.sync_all().await;
+        rig.soak();
+        assert_eq!(rig.round().await, ["policy.rollout_held"]);
+        assert_eq!(rig.rollout().await["stage"], "canary");
+
+        // Once the freeze is over, the round promotes by itself.
+        rig.s.clock.advance_ms(until - rig.s.clock_now());
+        assert_eq!(rig.round().await, ["policy.rollout_promoted"]);
+        assert_eq!(rig.rollout().await["stage"], "full");
+        assert_eq!(
+            steps_heard(&rig).await,
+            [
+                "policy.activated@pilot",
+                "policy.rollout_held@pilot",
+                "policy.rollout_promoted@canary",
+                "policy.rollout_held@canary",
+                "policy.rollout_promoted@full",
+            ]
+        );
         rig.s.stop().await;
     })
     .await;

@@ -2,6 +2,8 @@
 //! hold, the halt and rollback when one breaks, and what admins do by hand (pause, resume, promote, roll
 //! back). Every step checks the version's stored bundle against its digest first, and is audited; the
 //! devices it gives or takes the version are settled ([`super::holdings`]) in the step's transaction.
+//! Plugins are asked before a round promotes (`decide-promotion`) and told of each step once it
+//! committed (`on-rollout`).
 
 use super::admin::{audit, verify_stored, Actor, PolicyError};
 use super::gates::{self, Counts, Decision, Figures, Gates};
@@ -13,6 +15,8 @@ use crate::clock::to_rfc3339;
 use crate::config::PoliciesConfig;
 use crate::ddm::views::{ReasonCount, ReasonTally};
 use crate::metrics::Metrics;
+use crate::plugins::event::{GateValues, PromotionRequest, RolloutEvent, RolloutInfo, StageCounts};
+use crate::plugins::{new_event_id, Hook, PluginHost};
 use crate::protocol::ddm::Category;
 use crate::storage::ddm::declarations::{self, Owner};
 use crate::storage::ddm::sets;
@@ -85,6 +89,7 @@ pub struct Rollouts {
     storage: Storage,
     config: PoliciesConfig,
     metrics: Arc<Metrics>,
+    plugins: Arc<PluginHost>,
 }
 
 /// What an activation did.
@@ -96,11 +101,17 @@ pub struct Activated {
 }
 
 impl Rollouts {
-    pub fn new(storage: Storage, config: PoliciesConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        storage: Storage,
+        config: PoliciesConfig,
+        metrics: Arc<Metrics>,
+        plugins: Arc<PluginHost>,
+    ) -> Self {
         Self {
             storage,
             config,
             metrics,
+            plugins,
         }
     }
 
@@ -143,7 +154,9 @@ impl Rollouts {
         let target = policy.target_group;
         let digest = bundle.digest.clone();
         let sinks = self.config.event_sinks.clone();
-        self.storage
+        let by = actor.clone();
+        let activated = self
+            .storage
             .transaction(move |txn| {
                 Box::pin(async move {
                     for g in [row.pilot_group, row.canary_group].into_iter().flatten() {
@@ -178,7 +191,10 @@ impl Rollouts {
                     })
                 })
             })
-            .await
+            .await?;
+        self.tell_plugins("policy.activated", &activated.rollout, None, by, now)
+            .await;
+        Ok(activated)
     }
 
     /// The rollout an activation starts, checked.
@@ -260,9 +276,12 @@ impl Rollouts {
         let detail = json!({"version": version, "error": why});
         let stopped = reason.clone();
         let sinks = self.config.event_sinks.clone();
-        self.storage
+        let action = "policy.version_tampered";
+        let halted = self
+            .storage
             .transaction(move |txn| {
                 Box::pin(async move {
+                    let mut halted = None;
                     if let Some(from) = halting {
                         let to = Rollout {
                             state: State::Halted.as_str().into(),
@@ -270,14 +289,21 @@ impl Rollouts {
                             updated_at: now,
                             ..from.clone()
                         };
-                        rollouts::move_on(txn, &from, &to).await?;
+                        if rollouts::move_on(txn, &from, &to).await? {
+                            halted = Some(to);
+                        }
                     }
                     let actor = ROUND_ACTOR.to_string();
-                    let action = "policy.version_tampered";
-                    record(txn, &sinks, now, actor, action, policy_id, detail).await
+                    record(txn, &sinks, now, actor, action, policy_id, detail).await?;
+                    Ok::<_, PolicyError>(halted)
                 })
             })
             .await?;
+        if let Some(to) = halted {
+            let why = Some(reason.clone());
+            self.tell_plugins(action, &to, why, ROUND_ACTOR.into(), now)
+                .await;
+        }
         Err(PolicyError::Tampered(reason))
     }
 
@@ -298,7 +324,7 @@ impl Rollouts {
         Ok(steps)
     }
 
-    /// Move one running rollout on if its gates say so.
+    /// Move one running rollout on if its gates, then the plugins, say so.
     async fn advance(&self, r: Rollout, now: i64) -> Result<Option<Step>, PolicyError> {
         let figures = figures(&self.storage.read(), &r).await?.0;
         match gates::decide(
@@ -313,7 +339,107 @@ impl Rollouts {
                 .roll_back(&r, Some(why), ROUND_ACTOR.into(), now)
                 .await
                 .map(Some),
-            Decision::Promote => self.promote(&r, ROUND_ACTOR.into(), now).await.map(Some),
+            Decision::Promote => match self.plugins_hold(&r, &figures, now).await? {
+                Some(why) => self.hold(&r, why, now).await,
+                None => self.promote(&r, ROUND_ACTOR.into(), now).await.map(Some),
+            },
+        }
+    }
+
+    /// Why the plugins subscribed to `decide-promotion` hold this rollout's promotion, if they do.
+    async fn plugins_hold(
+        &self,
+        r: &Rollout,
+        figures: &Figures,
+        now: i64,
+    ) -> Result<Option<String>, PolicyError> {
+        if self.plugins.subscribed(Hook::DecidePromotion).is_empty() {
+            return Ok(None);
+        }
+        let stage = stage_of(r);
+        let request = PromotionRequest {
+            event_id: new_event_id(),
+            rollout: self.info(r).await?,
+            next_stage: stage.next(),
+            stages: Stage::ALL
+                .iter()
+                .filter(|s| **s <= stage)
+                .map(|s| stage_counts(*s, figures.of(*s)))
+                .collect(),
+            gates: gate_values(r, figures),
+            now_unix_ms: now,
+        };
+        Ok(self.plugins.decide_promotion(request).await?)
+    }
+
+    /// Keep a rollout in its stage for the plugins' reason: written, audited and told to plugins when
+    /// the reason is new; nothing when the last round held it for the same one.
+    async fn hold(
+        &self,
+        from: &Rollout,
+        why: String,
+        now: i64,
+    ) -> Result<Option<Step>, PolicyError> {
+        if from.reason.as_deref() == Some(why.as_str()) {
+            return Ok(None);
+        }
+        let to = Rollout {
+            reason: Some(why.clone()),
+            updated_at: now,
+            ..from.clone()
+        };
+        let detail = json!({"version": from.version, "reason": why});
+        let action = "policy.rollout_held";
+        self.step(from, to, action, detail, ROUND_ACTOR.into(), None, now)
+            .await
+            .map(Some)
+    }
+
+    /// A rollout as plugins see it.
+    async fn info(&self, r: &Rollout) -> Result<RolloutInfo, PolicyError> {
+        let policy = policies::find(&self.storage.read(), r.policy_id)
+            .await?
+            .ok_or(PolicyError::NotFound(r.policy_id))?;
+        Ok(RolloutInfo {
+            policy_id: r.policy_id,
+            policy_name: policy.name,
+            version: r.version.clone(),
+            previous: r.previous.clone(),
+            stage: stage_of(r),
+            state: state_of(r).as_str().into(),
+            started_by: r.started_by.clone(),
+            started_unix_ms: r.started_at,
+            stage_started_unix_ms: r.stage_started_at,
+        })
+    }
+
+    /// Tell the plugins subscribed to `on-rollout` of a step that committed. The step stands whatever
+    /// becomes of this: a failure is logged (sinks get every step durably through the outbox).
+    async fn tell_plugins(
+        &self,
+        action: &str,
+        to: &Rollout,
+        reason: Option<String>,
+        actor: Actor,
+        now: i64,
+    ) {
+        if self.plugins.subscribed(Hook::OnRollout).is_empty() {
+            return;
+        }
+        let told = async {
+            let event = RolloutEvent {
+                event_id: new_event_id(),
+                action: action.to_string(),
+                rollout: self.info(to).await?,
+                reason,
+                actor,
+                at_unix_ms: now,
+            };
+            self.plugins.on_rollout(event).await?;
+            Ok::<_, PolicyError>(())
+        };
+        if let Err(e) = told.await {
+            tracing::error!(policy_id = to.policy_id, action, error = %e, "telling plugins of a rollout step failed");
         }
     }
 
@@ -463,7 +589,9 @@ impl Rollouts {
     ) -> Result<Step, PolicyError> {
         let from = from.clone();
         let sinks = self.config.event_sinks.clone();
-        self.storage
+        let (by, moved) = (actor.clone(), to.clone());
+        let step = self
+            .storage
             .transaction(move |txn| {
                 Box::pin(async move {
                     if !rollouts::move_on(txn, &from, &to).await? {
@@ -488,7 +616,10 @@ impl Rollouts {
                     })
                 })
             })
-            .await
+            .await?;
+        self.tell_plugins(action, &moved, moved.reason.clone(), by, now)
+            .await;
+        Ok(step)
     }
 
     /// A policy's rollout as the API shows it.
@@ -604,6 +735,26 @@ fn gates_of(r: &Rollout) -> Gates {
     }
 }
 
+fn stage_counts(stage: Stage, c: Counts) -> StageCounts {
+    StageCounts {
+        stage,
+        devices: c.devices,
+        succeeded: c.succeeded,
+        failed: c.failed,
+        pending: c.pending,
+    }
+}
+
+/// The gate values now against their thresholds, as the API and plugins see them.
+fn gate_values(r: &Rollout, figures: &Figures) -> GateValues {
+    GateValues {
+        failure_ratio: figures.total().failure_ratio(),
+        max_failure_ratio: r.max_failure_ratio,
+        reported_ratio: figures.of(stage_of(r)).reported_ratio(),
+        min_reported_ratio: r.min_reported_ratio,
+    }
+}
+
 fn plan_json(r: &Rollout) -> serde_json::Value {
     match plan_of(r) {
         Plan::Shares {
@@ -619,7 +770,8 @@ fn plan_json(r: &Rollout) -> serde_json::Value {
 pub struct Step {
     pub policy_id: i64,
     /// The audit action: `policy.rollout_promoted`, `policy.rollout_completed`,
-    /// `policy.rollout_rolled_back`, `policy.rollout_paused`, `policy.rollout_resumed`.
+    /// `policy.rollout_rolled_back`, `policy.rollout_paused`, `policy.rollout_resumed`,
+    /// `policy.rollout_held`.
     pub action: &'static str,
     pub state: State,
     pub stage: Stage,
@@ -751,7 +903,8 @@ pub struct Report {
     pub state: State,
     /// The stage entered last.
     pub stage: Stage,
-    /// Why it halted or was rolled back by a round (a broken gate, a failed digest check).
+    /// Why it halted or was rolled back by a round (a broken gate, a failed digest check), or, while
+    /// running, why a plugin holds its promotion.
     pub reason: Option<String>,
     /// While running: what a promotion waits for now, if anything.
     pub waiting_for: Option<String>,
@@ -793,15 +946,27 @@ pub struct GateReport {
     pub min_reported_ratio: f64,
 }
 
+impl From<GateValues> for GateReport {
+    fn from(g: GateValues) -> Self {
+        Self {
+            failure_ratio: g.failure_ratio,
+            max_failure_ratio: g.max_failure_ratio,
+            reported_ratio: g.reported_ratio,
+            min_reported_ratio: g.min_reported_ratio,
+        }
+    }
+}
+
 fn report(r: &Rollout, figures: &Figures, top: Vec<ReasonCount>, now: i64) -> Report {
     let state = state_of(r);
     let stage = stage_of(r);
-    let total = figures.total();
     let waiting_for = match state {
         State::Running => {
             match gates::decide(&gates_of(r), figures, stage, r.stage_started_at, now) {
                 Decision::Wait(w) => Some(w),
-                Decision::Halt(_) | Decision::Promote => None,
+                // The gates hold; a plugin may not (its reason, kept by the round).
+                Decision::Promote => r.reason.clone(),
+                Decision::Halt(_) => None,
             }
         }
         _ => None,
@@ -825,12 +990,7 @@ fn report(r: &Rollout, figures: &Figures, top: Vec<ReasonCount>, now: i64) -> Re
                 counts: figures.of(*s),
             })
             .collect(),
-        gates: GateReport {
-            failure_ratio: total.failure_ratio(),
-            max_failure_ratio: r.max_failure_ratio,
-            reported_ratio: figures.of(stage).reported_ratio(),
-            min_reported_ratio: r.min_reported_ratio,
-        },
+        gates: gate_values(r, figures).into(),
         top_failure_reasons: top,
         plan: plan_json(r),
         soak_secs: r.soak_secs,
