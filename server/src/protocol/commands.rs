@@ -2066,6 +2066,102 @@ mod tests {
         assert_eq!(checked, all);
     }
 
+    /// Every builder of the plugin SDK makes a command this module accepts and that conforms to Apple's
+    /// schema, and together they cover every `RequestType` here: a plugin author has a builder for each.
+    #[test]
+    fn the_plugin_sdk_has_a_conforming_builder_for_every_command() {
+        use mdm_plugin_sdk::commands as sdk;
+        use mdm_plugin_sdk::types::CommandSpec;
+        let profile = sample_profile();
+        let built = vec![
+            sdk::device_information(&["OSVersion"]),
+            sdk::device_information(&[]),
+            sdk::device_attestation(&[7; 32], &["SerialNumber"]),
+            sdk::security_info(),
+            sdk::profile_list(),
+            sdk::managed_profile_list(),
+            sdk::install_profile(&profile),
+            sdk::remove_profile("com.example.profile"),
+            sdk::certificate_list(),
+            sdk::managed_certificate_list(),
+            sdk::installed_application_list(),
+            sdk::installed_applications(&sdk::InstalledApps {
+                identifiers: Some(vec!["com.example.app".into()]),
+                managed_apps_only: Some(true),
+                items: Some(vec!["Name".into(), "ShortVersion".into()]),
+            }),
+            sdk::device_lock(Some("123456"), Some("Call IT")),
+            sdk::device_lock_with(&sdk::DeviceLock {
+                pin: None,
+                message: Some("Found? Call IT".into()),
+                phone_number: Some("+1 555 0100".into()),
+            }),
+            sdk::erase_device(&sdk::EraseDevice::default()),
+            sdk::erase_device(&sdk::EraseDevice {
+                pin: Some("123456".into()),
+                preserve_data_plan: Some(true),
+                disallow_proximity_setup: Some(true),
+                obliteration_behavior: Some(sdk::ObliterationBehavior::DoNotObliterate),
+                return_to_service: Some(sdk::ReturnToService {
+                    enabled: true,
+                    wifi_profile: Some(profile.clone()),
+                    mdm_profile: Some(profile.clone()),
+                }),
+            }),
+            sdk::restart_device(),
+            sdk::restart_device_with(&sdk::RestartDevice {
+                notify_user: Some(true),
+                rebuild_kernel_cache: Some(true),
+                kext_paths: Some(vec!["/Library/Extensions/Example.kext".into()]),
+            }),
+            sdk::shut_down_device(),
+            sdk::clear_passcode(),
+            sdk::schedule_os_update(&[
+                sdk::OsUpdate {
+                    product_version: Some("17.5".into()),
+                    install_action: sdk::InstallAction::InstallAsap,
+                    ..sdk::OsUpdate::default()
+                },
+                sdk::OsUpdate {
+                    product_key: Some("MSU_UPDATE_23F79_patch_14.5_minor".into()),
+                    install_action: sdk::InstallAction::InstallLater,
+                    max_user_deferrals: Some(3),
+                    priority: Some(sdk::UpdatePriority::High),
+                    ..sdk::OsUpdate::default()
+                },
+            ]),
+            sdk::available_os_updates(),
+            sdk::device_configured(),
+            sdk::settings([json!({"Item": "DeviceName", "DeviceName": "Front desk"})]),
+        ];
+        let check_spec = spec_commands_dir().is_some();
+        if !check_spec {
+            println!("not checking against Apple's schemas: ../shared/spec/apple-device-management not found");
+        }
+        let mut covered = BTreeSet::new();
+        let mut failures = Vec::new();
+        for spec in built {
+            let CommandSpec::TypedJson(text) = spec else {
+                panic!("the SDK builds typed commands")
+            };
+            let command: TypedCommand = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("the server refuses {text}: {e}"));
+            let rt = command.request_type();
+            let dict = command
+                .to_command_dict(&ctx())
+                .unwrap_or_else(|e| panic!("{text} did not build: {e}"));
+            if check_spec {
+                if let Err(errors) = validate_against_spec(rt, &dict) {
+                    failures.push(format!("{text}: {errors:#?}"));
+                }
+            }
+            covered.insert(rt.to_owned());
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        let all: BTreeSet<String> = ALL_REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(covered, all, "a command without an SDK builder");
+    }
+
     #[test]
     fn spec_validator_catches_mistakes() {
         if spec_commands_dir().is_none() {
