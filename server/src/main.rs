@@ -108,6 +108,18 @@ enum PolicyAction {
 
 #[derive(Subcommand)]
 enum PluginAction {
+    /// Write a new plugin crate NAME (manifest, hooks on the SDK, native tests) that builds as it is.
+    New {
+        /// The plugin's id and crate name: a-z, 0-9 and '-', starting with a letter.
+        name: String,
+        /// Where to write it (default: ./NAME); it must be empty or absent.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where the SDK comes from: the `plugin-sdk` directory of a checkout (or an unpacked
+        /// mdm-plugin-sdk .crate), or the URL of a git repository holding it.
+        #[arg(long)]
+        sdk: String,
+    },
     /// Run HOOK of PLUGIN (a built .wasm) on an event made from a device's message, against an in-memory
     /// host; prints the answer, logs, key-value store and HTTP requests as JSON. Exit status 1 on a
     /// fault.
@@ -185,32 +197,62 @@ fn exit(r: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
 }
 
 async fn plugin(action: PluginAction) -> Result<(), Box<dyn std::error::Error>> {
-    use mdm_server::plugins::try_hook::{run, TryHook};
-    let PluginAction::Run {
-        plugin,
-        manifest,
-        hook,
-        event,
-        request_type,
-        schedule,
-        plugin_config,
-    } = action;
-    let config = match plugin_config {
-        Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
-            .map_err(|e| format!("{}: {e}", path.display()))?,
-        None => serde_json::json!({}),
+    match action {
+        PluginAction::New { name, dir, sdk } => new_plugin(&name, dir, sdk),
+        PluginAction::Run {
+            plugin,
+            manifest,
+            hook,
+            event,
+            request_type,
+            schedule,
+            plugin_config,
+        } => {
+            let config = match plugin_config {
+                Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+                None => serde_json::json!({}),
+            };
+            let event = event.map(std::fs::read).transpose()?;
+            run_hook(mdm_server::plugins::try_hook::TryHook {
+                wasm: plugin,
+                manifest,
+                config,
+                hook,
+                event,
+                request_type,
+                schedule,
+            })
+            .await
+        }
+    }
+}
+
+fn new_plugin(
+    name: &str,
+    dir: Option<PathBuf>,
+    sdk: String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use mdm_server::plugins::scaffold::{scaffold, SdkSource};
+    let remote = ["https://", "http://", "ssh://", "git@"];
+    let sdk = if remote.iter().any(|p| sdk.starts_with(p)) {
+        SdkSource::Git(sdk)
+    } else {
+        SdkSource::Path(PathBuf::from(sdk))
     };
-    let event = event.map(std::fs::read).transpose()?;
-    let out = run(TryHook {
-        wasm: plugin,
-        manifest,
-        config,
-        hook,
-        event,
-        request_type,
-        schedule,
-    })
-    .await?;
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    scaffold(name, &dir, &sdk)?;
+    eprintln!(
+        "wrote plugin {name} in {}: `cargo test` there runs its tests, `cargo build --release --target wasm32-wasip2` builds it",
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn run_hook(
+    t: mdm_server::plugins::try_hook::TryHook,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let out = mdm_server::plugins::try_hook::run(t).await?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     if out.get("fault").is_some() {
         return Err("the plugin faulted (see \"fault\")".into());

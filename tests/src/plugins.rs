@@ -58,7 +58,7 @@ pub fn build(package: &str) -> PathBuf {
 /// Add the `wasm32-wasip2` target when rustup manages the toolchain and lacks it, once per test process.
 /// rustup installs the targets `rust-toolchain.toml` names only when it installs the toolchain itself, so
 /// a machine that already had 1.95 would otherwise fail every plugin test on a first `cargo test --workspace`.
-fn ensure_target(root: &std::path::Path) {
+pub fn ensure_target(root: &std::path::Path) {
     static CHECKED: std::sync::Once = std::sync::Once::new();
     CHECKED.call_once(|| add_target_if_missing(root));
 }

@@ -292,3 +292,89 @@ async fn a_watched_plugins_directory_is_loaded_again_when_it_changes() {
     );
     server.stop();
 }
+
+/// `mdm-server plugin new`: the crate it writes passes its own tests and builds into a component that
+/// `plugin run` calls, as a new plugin author would go, outside this workspace.
+#[test]
+fn a_new_plugin_crate_tests_builds_and_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let krate = dir.path().join("os-check");
+    let sdk = root.join("plugin-sdk");
+    let new = |name: &str| {
+        Command::new(bin())
+            .args(["plugin", "new", name, "--dir"])
+            .arg(&krate)
+            .arg("--sdk")
+            .arg(&sdk)
+            .output()
+            .unwrap()
+    };
+    let out = new("os-check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = new("os-check");
+    assert!(
+        !again.status.success() && String::from_utf8_lossy(&again.stderr).contains("is not empty"),
+        "the crate is never written over"
+    );
+    // The scaffold's own lock would resolve anew; the workspace's keeps it to versions already built.
+    std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    let cargo = |args: &[&str]| {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", root.join("target").join("scaffold"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cargo {args:?}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tested = cargo(&["test", "--quiet"]);
+    assert!(tested.contains("3 passed"), "{tested}");
+    mdm_tests::plugins::ensure_target(&root);
+    cargo(&["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+    let wasm = root.join("target/scaffold/wasm32-wasip2/release/os_check.wasm");
+    let dev = Device::new(Platform::Ios);
+    let mut answer = plist::Dictionary::new();
+    let mut responses = plist::Dictionary::new();
+    responses.insert("OSVersion".into(), "16.7".into());
+    answer.insert("QueryResponses".into(), responses.into());
+    let report = dir.path().join("report.plist");
+    std::fs::write(&report, dev.report(None, "Acknowledged", "CMD-1", answer)).unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, br#"{"minimum_os": "17.0"}"#).unwrap();
+    let out = Command::new(bin())
+        .args(["plugin", "run"])
+        .arg(&wasm)
+        .arg("--manifest")
+        .arg(krate.join("plugin.json"))
+        .args([
+            "--hook",
+            "on-command-result",
+            "--request-type",
+            "DeviceInformation",
+        ])
+        .arg("--event")
+        .arg(&report)
+        .arg("--plugin-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out["answer"][0]["kind"], "set-attribute", "{out}");
+    assert_eq!(out["answer"][0]["key"], "os-outdated");
+    assert_eq!(out["answer"][0]["value"], "true");
+}

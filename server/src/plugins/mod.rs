@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod manifest;
 mod rollouts;
 pub mod runtime;
+pub mod scaffold;
 mod store_backend;
 pub mod testing;
 mod token;
