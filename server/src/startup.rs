@@ -205,7 +205,7 @@ impl Application {
             storage.clone(),
             clock.clone(),
             metrics,
-            config.plugins.sinks.clone(),
+            plugins.sinks().clone(),
         );
         jobs::spawn_all(
             jobs::Services {

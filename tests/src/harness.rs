@@ -419,7 +419,7 @@ impl TestServer {
             self.storage.clone(),
             self.clock.clone(),
             Arc::new(mdm_server::metrics::Metrics::new()),
-            self.config.plugins.sinks.clone(),
+            self.state.plugins.sinks().clone(),
         )
         .run_once()
         .await
@@ -440,8 +440,19 @@ impl TestServer {
         manifest: serde_json::Value,
         config: serde_json::Value,
     ) -> Resp {
+        self.upload_component(&crate::plugins::build(package), manifest, config)
+            .await
+    }
+
+    /// Upload a built component with this manifest, approving what it declares.
+    pub async fn upload_component(
+        &self,
+        wasm: &std::path::Path,
+        manifest: serde_json::Value,
+        config: serde_json::Value,
+    ) -> Resp {
         use base64::Engine;
-        let wasm = std::fs::read(crate::plugins::build(package)).expect("wasm");
+        let wasm = std::fs::read(wasm).expect("wasm");
         let approve = manifest["capabilities"].clone();
         self.post(
             "/api/v1/plugins",

@@ -9,6 +9,8 @@ pub struct Received {
     pub id: String,
     pub topic: String,
     pub body: serde_json::Value,
+    /// The `Authorization` header it came with.
+    pub authorization: Option<String>,
 }
 
 pub struct Sink {
@@ -24,9 +26,14 @@ enum Arrival {
         id: String,
         topic: String,
         body: Vec<u8>,
+        authorization: Option<String>,
     },
     /// A POST of several events (`X-MDM-Batch`), `{"events": [{"topic", "payload", ...}]}`.
-    Batch { events: usize, body: Vec<u8> },
+    Batch {
+        events: usize,
+        body: Vec<u8>,
+        authorization: Option<String>,
+    },
 }
 
 impl Arrival {
@@ -39,17 +46,28 @@ impl Arrival {
 
     fn received(&self) -> Vec<Received> {
         match self {
-            Arrival::One { id, topic, body } => vec![Received {
+            Arrival::One {
+                id,
+                topic,
+                body,
+                authorization,
+            } => vec![Received {
                 id: id.clone(),
                 topic: topic.clone(),
                 body: serde_json::from_slice(body).unwrap_or_default(),
+                authorization: authorization.clone(),
             }],
-            Arrival::Batch { body, .. } => batch_events(body)
+            Arrival::Batch {
+                body,
+                authorization,
+                ..
+            } => batch_events(body)
                 .into_iter()
                 .map(|mut e| Received {
                     id: e["id"].as_str().unwrap_or_default().to_string(),
                     topic: e["topic"].as_str().unwrap_or_default().to_string(),
                     body: e["payload"].take(),
+                    authorization: authorization.clone(),
                 })
                 .collect(),
         }
@@ -180,14 +198,20 @@ async fn serve(
         let close = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let body = buf[head_end..head_end + length].to_vec();
         buf.drain(..head_end + length);
+        let authorization = header(&head, "authorization").map(str::to_string);
         let arrival = match header(&head, "x-mdm-batch").and_then(|n| n.parse().ok()) {
-            Some(events) => Arrival::Batch { events, body },
+            Some(events) => Arrival::Batch {
+                events,
+                body,
+                authorization,
+            },
             None => Arrival::One {
                 id: header(&head, "x-mdm-event-id")
                     .unwrap_or_default()
                     .to_string(),
                 topic: header(&head, "x-mdm-topic").unwrap_or_default().to_string(),
                 body,
+                authorization,
             },
         };
         // A batch is refused whole when any of its events is.

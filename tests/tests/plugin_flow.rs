@@ -884,3 +884,105 @@ async fn a_plugins_directory_is_loaded_at_start() {
     })
     .await;
 }
+
+/// Sinks an admin makes through the API: checked like the configuration's, kept sealed, named by a
+/// plugin's manifest, posted to with their headers, and deleted only when no plugin names them.
+#[tokio::test]
+async fn sinks_made_through_the_api_take_events_and_keep_their_secrets_sealed() {
+    let hook = Sink::start(200).await;
+    let filed = Sink::start(200).await;
+    each_database(|db| {
+        let (hook, filed) = (&hook, &filed);
+        async move {
+            let s = start_with_sinks(db, &[("filed", filed)], |_| {}).await;
+            let key = s.admin_key.clone();
+            let call = |method: reqwest::Method, name: &str, body: Option<serde_json::Value>| {
+                let (s, key, path) = (&s, key.clone(), format!("/api/v1/sinks/{name}"));
+                async move { s.api(method, &path, Some(&key), body).await }
+            };
+            let put = |name: &str, body: serde_json::Value| call(reqwest::Method::PUT, name, Some(body));
+            let url = format!("{}?token=s3cr3t-q", hook.url);
+            for (name, body, status) in [
+                ("filed", json!({"url": url}), 409),
+                ("api-hook", json!({"url": "ftp://h.example.com/"}), 400),
+                ("bad%20name", json!({"url": url}), 400),
+                ("api-hook", json!({"url": url, "headers": {"Bad Header": "x"}}), 400),
+                ("api-hook", json!({"url": url, "headers": {"X-A": "line\nbreak"}}), 400),
+                ("api-hook", json!({"url": url, "timeout_secs": 0}), 400),
+                ("api-hook", json!({"url": url, "batch_max_events": 201}), 400),
+                ("api-hook", json!({"url": url, "extra": 1}), 400),
+            ] {
+                let r = put(name, body.clone()).await;
+                assert_eq!(r.status, status, "{name} {body}: {}", r.text());
+                assert!(!r.text().contains("s3cr3t"), "{}", r.text());
+            }
+            // A manifest naming a sink the server lacks is refused; once the sink exists, accepted.
+            let mut manifest = mdm_tests::plugins::manifest("webhook");
+            manifest["sinks"] = json!(["api-hook"]);
+            let config = json!({"sink": "api-hook"});
+            let r = s
+                .upload_plugin_with("webhook", manifest.clone(), config.clone())
+                .await;
+            assert_eq!(r.status, 400, "{}", r.text());
+            let body = json!({"url": url, "headers": {"Authorization": "Bearer s3cr3t-h"}, "timeout_secs": 5});
+            let r = put("api-hook", body.clone()).await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            let shown = r.json();
+            assert_eq!(
+                (shown["origin"].as_str(), shown["headers"].clone()),
+                (Some("api"), json!(["Authorization"]))
+            );
+            assert!(!r.text().contains("s3cr3t"), "{}", r.text());
+            assert_eq!(put("api-hook", body).await.status, 200, "replaced");
+            let listed = s.get("/api/v1/sinks").await;
+            assert_eq!(listed.status, 200);
+            let origins: Vec<(String, String)> = listed
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| (v["name"].as_str().unwrap().into(), v["origin"].as_str().unwrap().into()))
+                .collect();
+            assert_eq!(
+                origins,
+                [("api-hook".into(), "api".into()), ("filed".into(), "config".into())]
+            );
+            assert!(!listed.text().contains("s3cr3t"), "{}", listed.text());
+            // Sealed at rest: the stored row holds neither secret in clear.
+            let rows = mdm_server::storage::sinks::list(&s.storage.read()).await.unwrap();
+            let sealed = &rows[0].secret;
+            assert!(!sealed.windows(6).any(|w| w == b"s3cr3t"));
+
+            let r = s.upload_plugin_with("webhook", manifest, config).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let before = hook.received().len();
+            let dev = Device::new(Platform::Ios);
+            s.enroll(&dev).await;
+            s.deliver_events().await;
+            assert!(hook.wait_for(before + 2, std::time::Duration::from_secs(10)).await);
+            let got = &hook.received()[before..];
+            assert!(
+                got.iter().all(|e| e.authorization.as_deref() == Some("Bearer s3cr3t-h")),
+                "sent with the sink's header"
+            );
+
+            let del = |name: &str| call(reqwest::Method::DELETE, name, None);
+            let r = del("api-hook").await;
+            assert_eq!(r.status, 409, "named by a plugin: {}", r.text());
+            assert!(r.text().contains("webhook"), "{}", r.text());
+            assert_eq!(del("filed").await.status, 409, "the configuration's");
+            let gone = s
+                .api(reqwest::Method::DELETE, "/api/v1/plugins/webhook", Some(&key), None)
+                .await;
+            assert!(gone.status < 300, "{}", gone.text());
+            assert_eq!(del("api-hook").await.status, 204);
+            assert_eq!(del("api-hook").await.status, 404);
+            let actions: Vec<String> = s.audit_chain().await.into_iter().map(|e| e.action).collect();
+            for a in ["sink.created", "sink.updated", "sink.deleted"] {
+                assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
+            }
+            s.stop().await;
+        }
+    })
+    .await;
+}

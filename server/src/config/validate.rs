@@ -1,7 +1,7 @@
 //! What a loaded configuration must satisfy: each value in its range, settings that go together, and the
 //! settings a server reachable from other hosts needs.
 
-use super::{Config, ConfigError, MAX_SINK_BATCH};
+use super::{Config, ConfigError, SinkConfig, MAX_SINK_BATCH};
 use secrecy::ExposeSecret;
 
 impl Config {
@@ -56,16 +56,8 @@ impl Config {
             return bad("plugins.watch_dir needs plugins.dir".into());
         }
         for (name, sink) in &p.sinks {
-            if url_scheme_ok(sink.url.expose_secret()).is_none() {
-                return bad(format!(
-                    "plugins.sinks.{name}.url {:?} is not an http(s) URL",
-                    sink.url.redacted()
-                ));
-            }
-            if !(1..=MAX_SINK_BATCH).contains(&sink.batch_max_events) {
-                return bad(format!(
-                    "plugins.sinks.{name}.batch_max_events must be 1-{MAX_SINK_BATCH}"
-                ));
+            if let Err(e) = sink.check() {
+                return bad(format!("plugins.sinks.{name}.{e}"));
             }
         }
         if let Some(d) = &p.dir {
@@ -200,6 +192,44 @@ impl Config {
     }
 }
 
+/// The most headers a sink sends.
+pub const MAX_SINK_HEADERS: usize = 32;
+/// The longest a sink may take to answer.
+pub const MAX_SINK_TIMEOUT_SECS: u64 = 300;
+
+impl SinkConfig {
+    /// What makes a sink usable, from the configuration file or the API: an http(s) URL, a timeout of
+    /// 1 to [`MAX_SINK_TIMEOUT_SECS`], batches of 1 to [`MAX_SINK_BATCH`] events, at most
+    /// [`MAX_SINK_HEADERS`] headers with valid names and values. The error starts with the field's name and
+    /// quotes no secret.
+    pub fn check(&self) -> Result<(), String> {
+        if url_scheme_ok(self.url.expose_secret()).is_none() {
+            return Err(format!(
+                "url {:?} is not an http(s) URL",
+                self.url.redacted()
+            ));
+        }
+        if !(1..=MAX_SINK_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            return Err(format!("timeout_secs must be 1-{MAX_SINK_TIMEOUT_SECS}"));
+        }
+        if !(1..=MAX_SINK_BATCH).contains(&self.batch_max_events) {
+            return Err(format!("batch_max_events must be 1-{MAX_SINK_BATCH}"));
+        }
+        if self.headers.len() > MAX_SINK_HEADERS {
+            return Err(format!("headers: at most {MAX_SINK_HEADERS}"));
+        }
+        for (name, value) in &self.headers {
+            if !is_token(name) {
+                return Err(format!("headers: {name:?} is not a header name"));
+            }
+            if reqwest::header::HeaderValue::from_str(value.expose_secret()).is_err() {
+                return Err(format!("headers.{name}: not a header value"));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn url_scheme_ok(u: &str) -> Option<()> {
     let parsed = url::Url::parse(u).ok()?;
     matches!(parsed.scheme(), "http" | "https").then_some(())
@@ -216,7 +246,7 @@ fn is_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SinkConfig, TrustedProxies};
+    use crate::config::TrustedProxies;
 
     #[test]
     fn invalid_values_are_refused() {

@@ -206,6 +206,8 @@ pub enum ApiError {
     Group(#[from] crate::groups::admin::GroupError),
     #[error(transparent)]
     Policy(#[from] crate::policies::admin::PolicyError),
+    #[error(transparent)]
+    Sink(#[from] crate::plugins::sinks::SinkError),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -255,6 +257,7 @@ impl ApiError {
             ApiError::Ddm(d) => ddm_code(d),
             ApiError::Group(g) => group_code(g),
             ApiError::Policy(p) => policy_code(p),
+            ApiError::Sink(s) => sink_code(s),
         }
     }
 }
@@ -273,6 +276,17 @@ fn ddm_code(d: &crate::ddm::DdmError) -> (StatusCode, &'static str) {
             (StatusCode::BAD_REQUEST, "bad_request")
         }
         D::Storage(s) => storage_code(s),
+    }
+}
+
+fn sink_code(s: &crate::plugins::sinks::SinkError) -> (StatusCode, &'static str) {
+    use crate::plugins::sinks::SinkError as E;
+    match s {
+        E::Invalid(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        E::Configured(_) => (StatusCode::CONFLICT, "configured"),
+        E::InUse { .. } => (StatusCode::CONFLICT, "in_use"),
+        E::Storage(e) => storage_code(e),
     }
 }
 

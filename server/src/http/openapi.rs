@@ -5,7 +5,9 @@
 //! The document is a contract checked in CI (`.ci/contract.sh`: openapi-spec-validator and schemathesis):
 //! every constraint the server enforces on input is in it, and every status it answers.
 
-use super::api::{commands, ddm, devices, enrollment, groups, keys, plugins, policies, push};
+use super::api::{
+    commands, ddm, devices, enrollment, groups, keys, plugins, policies, push, sinks,
+};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 use utoipa::openapi::schema::{
@@ -50,6 +52,8 @@ const WRITABLE_SET_NAME: &str = r"^(?!mdm\.policy\.)[A-Za-z0-9._-]{1,128}$";
 const ROLLOUT_ACTION: &str = r"^(pause|resume|promote|rollback)$";
 /// An id the server numbers, a group's or a policy's (`http::api::positive_id`): a positive integer.
 const POSITIVE_ID: &str = r"^[1-9][0-9]{0,17}$";
+/// An event sink's name as the API takes it (`plugins::sinks::check_name`).
+const SINK_NAME: &str = r"^[A-Za-z0-9._-]{1,64}$";
 /// A policy version's label (`policies::bundle::check_label`).
 const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
 
@@ -63,6 +67,7 @@ const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
         keys::create, keys::list, keys::revoke,
         plugins::upload, plugins::list, plugins::get, plugins::update, plugins::set_config, plugins::delete, plugins::audit,
         push::push, push::upload_cert, push::certs,
+        sinks::list, sinks::put, sinks::delete,
         enrollment::create_token, enrollment::list_tokens, enrollment::revoke_token, enrollment::create_challenge,
         enrollment::list_certificates, enrollment::revoke_certificate, enrollment::expiring,
         ddm::put_declaration, ddm::list_declarations, ddm::get_declaration, ddm::delete_declaration,
@@ -74,7 +79,7 @@ const VERSION_LABEL: &str = r"^[A-Za-z0-9._-]{1,64}$";
     ),
     components(schemas(crate::http::error::ErrorBody, crate::apikeys::Scope)),
     modifiers(&Security),
-    tags((name = "devices"), (name = "groups"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "push"), (name = "enrollment"), (name = "ddm"), (name = "policies"))
+    tags((name = "devices"), (name = "groups"), (name = "commands"), (name = "api-keys"), (name = "plugins"), (name = "sinks"), (name = "push"), (name = "enrollment"), (name = "ddm"), (name = "policies"))
 )]
 pub struct ApiDoc;
 
@@ -189,6 +194,7 @@ const PATH_PATTERNS: &[(&str, &str, &str, &str)] = &[
     ),
     ("/api/v1/ddm/sync/{ids}", "*", "ids", CHANNEL_IDS),
     ("/api/v1/groups/{id}", "*", "id", POSITIVE_ID),
+    ("/api/v1/sinks/{name}", "*", "name", SINK_NAME),
     ("/api/v1/ddm/groups/{id}", "*", "id", POSITIVE_ID),
     ("/api/v1/policies/{id}", "*", "id", POSITIVE_ID),
     ("/api/v1/policies/{id}/versions", "*", "id", POSITIVE_ID),

@@ -42,13 +42,14 @@ impl PluginHost {
     pub async fn upload(&self, u: Upload) -> Result<repo::Listed, PluginError> {
         let bad = |m: String| PluginError::Invalid(m);
         u.manifest.validate().map_err(invalid)?;
+        let known = self.sinks.names();
         let unknown: Vec<&str> = (u.manifest.sinks.iter())
-            .filter(|s| !self.sinks.contains(*s))
+            .filter(|s| !known.contains(*s))
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() {
             return Err(bad(format!(
-                "the manifest's sinks {unknown:?} are not configured on this server (plugins.sinks)"
+                "the manifest's sinks {unknown:?} are not configured on this server (plugins.sinks, or PUT /api/v1/sinks/{{name}})"
             )));
         }
         if u.wasm.len() > MAX_WASM_BYTES {

@@ -9,6 +9,7 @@
 //! writer died before delivering it, one written by a replica that delivers nothing) is due in the outbox,
 //! and the worker's round drains it on a timer: batches leased in one statement, posted, recorded.
 
+use super::sinks::Sinks;
 use crate::clock::SharedClock;
 use crate::config::SinkConfig;
 use crate::metrics::{Metrics, SinkLabels};
@@ -61,7 +62,7 @@ pub struct Delivery {
     storage: Storage,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-    sinks: BTreeMap<String, SinkConfig>,
+    sinks: Arc<Sinks>,
     http: reqwest::Client,
 }
 
@@ -126,7 +127,7 @@ impl Delivery {
         storage: Storage,
         clock: SharedClock,
         metrics: Arc<Metrics>,
-        sinks: BTreeMap<String, SinkConfig>,
+        sinks: Arc<Sinks>,
     ) -> Self {
         Self {
             storage,
@@ -267,7 +268,7 @@ impl Delivery {
             }
             let result = match self.sinks.get(&e.sink) {
                 None => Err(PostError::Unconfigured(e.sink.clone())),
-                Some(sink) => self.post(sink, &e).await,
+                Some(sink) => self.post(&sink, &e).await,
             };
             self.count(&e.sink, result.is_ok(), 1);
             let outcome = match result {
@@ -316,7 +317,7 @@ impl Delivery {
             if batch.is_empty() {
                 continue;
             }
-            let result = (self.post_batch(sink, batch.iter().map(|(_, e)| e)).await)
+            let result = (self.post_batch(&sink, batch.iter().map(|(_, e)| e)).await)
                 .map_err(|e| e.to_string());
             self.count(&batch[0].1.sink, result.is_ok(), batch.len() as u64);
             let now = self.clock.now_ms();

@@ -20,6 +20,7 @@ pub mod manifest;
 mod rollouts;
 pub mod runtime;
 pub mod scaffold;
+pub mod sinks;
 mod store_backend;
 pub mod testing;
 mod token;
@@ -46,7 +47,7 @@ use engine::PluginEngine;
 use runtime::Runtime;
 use sea_orm::ConnectionTrait;
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// Why a stored or uploaded plugin could not be made ready to run.
@@ -91,7 +92,7 @@ pub struct PluginHost {
     loaded: RwLock<Arc<Vec<Arc<LoadedPlugin>>>>,
     reload_lock: tokio::sync::Mutex<()>,
     breaker: Breaker,
-    sinks: BTreeSet<String>,
+    sinks: Arc<sinks::Sinks>,
     /// Where committed events go for delivery by this process, when it delivers events
     /// ([`PluginHost::deliver_here`]).
     handoff: std::sync::OnceLock<delivery::Handoff>,
@@ -162,7 +163,7 @@ impl PluginHost {
                 cfg.quarantine_after_faults,
                 cfg.quarantine_window_secs as i64 * 1000,
             ),
-            sinks: cfg.sinks.keys().cloned().collect(),
+            sinks: Arc::new(sinks::Sinks::new(cfg.sinks.clone())),
             handoff: std::sync::OnceLock::new(),
         }))
     }
@@ -232,6 +233,7 @@ impl PluginHost {
     /// atomically. Cheap when nothing changed (one small query).
     pub async fn reload(&self) -> Result<(), StorageError> {
         let _guard = self.reload_lock.lock().await;
+        self.sinks.reload(&self.storage).await?;
         let current = self.loaded();
         let revisions = repo::revisions(&self.storage.read()).await?;
         let have: HashMap<&str, i64> = current.iter().map(|p| (&*p.id, p.revision)).collect();
@@ -495,11 +497,12 @@ impl PluginHost {
         scope: EventScope<'_>,
         now: i64,
     ) -> Result<Vec<crate::storage::outbox::OutboxEvent>, StorageError> {
+        let sinks = self.sinks.names();
         let ctx = ActionContext {
             hook,
             scope,
             now,
-            sinks: &self.sinks,
+            sinks: &sinks,
             metrics: &self.metrics,
             event_hold_ms: self.event_hold_ms(),
         };
@@ -575,5 +578,10 @@ impl PluginHost {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The event sinks: the configuration's and the API's.
+    pub fn sinks(&self) -> &Arc<sinks::Sinks> {
+        &self.sinks
     }
 }

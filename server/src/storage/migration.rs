@@ -11,6 +11,7 @@ pub mod m0012_policies;
 mod m0013_policy_rollouts;
 mod m0014_event_ids;
 mod m0015_device_profiles;
+mod m0016_event_sinks;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0013_policy_rollouts::M0013PolicyRollouts),
             Box::new(m0014_event_ids::M0014EventIds),
             Box::new(m0015_device_profiles::M0015DeviceProfiles),
+            Box::new(m0016_event_sinks::M0016EventSinks),
         ]
     }
 }

@@ -34,6 +34,7 @@ mod read;
 pub mod rollouts;
 pub mod sealing;
 pub mod secrets;
+pub mod sinks;
 mod sqlite_plans;
 pub mod testing;
 mod writer;

@@ -108,16 +108,11 @@ fn is_sealed(stored: &[u8]) -> bool {
 
 /// The stored form of `token` for `device_id`'s `which` column.
 pub fn seal(which: Token, device_id: &str, token: &[u8]) -> StorageResult<Vec<u8>> {
-    let sealer = current().ok_or_else(|| {
+    seal_bound(&which.context(device_id), token).map_err(|_| {
         StorageError::Unavailable(
             "escrowed tokens cannot be stored: no sealing secret is installed".into(),
         )
-    })?;
-    let mut out = Vec::with_capacity(SEALED_PREFIX.len() + KEY_ID_LEN + token.len() + 29);
-    out.extend_from_slice(SEALED_PREFIX);
-    out.extend_from_slice(&sealer.key_id());
-    out.extend_from_slice(&sealer.seal_bound(token, &which.context(device_id)));
-    Ok(out)
+    })
 }
 
 /// The token stored in `device_id`'s `which` column. A value that cannot be opened (its key is not
@@ -127,24 +122,53 @@ pub fn open(which: Token, device_id: &str, stored: Vec<u8>) -> Option<Vec<u8>> {
     if !is_sealed(&stored) {
         return Some(stored);
     }
+    match open_bound(&which.context(device_id), &stored) {
+        Ok(token) => Some(token),
+        Err(reason) => {
+            tracing::error!(device = device_id, column = which.name(), %reason, "cannot open an escrowed token; treating it as absent");
+            None
+        }
+    }
+}
+
+/// Any other secret kept in the database (an event sink's URL and headers): sealed as tokens are, bound to
+/// `context` (its table, column and row) so it cannot be moved to another row. Refused with no sealer
+/// installed.
+pub fn seal_value(context: &str, value: &[u8]) -> StorageResult<Vec<u8>> {
+    seal_bound(context.as_bytes(), value).map_err(|_| {
+        StorageError::Unavailable("secrets cannot be stored: no sealing secret is installed".into())
+    })
+}
+
+/// A value [`seal_value`] sealed under `context`, or why it cannot be opened (never its bytes).
+pub fn open_value(context: &str, stored: &[u8]) -> Result<Vec<u8>, String> {
+    if !is_sealed(stored) {
+        return Err("not sealed".into());
+    }
+    open_bound(context.as_bytes(), stored)
+}
+
+fn seal_bound(context: &[u8], value: &[u8]) -> Result<Vec<u8>, ()> {
+    let sealer = current().ok_or(())?;
+    let mut out = Vec::with_capacity(SEALED_PREFIX.len() + KEY_ID_LEN + value.len() + 29);
+    out.extend_from_slice(SEALED_PREFIX);
+    out.extend_from_slice(&sealer.key_id());
+    out.extend_from_slice(&sealer.seal_bound(value, context));
+    Ok(out)
+}
+
+fn open_bound(context: &[u8], stored: &[u8]) -> Result<Vec<u8>, String> {
     let rest = &stored[SEALED_PREFIX.len()..];
-    let opened = match rest.split_at_checked(KEY_ID_LEN) {
+    match rest.split_at_checked(KEY_ID_LEN) {
         None => Err("truncated".to_string()),
         Some((id, sealed)) => match by_id(id) {
             None => Err(
                 "sealed under a key that is not installed (was push.key_secret changed?)".into(),
             ),
             Some(sealer) => sealer
-                .open_bound(sealed, &which.context(device_id))
+                .open_bound(sealed, context)
                 .map_err(|e| e.to_string()),
         },
-    };
-    match opened {
-        Ok(token) => Some(token),
-        Err(reason) => {
-            tracing::error!(device = device_id, column = which.name(), %reason, "cannot open an escrowed token; treating it as absent");
-            None
-        }
     }
 }
 

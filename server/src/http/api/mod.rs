@@ -9,6 +9,7 @@ pub mod keys;
 pub mod plugins;
 pub mod policies;
 pub mod push;
+pub mod sinks;
 
 use super::error::ApiError;
 use actix_web::http::Method;
@@ -120,6 +121,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 [(get.clone(), web::to(plugins::audit))],
             ))
             .service(resource("/push", [(post.clone(), web::to(push::push))]))
+            .service(resource("/sinks", [(get.clone(), web::to(sinks::list))]))
+            .service(resource(
+                "/sinks/{name}",
+                [
+                    (put.clone(), web::to(sinks::put)),
+                    (delete.clone(), web::to(sinks::delete)),
+                ],
+            ))
             .service(resource(
                 "/push-certs",
                 [

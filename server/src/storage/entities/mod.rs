@@ -20,6 +20,7 @@ pub mod device_group_member;
 pub mod device_profile;
 pub mod enrollment;
 pub mod event_outbox;
+pub mod event_sink;
 pub mod issued_certificate;
 pub mod one_time_secret;
 pub mod plugin;
