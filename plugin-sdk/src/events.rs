@@ -261,13 +261,13 @@ mod tests {
         event.kind = CheckinKind::Authenticate;
         assert!(!event.is_first_token_update());
 
-        let report = Plist::from_json(&json!({"Status": "Acknowledged"})).unwrap();
         let result = fixtures::command_result(
             fixtures::device_enrollment("U1"),
             "SecurityInfo",
             CommandStatus::Acknowledged,
-            &report,
+            &json!({"Status": "Acknowledged"}),
         );
+        let report = Plist::from_json(&json!({"Status": "Acknowledged"})).unwrap();
         assert!(result.is_acknowledged());
         assert_eq!(result.report().unwrap(), report);
     }
@@ -278,7 +278,7 @@ mod tests {
             fixtures::device_enrollment("U1"),
             "DeviceLock",
             CommandStatus::Error,
-            &Plist::from_json(&json!({})).unwrap(),
+            &json!({}),
         );
         original.command_uuid = "C1".into();
         assert!(!original.is_retry());

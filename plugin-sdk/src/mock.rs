@@ -240,14 +240,19 @@ pub mod fixtures {
         }
     }
 
-    /// A command result with this report (use [`Plist::from_json`] to write one), for a command
-    /// queued once (`retry_of` is `None`; see [`retried`] for a copy).
+    /// A command result with this report, JSON with Apple's keys (`json!({"QueryResponses": {...}})`),
+    /// for a command queued once (`retry_of` is `None`; see [`retried`] for a copy). The server's
+    /// harness (`mdm_server::plugins::testing::events`) has the same fixtures with the same arguments.
+    ///
+    /// # Panics
+    /// When `report` is not a JSON object (or nests deeper than a plist may).
     pub fn command_result(
         enrollment: Enrollment,
         request_type: &str,
         status: CommandStatus,
-        report: &Plist,
+        report: &Value,
     ) -> CommandResultEvent {
+        let report = Plist::from_json(report).expect("a report is a JSON object");
         CommandResultEvent {
             event_id: format!("evt-result-{}", enrollment.id),
             enrollment,

@@ -48,7 +48,10 @@ async fn serial_allowlist_decides_in_the_harness() {
 async fn enroll_baseline_claims_once_through_the_in_memory_kv() {
     let h = load("enroll-baseline", json!({"profiles": []})).await;
     let first = h
-        .on_checkin(events::checkin("D1", CheckinKind::TokenUpdate, Some(1)))
+        .on_checkin(events::checkin(
+            CheckinKind::TokenUpdate,
+            events::device_enrollment("D1"),
+        ))
         .await
         .unwrap();
     let types: Vec<String> = first
@@ -72,30 +75,32 @@ async fn enroll_baseline_claims_once_through_the_in_memory_kv() {
     );
     // A repeat (another replica, a retry) finds the claim taken.
     let again = h
-        .on_checkin(events::checkin("D1", CheckinKind::TokenUpdate, Some(1)))
+        .on_checkin(events::checkin(
+            CheckinKind::TokenUpdate,
+            events::device_enrollment("D1"),
+        ))
         .await
         .unwrap();
     assert!(again.is_empty());
     // Authenticate forgets it.
-    h.on_checkin(events::checkin("D1", CheckinKind::Authenticate, None))
-        .await
-        .unwrap();
+    h.on_checkin(events::checkin(
+        CheckinKind::Authenticate,
+        events::device_enrollment("D1"),
+    ))
+    .await
+    .unwrap();
     assert!(h.kv_get("baseline:D1").await.is_none());
 }
 
 #[tokio::test]
 async fn inventory_turns_results_into_attributes_in_the_harness() {
     let h = load("inventory", json!({"attribute_prefix": "inv."})).await;
-    let mut q = plist::Dictionary::new();
-    q.insert("OSVersion".into(), "17.5".into());
-    let mut report = plist::Dictionary::new();
-    report.insert("QueryResponses".into(), plist::Value::Dictionary(q));
     let actions = h
         .on_command_result(events::command_result(
-            "D1",
+            events::device_enrollment("D1"),
             "DeviceInformation",
             CommandStatus::Acknowledged,
-            &plist::Value::Dictionary(report),
+            &json!({"QueryResponses": {"OSVersion": "17.5"}}),
         ))
         .await
         .unwrap();
@@ -131,7 +136,10 @@ async fn a_reused_instance_slot_starts_as_new() {
     .unwrap();
     for call in 0..4 {
         let actions = h
-            .on_checkin(events::checkin("D1", CheckinKind::TokenUpdate, Some(1)))
+            .on_checkin(events::checkin(
+                CheckinKind::TokenUpdate,
+                events::device_enrollment("D1"),
+            ))
             .await
             .unwrap();
         let seen: Vec<&str> = actions
@@ -149,30 +157,47 @@ async fn a_reused_instance_slot_starts_as_new() {
 async fn compliance_assigns_while_the_passcode_is_not_compliant() {
     let h = load("compliance", json!({"remediation_set": "passcode-fix"})).await;
     assert_eq!(h.wit_version(), mdm_server::plugins::WIT_VERSION);
-    let turned = |old: &str, new: &str| {
-        events::ddm_status("D1", &[("passcode.is-compliant", Some(old), new)])
+    let turned = |old: bool, new: bool| {
+        events::ddm_status(
+            events::device_enrollment("D1"),
+            vec![events::item_turned(
+                "passcode.is-compliant",
+                Some(json!(old)),
+                json!(new),
+            )],
+        )
     };
     let set = |enrollment_id: &str| SetAssignment {
         enrollment_id: enrollment_id.into(),
         set_name: "passcode-fix".into(),
     };
 
-    let false_now = h.on_ddm_status(turned("true", "false")).await.unwrap();
+    let false_now = h.on_ddm_status(turned(true, false)).await.unwrap();
     assert_eq!(false_now, [Action::AssignSet(set("D1"))]);
-    let true_again = h.on_ddm_status(turned("false", "true")).await.unwrap();
+    let true_again = h.on_ddm_status(turned(false, true)).await.unwrap();
     assert_eq!(true_again, [Action::UnassignSet(set("D1"))]);
 
     // The item did not change: another item did, or nothing at all.
-    let other = events::ddm_status("D1", &[("passcode.is-present", Some("false"), "true")]);
+    let other = events::ddm_status(
+        events::device_enrollment("D1"),
+        vec![events::item_turned(
+            "passcode.is-present",
+            Some(json!(false)),
+            json!(true),
+        )],
+    );
     assert!(h.on_ddm_status(other).await.unwrap().is_empty());
     assert!(h
-        .on_ddm_status(events::ddm_status("D1", &[]))
+        .on_ddm_status(events::ddm_status(
+            events::device_enrollment("D1"),
+            Vec::new()
+        ))
         .await
         .unwrap()
         .is_empty());
 
     // The channel that reported gets the set: a user channel's own id.
-    let mut user = turned("true", "false");
+    let mut user = turned(true, false);
     user.enrollment = Enrollment {
         id: "D1:501".into(),
         device_id: "D1".into(),
@@ -189,7 +214,7 @@ async fn compliance_assigns_while_the_passcode_is_not_compliant() {
         .await
         .is_err());
     // A plugin that does not provide tokens answers "not mine".
-    let asked = events::token_request("D1", "com.apple.maid");
+    let asked = events::token_request(events::device_enrollment("D1"), "com.apple.maid");
     assert_eq!(h.provide_token(asked).await.unwrap(), None);
 }
 
@@ -208,15 +233,17 @@ async fn a_component_built_against_0_1_runs_with_its_imports() {
         id: "D1".into(),
         facts: events::facts(Some("C02TEST")),
         enabled: true,
-        channels: vec![events::enrollment("D1"), events::enrollment("D1:501")],
+        channels: vec![
+            events::device_enrollment("D1"),
+            events::user_enrollment("D1", "501"),
+        ],
         attributes: Vec::new(),
         last_seen_unix_ms: 0,
     });
     for n in 1..=2 {
-        let actions = h
-            .on_checkin(events::checkin("D1", CheckinKind::TokenUpdate, Some(n)))
-            .await
-            .unwrap();
+        let mut event = events::checkin(CheckinKind::TokenUpdate, events::device_enrollment("D1"));
+        event.token_update_count = Some(n);
+        let actions = h.on_checkin(event).await.unwrap();
         let [Action::SetAttribute(a)] = actions.as_slice() else {
             panic!("{actions:?}");
         };
@@ -235,10 +262,10 @@ async fn a_component_built_against_0_1_runs_with_its_imports() {
     );
     let result = h
         .on_command_result(events::command_result(
-            "D1",
+            events::device_enrollment("D1"),
             "ProfileList",
             CommandStatus::NotNow,
-            &plist::Value::Dictionary(Default::default()),
+            &json!({}),
         ))
         .await
         .unwrap();
@@ -315,7 +342,10 @@ async fn a_component_built_against_0_2_still_runs_beside_0_3_ones() {
     .unwrap();
     assert_eq!(h.wit_version(), "0.2.0");
     let a = h
-        .on_checkin(events::checkin("U1", CheckinKind::TokenUpdate, Some(1)))
+        .on_checkin(events::checkin(
+            CheckinKind::TokenUpdate,
+            events::device_enrollment("U1"),
+        ))
         .await
         .unwrap();
     assert!(

@@ -178,7 +178,7 @@ async fn a_0_1_component_may_not_subscribe_to_hooks_0_2_added() {
 }
 
 async fn token(s: &TestServer) -> Option<Vec<u8>> {
-    let enrollment = events::enrollment("UDID-TOKEN");
+    let enrollment = events::device_enrollment("UDID-TOKEN");
     let event_id = mdm_server::plugins::new_event_id();
     let scope = EventScope {
         event_id: &event_id,
@@ -298,7 +298,15 @@ async fn oversized_empty_and_failing_answers_count_as_none() {
 }
 
 fn passcode_turned(udid: &str, old: &str, new: &str) -> DdmStatusEvent {
-    events::ddm_status(udid, &[("passcode.is-compliant", Some(old), new)])
+    let json = |v: &str| serde_json::from_str::<Value>(v).expect("JSON");
+    events::ddm_status(
+        events::device_enrollment(udid),
+        vec![events::item_turned(
+            "passcode.is-compliant",
+            Some(json(old)),
+            json(new),
+        )],
+    )
 }
 
 /// The plugins' run for this status change, as the DDM check-in gets it (before its transaction).

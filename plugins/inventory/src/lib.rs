@@ -373,7 +373,7 @@ mod tests {
             fixtures::device_enrollment("UDID-1"),
             request_type,
             status,
-            &Plist::from_json(&report).unwrap(),
+            &report,
         )
     }
 
@@ -607,7 +607,7 @@ mod tests {
             fixtures::user_enrollment("UDID-1", "501"),
             "DeviceInformation",
             CommandStatus::Acknowledged,
-            &Plist::from_json(&info).unwrap(),
+            &info,
         );
         Inventory::on_command_result(user).unwrap();
         assert!(

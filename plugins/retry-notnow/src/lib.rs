@@ -195,7 +195,7 @@ mod tests {
             fixtures::device_enrollment("UDID-1"),
             request_type,
             status,
-            &Plist::from_json(&json!({"Status": status.apple_name()})).unwrap(),
+            &json!({"Status": status.apple_name()}),
         );
         event.command_uuid = uuid.to_owned();
         event

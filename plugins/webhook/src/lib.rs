@@ -320,7 +320,7 @@ mod tests {
             fixtures::device_enrollment(ack["udid"].as_str().unwrap()),
             "DeviceInformation",
             CommandStatus::Acknowledged,
-            &Plist::from_json(&json!({})).unwrap(),
+            &json!({}),
         );
         event.event_id = expected["event_id"].as_str().unwrap().to_owned();
         event.command_uuid = ack["command_uuid"].as_str().unwrap().to_owned();
@@ -361,7 +361,7 @@ mod tests {
             fixtures::user_enrollment("U1", "501"),
             "ProfileList",
             CommandStatus::NotNow,
-            &Plist::from_json(&json!({})).unwrap(),
+            &json!({}),
         );
         let (_, body) = acknowledge_event(&result, None);
         assert_eq!(body["acknowledge_event"]["status"], "NotNow");

@@ -244,16 +244,31 @@ impl Harness {
     }
 }
 
-/// Event builders for tests.
+/// Event builders for tests: the same fixtures, with the same arguments, as the SDK's
+/// `mdm_plugin_sdk::mock::fixtures`, so a test of a plugin's native unit tests reads the same against the
+/// built component here.
 pub mod events {
     use super::super::event::*;
+    use serde_json::Value;
 
-    pub fn enrollment(udid: &str) -> Enrollment {
+    /// A device's own channel: its UDID is the queue id.
+    pub fn device_enrollment(udid: &str) -> Enrollment {
         Enrollment {
             id: udid.to_string(),
             device_id: udid.to_string(),
             kind: ChannelKind::Device,
             user_id: None,
+            user_short_name: None,
+        }
+    }
+
+    /// A macOS user channel (`UDID:UserID`).
+    pub fn user_enrollment(udid: &str, user_id: &str) -> Enrollment {
+        Enrollment {
+            id: format!("{udid}:{user_id}"),
+            device_id: udid.to_string(),
+            kind: ChannelKind::User,
+            user_id: Some(user_id.to_string()),
             user_short_name: None,
         }
     }
@@ -271,50 +286,82 @@ pub mod events {
         }
     }
 
+    /// An enrollment request for a device channel with this serial number.
     pub fn enrollment_request(udid: &str, serial: Option<&str>) -> EnrollmentRequest {
         EnrollmentRequest {
             event_id: super::super::new_event_id(),
-            enrollment: enrollment(udid),
+            enrollment: device_enrollment(udid),
             device: facts(serial),
             identity_fingerprint: "0".repeat(64),
             raw: None,
         }
     }
 
-    pub fn checkin(udid: &str, kind: CheckinKind, token_update_count: Option<u32>) -> CheckinEvent {
+    /// A check-in of this kind on this channel; `token_update_count` is 1 for a TokenUpdate (set it for
+    /// a later one).
+    pub fn checkin(kind: CheckinKind, enrollment: Enrollment) -> CheckinEvent {
         CheckinEvent {
             event_id: super::super::new_event_id(),
             kind,
-            enrollment: enrollment(udid),
+            enrollment,
             device: facts(Some("C02TEST")),
-            token_update_count,
+            token_update_count: (kind == CheckinKind::TokenUpdate).then_some(1),
             awaiting_configuration: Some(false),
             raw: Some(b"<plist/>".to_vec()),
         }
     }
 
-    /// What a status report changed: `items` as (name, old JSON, new JSON), no declarations (push
-    /// [`DeclarationChange`]s onto `declarations` for those).
-    pub fn ddm_status(udid: &str, items: &[(&str, Option<&str>, &str)]) -> DdmStatusEvent {
-        DdmStatusEvent {
+    /// A command result with this report, JSON with Apple's keys (`json!({"QueryResponses": {...}})`).
+    ///
+    /// # Panics
+    /// When `report` is not a JSON object.
+    pub fn command_result(
+        enrollment: Enrollment,
+        request_type: &str,
+        status: CommandStatus,
+        report: &Value,
+    ) -> CommandResultEvent {
+        assert!(report.is_object(), "a report is a JSON object");
+        let report = plist::to_value(report).expect("JSON becomes a plist");
+        CommandResultEvent {
             event_id: super::super::new_event_id(),
-            enrollment: enrollment(udid),
-            declarations: Vec::new(),
-            items: items
-                .iter()
-                .map(|(name, old, new)| StatusItemChange {
-                    name: name.to_string(),
-                    old_json: old.map(str::to_string),
-                    new_json: new.to_string(),
-                })
-                .collect(),
+            enrollment,
+            device: facts(Some("C02TEST")),
+            command_uuid: uuid::Uuid::new_v4().to_string().to_uppercase(),
+            request_type: request_type.to_string(),
+            status,
+            error_chain: Vec::new(),
+            report: super::super::convert::plist_tree(&report),
+            raw: None,
+            retry_of: None,
         }
     }
 
-    pub fn token_request(udid: &str, token_service_type: &str) -> TokenRequest {
+    /// What a status report changed on this channel: these items, no declarations (push
+    /// [`DeclarationChange`]s onto `declarations` for those).
+    pub fn ddm_status(enrollment: Enrollment, items: Vec<StatusItemChange>) -> DdmStatusEvent {
+        DdmStatusEvent {
+            event_id: super::super::new_event_id(),
+            enrollment,
+            declarations: Vec::new(),
+            items,
+        }
+    }
+
+    /// A status item that turned from `old` (none: first reported) to `new`.
+    pub fn item_turned(name: &str, old: Option<Value>, new: Value) -> StatusItemChange {
+        StatusItemChange {
+            name: name.to_string(),
+            old_json: old.map(|v| v.to_string()),
+            new_json: new.to_string(),
+        }
+    }
+
+    /// A GetToken check-in's question from this channel.
+    pub fn token_request(enrollment: Enrollment, token_service_type: &str) -> TokenRequest {
         TokenRequest {
             event_id: super::super::new_event_id(),
-            enrollment: enrollment(udid),
+            enrollment,
             token_service_type: token_service_type.to_string(),
         }
     }
@@ -374,24 +421,109 @@ pub mod events {
             at_unix_ms: 0,
         }
     }
+}
 
-    pub fn command_result(
-        udid: &str,
-        request_type: &str,
-        status: CommandStatus,
-        report: &plist::Value,
-    ) -> CommandResultEvent {
-        CommandResultEvent {
-            event_id: super::super::new_event_id(),
-            enrollment: enrollment(udid),
-            device: facts(Some("C02TEST")),
-            command_uuid: uuid::Uuid::new_v4().to_string().to_uppercase(),
-            request_type: request_type.to_string(),
-            status,
-            error_chain: Vec::new(),
-            report: super::super::convert::plist_tree(report),
-            raw: None,
-            retry_of: None,
+#[cfg(test)]
+mod tests {
+    //! The harness's fixtures make what the SDK's do from the same arguments.
+
+    use super::events;
+    use crate::plugins::event as host;
+    use mdm_plugin_sdk::mock::fixtures;
+    use mdm_plugin_sdk::types as sdk;
+    use serde_json::json;
+
+    /// Debug text without type paths: the SDK's generated enums print as `ChannelKind::User`.
+    fn plain(d: impl std::fmt::Debug) -> String {
+        let text = format!("{d:?}");
+        let mut out = String::new();
+        for (i, part) in text.split("::").enumerate() {
+            if i == 0 {
+                out.push_str(part);
+            } else {
+                // Drop the type name that preceded this `::`.
+                let cut = out
+                    .trim_end_matches(|c: char| c.is_ascii_alphanumeric())
+                    .len();
+                out.truncate(cut);
+                out.push_str(part);
+            }
         }
+        out
+    }
+
+    fn sdk_tree(nodes: &[sdk::PlistNode]) -> Vec<String> {
+        nodes
+            .iter()
+            .map(|n| plain((n.parent, &n.key, &n.value)))
+            .collect()
+    }
+
+    fn host_tree(nodes: &[host::PlistNode]) -> Vec<String> {
+        nodes
+            .iter()
+            .map(|n| plain((n.parent, &n.key, &n.value)))
+            .collect()
+    }
+
+    fn same_channel(s: &sdk::Enrollment, h: &host::Enrollment) {
+        assert_eq!(
+            (&s.id, &s.device_id, plain(s.kind), &s.user_id),
+            (&h.id, &h.device_id, plain(h.kind), &h.user_id)
+        );
+    }
+
+    #[test]
+    fn the_same_calls_make_the_same_events_in_both() {
+        same_channel(
+            &fixtures::user_enrollment("U", "501"),
+            &events::user_enrollment("U", "501"),
+        );
+        let report = json!({"QueryResponses": {"OSVersion": "17.5"}, "Items": [1, true, 2.5]});
+        let s = fixtures::command_result(
+            fixtures::device_enrollment("U"),
+            "DeviceInformation",
+            sdk::CommandStatus::NotNow,
+            &report,
+        );
+        let h = events::command_result(
+            events::device_enrollment("U"),
+            "DeviceInformation",
+            host::CommandStatus::NotNow,
+            &report,
+        );
+        same_channel(&s.enrollment, &h.enrollment);
+        assert_eq!(s.request_type, h.request_type);
+        assert_eq!(plain(s.status), plain(h.status));
+        assert_eq!(sdk_tree(&s.report), host_tree(&h.report));
+
+        let s = fixtures::checkin(
+            sdk::CheckinKind::TokenUpdate,
+            fixtures::device_enrollment("U"),
+        );
+        let h = events::checkin(
+            host::CheckinKind::TokenUpdate,
+            events::device_enrollment("U"),
+        );
+        assert_eq!(s.token_update_count, h.token_update_count);
+        assert_eq!(plain(s.kind), plain(h.kind));
+
+        let item = |old, new| ("passcode.is-compliant", Some(old), new);
+        let (name, old, new) = item(json!(true), json!(false));
+        let s = fixtures::ddm_status(
+            fixtures::device_enrollment("U"),
+            vec![fixtures::item_turned(name, old.clone(), new.clone())],
+        );
+        let h = events::ddm_status(
+            events::device_enrollment("U"),
+            vec![events::item_turned(name, old, new)],
+        );
+        assert_eq!(
+            (&s.items[0].name, &s.items[0].old_json, &s.items[0].new_json),
+            (&h.items[0].name, &h.items[0].old_json, &h.items[0].new_json)
+        );
+        let s = fixtures::token_request(fixtures::device_enrollment("U"), "com.apple.maid");
+        let h = events::token_request(events::device_enrollment("U"), "com.apple.maid");
+        assert_eq!(s.token_service_type, h.token_service_type);
     }
 }

@@ -62,12 +62,9 @@ pub async fn run(t: TryHook) -> Result<Value, TryError> {
         }
         "on-checkin" => {
             let msg = checkin(&t)?;
-            let mut e = events::checkin(
-                &msg.enrollment.device_id,
-                super::convert::checkin_kind(&msg.payload),
-                None,
-            );
-            e.enrollment = super::convert::enrollment(&msg.enrollment);
+            let kind = super::convert::checkin_kind(&msg.payload);
+            let mut e = events::checkin(kind, super::convert::enrollment(&msg.enrollment));
+            e.token_update_count = None;
             e.raw = Some(msg.raw.clone());
             h.on_checkin(e).await.map(|a| actions_json(&a))
         }
@@ -83,8 +80,7 @@ pub async fn run(t: TryHook) -> Result<Value, TryError> {
                 ));
             };
             let service = token_service_type.as_deref().unwrap_or_default();
-            let mut r = events::token_request(&msg.enrollment.device_id, service);
-            r.enrollment = super::convert::enrollment(&msg.enrollment);
+            let r = events::token_request(super::convert::enrollment(&msg.enrollment), service);
             h.provide_token(r).await.map(|t| match t {
                 Some(bytes) => json!({"token_base64": b64(&bytes)}),
                 None => json!({"token_base64": null}),
@@ -171,13 +167,10 @@ fn command_result(t: &TryHook) -> Result<super::event::CommandResultEvent, TryEr
     let request_type = t.request_type.as_deref().ok_or_else(|| {
         usage("on-command-result needs --request-type (the command's RequestType)")
     })?;
-    let mut e = events::command_result(
-        &report.enrollment.device_id,
-        request_type,
-        status,
-        &plist::Value::Dictionary(report.dict.clone()),
-    );
-    e.enrollment = super::convert::enrollment(&report.enrollment);
+    let enrollment = super::convert::enrollment(&report.enrollment);
+    let mut e = events::command_result(enrollment, request_type, status, &serde_json::json!({}));
+    // The device's own report, its data and dates as they are (JSON has no words for them).
+    e.report = super::convert::plist_tree(&plist::Value::Dictionary(report.dict.clone()));
     e.command_uuid = report.command_uuid.clone().unwrap_or_default();
     e.error_chain = super::convert::error_chain(&report.error_chain);
     e.raw = Some(report.raw.clone());
