@@ -1,16 +1,17 @@
 //! Plugin overhead. `cargo bench -p mdm-tests --bench plugin_hooks`
 //!
 //! - `hook_call/*`: one hook call on a built component through the host runtime: instantiate from the
-//!   prepared `InstancePre`, call, drop (in-memory host; no database, no HTTP).
+//!   prepared `InstancePre`, call, drop (in-memory host; no database, no HTTP); `on-command-result/*` is
+//!   one workflow written in Rust, Python and JavaScript.
 //! - `checkin/plugins=N`: a signed TokenUpdate through the real server over HTTP on SQLite, with N no-op
 //!   plugins subscribed to on-checkin: the end-to-end cost a device sees.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use mdm_server::plugins::event::CheckinKind;
+use mdm_server::plugins::event::{CheckinKind, CommandStatus};
 use mdm_server::plugins::testing::{events, Harness};
 use mdm_tests::device::{Device, Platform};
 use mdm_tests::harness::TestServer;
-use mdm_tests::plugins;
+use mdm_tests::{languages, plugins};
 use serde_json::json;
 
 fn hook_call(c: &mut Criterion) {
@@ -44,11 +45,39 @@ fn hook_call(c: &mut Criterion) {
     });
     g.bench_function("on-checkin/noop", |b| {
         b.to_async(&rt).iter(|| async {
-            noop.on_checkin(events::checkin("UDID-1", CheckinKind::TokenUpdate, Some(2)))
-                .await
-                .unwrap()
+            let mut event = events::checkin(
+                CheckinKind::TokenUpdate,
+                events::device_enrollment("UDID-1"),
+            );
+            event.token_update_count = Some(2);
+            noop.on_checkin(event).await.unwrap()
         })
     });
+    // One workflow in three languages (`tests/tests/plugin_languages.rs`), on the event that makes it act.
+    let report = json!({"QueryResponses": {"OSVersion": "16.4"}});
+    let config = json!({"minimum_os": "17.0", "target_os": "17.5"});
+    for (dir, wasm) in [
+        ("os-update", plugins::build("os-update")),
+        ("os-update-py", languages::python_plugin().to_path_buf()),
+        ("os-update-js", languages::js_plugin().to_path_buf()),
+    ] {
+        let manifest = root.join("plugins").join(dir).join("plugin.json");
+        let h = rt
+            .block_on(Harness::load(&wasm, manifest, config.clone()))
+            .expect("os-update loads");
+        g.bench_function(format!("on-command-result/{dir}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let event = events::command_result(
+                    events::device_enrollment("UDID-1"),
+                    "DeviceInformation",
+                    CommandStatus::Acknowledged,
+                    &report,
+                );
+                let actions = h.on_command_result(event).await.unwrap();
+                assert_eq!(actions.len(), 2);
+            })
+        });
+    }
     g.finish();
 }
 

@@ -5,6 +5,7 @@ pub mod ddm;
 pub mod device;
 pub mod enrollment;
 pub mod harness;
+pub mod languages;
 pub mod plugins;
 pub mod policy;
 pub mod process;

@@ -46,6 +46,11 @@ impl Served {
 /// How often the epoch advances. A call's deadline is rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Per component: enough for the interpreters of componentize-py and componentize-js.
+pub(super) const MAX_CORE_INSTANCES: u32 = 64;
+pub(super) const MAX_MEMORIES: u32 = 8;
+pub(super) const MAX_TABLES: u32 = 64;
+
 /// The largest linear memory a plugin may ask for in its manifest.
 const MAX_MEMORY: usize = 256 * 1024 * 1024;
 
@@ -69,14 +74,15 @@ impl PluginEngine {
     pub fn new(cache_dir: Option<PathBuf>, max_concurrent: u32) -> wasmtime::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         let n = max_concurrent.max(1);
-        // A Rust wasip2 component holds a handful of core instances, memories and tables.
+        // A Rust wasip2 component holds a handful of core instances, memories and tables; one built by
+        // componentize-py or componentize-js (an interpreter and its adapters) several dozen instances.
         pool.total_component_instances(n)
             .total_core_instances(n * 8)
             .total_memories(n * 4)
             .total_tables(n * 8)
-            .max_core_instances_per_component(16)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
+            .max_memories_per_component(MAX_MEMORIES)
+            .max_tables_per_component(MAX_TABLES)
             .max_memory_size(MAX_MEMORY)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)

@@ -2,6 +2,7 @@
 //! grants, and the backend that capabilities read and write through.
 
 use super::capabilities::HostBackend;
+use super::engine;
 use super::manifest::{Capability, Manifest};
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -57,9 +58,9 @@ impl HostState {
         let limits = StoreLimitsBuilder::new()
             .memory_size(call.manifest.limits.memory_mib as usize * 1024 * 1024)
             .table_elements(100_000)
-            .instances(32)
-            .tables(32)
-            .memories(8)
+            .instances(engine::MAX_CORE_INSTANCES as usize)
+            .tables(engine::MAX_TABLES as usize)
+            .memories(engine::MAX_MEMORIES as usize)
             .trap_on_grow_failure(true)
             .build();
         Self {
