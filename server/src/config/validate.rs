@@ -192,17 +192,22 @@ impl Config {
     }
 }
 
+/// The longest sink URL.
+pub const MAX_SINK_URL: usize = 2048;
 /// The most headers a sink sends.
 pub const MAX_SINK_HEADERS: usize = 32;
 /// The longest a sink may take to answer.
 pub const MAX_SINK_TIMEOUT_SECS: u64 = 300;
 
 impl SinkConfig {
-    /// What makes a sink usable, from the configuration file or the API: an http(s) URL, a timeout of
-    /// 1 to [`MAX_SINK_TIMEOUT_SECS`], batches of 1 to [`MAX_SINK_BATCH`] events, at most
-    /// [`MAX_SINK_HEADERS`] headers with valid names and values. The error starts with the field's name and
-    /// quotes no secret.
+    /// What makes a sink usable, from the configuration file or the API: an http(s) URL of at most
+    /// [`MAX_SINK_URL`] bytes, a timeout of 1 to [`MAX_SINK_TIMEOUT_SECS`], batches of 1 to
+    /// [`MAX_SINK_BATCH`] events, at most [`MAX_SINK_HEADERS`] headers with valid names and values. The
+    /// error starts with the field's name and quotes no secret.
     pub fn check(&self) -> Result<(), String> {
+        if self.url.expose_secret().len() > MAX_SINK_URL {
+            return Err(format!("url: at most {MAX_SINK_URL} bytes"));
+        }
         if url_scheme_ok(self.url.expose_secret()).is_none() {
             return Err(format!(
                 "url {:?} is not an http(s) URL",
@@ -246,7 +251,59 @@ fn is_token(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TrustedProxies;
+    use crate::config::{SinkConfig, TrustedProxies};
+
+    #[test]
+    fn a_sink_is_checked_field_by_field_and_its_secrets_never_quoted() {
+        let good = || SinkConfig {
+            url: "https://hooks.example.com/in?token=t0psecret"
+                .to_string()
+                .into(),
+            headers: [("Authorization".to_string(), "Bearer h1dden".into())].into(),
+            timeout_secs: 10,
+            batch_max_events: 1,
+        };
+        assert_eq!(good().check(), Ok(()));
+        let cases: [(fn(&mut SinkConfig), &str); 8] = [
+            (
+                |s| s.url = format!("https://h.example.com/{}", "a".repeat(2048)).into(),
+                "url",
+            ),
+            (
+                |s| s.url = "ftp://h.example.com/?token=t0psecret".to_string().into(),
+                "url",
+            ),
+            (|s| s.timeout_secs = 0, "timeout_secs"),
+            (|s| s.timeout_secs = 301, "timeout_secs"),
+            (|s| s.batch_max_events = 201, "batch_max_events"),
+            (
+                |s| {
+                    s.headers.insert("Bad Name".into(), "x".into());
+                },
+                "headers",
+            ),
+            (
+                |s| {
+                    s.headers.insert("X-A".into(), "a\nb".into());
+                },
+                "headers.X-A",
+            ),
+            (
+                |s| s.headers = (0..33).map(|i| (format!("X-{i}"), "v".into())).collect(),
+                "headers",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut sink = good();
+            change(&mut sink);
+            let err = sink.check().unwrap_err();
+            assert!(err.starts_with(field), "{err}");
+            assert!(
+                !err.contains("t0psecret") && !err.contains("h1dden"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn invalid_values_are_refused() {
