@@ -264,7 +264,8 @@ mod tests {
             batch_max_events: 1,
         };
         assert_eq!(good().check(), Ok(()));
-        let cases: [(fn(&mut SinkConfig), &str); 8] = [
+        type Change = fn(&mut SinkConfig);
+        let cases: [(Change, &str); 8] = [
             (
                 |s| s.url = format!("https://h.example.com/{}", "a".repeat(2048)).into(),
                 "url",

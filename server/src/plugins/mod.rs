@@ -76,6 +76,21 @@ pub struct HookRun {
     pub refused: Option<String>,
 }
 
+/// What a plugin answered a deciding hook (`decide-enrollment`, `decide-promotion`).
+pub(crate) enum Verdict {
+    Allow,
+    /// No, with the plugin's reason.
+    Refuse(String),
+    Abstain,
+}
+
+/// How a deciding hook's refusals read: the audit outcome (`deny`, `hold`) and the start of the reason
+/// given (`enrollment denied by plugin`).
+pub(crate) struct Words {
+    pub refuse: &'static str,
+    pub refused_by: &'static str,
+}
+
 /// Identifies the event in audit rows.
 #[derive(Clone, Copy)]
 pub struct EventScope<'a> {
@@ -390,17 +405,45 @@ impl PluginHost {
     /// a failing plugin denies when its policy is fail-closed (the default for this hook). Dry-run plugins
     /// are asked and audited but not obeyed.
     pub async fn decide_enrollment(&self, input: HookInput, scope: EventScope<'_>) -> HookRun {
+        let words = Words {
+            refuse: "deny",
+            refused_by: "enrollment denied by plugin",
+        };
+        self.decide(
+            Hook::DecideEnrollment,
+            &input,
+            scope,
+            words,
+            |out| match out {
+                HookOutput::Decision(Decision::Allow) => Verdict::Allow,
+                HookOutput::Decision(Decision::Deny(r)) => Verdict::Refuse(r),
+                _ => Verdict::Abstain,
+            },
+        )
+        .await
+    }
+
+    /// Ask every plugin subscribed to a deciding hook, in order. A refusal overrides; abstentions do not
+    /// count; a failing plugin refuses when its policy is fail-closed. Dry-run plugins are asked and audited
+    /// but not obeyed. `refused` is set to the first refusal.
+    pub(crate) async fn decide(
+        &self,
+        hook: Hook,
+        input: &HookInput,
+        scope: EventScope<'_>,
+        words: Words,
+        verdict: impl Fn(HookOutput) -> Verdict,
+    ) -> HookRun {
         let mut run = HookRun::default();
-        for p in self.subscribed(Hook::DecideEnrollment) {
-            let (out, fault_row) = self.call(&p, &input, scope).await;
+        for p in self.subscribed(hook) {
+            let (out, fault_row) = self.call(&p, input, scope).await;
             run.audit.extend(fault_row);
-            let verdict = match out {
-                Ok(HookOutput::Decision(d)) => d,
-                Ok(_) => Decision::Abstain,
+            let reason = match out.map(&verdict) {
+                Ok(Verdict::Abstain) => continue,
+                Ok(Verdict::Allow) => None,
+                Ok(Verdict::Refuse(r)) => Some(runtime::truncate(r)),
                 Err(f) => {
-                    if p.manifest.policy(Hook::DecideEnrollment) == FailurePolicy::FailClosed
-                        && !p.dry_run
-                    {
+                    if p.manifest.policy(hook) == FailurePolicy::FailClosed && !p.dry_run {
                         run.refused.get_or_insert(format!(
                             "plugin {} failed (fail-closed): {}",
                             p.id,
@@ -410,23 +453,23 @@ impl PluginHost {
                     continue;
                 }
             };
-            let (outcome, reason) = match &verdict {
-                Decision::Allow => ("allow", None),
-                Decision::Abstain => continue,
-                Decision::Deny(r) => ("deny", Some(runtime::truncate(r.clone()))),
+            let decision = if reason.is_some() {
+                words.refuse
+            } else {
+                "allow"
             };
             let enforced = !p.dry_run;
             run.audit.push(self.audit_row(
                 &p.id,
-                "decide-enrollment",
+                hook.as_str(),
                 scope,
                 "decision",
-                if enforced { outcome } else { "dry-run" },
-                json!({"decision": outcome, "reason": reason}),
+                if enforced { decision } else { "dry-run" },
+                json!({"decision": decision, "reason": reason}),
             ));
             if let (Some(r), true) = (reason, enforced) {
                 run.refused
-                    .get_or_insert(format!("enrollment denied by plugin {}: {r}", p.id));
+                    .get_or_insert(format!("{} {}: {r}", words.refused_by, p.id));
             }
         }
         run

@@ -2,11 +2,10 @@
 //! `on-rollout`, told of each step a rollout took once it committed.
 
 use super::event::{PromotionDecision, PromotionRequest, RolloutEvent};
-use super::manifest::{FailurePolicy, Hook};
-use super::runtime::{truncate, HookInput, HookOutput};
-use super::{EventScope, HookRun, PluginHost};
+use super::manifest::Hook;
+use super::runtime::{HookInput, HookOutput};
+use super::{EventScope, HookRun, PluginHost, Verdict, Words};
 use crate::storage::StorageError;
-use serde_json::json;
 use std::sync::Arc;
 
 impl PluginHost {
@@ -18,49 +17,28 @@ impl PluginHost {
         self: &Arc<Self>,
         request: PromotionRequest,
     ) -> Result<Option<String>, StorageError> {
-        let plugins = self.subscribed(Hook::DecidePromotion);
-        if plugins.is_empty() {
+        if self.subscribed(Hook::DecidePromotion).is_empty() {
             return Ok(None);
         }
         let event_id = request.event_id.clone();
-        let scope = scope(&event_id);
+        let words = Words {
+            refuse: "hold",
+            refused_by: "held by plugin",
+        };
         let input = HookInput::Promotion(request);
-        let mut run = HookRun::default();
-        for p in plugins {
-            let (out, fault_row) = self.call(&p, &input, scope).await;
-            run.audit.extend(fault_row);
-            let reason = match out {
-                Ok(HookOutput::Promotion(PromotionDecision::Hold(r))) => Some(truncate(r)),
-                Ok(HookOutput::Promotion(PromotionDecision::Allow)) => None,
-                Ok(_) => continue,
-                Err(f) => {
-                    if p.manifest.policy(Hook::DecidePromotion) == FailurePolicy::FailClosed
-                        && !p.dry_run
-                    {
-                        run.refused.get_or_insert(format!(
-                            "plugin {} failed (fail-closed): {}",
-                            p.id,
-                            f.message()
-                        ));
-                    }
-                    continue;
-                }
-            };
-            let decision = if reason.is_some() { "hold" } else { "allow" };
-            let enforced = !p.dry_run;
-            run.audit.push(self.audit_row(
-                &p.id,
-                Hook::DecidePromotion.as_str(),
-                scope,
-                "decision",
-                if enforced { decision } else { "dry-run" },
-                json!({"decision": decision, "reason": reason}),
-            ));
-            if let (Some(r), true) = (reason, enforced) {
-                run.refused
-                    .get_or_insert(format!("held by plugin {}: {r}", p.id));
-            }
-        }
+        let run = self
+            .decide(
+                Hook::DecidePromotion,
+                &input,
+                scope(&event_id),
+                words,
+                |out| match out {
+                    HookOutput::Promotion(PromotionDecision::Allow) => Verdict::Allow,
+                    HookOutput::Promotion(PromotionDecision::Hold(r)) => Verdict::Refuse(r),
+                    _ => Verdict::Abstain,
+                },
+            )
+            .await;
         let held = run.refused.clone();
         self.commit(run, Hook::DecidePromotion, &event_id).await?;
         Ok(held)
