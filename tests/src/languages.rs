@@ -14,6 +14,15 @@ fn lang_dir() -> PathBuf {
     dir
 }
 
+/// Whether what was installed from `source` (a lockfile, a requirements file) is missing or older than it.
+fn stale(installed: &Path, source: &Path) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(installed), modified(source)) {
+        (Some(i), Some(s)) => i < s,
+        _ => true,
+    }
+}
+
 fn run(what: &str, cmd: &mut Command) {
     let out = cmd
         .output()
@@ -34,7 +43,8 @@ pub fn python_plugin() -> &'static Path {
         let plugin = root.join("plugins/os-update-py");
         let venv = lang_dir().join("venv");
         let tool = venv.join("bin/componentize-py");
-        if !tool.exists() {
+        let installed = venv.join(".installed");
+        if stale(&installed, &plugin.join("requirements.txt")) {
             let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
             run(
                 "creating a virtualenv for componentize-py",
@@ -46,6 +56,7 @@ pub fn python_plugin() -> &'static Path {
                     .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
                     .arg(plugin.join("requirements.txt")),
             );
+            std::fs::write(&installed, b"").expect("venv marker");
         }
         let out = lang_dir().join("os_update_py.wasm");
         run(
@@ -70,7 +81,9 @@ pub fn js_plugin() -> &'static Path {
     BUILT.get_or_init(|| {
         let plugin = workspace_root().join("plugins/os-update-js");
         let tool = plugin.join("node_modules/.bin/componentize-js");
-        if !tool.exists() {
+        // npm's record of what it installed, rewritten by every install.
+        let installed = plugin.join("node_modules/.package-lock.json");
+        if stale(&installed, &plugin.join("package-lock.json")) {
             run(
                 "npm ci (componentize-js)",
                 Command::new("npm")

@@ -19,7 +19,11 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct SinkBody {
     /// Where events are POSTed: an http or https URL; may carry credentials, kept sealed.
-    #[schema(min_length = 1, max_length = 2048, pattern = "^[Hh][Tt][Tt][Pp][Ss]?://")]
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     url: String,
     /// Headers sent with each event (e.g. an authorization token), at most 32; their values are kept
     /// sealed.
