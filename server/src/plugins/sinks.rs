@@ -58,6 +58,11 @@ impl Sinks {
         self.all().get(name).map(|(origin, _)| *origin)
     }
 
+    /// Every sink with where it was defined, as one snapshot.
+    pub fn entries(&self) -> Arc<ByName> {
+        self.all()
+    }
+
     /// Every sink's name.
     pub fn names(&self) -> BTreeSet<String> {
         self.all().keys().cloned().collect()

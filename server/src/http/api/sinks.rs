@@ -71,16 +71,23 @@ fn view(name: &str, origin: Origin, sink: &SinkConfig, row: Option<&repo::Stored
     }
 }
 
-async fn view_of(state: &AppState, name: &str) -> Result<Option<SinkView>, ApiError> {
-    let sinks = state.plugins.sinks();
-    let (Some(origin), Some(sink)) = (sinks.origin(name), sinks.get(name)) else {
-        return Ok(None);
-    };
+/// Every sink as listed (`only`: just that one), from one snapshot of the sinks and one read of the
+/// stored rows.
+async fn views(state: &AppState, only: Option<&str>) -> Result<Vec<SinkView>, ApiError> {
     let rows = repo::list(&state.storage.read()).await?;
-    let row = rows
+    Ok(state
+        .plugins
+        .sinks()
+        .entries()
         .iter()
-        .find(|r| r.name == name && origin == Origin::Api);
-    Ok(Some(view(name, origin, &sink, row)))
+        .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+        .map(|(name, (origin, sink))| {
+            let row = (*origin == Origin::Api)
+                .then(|| rows.iter().find(|r| &r.name == name))
+                .flatten();
+            view(name, *origin, sink, row)
+        })
+        .collect())
 }
 
 /// Every event sink: the configuration file's and the API's.
@@ -91,18 +98,7 @@ pub async fn list(
     _auth: Auth<Admin>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let sinks = state.plugins.sinks();
-    let rows = repo::list(&state.storage.read()).await?;
-    let mut out = Vec::new();
-    for name in sinks.names() {
-        let (Some(origin), Some(sink)) = (sinks.origin(&name), sinks.get(&name)) else {
-            continue;
-        };
-        let row = rows
-            .iter()
-            .find(|r| r.name == name && origin == Origin::Api);
-        out.push(view(&name, origin, &sink, row));
-    }
+    let out = views(&state, None).await?;
     Ok(HttpResponse::Ok().json(out))
 }
 
@@ -137,8 +133,9 @@ pub async fn put(
         .plugins
         .put_sink(&name, sink, &auth.actor(), now)
         .await?;
-    let shown = view_of(&state, &name)
+    let shown = views(&state, Some(&name))
         .await?
+        .pop()
         .ok_or_else(|| ApiError::NotFound(format!("no sink {:?}", name.as_str())))?;
     Ok(if created {
         HttpResponse::Created().json(shown)
