@@ -53,7 +53,7 @@ fn hook_call(c: &mut Criterion) {
             noop.on_checkin(event).await.unwrap()
         })
     });
-    // One workflow in three languages (`tests/tests/plugin_languages.rs`), on the event that makes it act.
+    // One workflow in three languages (`tests/tests/suite/plugin_languages.rs`), on the event that makes it act.
     let report = json!({"QueryResponses": {"OSVersion": "16.4"}});
     let config = json!({"minimum_os": "17.0", "target_os": "17.5"});
     for (dir, wasm) in [

@@ -6,7 +6,7 @@
 //! sink with the device, its version and the target.
 //!
 //! The same workflow is written in Python (`plugins/os-update-py`) and JavaScript
-//! (`plugins/os-update-js`); `tests/tests/plugin_languages.rs` checks the three answer alike.
+//! (`plugins/os-update-js`); `tests/tests/suite/plugin_languages.rs` checks the three answer alike.
 
 use mdm_plugin_sdk::commands::{InstallAction, OsUpdate};
 use mdm_plugin_sdk::prelude::*;

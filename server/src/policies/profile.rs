@@ -51,7 +51,7 @@ pub enum ProfileError {
 /// Apple's platform names, as its schemas' `supportedOS` spell them.
 const PLATFORMS: [&str; 5] = ["iOS", "macOS", "tvOS", "visionOS", "watchOS"];
 
-/// Each payload type's platforms, generated from Apple's schemas by `tests/tests/profile_platforms.rs`.
+/// Each payload type's platforms, generated from Apple's schemas by `tests/tests/suite/profile_platforms.rs`.
 fn platform_table() -> &'static std::collections::BTreeMap<String, Vec<String>> {
     static TABLE: std::sync::OnceLock<std::collections::BTreeMap<String, Vec<String>>> =
         std::sync::OnceLock::new();

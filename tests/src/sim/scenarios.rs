@@ -1,6 +1,6 @@
 //! The load benchmarks, each a function from parameters to a [`Report`] (throughput, latency
 //! percentiles, sizes, memory, protocol violations). `mdm-sim bench ...` runs them at full scale; the
-//! CI smoke (`tests/tests/sim_smoke.rs`) runs them tiny.
+//! CI smoke (`tests/tests/suite/sim_smoke.rs`) runs them tiny.
 
 use super::fleet::{Counters, Fleet, FleetConfig};
 use super::pki::{KeyKind, KeyPool, Provisioner};
@@ -1887,7 +1887,7 @@ mod tests {
     use super::*;
     use mdm_server::storage::testing::TEST_DATABASE_ENV;
 
-    /// The rollout scenario at toy scale, as `tests/tests/sim_smoke.rs` runs the others: each stage reaches
+    /// The rollout scenario at toy scale, as `tests/tests/suite/sim_smoke.rs` runs the others: each stage reaches
     /// its share of the fleet, all of it in the end, with every sync queued and owed a push.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_rollout_scenario_reaches_every_device_stage_by_stage() {

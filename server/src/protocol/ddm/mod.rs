@@ -3,7 +3,7 @@
 //! and the checks an admin's declaration passes before it is stored.
 //!
 //! Pure: no I/O. What the checks need from Apple's schemas is generated into `schemas.json` by
-//! `tests/tests/ddm_schemas.rs` and embedded here, so the server never reads the spec at run time.
+//! `tests/tests/suite/ddm_schemas.rs` and embedded here, so the server never reads the spec at run time.
 
 mod canonical;
 mod declaration;

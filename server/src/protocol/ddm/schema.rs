@@ -1,6 +1,6 @@
-//! Apple's declaration schemas, as generated into `schemas.json` by `tests/tests/ddm_schemas.rs` from
+//! Apple's declaration schemas, as generated into `schemas.json` by `tests/tests/suite/ddm_schemas.rs` from
 //! `spec/apple-device-management/declarative/` (regenerate with
-//! `MDM_REGENERATE_DDM_SCHEMAS=1 cargo test --workspace --test ddm_schemas`), and the check of a value
+//! `MDM_REGENERATE_DDM_SCHEMAS=1 cargo test --workspace --test suite ddm_schemas::`), and the check of a value
 //! against them.
 //!
 //! What a node holds: its type; for a dictionary member, whether it is required; for a string or integer,
@@ -101,7 +101,7 @@ impl Kind {
 
 static SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| {
     serde_json::from_str(include_str!("schemas.json")).expect(
-        "schemas.json matches schema::Schemas (regenerate it, see tests/tests/ddm_schemas.rs)",
+        "schemas.json matches schema::Schemas (regenerate it, see tests/tests/suite/ddm_schemas.rs)",
     )
 });
 

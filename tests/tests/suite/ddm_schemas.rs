@@ -5,7 +5,7 @@
 //! fails when the committed file differs from what it makes. To regenerate after the spec changes:
 //!
 //! ```sh
-//! MDM_REGENERATE_DDM_SCHEMAS=1 cargo test --workspace --test ddm_schemas
+//! MDM_REGENERATE_DDM_SCHEMAS=1 cargo test --workspace --test suite ddm_schemas::
 //! ```
 //!
 //! What is kept of each schema node is only what the server checks: its type, whether a dictionary member
@@ -38,7 +38,7 @@ fn the_committed_schemas_are_generated_from_the_spec() {
     let Some(spec) = shared_path(SPEC) else {
         return;
     };
-    let how = "cargo test --workspace --test ddm_schemas";
+    let how = "cargo test --workspace --test suite ddm_schemas::";
     check_generated(&committed_path(), &generate(&spec), REGENERATE, how);
 }
 
