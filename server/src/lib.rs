@@ -28,6 +28,7 @@ pub mod scep;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;
+pub mod traces;
 
 pub use config::Config;
 pub use startup::Application;

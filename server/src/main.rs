@@ -182,7 +182,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log);
+    let _traces = telemetry::init(&config.log, &config.telemetry);
     exit(run(cli.command, &mut config).await)
 }
 

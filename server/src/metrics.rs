@@ -58,16 +58,69 @@ pub struct PluginMetricLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TopicLabels {
-    pub topic: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// `signature` (verified `Mdm-Signature`s) or `certificate` (certificates whose chain was verified).
     pub cache: String,
     /// `hit` or `miss`.
     pub result: String,
+}
+
+/// A command as latency is counted: its type (known types only, else `other`) and its priority class.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub request_type: String,
+    /// `high` (above 0), `normal` (0) or `low` (below 0): the priority itself is admin input, -1000..=1000.
+    pub priority: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandResultLabels {
+    pub request_type: String,
+    pub priority: String,
+    /// The final status: `Acknowledged`, `Error` or `CommandFormatError`.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageTypeLabels {
+    pub message_type: String,
+}
+
+/// One step of enrolling a device: `profile` (the enrollment profile), `scep` (its identity certificate),
+/// `authenticate` (the first check-in).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepReasonLabels {
+    pub step: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WithinLabels {
+    /// `1h`, `24h`, `7d`, `30d`, `older` or `never`: disjoint buckets of the time since last seen.
+    pub within: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// `tls`, `scep_ca`, `profile_signer` or `push`.
+    pub kind: String,
+    /// The push topic for `push`; the kind again for the server's own certificates.
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,6 +131,7 @@ pub struct SinkLabels {
 
 pub struct Metrics {
     registry: Registry,
+    families: Vec<String>,
     pub checkins: Family<CheckinLabels, Counter>,
     pub reports: Family<StatusLabels, Counter>,
     pub commands_enqueued: Counter,
@@ -91,7 +145,7 @@ pub struct Metrics {
     pub plugin_gauges: Family<PluginMetricLabels, Gauge<f64, AtomicU64>>,
     pub events_delivered: Family<SinkLabels, Counter>,
     pub pushes: Family<StatusLabels, Counter>,
-    pub push_cert_expiry: Family<TopicLabels, Gauge>,
+    pub certificate_not_after: Family<CertificateLabels, Gauge>,
     pub scep_requests: Family<StatusLabels, Counter>,
     pub enrollment_profiles: Family<StatusLabels, Counter>,
     /// Devices whose identity certificate expires within the renewal window (set by the renewal worker).
@@ -100,11 +154,22 @@ pub struct Metrics {
     pub identity_cache: Family<CacheLabels, Counter>,
     /// Stored policy versions found not to match their digest (at activation or a rollout step).
     pub policy_versions_tampered: Counter,
+    pub command_delivery: Family<CommandLabels, Histogram>,
+    pub command_completion: Family<CommandResultLabels, Histogram>,
+    pub checkin_duration: Family<MessageTypeLabels, Histogram>,
+    pub enrollment_attempts: Family<StepLabels, Counter>,
+    pub enrollment_failures: Family<StepReasonLabels, Counter>,
+    pub ddm_status_errors: Counter,
+    pub rollout_steps: Family<ActionLabels, Counter>,
+    pub policy_devices: Family<StateLabels, Gauge>,
+    pub commands_pending: Gauge,
+    pub commands_pending_over_1h: Gauge,
+    pub devices_by_last_seen: Family<WithinLabels, Gauge>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("mdm");
+        let mut registry = Families::new();
         let checkins = Family::<CheckinLabels, Counter>::default();
         let reports = Family::<StatusLabels, Counter>::default();
         let commands_enqueued = Counter::default();
@@ -184,12 +249,12 @@ impl Metrics {
             events_delivered.clone(),
         );
         let pushes = Family::<StatusLabels, Counter>::default();
-        let push_cert_expiry = Family::<TopicLabels, Gauge>::default();
+        let certificate_not_after = Family::<CertificateLabels, Gauge>::default();
         registry.register("pushes", "APNs pushes by outcome", pushes.clone());
         registry.register(
-            "push_certificate_not_after_seconds",
-            "When each push certificate expires (Unix seconds)",
-            push_cert_expiry.clone(),
+            "certificate_not_after_seconds",
+            "When each certificate the server depends on expires (Unix seconds), by kind and name",
+            certificate_not_after.clone(),
         );
         let scep_requests = Family::<StatusLabels, Counter>::default();
         let enrollment_profiles = Family::<StatusLabels, Counter>::default();
@@ -227,8 +292,21 @@ impl Metrics {
             "Stored policy versions found not to match their digest at activation or a rollout step",
             policy_versions_tampered.clone(),
         );
+        let service = ServiceLevels::register(&mut registry);
         Self {
-            registry,
+            registry: registry.registry,
+            families: registry.names,
+            command_delivery: service.command_delivery,
+            command_completion: service.command_completion,
+            checkin_duration: service.checkin_duration,
+            enrollment_attempts: service.enrollment_attempts,
+            enrollment_failures: service.enrollment_failures,
+            ddm_status_errors: service.ddm_status_errors,
+            rollout_steps: service.rollout_steps,
+            policy_devices: service.policy_devices,
+            commands_pending: service.commands_pending,
+            commands_pending_over_1h: service.commands_pending_over_1h,
+            devices_by_last_seen: service.devices_by_last_seen,
             policy_versions_tampered,
             scep_requests,
             enrollment_profiles,
@@ -236,7 +314,7 @@ impl Metrics {
             identity_renewals,
             identity_cache,
             pushes,
-            push_cert_expiry,
+            certificate_not_after,
             plugin_calls,
             plugin_duration,
             plugin_actions,
@@ -297,12 +375,263 @@ impl Metrics {
         }
     }
 
+    /// The name of every metric family, as exposed (without a counter's `_total`).
+    pub fn families(&self) -> &[String] {
+        &self.families
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encode metrics");
         out
+    }
+}
+
+/// The registry, and the name of every family registered in it (a family appears in `/metrics` only once
+/// it has a series, so the documented list is checked against these names).
+struct Families {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Families {
+    fn new() -> Self {
+        Self {
+            registry: Registry::with_prefix("mdm"),
+            names: Vec::new(),
+        }
+    }
+
+    fn register(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.names.push(format!("mdm_{name}"));
+        self.registry.register(name, help, metric);
+    }
+}
+
+/// The service-level series operators alert on (docs/OPERATIONS.md), registered together.
+struct ServiceLevels {
+    command_delivery: Family<CommandLabels, Histogram>,
+    command_completion: Family<CommandResultLabels, Histogram>,
+    checkin_duration: Family<MessageTypeLabels, Histogram>,
+    enrollment_attempts: Family<StepLabels, Counter>,
+    enrollment_failures: Family<StepReasonLabels, Counter>,
+    ddm_status_errors: Counter,
+    rollout_steps: Family<ActionLabels, Counter>,
+    policy_devices: Family<StateLabels, Gauge>,
+    commands_pending: Gauge,
+    commands_pending_over_1h: Gauge,
+    devices_by_last_seen: Family<WithinLabels, Gauge>,
+}
+
+/// Queue latency buckets, in seconds: from a device that was online (under a second) to one that was off
+/// for a day. The 30 s service level is a bucket boundary.
+const QUEUE_LATENCY_BUCKETS: [f64; 15] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
+];
+
+impl ServiceLevels {
+    fn register(registry: &mut Families) -> Self {
+        let queue_latency = || Histogram::new(QUEUE_LATENCY_BUCKETS);
+        let s = Self {
+            command_delivery: Family::new_with_constructor(queue_latency),
+            command_completion: Family::new_with_constructor(queue_latency),
+            // 500 µs .. ~16 s
+            checkin_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            enrollment_attempts: Family::default(),
+            enrollment_failures: Family::default(),
+            ddm_status_errors: Counter::default(),
+            rollout_steps: Family::default(),
+            policy_devices: Family::default(),
+            commands_pending: Gauge::default(),
+            commands_pending_over_1h: Gauge::default(),
+            devices_by_last_seen: Family::default(),
+        };
+        registry.register(
+            "command_delivery_seconds",
+            "From a command's enqueue to its first delivery to the device",
+            s.command_delivery.clone(),
+        );
+        registry.register(
+            "command_completion_seconds",
+            "From a command's enqueue to the device's final result",
+            s.command_completion.clone(),
+        );
+        registry.register(
+            "checkin_duration_seconds",
+            "Time to handle one check-in message or command report, by message type",
+            s.checkin_duration.clone(),
+        );
+        registry.register(
+            "enrollment_attempts",
+            "Enrollment steps attempted (profile, scep, authenticate)",
+            s.enrollment_attempts.clone(),
+        );
+        registry.register(
+            "enrollment_failures",
+            "Enrollment steps that failed, by step and reason",
+            s.enrollment_failures.clone(),
+        );
+        registry.register(
+            "ddm_status_errors",
+            "Declarations devices reported invalid in their status reports",
+            s.ddm_status_errors.clone(),
+        );
+        registry.register(
+            "policy_rollout_steps",
+            "Committed policy rollout steps, by action",
+            s.rollout_steps.clone(),
+        );
+        registry.register(
+            "policy_devices",
+            "Devices reached by running rollouts, by state (succeeded, failed, pending)",
+            s.policy_devices.clone(),
+        );
+        registry.register(
+            "commands_pending",
+            "Commands queued to a channel and not finished",
+            s.commands_pending.clone(),
+        );
+        registry.register(
+            "commands_pending_over_1h",
+            "Pending commands enqueued more than an hour ago",
+            s.commands_pending_over_1h.clone(),
+        );
+        registry.register(
+            "devices_by_last_seen",
+            "Devices by how long ago they were last seen (disjoint buckets)",
+            s.devices_by_last_seen.clone(),
+        );
+        s
+    }
+}
+
+/// Request types that name a series of their own; any other (a raw command of another type) is `other`,
+/// so a plugin or admin inventing types cannot grow the number of series.
+fn request_type_label(request_type: &str) -> String {
+    let known = crate::protocol::commands::REQUEST_TYPES.contains(&request_type)
+        || request_type == "DeclarativeManagement";
+    if known { request_type } else { "other" }.to_string()
+}
+
+fn priority_label(priority: i32) -> String {
+    match priority {
+        p if p > 0 => "high",
+        0 => "normal",
+        _ => "low",
+    }
+    .to_string()
+}
+
+/// Milliseconds between two Unix times, in seconds (never negative: clocks of replicas differ).
+fn elapsed_seconds(from_ms: i64, to_ms: i64) -> f64 {
+    (to_ms - from_ms).max(0) as f64 / 1000.0
+}
+
+impl Metrics {
+    /// A command sent to a device for the first time, enqueued at `enqueued_at_ms`.
+    pub fn command_delivered(
+        &self,
+        request_type: &str,
+        priority: i32,
+        enqueued_at_ms: i64,
+        now_ms: i64,
+    ) {
+        let labels = CommandLabels {
+            request_type: request_type_label(request_type),
+            priority: priority_label(priority),
+        };
+        let seconds = elapsed_seconds(enqueued_at_ms, now_ms);
+        self.command_delivery
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// A command's final result recorded, the command enqueued at `enqueued_at_ms`.
+    pub fn command_finished(&self, finished: &crate::storage::queue::Finished, now_ms: i64) {
+        let labels = CommandResultLabels {
+            request_type: request_type_label(&finished.request_type),
+            priority: priority_label(finished.priority),
+            status: finished.status.as_str().to_string(),
+        };
+        let seconds = elapsed_seconds(finished.enqueued_at, now_ms);
+        self.command_completion
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    pub fn checkin_handled(&self, message_type: &str, seconds: f64) {
+        let labels = MessageTypeLabels {
+            message_type: message_type.to_string(),
+        };
+        self.checkin_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    /// One enrollment step attempted, and why it failed if it did.
+    pub fn enrollment_step(&self, step: &str, failure: Option<&str>) {
+        let labels = StepLabels { step: step.into() };
+        self.enrollment_attempts.get_or_create(&labels).inc();
+        if let Some(reason) = failure {
+            let labels = StepReasonLabels {
+                step: step.into(),
+                reason: reason.into(),
+            };
+            self.enrollment_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn rollout_step(&self, action: &str) {
+        let action = action.strip_prefix("policy.").unwrap_or(action);
+        let labels = ActionLabels {
+            action: action.strip_prefix("rollout_").unwrap_or(action).into(),
+        };
+        self.rollout_steps.get_or_create(&labels).inc();
+    }
+
+    /// The devices of every running rollout, as the last rollout round counted them.
+    pub fn policy_devices(&self, succeeded: u64, failed: u64, pending: u64) {
+        for (state, n) in [
+            ("succeeded", succeeded),
+            ("failed", failed),
+            ("pending", pending),
+        ] {
+            let labels = StateLabels {
+                state: state.into(),
+            };
+            self.policy_devices.get_or_create(&labels).set(n as i64);
+        }
+    }
+
+    pub fn certificate(&self, kind: &str, name: &str, not_after_unix: i64) {
+        let labels = CertificateLabels {
+            kind: kind.into(),
+            name: name.into(),
+        };
+        self.certificate_not_after
+            .get_or_create(&labels)
+            .set(not_after_unix);
+    }
+
+    pub fn fleet(&self, f: &crate::storage::fleet::FleetFigures) {
+        self.commands_pending.set(f.commands_pending);
+        self.commands_pending_over_1h
+            .set(f.commands_pending_over_1h);
+        for (within, n) in &f.devices_by_last_seen {
+            let labels = WithinLabels {
+                within: within.to_string(),
+            };
+            self.devices_by_last_seen.get_or_create(&labels).set(*n);
+        }
     }
 }
 

@@ -118,6 +118,9 @@ impl Application {
         let signer =
             crate::enroll::load_signer(&config.enroll, &scep_ca, &config.data_dir, &secret)?;
         let metrics = Arc::new(Metrics::new());
+        let not_after = |pair: &crate::pki::KeyPair| crate::pki::unix_time(pair.cert.not_after());
+        metrics.certificate("scep_ca", "scep_ca", not_after(&scep_ca)?);
+        metrics.certificate("profile_signer", "profile_signer", not_after(&signer)?);
         let trust = device_trust(&config.identity, &scep_ca, &metrics)?;
         let plugins = plugin_host(&config, &storage, &clock, &metrics).await?;
         let push = push_service(
@@ -190,6 +193,8 @@ impl Application {
             policy_trust,
         });
         let tls = if config.tls.enabled() {
+            let tls_not_after = http::tls::not_after(&config.tls, &config.data_dir, &secret)?;
+            metrics.certificate("tls", "tls", tls_not_after);
             let client_cas = [&scep_ca.cert];
             Some(http::tls::acceptor(
                 &config.tls,
@@ -204,7 +209,7 @@ impl Application {
         let delivery = Delivery::new(
             storage.clone(),
             clock.clone(),
-            metrics,
+            metrics.clone(),
             plugins.sinks().clone(),
         );
         jobs::spawn_all(
@@ -217,6 +222,7 @@ impl Application {
                 plugins,
                 delivery,
                 rollouts,
+                metrics,
             },
             &config,
         );

@@ -6,16 +6,22 @@
 //! are formatted ([`EscapingFields`], every field and message of events and spans), not call site by call
 //! site. JSON needs nothing more: serde_json escapes every control character in a string.
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, TelemetryConfig};
+use crate::traces::Traces;
 use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing::Subscriber;
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer};
 
-pub fn init(cfg: &LogConfig) {
+/// Install the log subscriber, and the trace exporter when `telemetry.otlp_endpoint` is set. Keep what is
+/// returned until exit: dropping it flushes the spans not yet exported.
+pub fn init(cfg: &LogConfig, telemetry: &TelemetryConfig) -> Traces {
     use std::io::IsTerminal;
     use tracing_subscriber::util::SubscriberInitExt;
     let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| cfg.filter.clone());
@@ -27,13 +33,32 @@ pub fn init(cfg: &LogConfig) {
     } else {
         filter.add_directive("sea_orm_migration=warn".parse().expect("a valid directive"))
     };
+    let traces = Traces::start(telemetry).unwrap_or_else(|e| {
+        eprintln!("{e}; traces are off");
+        Traces::off()
+    });
+    // The trace layer has its own filter: the server's spans down to DEBUG (see `traces`), whatever
+    // the log filter keeps.
+    let spans = Targets::new()
+        .with_target("mdm_server", LevelFilter::DEBUG)
+        .with_default(LevelFilter::INFO);
+    let trace_layer = (traces.tracer()).map(|t| {
+        tracing_opentelemetry::layer()
+            .with_tracer(t)
+            .with_filter(spans)
+    });
     // Colours only for a person at a terminal: in a file or a journal they are noise.
     let ansi = std::io::stderr().is_terminal();
+    let logs = fmt_layer(cfg.format, ansi, std::io::stderr).with_filter(filter);
     // try_init: a second call (tests) keeps the first subscriber instead of panicking.
-    let _ = subscriber(cfg.format, filter, ansi, std::io::stderr).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(trace_layer)
+        .try_init();
+    traces
 }
 
-/// The subscriber [`init`] installs, writing to `writer` (tests capture it).
+/// The log subscriber [`init`] installs (without traces), writing to `writer` (tests capture it).
 pub fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
@@ -43,13 +68,23 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = fmt_layer(format, ansi, writer).with_filter(filter);
+    Box::new(tracing_subscriber::registry().with(logs))
+}
+
+/// Log lines in `format`: JSON lines carry the fields of the spans they were logged in (the request's
+/// id, route and trace id), text lines have their control characters escaped.
+fn fmt_layer<S, W>(format: LogFormat, ansi: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Json => Box::new(builder.json().finish()),
-        LogFormat::Pretty => Box::new(builder.fmt_fields(EscapingFields).finish()),
+        LogFormat::Json => Box::new(layer.json()),
+        LogFormat::Pretty => Box::new(layer.fmt_fields(EscapingFields)),
     }
 }
 

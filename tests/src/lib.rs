@@ -6,6 +6,7 @@ pub mod device;
 pub mod enrollment;
 pub mod harness;
 pub mod languages;
+pub mod otlp;
 pub mod plugins;
 pub mod policy;
 pub mod process;

@@ -11,6 +11,8 @@ pub struct Received {
     pub body: serde_json::Value,
     /// The `Authorization` header it came with.
     pub authorization: Option<String>,
+    /// The W3C `traceparent` it came with.
+    pub traceparent: Option<String>,
 }
 
 pub struct Sink {
@@ -27,12 +29,14 @@ enum Arrival {
         topic: String,
         body: Vec<u8>,
         authorization: Option<String>,
+        traceparent: Option<String>,
     },
     /// A POST of several events (`X-MDM-Batch`), `{"events": [{"topic", "payload", ...}]}`.
     Batch {
         events: usize,
         body: Vec<u8>,
         authorization: Option<String>,
+        traceparent: Option<String>,
     },
 }
 
@@ -51,15 +55,18 @@ impl Arrival {
                 topic,
                 body,
                 authorization,
+                traceparent,
             } => vec![Received {
                 id: id.clone(),
                 topic: topic.clone(),
                 body: serde_json::from_slice(body).unwrap_or_default(),
                 authorization: authorization.clone(),
+                traceparent: traceparent.clone(),
             }],
             Arrival::Batch {
                 body,
                 authorization,
+                traceparent,
                 ..
             } => batch_events(body)
                 .into_iter()
@@ -68,6 +75,7 @@ impl Arrival {
                     topic: e["topic"].as_str().unwrap_or_default().to_string(),
                     body: e["payload"].take(),
                     authorization: authorization.clone(),
+                    traceparent: traceparent.clone(),
                 })
                 .collect(),
         }
@@ -107,7 +115,9 @@ impl Sink {
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let (r, a, refused) = (r.clone(), a.clone(), refused.clone());
-                tokio::spawn(serve(sock, status, refused, r, a));
+                tokio::spawn(serve_http(sock, move |head, body| {
+                    record(head, body, status, refused.as_deref(), &r, &a)
+                }));
             }
         });
         Self {
@@ -163,14 +173,11 @@ fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
 }
 
 /// Minimal HTTP/1.1 on one connection: requests with a Content-Length body, one after another, each
-/// answered at once. The connection stays open for the next request (as any web server keeps it) until
-/// the client closes it or sends `Connection: close`.
-async fn serve(
+/// answered at once with the status `answer` gives it (head, body). The connection stays open for the next
+/// request (as any web server keeps it) until the client closes it or sends `Connection: close`.
+pub async fn serve_http(
     mut sock: tokio::net::TcpStream,
-    status: u16,
-    refused: Option<String>,
-    out: Arc<Mutex<Vec<Arrival>>>,
-    arrived: Arc<tokio::sync::Notify>,
+    mut answer: impl FnMut(&str, Vec<u8>) -> u16,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = Vec::new();
@@ -198,29 +205,7 @@ async fn serve(
         let close = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let body = buf[head_end..head_end + length].to_vec();
         buf.drain(..head_end + length);
-        let authorization = header(&head, "authorization").map(str::to_string);
-        let arrival = match header(&head, "x-mdm-batch").and_then(|n| n.parse().ok()) {
-            Some(events) => Arrival::Batch {
-                events,
-                body,
-                authorization,
-            },
-            None => Arrival::One {
-                id: header(&head, "x-mdm-event-id")
-                    .unwrap_or_default()
-                    .to_string(),
-                topic: header(&head, "x-mdm-topic").unwrap_or_default().to_string(),
-                body,
-                authorization,
-            },
-        };
-        // A batch is refused whole when any of its events is.
-        let status = match &refused {
-            Some(r) if arrival.received().iter().any(|e| &e.topic == r) => 500,
-            _ => status,
-        };
-        out.lock().unwrap_or_else(|p| p.into_inner()).push(arrival);
-        arrived.notify_waiters();
+        let status = answer(&head, body);
         let reply = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: 0\r\n{}\r\n",
             if close { "Connection: close\r\n" } else { "" }
@@ -229,4 +214,42 @@ async fn serve(
             return;
         }
     }
+}
+
+/// What a sink does with one request: record it, and answer `status` (500 to a refused topic).
+fn record(
+    head: &str,
+    body: Vec<u8>,
+    status: u16,
+    refused: Option<&str>,
+    out: &Mutex<Vec<Arrival>>,
+    arrived: &tokio::sync::Notify,
+) -> u16 {
+    let authorization = header(head, "authorization").map(str::to_string);
+    let traceparent = header(head, "traceparent").map(str::to_string);
+    let arrival = match header(head, "x-mdm-batch").and_then(|n| n.parse().ok()) {
+        Some(events) => Arrival::Batch {
+            events,
+            body,
+            authorization,
+            traceparent,
+        },
+        None => Arrival::One {
+            id: header(head, "x-mdm-event-id")
+                .unwrap_or_default()
+                .to_string(),
+            topic: header(head, "x-mdm-topic").unwrap_or_default().to_string(),
+            body,
+            authorization,
+            traceparent,
+        },
+    };
+    // A batch is refused whole when any of its events is.
+    let status = match refused {
+        Some(r) if arrival.received().iter().any(|e| e.topic == r) => 500,
+        _ => status,
+    };
+    out.lock().unwrap_or_else(|p| p.into_inner()).push(arrival);
+    arrived.notify_waiters();
+    status
 }

@@ -74,6 +74,9 @@ impl CheckinService {
                 run
             }
         };
+        let invalid = (report.declarations.iter())
+            .filter(|d| d.valid == crate::protocol::ddm::Validity::Invalid)
+            .count();
         let plugins = self.plugins.clone();
         let (e, event_id) = (e.clone(), event_id.clone());
         let events = self
@@ -95,6 +98,7 @@ impl CheckinService {
             })
             .await?;
         self.plugins.events_committed(events);
+        self.metrics.ddm_status_errors.inc_by(invalid as u64);
         Ok(())
     }
 

@@ -75,11 +75,13 @@ impl CheckinService {
     }
 
     /// A check-in message (Authenticate, TokenUpdate, ...).
+    #[tracing::instrument(name = "checkin", level = "debug", skip_all, fields(message_type))]
     pub async fn checkin(
         &self,
         cert: &DeviceCert,
         body: &[u8],
     ) -> Result<MdmResponse, CheckinError> {
+        let started = std::time::Instant::now();
         let msg = match CheckinMessage::decode(body) {
             Ok(m) => m,
             Err(e) => {
@@ -88,6 +90,7 @@ impl CheckinService {
             }
         };
         let kind = msg.payload.message_type();
+        tracing::Span::current().record("message_type", kind);
         let res = match &msg.payload {
             CheckinPayload::Authenticate(a) => self.authenticate(cert, &msg, a).await,
             CheckinPayload::DeclarativeManagement { endpoint, data } => {
@@ -100,7 +103,13 @@ impl CheckinService {
             }
             _ => self.message(cert, Arc::new(msg)).await,
         };
-        self.metrics.checkin(kind, error::outcome(&res));
+        let outcome = error::outcome(&res);
+        self.metrics.checkin(kind, outcome);
+        (self.metrics).checkin_handled(kind, started.elapsed().as_secs_f64());
+        if kind == "Authenticate" {
+            let failure = (outcome != "ok").then_some(outcome);
+            self.metrics.enrollment_step("authenticate", failure);
+        }
         res
     }
 

@@ -10,13 +10,26 @@ use crate::plugins::{self, convert, Hook, HookInput, HookRun};
 use crate::protocol::{plist_json, CommandReport, DeviceFacts, ReportStatus};
 use crate::storage::checkin::{self as store, CommandResult};
 use crate::storage::checkin_state::ChannelState;
-use crate::storage::queue::{self, QueueStatus, ReportOutcome};
+use crate::storage::queue::{self, Command, Finished, QueueItem, QueueStatus, ReportOutcome};
 use plist::Value;
 use sea_orm::ConnectionTrait;
 
 impl CheckinService {
     /// A command report (Idle or a command's result); answers with the next command, if any.
+    #[tracing::instrument(name = "report", level = "debug", skip_all)]
     pub async fn report(
+        &self,
+        cert: &DeviceCert,
+        body: &[u8],
+    ) -> Result<MdmResponse, CheckinError> {
+        let started = std::time::Instant::now();
+        let res = self.report_inner(cert, body).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics.checkin_handled("CommandReport", seconds);
+        res
+    }
+
+    async fn report_inner(
         &self,
         cert: &DeviceCert,
         body: &[u8],
@@ -36,13 +49,20 @@ impl CheckinService {
         }
         let event_id = plugins::new_event_id();
         let run = self.ask_about_result(cert, &report, &event_id).await?;
-        let next = self
+        let (next, finished) = self
             .commit_report(cert, report, run, now, &event_id)
             .await?;
+        if let Some(f) = finished {
+            self.metrics.command_finished(&f, now);
+        }
         Ok(match next {
-            Some(raw) => {
+            Some((item, cmd)) => {
                 self.metrics.commands_delivered.inc();
-                MdmResponse::Plist(raw)
+                if item.delivery_count == 0 {
+                    let m = &self.metrics;
+                    m.command_delivered(&cmd.request_type, item.priority, item.created_at, now);
+                }
+                MdmResponse::Plist(cmd.raw)
             }
             None => MdmResponse::Empty,
         })
@@ -120,18 +140,18 @@ impl CheckinService {
         run: HookRun,
         now: i64,
         event_id: &str,
-    ) -> Result<Option<Vec<u8>>, CheckinError> {
+    ) -> Result<(Option<(QueueItem, Command)>, Option<Finished>), CheckinError> {
         let plugins = self.plugins.clone();
         let fingerprint = cert.fingerprint().to_string();
         let next_push_at = now + self.repush_interval_ms;
         let event_id = event_id.to_string();
-        let (next, events) = self
+        let (next, finished, events) = self
             .storage
             .transaction(move |txn| {
                 Box::pin(async move {
                     let e = &report.enrollment;
                     let (state, _) = channel_state(txn, &fingerprint, e).await?;
-                    record(txn, &report, &state, now).await?;
+                    let finished = record(txn, &report, &state, now).await?;
                     let scope = scope_of(e, &event_id);
                     let hook = Hook::OnCommandResult.as_str();
                     let events = plugins.apply(txn, run, hook, scope, now).await?;
@@ -142,30 +162,31 @@ impl CheckinService {
                     };
                     let seen = fast_paths::seen(e, last, now, Some(next_push_at));
                     store::seen(txn, e, seen, now).await?;
-                    Ok::<_, CheckinError>((next.map(|(_, cmd)| cmd.raw), events))
+                    Ok::<_, CheckinError>((next, finished, events))
                 })
             })
             .await?;
         self.plugins.events_committed(events);
-        Ok(next)
+        Ok((next, finished))
     }
 }
 
 /// A report's own effect: an Idle re-offers what the channel NotNow'd; a result is recorded against its
-/// command (unknown and repeated results are logged and ignored).
+/// command (unknown and repeated results are logged and ignored). Answers the command a final result
+/// finished.
 async fn record<C: ConnectionTrait>(
     txn: &C,
     report: &CommandReport,
     state: &ChannelState,
     now: i64,
-) -> Result<(), CheckinError> {
+) -> Result<Option<Finished>, CheckinError> {
     let e = &report.enrollment;
     let status = report.status;
     if status == ReportStatus::Idle {
         if state.has_not_now {
             queue::reset_not_now(txn, &e.id, now).await?;
         }
-        return Ok(());
+        return Ok(None);
     }
     let uuid = report.command_uuid.as_deref().unwrap_or_default();
     let result = CommandResult {
@@ -175,8 +196,9 @@ async fn record<C: ConnectionTrait>(
         json: plist_json::plist_to_json(&Value::Dictionary(report.dict.clone())).to_string(),
         facts: learnt_facts(report),
     };
-    let (outcome, memberships) = store::command_result(txn, e, result, now).await?;
-    crate::groups::sync_members(txn, &memberships, now).await?;
+    let recorded = store::command_result(txn, e, result, now).await?;
+    let outcome = recorded.outcome;
+    crate::groups::sync_members(txn, &recorded.memberships, now).await?;
     if outcome == ReportOutcome::Recorded {
         let (status, chain) = (queue_status(status), &report.error_chain);
         crate::policies::reconciler::on_report(txn, e, uuid, status, &report.dict, chain, now)
@@ -194,7 +216,7 @@ async fn record<C: ConnectionTrait>(
             tracing::info!(enrollment = %e.id, command = uuid, "repeated report for a finished command; ignored")
         }
     }
-    Ok(())
+    Ok(recorded.finished)
 }
 
 /// What an acknowledged result tells of the device (a DeviceInformation answer's QueryResponses). A

@@ -21,8 +21,8 @@ pub use redact::{redact_url, SecretUrl};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use sections::{
     ApnsEnvironmentConfig, DdmConfig, EnrollConfig, HttpConfig, IdentityConfig, LogConfig,
-    LogFormat, PluginsConfig, PoliciesConfig, PushConfig, ScepConfig, SinkConfig, TlsConfig,
-    UserAuthenticatePolicy, MAX_SINK_BATCH,
+    LogFormat, PluginsConfig, PoliciesConfig, PushConfig, ScepConfig, SinkConfig, TelemetryConfig,
+    TlsConfig, UserAuthenticatePolicy, MAX_SINK_BATCH,
 };
 
 use crate::storage::WriterCpu;
@@ -58,6 +58,7 @@ pub struct Config {
     pub enroll: EnrollConfig,
     pub tls: TlsConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub ddm: DdmConfig,
     pub policies: PoliciesConfig,
     /// HTTP worker threads; unset means one per core.
@@ -84,6 +85,7 @@ impl Default for Config {
             enroll: EnrollConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
             ddm: DdmConfig::default(),
             policies: PoliciesConfig::default(),
             workers: None,

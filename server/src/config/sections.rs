@@ -330,6 +330,33 @@ pub enum UserAuthenticatePolicy {
     Accept,
 }
 
+/// What the server reports of itself beyond logs: metrics read from storage, and (with an endpoint) traces.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// How often the fleet gauges (pending commands, devices by last seen) are read from storage, seconds.
+    pub gauges_interval_secs: u64,
+    /// An OpenTelemetry collector's OTLP/HTTP endpoint (`http://collector:4318`; `/v1/traces` is added
+    /// unless the URL ends with it). Unset: no traces are recorded or sent.
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces started here that are kept (0 to 1). A request that arrives with a sampled
+    /// `traceparent` follows its caller's decision.
+    pub sample_ratio: f64,
+    /// `service.instance.id` of this process's traces; unset, a random id per start.
+    pub instance: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            gauges_interval_secs: 30,
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            instance: None,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {

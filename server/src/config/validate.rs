@@ -20,6 +20,18 @@ impl Config {
         if self.housekeeping_interval_secs == 0 {
             return bad("housekeeping_interval_secs must be at least 1".into());
         }
+        let t = &self.telemetry;
+        if t.gauges_interval_secs == 0 {
+            return bad("telemetry.gauges_interval_secs must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return bad("telemetry.sample_ratio must be between 0 and 1".into());
+        }
+        if let Some(u) = &t.otlp_endpoint {
+            if url_scheme_ok(u).is_none() {
+                return bad("telemetry.otlp_endpoint must be an http or https URL".into());
+            }
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() && !self.listen.contains(':') {
             return bad(format!("listen = {:?} is not host:port", self.listen));
         }

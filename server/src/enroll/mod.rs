@@ -131,7 +131,7 @@ impl EnrollService {
     /// here; a serial-pinned token needs device information naming that serial.
     pub async fn profile(&self, req: ProfileRequest) -> Result<Vec<u8>, EnrollError> {
         let res = self.profile_inner(req).await;
-        self.metrics.enrollment_profile(match &res {
+        let outcome = match &res {
             Ok(_) => "served",
             Err(
                 EnrollError::TokenRequired
@@ -140,7 +140,10 @@ impl EnrollService {
                 | EnrollError::RateLimited { .. },
             ) => "refused",
             Err(_) => "failed",
-        });
+        };
+        self.metrics.enrollment_profile(outcome);
+        let failure = (outcome != "served").then_some(outcome);
+        self.metrics.enrollment_step("profile", failure);
         res
     }
 

@@ -50,11 +50,29 @@ pub async fn observe(
     let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let span =
-        tracing::info_span!("request", id = %request_id, method = %req.method(), route = %route);
+    let span = tracing::info_span!(
+        "request",
+        id = %request_id,
+        method = %req.method(),
+        route = %route,
+        trace_id = tracing::field::Empty,
+        otel.name = %format_args!("{} {route}", req.method()),
+        otel.kind = "server",
+        http.response.status_code = tracing::field::Empty,
+    );
+    if route.starts_with("/api") {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if let Some(parent) = header("traceparent") {
+            crate::traces::continue_from(&span, parent, header("tracestate"));
+        }
+    }
+    if let Some(id) = crate::traces::trace_id(&span) {
+        span.record("trace_id", id);
+    }
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;
     let status = res.status().as_u16();
+    span.record("http.response.status_code", status);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     // The access log: every admin request and every refusal at INFO (a failed upload leaves a trace);
     // a device's successful check-ins, the bulk of the traffic, at DEBUG.

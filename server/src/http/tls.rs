@@ -59,6 +59,20 @@ pub fn acceptor(
     Ok(b)
 }
 
+/// When the server's TLS certificate (the configured one, else the self-signed one) expires, Unix seconds.
+pub fn not_after(cfg: &TlsConfig, data_dir: &Path, secret: &str) -> Result<i64, PkiError> {
+    let cert = match &cfg.cert_file {
+        Some(file) => {
+            let pem = std::fs::read(file).map_err(|err| PkiError::Io(file.clone(), err))?;
+            X509::from_pem(&pem).map_err(|err| {
+                PkiError::crypto(format!("TLS certificate {}", file.display()), err)
+            })?
+        }
+        None => self_signed(cfg, data_dir, secret)?.cert,
+    };
+    pki::unix_time(cert.not_after())
+}
+
 /// `tls-server.pem`/`.key` in the data dir, for localhost, 127.0.0.1 and the configured names.
 fn self_signed(cfg: &TlsConfig, data_dir: &Path, secret: &str) -> Result<KeyPair, PkiError> {
     pki::load_or_create(data_dir, "tls-server", secret, || {

@@ -41,14 +41,18 @@ impl SignatureVerifier {
 
     /// [`verify_mdm_signature`], answered from the cache when these exact bytes verified before.
     pub fn verify(&self, header_value: &str, body: &[u8]) -> Result<DeviceCert, IdentityError> {
+        let span = tracing::debug_span!("identity.verify", cache = tracing::field::Empty).entered();
         let Some(cache) = &self.cache else {
+            span.record("cache", "off");
             return verify_mdm_signature(header_value, body);
         };
         let key = key(header_value, body);
         if let Some(cert) = cache.verified.get(&key) {
+            span.record("cache", "hit");
             self.counters.hits.inc();
             return Ok(cert);
         }
+        span.record("cache", "miss");
         self.counters.misses.inc();
         let cert = verify_mdm_signature(header_value, body)?;
         let admit = cache.verified.len() < cache.room || cache.seen_once.remove(&key).is_some();

@@ -4,7 +4,7 @@
 use crate::storage::{audit_log, Storage};
 
 pub fn spawn(storage: Storage) {
-    super::every(audit_log::SEAL_INTERVAL, None, move || {
+    super::every("audit_sealer", audit_log::SEAL_INTERVAL, None, move || {
         let storage = storage.clone();
         async move {
             match audit_log::seal_pending(&storage).await {

@@ -6,7 +6,7 @@ use crate::storage::Storage;
 use std::time::Duration;
 
 pub fn spawn(storage: Storage, clock: SharedClock, retention_days: u32, period: Duration) {
-    super::every(period, None, move || {
+    super::every("housekeeping", period, None, move || {
         let storage = storage.clone();
         let now = clock.now_ms();
         async move {

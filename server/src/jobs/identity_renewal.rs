@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn spawn(enroll: Arc<EnrollService>, queue: QueueService, period: Duration) {
-    super::every(period, None, move || {
+    super::every("identity_renewal", period, None, move || {
         let (enroll, queue) = (enroll.clone(), queue.clone());
         async move {
             match enroll.renew_expiring(&queue).await {

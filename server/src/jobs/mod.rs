@@ -4,6 +4,7 @@
 //! A new background job is a file here with a `spawn` taking its services, started from [`spawn_all`].
 
 mod audit_sealer;
+mod fleet_gauges;
 mod groups;
 pub mod housekeeping;
 mod identity_renewal;
@@ -35,6 +36,7 @@ pub struct Services {
     pub plugins: Arc<PluginHost>,
     pub delivery: Delivery,
     pub rollouts: Arc<crate::policies::rollout::Rollouts>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Start every background job `config` turns on.
@@ -50,6 +52,8 @@ pub fn spawn_all(s: Services, config: &Config) {
     groups::spawn(s.storage.clone(), s.clock.clone(), housekeeping_every);
     identity_renewal::spawn(s.enroll, s.queue, housekeeping_every);
     audit_sealer::spawn(s.storage.clone());
+    let gauges_every = Duration::from_secs(config.telemetry.gauges_interval_secs);
+    fleet_gauges::spawn(s.storage.clone(), s.clock.clone(), s.metrics, gauges_every);
     let rollout_every = Duration::from_secs(config.policies.rollout_interval_secs);
     rollouts::spawn(s.rollouts, s.clock.clone(), rollout_every);
     profiles::spawn(s.storage.clone(), s.clock.clone(), rollout_every);
@@ -69,11 +73,12 @@ pub fn spawn_all(s: Services, config: &Config) {
 ///
 /// Not at start: work that reads the clock (housekeeping, renewal) would otherwise race whatever the process
 /// does first, and tests that drive it by hand would see it run under them.
-fn every<F, Fut>(period: Duration, wake: Option<Arc<Notify>>, mut round: F)
+fn every<F, Fut>(job: &'static str, period: Duration, wake: Option<Arc<Notify>>, mut round: F)
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send,
 {
+    use tracing::Instrument;
     let wake = wake.unwrap_or_default();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -83,7 +88,9 @@ where
                 _ = tick.tick() => {}
                 _ = wake.notified() => tick.reset(),
             }
-            round().await;
+            // Each round a trace of its own (a root span): its storage and plugin calls are its children.
+            let span = tracing::debug_span!(parent: None, "job", job);
+            round().instrument(span).await;
         }
     });
 }

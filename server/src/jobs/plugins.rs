@@ -12,6 +12,7 @@ pub fn spawn(plugins: Arc<PluginHost>, delivery: Delivery, cfg: &PluginsConfig) 
     let p = plugins.clone();
     let watched = cfg.dir.clone().filter(|_| cfg.watch_dir);
     super::every(
+        "plugin_reload",
         Duration::from_secs(cfg.reload_interval_secs),
         None,
         move || {
@@ -40,7 +41,7 @@ pub fn spawn(plugins: Arc<PluginHost>, delivery: Delivery, cfg: &PluginsConfig) 
     let period = Duration::from_millis(cfg.worker_interval_ms);
     let delivery = Arc::new(delivery);
     plugins.deliver_here(delivery.clone().handoff());
-    super::every(period, None, move || {
+    super::every("event_delivery", period, None, move || {
         let delivery = delivery.clone();
         async move {
             if let Err(e) = delivery.run_once().await {
@@ -48,7 +49,7 @@ pub fn spawn(plugins: Arc<PluginHost>, delivery: Delivery, cfg: &PluginsConfig) 
             }
         }
     });
-    super::every(period, None, move || {
+    super::every("plugin_schedules", period, None, move || {
         let plugins = plugins.clone();
         async move {
             if let Err(e) = plugins.run_schedules().await {

@@ -11,7 +11,7 @@ use crate::storage::Storage;
 use std::time::Duration;
 
 pub fn spawn(storage: Storage, clock: SharedClock, period: Duration) {
-    super::every(period, None, move || {
+    super::every("profiles", period, None, move || {
         let storage = storage.clone();
         let now = clock.now_ms();
         async move {

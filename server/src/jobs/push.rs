@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn spawn(push: Arc<PushService>, period: Duration) {
-    super::every(period, Some(push.wake_signal()), move || {
+    super::every("push", period, Some(push.wake_signal()), move || {
         let push = push.clone();
         async move {
             if let Err(e) = push.run_once().await {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn spawn(rollouts: Arc<Rollouts>, clock: SharedClock, period: Duration) {
-    super::every(period, None, move || {
+    super::every("rollouts", period, None, move || {
         let rollouts = rollouts.clone();
         let now = clock.now_ms();
         async move {

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// The sending side of [`Delivery::deliver_handed`]: committed events, in commit order.
 pub struct Handoff(mpsc::Sender<outbox::OutboxEvent>);
@@ -182,7 +183,9 @@ impl Delivery {
             // Commit order; ids give the order written where commits overlap (PostgreSQL).
             batch.sort_by_key(|e| e.id);
             // On a storage error the batch's events stay held; the round delivers them after the hold.
-            if let Err(e) = self.deliver(std::mem::take(&mut batch), &mut blocked).await {
+            let span = tracing::debug_span!("events.deliver", events = batch.len());
+            let delivered = self.deliver(std::mem::take(&mut batch), &mut blocked);
+            if let Err(e) = delivered.instrument(span).await {
                 tracing::error!(error = %e, "recording event delivery failed");
             }
         }
@@ -358,6 +361,7 @@ impl Delivery {
     }
 
     /// One event, its payload the body.
+    #[tracing::instrument(name = "sink.post", level = "debug", skip_all, fields(events = 1))]
     async fn post(&self, sink: &SinkConfig, e: &outbox::OutboxEvent) -> Result<(), PostError> {
         let req = self
             .request(sink, e.payload.clone())
@@ -368,6 +372,7 @@ impl Delivery {
     }
 
     /// Several events in one body (see [`batch_body`]).
+    #[tracing::instrument(name = "sink.post", level = "debug", skip_all, fields(events = events.len()))]
     async fn post_batch<'e>(
         &self,
         sink: &SinkConfig,
@@ -386,6 +391,8 @@ impl Delivery {
             .post(sink.url.expose_secret())
             .timeout(Duration::from_secs(sink.timeout_secs.max(1)))
             .header("Content-Type", "application/json")
+            // The receiver can join the trace of this delivery.
+            .headers(crate::traces::header_map(crate::traces::outgoing_headers()))
             .body(body);
         for (k, v) in &sink.headers {
             req = req.header(k, v.expose_secret());

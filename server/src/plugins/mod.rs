@@ -49,6 +49,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use tracing::Instrument;
 
 /// Why a stored or uploaded plugin could not be made ready to run.
 #[derive(Debug, thiserror::Error)]
@@ -326,12 +327,14 @@ impl PluginHost {
         input: &HookInput,
         scope: EventScope<'_>,
     ) -> (Result<HookOutput, Fault>, Option<AuditRow>) {
-        let res = self.runtime.call(p, input).await;
         let hook = input.hook_name();
+        let span = tracing::debug_span!("plugin.call", plugin = %p.id, hook, outcome = tracing::field::Empty);
+        let res = self.runtime.call(p, input).instrument(span.clone()).await;
         let outcome = match &res.output {
             Ok(_) => "ok",
             Err(f) => f.outcome(),
         };
+        span.record("outcome", outcome);
         self.metrics
             .plugin_calls
             .get_or_create(&PluginCallLabels {

@@ -192,7 +192,7 @@ impl Rollouts {
                 })
             })
             .await?;
-        self.tell_plugins("policy.activated", &activated.rollout, None, by, now)
+        self.after_step("policy.activated", &activated.rollout, None, by, now)
             .await;
         Ok(activated)
     }
@@ -301,7 +301,7 @@ impl Rollouts {
             .await?;
         if let Some(to) = halted {
             let why = Some(reason.clone());
-            self.tell_plugins(action, &to, why, ROUND_ACTOR.into(), now)
+            self.after_step(action, &to, why, ROUND_ACTOR.into(), now)
                 .await;
         }
         Err(PolicyError::Tampered(reason))
@@ -312,8 +312,9 @@ impl Rollouts {
     pub async fn round(&self, now: i64) -> Result<Vec<(i64, Step)>, PolicyError> {
         let running = rollouts::in_state(&self.storage.read(), State::Running.as_str()).await?;
         let mut steps = Vec::new();
+        let mut devices = Counts::default();
         for r in running {
-            match self.advance(r, now).await {
+            match self.advance(r, &mut devices, now).await {
                 Ok(Some(step)) => steps.push((step.policy_id, step)),
                 Ok(None) => {}
                 Err(e) => {
@@ -321,12 +322,21 @@ impl Rollouts {
                 }
             }
         }
+        let m = &self.metrics;
+        m.policy_devices(devices.succeeded, devices.failed, devices.pending);
         Ok(steps)
     }
 
-    /// Move one running rollout on if its gates, then the plugins, say so.
-    async fn advance(&self, r: Rollout, now: i64) -> Result<Option<Step>, PolicyError> {
+    /// Move one running rollout on if its gates, then the plugins, say so; its devices are added to
+    /// `devices`.
+    async fn advance(
+        &self,
+        r: Rollout,
+        devices: &mut Counts,
+        now: i64,
+    ) -> Result<Option<Step>, PolicyError> {
         let figures = figures(&self.storage.read(), &r).await?.0;
+        figures.stages.values().for_each(|c| devices.add(*c));
         match gates::decide(
             &gates_of(&r),
             &figures,
@@ -413,9 +423,9 @@ impl Rollouts {
         })
     }
 
-    /// Tell the plugins subscribed to `on-rollout` of a step that committed. The step stands whatever
-    /// becomes of this: a failure is logged (sinks get every step durably through the outbox).
-    async fn tell_plugins(
+    /// Count a step that committed and tell the plugins subscribed to `on-rollout`. The step stands
+    /// whatever becomes of this: a failure is logged (sinks get every step durably through the outbox).
+    async fn after_step(
         &self,
         action: &str,
         to: &Rollout,
@@ -423,6 +433,7 @@ impl Rollouts {
         actor: Actor,
         now: i64,
     ) {
+        self.metrics.rollout_step(action);
         if self.plugins.subscribed(Hook::OnRollout).is_empty() {
             return;
         }
@@ -617,7 +628,7 @@ impl Rollouts {
                 })
             })
             .await?;
-        self.tell_plugins(action, &moved, moved.reason.clone(), by, now)
+        self.after_step(action, &moved, moved.reason.clone(), by, now)
             .await;
         Ok(step)
     }

@@ -1019,6 +1019,27 @@ fn json_to_plist(
     })
 }
 
+/// Every `RequestType` this module supports. The conformance test checks that this list,
+/// the variants in the generated OpenAPI schema and the spec-checked examples all agree.
+pub const REQUEST_TYPES: [&str; 16] = [
+    "DeviceInformation",
+    "SecurityInfo",
+    "ProfileList",
+    "InstallProfile",
+    "RemoveProfile",
+    "CertificateList",
+    "InstalledApplicationList",
+    "DeviceLock",
+    "EraseDevice",
+    "RestartDevice",
+    "ShutDownDevice",
+    "ClearPasscode",
+    "ScheduleOSUpdate",
+    "AvailableOSUpdates",
+    "DeviceConfigured",
+    "Settings",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1026,27 +1047,6 @@ mod tests {
     use std::collections::{BTreeSet, HashMap};
     use std::path::{Path, PathBuf};
     use std::sync::OnceLock;
-
-    /// Every `RequestType` this module supports. The conformance test checks that this list,
-    /// the variants in the generated OpenAPI schema and the spec-checked examples all agree.
-    const ALL_REQUEST_TYPES: [&str; 16] = [
-        "DeviceInformation",
-        "SecurityInfo",
-        "ProfileList",
-        "InstallProfile",
-        "RemoveProfile",
-        "CertificateList",
-        "InstalledApplicationList",
-        "DeviceLock",
-        "EraseDevice",
-        "RestartDevice",
-        "ShutDownDevice",
-        "ClearPasscode",
-        "ScheduleOSUpdate",
-        "AvailableOSUpdates",
-        "DeviceConfigured",
-        "Settings",
-    ];
 
     const UNLOCK_TOKEN: &[u8] = b"\x01\x02\x03unlock-token\xff";
 
@@ -1280,10 +1280,7 @@ mod tests {
             assert_eq!(serde_json::to_value(&command).unwrap(), example);
             seen.insert(expected);
         }
-        assert_eq!(
-            seen,
-            ALL_REQUEST_TYPES.iter().map(|s| s.to_string()).collect()
-        );
+        assert_eq!(seen, REQUEST_TYPES.iter().map(|s| s.to_string()).collect());
     }
 
     #[test]
@@ -2008,7 +2005,7 @@ mod tests {
 
     #[test]
     fn every_variant_is_covered_by_the_conformance_examples() {
-        let all: BTreeSet<String> = ALL_REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
+        let all: BTreeSet<String> = REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
         let examples: Vec<String> = full_examples()
             .iter()
             .map(|c| c.request_type().to_owned())
@@ -2062,7 +2059,7 @@ mod tests {
             checked.insert(rt.to_owned());
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        let all: BTreeSet<String> = ALL_REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
+        let all: BTreeSet<String> = REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
         assert_eq!(checked, all);
     }
 
@@ -2158,7 +2155,7 @@ mod tests {
             covered.insert(rt.to_owned());
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
-        let all: BTreeSet<String> = ALL_REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
+        let all: BTreeSet<String> = REQUEST_TYPES.iter().map(|s| s.to_string()).collect();
         assert_eq!(covered, all, "a command without an SDK builder");
     }
 

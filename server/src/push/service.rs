@@ -15,6 +15,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 /// Where certificates go once uploaded or loaded (the APNs sender); a test pusher needs none.
 pub trait CertificateSink: Send + Sync {
@@ -69,6 +70,8 @@ pub struct PushService {
     sealer: KeySealer,
     cfg: PushConfig,
     wake: Arc<Notify>,
+    /// The enqueues that woke the worker: its next round's span links to them.
+    causes: crate::traces::Causes,
 }
 
 impl PushService {
@@ -90,11 +93,13 @@ impl PushService {
             sealer,
             cfg,
             wake: Arc::new(Notify::new()),
+            causes: Default::default(),
         }
     }
 
     /// Ask the worker to look for owed pushes now (after an enqueue commits).
     pub fn wake(&self) {
+        self.causes.note_current();
         self.wake.notify_one();
     }
 
@@ -141,12 +146,7 @@ impl PushService {
         if let Some(sink) = &self.sink {
             sink.install(cert).map_err(PushServiceError::Certificate)?;
         }
-        self.metrics
-            .push_cert_expiry
-            .get_or_create(&crate::metrics::TopicLabels {
-                topic: cert.topic.clone(),
-            })
-            .set(cert.not_after_unix);
+        (self.metrics).certificate("push", &cert.topic, cert.not_after_unix);
         Ok(())
     }
 
@@ -250,6 +250,7 @@ impl PushService {
 
     /// One round of the worker: claim what is owed (up to the rate limit), push it, record what APNs said.
     pub async fn run_once(&self) -> Result<usize, PushServiceError> {
+        self.causes.link_to(&tracing::Span::current());
         let now = self.clock.now_ms();
         let budget =
             u64::from(self.cfg.max_per_second) * self.cfg.worker_interval_ms.max(1000) / 1000;
@@ -282,7 +283,8 @@ impl PushService {
         let mut out = Vec::new();
         for (topic, items) in by_topic {
             let targets: Vec<PushTarget> = items.iter().map(|(_, t)| t.clone()).collect();
-            let outcomes = self.pusher.push(&topic, &targets).await;
+            let span = tracing::debug_span!("push.send", targets = targets.len());
+            let outcomes = self.pusher.push(&topic, &targets).instrument(span).await;
             for ((id, _), outcome) in items.into_iter().zip(outcomes) {
                 let label = match &outcome {
                     PushOutcome::Sent { .. } => "sent",

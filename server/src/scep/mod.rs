@@ -161,8 +161,13 @@ impl ScepService {
         let msg = PkiMessage::decode(body).inspect_err(|e| {
             tracing::warn!(error = %e, "SCEP request refused");
             self.metrics.scep("malformed");
+            self.metrics.enrollment_step("scep", Some("malformed"));
         })?;
-        let outcome = self.process(&msg).await?;
+        let outcome = self.process(&msg).await.inspect_err(|_| {
+            self.metrics.enrollment_step("scep", Some("error"));
+        })?;
+        let failure = outcome.is_err().then_some("refused");
+        self.metrics.enrollment_step("scep", failure);
         let reply = match &outcome {
             Ok((cert, cipher)) => message::cert_rep(&self.ca, &msg, Ok((cert, *cipher))),
             Err(info) => message::cert_rep(&self.ca, &msg, Err(*info)),

@@ -152,22 +152,35 @@ pub async fn command_result<C: ConnectionTrait>(
     e: &EnrollmentRef,
     r: CommandResult<'_>,
     now: i64,
-) -> StorageResult<(ReportOutcome, Vec<super::groups::Change>)> {
-    let outcome =
+) -> StorageResult<Recorded> {
+    let (outcome, finished) =
         queue::record_report(c, &e.id, r.command_uuid, r.status, r.raw, &r.json, now).await?;
+    let mut recorded = Recorded {
+        outcome,
+        memberships: Vec::new(),
+        finished,
+    };
     if let (ReportOutcome::Recorded, QueueStatus::Acknowledged, Some(facts)) =
         (outcome, r.status, r.facts)
     {
-        let is_device_information = queue::find_command(c, r.command_uuid)
-            .await?
-            .is_some_and(|cmd| cmd.request_type == "DeviceInformation");
+        let is_device_information =
+            (recorded.finished.as_ref()).is_some_and(|f| f.request_type == "DeviceInformation");
         if is_device_information {
             devices::update_facts(c, &e.device_id, facts, now).await?;
-            let changes = super::groups::refresh_device(c, &e.device_id, now).await?;
-            return Ok((outcome, changes));
+            recorded.memberships = super::groups::refresh_device(c, &e.device_id, now).await?;
         }
     }
-    Ok((outcome, Vec::new()))
+    Ok(recorded)
+}
+
+/// What recording a command's result did.
+#[derive(Debug)]
+pub struct Recorded {
+    pub outcome: ReportOutcome,
+    /// Group memberships the facts it taught changed.
+    pub memberships: Vec<super::groups::Change>,
+    /// The command, when this result was its final one.
+    pub finished: Option<queue::Finished>,
 }
 
 /// Which last-seen times a message rewrites (each one a statement; see `checkin::fast_paths`).

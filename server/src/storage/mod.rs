@@ -15,6 +15,7 @@ pub mod enqueue;
 pub mod enrollments;
 pub mod entities;
 pub mod event_subject;
+pub mod fleet;
 pub mod groups;
 pub mod housekeeping;
 pub mod issued_certs;
@@ -281,6 +282,7 @@ impl Storage {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        use tracing::Instrument;
         let db = self.db.clone();
         let run = async move {
             let txn = db
@@ -293,7 +295,9 @@ impl Storage {
                 .await
                 .map_err(|e| E::from(StorageError::from(e)))?;
             Ok(out)
-        };
+        }
+        // Made here, so it is a child of the caller's span on whichever thread the writer runs it.
+        .instrument(tracing::debug_span!("storage.transaction"));
         match &self.writer {
             Some(w) => w.run(run).await?,
             None => run.await,

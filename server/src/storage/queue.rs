@@ -234,9 +234,19 @@ pub enum ReportOutcome {
     AlreadyFinal,
 }
 
-/// Record a report for a pending command. Final statuses keep the raw result and its JSON form.
-/// One UPDATE guarded by the pending statuses: of two concurrent reports for the same command (a retried
-/// request, two replicas), exactly one records it.
+/// A command's final result as it was recorded: what its latency is counted by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub request_type: String,
+    pub priority: i32,
+    pub status: QueueStatus,
+    /// When it was queued to this channel (Unix ms).
+    pub enqueued_at: i64,
+}
+
+/// Record a report for a pending command. Final statuses keep the raw result and its JSON form, and answer
+/// what finished. One UPDATE guarded by the pending statuses: of two concurrent reports for the same command
+/// (a retried request, two replicas), exactly one records it.
 pub async fn record_report<C: ConnectionTrait>(
     c: &C,
     enrollment_id: &str,
@@ -245,25 +255,50 @@ pub async fn record_report<C: ConnectionTrait>(
     raw: &[u8],
     json: &str,
     now: i64,
-) -> StorageResult<ReportOutcome> {
-    let mut update = Queue::update_many()
-        .col_expr(Column::Status, Expr::value(status.as_str()))
-        .col_expr(Column::UpdatedAt, Expr::value(now));
+) -> StorageResult<(ReportOutcome, Option<Finished>)> {
+    use sea_orm::sea_query::{Query, SimpleExpr};
+    let mut update = Query::update();
+    update
+        .table(Queue)
+        .value(Column::Status, status.as_str())
+        .value(Column::UpdatedAt, now)
+        .and_where(Column::EnrollmentId.eq(enrollment_id))
+        .and_where(Column::CommandUuid.eq(command_uuid))
+        .and_where(
+            Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]),
+        );
     if !status.is_pending() {
-        update = update
-            .col_expr(Column::CompletedAt, Expr::value(now))
-            .col_expr(Column::ResultRaw, Expr::value(raw.to_vec()))
-            .col_expr(Column::ResultJson, Expr::value(json));
+        update
+            .value(Column::CompletedAt, now)
+            .value(Column::ResultRaw, raw.to_vec())
+            .value(Column::ResultJson, json);
     }
-    let recorded = update
-        .filter(Column::EnrollmentId.eq(enrollment_id))
-        .filter(Column::CommandUuid.eq(command_uuid))
-        .filter(Column::Status.is_in([QueueStatus::Queued.as_str(), QueueStatus::NotNow.as_str()]))
-        .exec(c)
-        .await?
-        .rows_affected;
-    if recorded > 0 {
-        return Ok(ReportOutcome::Recorded);
+    // The command's type comes back with the row: no second read on the report's path.
+    let request_type = Query::select()
+        .column(command::Column::RequestType)
+        .from(Commands)
+        .and_where(
+            Expr::col((Commands, command::Column::Uuid)).equals((Queue, Column::CommandUuid)),
+        )
+        .to_owned();
+    update.returning(Query::returning().exprs([
+        Expr::col(Column::CreatedAt),
+        Expr::col(Column::Priority),
+        SimpleExpr::SubQuery(None, Box::new(request_type.into())),
+    ]));
+    let stmt = c.get_database_backend().build(&update);
+    if let Some(row) = c.query_one_raw(stmt).await? {
+        if status.is_pending() {
+            return Ok((ReportOutcome::Recorded, None));
+        }
+        let request_type: Option<String> = row.try_get_by_index(2)?;
+        let finished = Finished {
+            enqueued_at: row.try_get_by_index(0)?,
+            priority: row.try_get_by_index(1)?,
+            request_type: request_type.unwrap_or_default(),
+            status,
+        };
+        return Ok((ReportOutcome::Recorded, Some(finished)));
     }
     // Not pending: say why (rare: a repeated or stray report).
     let Some(item) = Queue::find()
@@ -272,12 +307,15 @@ pub async fn record_report<C: ConnectionTrait>(
         .one(c)
         .await?
     else {
-        return Ok(ReportOutcome::Unknown);
+        return Ok((ReportOutcome::Unknown, None));
     };
-    Ok(match QueueStatus::parse(&item.status)? {
-        QueueStatus::Canceled | QueueStatus::Expired => ReportOutcome::Unknown,
-        _ => ReportOutcome::AlreadyFinal,
-    })
+    Ok((
+        match QueueStatus::parse(&item.status)? {
+            QueueStatus::Canceled | QueueStatus::Expired => ReportOutcome::Unknown,
+            _ => ReportOutcome::AlreadyFinal,
+        },
+        None,
+    ))
 }
 
 /// Cancel pending commands of the given channels (Authenticate's reset, or an admin clearing a queue).

@@ -293,7 +293,8 @@ async fn push_certificates_are_validated_sealed_and_watched() {
             .api(reqwest::Method::GET, "/metrics", None, None)
             .await
             .text();
-        assert!(m.contains("mdm_push_certificate_not_after_seconds"), "{m}");
+        let series = format!(r#"mdm_certificate_not_after_seconds{{kind="push",name="{topic}"}}"#);
+        assert!(m.contains(&series), "{m}");
         s.stop().await;
     })
     .await;

@@ -5,10 +5,20 @@ use crate::plugins::store_backend::StoreBackend;
 
 #[async_trait::async_trait]
 impl HttpBackend for StoreBackend {
+    #[tracing::instrument(name = "plugin.host", level = "debug", skip_all, fields(call = "http"))]
     async fn http(&self, req: HttpRequest) -> Result<HttpResponse, HttpError> {
         let method = reqwest::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| HttpError::Failed(format!("bad method {}", req.method)))?;
         let mut r = self.http.request(method, req.url).timeout(req.timeout);
+        // The receiver can join the trace, unless the plugin sent a `traceparent` of its own.
+        let own = |name: &str| {
+            req.headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+        };
+        if !own("traceparent") {
+            r = r.headers(crate::traces::header_map(crate::traces::outgoing_headers()));
+        }
         for (k, v) in req.headers {
             r = r.header(k, v);
         }

@@ -7,6 +7,12 @@ use crate::storage::{attributes, devices, enrollments, StorageError};
 
 #[async_trait::async_trait]
 impl InventoryBackend for StoreBackend {
+    #[tracing::instrument(
+        name = "plugin.host",
+        level = "debug",
+        skip_all,
+        fields(call = "inventory.device")
+    )]
     async fn device(&self, id: &str) -> Result<Option<DeviceInfo>, StorageError> {
         let db = &self.storage.read();
         let Some(d) = devices::find(db, id).await? else {

@@ -27,10 +27,22 @@ impl KvBackend for StoreBackend {
         self.clock.now_ms()
     }
 
+    #[tracing::instrument(
+        name = "plugin.host",
+        level = "debug",
+        skip_all,
+        fields(call = "kv.get")
+    )]
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         plugin_kv::get(&self.storage.read(), plugin, key, self.clock.now_ms()).await
     }
 
+    #[tracing::instrument(
+        name = "plugin.host",
+        level = "debug",
+        skip_all,
+        fields(call = "kv.set")
+    )]
     async fn kv_set(
         &self,
         plugin: &str,
@@ -52,10 +64,22 @@ impl KvBackend for StoreBackend {
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "plugin.host",
+        level = "debug",
+        skip_all,
+        fields(call = "kv.delete")
+    )]
     async fn kv_delete(&self, plugin: &str, key: &str) -> Result<bool, StorageError> {
         plugin_kv::delete(&self.storage, plugin, key, self.clock.now_ms()).await
     }
 
+    #[tracing::instrument(
+        name = "plugin.host",
+        level = "debug",
+        skip_all,
+        fields(call = "kv.compare-and-swap")
+    )]
     async fn kv_cas(
         &self,
         plugin: &str,
@@ -80,6 +104,12 @@ impl KvBackend for StoreBackend {
         .await?)
     }
 
+    #[tracing::instrument(
+        name = "plugin.host",
+        level = "debug",
+        skip_all,
+        fields(call = "kv.list-keys")
+    )]
     async fn kv_list(
         &self,
         plugin: &str,
