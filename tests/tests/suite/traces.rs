@@ -7,6 +7,7 @@ use mdm_tests::device::{Device, Platform};
 use mdm_tests::otlp::{ancestors, Collector, Span};
 use mdm_tests::process::{admin_key, ServerProcess};
 use mdm_tests::sink::Sink;
+use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,27 +15,38 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mdm-server-under-test"))
 }
 
-/// `plugins.dir` with serial-allowlist (decide-enrollment, allowing `prefix`) and webhook (on-checkin,
-/// emitting to the `webhook` sink).
-fn plugins_dir(root: &Path, prefix: &str) {
-    for (package, wasm, config) in [
+/// `plugins.dir` with serial-allowlist (decide-enrollment, allowing `prefix`), webhook (on-checkin,
+/// emitting to the `webhook` sink) and the test plugin in its `http` mode (on-checkin, a GET to `url`).
+fn plugins_dir(root: &Path, prefix: &str, url: &str) {
+    let mut fetcher = mdm_tests::plugins::manifest("hostile");
+    fetcher["hooks"] = json!(["on-checkin"]);
+    fetcher["http_allow"] = json!(["127.0.0.1"]);
+    fetcher["failure_policy"] = json!({"on-checkin": "fail-open"});
+    for (package, id, manifest, config) in [
         (
             "serial-allowlist",
-            "allowlist.wasm",
-            format!(r#"{{"prefixes": ["{prefix}"]}}"#),
+            "serial-allowlist",
+            mdm_tests::plugins::manifest("serial-allowlist"),
+            json!({"prefixes": [prefix]}),
         ),
         (
             "webhook",
-            "webhook.wasm",
-            r#"{"sink": "webhook"}"#.to_string(),
+            "webhook",
+            mdm_tests::plugins::manifest("webhook"),
+            json!({"sink": "webhook"}),
+        ),
+        (
+            "hostile-plugin",
+            "hostile",
+            fetcher,
+            json!({"mode": "http", "url": url}),
         ),
     ] {
-        let dir = root.join(package);
+        let dir = root.join(id);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(mdm_tests::plugins::build(package), dir.join(wasm)).unwrap();
-        let manifest = mdm_tests::plugins::manifest(package).to_string();
-        std::fs::write(dir.join("plugin.json"), manifest).unwrap();
-        std::fs::write(dir.join("config.json"), config).unwrap();
+        std::fs::copy(mdm_tests::plugins::build(package), dir.join("plugin.wasm")).unwrap();
+        std::fs::write(dir.join("plugin.json"), manifest.to_string()).unwrap();
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     }
 }
 
@@ -49,7 +61,8 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let dev = Device::new(Platform::Ios);
-    plugins_dir(&root.path().join("plugins"), &dev.serial[..3]);
+    let fetched = format!("{}/fetched", sink.url.trim_end_matches("/events"));
+    plugins_dir(&root.path().join("plugins"), &dev.serial[..3], &fetched);
     std::fs::create_dir_all(&data).unwrap();
     let url = format!("sqlite://{}?mode=rwc", data.join("mdm.db").display());
     let storage = Storage::connect(&url, None).await.unwrap();
@@ -90,7 +103,7 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
         .unwrap();
     assert_eq!(res.status(), 200, "{}", server.log());
     let complete = |spans: &[Span]| {
-        named(spans, "plugin.call").len() >= 2
+        named(spans, "plugin.call").len() >= 3
             && !named(spans, "storage.transaction").is_empty()
             && !named(spans, "sink.post").is_empty()
     };
@@ -142,6 +155,14 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
         hooks.contains(&("webhook", "on-checkin", "ok")),
         "{hooks:?}"
     );
+    let host_http = in_request
+        .iter()
+        .find(|s| s.name == "plugin.host" && s.attributes["call"] == "http")
+        .unwrap_or_else(|| panic!("the plugin's HTTP call: {in_request:#?}"));
+    assert_eq!(
+        ancestors(&in_request, host_http),
+        ["plugin.call", "checkin", "PUT /mdm/checkin"]
+    );
     let txn = named(&in_request, "storage.transaction");
     assert!(
         txn.iter()
@@ -149,12 +170,20 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
         "{in_request:#?}"
     );
 
+    // The plugin's request carries the check-in's trace, its host call the parent.
+    assert!(sink.wait_for(2, Duration::from_secs(10)).await);
+    let received = sink.received();
+    let fetch = (received.iter())
+        .find(|r| r.topic.is_empty())
+        .expect("the plugin's GET");
+    let expected = format!("00-{}-{}-01", request.trace_id, host_http.span_id);
+    assert_eq!(fetch.traceparent.as_deref(), Some(expected.as_str()));
+
     // The sink's POST carries the traceparent of the span that sent it.
-    assert!(sink.wait_for(1, Duration::from_secs(10)).await);
-    let traceparent = sink.received()[0]
-        .traceparent
-        .clone()
-        .expect("a traceparent");
+    let event = (received.iter())
+        .find(|r| !r.topic.is_empty())
+        .expect("the webhook event");
+    let traceparent = event.traceparent.clone().expect("a traceparent");
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "{traceparent}");
     let posted = named(&spans, "sink.post");
