@@ -154,17 +154,8 @@ pub struct Metrics {
     pub identity_cache: Family<CacheLabels, Counter>,
     /// Stored policy versions found not to match their digest (at activation or a rollout step).
     pub policy_versions_tampered: Counter,
-    pub command_delivery: Family<CommandLabels, Histogram>,
-    pub command_completion: Family<CommandResultLabels, Histogram>,
-    pub checkin_duration: Family<MessageTypeLabels, Histogram>,
-    pub enrollment_attempts: Family<StepLabels, Counter>,
-    pub enrollment_failures: Family<StepReasonLabels, Counter>,
-    pub ddm_status_errors: Counter,
-    pub rollout_steps: Family<ActionLabels, Counter>,
-    pub policy_devices: Family<StateLabels, Gauge>,
-    pub commands_pending: Gauge,
-    pub commands_pending_over_1h: Gauge,
-    pub devices_by_last_seen: Family<WithinLabels, Gauge>,
+    /// The service levels operators alert on.
+    pub service: ServiceLevels,
 }
 
 impl Metrics {
@@ -296,17 +287,7 @@ impl Metrics {
         Self {
             registry: registry.registry,
             families: registry.names,
-            command_delivery: service.command_delivery,
-            command_completion: service.command_completion,
-            checkin_duration: service.checkin_duration,
-            enrollment_attempts: service.enrollment_attempts,
-            enrollment_failures: service.enrollment_failures,
-            ddm_status_errors: service.ddm_status_errors,
-            rollout_steps: service.rollout_steps,
-            policy_devices: service.policy_devices,
-            commands_pending: service.commands_pending,
-            commands_pending_over_1h: service.commands_pending_over_1h,
-            devices_by_last_seen: service.devices_by_last_seen,
+            service,
             policy_versions_tampered,
             scep_requests,
             enrollment_profiles,
@@ -416,18 +397,18 @@ impl Families {
 }
 
 /// The service-level series operators alert on (docs/OPERATIONS.md), registered together.
-struct ServiceLevels {
-    command_delivery: Family<CommandLabels, Histogram>,
-    command_completion: Family<CommandResultLabels, Histogram>,
-    checkin_duration: Family<MessageTypeLabels, Histogram>,
-    enrollment_attempts: Family<StepLabels, Counter>,
-    enrollment_failures: Family<StepReasonLabels, Counter>,
-    ddm_status_errors: Counter,
-    rollout_steps: Family<ActionLabels, Counter>,
-    policy_devices: Family<StateLabels, Gauge>,
-    commands_pending: Gauge,
-    commands_pending_over_1h: Gauge,
-    devices_by_last_seen: Family<WithinLabels, Gauge>,
+pub struct ServiceLevels {
+    pub command_delivery: Family<CommandLabels, Histogram>,
+    pub command_completion: Family<CommandResultLabels, Histogram>,
+    pub checkin_duration: Family<MessageTypeLabels, Histogram>,
+    pub enrollment_attempts: Family<StepLabels, Counter>,
+    pub enrollment_failures: Family<StepReasonLabels, Counter>,
+    pub ddm_status_errors: Counter,
+    pub rollout_steps: Family<ActionLabels, Counter>,
+    pub policy_devices: Family<StateLabels, Gauge>,
+    pub commands_pending: Gauge,
+    pub commands_pending_over_1h: Gauge,
+    pub devices_by_last_seen: Family<WithinLabels, Gauge>,
 }
 
 /// Queue latency buckets, in seconds: from a device that was online (under a second) to one that was off
@@ -550,7 +531,8 @@ impl Metrics {
             priority: priority_label(priority),
         };
         let seconds = elapsed_seconds(enqueued_at_ms, now_ms);
-        self.command_delivery
+        self.service
+            .command_delivery
             .get_or_create(&labels)
             .observe(seconds);
     }
@@ -563,7 +545,8 @@ impl Metrics {
             status: finished.status.as_str().to_string(),
         };
         let seconds = elapsed_seconds(finished.enqueued_at, now_ms);
-        self.command_completion
+        self.service
+            .command_completion
             .get_or_create(&labels)
             .observe(seconds);
     }
@@ -572,7 +555,8 @@ impl Metrics {
         let labels = MessageTypeLabels {
             message_type: message_type.to_string(),
         };
-        self.checkin_duration
+        self.service
+            .checkin_duration
             .get_or_create(&labels)
             .observe(seconds);
     }
@@ -580,13 +564,19 @@ impl Metrics {
     /// One enrollment step attempted, and why it failed if it did.
     pub fn enrollment_step(&self, step: &str, failure: Option<&str>) {
         let labels = StepLabels { step: step.into() };
-        self.enrollment_attempts.get_or_create(&labels).inc();
+        self.service
+            .enrollment_attempts
+            .get_or_create(&labels)
+            .inc();
         if let Some(reason) = failure {
             let labels = StepReasonLabels {
                 step: step.into(),
                 reason: reason.into(),
             };
-            self.enrollment_failures.get_or_create(&labels).inc();
+            self.service
+                .enrollment_failures
+                .get_or_create(&labels)
+                .inc();
         }
     }
 
@@ -595,7 +585,7 @@ impl Metrics {
         let labels = ActionLabels {
             action: action.strip_prefix("rollout_").unwrap_or(action).into(),
         };
-        self.rollout_steps.get_or_create(&labels).inc();
+        self.service.rollout_steps.get_or_create(&labels).inc();
     }
 
     /// The devices of every running rollout, as the last rollout round counted them.
@@ -608,7 +598,10 @@ impl Metrics {
             let labels = StateLabels {
                 state: state.into(),
             };
-            self.policy_devices.get_or_create(&labels).set(n as i64);
+            self.service
+                .policy_devices
+                .get_or_create(&labels)
+                .set(n as i64);
         }
     }
 
@@ -623,14 +616,18 @@ impl Metrics {
     }
 
     pub fn fleet(&self, f: &crate::storage::fleet::FleetFigures) {
-        self.commands_pending.set(f.commands_pending);
-        self.commands_pending_over_1h
+        self.service.commands_pending.set(f.commands_pending);
+        self.service
+            .commands_pending_over_1h
             .set(f.commands_pending_over_1h);
         for (within, n) in &f.devices_by_last_seen {
             let labels = WithinLabels {
                 within: within.to_string(),
             };
-            self.devices_by_last_seen.get_or_create(&labels).set(*n);
+            self.service
+                .devices_by_last_seen
+                .get_or_create(&labels)
+                .set(*n);
         }
     }
 }

@@ -98,7 +98,10 @@ impl CheckinService {
             })
             .await?;
         self.plugins.events_committed(events);
-        self.metrics.ddm_status_errors.inc_by(invalid as u64);
+        self.metrics
+            .service
+            .ddm_status_errors
+            .inc_by(invalid as u64);
         Ok(())
     }
 
