@@ -24,14 +24,21 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// The sending side of [`Delivery::deliver_handed`]: committed events, in commit order.
-pub struct Handoff(mpsc::Sender<outbox::OutboxEvent>);
+pub struct Handoff {
+    tx: mpsc::Sender<outbox::OutboxEvent>,
+    /// The spans that committed handed-over events: the delivery's span links to them.
+    causes: Arc<crate::traces::Causes>,
+}
 
 impl Handoff {
     /// Hand over events a transaction committed. Never waits: when delivery is that far behind (or has
     /// stopped), the rest stay in the outbox, held until [`LEASE_MS`] after they were written.
     pub fn send(&self, events: Vec<outbox::OutboxEvent>) {
+        if !events.is_empty() {
+            self.causes.note_current();
+        }
         for e in events {
-            if let Err(err) = self.0.try_send(e) {
+            if let Err(err) = self.tx.try_send(e) {
                 let e = err.into_inner();
                 tracing::warn!(
                     event = e.id,
@@ -168,13 +175,18 @@ impl Delivery {
     /// delivers what comes through it.
     pub fn handoff(self: Arc<Self>) -> Handoff {
         let (tx, rx) = mpsc::channel(HANDOFF_CAPACITY);
-        tokio::spawn(self.deliver_handed(rx));
-        Handoff(tx)
+        let causes = Arc::new(crate::traces::Causes::default());
+        tokio::spawn(self.deliver_handed(rx, causes.clone()));
+        Handoff { tx, causes }
     }
 
     /// Deliver handed-over events as they come, everything waiting at once as one batch. A device whose
     /// event failed has its later events held until that one's retry, across batches.
-    async fn deliver_handed(self: Arc<Self>, mut rx: mpsc::Receiver<outbox::OutboxEvent>) {
+    async fn deliver_handed(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<outbox::OutboxEvent>,
+        causes: Arc<crate::traces::Causes>,
+    ) {
         let mut blocked = Blocked::new();
         let mut batch = Vec::with_capacity(BATCH as usize);
         while rx.recv_many(&mut batch, BATCH as usize).await > 0 {
@@ -184,6 +196,7 @@ impl Delivery {
             batch.sort_by_key(|e| e.id);
             // On a storage error the batch's events stay held; the round delivers them after the hold.
             let span = tracing::debug_span!("events.deliver", events = batch.len());
+            causes.link_to(&span);
             let delivered = self.deliver(std::mem::take(&mut batch), &mut blocked);
             if let Err(e) = delivered.instrument(span).await {
                 tracing::error!(error = %e, "recording event delivery failed");

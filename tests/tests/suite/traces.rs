@@ -193,6 +193,13 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
             .any(|p| p.trace_id == parts[1] && p.span_id == parts[2]),
         "{traceparent} names a sink.post span: {posted:#?}"
     );
+    // That delivery links to the check-in that committed the event.
+    let delivery = spans
+        .iter()
+        .find(|s| s.name == "events.deliver" && s.trace_id == parts[1])
+        .unwrap_or_else(|| panic!("the delivery's span: {spans:#?}"));
+    let link = (request.trace_id.clone(), checkin[0].span_id.clone());
+    assert!(delivery.links.contains(&link), "{delivery:#?}");
 
     // An admin's request continues the caller's trace; its log lines carry the trace id.
     let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
