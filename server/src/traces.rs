@@ -99,11 +99,12 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str, tracestate: Option
     }
 }
 
-/// The trace id of `span` when traces are on (for log lines to carry), else None.
-pub fn trace_id(span: &tracing::Span) -> Option<String> {
+/// The trace and span ids of `span` when traces are on (for log lines to carry), else None.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// The `traceparent` (and `tracestate`) of the current span, for an outgoing request: empty when traces
@@ -173,6 +174,6 @@ mod tests {
     fn with_traces_off_nothing_is_propagated() {
         assert!(outgoing_headers().is_empty());
         let span = tracing::info_span!("x");
-        assert_eq!(trace_id(&span), None);
+        assert_eq!(ids(&span), None);
     }
 }

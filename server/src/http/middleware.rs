@@ -56,6 +56,7 @@ pub async fn observe(
         method = %req.method(),
         route = %route,
         trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         otel.name = %format_args!("{} {route}", req.method()),
         otel.kind = "server",
         http.response.status_code = tracing::field::Empty,
@@ -66,8 +67,9 @@ pub async fn observe(
             crate::traces::continue_from(&span, parent, header("tracestate"));
         }
     }
-    if let Some(id) = crate::traces::trace_id(&span) {
-        span.record("trace_id", id);
+    if let Some((trace_id, span_id)) = crate::traces::ids(&span) {
+        span.record("trace_id", trace_id);
+        span.record("span_id", span_id);
     }
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let mut res = next.call(req).instrument(span.clone()).await?;

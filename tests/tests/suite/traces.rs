@@ -222,13 +222,15 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
         .unwrap_or_else(|| panic!("the admin request's span: {spans:#?}"));
     assert_eq!(admin.name, "GET /api/v1/devices");
     assert_eq!(admin.parent_span_id, parent);
-    let logged = server
-        .log()
-        .lines()
-        .any(|l| l.contains(&format!("\"trace_id\":\"{trace}\"")) && l.contains("/api/v1/devices"));
+    let span_id = format!("\"span_id\":\"{}\"", admin.span_id);
+    let logged = server.log().lines().any(|l| {
+        l.contains(&format!("\"trace_id\":\"{trace}\""))
+            && l.contains(&span_id)
+            && l.contains("/api/v1/devices")
+    });
     assert!(
         logged,
-        "the access line carries the trace id: {}",
+        "the access line carries the trace and span ids: {}",
         server.log()
     );
     server.stop();
