@@ -170,6 +170,13 @@ async fn a_signed_check_in_is_one_trace_from_http_to_storage_and_sinks_can_join_
         "{in_request:#?}"
     );
 
+    // Every host call is a span, the in-memory ones too (serial-allowlist reads its config).
+    let config_read = in_request
+        .iter()
+        .find(|s| s.name == "plugin.host" && s.attributes["call"] == "config.get")
+        .unwrap_or_else(|| panic!("a config read: {in_request:#?}"));
+    assert_eq!(ancestors(&in_request, config_read)[0], "plugin.call");
+
     // The plugin's request carries the check-in's trace, its host call the parent.
     assert!(sink.wait_for(2, Duration::from_secs(10)).await);
     let received = sink.received();

@@ -15,6 +15,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 impl HostState {
     fn config_text(&self) -> wasmtime::Result<String> {
+        let _span = tracing::debug_span!("plugin.host", call = "config.get").entered();
         self.require(Capability::Config)?;
         Ok(self.call.config.to_string())
     }

@@ -28,6 +28,7 @@ enum Level {
 
 impl HostState {
     fn log_line(&mut self, level: Level, mut message: String, fields: Vec<(String, String)>) {
+        let _span = tracing::debug_span!("plugin.host", call = "log").entered();
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !message.is_char_boundary(cut) {

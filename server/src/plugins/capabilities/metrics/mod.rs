@@ -30,6 +30,7 @@ fn valid(name: &str) -> bool {
 
 impl HostState {
     fn metric_counter_add(&self, name: &str, delta: u64) -> wasmtime::Result<()> {
+        let _span = tracing::debug_span!("plugin.host", call = "metrics.counter-add").entered();
         self.require(Capability::Metrics)?;
         // Bad names are dropped rather than trapping: a metric is never worth failing a check-in for.
         if valid(name) {
@@ -39,6 +40,7 @@ impl HostState {
     }
 
     fn metric_gauge_set(&self, name: &str, value: f64) -> wasmtime::Result<()> {
+        let _span = tracing::debug_span!("plugin.host", call = "metrics.gauge-set").entered();
         self.require(Capability::Metrics)?;
         if valid(name) && value.is_finite() {
             self.backend.gauge_set(&self.call.plugin_id, name, value);
