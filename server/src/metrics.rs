@@ -324,12 +324,23 @@ impl Metrics {
         inc(&self.reports, status);
     }
 
+    /// A SCEP PKIOperation's outcome (`issued`, `failed`, `malformed`), which is also the `scep` enrollment
+    /// step's: a CertRep failure counts as `refused`.
     pub fn scep(&self, outcome: &str) {
         inc(&self.scep_requests, outcome);
+        let failure = match outcome {
+            "issued" => None,
+            "failed" => Some("refused"),
+            other => Some(other),
+        };
+        self.enrollment_step("scep", failure);
     }
 
+    /// An enrollment profile download's outcome (`served`, `refused`, `failed`), which is also the
+    /// `profile` enrollment step's.
     pub fn enrollment_profile(&self, outcome: &str) {
         inc(&self.enrollment_profiles, outcome);
+        self.enrollment_step("profile", (outcome != "served").then_some(outcome));
     }
 
     pub fn observe_request(&self, route: &str, seconds: f64) {

@@ -142,8 +142,6 @@ impl EnrollService {
             Err(_) => "failed",
         };
         self.metrics.enrollment_profile(outcome);
-        let failure = (outcome != "served").then_some(outcome);
-        self.metrics.enrollment_step("profile", failure);
         res
     }
 

@@ -161,21 +161,24 @@ impl ScepService {
         let msg = PkiMessage::decode(body).inspect_err(|e| {
             tracing::warn!(error = %e, "SCEP request refused");
             self.metrics.scep("malformed");
-            self.metrics.enrollment_step("scep", Some("malformed"));
         })?;
-        let outcome = self.process(&msg).await.inspect_err(|_| {
-            self.metrics.enrollment_step("scep", Some("error"));
-        })?;
-        let failure = outcome.is_err().then_some("refused");
-        self.metrics.enrollment_step("scep", failure);
+        let answered = self.answer(&msg).await;
+        match &answered {
+            Ok((_, issued)) => self.metrics.scep(if *issued { "issued" } else { "failed" }),
+            Err(_) => self.metrics.enrollment_step("scep", Some("error")),
+        }
+        answered.map(|(reply, _)| reply)
+    }
+
+    /// The CertRep for a decoded request, and whether it issued a certificate.
+    async fn answer(&self, msg: &PkiMessage) -> Result<(Vec<u8>, bool), ScepError> {
+        let outcome = self.process(msg).await?;
         let reply = match &outcome {
-            Ok((cert, cipher)) => message::cert_rep(&self.ca, &msg, Ok((cert, *cipher))),
-            Err(info) => message::cert_rep(&self.ca, &msg, Err(*info)),
+            Ok((cert, cipher)) => message::cert_rep(&self.ca, msg, Ok((cert, *cipher))),
+            Err(info) => message::cert_rep(&self.ca, msg, Err(*info)),
         }
         .map_err(|e| ScepError::Reply(crate::identity::openssl_reasons(&e)))?;
-        self.metrics
-            .scep(if outcome.is_ok() { "issued" } else { "failed" });
-        Ok(reply)
+        Ok((reply, outcome.is_ok()))
     }
 
     async fn process(
