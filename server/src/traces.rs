@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -99,27 +99,26 @@ pub fn continue_from(span: &tracing::Span, traceparent: &str, tracestate: Option
     }
 }
 
-/// The trace and span ids of `span` when traces are on (for log lines to carry), else None.
-pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+/// `span`'s OpenTelemetry span context, when traces are on.
+fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
 }
 
-/// The `traceparent` (and `tracestate`) of the current span, for an outgoing request: empty when traces
-/// are off.
-pub fn outgoing_headers() -> Vec<(String, String)> {
+/// The trace and span ids of `span` when traces are on (for log lines to carry), else None.
+pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
+    span_context(span).map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
+}
+
+/// The `traceparent` (and `tracestate`) of the current span, as headers of an outgoing request: none when
+/// traces are off.
+pub fn outgoing_headers() -> reqwest::header::HeaderMap {
     let cx = tracing::Span::current().context();
     let mut out = HashMap::new();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut out));
-    out.into_iter().collect()
-}
-
-/// Headers as reqwest takes them (names and values that are not valid HTTP are left out).
-pub fn header_map(headers: Vec<(String, String)>) -> reqwest::header::HeaderMap {
-    (headers.into_iter())
-        .filter_map(|(k, v)| Some((k.parse().ok()?, v.parse().ok()?)))
+    // The propagator writes valid header names and values; anything else is left out.
+    (out.into_iter())
+        .filter_map(|(k, v): (String, String)| Some((k.parse().ok()?, v.parse().ok()?)))
         .collect()
 }
 
@@ -127,7 +126,7 @@ pub fn header_map(headers: Vec<(String, String)>) -> reqwest::header::HeaderMap 
 /// sends): the job's next round links to them. Bounded: past the bound, the oldest are dropped.
 #[derive(Default)]
 pub struct Causes {
-    pending: Mutex<Vec<SpanContext>>,
+    pending: Mutex<VecDeque<SpanContext>>,
 }
 
 const MAX_CAUSES: usize = 64;
@@ -135,16 +134,14 @@ const MAX_CAUSES: usize = 64;
 impl Causes {
     /// Remember the current span as a cause, when traces are on.
     pub fn note_current(&self) {
-        let cx = tracing::Span::current().context();
-        let sc = cx.span().span_context().clone();
-        if !sc.is_valid() {
+        let Some(sc) = span_context(&tracing::Span::current()) else {
             return;
-        }
+        };
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() == MAX_CAUSES {
-            pending.remove(0);
+            pending.pop_front();
         }
-        pending.push(sc);
+        pending.push_back(sc);
     }
 
     /// Link `span` to every cause noted since the last call.

@@ -405,7 +405,7 @@ impl Delivery {
             .timeout(Duration::from_secs(sink.timeout_secs.max(1)))
             .header("Content-Type", "application/json")
             // The receiver can join the trace of this delivery.
-            .headers(crate::traces::header_map(crate::traces::outgoing_headers()))
+            .headers(crate::traces::outgoing_headers())
             .body(body);
         for (k, v) in &sink.headers {
             req = req.header(k, v.expose_secret());

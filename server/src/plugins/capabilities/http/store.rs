@@ -17,7 +17,7 @@ impl HttpBackend for StoreBackend {
                 .any(|(k, _)| k.eq_ignore_ascii_case(name))
         };
         if !own("traceparent") {
-            r = r.headers(crate::traces::header_map(crate::traces::outgoing_headers()));
+            r = r.headers(crate::traces::outgoing_headers());
         }
         for (k, v) in req.headers {
             r = r.header(k, v);
