@@ -656,3 +656,36 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labels an admin or a plugin chooses cannot grow the number of series: unknown request types are
+    /// `other`, priorities three classes, and a latency is never negative.
+    #[test]
+    fn labels_from_outside_are_bounded() {
+        assert_eq!(request_type_label("DeviceLock"), "DeviceLock");
+        assert_eq!(
+            request_type_label("DeclarativeManagement"),
+            "DeclarativeManagement"
+        );
+        for invented in ["Evil", "DeviceLock2", "", "device_lock", "x\ny"] {
+            assert_eq!(request_type_label(invented), "other", "{invented:?}");
+        }
+        let classes: Vec<String> = [1000, 1, 0, -1, -1000, i32::MIN, i32::MAX]
+            .into_iter()
+            .map(priority_label)
+            .collect();
+        assert_eq!(
+            classes,
+            ["high", "high", "normal", "low", "low", "low", "high"]
+        );
+        assert_eq!(
+            elapsed_seconds(5_000, 2_000),
+            0.0,
+            "a replica's clock behind"
+        );
+        assert_eq!(elapsed_seconds(2_000, 14_500), 12.5);
+    }
+}

@@ -373,6 +373,40 @@ mod tests {
         c.validate().unwrap();
     }
 
+    /// Telemetry: the collector is an http(s) URL, the sampling ratio a share, the gauges' period at least a
+    /// second; a collector is optional.
+    #[test]
+    fn telemetry_settings_are_checked() {
+        let with = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        let refused: [(&dyn Fn(&mut Config), &str); 5] = [
+            (
+                &|c| c.telemetry.otlp_endpoint = Some("file:///etc/passwd".into()),
+                "otlp_endpoint",
+            ),
+            (
+                &|c| c.telemetry.otlp_endpoint = Some("collector:4318".into()),
+                "otlp_endpoint",
+            ),
+            (&|c| c.telemetry.sample_ratio = 1.5, "sample_ratio"),
+            (&|c| c.telemetry.sample_ratio = -0.1, "sample_ratio"),
+            (
+                &|c| c.telemetry.gauges_interval_secs = 0,
+                "gauges_interval_secs",
+            ),
+        ];
+        for (f, says) in refused {
+            let err = with(f).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+        with(&|c| c.telemetry.otlp_endpoint = Some("https://otel.example.com:4318".into()))
+            .unwrap();
+        with(&|c| c.telemetry.sample_ratio = 0.0).unwrap();
+    }
+
     /// Issued identities must outlive the renewal window, or each renewal schedules the next at once;
     /// renewal off (0) needs nothing of the validity.
     #[test]
