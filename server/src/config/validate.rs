@@ -377,34 +377,33 @@ mod tests {
     /// second; a collector is optional.
     #[test]
     fn telemetry_settings_are_checked() {
-        let with = |f: &dyn Fn(&mut Config)| {
+        let with = |f: fn(&mut Config)| {
             let mut c = Config::default();
             f(&mut c);
             c.validate().map_err(|e| e.to_string())
         };
-        let refused: [(&dyn Fn(&mut Config), &str); 5] = [
+        for (f, says) in [
             (
-                &|c| c.telemetry.otlp_endpoint = Some("file:///etc/passwd".into()),
+                (|c: &mut Config| c.telemetry.otlp_endpoint = Some("file:///etc/passwd".into()))
+                    as fn(&mut Config),
                 "otlp_endpoint",
             ),
             (
-                &|c| c.telemetry.otlp_endpoint = Some("collector:4318".into()),
+                |c| c.telemetry.otlp_endpoint = Some("collector:4318".into()),
                 "otlp_endpoint",
             ),
-            (&|c| c.telemetry.sample_ratio = 1.5, "sample_ratio"),
-            (&|c| c.telemetry.sample_ratio = -0.1, "sample_ratio"),
+            (|c| c.telemetry.sample_ratio = 1.5, "sample_ratio"),
+            (|c| c.telemetry.sample_ratio = -0.1, "sample_ratio"),
             (
-                &|c| c.telemetry.gauges_interval_secs = 0,
+                |c| c.telemetry.gauges_interval_secs = 0,
                 "gauges_interval_secs",
             ),
-        ];
-        for (f, says) in refused {
+        ] {
             let err = with(f).unwrap_err();
             assert!(err.contains(says), "{err}");
         }
-        with(&|c| c.telemetry.otlp_endpoint = Some("https://otel.example.com:4318".into()))
-            .unwrap();
-        with(&|c| c.telemetry.sample_ratio = 0.0).unwrap();
+        with(|c| c.telemetry.otlp_endpoint = Some("https://otel.example.com:4318".into())).unwrap();
+        with(|c| c.telemetry.sample_ratio = 0.0).unwrap();
     }
 
     /// Issued identities must outlive the renewal window, or each renewal schedules the next at once;
